@@ -1,0 +1,115 @@
+"""Entry point of the ``aitrader`` command and its single error boundary.
+
+Every command module exposes ``register(app)``; heavy libraries are imported inside the
+command functions so that ``aitrader --help`` stays fast (a test checks that pandas, numpy,
+lightgbm, xgboost, sklearn and onnxruntime are not imported by it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from aitrader import __version__
+from aitrader.errors import AitraderError
+
+log = logging.getLogger("aitrader")
+
+
+class AitraderGroup(TyperGroup):
+    """Click group that turns library errors into one clean line on stderr."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AitraderError as exc:
+            log.debug("command failed", exc_info=True)
+            typer.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+app = typer.Typer(
+    cls=AitraderGroup,
+    name="aitrader",
+    help="Model lifecycle toolkit for algorithmic trading: train, register, deploy, paper-trade, "
+    "monitor and retrain gradient-boosted models on OHLCV bars.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"aitrader {__version__}")
+        raise typer.Exit()
+
+
+def setup_logging(verbose: bool, log_file: str | None) -> None:
+    """Log to stderr (INFO with --verbose, WARNING otherwise) and optionally to a rotating file.
+
+    A bare file name for ``log_file`` goes under ``logs/``; a path is used as given.
+    """
+    from logging.handlers import RotatingFileHandler
+
+    root = logging.getLogger("aitrader")
+    root.handlers.clear()
+    root.setLevel(logging.DEBUG)
+    root.propagate = False
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(stderr)
+    if log_file:
+        path = Path(log_file)
+        if path.parent == Path("."):
+            path = Path("logs") / path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=5, encoding="utf-8")
+        except OSError as exc:
+            raise AitraderError(
+                f"cannot open log file {path}: {exc.strerror}; pass a writable --log-file path"
+            ) from exc
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
+    log_file: str | None = typer.Option(
+        None, "--log-file", help="Also log to this rotating file (a bare name goes under logs/)."
+    ),
+) -> None:
+    """Model lifecycle toolkit for algorithmic trading."""
+    setup_logging(verbose, log_file)
+
+
+def _register_commands() -> None:
+    from aitrader.cli import data, features, monitor, registry, trade, train
+
+    for module in (data, features, train, registry, trade, monitor):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
