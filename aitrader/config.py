@@ -250,7 +250,7 @@ def format_validation_error(exc: ValidationError, source: str | Path | None = No
     lines = []
     for err in exc.errors():
         loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
-        ctx = err.get("ctx") or {}
+        ctx = {k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in (err.get("ctx") or {}).items()}
         template = _TEMPLATES.get(err["type"])
         if template is not None:
             try:

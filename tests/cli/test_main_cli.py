@@ -1,0 +1,132 @@
+"""The CLI's single error boundary, global options and fast start-up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from aitrader import __version__
+from aitrader.cli import main as cli_main
+from aitrader.errors import AitraderError, DataError, LockHeldError
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(cli_main.app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"aitrader {__version__}"
+
+
+def test_help_lists_every_lifecycle_command() -> None:
+    result = runner.invoke(cli_main.app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "register", "list", "deploy", "paper-trade", "monitor", "retrain"):
+        assert command in result.stdout
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = runner.invoke(cli_main.app, ["no-such-command"])
+    assert result.exit_code == 2
+
+
+@pytest.fixture
+def failing_app() -> typer.Typer:
+    """A copy of the root group with commands that raise, to exercise the boundary."""
+    app = typer.Typer(cls=cli_main.AitraderGroup, pretty_exceptions_show_locals=False)
+
+    @app.command()
+    def data_fail() -> None:
+        raise DataError("bars.csv: row 3: high 1.0 is below max(open, close) 2.0; pass --repair")
+
+    @app.command()
+    def lock_fail() -> None:
+        raise LockHeldError("another retrain holds the lock")
+
+    @app.command()
+    def bug() -> None:
+        raise RuntimeError("a real bug")
+
+    return app
+
+
+def test_library_error_is_one_line_on_stderr_exit_1(failing_app: typer.Typer) -> None:
+    result = runner.invoke(failing_app, ["data-fail"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == "error: bars.csv: row 3: high 1.0 is below max(open, close) 2.0; pass --repair\n"
+    assert "Traceback" not in result.stderr
+
+
+def test_error_subclass_sets_its_exit_code(failing_app: typer.Typer) -> None:
+    result = runner.invoke(failing_app, ["lock-fail"])
+    assert result.exit_code == 4
+    assert result.stderr.startswith("error: another retrain holds the lock")
+
+
+def test_a_bug_is_not_swallowed(failing_app: typer.Typer) -> None:
+    result = runner.invoke(failing_app, ["bug"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, RuntimeError)
+    assert not isinstance(result.exception, AitraderError)
+
+
+def test_locals_never_shown_in_tracebacks() -> None:
+    assert cli_main.app.pretty_exceptions_show_locals is False
+
+
+def test_log_file_goes_under_logs(in_tmp) -> None:
+    result = runner.invoke(cli_main.app, ["--verbose", "--log-file", "aitrader.log", "features", "list", "--json"])
+    assert result.exit_code == 0, result.stderr
+    json.loads(result.stdout)
+    assert (in_tmp / "logs" / "aitrader.log").is_file()
+
+
+HEAVY = ("pandas", "numpy", "lightgbm", "xgboost", "sklearn", "onnxruntime", "matplotlib")
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """`aitrader --help` must stay fast: proven by what it imports, not by a clock."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from typer.testing import CliRunner
+        from aitrader.cli.main import app
+        for args in (["--help"], ["--version"]):
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, result.output
+        heavy = [m for m in {HEAVY!r} if m in sys.modules]
+        print(",".join(heavy))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"--help imported heavy modules: {out.stdout.strip()}"
+
+
+def test_every_subcommand_help_imports_no_heavy_library() -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from typer.testing import CliRunner
+        from aitrader.cli.main import app
+        import typer.main
+        group = typer.main.get_command(app)
+        paths = []
+        for name, cmd in group.commands.items():
+            paths.append([name])
+            for sub in getattr(cmd, "commands", {{}}):
+                paths.append([name, sub])
+        for path in paths:
+            result = CliRunner().invoke(app, [*path, "--help"])
+            assert result.exit_code == 0, (path, result.output)
+        print(",".join(m for m in {HEAVY!r} if m in sys.modules))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"a command's --help imported: {out.stdout.strip()}"
