@@ -68,7 +68,7 @@ def setup_logging(verbose: bool, log_file: str | None) -> None:
     root.addHandler(stderr)
     if log_file:
         path = Path(log_file)
-        if path.parent == Path("."):
+        if path.parent == Path():
             path = Path("logs") / path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
