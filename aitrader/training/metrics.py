@@ -1,0 +1,208 @@
+"""Evaluation metrics, a cost-aware backtest and the naive baselines a model must beat.
+
+Conventions (documented in docs/cli.md, relied on by monitoring and retrain):
+
+* ``hit_rate``: share of rows where ``sign(pred) == sign(y)``, rows with ``y == 0`` excluded; a
+  prediction of exactly 0 takes no side and counts as a miss.
+* ``ic`` (Pearson) and ``rank_ic`` (Spearman, average ranks for ties): 0.0 when either side is
+  constant (a constant prediction carries no ranking information).
+* Backtest: the position is decided at the close of bar ``t`` from the prediction and held for
+  one bar, earning the 1-bar return ``close[t+1] / close[t] - 1``. The target is an h-bar return
+  and consecutive rows overlap, so trading the h-bar return would count each move h times.
+  Costs: ``(fees_bps + slippage_bps) / 1e4`` times ``|position change|`` (entering from flat at
+  the first row counts). ``sharpe`` is annualised with :func:`periods_per_year` and is 0.0 when
+  the P&L has no variance (e.g. always flat); ``max_drawdown`` is a positive fraction of the
+  running peak; ``turnover`` is the mean ``|position change|`` per bar.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REGRESSION_METRICS = (
+    "mae", "rmse", "r2", "hit_rate", "ic", "rank_ic", "total_return", "sharpe", "max_drawdown", "turnover",
+)
+CLASSIFICATION_METRICS = REGRESSION_METRICS + ("accuracy", "log_loss", "auc")
+BASELINES = ("zero", "always_long", "prev_sign")
+
+
+def _arrays(*values: Any) -> list[np.ndarray]:
+    out = [np.asarray(v, dtype=np.float64).ravel() for v in values]
+    if len({a.size for a in out}) != 1:
+        raise ValueError(f"length mismatch: {[a.size for a in out]}")
+    return out
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    # Average ranks for ties, as Spearman's definition needs (no scipy dependency).
+    return pd.Series(a).rank(method="average").to_numpy(dtype=np.float64)
+
+
+def hit_rate(y: Any, pred: Any) -> float:
+    """Share of rows with ``y != 0`` where the prediction has the same sign (0.0 when none)."""
+    y_, p = _arrays(y, pred)
+    known = y_ != 0
+    if not known.any():
+        return 0.0
+    return float(np.mean(np.sign(p[known]) == np.sign(y_[known])))
+
+
+def regression_metrics(y: Any, pred: Any) -> dict[str, float]:
+    """``mae, rmse, r2, hit_rate, ic, rank_ic`` of predictions ``pred`` against targets ``y``."""
+    y_, p = _arrays(y, pred)
+    if y_.size == 0:
+        raise ValueError("regression_metrics needs at least one row")
+    err = p - y_
+    sst = float(np.sum((y_ - y_.mean()) ** 2))
+    sse = float(np.sum(err**2))
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": math.sqrt(sse / y_.size),
+        "r2": 1.0 - sse / sst if sst > 0 else 0.0,
+        "hit_rate": hit_rate(y_, p),
+        "ic": _corr(p, y_),
+        "rank_ic": _corr(_ranks(p), _ranks(y_)),
+    }
+
+
+def auc_score(label: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula; 0.5 when only one class is present."""
+    pos = label == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    ranks = _ranks(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(fwd: Any, proba_up: Any) -> dict[str, float]:
+    """Metrics of P(up) against the realised forward return ``fwd`` (label: ``fwd > 0``).
+
+    ``mae``/``rmse``/``r2`` are of the probability against the 0/1 label (``rmse**2`` is the Brier
+    score); ``hit_rate``/``ic``/``rank_ic`` use the signal ``P(up) - 0.5`` against ``fwd``.
+    """
+    f, p = _arrays(fwd, proba_up)
+    label = (f > 0).astype(np.float64)
+    out = regression_metrics(label, p)
+    signal = p - 0.5
+    out["hit_rate"] = hit_rate(f, signal)
+    out["ic"] = _corr(signal, f)
+    out["rank_ic"] = _corr(_ranks(signal), _ranks(f))
+    clipped = np.clip(p, 1e-15, 1 - 1e-15)
+    out["accuracy"] = float(np.mean((p > 0.5) == (label == 1)))
+    out["log_loss"] = float(-np.mean(label * np.log(clipped) + (1 - label) * np.log(1 - clipped)))
+    out["auc"] = auc_score(label, p)
+    return out
+
+
+def periods_per_year(index: pd.DatetimeIndex) -> float:
+    """Bars per year for annualising: exchange calendar or continuous trading, inferred.
+
+    Without weekend bars the market keeps a session calendar: 252 sessions x the median number
+    of bars per session (252 for daily bars, 1764 for 7 hourly bars a session). With weekend bars
+    (crypto) trading is continuous: 365.25 days / the median bar interval. A span shorter than a
+    week counts as continuous when some calendar day is (nearly) fully covered by bars.
+    """
+    if len(index) < 3:
+        return 252.0
+    step = pd.Series(index).diff().dropna().median()
+    per_day = pd.Series(1, index=index).groupby(index.normalize()).size()
+    continuous_day = pd.Timedelta(days=1) / step
+    if np.any(index.day_of_week >= 5):
+        continuous = True
+    elif index[-1] - index[0] >= pd.Timedelta(days=7):
+        continuous = False  # a full week without weekend bars: an exchange calendar
+    else:
+        # Too short to see a weekend: continuous when some day is (nearly) fully covered.
+        continuous = step < pd.Timedelta(days=1) and float(per_day.max()) >= 0.9 * continuous_day
+    if continuous:
+        return float(pd.Timedelta(days=365.25) / step)
+    return 252.0 * float(per_day.median())
+
+
+def backtest(
+    signal: Any,
+    ret1: Any,
+    *,
+    fees_bps: float = 1.0,
+    slippage_bps: float = 2.0,
+    short: bool = True,
+    periods: float = 252.0,
+) -> dict[str, float]:
+    """Trade ``sign(signal)`` (long/short, or long/flat with ``short=False``) on 1-bar returns."""
+    s, r = _arrays(signal, ret1)
+    position = np.sign(s) if short else (s > 0).astype(np.float64)
+    change = np.abs(np.diff(position, prepend=0.0))
+    pnl = position * r - (fees_bps + slippage_bps) / 1e4 * change
+    equity = np.cumprod(1.0 + pnl)
+    peak = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
+    std = float(np.std(pnl, ddof=1)) if pnl.size > 1 else 0.0
+    return {
+        "total_return": float(equity[-1] - 1.0) if equity.size else 0.0,
+        "sharpe": float(np.mean(pnl) / std * math.sqrt(periods)) if std > 1e-15 else 0.0,
+        "max_drawdown": float(np.max(1.0 - equity / peak)) if equity.size else 0.0,
+        "turnover": float(np.mean(change)) if change.size else 0.0,
+    }
+
+
+def evaluate(
+    task: str,
+    fwd: Any,
+    pred: Any,
+    ret1: Any,
+    *,
+    backtest_kwargs: dict[str, Any],
+) -> dict[str, float]:
+    """All headline metrics of one prediction vector (regression output or P(up))."""
+    if task == "classification":
+        out = classification_metrics(fwd, pred)
+        signal = np.asarray(pred, dtype=np.float64) - 0.5
+    else:
+        out = regression_metrics(fwd, pred)
+        signal = np.asarray(pred, dtype=np.float64)
+    out.update(backtest(signal, ret1, **backtest_kwargs))
+    return out
+
+
+def baseline_predictions(task: str, y_train: Any, prev_return: Any) -> dict[str, np.ndarray]:
+    """Predictions of the naive baselines for rows whose previous h-bar return is ``prev_return``.
+
+    Regression: ``zero`` predicts 0 (flat); ``always_long`` predicts the mean absolute training
+    target (long every bar); ``prev_sign`` predicts that magnitude with the sign of the previous
+    h-bar return (momentum). Classification: the same three as P(up): 0.5, the training up-rate
+    (at least 0.51 so it goes long), and 0.5 +/- that margin by the previous return's sign.
+    """
+    yt, prev = np.asarray(y_train, dtype=np.float64), np.asarray(prev_return, dtype=np.float64)
+    n = prev.size
+    direction = np.sign(np.nan_to_num(prev, nan=0.0))
+    if task == "classification":
+        up = float(np.mean(yt > 0)) if yt.size else 0.5
+        p_long = max(up, 1.0 - up, 0.51)
+        return {
+            "zero": np.full(n, 0.5),
+            "always_long": np.full(n, p_long),
+            "prev_sign": 0.5 + direction * (p_long - 0.5),
+        }
+    magnitude = float(np.mean(np.abs(yt))) if yt.size else 0.0
+    return {
+        "zero": np.zeros(n),
+        "always_long": np.full(n, magnitude),
+        "prev_sign": direction * magnitude,
+    }
+
+
+def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean over folds (the CV summary)."""
+    if not rows:
+        return {}
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}

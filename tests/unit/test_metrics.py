@@ -1,0 +1,126 @@
+"""Metrics against reference implementations, the backtest's accounting, and the baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.metrics import log_loss, mean_absolute_error, r2_score, roc_auc_score
+
+from aitrader.training.metrics import (
+    backtest,
+    baseline_predictions,
+    classification_metrics,
+    evaluate,
+    hit_rate,
+    mean_metrics,
+    periods_per_year,
+    regression_metrics,
+)
+
+finite = st.floats(-0.2, 0.2, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.integers(3, 60), elements=finite), st.data())
+def test_regression_metrics_match_references(y, data):
+    pred = data.draw(arrays(np.float64, y.size, elements=finite))
+    m = regression_metrics(y, pred)
+    assert m["mae"] == pytest.approx(mean_absolute_error(y, pred), abs=1e-12)
+    assert m["rmse"] == pytest.approx(math.sqrt(np.mean((y - pred) ** 2)), abs=1e-12)
+    if np.ptp(y) > 1e-9:
+        assert m["r2"] == pytest.approx(r2_score(y, pred), rel=1e-6, abs=1e-9)
+    if np.ptp(y) > 1e-9 and np.ptp(pred) > 1e-9:
+        s_y, s_p = pd.Series(y), pd.Series(pred)
+        assert m["ic"] == pytest.approx(s_y.corr(s_p), abs=1e-9)
+        assert m["rank_ic"] == pytest.approx(s_y.rank().corr(s_p.rank()), abs=1e-9)
+    assert 0.0 <= m["hit_rate"] <= 1.0
+
+
+def test_hit_rate_excludes_zero_targets_and_counts_zero_predictions_as_misses():
+    assert hit_rate([0.1, -0.1, 0.0, 0.2], [1, -1, 5, 0]) == pytest.approx(2 / 3)
+    assert hit_rate([0.0, 0.0], [1, 1]) == 0.0
+
+
+def test_constant_prediction_has_zero_ic():
+    m = regression_metrics([0.1, -0.2, 0.3, 0.05], [0.0, 0.0, 0.0, 0.0])
+    assert m["ic"] == 0.0 and m["rank_ic"] == 0.0 and m["hit_rate"] == 0.0
+
+
+def test_classification_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    fwd = rng.normal(0, 0.01, 200)
+    p = np.clip(0.5 + 20 * fwd + rng.normal(0, 0.1, 200), 0.01, 0.99)
+    m = classification_metrics(fwd, p)
+    label = (fwd > 0).astype(int)
+    assert m["log_loss"] == pytest.approx(log_loss(label, p), rel=1e-9)
+    assert m["auc"] == pytest.approx(roc_auc_score(label, p), rel=1e-9)
+    assert m["accuracy"] == pytest.approx(np.mean((p > 0.5) == label))
+    assert m["rmse"] ** 2 == pytest.approx(np.mean((p - label) ** 2))  # Brier score
+    assert m["auc"] > 0.8 and m["ic"] > 0.5
+
+
+def test_backtest_accounting_by_hand():
+    signal = [1.0, 1.0, -1.0, 0.0]
+    ret1 = [0.01, 0.02, -0.01, 0.05]
+    out = backtest(signal, ret1, fees_bps=5, slippage_bps=5, short=True, periods=252)
+    cost = 10 / 1e4
+    pnl = np.array([0.01 - cost, 0.02, 0.01 - 2 * cost, 0.0 - cost])
+    equity = np.cumprod(1 + pnl)
+    assert out["total_return"] == pytest.approx(equity[-1] - 1)
+    assert out["turnover"] == pytest.approx((1 + 0 + 2 + 1) / 4)
+    peak = np.maximum.accumulate(np.r_[1.0, equity])[1:]
+    assert out["max_drawdown"] == pytest.approx(np.max(1 - equity / peak))
+    assert out["sharpe"] == pytest.approx(pnl.mean() / pnl.std(ddof=1) * math.sqrt(252))
+
+
+def test_backtest_long_flat_and_costs():
+    ret1 = np.array([-0.01, -0.02, 0.03])
+    no_short = backtest([-1, -1, 1], ret1, fees_bps=0, slippage_bps=0, short=False)
+    assert no_short["total_return"] == pytest.approx(0.03)
+    flat = backtest([0, 0, 0], ret1)
+    assert flat == {"total_return": 0.0, "sharpe": 0.0, "max_drawdown": 0.0, "turnover": 0.0}
+    cheap = backtest([1, -1, 1], ret1, fees_bps=0, slippage_bps=0)
+    dear = backtest([1, -1, 1], ret1, fees_bps=10, slippage_bps=10)
+    assert dear["total_return"] < cheap["total_return"]
+
+
+def test_periods_per_year_by_calendar():
+    daily = pd.bdate_range("2020-01-01", periods=300)
+    assert periods_per_year(daily) == 252.0
+    hours = pd.DatetimeIndex(
+        [d + pd.Timedelta(hours=h) for d in pd.bdate_range("2020-01-01", periods=30) for h in range(9, 16)],
+        tz="America/New_York",
+    )
+    assert periods_per_year(hours) == 252.0 * 7
+    crypto = pd.date_range("2020-01-01", periods=500, freq="5min", tz="UTC")
+    assert periods_per_year(crypto) == pytest.approx(365.25 * 24 * 12)
+    assert periods_per_year(pd.date_range("2020-01-01", periods=400, freq="D")) == pytest.approx(365.25)
+
+
+def test_baselines_regression_and_classification():
+    y_train = np.array([0.01, -0.03, 0.02])
+    prev = np.array([0.5, -0.1, np.nan, 0.0])
+    b = baseline_predictions("regression", y_train, prev)
+    assert b["zero"].tolist() == [0, 0, 0, 0]
+    assert b["always_long"] == pytest.approx([0.02] * 4)
+    assert b["prev_sign"] == pytest.approx([0.02, -0.02, 0.0, 0.0])
+    c = baseline_predictions("classification", y_train, prev)
+    assert c["zero"].tolist() == [0.5] * 4
+    assert np.all(c["always_long"] > 0.5)
+    assert c["prev_sign"][0] > 0.5 > c["prev_sign"][1]
+
+
+def test_evaluate_and_mean():
+    rng = np.random.default_rng(1)
+    fwd, ret1 = rng.normal(0, 0.01, 50), rng.normal(0, 0.005, 50)
+    reg = evaluate("regression", fwd, fwd * 0.5, ret1, backtest_kwargs={"periods": 252})
+    assert reg["ic"] == pytest.approx(1.0) and set(reg) >= {"sharpe", "turnover", "rank_ic"}
+    cls = evaluate("classification", fwd, 0.5 + fwd, ret1, backtest_kwargs={})
+    assert {"accuracy", "log_loss", "auc"} <= set(cls)
+    assert mean_metrics([{"a": 1.0}, {"a": 3.0}]) == {"a": 2.0}
