@@ -1,0 +1,73 @@
+"""Models: one scikit-learn-style interface over LightGBM, XGBoost, scikit-learn and ONNX.
+
+``create_model(kind, ...)`` builds an unfitted adapter; ``load_model(directory, model_meta)``
+reads a saved one back (pickle-based artifacts only with ``trust_pickle=True``).
+Library imports happen in the adapter modules, on first use of a kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aitrader.errors import ModelError, TrustError
+
+if TYPE_CHECKING:
+    from aitrader.models.base import Model
+
+MODEL_KINDS = ("lightgbm", "xgboost", "ridge", "random_forest")
+
+__all__ = ["MODEL_KINDS", "create_model", "load_model", "model_class"]
+
+
+def model_class(kind: str) -> type[Model]:
+    """The adapter class for ``kind`` (one of MODEL_KINDS)."""
+    if kind == "lightgbm":
+        from aitrader.models.boosters import LightGBMModel
+
+        return LightGBMModel
+    if kind == "xgboost":
+        from aitrader.models.boosters import XGBoostModel
+
+        return XGBoostModel
+    if kind == "ridge":
+        from aitrader.models.sklearn_models import RidgeModel
+
+        return RidgeModel
+    if kind == "random_forest":
+        from aitrader.models.sklearn_models import RandomForestModel
+
+        return RandomForestModel
+    raise ModelError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+
+
+def create_model(
+    kind: str, *, task: str = "regression", random_state: int = 42, params: dict[str, Any] | None = None
+) -> Model:
+    """An unfitted model; task and params are validated now so a typo fails before training."""
+    model = model_class(kind)(task=task, random_state=random_state, params=params)
+    model.validate()
+    return model
+
+
+def load_model(directory: str | Path, model_meta: dict[str, Any], *, trust_pickle: bool = False) -> Model:
+    """Load the native model file named in ``model_meta`` (the manifest's ``model`` section)."""
+    directory = Path(directory)
+    kind = model_meta.get("kind")
+    if not isinstance(kind, str):
+        raise ModelError(f"{directory}: manifest model section has no 'kind'; expected one of {MODEL_KINDS}")
+    cls = model_class(kind)
+    files = model_meta.get("files") or {}
+    name = files.get("native", cls.native_file)
+    path = directory / name
+    if (model_meta.get("pickle_based") or cls.pickle_based) and not trust_pickle:
+        raise TrustError(
+            f"{path} is a pickle-based {kind} model: loading it can run arbitrary code; "
+            f"re-register it with --trust-pickle if you trust the source"
+        )
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}; the artifact is incomplete, retrain or re-register it")
+    task = model_meta.get("task", "regression")
+    if task not in ("regression", "classification"):
+        raise ModelError(f"{directory}: unknown task {task!r} in the manifest; expected regression or classification")
+    return cls._load_native(path, model_meta)
