@@ -156,6 +156,7 @@ class Monitoring(StrictModel):
     psi_max: float = Field(0.2, gt=0)  # alert when PSI of any feature or the predictions exceeds it
     hit_rate_min: float = Field(0.45, ge=0, le=1)
     error_rate_max: float = Field(0.05, ge=0, le=1)
+    drift_min_samples: int = Field(100, ge=10)  # drift alerts wait for this many live predictions
 
 
 class TradingConfig(StrictModel):

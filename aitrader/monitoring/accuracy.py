@@ -1,0 +1,76 @@
+"""Accuracy of live predictions whose outcome (the realised forward return) is known.
+
+Regression models predict the forward return: MAE, RMSE, hit rate (sign agreement), IC (Pearson)
+and rank IC (Spearman) compare prediction and outcome directly. Classification models predict
+P(up): MAE/RMSE are not comparable with a return and are left out; the hit rate compares
+``p > 0.5`` with ``outcome > 0`` and the ICs correlate the probability with the outcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None  # undefined, e.g. a constant prediction
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), as Spearman's rho needs."""
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(a.size, dtype=float)
+    sorted_a = a[order]
+    # Boundaries of runs of equal values: each run gets the mean of its positions.
+    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
+    ends = np.r_[starts[1:], a.size]
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + e - 1) / 2.0
+    return ranks
+
+
+def accuracy_metrics(pred: np.ndarray, outcome: np.ndarray, *, task: str = "regression") -> dict[str, Any]:
+    """MAE, RMSE, hit rate, IC and rank IC on the pairs where both values are finite."""
+    p = np.asarray(pred, dtype=float)
+    y = np.asarray(outcome, dtype=float)
+    ok = np.isfinite(p) & np.isfinite(y)
+    p, y = p[ok], y[ok]
+    out: dict[str, Any] = {"n": int(p.size), "mae": None, "rmse": None, "hit_rate": None, "ic": None,
+                           "rank_ic": None}
+    if p.size == 0:
+        return out
+    if task == "classification":
+        out["hit_rate"] = float(np.mean((p > 0.5) == (y > 0)))
+    else:
+        err = p - y
+        out["mae"] = float(np.mean(np.abs(err)))
+        out["rmse"] = float(np.sqrt(np.mean(err**2)))
+        out["hit_rate"] = float(np.mean(np.sign(p) == np.sign(y)))
+    out["ic"] = _corr(p, y)
+    out["rank_ic"] = _corr(_ranks(p), _ranks(y))
+    return out
+
+
+def rolling_metrics(pred: np.ndarray, outcome: np.ndarray, window: int, *,
+                    task: str = "regression") -> dict[str, list[float | None]]:
+    """Trailing-window MAE and IC at every pair from the ``window``-th on (for the report's chart).
+
+    O(n * window); runs hold thousands of outcomes at most, so clarity wins over a streaming form.
+    """
+    p = np.asarray(pred, dtype=float)
+    y = np.asarray(outcome, dtype=float)
+    ok = np.isfinite(p) & np.isfinite(y)
+    p, y = p[ok], y[ok]
+    mae: list[float | None] = []
+    ic: list[float | None] = []
+    for end in range(min(window, p.size), p.size + 1):
+        if end == 0:
+            break
+        start = max(0, end - window)
+        m = accuracy_metrics(p[start:end], y[start:end], task=task)
+        mae.append(m["mae"])
+        ic.append(m["ic"])
+    return {"mae": mae, "ic": ic}

@@ -1,0 +1,231 @@
+"""``aitrader monitor``: operational health, live accuracy, drift and alerts of one run's model.
+
+Inputs: the run's ledger (predictions with their features and realised outcomes, events, equity)
+and the model's manifest (its ``baseline`` section and holdout metrics). The result is a plain,
+JSON-ready ``summary`` plus the ``series`` the HTML report draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aitrader.config import Monitoring
+from aitrader.errors import ModelError, TradingError
+from aitrader.monitoring.accuracy import accuracy_metrics, rolling_metrics
+from aitrader.monitoring.alerts import evaluate_alerts
+from aitrader.monitoring.drift import drift_table, ks_statistic, psi
+from aitrader.monitoring.ledger import Ledger, feature_matrix
+
+ERROR_EVENT = "ML_ERROR"
+RISK_EVENT = "RISK_REJECTED"
+ALERT_EVENT = "ALERT"
+
+
+@dataclass
+class MonitorResult:
+    summary: dict[str, Any]  # everything `--json` prints
+    series: dict[str, Any] = field(default_factory=dict)  # chart data for the report
+
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        return list(self.summary.get("alerts") or [])
+
+    @property
+    def healthy(self) -> bool:
+        return not self.alerts
+
+
+def select_model(ledger: Ledger, model_id: str | None = None) -> dict[str, Any]:
+    """The ledger's model entry to monitor: the one named ``model_id`` or the only one."""
+    models = ledger.models
+    if not models:
+        raise TradingError(
+            f"run {ledger.run_id} records no models in its ledger meta; it was not started by "
+            "`aitrader paper-trade` or is damaged"
+        )
+    if model_id is None:
+        if len(models) > 1:
+            names = ", ".join(str(m.get("model_id")) for m in models)
+            raise TradingError(f"run {ledger.run_id} traded several models ({names}); choose one with --model-id")
+        return models[0]
+    for m in models:
+        if model_id in (m.get("model_id"), m.get("version"), m.get("digest")):
+            return m
+    names = ", ".join(str(m.get("model_id")) for m in models)
+    raise TradingError(f"model {model_id!r} did not trade in run {ledger.run_id}; it traded: {names}")
+
+
+def _model_ids(entry: Mapping[str, Any]) -> set[str]:
+    ids = {str(entry[k]) for k in ("model_id", "version") if entry.get(k) is not None}
+    if entry.get("model_id") is not None and isinstance(entry.get("version"), int):
+        ids.add(f"{entry['model_id']}:v{entry['version']}")
+    return ids
+
+
+def _model_rows(df: pd.DataFrame, entry: Mapping[str, Any], *, keep_unassigned: bool) -> pd.DataFrame:
+    """Rows of this model: by digest when the table has one, else by model id."""
+    if df.empty:
+        return df
+    digest = entry.get("digest")
+    if digest and "digest" in df.columns and df["digest"].notna().any():
+        return df[df["digest"] == digest]
+    if "model_id" not in df.columns:
+        return df
+    mask = df["model_id"].astype(str).isin(_model_ids(entry))
+    if keep_unassigned:
+        mask |= df["model_id"].isna()
+    return df[mask]
+
+
+def _text(row: Mapping[str, Any]) -> str:
+    return f"{row.get('reason') or ''} {row.get('payload') or ''}".lower()
+
+
+def _daily_losses(equity: pd.DataFrame) -> tuple[float | None, str | None]:
+    """Worst intraday drop of equity below the previous day's close, as a fraction."""
+    if equity.empty or equity["equity"].isna().all():
+        return None, None
+    eq = equity.dropna(subset=["equity"])
+    day = eq["ts"].dt.date
+    last = eq.groupby(day)["equity"].last()
+    low = eq.groupby(day)["equity"].min()
+    first = eq.groupby(day)["equity"].first()
+    start = last.shift(1).fillna(first)  # the first day starts from its first mark
+    loss = (1.0 - low / start).clip(lower=0.0)
+    worst_day = loss.idxmax()
+    return float(loss.max()), str(worst_day)
+
+
+def operational_metrics(ledger: Ledger, entry: Mapping[str, Any], n_features: int) -> dict[str, Any]:
+    """Counts, latency, errors, fallbacks, feature availability, risk rejections, disable/loss events."""
+    preds = _model_rows(ledger.predictions, entry, keep_unassigned=False)
+    events = _model_rows(ledger.events, entry, keep_unassigned=True)
+    source = preds["source"].fillna("model") if "source" in preds.columns else pd.Series("model", index=preds.index)
+    by_source = {str(k): int(v) for k, v in source.value_counts().items()}
+    model_rows = preds[source == "model"]
+    latency_ms = (model_rows["latency_us"].dropna().to_numpy() / 1000.0) if "latency_us" in preds else np.array([])
+    feats = feature_matrix(preds["features"], n_features) if "features" in preds and n_features else None
+    available = float(np.mean(np.all(np.isfinite(feats), axis=1))) if feats is not None and len(feats) else None
+
+    etype = events["type"].astype(str) if not events.empty else pd.Series(dtype=str)
+    errors = events[etype == ERROR_EVENT]
+    rejections = events[etype == RISK_EVENT]
+    errors_by_type = {str(k): int(v) for k, v in errors["reason"].fillna("unknown").value_counts().items()}
+    attempts = len(model_rows) + len(errors)
+    rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in events.to_dict("records")]
+    disabled = [r for r in rows if r.get("type") == ALERT_EVENT and "disabl" in _text(r)]
+    loss_events = [r for r in rows if "daily" in _text(r) and "loss" in _text(r)]
+    worst_loss, worst_day = _daily_losses(ledger.equity)
+    return {
+        "predictions": len(preds),
+        "by_source": by_source,
+        "fallbacks": int(len(preds) - len(model_rows)),
+        "latency_ms_p50": float(np.percentile(latency_ms, 50)) if latency_ms.size else None,
+        "latency_ms_p99": float(np.percentile(latency_ms, 99)) if latency_ms.size else None,
+        "errors_total": len(errors),
+        "errors_by_type": errors_by_type,
+        "error_rate": (len(errors) / attempts) if attempts else None,
+        "feature_availability": available,
+        "risk_rejections": {str(k): int(v) for k, v in rejections["reason"].fillna("unknown").value_counts().items()},
+        "disabled": bool(disabled),
+        "disabled_reason": disabled[-1].get("reason") if disabled else None,
+        "daily_loss_limit_hits": len(loss_events),
+        "worst_daily_loss": worst_loss,
+        "worst_day": worst_day,
+    }
+
+
+def _holdout_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The training holdout's accuracy, preferring the baseline section's own numbers."""
+    metrics = ((manifest.get("metrics") or {}).get("holdout")) or {}
+    base = manifest.get("baseline") or {}
+    ref = {k: metrics.get(k) for k in ("mae", "rmse", "hit_rate", "ic", "rank_ic")}
+    for key in ("mae", "hit_rate", "ic"):
+        if base.get(f"holdout_{key}") is not None:
+            ref[key] = base[f"holdout_{key}"]
+    return ref
+
+
+def _check_manifest(manifest: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    names = list(((manifest.get("features") or {}).get("names")) or [])
+    baseline = manifest.get("baseline")
+    if not names or not isinstance(baseline, Mapping) or not baseline.get("features"):
+        raise ModelError(
+            "the model's manifest has no training baseline (features.names and baseline.features); "
+            "it was trained before monitoring baselines existed: retrain it with `aitrader train`"
+        )
+    return names, dict(baseline)
+
+
+def monitor_ledger(
+    ledger: Ledger,
+    manifest: Mapping[str, Any],
+    cfg: Monitoring,
+    *,
+    model_id: str | None = None,
+    window: int | None = None,
+    daily_loss_limit: float = 0.02,
+) -> MonitorResult:
+    """Evaluate one model of one run against its manifest baseline and the alert thresholds."""
+    entry = select_model(ledger, model_id)
+    names, baseline = _check_manifest(manifest)
+    target = manifest.get("target") or {}
+    task = str(target.get("task") or "regression")
+    win = int(window or cfg.window)
+
+    preds = _model_rows(ledger.predictions, entry, keep_unassigned=False)
+    source = preds["source"].fillna("model") if "source" in preds.columns else pd.Series("model", index=preds.index)
+    model_rows = preds[source == "model"]
+    known = model_rows.dropna(subset=["prediction", "outcome"])
+    p, y = known["prediction"].to_numpy(float), known["outcome"].to_numpy(float)
+    accuracy = {
+        "run": accuracy_metrics(p, y, task=task),
+        "window": accuracy_metrics(p[-win:], y[-win:], task=task),
+        "window_size": win,
+        "holdout": _holdout_reference(manifest),
+    }
+
+    live = feature_matrix(preds["features"], len(names)) if "features" in preds else np.empty((0, len(names)))
+    pred_values = model_rows["prediction"].to_numpy(float)
+    pred_base = baseline.get("prediction") or {}
+    pred_psi = psi(pred_base, pred_values, name="prediction") if pred_base else float("nan")
+    pred_ks = ks_statistic(pred_base.get("quantiles") or [], pred_values) if pred_base else float("nan")
+    features = drift_table(baseline["features"], names, live)
+    drift = {
+        "n": len(live),
+        "min_samples": cfg.drift_min_samples,
+        "enough_samples": len(live) >= cfg.drift_min_samples,
+        "features": features,
+        "prediction": {"psi": None if np.isnan(pred_psi) else pred_psi,
+                       "ks": None if np.isnan(pred_ks) else pred_ks, "n": int(np.isfinite(pred_values).sum())},
+        "top": [r["name"] for r in features[:5] if r["psi"] is not None],
+    }
+    ops = operational_metrics(ledger, entry, len(names))
+    alerts = evaluate_alerts(accuracy, drift, ops, cfg, daily_loss_limit=daily_loss_limit)
+    summary = {
+        "run_id": ledger.run_id,
+        "run_dir": str(ledger.run_dir),
+        "run_status": ledger.meta.get("status"),
+        "updated_at": ledger.meta.get("updated_at"),
+        "model": {**{k: entry.get(k) for k in ("model_id", "version", "digest")}, "task": task,
+                  "horizon": target.get("horizon")},
+        "health": "alert" if alerts else "ok",
+        "operational": ops,
+        "accuracy": accuracy,
+        "drift": drift,
+        "alerts": alerts,
+        "thresholds": cfg.model_dump() | {"daily_loss_limit": daily_loss_limit},
+    }
+    series = {
+        "equity_ts": ledger.equity["ts"].tolist() if not ledger.equity.empty else [],
+        "equity": ledger.equity["equity"].tolist() if not ledger.equity.empty else [],
+        "rolling": rolling_metrics(p, y, win, task=task),
+        "prediction": p.tolist(),
+        "outcome": y.tolist(),
+    }
+    return MonitorResult(summary=summary, series=series)
