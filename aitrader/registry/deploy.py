@@ -1,0 +1,362 @@
+"""Deploy checks, promotion to an alias, rollback and the append-only deploy log.
+
+Checks run in order and stop at the first failure (the rest are reported as skipped):
+
+1. ``hashes``: every file's SHA256 matches the index (nothing is deserialised before this);
+2. ``loads``: the runner builds (a pickle-based artifact needs the trust flag);
+3. ``reproduces_sample``: the runner reproduces the manifest's sample predictions (native within
+   1e-9 relative, ONNX within the manifest's ``onnx.tolerance_rel``);
+4. ``feature_contract``: the configured feature pipeline can produce the manifest's contract.
+
+A promotion or a rollback, successful or failed, is one INSERT in ``deploy_log``; a dry run runs
+the checks and records nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aitrader.errors import AitraderError, DeployCheckError, RegistryError
+from aitrader.registry.names import DEFAULT_ALIAS, parse_model_id, validate_alias, validate_name
+from aitrader.registry.store import _integrity_message, now_iso, who
+from aitrader.registry.types import CheckResult, DeployEvent, DeployResult, History, LoadedModel, VersionInfo
+
+if TYPE_CHECKING:
+    from aitrader.registry.store import Registry
+
+CHECKS = ("hashes", "loads", "reproduces_sample", "feature_contract")
+NATIVE_TOLERANCE = 1e-9
+DEFAULT_ONNX_TOLERANCE = 1e-3
+
+
+# ---------------------------------------------------------------------- the checks
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, AitraderError) else f"{type(exc).__name__}: {exc}"
+
+
+def sample_max_rel_diff(got: list[float], expected: list[float]) -> float:
+    """Largest |got - expected| relative to max(|expected|, mean |expected|); NaN must match NaN.
+
+    The floor at the mean magnitude keeps a prediction close to zero from turning a float32
+    rounding difference into a huge relative error.
+    """
+    finite = [abs(e) for e in expected if math.isfinite(e)]
+    scale = max(sum(finite) / len(finite), 1e-12) if finite else 1e-12
+    worst = 0.0
+    for g, e in zip(got, expected, strict=True):
+        if math.isnan(e) or math.isnan(g):
+            if not (math.isnan(e) and math.isnan(g)):
+                return math.inf
+            continue
+        worst = max(worst, abs(g - e) / max(abs(e), scale))
+    return worst
+
+
+def _check_sample(loaded: LoadedModel) -> CheckResult:
+    import numpy as np
+
+    manifest = loaded.manifest
+    sample = manifest.get("sample") or {}
+    rows, preds = sample.get("rows"), sample.get("predictions")
+    if not rows or not isinstance(preds, list) or len(rows) != len(preds):
+        return CheckResult(
+            "reproduces_sample", "failed", "the manifest has no sample rows with predictions; re-train to record them"
+        )
+    names = (manifest.get("features") or {}).get("names")
+    columns = sample.get("columns")
+    if columns is not None and names is not None and list(columns) != list(names):
+        return CheckResult(
+            "reproduces_sample",
+            "failed",
+            "sample.columns differ from features.names in the manifest; re-export the artifact",
+        )
+    x = np.asarray([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
+    got = [float(v) for v in np.asarray(loaded.runner.predict_batch(x), dtype=np.float64).ravel()]
+    expected = [math.nan if v is None else float(v) for v in preds]
+    if len(got) != len(expected):
+        return CheckResult(
+            "reproduces_sample", "failed", f"runner returned {len(got)} predictions for {len(expected)} rows"
+        )
+    backend = str(getattr(loaded.runner, "backend", "native"))
+    tol = NATIVE_TOLERANCE
+    if "onnx" in backend.lower():
+        tol = float((manifest.get("onnx") or {}).get("tolerance_rel") or DEFAULT_ONNX_TOLERANCE)
+    worst = sample_max_rel_diff(got, expected)
+    detail = f"{len(got)} rows on the {backend} backend: max relative difference {worst:.3g} (tolerance {tol:g})"
+    return CheckResult("reproduces_sample", "passed" if worst <= tol else "failed", detail)
+
+
+def _check_features(loaded: LoadedModel) -> CheckResult:
+    contract = loaded.manifest.get("features")
+    if not isinstance(contract, dict) or not contract.get("names"):
+        return CheckResult("feature_contract", "failed", "the manifest has no feature contract; re-train the model")
+    from aitrader.features import FeaturePipeline
+
+    pipeline = FeaturePipeline.from_contract(contract)
+    return CheckResult(
+        "feature_contract",
+        "passed",
+        f"{len(pipeline.names)} features (warm-up {pipeline.warmup} bars) available from the configured pipeline",
+    )
+
+
+def run_checks(registry: Registry, info: VersionInfo) -> list[CheckResult]:
+    """Run the four deploy checks in order; after a failure the rest are skipped."""
+    results: list[CheckResult] = []
+    check = registry.check_version(info)
+    if check.problems:
+        results.append(CheckResult("hashes", "failed", _integrity_message(check.problems[0])))
+    else:
+        results.append(CheckResult("hashes", "passed", f"{check.files} files, {check.bytes} bytes match the index"))
+    loaded: LoadedModel | None = None
+    if results[-1].passed:
+        try:
+            loaded = registry.load_verified(info)
+            results.append(
+                CheckResult("loads", "passed", f"runner built on the {getattr(loaded.runner, 'backend', '?')} backend")
+            )
+        except Exception as exc:  # any failure to load is a failed check, reported with its reason
+            results.append(CheckResult("loads", "failed", _describe(exc)))
+    for name, fn in (("reproduces_sample", _check_sample), ("feature_contract", _check_features)):
+        if loaded is None or not results[-1].passed:
+            break
+        try:
+            results.append(fn(loaded))
+        except Exception as exc:
+            results.append(CheckResult(name, "failed", _describe(exc)))
+    done = {r.name for r in results}
+    results += [CheckResult(n, "skipped", "an earlier check failed") for n in CHECKS if n not in done]
+    return results
+
+
+# ---------------------------------------------------------------------- promotion and the log
+
+
+def _append_log(
+    conn: Any,
+    info: VersionInfo,
+    alias: str,
+    action: str,
+    from_version: int | None,
+    checks: list[CheckResult],
+    status: str,
+    reason: str | None,
+) -> int:
+    user, host = who()
+    cur = conn.execute(
+        "INSERT INTO deploy_log (ts, user, host, name, alias, action, from_version, to_version, status, checks, reason)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            now_iso(),
+            user,
+            host,
+            info.name,
+            alias,
+            action,
+            from_version,
+            info.version,
+            status,
+            json.dumps([c.to_dict() for c in checks]),
+            reason,
+        ),
+    )
+    return int(cur.lastrowid)
+
+
+def _promote(
+    registry: Registry, info: VersionInfo, alias: str, action: str, checks: list[CheckResult], reason: str | None
+) -> DeployResult:
+    ok = all(c.passed for c in checks)
+    index = registry._writer()
+    with index.write() as conn:
+        row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (info.name, alias)).fetchone()
+        current = row[0] if row else None
+        log_id = _append_log(conn, info, alias, action, current, checks, "success" if ok else "failed", reason)
+        if ok:
+            conn.execute(
+                "INSERT INTO aliases VALUES (?,?,?,?) ON CONFLICT(name, alias) DO UPDATE "
+                "SET version=excluded.version, updated_at=excluded.updated_at",
+                (info.name, alias, info.version, now_iso()),
+            )
+    if not ok:
+        failed = next(c for c in checks if c.status == "failed")
+        raise DeployCheckError(
+            f"deploy check {failed.name} failed for {info.model_id}: {failed.detail}; nothing was promoted "
+            f"({alias} stays on {f'v{current}' if current else 'nothing'})"
+        )
+    frm = f"v{current}" if current else "nothing"
+    return DeployResult(
+        info.model_id,
+        info.name,
+        alias,
+        action,
+        current,
+        info.version,
+        checks,
+        True,
+        False,
+        f"{alias}: {frm} -> v{info.version}",
+        log_id,
+    )
+
+
+def deploy(
+    registry: Registry, model_id: str, alias: str = DEFAULT_ALIAS, *, dry_run: bool = False, reason: str | None = None
+) -> DeployResult:
+    """Check ``model_id`` and point ``alias`` at it; DeployCheckError (logged) when a check fails."""
+    validate_alias(alias)
+    info = registry.resolve(model_id)
+    current = registry.alias_target(info.name, alias)
+    checks = run_checks(registry, info)
+    cur_v = current.version if current else None
+    if dry_run:
+        failed = [c.name for c in checks if c.status == "failed"]
+        note = f"dry run: check {failed[0]} failed" if failed else "dry run: all checks passed"
+        return DeployResult(
+            info.model_id,
+            info.name,
+            alias,
+            "promote",
+            cur_v,
+            info.version,
+            checks,
+            False,
+            True,
+            note + "; nothing promoted or logged",
+        )
+    if cur_v == info.version and all(c.passed for c in checks):
+        return DeployResult(
+            info.model_id,
+            info.name,
+            alias,
+            "promote",
+            cur_v,
+            info.version,
+            checks,
+            False,
+            False,
+            f"{info.model_id} already holds {alias}; checks passed, nothing changed",
+        )
+    return _promote(registry, info, alias, "promote", checks, reason)
+
+
+def rollback(
+    registry: Registry, name: str, alias: str = DEFAULT_ALIAS, *, reason: str | None = None, dry_run: bool = False
+) -> DeployResult:
+    """Point ``alias`` back at the version it held before its latest successful change."""
+    ref = parse_model_id(name)
+    if ref.version is not None or ref.alias is not None:
+        raise RegistryError(f"--rollback takes a model name, got {name!r}; pass --model-id {ref.name}")
+    validate_alias(alias)
+    registry.list_versions(ref.name)  # ModelNotFoundError for an unknown name
+    index = registry._reader()
+    assert index is not None
+    with index.read() as conn:
+        row = conn.execute(
+            "SELECT from_version, to_version FROM deploy_log WHERE name=? AND alias=? AND status='success' "
+            "ORDER BY id DESC LIMIT 1",
+            (ref.name, alias),
+        ).fetchone()
+    if row is None or row[0] is None:
+        raise RegistryError(
+            f"no previous {alias} version of {ref.name} to roll back to (the deploy log has no earlier "
+            f"promotion); deploy a version explicitly: aitrader deploy --model-id {ref.name}:vN"
+        )
+    info = registry.resolve(f"{ref.name}:v{row[0]}")
+    checks = run_checks(registry, info)
+    if dry_run:
+        return DeployResult(
+            info.model_id,
+            info.name,
+            alias,
+            "rollback",
+            row[1],
+            info.version,
+            checks,
+            False,
+            True,
+            "dry run: rollback checks only; nothing promoted or logged",
+        )
+    return _promote(registry, info, alias, "rollback", checks, reason)
+
+
+# ---------------------------------------------------------------------- history
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO-8601 date or date-time; a naive value is taken as UTC."""
+    try:
+        ts = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise RegistryError(
+            f"invalid timestamp {text!r}: expected ISO-8601 such as 2026-11-21 or 2026-11-21T10:00:00+00:00"
+        ) from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def history(registry: Registry, name: str, at: str | None = None) -> History:
+    """The deploy log of ``name`` (oldest first) and, with ``at``, which version held each alias then."""
+    validate_name(name)
+    registry.list_versions(name)  # ModelNotFoundError for an unknown name
+    index = registry._reader()
+    assert index is not None
+    with index.read() as conn:
+        rows = conn.execute("SELECT * FROM deploy_log WHERE name=? ORDER BY id", (name,)).fetchall()
+        current = {
+            r[0]: r[1] for r in conn.execute("SELECT alias, version FROM aliases WHERE name=? ORDER BY alias", (name,))
+        }
+    events = [
+        DeployEvent(
+            r["id"],
+            r["ts"],
+            r["user"],
+            r["host"],
+            r["name"],
+            r["alias"],
+            r["action"],
+            r["from_version"],
+            r["to_version"],
+            r["status"],
+            json.loads(r["checks"]),
+            r["reason"],
+        )
+        for r in rows
+    ]
+    result = History(name=name, events=events, current=current)
+    if at is not None:
+        when = parse_timestamp(at)
+        result.at = when.isoformat()
+        for alias in sorted({e.alias for e in events} | set(current)):
+            held: int | None = None
+            for e in events:
+                if e.alias == alias and e.status == "success" and datetime.fromisoformat(e.ts) <= when:
+                    held = e.to_version
+            result.holders[alias] = held
+    return result
+
+
+def deploy_from_file(
+    registry: Registry,
+    artifact_dir: str | Path,
+    name: str,
+    alias: str = DEFAULT_ALIAS,
+    *,
+    dry_run: bool = False,
+    reason: str | None = None,
+    trust_pickle: bool = False,
+    tags: dict[str, str] | None = None,
+) -> DeployResult:
+    """Register an artifact folder (idempotent by digest) and deploy the version it became."""
+    ref = parse_model_id(name)
+    if ref.version is not None or ref.alias is not None:
+        raise RegistryError(f"--from-file needs a model name for --model-id, got {name!r}; pass --model-id {ref.name}")
+    info = registry.register(artifact_dir, ref.name, tags=tags, trust_pickle=trust_pickle)
+    result = deploy(registry, info.model_id, alias, dry_run=dry_run, reason=reason)
+    result.registered = info
+    return result
