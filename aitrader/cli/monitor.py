@@ -1,9 +1,95 @@
-"""CLI commands: monitor (filled in by its issue)."""
+"""CLI commands: ``monitor`` (health, accuracy, drift, alerts of a run) and ``retrain``.
+
+Exit codes for cron: monitor 0 healthy, 3 an alert fired, 1 error; retrain 0 done (promoted,
+kept, unchanged or skipped), 1 error, 4 another retrain holds the lock.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+
+ALERT_EXIT = 3
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _render_monitor(s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from aitrader.cli._output import console
+
+    out = console()
+    m, ops, acc, drift = s["model"], s["operational"], s["accuracy"], s["drift"]
+    state = "[green]healthy[/green]" if not s["alerts"] else f"[red]{len(s['alerts'])} alert(s)[/red]"
+    out.print(f"run [bold]{s['run_id']}[/bold] ({s.get('run_status')}), model {m['model_id']} v{m.get('version')}: "
+              f"{state}")
+    t = Table(title="Operations")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for key in ("predictions", "fallbacks", "latency_ms_p50", "latency_ms_p99", "errors_total", "error_rate",
+                "feature_availability", "worst_daily_loss"):
+        t.add_row(key, _f(ops[key]))
+    for key, n in {**ops["errors_by_type"], **{f"rejected: {k}": v for k, v in ops["risk_rejections"].items()}}.items():
+        t.add_row(key, str(n))
+    out.print(t)
+    t = Table(title=f"Accuracy (outcomes: run {acc['run']['n']}, window {acc['window']['n']})")
+    for col in ("metric", "run", f"last {acc['window_size']}", "training holdout"):
+        t.add_column(col, justify="right")
+    for key in ("mae", "rmse", "hit_rate", "ic", "rank_ic"):
+        t.add_row(key, _f(acc["run"][key]), _f(acc["window"][key]), _f(acc["holdout"].get(key)))
+    out.print(t)
+    t = Table(title=f"Drift (live n={drift['n']}, alerts from n>={drift['min_samples']})")
+    for col in ("rank", "feature", "PSI", "KS"):
+        t.add_column(col, justify="right")
+    for r in drift["features"][:10]:
+        t.add_row(str(r["rank"]), r["name"], _f(r["psi"], 3), _f(r["ks"], 3))
+    t.add_row("-", "prediction", _f(drift["prediction"]["psi"], 3), _f(drift["prediction"]["ks"], 3))
+    out.print(t)
+    for a in s["alerts"]:
+        out.print(f"[red]ALERT[/red] {a['code']}: {a['message']}")
+    if s.get("report"):
+        out.print(f"report: {s['report']}")
+
+
+def monitor(
+    run: str | None = typer.Option(None, "--run", help="Run id (folder name under --runs-dir)."),
+    latest: bool = typer.Option(False, "--latest", help="Monitor the most recently updated run (the default)."),
+    model_id: str | None = typer.Option(None, "--model-id", help="Model to monitor when the run traded several."),
+    window: int | None = typer.Option(None, "--window", help="Rolling window in outcomes (default: config)."),
+    report: str | None = typer.Option(None, "--report", help="Write a self-contained HTML report to this path."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", help="Folder holding the runs."),
+    registry: str | None = typer.Option(
+        None, "--registry", help="Registry root (default: $AITRADER_REGISTRY or ./models)."
+    ),
+    manifest: str | None = typer.Option(
+        None, "--manifest", help="Use this artifact folder's manifest instead of the registry's."
+    ),
+    config: str | None = typer.Option(None, "--config", help="Trading config (monitoring: thresholds)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """Check a paper-trading run: operations, accuracy, drift, alerts. Exit 3 when an alert fires."""
+    from aitrader.cli._output import print_json
+    from aitrader.errors import AitraderError
+    from aitrader.monitoring.check import run_monitor
+
+    if run is not None and latest:
+        raise AitraderError("pass either --run RUN_ID or --latest, not both")
+    result = run_monitor(run_id=run, runs_dir=runs_dir, model_id=model_id, window=window, config=config,
+                         registry_root=registry, manifest=manifest, report=report)
+    if as_json:
+        print_json(result.summary)
+    else:
+        _render_monitor(result.summary)
+    if result.alerts:
+        raise typer.Exit(ALERT_EXIT)
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.command("monitor")(monitor)

@@ -84,8 +84,8 @@ def psi_from_counts(expected: Sequence[float] | np.ndarray, actual: Sequence[flo
 def psi(baseline: Mapping[str, Any], live: Sequence[float] | np.ndarray, *, name: str = "value") -> float:
     """PSI of ``live`` values against one baseline entry (NaN when there is nothing to compare)."""
     counts = np.asarray(baseline.get("counts") or [], dtype=float)
-    if counts.size < 2:
-        return float("nan")
+    if counts.size < 2 or counts.sum() <= 0:
+        return float("nan")  # no training values (an all-NaN feature): nothing to compare with
     edges = _interior_edges(baseline.get("bin_edges") or [], counts.size, name)
     return psi_from_counts(counts, bin_counts(live, edges))
 

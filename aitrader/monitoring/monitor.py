@@ -77,8 +77,8 @@ def _model_rows(df: pd.DataFrame, entry: Mapping[str, Any], *, keep_unassigned: 
     if "model_id" not in df.columns:
         return df
     mask = df["model_id"].astype(str).isin(_model_ids(entry))
-    if keep_unassigned:
-        mask |= df["model_id"].isna()
+    if keep_unassigned:  # portfolio-level events (no model) concern every model of the run
+        mask |= df["model_id"].isna() | (df["model_id"].astype(str) == "")
     return df[mask]
 
 

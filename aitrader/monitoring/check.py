@@ -1,0 +1,144 @@
+"""``run_monitor``: the one library call behind ``aitrader monitor``.
+
+Resolves the run, reads its ledger, finds the traded model's manifest in the registry (files
+verified against their SHA256 first, and the digest checked against the one the run recorded),
+evaluates it, optionally writes the HTML report, and persists the outcome to the monitor state
+file that ``aitrader retrain --if-alert`` reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aitrader.config import load_trading_config
+from aitrader.errors import AitraderError, IntegrityError, ModelError, ModelNotFoundError
+from aitrader.monitoring.ledger import DEFAULT_RUNS_DIR, read_ledger, resolve_run
+from aitrader.monitoring.monitor import MonitorResult, monitor_ledger, select_model
+
+DEFAULT_STATE = Path("logs") / "monitor_state.json"
+MANIFEST_NAME = "manifest.json"
+
+
+def _version_id(entry: Mapping[str, Any]) -> str | None:
+    name, version = entry.get("model_id"), entry.get("version")
+    if name is None:
+        return None
+    if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
+        return f"{name}:v{int(version)}"
+    if isinstance(version, str) and ":" in version:
+        return version
+    return str(name)
+
+
+def manifest_from_registry(entry: Mapping[str, Any], registry_root: str | Path | None) -> dict[str, Any]:
+    """The manifest of the exact version a run traded, after verifying its files' hashes."""
+    from aitrader.registry import Registry
+
+    registry = Registry(registry_root)
+    digest = entry.get("digest")
+    name = entry.get("model_id")
+    info = None
+    if digest and name:
+        try:  # the digest identifies the version even if the run recorded no version number
+            info = next((v for v in registry.list_versions(str(name)) if v.digest == digest), None)
+        except ModelNotFoundError:
+            info = None
+    if info is None:
+        model_id = _version_id(entry)
+        if model_id is None:
+            raise ModelError(f"the run's model entry {dict(entry)} names no model; pass --manifest")
+        info = registry.resolve(model_id)
+        if digest and info.digest != digest:
+            raise IntegrityError(
+                f"{info.model_id} in registry {registry.root} has digest {info.digest[:12]}..., but the run "
+                f"traded digest {str(digest)[:12]}...; point --registry at the registry the run used or pass "
+                "--manifest"
+            )
+    registry.verify_or_raise(info)
+    return dict(json.loads((info.path / MANIFEST_NAME).read_text(encoding="utf-8")))
+
+
+def manifest_from_path(path: str | Path) -> dict[str, Any]:
+    """A manifest given directly: an artifact folder or its manifest.json."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / MANIFEST_NAME
+    try:
+        return dict(json.loads(p.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise ModelError(f"cannot read manifest {p}: {exc.strerror}; pass an artifact folder or its manifest.json") \
+            from exc
+    except ValueError as exc:
+        raise ModelError(f"{p} is not valid JSON ({exc}); pass an artifact's manifest.json") from exc
+
+
+def save_state(summary: Mapping[str, Any], path: str | Path = DEFAULT_STATE) -> Path:
+    """Persist the alert state atomically (``retrain --if-alert`` and cron scripts read it)."""
+    target = Path(path)
+    state = {
+        "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "run_id": summary.get("run_id"),
+        "model": summary.get("model"),
+        "health": summary.get("health"),
+        "alerts": summary.get("alerts") or [],
+    }
+    from aitrader.cli._output import to_json  # strict JSON (NaN -> null), no heavy imports
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(to_json(state) + "\n")
+        Path(tmp).replace(target)
+    except OSError as exc:
+        raise AitraderError(f"cannot write monitor state {target}: {exc.strerror}; check permissions of "
+                            f"{target.parent}") from exc
+    return target
+
+
+def load_state(path: str | Path = DEFAULT_STATE) -> dict[str, Any] | None:
+    """The last persisted monitor state, or None when monitor never ran here."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return dict(json.loads(p.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise AitraderError(f"cannot read monitor state {p}: {exc}; delete it and run `aitrader monitor`") from exc
+
+
+def run_monitor(
+    *,
+    run_id: str | None = None,
+    runs_dir: str | Path = DEFAULT_RUNS_DIR,
+    model_id: str | None = None,
+    window: int | None = None,
+    config: str | Path | None = None,
+    registry_root: str | Path | None = None,
+    manifest: str | Path | None = None,
+    report: str | Path | None = None,
+    state_path: str | Path | None = DEFAULT_STATE,
+) -> MonitorResult:
+    """Monitor one run (``run_id`` or the latest) and return the result; see the module docstring."""
+    cfg = load_trading_config(config)
+    if window is not None and window < 5:
+        raise AitraderError(f"--window must be at least 5 predictions, got {window}")
+    ledger = read_ledger(resolve_run(runs_dir, run_id))
+    entry = select_model(ledger, model_id)
+    man = manifest_from_path(manifest) if manifest is not None else manifest_from_registry(entry, registry_root)
+    result = monitor_ledger(ledger, man, cfg.monitoring, model_id=model_id, window=window,
+                            daily_loss_limit=cfg.ml_trading.risk_limits.daily_ml_loss_limit)
+    result.summary["report"] = None
+    if report is not None:
+        from aitrader.monitoring.report import write_report
+
+        result.summary["report"] = str(write_report(result, report))
+    if state_path is not None:
+        result.summary["state"] = str(save_state(result.summary, state_path))
+    return result

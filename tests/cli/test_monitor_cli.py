@@ -1,0 +1,97 @@
+"""`aitrader monitor` through the CLI: exit codes 0/3/1, JSON output, the HTML report, the state file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from aitrader.cli.main import app
+from tests.unit.test_monitoring_support import manifest_for, market, write_ledger
+
+runner = CliRunner()
+
+
+def setup_run(root: Path, **kw: object) -> Path:
+    """runs/r1 with a ledger, and art/manifest.json with the training baseline."""
+    art = root / "art"
+    art.mkdir()
+    (art / "manifest.json").write_text(json.dumps(manifest_for(market(3000, seed=0))))
+    write_ledger(root / "runs" / "r1", kw.pop("live", market(1500, seed=7)), **kw)  # type: ignore[arg-type]
+    return art
+
+
+def test_healthy_run_exits_0_with_json(in_tmp: Path) -> None:
+    setup_run(in_tmp)
+    result = runner.invoke(app, ["monitor", "--latest", "--manifest", "art", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["health"] == "ok" and doc["alerts"] == []
+    assert doc["run_id"] == "r1"
+    assert doc["accuracy"]["window_size"] == 100
+    assert {"features", "prediction", "top"} <= set(doc["drift"])
+    state = json.loads((in_tmp / "logs" / "monitor_state.json").read_text())
+    assert state["health"] == "ok" and state["run_id"] == "r1"
+
+
+def test_drifted_run_exits_3_and_state_records_alerts(in_tmp: Path) -> None:
+    setup_run(in_tmp, live=market(1500, seed=7, volume_scale=10.0))
+    result = runner.invoke(app, ["monitor", "--run", "r1", "--manifest", "art", "--json", "--window", "50"])
+    assert result.exit_code == 3, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["accuracy"]["window_size"] == 50
+    assert [a["code"] for a in doc["alerts"]] == ["psi_feature"]
+    state = json.loads((in_tmp / "logs" / "monitor_state.json").read_text())
+    assert state["health"] == "alert" and state["alerts"][0]["feature"] == "log_volume"
+
+
+def test_human_output_names_the_alert(in_tmp: Path) -> None:
+    live = market(1500, seed=7)
+    setup_run(in_tmp, live=live, pred=np.random.default_rng(1).permutation(live["pred"]))
+    result = runner.invoke(app, ["monitor", "--manifest", "art"])
+    assert result.exit_code == 3
+    assert "ALERT mae_ratio" in result.stdout
+    assert "Accuracy" in result.stdout and "Drift" in result.stdout
+
+
+def test_errors_exit_1(in_tmp: Path) -> None:
+    result = runner.invoke(app, ["monitor", "--latest", "--manifest", "art"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no runs found under runs/")
+    setup_run(in_tmp)
+    result = runner.invoke(app, ["monitor", "--run", "nope", "--manifest", "art"])
+    assert result.exit_code == 1 and "run 'nope' not found" in result.stderr
+    result = runner.invoke(app, ["monitor", "--run", "r1", "--latest", "--manifest", "art"])
+    assert result.exit_code == 1 and "either --run RUN_ID or --latest" in result.stderr
+    result = runner.invoke(app, ["monitor", "--manifest", "missing"])
+    assert result.exit_code == 1 and "cannot read manifest missing: No such file" in result.stderr
+    result = runner.invoke(app, ["monitor", "--registry", "emptyreg"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+    assert result.stdout == ""
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_is_self_contained_with_valid_pngs(in_tmp: Path) -> None:
+    setup_run(in_tmp, events=[{"type": "ML_ERROR", "reason": "timeout"}])
+    result = runner.invoke(app, ["monitor", "--manifest", "art", "--report", "out/report.html", "--json"])
+    assert result.exit_code == 0, result.stderr
+    path = in_tmp / "out" / "report.html"
+    assert json.loads(result.stdout)["report"] == "out/report.html"
+    page = path.read_text()
+    images = re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert [name for name, _ in images] == ["equity", "rolling", "scatter", "psi"]
+    for _, b64 in images:
+        w, h = _png_size(base64.b64decode(b64))
+        assert 200 < w < 2000 and 150 < h < 2000
+    assert "log_volume" in page and "timeout" in page
+    assert not list((in_tmp / "out").glob(".*tmp"))  # no temporary file left behind
