@@ -41,13 +41,20 @@ def _describe(exc: BaseException) -> str:
 
 
 def sample_max_rel_diff(got: list[float], expected: list[float]) -> float:
-    """Largest |got - expected| relative to max(|expected|, mean |expected|); NaN must match NaN.
+    """Largest |got - expected| / max(|expected|, spread); NaN must match NaN.
 
-    The floor at the mean magnitude keeps a prediction close to zero from turning a float32
-    rounding difference into a huge relative error.
+    The spread (std of the expected predictions, else their largest magnitude, else 1) is the
+    floor ``aitrader.models.onnx.onnx_parity`` uses too: return-sized predictions sit near zero,
+    where a plain relative error turns harmless float32 rounding into a huge number.
     """
-    finite = [abs(e) for e in expected if math.isfinite(e)]
-    scale = max(sum(finite) / len(finite), 1e-12) if finite else 1e-12
+    finite = [e for e in expected if math.isfinite(e)]
+    scale = 0.0
+    if finite:
+        mean = sum(finite) / len(finite)
+        scale = math.sqrt(sum((e - mean) ** 2 for e in finite) / len(finite))
+        if scale == 0.0 or not math.isfinite(scale):
+            scale = max(abs(e) for e in finite)
+    scale = scale if scale > 0.0 else 1.0
     worst = 0.0
     for g, e in zip(got, expected, strict=True):
         if math.isnan(e) or math.isnan(g):

@@ -12,7 +12,7 @@ import math
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aitrader.errors import RegistryError
+from aitrader.errors import ModelError, RegistryError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -81,6 +81,12 @@ def read_artifact_manifest(directory: Path) -> dict[str, Any]:
             f"{path}: format_version {manifest.get('format_version')!r} is not supported (expected "
             f"{FORMAT_VERSION}); re-train with this aitrader version"
         )
+    from aitrader.training.manifest import validate_manifest
+
+    try:
+        validate_manifest(manifest, path)  # the full format_version 1 schema (training's definition)
+    except ModelError as exc:
+        raise RegistryError(f"cannot register {directory}: {exc}") from exc
     for rel in referenced_files(manifest, directory):
         if not (directory / rel).is_file():
             raise RegistryError(
