@@ -5,6 +5,23 @@ See docs/architecture.md (``aitrader.data``) for the contract.
 
 from __future__ import annotations
 
+from aitrader.data.loader import bars_fingerprint, infer_interval, load_bars, load_universe, write_bars
+from aitrader.data.report import DataReport, SymbolReport, check_bars
+from aitrader.data.sample import SAMPLE_SYMBOLS, load_sample
 from aitrader.data.synthetic import generate_bars
+from aitrader.data.validate import Problem
 
-__all__ = ["generate_bars"]
+__all__ = [
+    "SAMPLE_SYMBOLS",
+    "DataReport",
+    "Problem",
+    "SymbolReport",
+    "bars_fingerprint",
+    "check_bars",
+    "generate_bars",
+    "infer_interval",
+    "load_bars",
+    "load_sample",
+    "load_universe",
+    "write_bars",
+]
