@@ -1,0 +1,243 @@
+"""The trading loop, one engine for replay and live: a backtest is the same loop at speed 0.
+
+Per step (all bars sharing a timestamp, by symbol): pending orders fill at the open, closes are
+marked, features update, models predict, strategies vote, the signal handler turns changed
+targets into orders for the next open, equity is marked. Every ``commit_every`` steps (1 in live
+mode) the ledger commits the step's rows together with the cursors and the engine state, so a
+killed run resumes at a step boundary and re-does the rest identically (see docs/trading.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aitrader.errors import TradingError
+from aitrader.trading.broker import PaperBroker
+from aitrader.trading.events import Bar, EquityMark, EventBus, EventType, Outcome
+from aitrader.trading.ledger import Ledger
+from aitrader.trading.model_runner import ModelSlot
+from aitrader.trading.signals import Request, UnifiedSignalHandler, combine_votes
+from aitrader.trading.sources import Step, pace
+
+
+@dataclass
+class TargetSchedule:
+    """Precomputed target quantities per bar of one symbol (NaN: no opinion); benchmarks and tests."""
+
+    symbol: str
+    targets: list[float]
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0
+    bars: int = 0
+    warmed: int = 0
+    equity: float = 0.0
+    last_ts: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self,
+        bus: EventBus,
+        broker: PaperBroker,
+        handler: UnifiedSignalHandler,
+        slots: list[ModelSlot],
+        *,
+        ledger: Ledger | None = None,
+        schedules: Iterable[TargetSchedule] = (),
+        buffer_size: int = 500,
+        commit_every: int = 500,
+    ) -> None:
+        self.bus = bus
+        self.broker = broker
+        self.handler = handler
+        self.slots = slots
+        self.ledger = ledger
+        self.commit_every = max(1, commit_every)
+        self.buffer_size = buffer_size
+        self.by_symbol: dict[str, list[ModelSlot]] = {}
+        for slot in slots:
+            self.by_symbol.setdefault(slot.symbol, []).append(slot)
+        self.schedules = {s.symbol: s.targets for s in schedules}
+        # Ring buffers: memory does not grow with the length of a replay.
+        self.closes: dict[str, deque[float]] = {}
+        # Predictions waiting for their outcome: (due bar index, model id, bar index, close then)
+        self.pending_outcomes: dict[str, deque[tuple[int, str, int, float]]] = {}
+        self.cursors: dict[str, tuple[int, str]] = {}
+        self.stats = EngineStats(equity=broker.equity())
+        self.last_equity = broker.initial_cash
+        self.stop_event = threading.Event()
+        self._want_bar = False
+        self._want_equity = False
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {
+            "steps": self.stats.steps,
+            "bars": self.stats.bars,
+            "last_equity": self.last_equity,
+            "broker": self.broker.state(),
+            "handler": self.handler.state(),
+            "slots": {f"{s.model_id}@{s.symbol}": s.state() for s in self.slots},
+            "outcomes": {k: [list(x) for x in v] for k, v in sorted(self.pending_outcomes.items())},
+        }
+
+    def restore(self, state: dict[str, Any], cursors: dict[str, tuple[int, str]]) -> None:
+        self.stats.steps = int(state["steps"])
+        self.stats.bars = int(state["bars"])
+        self.last_equity = float(state["last_equity"])
+        self.broker.restore(state["broker"])
+        self.handler.restore(state["handler"])
+        saved = state["slots"]
+        for slot in self.slots:
+            key = f"{slot.model_id}@{slot.symbol}"
+            if key not in saved:
+                raise TradingError(f"the run's saved state has no model {key}; resume with the run's own config")
+            slot.restore(saved[key])
+        self.pending_outcomes = {
+            k: deque((int(a), str(b), int(c), float(d)) for a, b, c, d in v) for k, v in state["outcomes"].items()
+        }
+        self.cursors = dict(cursors)
+        self.stats.equity = self.broker.equity()
+
+    def checkpoint(self) -> None:
+        if self.ledger is None:
+            return
+        positions = [(s, p.quantity, p.avg_price, p.realised_pnl) for s, p in sorted(self.broker.positions.items())]
+        self.ledger.checkpoint(self.cursors, positions, self.state())
+
+    # ------------------------------------------------------------------ the loop
+    def _warm(self, ts: str, bar: tuple[str, int, float, float, float, float, float]) -> None:
+        sym, i, o, h, lo, c, v = bar
+        saved = self.cursors[sym]
+        if i == saved[0] and ts != saved[1]:
+            raise TradingError(
+                f"{sym} bar {i} is stamped {ts} but the ledger's cursor says {saved[1]}: the data changed "
+                "since the run started; resume with the same bars or start a new run"
+            )
+        self._closes(sym).append(c)
+        for slot in self.by_symbol.get(sym, ()):
+            slot.warm(ts, o, h, lo, c, v)
+        self.stats.warmed += 1
+
+    def _closes(self, sym: str) -> deque[float]:
+        dq = self.closes.get(sym)
+        if dq is None:
+            dq = self.closes[sym] = deque(maxlen=self.buffer_size)
+        return dq
+
+    def _outcomes(self, ts: str, sym: str, i: int, c: float) -> None:
+        pend = self.pending_outcomes.get(sym)
+        while pend and pend[0][0] <= i:
+            _, model_id, j, c0 = pend.popleft()
+            self.bus.publish(Outcome(ts, sym, model_id, j, c / c0 - 1.0))
+
+    def _decide(self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, out: list[Request]) -> None:
+        o, h, lo, c, v = bar[2], bar[3], bar[4], bar[5], bar[6]
+        slots = self.by_symbol.get(sym)
+        if slots:
+            closes = self._closes(sym)
+            for slot in slots:
+                before = slot.n_predictions
+                slot.step(ts, i, o, h, lo, c, v, closes)
+                if slot.n_predictions != before:
+                    self.pending_outcomes.setdefault(sym, deque()).append((i + slot.horizon, slot.model_id, i, c))
+            frac, conf = combine_votes([(s.vote, s.weight, s.confidence) for s in slots])
+            if not self.handler.unchanged(sym, frac):
+                qty = frac * equity / c if c > 0 else 0.0
+                out.append(Request(sym, qty, conf, frac, ",".join(s.model_id for s in slots)))
+        targets = self.schedules.get(sym)
+        if targets is not None and i < len(targets):
+            q = targets[i]
+            if q == q and not self.handler.unchanged(sym, q):  # q == q: not NaN
+                out.append(Request(sym, q, 1.0, q, "schedule"))
+
+    def _step(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> None:
+        """One timestamp: fills at the open, marks, decisions, orders, the equity mark."""
+        broker, handler, bus = self.broker, self.handler, self.bus
+        last_close = broker.last_close
+        for bar in bars:
+            sym = bar[0]
+            broker.on_open(ts, sym, bar[2])
+            last_close[sym] = bar[5]
+            if self._want_bar:
+                bus.publish(Bar(ts, sym, *bar[1:]))
+        equity = broker.equity()
+        handler.check_day(ts[:10], self.last_equity)
+        requests: list[Request] = []
+        cursors = self.cursors
+        for bar in bars:
+            sym, i = bar[0], bar[1]
+            self._outcomes(ts, sym, i, bar[5])
+            self._decide(ts, sym, i, bar, equity, requests)
+            self._closes(sym).append(bar[5])
+            cursors[sym] = (i, ts)
+        if requests:
+            handler.process(ts, requests, equity, last_close)
+        stats = self.stats
+        if self._want_equity:
+            bus.publish(EquityMark(stats.steps, ts, broker.cash, equity))
+        self.last_equity = equity
+        stats.steps += 1
+        stats.bars += len(bars)
+        stats.equity, stats.last_ts = equity, ts
+
+    def _already_done(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> bool:
+        """Bars at or before the ledger's cursor (a resumed run): warm the features, decide nothing."""
+        saved = self.cursors.get(bars[0][0])
+        if saved is None or bars[0][1] > saved[0]:
+            return False
+        for bar in bars:
+            self._warm(ts, bar)
+        return True
+
+    def run(
+        self,
+        steps: Iterable[Step],
+        *,
+        speed: float = 0.0,
+        max_bars: int | None = None,
+        progress: Callable[[Engine], None] | None = None,
+        progress_every_s: float = 0.25,
+    ) -> str:
+        """Run until the source ends ("finished"), max_bars or a stop request ("stopped")."""
+        self._want_bar = self.bus.wants(EventType.BAR)
+        self._want_equity = self.bus.wants(EventType.EQUITY)
+        since_commit = processed = 0
+        next_progress = time.monotonic() + progress_every_s
+        epoch0: float | None = None
+        wall0 = 0.0
+        status = "finished"
+        stop = self.stop_event
+        for ts, epoch, bars in steps:
+            if self._already_done(ts, bars):
+                continue
+            if stop.is_set() or (max_bars is not None and processed >= max_bars):
+                status = "stopped"
+                break
+            if speed > 0:
+                if epoch0 is None:
+                    epoch0, wall0 = epoch, time.monotonic()
+                pace(speed, epoch0, wall0, epoch)
+            self._step(ts, bars)
+            processed += len(bars)
+            since_commit += 1
+            if since_commit >= self.commit_every:
+                self.checkpoint()
+                since_commit = 0
+            if progress is not None and time.monotonic() >= next_progress:
+                progress(self)
+                next_progress = time.monotonic() + progress_every_s
+        self.stats.equity = self.broker.equity()
+        self.checkpoint()
+        if progress is not None:
+            progress(self)
+        return status

@@ -1,0 +1,264 @@
+"""The run's SQLite ledger: the truth a run is resumed, audited and monitored from.
+
+Schema: the tables of docs/architecture.md (meta, cursors, orders, fills, positions, equity,
+events, predictions), plus ``meta.state``: the engine's in-memory state (cash, positions,
+pending orders, model error counters and fallback state, daily-loss tracking, counters) at the
+same bar boundary as the rest of the transaction. Rows are buffered in memory and written with
+``executemany`` at each checkpoint, in ONE transaction with the cursors and the state, so a run
+killed at any moment resumes from a consistent bar boundary and re-does the lost bars exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from aitrader.errors import TradingError
+from aitrader.trading.events import (
+    PERSISTED_EVENT_TYPES,
+    EquityMark,
+    EventBus,
+    EventType,
+    Fill,
+    ModelPrediction,
+    Order,
+    Outcome,
+)
+
+LEDGER_NAME = "ledger.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS cursors (symbol TEXT PRIMARY KEY, bar_index INTEGER, ts TEXT);
+CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, ts TEXT, symbol TEXT, side TEXT, quantity REAL,
+    status TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS fills (id INTEGER PRIMARY KEY, order_id INTEGER, ts TEXT, symbol TEXT, side TEXT,
+    quantity REAL, price REAL, commission REAL, slippage REAL);
+CREATE TABLE IF NOT EXISTS positions (symbol TEXT PRIMARY KEY, quantity REAL, avg_price REAL, realised_pnl REAL);
+CREATE TABLE IF NOT EXISTS equity (bar_index INTEGER, ts TEXT PRIMARY KEY, cash REAL, equity REAL);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, ts TEXT, type TEXT, symbol TEXT, model_id TEXT,
+    reason TEXT, payload TEXT);
+CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY, ts TEXT, bar_index INTEGER, symbol TEXT,
+    model_id TEXT, digest TEXT, prediction REAL, confidence REAL, source TEXT, latency_us REAL, features TEXT,
+    outcome REAL, outcome_ts TEXT);
+CREATE INDEX IF NOT EXISTS predictions_key ON predictions (symbol, model_id, bar_index);
+"""
+
+#: Tables ``aitrader export`` can write, with their columns in order.
+EXPORT_TABLES = {
+    "fills": "id, order_id, ts, symbol, side, quantity, price, commission, slippage",
+    "orders": "id, ts, symbol, side, quantity, status, reason",
+    "equity": "bar_index, ts, cash, equity",
+    "predictions": "id, ts, bar_index, symbol, model_id, digest, prediction, confidence, source, latency_us, "
+    "features, outcome, outcome_ts",
+    "events": "id, ts, type, symbol, model_id, reason, payload",
+    "positions": "symbol, quantity, avg_price, realised_pnl",
+}
+
+#: Columns holding wall-clock data: excluded when two ledgers are compared for determinism.
+WALL_CLOCK = {"predictions": ("latency_us",), "meta": ("started_at", "updated_at", "pid", "status", "run_id")}
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    try:
+        if readonly:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        else:
+            conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # A process kill keeps every committed transaction with NORMAL in WAL mode (only a power
+            # loss can drop the last ones), at a fraction of FULL's cost.
+            conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:
+        raise TradingError(f"cannot open ledger {path}: {exc}; check the folder exists and is writable") from exc
+    return conn
+
+
+class Ledger:
+    """Write side of one run's ledger; subscribes to the bus and commits at checkpoints."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path)
+        self.conn.executescript(SCHEMA)
+        self._orders: dict[int, tuple[Any, ...]] = {}
+        self._order_updates: list[tuple[str, int]] = []
+        self._fills: list[tuple[Any, ...]] = []
+        self._equity: list[tuple[Any, ...]] = []
+        self._events: list[tuple[Any, ...]] = []
+        self._predictions: list[tuple[Any, ...]] = []
+        self._outcomes: list[tuple[Any, ...]] = []
+
+    # ------------------------------------------------------------------ subscriptions
+    def attach(self, bus: EventBus) -> None:
+        bus.subscribe(EventType.ORDER, self._on_order)
+        bus.subscribe(EventType.FILL, self._on_fill)
+        bus.subscribe(EventType.EQUITY, self._on_equity)
+        bus.subscribe(EventType.MODEL_PREDICTION, self._on_prediction)
+        bus.subscribe(EventType.OUTCOME, self._on_outcome)
+        for t in PERSISTED_EVENT_TYPES:
+            bus.subscribe(t, self._on_event)
+
+    def _on_order(self, e: Order) -> None:
+        if e.status == "pending":
+            self._orders[e.id] = (e.id, e.ts, e.symbol, e.side, e.quantity, e.status, e.reason)
+        elif e.id in self._orders:
+            self._orders[e.id] = self._orders[e.id][:5] + (e.status,) + self._orders[e.id][6:]
+        else:
+            self._order_updates.append((e.status, e.id))
+
+    def _on_fill(self, e: Fill) -> None:
+        self._fills.append((e.id, e.order_id, e.ts, e.symbol, e.side, e.quantity, e.price, e.commission, e.slippage))
+        if e.order_id in self._orders:
+            row = self._orders[e.order_id]
+            self._orders[e.order_id] = row[:5] + ("filled",) + row[6:]
+        else:
+            self._order_updates.append(("filled", e.order_id))
+
+    def _on_equity(self, e: EquityMark) -> None:
+        self._equity.append((e.bar_index, e.ts, e.cash, e.equity))
+
+    def _on_prediction(self, e: ModelPrediction) -> None:
+        feats = None if e.features is None else json.dumps(e.features)
+        self._predictions.append(
+            (e.ts, e.bar_index, e.symbol, e.model_id, e.digest, e.prediction, e.confidence, e.source, e.latency_us,
+             feats)
+        )
+
+    def _on_outcome(self, e: Outcome) -> None:
+        self._outcomes.append((e.outcome, e.ts, e.symbol, e.model_id, e.bar_index))
+
+    def _on_event(self, e: Any) -> None:
+        payload = json.dumps(e.payload, sort_keys=True, default=str)
+        self._events.append((e.ts, e.type.value, e.symbol, e.model_id, e.reason, payload))
+
+    # ------------------------------------------------------------------ meta and checkpoints
+    def read_meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def write_meta(self, values: dict[str, Any]) -> None:
+        """Write meta keys in their own transaction (run start, status changes)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._put_meta(values)
+        self.conn.execute("COMMIT")
+
+    def _put_meta(self, values: dict[str, Any]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()],
+        )
+
+    def checkpoint(
+        self,
+        cursors: dict[str, tuple[int, str]],
+        positions: list[tuple[str, float, float, float]],
+        state: dict[str, Any],
+    ) -> None:
+        """Write every buffered row, the cursors, positions and engine state in one transaction."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if self._orders:
+                c.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?)", list(self._orders.values()))
+            if self._order_updates:
+                c.executemany("UPDATE orders SET status = ? WHERE id = ?", self._order_updates)
+            if self._fills:
+                c.executemany("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._fills)
+            if self._equity:
+                c.executemany("INSERT INTO equity VALUES (?, ?, ?, ?)", self._equity)
+            if self._events:
+                c.executemany(
+                    "INSERT INTO events (ts, type, symbol, model_id, reason, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                    self._events,
+                )
+            if self._predictions:
+                c.executemany(
+                    "INSERT INTO predictions (ts, bar_index, symbol, model_id, digest, prediction, confidence, "
+                    "source, latency_us, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._predictions,
+                )
+            if self._outcomes:
+                c.executemany(
+                    "UPDATE predictions SET outcome = ?, outcome_ts = ? WHERE symbol = ? AND model_id = ? "
+                    "AND bar_index = ?",
+                    self._outcomes,
+                )
+            c.executemany(
+                "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", [(s, i, ts) for s, (i, ts) in cursors.items()]
+            )
+            c.execute("DELETE FROM positions")
+            c.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", positions)
+            self._put_meta({"state": state, "updated_at": now_iso()})
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self._clear()
+
+    def _clear(self) -> None:
+        self._orders.clear()
+        self._order_updates.clear()
+        self._fills.clear()
+        self._equity.clear()
+        self._events.clear()
+        self._predictions.clear()
+        self._outcomes.clear()
+
+    def cursors(self) -> dict[str, tuple[int, str]]:
+        return {s: (int(i), ts) for s, i, ts in self.conn.execute("SELECT symbol, bar_index, ts FROM cursors")}
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_table(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Columns and rows of one exportable table, in id/time order (read-only)."""
+    if table not in EXPORT_TABLES:
+        raise TradingError(f"unknown table {table!r}; expected one of {', '.join(EXPORT_TABLES)}")
+    conn = connect(path, readonly=True)
+    try:
+        cols = EXPORT_TABLES[table]
+        order = "symbol" if table == "positions" else ("bar_index, ts" if table == "equity" else "id")
+        rows = conn.execute(f"SELECT {cols} FROM {table} ORDER BY {order}").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise TradingError(f"cannot read {table} from {path}: {exc}; is it an aitrader ledger?") from exc
+    finally:
+        conn.close()
+    return [c.strip() for c in cols.split(",")], rows
+
+
+def ledger_content(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows minus wall-clock columns: what two equal runs must share exactly."""
+    conn = connect(path, readonly=True)
+    try:
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for table in ("cursors", "orders", "fills", "positions", "equity", "events", "predictions", "meta"):
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            keep = [c for c in cols if c not in WALL_CLOCK.get(table, ())]
+            rows = conn.execute(f"SELECT {', '.join(keep)} FROM {table} ORDER BY 1").fetchall()
+            if table == "meta":
+                rows = [r for r in rows if r[0] not in WALL_CLOCK["meta"]]
+            out[table] = rows
+        return out
+    finally:
+        conn.close()

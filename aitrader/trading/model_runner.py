@@ -1,0 +1,210 @@
+"""One model inside the loop: streaming features -> guarded prediction -> strategy vote.
+
+The guard turns a prediction that raises, returns NaN or takes longer than
+``prediction_timeout_ms`` into an ML_ERROR event and applies the configured fallback:
+
+* ``previous``: reuse the last valid prediction, for at most ``previous_max_bars`` bars in a row;
+* ``rule``: a momentum rule, the past ``horizon``-bar return used as the forecast of the next one;
+* ``skip``: no prediction, the model's vote is left as it was.
+
+A bar whose feature row still has NaN (warm-up, a gap in a feature) is skipped for that model
+without counting as an error. After ``max_consecutive_errors`` errors in a row the model is
+disabled for the rest of the run: its vote is withdrawn (so a symbol traded only by it goes flat)
+and an ALERT is raised. A Python call cannot be interrupted safely, so the timeout is checked
+after the call returns (the late result is discarded): measured wall time, hence a run in which a
+timeout fired is reproducible only if it fires again; tests inject ``clock``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from aitrader.trading.events import (
+    Alert,
+    EventBus,
+    EventType,
+    FeatureUpdate,
+    MLError,
+    ModelPrediction,
+    Signal,
+)
+from aitrader.trading.strategy import MLRegressionStrategy
+
+
+class Predictor(Protocol):
+    """Anything with ``predict_one(row) -> float`` (aitrader.models.runner.ModelRunner qualifies)."""
+
+    def predict_one(self, x: np.ndarray) -> float: ...
+
+
+class FeatureStream(Protocol):
+    def update(self, ts: Any, o: float, h: float, l: float, c: float, v: float) -> np.ndarray: ...  # noqa: E741
+
+
+class ModelSlot:
+    """State and step of one configured model on one symbol."""
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        symbol: str,
+        digest: str,
+        predictor: Predictor,
+        stream: FeatureStream,
+        strategy: MLRegressionStrategy,
+        weight: float,
+        horizon: int,
+        bus: EventBus,
+        timeout_ms: float,
+        fallback: str,
+        max_consecutive_errors: int,
+        previous_max_bars: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.model_id = model_id
+        self.symbol = symbol
+        self.digest = digest
+        self.predictor = predictor
+        self.stream = stream
+        self.strategy = strategy
+        self.weight = weight
+        self.horizon = horizon
+        self.bus = bus
+        self.timeout_s = timeout_ms / 1000.0
+        self.fallback = fallback
+        self.max_errors = max_consecutive_errors
+        self.previous_max_bars = previous_max_bars
+        self.clock = clock
+        # State carried across bars; saved in every checkpoint (see state()).
+        self.vote: float | None = None  # signed target fraction; None: no opinion (not yet / disabled)
+        self.confidence = 0.0
+        self.last_valid: float | None = None
+        self.previous_age = 0
+        self.consecutive_errors = 0
+        self.disabled = False
+        self.n_predictions = 0
+        self.n_signals = 0
+
+    def warm(self, ts: Any, o: float, h: float, l: float, c: float, v: float) -> None:  # noqa: E741
+        """Feed a bar before the run's cursor: features only (resume rebuilds streams from bars)."""
+        self.stream.update(ts, o, h, l, c, v)
+
+    def step(
+        self, ts: str, bar_index: int, o: float, h: float, l: float, c: float, v: float, closes: deque[float]  # noqa: E741
+    ) -> bool:
+        """Process one bar of this model's symbol; True when the model's vote changed."""
+        row = self.stream.update(ts, o, h, l, c, v)
+        if self.disabled:
+            return False
+        bus = self.bus
+        if bus.wants(EventType.FEATURE_UPDATE):
+            bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
+        if np.isnan(row).any():
+            return False  # missing features: skip this bar for this model
+        t0 = self.clock()
+        reason, detail, raw = self._predict(row)
+        latency_us = (self.clock() - t0) * 1e6
+        if reason is None and latency_us > self.timeout_s * 1e6:
+            reason, detail = "timeout", f"prediction took {latency_us / 1000:.3f} ms > {self.timeout_s * 1000:g} ms"
+        if reason is None:
+            self.consecutive_errors = 0
+            self.last_valid = raw
+            self.previous_age = 0
+            source = "model"
+        else:
+            fallback = self._on_error(ts, reason, detail, c, closes)
+            if fallback is None or self.disabled:
+                return self._withdraw_if_disabled()
+            raw, source = fallback
+        self.n_predictions += 1
+        decision = self.strategy.decide(raw)
+        if bus.wants(EventType.MODEL_PREDICTION):
+            feats = row.tolist() if source == "model" else None
+            bus.publish(
+                ModelPrediction(
+                    ts, bar_index, self.symbol, self.model_id, self.digest, raw, decision.confidence, source,
+                    latency_us, feats,
+                )
+            )
+        self.confidence = decision.confidence
+        if decision.target_fraction == self.vote:
+            return self._withdraw_if_disabled()
+        self.vote = decision.target_fraction
+        self.n_signals += 1
+        if bus.wants(EventType.SIGNAL):
+            bus.publish(
+                Signal(ts, self.symbol, self.model_id, decision.direction, decision.confidence, decision.confidence,
+                       decision.target_fraction)
+            )
+        self._withdraw_if_disabled()
+        return True
+
+    def _predict(self, row: np.ndarray) -> tuple[str | None, str, float]:
+        try:
+            raw = float(self.predictor.predict_one(row))
+        except Exception as exc:  # noqa: BLE001 - any model failure is an ML_ERROR, never a crash
+            return "exception", f"{type(exc).__name__}: {exc}", math.nan
+        if math.isnan(raw) or math.isinf(raw):
+            return "nan", f"prediction is {raw}", raw
+        return None, "", raw
+
+    def _on_error(
+        self, ts: str, reason: str, detail: str, close: float, closes: deque[float]
+    ) -> tuple[float, str] | None:
+        self.consecutive_errors += 1
+        self.bus.publish(
+            MLError(ts, self.symbol, self.model_id, reason,
+                    {"detail": detail, "consecutive": self.consecutive_errors, "fallback": self.fallback})
+        )
+        if self.consecutive_errors >= self.max_errors:
+            self.disabled = True
+            self.bus.publish(
+                Alert(ts, self.symbol, self.model_id, "model_disabled",
+                      {"consecutive_errors": self.consecutive_errors, "last_error": reason})
+            )
+        if self.fallback == "previous" and self.last_valid is not None and self.previous_age < self.previous_max_bars:
+            self.previous_age += 1
+            return self.last_valid, "fallback_previous"
+        # ``closes`` holds the closes before this bar: closes[-h] is the close h bars ago.
+        if self.fallback == "rule" and len(closes) >= self.horizon:
+            past = closes[-self.horizon]
+            if past > 0:
+                return close / past - 1.0, "fallback_rule"
+        return None
+
+    def _withdraw_if_disabled(self) -> bool:
+        if self.disabled and self.vote is not None:
+            self.vote = None
+            self.confidence = 0.0
+            return True
+        return False
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, Any]:
+        return {
+            "vote": self.vote,
+            "confidence": self.confidence,
+            "last_valid": self.last_valid,
+            "previous_age": self.previous_age,
+            "consecutive_errors": self.consecutive_errors,
+            "disabled": self.disabled,
+            "n_predictions": self.n_predictions,
+            "n_signals": self.n_signals,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.vote = state["vote"]
+        self.confidence = float(state["confidence"])
+        self.last_valid = state["last_valid"]
+        self.previous_age = int(state["previous_age"])
+        self.consecutive_errors = int(state["consecutive_errors"])
+        self.disabled = bool(state["disabled"])
+        self.n_predictions = int(state["n_predictions"])
+        self.n_signals = int(state["n_signals"])

@@ -1,0 +1,111 @@
+"""MLRegressionStrategy: a model's prediction -> direction, confidence, target fraction of equity.
+
+Confidence (documented in docs/trading.md) says how unusual the size of a prediction is for this
+model, judged on its own holdout predictions, so that one threshold works for any model and any
+target scale:
+
+* regression, when the manifest has ``baseline.prediction.quantiles`` (101 quantiles of the
+  holdout predictions): ``confidence = P(|P| < |p|)`` for a holdout prediction ``P``, computed from
+  the quantiles (``F(|p|) - F(-|p|)`` with ``F`` the interpolated CDF). ``min_confidence: 0.6``
+  then trades the 40% most decisive predictions;
+* regression without those quantiles: ``confidence = min(1, |p| / (k * residual_std))`` with
+  ``k = 0.5`` and ``baseline.residual_std``;
+* classification (the runner returns P(up)): the signed score is ``p - 0.5`` and
+  ``confidence = |2p - 1|``.
+
+Direction is the sign of the (signed) prediction. Below ``min_confidence`` the model's vote is
+flat (direction 0, target 0: the model has no conviction, so it holds nothing); at or above it
+the target is ``direction * position_size`` of equity.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aitrader.errors import TradingError
+
+RESIDUAL_K = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    direction: int
+    confidence: float
+    target_fraction: float
+
+
+class ConfidenceModel:
+    """Maps a raw model output to (signed score, confidence in [0, 1])."""
+
+    def __init__(
+        self,
+        *,
+        task: str = "regression",
+        quantiles: Sequence[float] | None = None,
+        residual_std: float | None = None,
+        k: float = RESIDUAL_K,
+    ) -> None:
+        self.task = task
+        self.quantiles = [float(q) for q in quantiles] if quantiles else None
+        if self.quantiles is not None and (len(self.quantiles) < 2 or self.quantiles != sorted(self.quantiles)):
+            raise TradingError("baseline.prediction.quantiles must be an increasing list of at least 2 values")
+        self.residual_std = residual_std
+        self.k = k
+        if task == "regression" and self.quantiles is None and not (residual_std and residual_std > 0):
+            raise TradingError(
+                "the model manifest has neither baseline.prediction.quantiles nor a positive "
+                "baseline.residual_std, so a confidence cannot be computed; retrain it with aitrader train"
+            )
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> ConfidenceModel:
+        target, model = manifest.get("target") or {}, manifest.get("model") or {}
+        task = str(target.get("task") or model.get("task") or "regression")
+        baseline = manifest.get("baseline") or {}
+        quantiles = (baseline.get("prediction") or {}).get("quantiles")
+        residual_std = baseline.get("residual_std")
+        return cls(task=task, quantiles=quantiles, residual_std=residual_std)
+
+    def _cdf(self, x: float) -> float:
+        q = self.quantiles
+        assert q is not None
+        n = len(q) - 1
+        if x <= q[0]:
+            return 0.0
+        if x >= q[-1]:
+            return 1.0
+        i = bisect_left(q, x)  # q[i-1] < x <= q[i]
+        lo, hi = q[i - 1], q[i]
+        frac = (x - lo) / (hi - lo) if hi > lo else 1.0
+        return (i - 1 + frac) / n
+
+    def score(self, raw: float) -> tuple[float, float]:
+        """(signed score, confidence) for one raw model output."""
+        if self.task == "classification":
+            s = raw - 0.5
+            return s, min(1.0, abs(2.0 * s))
+        a = abs(raw)
+        if self.quantiles is not None:
+            return raw, max(0.0, min(1.0, self._cdf(a) - self._cdf(-a)))
+        assert self.residual_std is not None
+        return raw, min(1.0, a / (self.k * self.residual_std))
+
+
+class MLRegressionStrategy:
+    """Turns one model's predictions into votes: a signed target fraction of equity."""
+
+    def __init__(self, confidence: ConfidenceModel, *, min_confidence: float, position_size: float) -> None:
+        self.confidence = confidence
+        self.min_confidence = min_confidence
+        self.position_size = position_size
+
+    def decide(self, raw_prediction: float) -> Decision:
+        score, conf = self.confidence.score(raw_prediction)
+        if math.isnan(score) or conf < self.min_confidence or score == 0.0:
+            return Decision(0, conf, 0.0)
+        direction = 1 if score > 0 else -1
+        return Decision(direction, conf, direction * self.position_size)
