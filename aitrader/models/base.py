@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,14 +33,13 @@ def default_feature_names(n: int) -> list[str]:
     return [f"f{i}" for i in range(n)]
 
 
-def check_params(params: dict[str, Any] | None, valid: Sequence[str] | set[str], kind: str) -> dict[str, Any]:
+def check_params(params: dict[str, Any] | None, valid: Collection[str], kind: str) -> dict[str, Any]:
     """Reject unknown hyper-parameters with the list of valid ones (a typo must not be ignored)."""
     params = dict(params or {})
     for reserved in ("random_state", "seed", "random_seed"):
         if reserved in params:
             raise ModelError(
-                f"{kind}: parameter {reserved!r} is set through model.random_state, not model.params; "
-                f"move it there"
+                f"{kind}: parameter {reserved!r} is set through model.random_state, not model.params; move it there"
             )
     unknown = sorted(set(params) - set(valid))
     if unknown:
@@ -197,9 +196,7 @@ class Model(BaseEstimator):  # type: ignore[misc]
 
     def _check_fitted(self, method: str) -> None:
         if not hasattr(self, "n_features_in_"):
-            raise ModelNotFittedError(
-                f"this {type(self).__name__} is not fitted yet; call fit(X, y) before {method}()"
-            )
+            raise ModelNotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) before {method}()")
 
     def _matrix(self, X: Any, method: str) -> np.ndarray:
         self._check_fitted(method)

@@ -170,7 +170,7 @@ class XGBoostModel(Model):
 
     def _importance(self) -> np.ndarray:
         scores = self.booster_.get_score(importance_type="total_gain")
-        return np.array([float(scores.get(n, 0.0)) for n in self.feature_names_in_])
+        return np.array([float(np.sum(scores.get(n, 0.0))) for n in self.feature_names_in_])
 
     def _save_native(self, path: Path) -> None:
         # XGBoost picks the format from the suffix, and the temp file has none.

@@ -82,6 +82,8 @@ def export_onnx(model: Model, path: str | Path) -> Path:
             f"set onnx.export: false in train.yaml to skip it"
         ) from exc
     _fix_label_shape(onnx_model)
+    # Converters name the graph with a random UUID; a fixed name makes the export byte-reproducible.
+    onnx_model.graph.name = f"aitrader_{model.kind}_{model.task}"
     meta = {
         "aitrader_version": __version__,
         "kind": model.kind,
@@ -94,7 +96,11 @@ def export_onnx(model: Model, path: str | Path) -> Path:
         prop.key, prop.value = key, value
     data = onnx_model.SerializeToString()
     path = Path(path)
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    atomic_write(path, write)
     return path
 
 

@@ -97,9 +97,7 @@ class ModelRunner:
             from aitrader.models import load_model
 
             # load_model raises TrustError for an untrusted pickle without an ONNX fallback.
-            runner = cls.from_model(
-                load_model(directory, meta, trust_pickle=trust_pickle), batch_threads=batch_threads
-            )
+            runner = cls.from_model(load_model(directory, meta, trust_pickle=trust_pickle), batch_threads=batch_threads)
         names = (manifest.get("features") or {}).get("names")
         if names is not None and list(names) != runner.feature_names:
             if len(names) != runner.n_features or runner.feature_names != default_feature_names(len(names)):

@@ -77,8 +77,10 @@ def build(tmp: Path, seed: int) -> dict[str, Any]:
         export_onnx(model, d / "model.onnx")
         meta["files"]["onnx"] = "model.onnx"
         manifests[model.kind] = {"model": meta, "features": {"names": list(model.feature_names_in_)}}
-    parity = {k: onnx_parity(m, d / "model.onnx", X[:5000]) for k, m, d in
-              (("lightgbm", lgbm, lgbm_dir), ("xgboost", xgbm, xgb_dir))}
+    parity = {
+        k: onnx_parity(m, d / "model.onnx", X[:5000])
+        for k, m, d in (("lightgbm", lgbm, lgbm_dir), ("xgboost", xgbm, xgb_dir))
+    }
 
     # The sklearn wrappers, as a user would train them (same hyper-parameters).
     lgb_wrapper = lgb.LGBMRegressor(
@@ -89,11 +91,15 @@ def build(tmp: Path, seed: int) -> dict[str, Any]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(lgbm_dir / "model.onnx"), sess_options=opts,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(lgbm_dir / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
     return {
-        "X": X, "lgbm": lgbm, "xgbm": xgbm, "lgb_wrapper": lgb_wrapper, "xgb_wrapper": xgb_wrapper,
-        "session": session, "parity": parity,
+        "X": X,
+        "lgbm": lgbm,
+        "xgbm": xgbm,
+        "lgb_wrapper": lgb_wrapper,
+        "xgb_wrapper": xgb_wrapper,
+        "session": session,
+        "parity": parity,
         "runner_onnx": ModelRunner.from_artifact(lgbm_dir, manifests["lightgbm"], prefer="onnx"),
         "runner_onnx_xgb": ModelRunner.from_artifact(xgb_dir, manifests["xgboost"], prefer="onnx"),
         "runner_lgbm": ModelRunner.from_artifact(lgbm_dir, manifests["lightgbm"], prefer="native"),
@@ -110,16 +116,31 @@ def engines(m: dict[str, Any]) -> list[tuple[str, Callable[[np.ndarray], Any], C
     in_name = session.get_inputs()[0].name
     # What a careful user writes by hand: reshape the row, cast to float32, call run.
     return [
-        ("lightgbm Booster.predict", lambda r: booster.predict(r.reshape(1, -1), num_threads=1),
-         lambda X: booster.predict(X, num_threads=1)),
-        ("xgboost inplace_predict", lambda r: xbooster.inplace_predict(r.reshape(1, -1)),
-         lambda X: xbooster.inplace_predict(X)),
-        ("LGBMRegressor.predict", lambda r: m["lgb_wrapper"].predict(r.reshape(1, -1)),
-         lambda X: m["lgb_wrapper"].predict(X)),
-        ("XGBRegressor.predict", lambda r: m["xgb_wrapper"].predict(r.reshape(1, -1)),
-         lambda X: m["xgb_wrapper"].predict(X)),
-        ("onnxruntime session.run", lambda r: session.run(None, {in_name: r.reshape(1, -1).astype(np.float32)}),
-         lambda X: session.run(None, {in_name: X.astype(np.float32)})),
+        (
+            "lightgbm Booster.predict",
+            lambda r: booster.predict(r.reshape(1, -1), num_threads=1),
+            lambda X: booster.predict(X, num_threads=1),
+        ),
+        (
+            "xgboost inplace_predict",
+            lambda r: xbooster.inplace_predict(r.reshape(1, -1)),
+            lambda X: xbooster.inplace_predict(X),
+        ),
+        (
+            "LGBMRegressor.predict",
+            lambda r: m["lgb_wrapper"].predict(r.reshape(1, -1)),
+            lambda X: m["lgb_wrapper"].predict(X),
+        ),
+        (
+            "XGBRegressor.predict",
+            lambda r: m["xgb_wrapper"].predict(r.reshape(1, -1)),
+            lambda X: m["xgb_wrapper"].predict(X),
+        ),
+        (
+            "onnxruntime session.run",
+            lambda r: session.run(None, {in_name: r.reshape(1, -1).astype(np.float32)}),
+            lambda X: session.run(None, {in_name: X.astype(np.float32)}),
+        ),
         ("runner onnx (lightgbm)", m["runner_onnx"].predict_one, m["runner_onnx"].predict_batch),
         ("runner onnx (xgboost)", m["runner_onnx_xgb"].predict_one, m["runner_onnx_xgb"].predict_batch),
         ("runner native lightgbm", m["runner_lgbm"].predict_one, m["runner_lgbm"].predict_batch),
@@ -146,18 +167,27 @@ def main(argv: list[str] | None = None) -> int:
     runner_p50 = next(r["p50_us"] for r in results if r["engine"] == "runner onnx (lightgbm)")
     for r in results:
         r["runner_speedup_p50"] = r["p50_us"] / runner_p50
-    doc = {"model": f"{N_TREES} trees, depth 6, {N_FEATURES} features", "calls": args.calls,
-           "batch_rows": args.batch, "onnx_parity": m["parity"], "results": results}
+    doc = {
+        "model": f"{N_TREES} trees, depth 6, {N_FEATURES} features",
+        "calls": args.calls,
+        "batch_rows": args.batch,
+        "onnx_parity": m["parity"],
+        "results": results,
+    }
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    print(f"{doc['model']}; {args.calls} single-row calls, batch of {args.batch} rows; "
-          f"runner = ModelRunner ONNX backend on the LightGBM model")
+    print(
+        f"{doc['model']}; {args.calls} single-row calls, batch of {args.batch} rows; "
+        f"runner = ModelRunner ONNX backend on the LightGBM model"
+    )
     print(f"{'engine':<28}{'p50 us':>10}{'p99 us':>10}{'batch rows/s':>15}{'runner x':>10}")
     for r in results:
-        print(f"{r['engine']:<28}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}{r['batch_rows_s']:>15,.0f}"
-              f"{r['runner_speedup_p50']:>10.2f}")
+        print(
+            f"{r['engine']:<28}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}{r['batch_rows_s']:>15,.0f}"
+            f"{r['runner_speedup_p50']:>10.2f}"
+        )
     print("ONNX parity (first 5000 training rows):", json.dumps(m["parity"]))
     return 0
 

@@ -1,0 +1,116 @@
+"""ONNX export, the inference-only OnnxModel adapter and parity measurement."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from aitrader.errors import ModelError
+from aitrader.models import MODEL_KINDS, create_model
+from aitrader.models.onnx import OnnxModel, export_onnx, onnx_parity, parity_scale
+from tests.unit.test_models import FAST, make_data, target
+
+TASKS = ("regression", "classification")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data(n=600)
+
+
+@pytest.fixture(scope="module", params=[(k, t) for k in MODEL_KINDS for t in TASKS], ids=lambda p: f"{p[0]}-{p[1]}")
+def exported(request, data, tmp_path_factory):
+    kind, task = request.param
+    X, y = data
+    model = create_model(kind, task=task, params=FAST[kind]).fit(X.iloc[:450], target(y, task).iloc[:450])
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return model, path
+
+
+def test_parity_within_tolerance_on_holdout(exported, data):
+    model, path = exported
+    holdout = data[0].iloc[450:]
+    parity = onnx_parity(model, path, holdout)
+    assert set(parity) == {"max_abs_diff", "max_rel_diff"}
+    assert 0 <= parity["max_rel_diff"] < 1e-4  # float32 graph vs float64 native
+    assert 0 <= parity["max_abs_diff"] < 1e-5
+
+
+def test_onnx_model_adapter(exported, data):
+    model, path = exported
+    X = data[0].iloc[450:]
+    onnx_model = OnnxModel(path)
+    assert onnx_model.task == model.task
+    assert list(onnx_model.feature_names_in_) == list(model.feature_names_in_)
+    np.testing.assert_allclose(onnx_model.predict_score(X), model.predict_score(X), rtol=1e-4, atol=1e-6)
+    if model.task == "classification":
+        assert onnx_model.predict_proba(X).shape == (len(X), 2)
+        agree = (onnx_model.predict(X) == model.predict(X)).mean()
+        assert agree > 0.99
+    with pytest.raises(ModelError, match="inference-only"):
+        onnx_model.fit(X, X.iloc[:, 0])
+    with pytest.raises(ModelError, match="expected 6 features, got 3"):
+        onnx_model.predict(X.to_numpy()[:, :3])
+    info = onnx_model.info()
+    assert info["kind"] == "onnx" and info["features"] == list(model.feature_names_in_)
+
+
+def test_onnx_importance_counts_tree_splits(exported):
+    model, path = exported
+    onnx_model = OnnxModel(path)
+    if model.kind == "ridge":
+        with pytest.raises(ModelError, match="only available for tree-ensemble"):
+            onnx_model.feature_importance()
+        return
+    imp = onnx_model.feature_importance()
+    assert list(imp) == list(model.feature_names_in_)
+    assert sum(imp.values()) > 0
+
+
+def test_export_is_deterministic(exported, tmp_path):
+    model, path = exported
+    again = export_onnx(model, tmp_path / "model.onnx")
+    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(path.read_bytes()).digest()
+
+
+def test_parity_fails_above_tolerance(exported, data):
+    model, path = exported
+    with pytest.raises(ModelError, match=r"max_rel_diff .* > tolerance 1e-12 \(max_abs_diff"):
+        onnx_parity(model, path, data[0].iloc[450:], tolerance=1e-12)
+
+
+def test_parity_detects_a_different_model(data, tmp_path):
+    X, y = data
+    a = create_model("lightgbm", params=FAST["lightgbm"]).fit(X, y)
+    b = create_model("lightgbm", random_state=3, params={"n_estimators": 5}).fit(X, y)
+    path = export_onnx(b, tmp_path / "model.onnx")
+    with pytest.raises(ModelError, match="disagrees with the native model"):
+        onnx_parity(a, path, X)
+
+
+def test_boosters_with_missing_values_keep_parity(data, tmp_path):
+    X, y = data
+    Xn = X.copy()
+    Xn.iloc[::5, 1] = np.nan
+    for kind in ("lightgbm", "xgboost"):
+        model = create_model(kind, params=FAST[kind]).fit(Xn, y)
+        path = export_onnx(model, tmp_path / f"{kind}.onnx")
+        assert onnx_parity(model, path, Xn)["max_rel_diff"] < 1e-4
+
+
+def test_export_unfitted_and_bad_file(tmp_path):
+    with pytest.raises(ModelError, match="call fit"):
+        export_onnx(create_model("ridge"), tmp_path / "model.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="cannot load ONNX model"):
+        OnnxModel(bad)
+
+
+def test_parity_scale_floor():
+    # returns-sized predictions: the floor is their spread, not |a| near zero
+    assert parity_scale(np.array([1e-3, -1e-3, 2e-3])) == pytest.approx(np.std([1e-3, -1e-3, 2e-3]))
+    assert parity_scale(np.array([0.5, 0.5])) == 0.5
+    assert parity_scale(np.zeros(3)) == 1.0
