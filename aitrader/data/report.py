@@ -132,8 +132,8 @@ def _is_continuous(days: pd.DatetimeIndex) -> bool:
     unique = days.unique()
     span = pd.date_range(unique.min(), unique.max(), freq="D")
     for weekday in (5, 6):
-        in_span = int((span.dayofweek == weekday).sum())
-        if in_span == 0 or (unique.dayofweek == weekday).sum() < 0.5 * in_span:
+        in_span = int((span.day_of_week == weekday).sum())
+        if in_span == 0 or (unique.day_of_week == weekday).sum() < 0.5 * in_span:
             return False
     return True
 
