@@ -236,6 +236,8 @@ class Engine:
             if progress is not None and time.monotonic() >= next_progress:
                 progress(self)
                 next_progress = time.monotonic() + progress_every_s
+        if stop.is_set():  # a follow source ends its stream when asked to stop
+            status = "stopped"
         self.stats.equity = self.broker.equity()
         self.checkpoint()
         if progress is not None:

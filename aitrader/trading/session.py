@@ -142,7 +142,7 @@ def run_session(
     meta: dict[str, Any] | None = None,
     opts: RunOptions | None = None,
     schedules: Iterable[TargetSchedule] = (),
-    stop_hook: Callable[[Engine], None] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) one run into ``run_dir``; returns the final summary."""
     from aitrader.trading.summary import summarise
@@ -164,8 +164,8 @@ def run_session(
             ledger.write_meta({"run_id": run_id, "config": cfg.model_dump(mode="json"), "models": models,
                                "started_at": now_iso(), **(meta or {})})
         ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso()})
-        if stop_hook is not None:
-            stop_hook(engine)
+        if stop_event is not None:  # shared with a follow source, so one request stops both
+            engine.stop_event = stop_event
         try:
             with _stop_on_signals(engine, opts.handle_signals):
                 status = engine.run(steps, speed=opts.speed, max_bars=opts.max_bars, progress=opts.progress)

@@ -102,11 +102,12 @@ class FollowSource:
     :meth:`stop` is called (the engine calls it on SIGINT/SIGTERM and stops after the current bar).
     """
 
-    def __init__(self, path: Path, symbol: str, *, poll_s: float = 0.05) -> None:
+    def __init__(self, path: Path, symbol: str, *, poll_s: float = 0.05,
+                 stop_event: threading.Event | None = None) -> None:
         self.path = path
         self.symbol = symbol
         self.poll_s = poll_s
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event or threading.Event()
 
     def stop(self) -> None:
         self.stop_event.set()
