@@ -90,6 +90,44 @@ def monitor(
         raise typer.Exit(ALERT_EXIT)
 
 
+def retrain(
+    name: str = typer.Option(..., "--name", help="Registry name of the model to retrain."),
+    config: str | None = typer.Option(None, "--config", help="Training config (default: config/train.yaml)."),
+    data: str | None = typer.Option(None, "--data", help="Bars file (overrides data.path of the config)."),
+    promote_if_better: bool = typer.Option(
+        False, "--promote-if-better", help="Deploy the challenger when it beats the champion by the margin."
+    ),
+    metric: str = typer.Option("ic", "--metric", help="Comparison metric: ic | sharpe | mae."),
+    min_improvement: float = typer.Option(
+        0.0, "--min-improvement", help="Margin the challenger must win by, in the metric's units."
+    ),
+    if_alert: bool = typer.Option(False, "--if-alert", help="Only retrain when the last monitor check alerted."),
+    registry: str | None = typer.Option(
+        None, "--registry", help="Registry root (default: $AITRADER_REGISTRY or ./models)."
+    ),
+    runs_dir: str = typer.Option("runs", "--runs-dir", help="Paper-trade runs used as extra evaluation data."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """Train a challenger, compare it with the production champion, register it, promote if better."""
+    from aitrader.cli._output import console, print_json
+    from aitrader.monitoring.retrain import retrain as run_retrain
+
+    result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
+                         min_improvement=min_improvement, if_alert=if_alert, registry_root=registry,
+                         runs_dir=runs_dir)
+    if as_json:
+        print_json(result)
+        return
+    out = console()
+    out.print(result["message"])
+    for role in ("champion", "challenger"):
+        entry = result.get(role)
+        if entry and entry.get("scores"):
+            scores = ", ".join(f"{k} {entry['scores'][k]:.4f}" for k in ("ic", "sharpe", "mae"))
+            out.print(f"{role} {entry['model_id']}: {scores}")
+
+
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
     app.command("monitor")(monitor)
+    app.command("retrain")(retrain)

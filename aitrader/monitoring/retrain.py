@@ -1,0 +1,323 @@
+"""``aitrader retrain``: champion/challenger retraining that is safe to run from cron.
+
+1. An exclusive OS lock (``logs/retrain.lock``): a second run fails at once with LockHeldError.
+2. ``--if-alert``: run only when the last persisted monitor state of this model has alerts.
+3. The challenger is trained on the config's data window (``split.window`` most recent bars).
+4. Unchanged data: an artifact identical to a registered version (same files; the manifest equal
+   but for ``created_at``) is not registered again, so a nightly rerun on the same data is a no-op.
+5. Champion (``NAME@production``) and challenger predict the SAME holdout rows of the
+   challenger's split, each through its own feature contract, and are scored with the training
+   metrics (``ic``, ``sharpe`` higher is better; ``mae`` lower is better).
+6. The challenger is registered (tags: role=challenger, both scores, the decision); with
+   ``--promote-if-better`` it is deployed when it beats the champion by at least
+   ``min_improvement`` (absolute, in the metric's units), and the deploy log's reason holds both
+   scores and the decision. With no champion yet, the first model is promoted when its deploy
+   checks pass.
+7. Feedback: outcomes recorded by paper-trade runs of this model are scored for the champion (its
+   logged predictions) and the challenger (re-predicted from the logged feature vectors) and
+   reported beside the holdout scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aitrader.errors import AitraderError, ConfigError, DeployCheckError, ModelNotFoundError
+from aitrader.monitoring.check import DEFAULT_STATE, load_state
+from aitrader.monitoring.lock import DEFAULT_LOCK, FileLock
+
+log = logging.getLogger("aitrader.retrain")
+
+METRICS = {"ic": True, "sharpe": True, "mae": False}  # metric -> higher is better
+DEFAULT_LOG = Path("logs") / "retrain.log"
+_IGNORED = {"manifest.json", "checksums.sha256"}
+
+
+@contextmanager
+def _log_to(path: Path | None) -> Iterator[None]:
+    """Also log this retrain to ``path`` (cron keeps a history there)."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("aitrader")
+    old_level = root.level
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+def artifact_fingerprint(directory: Path) -> str:
+    """SHA256 over every file but the manifest, plus the manifest without ``created_at``."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        rel = path.relative_to(directory).as_posix()
+        if rel in _IGNORED:
+            continue
+        h.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    manifest.pop("created_at", None)
+    h.update(json.dumps(manifest, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _improvement(metric: str, champion: float, challenger: float) -> float:
+    return challenger - champion if METRICS[metric] else champion - challenger
+
+
+def _score(task: str, fwd: np.ndarray, pred: np.ndarray, ret1: np.ndarray, bt: dict[str, Any]) -> dict[str, float]:
+    from aitrader.training import metrics as M
+
+    return M.evaluate(task, fwd, pred, ret1, backtest_kwargs=bt)
+
+
+def _holdout(cfg: Any, bars: Any) -> dict[str, Any]:
+    """The challenger's holdout rows, rebuilt exactly as the trainer splits them."""
+    import pandas as pd
+
+    from aitrader.training import metrics as M
+    from aitrader.training.splits import purged_walk_forward
+    from aitrader.training.trainer import build_dataset
+
+    data = build_dataset(cfg, bars)
+    sp = cfg.split
+    plan = purged_walk_forward(len(data.X), n_folds=sp.n_folds, horizon=cfg.target.horizon,
+                               embargo=sp.embargo, holdout=sp.holdout, min_train=sp.min_train)
+    hold = plan.holdout
+    bt = {"fees_bps": cfg.backtest.fees_bps, "slippage_bps": cfg.backtest.slippage_bps,
+          "short": cfg.backtest.short, "periods": M.periods_per_year(pd.DatetimeIndex(bars.index))}
+    return {"X": data.X.iloc[hold], "fwd": data.fwd[hold], "ret1": data.ret1[hold], "bt": bt}
+
+
+def _champion_predictions(loaded: Any, bars: Any, X_hold: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The champion's predictions on the holdout timestamps, through its own feature contract."""
+    from aitrader.features import FeaturePipeline
+
+    contract = loaded.manifest["features"]
+    pipeline = FeaturePipeline.from_contract(contract)
+    feats = pipeline.transform(bars).reindex(X_hold.index)[list(contract["names"])]
+    matrix = feats.to_numpy(dtype=np.float64)
+    ok = np.isfinite(matrix).all(axis=1)
+    pred = np.full(len(matrix), np.nan)
+    if ok.any():
+        pred[ok] = loaded.runner.predict_batch(matrix[ok])
+    return pred, ok
+
+
+def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challenger: Any,
+                  challenger_names: list[str], task: str) -> dict[str, Any]:
+    """Scores on the outcomes that paper-trade runs of ``name`` recorded (extra evaluation data)."""
+    from aitrader.monitoring.accuracy import accuracy_metrics
+    from aitrader.monitoring.ledger import feature_matrix, read_ledger
+
+    pred, outcome, feats, champ = [], [], [], []
+    runs = 0
+    for db in sorted(runs_dir.glob("*/ledger.db")) if runs_dir.is_dir() else []:
+        try:
+            ledger = read_ledger(db.parent)
+        except AitraderError as exc:
+            log.warning("feedback: skipping %s: %s", db.parent, exc)
+            continue
+        if not any(m.get("model_id") == name for m in ledger.models):
+            continue
+        p = ledger.predictions
+        rows = p[(p["model_id"] == name) & p["outcome"].notna() & (p["source"].fillna("model") == "model")]
+        if rows.empty:
+            continue
+        runs += 1
+        pred.append(rows["prediction"].to_numpy(float))
+        outcome.append(rows["outcome"].to_numpy(float))
+        champ.append((rows["digest"] == champion_digest).to_numpy(bool) if champion_digest else
+                     np.zeros(len(rows), bool))
+        feats.append(feature_matrix(rows["features"], len(challenger_names)))
+    if not runs:
+        return {"runs": 0, "outcomes": 0, "champion": None, "challenger": None}
+    p_all, y_all, c_mask, x_all = (np.concatenate(pred), np.concatenate(outcome), np.concatenate(champ),
+                                   np.vstack(feats))
+    ok = np.isfinite(x_all).all(axis=1)
+    ch_pred = np.full(len(x_all), np.nan)
+    if ok.any():
+        ch_pred[ok] = challenger.predict_batch(x_all[ok])
+    return {
+        "runs": runs,
+        "outcomes": int(y_all.size),
+        "champion": accuracy_metrics(p_all[c_mask], y_all[c_mask], task=task) if c_mask.any() else None,
+        "challenger": accuracy_metrics(ch_pred, y_all, task=task),
+    }
+
+
+def _alert_gate(name: str, state_path: Path) -> str | None:
+    """None when a retrain should run, else why it is skipped."""
+    state = load_state(state_path)
+    if state is None:
+        return f"no monitor state at {state_path}: run `aitrader monitor` first"
+    model = (state.get("model") or {}).get("model_id")
+    if model not in (None, name):
+        return f"the last monitor check ({state.get('checked_at')}) was of model {model}, not {name}"
+    if not state.get("alerts"):
+        return f"the last monitor check ({state.get('checked_at')}) found no alert"
+    return None
+
+
+def decide(metric: str, challenger: float, champion: float | None, min_improvement: float,
+           promote: bool) -> tuple[float | None, bool, str]:
+    """(improvement, better, decision text): better means beats the champion by the margin."""
+    if champion is None:
+        text = "promote: no champion yet" if promote else "keep: no champion, --promote-if-better not given"
+        return None, True, text
+    gain = _improvement(metric, champion, challenger)
+    scores = f"{metric} {challenger:.4f} vs champion {champion:.4f} ({gain:+.4f}"
+    if gain > 0 and gain >= min_improvement:
+        text = f"promote: {scores} >= {min_improvement:g})" if promote else \
+            f"keep: better ({scores}) but --promote-if-better not given"
+        return gain, True, text
+    return gain, False, f"keep champion: {scores} < margin {min_improvement:g} or not better)"
+
+
+def _check_args(metric: str, min_improvement: float) -> None:
+    if metric not in METRICS:
+        raise ConfigError(f"--metric {metric!r} is not supported; expected one of {', '.join(METRICS)}")
+    if min_improvement < 0:
+        raise ConfigError(f"--min-improvement must be >= 0, got {min_improvement}")
+
+
+def retrain(
+    name: str,
+    *,
+    config: str | Path | None = None,
+    data: str | Path | None = None,
+    promote_if_better: bool = False,
+    metric: str = "ic",
+    min_improvement: float = 0.0,
+    if_alert: bool = False,
+    registry_root: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    state_path: str | Path = DEFAULT_STATE,
+    lock_path: str | Path = DEFAULT_LOCK,
+    log_path: str | Path | None = DEFAULT_LOG,
+) -> dict[str, Any]:
+    """Train, compare, register and maybe promote; returns the JSON-ready result."""
+    _check_args(metric, min_improvement)
+    from aitrader.registry import validate_name
+
+    validate_name(name)
+    with FileLock(lock_path), _log_to(Path(log_path) if log_path else None):
+        log.info("retrain %s started (metric %s, min improvement %g, promote %s)", name, metric,
+                 min_improvement, promote_if_better)
+        try:
+            result = _retrain_locked(name, config, data, promote_if_better, metric, min_improvement, if_alert,
+                                     registry_root, Path(runs_dir), Path(state_path))
+        except AitraderError as exc:
+            log.error("retrain %s failed: %s", name, exc)
+            raise
+        log.info("retrain %s: %s", name, result["message"])
+        return result
+
+
+def _retrain_locked(name: str, config: str | Path | None, data: str | Path | None, promote: bool, metric: str,
+                    min_improvement: float, if_alert: bool, registry_root: str | Path | None, runs_dir: Path,
+                    state_path: Path) -> dict[str, Any]:
+    from aitrader.config import load_train_config
+    from aitrader.registry import Registry
+    from aitrader.training.trainer import load_training_bars, override_config, train
+
+    base = {"name": name, "metric": metric, "min_improvement": min_improvement}
+    if if_alert:
+        why = _alert_gate(name, state_path)
+        if why is not None:
+            return {**base, "status": "skipped", "message": f"skipped: {why}"}
+    cfg = load_train_config(config)
+    if data is not None:
+        cfg = override_config(cfg, data=str(data))
+    bars = load_training_bars(cfg)
+    registry = Registry(registry_root)
+    with tempfile.TemporaryDirectory(prefix="aitrader-retrain-") as tmp:
+        trained = train(cfg, bars=bars, out_dir=Path(tmp) / "challenger")
+        out = trained.out_dir
+        fingerprint = artifact_fingerprint(out)
+        try:
+            known = registry.list_versions(name)
+        except ModelNotFoundError:
+            known = []
+        same = next((v for v in known if artifact_fingerprint(v.path) == fingerprint), None)
+        window = {"bars": len(bars), "first": bars.index[0], "last": bars.index[-1],
+                  "data_sha256": trained.manifest["data"]["sha256"]}
+        if same is not None:
+            return {**base, "status": "unchanged", "window": window, "version": same.model_id,
+                    "message": f"unchanged: the same data and config give {same.model_id}; nothing registered"}
+        return _compare_and_register(registry, name, cfg, bars, trained, promote, metric, min_improvement,
+                                     runs_dir, base | {"window": window})
+
+
+def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained: Any, promote: bool, metric: str,
+                          min_improvement: float, runs_dir: Path, base: dict[str, Any]) -> dict[str, Any]:
+    from aitrader.models.runner import ModelRunner
+
+    manifest, task = trained.manifest, cfg.target.task
+    hold = _holdout(cfg, bars)
+    # We trained this artifact ourselves in this process, so a pickle-based one is trusted.
+    own_pickle = bool(manifest["model"].get("pickle_based"))
+    challenger = ModelRunner.from_artifact(trained.out_dir, manifest, trust_pickle=own_pickle)
+    champion_info = registry.alias_target(name, "production")
+    ok = np.ones(len(hold["X"]), bool)
+    champ_pred, champ_task = None, task
+    if champion_info is not None:
+        loaded = registry.load(champion_info.model_id)
+        champ_task = str(loaded.manifest["target"]["task"])
+        champ_pred, ok = _champion_predictions(loaded, bars, hold["X"])
+    if not ok.any():
+        raise AitraderError(
+            f"the champion {champion_info.model_id if champion_info else name} cannot compute its features on any "
+            "holdout row; use a longer data window (split.window)"
+        )
+    X = hold["X"].to_numpy(dtype=np.float64)[ok]
+    fwd, ret1 = hold["fwd"][ok], hold["ret1"][ok]
+    ch_scores = _score(task, fwd, challenger.predict_batch(X), ret1, hold["bt"])
+    cp_scores = None
+    if champ_pred is not None:
+        cp_scores = _score(champ_task, fwd, champ_pred[ok], ret1, hold["bt"])
+    ch, cp = ch_scores[metric], (cp_scores[metric] if cp_scores else None)
+    improvement, better, decision = decide(metric, ch, cp, min_improvement, promote)
+    tags = {"role": "challenger", "metric": metric, "challenger_score": f"{ch:.6g}",
+            "champion_score": "none" if cp is None else f"{cp:.6g}",
+            "champion": champion_info.model_id if champion_info else "none", "decision": decision[:200]}
+    info = registry.register(trained.out_dir, name, tags=tags, trust_pickle=own_pickle)
+    feedback = live_feedback(name, runs_dir, champion_info.digest if champion_info else None, challenger,
+                             list(manifest["features"]["names"]), task)
+    promoted, status, deploy = False, "registered", None
+    if promote and better:
+        champ_text = "none" if cp is None else f"{champion_info.model_id if champion_info else ''} {metric}={cp:.6g}"
+        reason = (f"retrain: challenger {info.model_id} {metric}={ch:.6g} vs champion {champ_text} on the same "
+                  f"{int(ok.sum())} holdout rows; {decision}")
+        try:
+            deploy = registry.deploy(info.model_id, reason=reason).to_dict()
+            promoted, status = True, "promoted"
+        except DeployCheckError as exc:
+            status, decision = "registered", f"not promoted: {exc}"
+    return {
+        **base, "status": status, "promoted": promoted, "decision": decision,
+        "challenger": {"model_id": info.model_id, "digest": info.digest, "reused": info.reused, "scores": ch_scores},
+        "champion": None if champion_info is None else {"model_id": champion_info.model_id, "scores": cp_scores},
+        "improvement": improvement, "holdout_rows": int(ok.sum()),
+        "holdout": {"first": hold["X"].index[0], "last": hold["X"].index[-1]},
+        "feedback": feedback, "deploy": deploy,
+        "message": f"{status} {info.model_id}: {decision}",
+    }
