@@ -1,9 +1,256 @@
-"""CLI commands: registry (filled in by its issue)."""
+"""CLI commands of the model registry: register, list, deploy, verify, history.
+
+Each command opens ``aitrader.registry.Registry`` (imported inside the command: the registry
+package is light, but the rule keeps start-up predictable), makes one call and renders it.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+from aitrader.cli._output import console, print_json
+
+if TYPE_CHECKING:
+    from aitrader.registry import DeployResult, History, VerifyReport, VersionInfo
+
+REGISTRY_HELP = "Registry root folder (default: $AITRADER_REGISTRY, else ./models)."
+JSON_HELP = "Print exactly one JSON document on stdout."
+
+
+def _registry_opt() -> Any:
+    return typer.Option(None, "--registry", envvar="AITRADER_REGISTRY", show_envvar=False, help=REGISTRY_HELP)
+
+
+def _json_opt() -> Any:
+    return typer.Option(False, "--json", help=JSON_HELP)
+
+
+def _tags(values: list[str] | None) -> dict[str, str]:
+    from aitrader.registry import parse_tag
+
+    return dict(parse_tag(v) for v in values or [])
+
+
+def register_cmd(
+    artifact_dir: Path = typer.Argument(
+        ..., help="Artifact folder written by `aitrader train` (manifest.json + files)."
+    ),
+    name: str = typer.Option(..., "--name", help="Model name: 1-64 of a-z 0-9 _ . - (e.g. aapl_lgbm)."),
+    tag: list[str] = typer.Option(None, "--tag", help="KEY=VALUE label stored in the index; repeatable."),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Allow loading pickle-based files (joblib); only for sources you trust."
+    ),
+    registry: str | None = _registry_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Copy an artifact into the registry as NAME:vN with the SHA256 of every file."""
+    from aitrader.registry import Registry
+
+    info = Registry(registry).register(artifact_dir, name, tags=_tags(tag), trust_pickle=trust_pickle)
+    if json_out:
+        print_json(info.to_dict())
+        return
+    typer.echo(f"{info.model_id} {info.digest}")
+    if info.reused:
+        typer.echo(f"note: the same files were already registered as {info.model_id}; nothing copied", err=True)
+
+
+def list_cmd(
+    name: str | None = typer.Option(None, "--name", help="Only this model's versions."),
+    registry: str | None = _registry_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """List registered versions: aliases (production*), created, kind, holdout IC, hit rate, Sharpe."""
+    from aitrader.registry import Registry
+
+    reg = Registry(registry)
+    infos = reg.list_versions(name)
+    if json_out:
+        print_json({"registry": str(reg.root), "versions": [i.to_dict() for i in infos]})
+    else:
+        _render_list(infos, str(reg.root))
+
+
+def deploy_cmd(
+    model_id: str = typer.Option(..., "--model-id", help="NAME (latest version) or NAME:vN; a NAME with --rollback."),
+    alias: str = typer.Option("production", "--alias", help="Alias to promote to."),
+    from_file: Path | None = typer.Option(
+        None, "--from-file", help="Register this artifact folder first, then deploy."
+    ),
+    rollback: bool = typer.Option(
+        False, "--rollback", help="Restore the version the alias held before its last change."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run the checks only: promote and log nothing."),
+    reason: str | None = typer.Option(None, "--reason", help="Why: recorded in the deploy log."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="With --from-file: register as trusted pickle."),
+    tag: list[str] = typer.Option(None, "--tag", help="With --from-file: KEY=VALUE tag; repeatable."),
+    registry: str | None = _registry_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Check a version (hashes, loads, sample predictions, feature contract), then promote it."""
+    from aitrader.registry import Registry
+
+    if rollback and from_file is not None:
+        raise typer.BadParameter("--rollback cannot be combined with --from-file", param_hint="--rollback")
+    if (trust_pickle or tag) and from_file is None:
+        raise typer.BadParameter("--trust-pickle and --tag apply to --from-file only", param_hint="--from-file")
+    reg = Registry(registry)
+    if rollback:
+        result = reg.rollback(model_id, alias, reason=reason, dry_run=dry_run)
+    elif from_file is not None:
+        result = reg.deploy_from_file(
+            from_file, model_id, alias, dry_run=dry_run, reason=reason, trust_pickle=trust_pickle, tags=_tags(tag)
+        )
+    else:
+        result = reg.deploy(model_id, alias, dry_run=dry_run, reason=reason)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        _render_deploy(result)
+    failed = [c for c in result.checks if c.status == "failed"]
+    if failed:  # only a dry run returns with a failed check; a real deploy raised already
+        typer.echo(f"error: deploy check {failed[0].name} failed for {result.model_id}: {failed[0].detail}", err=True)
+        raise typer.Exit(1)
+
+
+def verify_cmd(
+    model_id: str | None = typer.Argument(None, help="NAME (all its versions) or NAME:vN; default: everything."),
+    registry: str | None = _registry_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Re-hash every registered file; exit 1 with the list of mismatches."""
+    from aitrader.registry import Registry
+
+    report = Registry(registry).verify(model_id)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        _render_verify(report)
+    if not report.ok:
+        bad = sorted({p.model_id for p in report.mismatches})
+        typer.echo(
+            f"error: {len(report.mismatches)} mismatch(es) in {', '.join(bad)}: files changed after registration; "
+            "re-register the original artifacts or deploy other versions",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def history_cmd(
+    name: str = typer.Argument(..., help="Model name."),
+    at: str | None = typer.Option(
+        None, "--at", help="ISO-8601 time: which version held each alias then (naive = UTC)."
+    ),
+    registry: str | None = _registry_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Show the append-only deploy log of a model: when, who, from/to version, alias, checks, reason."""
+    from aitrader.registry import Registry
+
+    hist = Registry(registry).history(name, at=at)
+    if json_out:
+        print_json(hist.to_dict())
+    else:
+        _render_history(hist)
+
+
+# ---------------------------------------------------------------------- rendering (human output)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _render_list(infos: list[VersionInfo], root: str) -> None:
+    from rich import box
+    from rich.table import Table
+
+    if not infos:
+        console().print(f"no models registered in {root}; add one with `aitrader register DIR --name NAME`")
+        return
+    table = Table(title=f"registry {root}  (* = production)", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for col in ("name", "ver", "aliases", "created", "kind", "IC", "hit", "Sharpe", "digest"):
+        table.add_column(
+            col,
+            justify="right" if col in ("IC", "hit", "Sharpe") else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+    for i in infos:
+        aliases = ", ".join(f"{a}*" if a == "production" else a for a in i.aliases)
+        table.add_row(
+            i.name,
+            f"v{i.version}",
+            aliases,
+            i.created_at[:10],
+            i.kind or "-",
+            _fmt(i.metrics.get("ic")),
+            _fmt(i.metrics.get("hit_rate")),
+            _fmt(i.metrics.get("sharpe"), ".2f"),
+            i.digest[:10],
+        )
+    console().print(table)
+
+
+def _render_deploy(result: DeployResult) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"deploy checks: {result.model_id} -> {result.alias}")
+    for col in ("check", "status", "detail"):
+        table.add_column(col)
+    for c in result.checks:
+        table.add_row(c.name, c.status, c.detail)
+    out = console()
+    if result.registered is not None:
+        out.print(f"registered {result.registered.model_id} {result.registered.digest}")
+    out.print(table)
+    out.print(result.note)
+
+
+def _render_verify(report: VerifyReport) -> None:
+    out = console()
+    for v in report.versions:
+        out.print(f"{v.model_id}: {'OK' if v.ok else 'FAILED'} ({v.files} files, {v.bytes} bytes)")
+        for p in v.problems:
+            out.print(f"  {p.problem}: {p.path} (registered {p.expected or '-'}, found {p.found or '-'})")
+    mb = sum(v.bytes for v in report.versions) / 1e6
+    out.print(f"{len(report.versions)} version(s), {mb:.1f} MB verified in {report.seconds:.2f} s")
+
+
+def _render_history(hist: History) -> None:
+    from rich.table import Table
+
+    out = console()
+    table = Table(title=f"deploy log: {hist.name}")
+    for col in ("when", "who", "action", "alias", "from", "to", "status", "checks", "reason"):
+        table.add_column(col)
+    for e in hist.events:
+        checks = " ".join(f"{c['name']}:{c['status']}" for c in e.checks)
+        table.add_row(
+            e.ts[:19].replace("T", " "),
+            f"{e.user}@{e.host}",
+            e.action,
+            e.alias,
+            f"v{e.from_version}" if e.from_version else "-",
+            f"v{e.to_version}",
+            e.status,
+            checks,
+            e.reason or "",
+        )
+    out.print(table if hist.events else f"no deploys of {hist.name} yet")
+    for alias, version in hist.current.items():
+        out.print(f"now: {alias} -> {hist.name}:v{version}")
+    for alias, held in hist.holders.items():
+        out.print(f"at {hist.at}: {alias} -> {f'{hist.name}:v{held}' if held else 'nothing'}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.command("register")(register_cmd)
+    app.command("list")(list_cmd)
+    app.command("deploy")(deploy_cmd)
+    app.command("verify")(verify_cmd)
+    app.command("history")(history_cmd)

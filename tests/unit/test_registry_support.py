@@ -41,22 +41,53 @@ def make_manifest(
     return {
         "format_version": 1,
         "created_at": "2026-11-21T10:00:00+00:00",
-        "model": {"kind": kind, "library": kind, "task": task, "format": "test", "files": files,
-                  "pickle_based": pickle_based, "hyperparameters": {}, "random_state": 42},
+        "model": {
+            "kind": kind,
+            "library": kind,
+            "task": task,
+            "format": "test",
+            "files": files,
+            "pickle_based": pickle_based,
+            "hyperparameters": {},
+            "random_state": 42,
+        },
         "versions": {"aitrader": "0.1.0", "python": "3.11"},
         "target": {"name": "fwd_return_5", "horizon": 5, "task": task},
         "features": contract or {"names": names, "params": {}, "warmup": 5, "spec_hash": "0" * 64},
-        "data": {"sha256": "0" * 64, "symbol": "TEST", "first": "2020-01-01", "last": "2020-12-31",
-                 "rows": 250, "interval": "1 days"},
+        "data": {
+            "sha256": "0" * 64,
+            "symbol": "TEST",
+            "first": "2020-01-01",
+            "last": "2020-12-31",
+            "rows": 250,
+            "interval": "1 days",
+        },
         "split": {},
-        "metrics": {"folds": [], "cv_mean": {}, "baselines": {},
-                    "holdout": metrics if metrics is not None else {"ic": 0.05, "hit_rate": 0.53, "sharpe": 1.1}},
-        "onnx": ({"file": onnx_file, "max_abs_diff": 1e-7, "max_rel_diff": 1e-5, "tolerance_rel": 1e-3}
-                 if onnx_file else None),
-        "baseline": {"features": {n: _distribution() for n in names}, "prediction": _distribution(),
-                     "holdout_mae": 0.01, "residual_std": 0.01, "holdout_hit_rate": 0.5, "holdout_ic": 0.0},
-        "sample": {"timestamps": [f"2020-12-{i + 1:02d}" for i in range(len(rows))], "columns": names,
-                   "rows": rows, "predictions": predictions},
+        "metrics": {
+            "folds": [],
+            "cv_mean": {},
+            "baselines": {},
+            "holdout": metrics if metrics is not None else {"ic": 0.05, "hit_rate": 0.53, "sharpe": 1.1},
+        },
+        "onnx": (
+            {"file": onnx_file, "max_abs_diff": 1e-7, "max_rel_diff": 1e-5, "tolerance_rel": 1e-3}
+            if onnx_file
+            else None
+        ),
+        "baseline": {
+            "features": {n: _distribution() for n in names},
+            "prediction": _distribution(),
+            "holdout_mae": 0.01,
+            "residual_std": 0.01,
+            "holdout_hit_rate": 0.5,
+            "holdout_ic": 0.0,
+        },
+        "sample": {
+            "timestamps": [f"2020-12-{i + 1:02d}" for i in range(len(rows))],
+            "columns": names,
+            "rows": rows,
+            "predictions": predictions,
+        },
     }
 
 
@@ -64,8 +95,9 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
 
 
-def make_artifact(directory: Path, *, payload: bytes = b"tree model v1\n", extra: dict[str, bytes] | None = None,
-                  **manifest_kw: Any) -> Path:
+def make_artifact(
+    directory: Path, *, payload: bytes = b"tree model v1\n", extra: dict[str, bytes] | None = None, **manifest_kw: Any
+) -> Path:
     """manifest.json + model.txt (+ ``extra`` files, relative paths allowed)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "model.txt").write_bytes(payload)
@@ -76,8 +108,15 @@ def make_artifact(directory: Path, *, payload: bytes = b"tree model v1\n", extra
     return directory
 
 
-def make_real_artifact(directory: Path, *, kind: str = "lightgbm", onnx: bool = False, seed: int = 0,
-                       contract: dict[str, Any] | None = None, n_features: int = 3) -> Path:
+def make_real_artifact(
+    directory: Path,
+    *,
+    kind: str = "lightgbm",
+    onnx: bool = False,
+    seed: int = 0,
+    contract: dict[str, Any] | None = None,
+    n_features: int = 3,
+) -> Path:
     """A tiny fitted model saved with its real native file and matching sample predictions."""
     import numpy as np
     import pandas as pd
@@ -103,8 +142,14 @@ def make_real_artifact(directory: Path, *, kind: str = "lightgbm", onnx: bool = 
         export_onnx(model, directory / "model.onnx")
         onnx_file = "model.onnx"
     manifest = make_manifest(
-        meta["files"], kind=kind, pickle_based=meta["pickle_based"], contract=contract, features=names,
-        rows=rows.to_numpy().tolist(), predictions=[float(p) for p in preds], onnx_file=onnx_file,
+        meta["files"],
+        kind=kind,
+        pickle_based=meta["pickle_based"],
+        contract=contract,
+        features=names,
+        rows=rows.to_numpy().tolist(),
+        predictions=[float(p) for p in preds],
+        onnx_file=onnx_file,
     )
     manifest["model"].update({k: v for k, v in meta.items() if k != "files"})
     manifest["model"]["files"] = {**meta["files"], **({"onnx": onnx_file} if onnx_file else {})}
