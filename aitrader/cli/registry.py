@@ -169,7 +169,9 @@ def _render_list(infos: list[VersionInfo], root: str) -> None:
     from rich.table import Table
 
     if not infos:
-        console().print(f"no models registered in {root}; add one with `aitrader register DIR --name NAME`")
+        console().print(
+            f"no models registered in {root}; add one with `aitrader register DIR --name NAME`", markup=False
+        )
         return
     table = Table(title=f"registry {root}  (* = production)", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
     for col in ("name", "ver", "aliases", "created", "kind", "IC", "hit", "Sharpe", "digest"):
@@ -197,50 +199,50 @@ def _render_list(infos: list[VersionInfo], root: str) -> None:
 
 def _render_deploy(result: DeployResult) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"deploy checks: {result.model_id} -> {result.alias}")
     for col in ("check", "status", "detail"):
         table.add_column(col)
     for c in result.checks:
-        table.add_row(c.name, c.status, c.detail)
+        table.add_row(c.name, c.status, Text(c.detail))  # Text: a detail may contain [brackets]
     out = console()
     if result.registered is not None:
-        out.print(f"registered {result.registered.model_id} {result.registered.digest}")
+        out.print(f"registered {result.registered.model_id} {result.registered.digest}", markup=False)
     out.print(table)
-    out.print(result.note)
+    out.print(result.note, markup=False, soft_wrap=True)
 
 
 def _render_verify(report: VerifyReport) -> None:
     out = console()
     for v in report.versions:
-        out.print(f"{v.model_id}: {'OK' if v.ok else 'FAILED'} ({v.files} files, {v.bytes} bytes)")
+        out.print(f"{v.model_id}: {'OK' if v.ok else 'FAILED'} ({v.files} files, {v.bytes} bytes)", markup=False)
         for p in v.problems:
-            out.print(f"  {p.problem}: {p.path} (registered {p.expected or '-'}, found {p.found or '-'})")
+            out.print(
+                f"  {p.problem}: {p.path} (registered {p.expected or '-'}, found {p.found or '-'})",
+                soft_wrap=True,
+                markup=False,
+            )
     mb = sum(v.bytes for v in report.versions) / 1e6
     out.print(f"{len(report.versions)} version(s), {mb:.1f} MB verified in {report.seconds:.2f} s")
 
 
 def _render_history(hist: History) -> None:
-    from rich.table import Table
-
     out = console()
-    table = Table(title=f"deploy log: {hist.name}")
-    for col in ("when", "who", "action", "alias", "from", "to", "status", "checks", "reason"):
-        table.add_column(col)
-    for e in hist.events:
-        checks = " ".join(f"{c['name']}:{c['status']}" for c in e.checks)
-        table.add_row(
-            e.ts[:19].replace("T", " "),
-            f"{e.user}@{e.host}",
-            e.action,
-            e.alias,
-            f"v{e.from_version}" if e.from_version else "-",
-            f"v{e.to_version}",
-            e.status,
-            checks,
-            e.reason or "",
+    if not hist.events:
+        out.print(f"no deploys of {hist.name} yet")
+    for e in hist.events:  # one line per event: a log reads better than a wrapped table
+        frm = f"v{e.from_version}" if e.from_version else "-"
+        reason = f"  reason: {e.reason}" if e.reason else ""
+        out.print(
+            f"{e.ts[:19].replace('T', ' ')}  {e.user}@{e.host}  {e.action} {e.alias}: {frm} -> v{e.to_version}"
+            f"  {e.status}{reason}",
+            soft_wrap=True,
+            markup=False,
         )
-    out.print(table if hist.events else f"no deploys of {hist.name} yet")
+        for c in e.checks:
+            if c["status"] == "failed":
+                out.print(f"    check {c['name']} failed: {c['detail']}", soft_wrap=True, markup=False)
     for alias, version in hist.current.items():
         out.print(f"now: {alias} -> {hist.name}:v{version}")
     for alias, held in hist.holders.items():
