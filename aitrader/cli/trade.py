@@ -1,9 +1,92 @@
-"""CLI commands: trade (filled in by its issue)."""
+"""CLI commands of paper trading: paper-trade, status, export (logic in aitrader.trading.service)."""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
+
+from aitrader.cli._output import console, print_json
+
+JSON_HELP = "Print exactly one JSON document on stdout."
+RUNS_HELP = "Folder holding the runs (runs/RUN_ID/ledger.db)."
+
+
+def paper_trade_cmd(
+    config: str | None = typer.Option(None, "--config", help="Trading config (default: config/ml_trading_config.yaml).",
+    ),
+    data: list[str] = typer.Option(
+        None, "--data", help="Bars: a file, a directory (one file per symbol) or SYMBOL=PATH; repeatable. "
+        "Default: the built-in sample after the model's training period."),
+    state: str | None = typer.Option(None, "--state", help="Run folder (default: RUNS_DIR/RUN_ID)."),
+    run_id: str | None = typer.Option(None, "--run-id", help="Name of a new run (default: time-stamped)."),
+    resume: str | None = typer.Option(None, "--resume", help="Continue this stopped or killed run."),
+    speed: float = typer.Option(0.0, "--speed", help="0: as fast as possible; K: K times the bars' own cadence."),
+    follow: bool = typer.Option(False, "--follow", help="Tail the --data file as bars are appended, until SIGINT/SIGTERM.",
+    ),
+    registry: str | None = typer.Option(
+        None, "--registry", envvar="AITRADER_REGISTRY", show_envvar=False,
+        help="Registry root folder (default: $AITRADER_REGISTRY, else ./models)."),
+    max_bars: int | None = typer.Option(None, "--max-bars", min=1, help="Stop after this many new bars."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", help=RUNS_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
+    from aitrader.trading.service import paper_trade
+
+    view = "live" if sys.stdout.isatty() and not json_out else "log"
+    summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
+                          speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
+                          view=view)
+    _render(summary, json_out, "paper-trade")
+
+
+def status_cmd(
+    run_id: str | None = typer.Argument(None, help="Run to show (default: the most recently updated run)."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", help=RUNS_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """State of a run: running/stopped/finished, cursor, equity, positions, enabled models."""
+    from aitrader.trading.service import run_status
+
+    _render(run_status(run_id, runs_dir), json_out, "status")
+
+
+def export_cmd(
+    run_id: str = typer.Argument(..., help="Run to export from."),
+    table: str = typer.Argument(..., help="fills | orders | equity | predictions | events | positions."),
+    out: str | None = typer.Option(None, "--out", help="Write .csv, .csv.gz or .parquet here (default: CSV on stdout).",
+    ),
+    runs_dir: str = typer.Option("runs", "--runs-dir", help=RUNS_HELP),
+) -> None:
+    """Export one ledger table as CSV or parquet."""
+    from aitrader.trading.service import export_table
+
+    text = export_table(run_id, table, out, runs_dir)
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        typer.echo(f"wrote {out}", err=True)
+
+
+def _render(summary: dict[str, Any], json_out: bool, title: str) -> None:
+    if json_out:
+        print_json(summary)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{title}: run {summary['run_id']} ({summary['status']})", show_header=False)
+    for key in ("state_dir", "bars", "predictions", "signals", "orders", "fills", "rejections", "errors", "alerts",
+                "final_equity", "total_return", "sharpe", "max_drawdown", "turnover", "fees", "cursor", "positions",
+                "models"):
+        value = summary.get(key)
+        t.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value if value not in ({}, []) else "-"))
+    console().print(t)
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.command("paper-trade")(paper_trade_cmd)
+    app.command("status")(status_cmd)
+    app.command("export")(export_cmd)

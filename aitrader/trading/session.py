@@ -41,6 +41,7 @@ class ModelSpec:
     predictor: Predictor
     stream: FeatureStream
     manifest: dict[str, Any]
+    name: str = ""  # the config's model_id (registry name or NAME:vN); defaults to model_id
     min_confidence: float = 0.6
     position_size: float = 0.02
     weight: float = 1.0
@@ -52,6 +53,7 @@ class RunOptions:
     max_bars: int | None = None
     commit_every: int = REPLAY_COMMIT_EVERY
     progress: Callable[[Engine], None] | None = None
+    on_finish: Callable[[], None] | None = None
     subscribers: list[Callable[[EventBus], None]] = field(default_factory=list)
     clock: Callable[[], float] | None = None
     handle_signals: bool = True
@@ -159,8 +161,8 @@ def run_session(
         if resume and saved.get("state"):
             engine.restore(saved["state"], ledger.cursors())
         if not resume:
-            models = [{"model_id": s.model_id, "symbol": s.symbol, "digest": s.digest, "version": _version(s.model_id)}
-                      for s in specs]
+            models = [{"model_id": s.model_id, "name": s.name or s.model_id, "symbol": s.symbol, "digest": s.digest,
+                       "version": _version(s.model_id)} for s in specs]
             ledger.write_meta({"run_id": run_id, "config": cfg.model_dump(mode="json"), "models": models,
                                "started_at": now_iso(), **(meta or {})})
         ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso()})
@@ -172,6 +174,9 @@ def run_session(
         except BaseException:
             ledger.write_meta({"status": "stopped", "updated_at": now_iso()})
             raise
+        finally:
+            if opts.on_finish is not None:
+                opts.on_finish()
         ledger.write_meta({"status": status, "updated_at": now_iso()})
     finally:
         ledger.close()
