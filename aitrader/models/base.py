@@ -81,9 +81,13 @@ def as_matrix(X: Any, n_features: int | None, names: list[str] | None, what: str
                     f"{what}: feature columns do not match the trained ones; missing {missing}, "
                     f"unexpected {extra}; pass the features in the manifest's order"
                 )
-            X = X[names]
+            X = X.iloc[:, [cols.index(n) for n in names]]
     try:
-        arr = np.asarray(X, dtype=np.float64)
+        if columns is not None:
+            # to_numpy maps pandas' nullable NA to NaN, which np.asarray cannot.
+            arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            arr = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{what}: features must be numeric, got {exc}") from exc
     if arr.ndim == 1 and n_features is not None and arr.shape[0] == n_features:

@@ -12,6 +12,9 @@ Backends, in the order ``prefer="onnx"`` tries them:
 
 Output: the predicted forward return (regression) or P(up) (classification). The runner does
 not verify file hashes: the registry does that before it builds one.
+
+``predict_one`` reuses one input buffer, so a runner is not thread-safe: give each thread its own
+(they are cheap to build). ``predict_batch`` allocates and may be shared.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import inspect
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 
 from aitrader.errors import ModelError, ModelNotFittedError, TrustError
 from aitrader.models import MODEL_KINDS, create_model, load_model, model_class
@@ -64,8 +65,9 @@ def test_init_only_stores_params(kind):
     model = create_model(kind, task="classification", random_state=7, params=FAST[kind])
     assert model.get_params() == {"task": "classification", "random_state": 7, "params": FAST[kind]}
     assert not [a for a in vars(model) if a.endswith("_")]
-    clone = type(model)(**model.get_params())
-    assert clone.get_params() == model.get_params()
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() and copy is not model
+    assert copy.set_params(task="regression").task == "regression"
 
 
 def test_fit_returns_self_and_sets_learned_state(fitted, data):
@@ -259,3 +261,15 @@ def test_load_model_errors(tmp_path):
         load_model(tmp_path, {"kind": "lightgbm", "files": {"native": "model.txt"}, "task": "regression"})
     with pytest.raises(ModelError, match="no 'kind'"):
         load_model(tmp_path, {})
+
+
+def test_nullable_and_non_string_columns(data):
+    X, y = data
+    Xn = X.astype("Float64")
+    Xn.iloc[0, 2] = pd.NA
+    model = create_model("lightgbm", params=FAST["lightgbm"]).fit(Xn, y)
+    assert np.isnan(model.predict(Xn)).sum() == 0
+    Xi = X.set_axis(range(6), axis=1)
+    model = create_model("ridge").fit(Xi, y)
+    assert list(model.feature_names_in_) == [str(i) for i in range(6)]
+    np.testing.assert_array_equal(model.predict(Xi[[5, 4, 3, 2, 1, 0]]), model.predict(Xi))
