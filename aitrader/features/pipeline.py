@@ -112,16 +112,18 @@ class FeaturePipeline:
         return pd.DataFrame(values, index=bars.index, columns=self.names, dtype="float64")
 
 
-def validate_bars(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
+Arrays5 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def validate_bars(bars: pd.DataFrame) -> Arrays5:
     """The five columns as float64 arrays; DataError naming the first bad row otherwise."""
     missing = [c for c in COLUMNS if c not in bars.columns]
     if missing:
         raise DataError(f"bars lack columns {missing}; expected {', '.join(COLUMNS)}")
     try:
-        arrays = tuple(np.ascontiguousarray(bars[c].to_numpy(dtype="float64")) for c in COLUMNS)
+        o, h, low, c, v = (np.ascontiguousarray(bars[c].to_numpy(dtype="float64")) for c in COLUMNS)
     except (TypeError, ValueError) as exc:
         raise DataError(f"bar columns must be numeric: {exc}") from exc
-    o, h, low, c, v = arrays
     with np.errstate(invalid="ignore"):
         bad = ~((o > 0) & (h > 0) & (low > 0) & (c > 0) & (v >= 0))
     if bad.any():
@@ -129,4 +131,4 @@ def validate_bars(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
         raise DataError(f"bar {k} ({bars.index[k]}): invalid values open={o[k]!r} high={h[k]!r} low={low[k]!r} "
                         f"close={c[k]!r} volume={v[k]!r}; prices must be > 0 and volume >= 0 (no NaN); "
                         "check the data with `aitrader data check`")
-    return arrays
+    return o, h, low, c, v

@@ -17,7 +17,7 @@ from typing import Any
 
 from aitrader.config import FEATURES_CONFIG, read_yaml, resolve_config_path
 from aitrader.errors import FeatureError
-from aitrader.features.kinds import KINDS, check_params
+from aitrader.features.kinds import KINDS, Kind, check_params
 
 GROUPS = ("price", "volume", "indicator", "signal", "ml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -67,6 +67,20 @@ def spec_hash(specs: list[FeatureSpec]) -> str:
     return hashlib.sha256(doc.encode("utf-8")).hexdigest()
 
 
+def _definition_problems(kind: Kind | None, params: Any, warmup: Any, has_warmup: bool) -> list[str]:
+    """Problems with an entry's params and warm-up for its kind."""
+    if not isinstance(params, dict):
+        return [f"params: must be a mapping, got {params!r}"]
+    problems = [f"params.{p}" for p in check_params(kind, params)] if kind is not None else []
+    if has_warmup and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+        problems.append(f"warmup: must be an integer >= 0, got {warmup!r}")
+    elif has_warmup and kind is not None and not problems:
+        least = kind.min_warmup(params)
+        if warmup < least:
+            problems.append(f"warmup: must be >= {least} for kind {kind.name} with these params, got {warmup}")
+    return problems
+
+
 def _parse_entry(raw: Any, where: str) -> FeatureSpec:
     """Validate one entry; raises FeatureError naming every problem with its path."""
     if not isinstance(raw, dict):
@@ -86,17 +100,8 @@ def _parse_entry(raw: Any, where: str) -> FeatureSpec:
     if "kind" in raw and kind is None:
         problems.append(f"kind: must be one of {', '.join(sorted(KINDS))}, got {raw['kind']!r}")
     params = raw.get("params") if raw.get("params") is not None else {}
-    if not isinstance(params, dict):
-        problems.append(f"params: must be a mapping, got {params!r}")
-    elif kind is not None:
-        problems += [f"params.{p}" for p in check_params(kind, params)]
     warmup = raw.get("warmup")
-    if "warmup" in raw and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
-        problems.append(f"warmup: must be an integer >= 0, got {warmup!r}")
-    elif kind is not None and isinstance(params, dict) and not problems:
-        least = kind.min_warmup(params)
-        if warmup < least:
-            problems.append(f"warmup: must be >= {least} for kind {kind.name} with these params, got {warmup}")
+    problems += _definition_problems(kind, params, warmup, "warmup" in raw)
     aliases = raw.get("aliases") or []
     if not (isinstance(aliases, list) and all(isinstance(a, str) and _NAME.match(a) for a in aliases)):
         problems.append(f"aliases: must be a list of lower_snake_case names, got {aliases!r}")
@@ -110,6 +115,7 @@ def _parse_entry(raw: Any, where: str) -> FeatureSpec:
     if problems:
         raise FeatureError("; ".join(f"{label}.{p}" for p in problems))
     assert isinstance(name, str) and kind is not None and isinstance(meta, dict)  # narrowed above
+    assert isinstance(params, dict) and isinstance(warmup, int)
     return FeatureSpec(name=name, description=raw["description"].strip(), group=raw["group"], kind=kind.name,
                        params=dict(params), warmup=int(warmup), aliases=tuple(aliases),
                        unit=str(meta.get("unit", "")), dtype="float64", default=default)

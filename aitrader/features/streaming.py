@@ -20,6 +20,7 @@ Numerics mirror :mod:`aitrader.features.batch` so both agree to float rounding a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -148,60 +149,69 @@ class _Gen:
         return m, var
 
 
-def _emit(g: _Gen, spec: FeatureSpec) -> str:
-    """Add the state and code ``spec`` needs; return its output expression."""
-    p, kind = spec.params, spec.kind
-    if kind == "price":
-        return "c"
-    if kind == "return":
-        return f"c / {g.ring('close', p['window'])}[p - {p['window']}] - 1.0"
-    if kind == "sma_ratio":
-        return f"c / {g.stats('close', p['window'])[0]} - 1.0"
-    if kind == "ema_ratio":
-        span = p["span"]
-        return f"c / {g.ema('c', (span - 1) / 2.0, 0, f'close_{span}')} - 1.0"
-    if kind == "rsi":
-        n = p["window"]
-        if g.once(("rsi_diff",)):
-            g.body += ["dc = c - pc", "gain = dc if dc > 0.0 else 0.0", "loss = -dc if dc < 0.0 else 0.0"]
-        ag, al = g.wilder("gain", n, 1, f"gain_{n}"), g.wilder("loss", n, 1, f"loss_{n}")
-        return f"(100.0 * {ag} / ({ag} + {al}) if {ag} + {al} > 0.0 else 50.0)"
-    if kind == "macd":
-        f, s, sg = p["fast"], p["slow"], p["signal"]
-        raw = f"MR_{f}_{s}"
-        if g.once(("macd", f, s)):
-            ef = g.ema("c", (f - 1) / 2.0, 0, f"close_{f}")
-            es = g.ema("c", (s - 1) / 2.0, 0, f"close_{s}")
-            g.body.append(f"{raw} = {ef} - {es}")
-        sig = g.ema(raw, (sg - 1) / 2.0, s - 1, f"macd_{f}_{s}_{sg}")
-        return {"line": f"{raw} / c", "signal": f"{sig} / c", "hist": f"({raw} - {sig}) / c"}[p["output"]]
-    if kind == "bb_pctb":
-        m, sd = g.std("close", p["window"], 0)
-        k2 = 2.0 * float(p["k"])
-        return f"0.5 + ((c - {m}) / ({k2!r} * {sd}) if {k2!r} * {sd} > {FLAT_STD!r} * abs({m}) else 0.0)"
-    if kind == "atr":
-        n = p["window"]
-        return f"{g.wilder(g.series('tr'), n, 0, f'tr_{n}')} / c"
-    if kind == "volatility":
-        return g.std("ret1", p["window"], 1)[1]
-    if kind == "volume_zscore":
-        m, sd = g.std("volume", p["window"], 0)
-        return f"((v - {m}) / {sd} if {sd} > {FLAT_STD!r} * abs({m}) else 0.0)"
-    if kind == "volume_ratio":
-        m = g.stats("volume", p["window"])[0]
-        return f"(v / {m} if {m} > 0.0 else 1.0)"
-    if kind == "hl_range":
-        return "(h - l) / c"
-    if kind == "close_location":
-        return "(((c - l) - (h - c)) / (h - l) if h - l > 0.0 else 0.0)"
+def _rsi(g: _Gen, p: dict[str, Any]) -> str:
     n = p["window"]
-    hi, lo = g.extreme("high", n, ">="), g.extreme("low", n, "<=")
-    return {
-        "stoch_k": f"(100.0 * (c - {lo}) / ({hi} - {lo}) if {hi} - {lo} > 0.0 else 50.0)",
-        "williams_r": f"(100.0 * (c - {hi}) / ({hi} - {lo}) if {hi} - {lo} > 0.0 else -50.0)",
-        "dist_high": f"c / {hi} - 1.0",
-        "dist_low": f"c / {lo} - 1.0",
-    }[kind]
+    if g.once(("rsi_diff",)):
+        g.body += ["dc = c - pc", "gain = dc if dc > 0.0 else 0.0", "loss = -dc if dc < 0.0 else 0.0"]
+    ag, al = g.wilder("gain", n, 1, f"gain_{n}"), g.wilder("loss", n, 1, f"loss_{n}")
+    return f"(100.0 * {ag} / ({ag} + {al}) if {ag} + {al} > 0.0 else 50.0)"
+
+
+def _macd(g: _Gen, p: dict[str, Any]) -> str:
+    f, s, sg = p["fast"], p["slow"], p["signal"]
+    raw = f"MR_{f}_{s}"
+    if g.once(("macd", f, s)):
+        ef = g.ema("c", (f - 1) / 2.0, 0, f"close_{f}")
+        es = g.ema("c", (s - 1) / 2.0, 0, f"close_{s}")
+        g.body.append(f"{raw} = {ef} - {es}")
+    # The signal EMA starts where a MACD line first exists (bar slow-1), as in batch and `ta`.
+    sig = g.ema(raw, (sg - 1) / 2.0, s - 1, f"macd_{f}_{s}_{sg}")
+    return {"line": f"{raw} / c", "signal": f"{sig} / c", "hist": f"({raw} - {sig}) / c"}[p["output"]]
+
+
+def _bb(g: _Gen, p: dict[str, Any]) -> str:
+    m, sd = g.std("close", p["window"], 0)
+    k2 = 2.0 * float(p["k"])
+    return f"0.5 + ((c - {m}) / ({k2!r} * {sd}) if {k2!r} * {sd} > {FLAT_STD!r} * abs({m}) else 0.0)"
+
+
+def _zscore(g: _Gen, p: dict[str, Any]) -> str:
+    m, sd = g.std("volume", p["window"], 0)
+    return f"((v - {m}) / {sd} if {sd} > {FLAT_STD!r} * abs({m}) else 0.0)"
+
+
+def _volume_ratio(g: _Gen, p: dict[str, Any]) -> str:
+    m = g.stats("volume", p["window"])[0]
+    return f"(v / {m} if {m} > 0.0 else 1.0)"
+
+
+def _range(template: str) -> Callable[[_Gen, dict[str, Any]], str]:
+    def emit(g: _Gen, p: dict[str, Any]) -> str:
+        n = p["window"]
+        return template.format(hi=g.extreme("high", n, ">="), lo=g.extreme("low", n, "<="))
+
+    return emit
+
+
+_EMIT: dict[str, Callable[[_Gen, dict[str, Any]], str]] = {
+    "price": lambda g, p: "c",
+    "return": lambda g, p: f"c / {g.ring('close', p['window'])}[p - {p['window']}] - 1.0",
+    "sma_ratio": lambda g, p: f"c / {g.stats('close', p['window'])[0]} - 1.0",
+    "ema_ratio": lambda g, p: f"c / {g.ema('c', (p['span'] - 1) / 2.0, 0, 'close_' + str(p['span']))} - 1.0",
+    "rsi": _rsi,
+    "macd": _macd,
+    "bb_pctb": _bb,
+    "atr": lambda g, p: f"{g.wilder(g.series('tr'), p['window'], 0, 'tr_' + str(p['window']))} / c",
+    "volatility": lambda g, p: g.std("ret1", p["window"], 1)[1],
+    "volume_zscore": _zscore,
+    "volume_ratio": _volume_ratio,
+    "hl_range": lambda g, p: "(h - l) / c",
+    "close_location": lambda g, p: "(((c - l) - (h - c)) / (h - l) if h - l > 0.0 else 0.0)",
+    "stoch_k": _range("(100.0 * (c - {lo}) / ({hi} - {lo}) if {hi} - {lo} > 0.0 else 50.0)"),
+    "williams_r": _range("(100.0 * (c - {hi}) / ({hi} - {lo}) if {hi} - {lo} > 0.0 else -50.0)"),
+    "dist_high": _range("c / {hi} - 1.0"),
+    "dist_low": _range("c / {lo} - 1.0"),
+}
 
 
 def _indent(lines: list[str], n: int) -> str:
@@ -212,7 +222,7 @@ def generate_source(specs: list[FeatureSpec]) -> tuple[str, dict[str, int]]:
     """Python source of the factory for ``specs``, and the ring lengths it needs."""
     var_of = {"bb_pctb": "close", "volatility": "ret1", "volume_zscore": "volume"}
     g = _Gen({(var_of[s.kind], s.params["window"]) for s in specs if s.kind in var_of})
-    outputs = [_emit(g, s) for s in specs]
+    outputs = [_EMIT[s.kind](g, s.params) for s in specs]
     rings = [f"B_{name}" for name in g.rings]
     runs = [f"R_{name}" for name in sorted(g.runs)]
     state = list(g.state) + runs
