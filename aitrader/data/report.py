@@ -196,9 +196,14 @@ def _file_reports(raw: RawFrame, symbol: str | None, default_symbol: str) -> lis
     if symbol is not None:
         picked = [s for s in groups if s.upper() == symbol.upper()]
         if not picked:
-            raise DataError(f"{raw.source}: symbol {symbol!r} not found; available: {', '.join(groups)}")
+            # A wrong --symbol is the caller's mistake, not a problem of the file.
+            raise _UnknownSymbol(f"{raw.source}: symbol {symbol!r} not found; available: {', '.join(groups)}")
         groups = {picked[0]: groups[picked[0]]}
     return [symbol_report(s, validate(raw, labels, where=f"{raw.source} [{s}]")) for s, labels in groups.items()]
+
+
+class _UnknownSymbol(DataError):
+    """Raised through check_bars instead of being recorded as a file problem."""
 
 
 def _file_problem(exc: DataError) -> Problem:
@@ -232,6 +237,8 @@ def check_bars(path: str | Path, *, repair: bool = False, symbol: str | None = N
         try:
             raw = read_raw(f)
             report.symbols.extend(_file_reports(raw, symbol if not path.is_dir() else None, file_symbol(f)))
+        except _UnknownSymbol:
+            raise
         except DataError as exc:
             if not f.exists():
                 raise

@@ -46,3 +46,24 @@ def load_sample(symbol: str = "AAPL") -> pd.DataFrame:
     bars = load_bars(sample_path(), symbol=symbol)
     bars.attrs["source"] = f"bokeh_sampledata/{SAMPLE_FILE} [{symbol}]"
     return bars
+
+
+def write_sample(symbol: str = "AAPL", out: str | Path | None = None) -> dict[str, object]:
+    """Write the sample bars of ``symbol`` to ``out`` (default ``data/sample_<SYMBOL>.csv``).
+
+    The write is atomic (temp file, then rename). Returns what was written: path, symbol, rows,
+    first, last and the bars' fingerprint.
+    """
+    from aitrader.data.loader import bars_fingerprint, write_bars
+
+    bars = load_sample(symbol)
+    sym = str(bars.attrs["symbol"])
+    path = write_bars(bars, Path(out) if out is not None else Path("data") / f"sample_{sym}.csv")
+    return {
+        "path": str(path),
+        "symbol": sym,
+        "rows": len(bars),
+        "first": bars.index[0].isoformat(),
+        "last": bars.index[-1].isoformat(),
+        "sha256": bars_fingerprint(bars),
+    }
