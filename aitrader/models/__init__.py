@@ -38,7 +38,19 @@ def model_class(kind: str) -> type[Model]:
         from aitrader.models.sklearn_models import RandomForestModel
 
         return RandomForestModel
+    if kind == "onnx":
+        raise ModelError(
+            f"'onnx' models are inference-only: open one with aitrader.models.onnx.OnnxModel(path), or "
+            f"train one of {', '.join(MODEL_KINDS)}"
+        )
     raise ModelError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+
+
+def _onnx_class() -> type[Model]:
+    # An ONNX-only artifact (saved from OnnxModel): loadable, never trainable, so not in MODEL_KINDS.
+    from aitrader.models.onnx import OnnxModel
+
+    return OnnxModel
 
 
 def create_model(
@@ -56,7 +68,7 @@ def load_model(directory: str | Path, model_meta: dict[str, Any], *, trust_pickl
     kind = model_meta.get("kind")
     if not isinstance(kind, str):
         raise ModelError(f"{directory}: manifest model section has no 'kind'; expected one of {MODEL_KINDS}")
-    cls = model_class(kind)
+    cls = _onnx_class() if kind == "onnx" else model_class(kind)
     files = model_meta.get("files") or {}
     name = files.get("native", cls.native_file)
     path = directory / name

@@ -210,6 +210,10 @@ class OnnxModel(Model):
     def _save_native(self, path: Path) -> None:
         path.write_bytes(Path(self.path).read_bytes())
 
+    @classmethod
+    def _load_native(cls, path: Path, meta: dict[str, Any]) -> Model:
+        return cls(path, task=meta.get("task"))
+
 
 def parity_scale(reference: np.ndarray) -> float:
     """Floor of the relative-difference denominator: the spread of the predictions.

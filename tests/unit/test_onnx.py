@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from aitrader.errors import ModelError
-from aitrader.models import MODEL_KINDS, create_model
+from aitrader.models import MODEL_KINDS, create_model, load_model
 from aitrader.models.onnx import OnnxModel, export_onnx, onnx_parity, parity_scale
+from aitrader.models.runner import ModelRunner
 from tests.unit.test_models import FAST, make_data, target
 
 TASKS = ("regression", "classification")
@@ -114,3 +115,17 @@ def test_parity_scale_floor():
     assert parity_scale(np.array([1e-3, -1e-3, 2e-3])) == pytest.approx(np.std([1e-3, -1e-3, 2e-3]))
     assert parity_scale(np.array([0.5, 0.5])) == 0.5
     assert parity_scale(np.zeros(3)) == 1.0
+
+
+def test_onnx_only_artifact_round_trip(exported, data, tmp_path):
+    model, path = exported
+    X = data[0].iloc[450:]
+    meta = OnnxModel(path).save(tmp_path)
+    assert meta["kind"] == "onnx" and meta["files"] == {"native": "model.onnx"} and not meta["pickle_based"]
+    loaded = load_model(tmp_path, meta)
+    np.testing.assert_array_equal(loaded.predict_score(X), OnnxModel(path).predict_score(X))
+    runner = ModelRunner.from_artifact(tmp_path, {"model": meta}, prefer="native")
+    assert runner.backend == "onnx"
+    np.testing.assert_allclose(runner.predict_batch(X), model.predict_score(X), rtol=1e-4, atol=1e-7)
+    with pytest.raises(ModelError, match="'onnx' models are inference-only"):
+        create_model("onnx")
