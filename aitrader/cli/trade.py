@@ -23,7 +23,8 @@ def paper_trade_cmd(
     run_id: str | None = typer.Option(None, "--run-id", help="Name of a new run (default: time-stamped)."),
     resume: str | None = typer.Option(None, "--resume", help="Continue this stopped or killed run."),
     speed: float = typer.Option(0.0, "--speed", help="0: as fast as possible; K: K times the bars' own cadence."),
-    follow: bool = typer.Option(False, "--follow", help="Tail the --data file as bars are appended, until SIGINT/SIGTERM.",
+    follow: bool = typer.Option(
+        False, "--follow", help="Tail the --data file as bars are appended, until SIGINT/SIGTERM."
     ),
     registry: str | None = typer.Option(
         None, "--registry", envvar="AITRADER_REGISTRY", show_envvar=False,

@@ -108,13 +108,15 @@ def load_frames(data: list[str] | None, specs: list[ModelSpec]) -> dict[str, pd.
         last = {s.symbol: (s.manifest.get("data") or {}).get("last") for s in specs}
         return {sym: _after_training(load_sample(sym), last[sym], sym) for sym in symbols}
     frames: dict[str, pd.DataFrame] = {}
+    explicit = False
     for item in data:
         sym, sep, path = item.partition("=")
         if sep and not Path(item).exists():
             frames[sym] = load_bars(path, symbol=sym)
+            explicit = True
         else:
             frames.update(load_universe(item))
-    if len(data) == 1 and len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
+    if not explicit and len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
         frames = {symbols[0]: next(iter(frames.values()))}  # one file for the one traded symbol
     missing = [s for s in symbols if s not in frames]
     if missing:

@@ -1,0 +1,144 @@
+"""paper-trade, status and export through the CLI, with a real 20-tree LightGBM deployed in a temp registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from aitrader.cli.main import app
+from aitrader.trading.ledger import ledger_content
+
+runner = CliRunner()
+CONFIG = """
+ml_trading:
+  models:
+    - {model_id: syn_lgbm, symbol: SYN, min_confidence: 0.6, position_size: 0.02}
+  errors: {prediction_timeout_ms: 5000}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from aitrader.config import TrainConfig
+    from aitrader.data.synthetic import generate_bars
+    from aitrader.registry import Registry
+    from aitrader.training.trainer import train
+
+    base = tmp_path_factory.mktemp("trade_cli")
+    bars = generate_bars(1400, seed=3, signal=0.3)
+    cfg = TrainConfig.model_validate({
+        "data": {"symbol": "SYN"},
+        "model": {"kind": "lightgbm", "params": {"n_estimators": 20, "num_threads": 1}},
+        "split": {"n_folds": 2, "min_train": 300, "holdout": 0.2},
+    })
+    train(cfg, bars=bars.iloc[:1000], out_dir=base / "art")
+    reg = Registry(base / "models")
+    reg.register(base / "art", "syn_lgbm")
+    reg.deploy("syn_lgbm", reason="test")
+    data = base / "SYN.csv"
+    bars.iloc[900:].rename_axis("timestamp").to_csv(data)
+    config = base / "trading.yaml"
+    config.write_text(CONFIG)
+    return {"registry": base / "models", "data": data, "config": config}
+
+
+def trade(world: dict[str, Path], *extra: str):
+    args = ["paper-trade", "--config", str(world["config"]), "--registry", str(world["registry"]), "--json", *extra]
+    return runner.invoke(app, args)
+
+
+def test_paper_trade_json_summary_then_status_and_export(in_tmp: Path, world) -> None:
+    result = trade(world, "--data", str(world["data"]), "--run-id", "r1")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["run_id"] == "r1" and Path(doc["state_dir"]) == Path("runs/r1")
+    assert doc["status"] == "finished" and doc["bars"] == 500
+    assert doc["predictions"] > 300 and doc["fills"] > 0
+    for key in ("signals", "orders", "rejections", "errors", "final_equity", "total_return", "sharpe",
+                "max_drawdown", "turnover", "fees"):
+        assert key in doc
+    status = runner.invoke(app, ["status", "--json"])  # latest run
+    assert status.exit_code == 0
+    st = json.loads(status.stdout)
+    assert st["run_id"] == "r1" and st["cursor"]["SYN"]["bar_index"] == 499
+    assert st["models"][0]["enabled"] is True
+    fills = runner.invoke(app, ["export", "r1", "fills"])
+    assert fills.exit_code == 0
+    header = fills.stdout.splitlines()[0].split(",")
+    assert {"ts", "symbol", "side", "quantity", "price", "commission"} <= set(header)
+    assert len(fills.stdout.splitlines()) == doc["fills"] + 1
+    out = runner.invoke(app, ["export", "r1", "equity", "--out", "eq/equity.parquet"])
+    assert out.exit_code == 0, out.stderr
+    eq = pd.read_parquet(in_tmp / "eq" / "equity.parquet")
+    assert list(eq.columns) == ["bar_index", "ts", "cash", "equity"] and len(eq) == 500
+    assert eq["equity"].iloc[-1] == pytest.approx(doc["final_equity"])
+
+
+def test_resume_continues_to_the_same_ledger(in_tmp: Path, world) -> None:
+    full = trade(world, "--data", str(world["data"]), "--run-id", "full")
+    assert full.exit_code == 0, full.stderr
+    part = trade(world, "--data", str(world["data"]), "--run-id", "part", "--max-bars", "137")
+    assert json.loads(part.stdout)["status"] == "stopped"
+    again = trade(world, "--data", str(world["data"]), "--run-id", "part")
+    assert again.exit_code == 1 and "--resume part" in again.stderr
+    resumed = trade(world, "--resume", "part")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["bars"] == 500
+    a = ledger_content(in_tmp / "runs" / "full" / "ledger.db")
+    b = ledger_content(in_tmp / "runs" / "part" / "ledger.db")
+    assert a == b
+
+
+def test_clear_errors(in_tmp: Path, world) -> None:
+    empty = trade(world, "--registry", str(in_tmp / "none"), "--data", str(world["data"]))
+    assert empty.exit_code == 1 and empty.stdout == ""
+    assert empty.stderr.startswith("error: ") and "aitrader deploy --model-id syn_lgbm" in empty.stderr
+    missing = trade(world, "--data", f"OTHER={world['data']}")
+    assert missing.exit_code == 1 and "no bars for SYN" in missing.stderr
+    assert runner.invoke(app, ["status", "nope"]).exit_code == 1
+    bad = runner.invoke(app, ["export", "nope", "fills"])
+    assert bad.exit_code == 1 and "not found" in bad.stderr
+    trade(world, "--data", str(world["data"]), "--run-id", "x", "--max-bars", "5")
+    table = runner.invoke(app, ["export", "x", "trades"])
+    assert table.exit_code == 1 and "expected one of fills" in table.stderr
+    ext = runner.invoke(app, ["export", "x", "fills", "--out", "f.xlsx"])
+    assert ext.exit_code == 1 and ".parquet" in ext.stderr and not (in_tmp / "f.xlsx").exists()
+
+
+def test_follow_stops_cleanly_on_sigterm(in_tmp: Path, world) -> None:
+    live = in_tmp / "live.csv"
+    lines = world["data"].read_text().splitlines(keepends=True)
+    live.write_text("".join(lines[:101]))
+    env = {**os.environ, "AITRADER_REGISTRY": str(world["registry"])}
+    cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(world["config"]),
+           "--data", f"SYN={live}", "--follow", "--run-id", "live", "--json"]
+    proc = subprocess.Popen(cmd, cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger = in_tmp / "runs" / "live" / "ledger.db"
+    try:
+        deadline = time.time() + 60
+        with live.open("a") as fh:
+            for line in lines[101:161]:
+                fh.write(line)
+                fh.flush()
+                time.sleep(0.005)
+        while time.time() < deadline:
+            if ledger.is_file() and ledger_content(ledger)["cursors"] and ledger_content(ledger)["cursors"][0][1] == 159:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["status"] == "stopped" and doc["bars"] == 160
