@@ -131,7 +131,8 @@ def test_follow_stops_cleanly_on_sigterm(in_tmp: Path, world) -> None:
                 fh.flush()
                 time.sleep(0.005)
         while time.time() < deadline:
-            if ledger.is_file() and ledger_content(ledger)["cursors"] and ledger_content(ledger)["cursors"][0][1] == 159:
+            cursors = ledger_content(ledger)["cursors"] if ledger.is_file() else []
+            if cursors and cursors[0][1] == 159:
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
