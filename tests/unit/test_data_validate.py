@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aitrader.data import check_bars, load_bars
 from aitrader.errors import DataError
@@ -220,3 +222,42 @@ def test_many_rows_vectorised(tmp_path: Path) -> None:
         load_bars(path)
     assert len(load_bars(path, repair=True)) == 49_999
     pd.testing.assert_index_equal(load_bars(path, repair=True).index, bars.index.delete(40_000))
+
+
+CORRUPTIONS = {
+    "high": "0.0001",
+    "low": "1e9",
+    "close": "",
+    "open": "-3",
+    "volume": "-1",
+    "timestamp": "garbage",
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    hits=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(sorted(CORRUPTIONS))), min_size=1, max_size=8),
+    swap=st.booleans(),
+)
+def test_repair_always_yields_contract_bars(tmp_path_factory, seed: int, hits: list, swap: bool) -> None:
+    from aitrader.data import generate_bars
+
+    frame = generate_bars(60, seed=seed).reset_index()
+    text = frame.astype(str)
+    for row, col in hits:
+        text.loc[row, col] = CORRUPTIONS[col]
+    if swap:  # out of order and a duplicate stamp
+        text.loc[[10, 11]] = text.loc[[11, 10]].to_numpy()
+        text.loc[20, "timestamp"] = text.loc[19, "timestamp"]
+    path = tmp_path_factory.mktemp("prop") / "bars.csv"
+    text.to_csv(path, index=False)
+    with pytest.raises(DataError, match="bars.csv: row "):
+        load_bars(path)
+    bars = load_bars(path, repair=True)
+    assert bars.attrs["repaired_rows"] >= 1
+    assert bars.index.is_monotonic_increasing and bars.index.is_unique
+    assert (bars[["open", "high", "low", "close"]] > 0).all().all() and (bars["volume"] >= 0).all()
+    assert (bars["high"] >= bars[["open", "close"]].max(axis=1)).all()
+    assert (bars["low"] <= bars[["open", "close"]].min(axis=1)).all()
+    assert len(bars) >= 60 - len(hits) - (1 if swap else 0)
