@@ -93,7 +93,7 @@ def _check_sections(manifest: dict[str, Any], source: str | Path) -> None:
     for key, (kind, required) in _SCHEMA.items():
         if key not in manifest:
             raise ModelError(f"{source}: missing key {key!r}; the artifact is incomplete, retrain it")
-        value = manifest[key]
+        value: Any = manifest[key]
         if value is None and key in _NULLABLE:
             continue
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

@@ -1,0 +1,109 @@
+"""Assembling the manifest (format_version 1, schema in docs/architecture.md) from a training run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from aitrader import __version__
+from aitrader.config import TrainConfig
+from aitrader.training.manifest import FORMAT_VERSION
+
+if TYPE_CHECKING:
+    from aitrader.training.trainer import Dataset
+
+SAMPLE_ROWS = 20
+# Libraries whose versions decide whether the artifact loads and predicts the same way.
+_VERSIONED = ("numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "onnx", "onnxruntime",
+              "onnxmltools", "skl2onnx")
+
+
+def library_versions(model_library: str) -> dict[str, str]:
+    """aitrader, Python and the installed versions of the libraries the artifact depends on."""
+    out = {"aitrader": __version__, "python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    if model_library not in out:
+        try:
+            out[model_library] = metadata.version(model_library)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _iso(ts: Any) -> str:
+    return pd.Timestamp(ts).isoformat()
+
+
+def holdout_sample(X_hold: pd.DataFrame, pred: np.ndarray, n: int = SAMPLE_ROWS) -> dict[str, Any]:
+    """``n`` holdout rows spread evenly over the holdout with the native model's predictions.
+
+    Deploy-time smoke tests feed ``rows`` to the loaded model (native or ONNX) and compare with
+    ``predictions``; spreading the rows covers the holdout's range rather than its first days.
+    """
+    pick = np.unique(np.linspace(0, len(X_hold) - 1, num=min(n, len(X_hold))).round().astype(int))
+    rows = X_hold.iloc[pick]
+    return {
+        "timestamps": [_iso(t) for t in rows.index],
+        "columns": [str(c) for c in X_hold.columns],
+        "rows": rows.to_numpy(dtype=np.float64).tolist(),
+        "predictions": np.asarray(pred, dtype=np.float64)[pick].tolist(),
+    }
+
+
+def data_section(bars: pd.DataFrame, symbol: str) -> dict[str, Any]:
+    """The training-data fingerprint: SHA256 of the bars used, symbol, span, rows, interval."""
+    from aitrader.data import bars_fingerprint, infer_interval
+
+    step = infer_interval(pd.DatetimeIndex(bars.index))
+    return {
+        "sha256": bars_fingerprint(bars),
+        "symbol": symbol,
+        "first": _iso(bars.index[0]),
+        "last": _iso(bars.index[-1]),
+        "rows": len(bars),
+        "interval": str(step) if step is not None else None,
+        "source": str(bars.attrs.get("source", "")) or None,
+    }
+
+
+def build_manifest(
+    cfg: TrainConfig,
+    data: Dataset,
+    *,
+    model_meta: dict[str, Any],
+    onnx_meta: dict[str, Any] | None,
+    split: dict[str, Any],
+    metrics: dict[str, Any],
+    baseline: dict[str, Any],
+    sample: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest dict; ``created_at`` is its only field that differs between identical runs."""
+    h = cfg.target.horizon
+    model = {k: v for k, v in model_meta.items() if k != "library_version"}
+    return {
+        "format_version": FORMAT_VERSION,
+        "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "model": model,
+        "versions": library_versions(str(model_meta.get("library", ""))),
+        "target": {"name": f"fwd_return_{h}", "horizon": h, "task": cfg.target.task},
+        "features": data.pipeline.contract(),
+        "data": data_section(data.bars, data.symbol),
+        "split": {**split, "holdout_setting": cfg.split.holdout, "window": cfg.split.window,
+                  "holdout_first": _iso(data.X.index[split["holdout_start"]]),
+                  "holdout_last": _iso(data.X.index[-1])},
+        "metrics": metrics,
+        "backtest": {"fees_bps": cfg.backtest.fees_bps, "slippage_bps": cfg.backtest.slippage_bps,
+                     "short": cfg.backtest.short},
+        "onnx": onnx_meta,
+        "baseline": baseline,
+        "sample": sample,
+    }

@@ -1,0 +1,279 @@
+"""``aitrader train`` as a library call: bars -> features + target -> purged walk-forward -> artifact.
+
+One call of :func:`train` loads the bars (a file or the built-in sample), builds the features
+and the h-bar forward-return target, scores ``n_folds`` purged walk-forward folds, fits the final
+model on the whole selection period, scores it and the naive baselines on the untouched holdout,
+exports ONNX (parity checked on the holdout) and writes the artifact folder atomically: every
+file goes into a temporary sibling folder that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aitrader.config import TrainConfig, build_model
+from aitrader.errors import ConfigError, DataError
+from aitrader.training import metrics as M
+from aitrader.training.artifact import build_manifest, holdout_sample
+from aitrader.training.manifest import write_manifest
+from aitrader.training.splits import min_rows, purged_walk_forward
+from aitrader.training.stats import baseline_stats
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(done, total, label)``: called once before the first fit and after every fit."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the artifact was written, its manifest, and wall times (kept out of the manifest)."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Model-ready rows: features ``X``, targets and the returns the backtest and baselines need."""
+
+    bars: pd.DataFrame
+    X: pd.DataFrame  # rows after warm-up with a known target and finite features
+    fwd: np.ndarray  # h-bar forward return (the regression target)
+    ret1: np.ndarray  # 1-bar forward return (the backtest's P&L)
+    prev: np.ndarray  # previous h-bar return (the prev_sign baseline)
+    pipeline: Any
+    symbol: str
+
+
+def override_config(cfg: TrainConfig, **flags: Any) -> TrainConfig:
+    """Apply command-line flags (``None`` = not given) and re-validate like the config file.
+
+    Keys: data, symbol, model, features (list of names), horizon, task, out. A ``data`` flag without
+    a ``symbol`` flag clears ``data.symbol`` (the config's symbol names the sample's, not the file's):
+    the file then supplies its own symbol (its ``symbol`` column or its name). A ``model`` flag that
+    changes the kind drops ``model.params`` (they were written for the other library and would be
+    rejected as unknown parameters): the new kind trains with its defaults.
+    """
+    raw = cfg.model_dump()
+    if flags.get("model") is not None and flags["model"] != cfg.model.kind:
+        raw["model"]["params"] = {}
+    if flags.get("data") is not None and flags.get("symbol") is None:
+        raw["data"]["symbol"] = None
+    paths = {
+        "data": ("data", "path"), "symbol": ("data", "symbol"), "model": ("model", "kind"),
+        "features": ("features", "names"), "horizon": ("target", "horizon"), "task": ("target", "task"),
+    }
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key == "out":
+            raw["out"] = value
+        elif key in paths:
+            section, name = paths[key]
+            raw[section][name] = value
+        else:
+            raise ConfigError(f"unknown override {key!r}; expected one of {', '.join([*paths, 'out'])}")
+    return build_model(TrainConfig, raw)
+
+
+def load_training_bars(cfg: TrainConfig) -> pd.DataFrame:
+    """The bars named by ``data.path`` (or the built-in sample), cut to ``split.window``."""
+    if cfg.data.path:
+        from aitrader.data import load_bars
+
+        bars = load_bars(cfg.data.path, symbol=cfg.data.symbol, repair=cfg.data.repair)
+    else:
+        from aitrader.data.sample import load_sample
+
+        bars = load_sample(cfg.data.symbol or "AAPL")
+    if cfg.split.window is not None and len(bars) > cfg.split.window:
+        attrs = dict(bars.attrs)
+        bars = bars.iloc[-cfg.split.window :].copy()
+        bars.attrs.update(attrs)
+    return bars
+
+
+def build_dataset(cfg: TrainConfig, bars: pd.DataFrame) -> Dataset:
+    """Features, targets and returns, restricted to rows usable for training and scoring."""
+    from aitrader.features import FeaturePipeline
+    from aitrader.features.targets import forward_return
+
+    pipeline = FeaturePipeline(cfg.features.names or None)
+    h = cfg.target.horizon
+    features = pipeline.transform(bars)
+    close = bars["close"]
+    fwd = forward_return(close, h)
+    usable = fwd.notna() & np.isfinite(features.to_numpy(dtype=np.float64)).all(axis=1)
+    usable.iloc[: pipeline.warmup] = False
+    symbol = str(bars.attrs.get("symbol") or cfg.data.symbol or "unknown")
+    n_rows = int(usable.sum())
+    needed = min_rows(n_folds=cfg.split.n_folds, horizon=h, holdout=cfg.split.holdout,
+                      min_train=cfg.split.min_train)
+    if n_rows < needed:
+        # Each extra clean bar adds one usable row, so the shortfall in rows is the shortfall in bars.
+        raise DataError(
+            f"too few bars for {symbol}: {len(bars)} bars give {n_rows} usable rows after the "
+            f"{pipeline.warmup}-bar feature warm-up and the {h}-bar target; need at least "
+            f"{len(bars) + needed - n_rows} bars ({needed} rows) for {cfg.split.n_folds} folds, "
+            f"min_train {cfg.split.min_train} and holdout {cfg.split.holdout:g}; use more data or "
+            "lower split.n_folds / split.min_train / split.holdout"
+        )
+    prev = close / close.shift(h) - 1.0
+    return Dataset(
+        bars=bars,
+        X=features.loc[usable],
+        fwd=fwd[usable].to_numpy(dtype=np.float64),
+        ret1=forward_return(close, 1)[usable].to_numpy(dtype=np.float64),
+        prev=prev[usable].to_numpy(dtype=np.float64),
+        pipeline=pipeline,
+        symbol=symbol,
+    )
+
+
+def _target(task: str, fwd: np.ndarray) -> np.ndarray:
+    return (fwd > 0).astype(np.float64) if task == "classification" else fwd
+
+
+def _fit(cfg: TrainConfig, X: pd.DataFrame, y: np.ndarray) -> Any:
+    from aitrader.models import create_model
+
+    model = create_model(cfg.model.kind, task=cfg.target.task, random_state=cfg.model.random_state,
+                         params=dict(cfg.model.params))
+    return model.fit(X, _target(cfg.target.task, y))
+
+
+def resolve_out_dir(cfg: TrainConfig, symbol: str, out_dir: str | Path | None, overwrite: bool) -> Path:
+    """The artifact folder (``out`` template when not given); refuses a non-empty one unless told."""
+    if out_dir is None:
+        try:
+            out_dir = cfg.out.format(symbol=symbol, model=cfg.model.kind)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"out: bad template {cfg.out!r} ({exc}); use the placeholders {{symbol}} and {{model}} only"
+            ) from None
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output path {path} exists and is not a folder; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"output folder {path} already exists and is not empty; pass --force to replace it "
+            "or choose another --out"
+        )
+    return path
+
+
+def _normal_permissions(folder: Path) -> None:
+    # mkdtemp/mkstemp create private (0700/0600) entries; the published artifact should get the
+    # permissions of any file the user creates (the umask), so others can read what they deploy.
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    _normal_permissions(tmp)
+    # Rename the finished folder into place; an old artifact is moved aside first and removed
+    # only after the new one is in place, so a failure never leaves the target half-written.
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    bars: pd.DataFrame | None = None,
+    out_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train, evaluate and write the artifact folder; see the module docstring."""
+    started = time.perf_counter()
+    report = progress or (lambda done, total, label: None)
+    if bars is None:
+        bars = load_training_bars(cfg)
+    elif cfg.split.window is not None and len(bars) > cfg.split.window:
+        bars = bars.iloc[-cfg.split.window :]
+    symbol = str(bars.attrs.get("symbol") or cfg.data.symbol or "unknown")
+    target_dir = resolve_out_dir(cfg, symbol, out_dir, overwrite)
+    data = build_dataset(cfg, bars)
+    t_features = time.perf_counter()
+    sp = cfg.split
+    plan = purged_walk_forward(len(data.X), n_folds=sp.n_folds, horizon=cfg.target.horizon,
+                               embargo=sp.embargo, holdout=sp.holdout, min_train=sp.min_train)
+    bt = {"fees_bps": cfg.backtest.fees_bps, "slippage_bps": cfg.backtest.slippage_bps,
+          "short": cfg.backtest.short, "periods": M.periods_per_year(pd.DatetimeIndex(bars.index))}
+    task, total = cfg.target.task, sp.n_folds + 1
+    index = data.X.index
+    folds: list[dict[str, Any]] = []
+    report(0, total, "fold 1")
+    for k, fold in enumerate(plan.folds):
+        model = _fit(cfg, data.X.iloc[fold.train], data.fwd[fold.train])
+        pred = model.predict_score(data.X.iloc[fold.test])
+        scores = M.evaluate(task, data.fwd[fold.test], pred, data.ret1[fold.test], backtest_kwargs=bt)
+        folds.append({"fold": k + 1, "train_rows": int(fold.train.size), "test_rows": int(fold.test.size),
+                      "test_first": index[fold.test[0]], "test_last": index[fold.test[-1]], **scores})
+        report(k + 1, total, f"fold {k + 2}" if k + 1 < sp.n_folds else "final model")
+    model = _fit(cfg, data.X.iloc[plan.final_train], data.fwd[plan.final_train])
+    X_hold = data.X.iloc[plan.holdout]
+    hold_pred = model.predict_score(X_hold)
+    holdout = M.evaluate(task, data.fwd[plan.holdout], hold_pred, data.ret1[plan.holdout], backtest_kwargs=bt)
+    naive = M.baseline_predictions(task, data.fwd[plan.final_train], data.prev[plan.holdout])
+    baselines = {name: M.evaluate(task, data.fwd[plan.holdout], p, data.ret1[plan.holdout], backtest_kwargs=bt)
+                 for name, p in naive.items()}
+    report(total, total, "writing artifact")
+    t_fit = time.perf_counter()
+
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.tmp-", dir=target_dir.parent))
+    try:
+        model_meta = model.save(tmp)
+        onnx_meta = None
+        if cfg.onnx.export:
+            from aitrader.models.onnx import export_onnx, onnx_parity
+
+            export_onnx(model, tmp / "model.onnx")
+            parity = onnx_parity(model, tmp / "model.onnx", X_hold, tolerance=cfg.onnx.tolerance_rel)
+            onnx_meta = {"file": "model.onnx", **parity, "tolerance_rel": cfg.onnx.tolerance_rel}
+            model_meta["files"]["onnx"] = "model.onnx"
+        manifest = build_manifest(
+            cfg, data, model_meta=model_meta, onnx_meta=onnx_meta, split=plan.describe(),
+            metrics={"folds": folds, "cv_mean": M.mean_metrics([_numeric(f) for f in folds]),
+                     "holdout": holdout, "baselines": baselines},
+            baseline=baseline_stats(data.X.iloc[plan.final_train], hold_pred, holdout,
+                                    data.fwd[plan.holdout], task),
+            sample=holdout_sample(X_hold, hold_pred),
+        )
+        write_manifest(tmp, manifest)
+        _swap_into_place(tmp, target_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    done = time.perf_counter()
+    timings = {"features_s": t_features - started, "fit_s": t_fit - t_features, "write_s": done - t_fit,
+               "total_s": done - started}
+    log.info("trained %s on %s in %.2fs -> %s", cfg.model.kind, data.symbol, timings["total_s"], target_dir)
+    return TrainResult(out_dir=target_dir, manifest=manifest, timings=timings)
+
+
+def _numeric(fold: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in fold.items() if k in M.CLASSIFICATION_METRICS}

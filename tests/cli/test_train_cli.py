@@ -1,0 +1,122 @@
+"""`aitrader train` through the CLI: exit codes, stderr messages, JSON output, the sample end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from aitrader.cli.main import app
+from aitrader.data.synthetic import generate_bars
+from aitrader.training.manifest import read_manifest
+
+runner = CliRunner()
+
+FAST = """\
+model:
+  kind: lightgbm
+  params: {n_estimators: 20}
+split: {n_folds: 3, embargo: 5, holdout: 0.2, min_train: 200}
+"""
+
+
+@pytest.fixture
+def project(in_tmp):
+    (in_tmp / "config").mkdir()
+    (in_tmp / "config" / "train.yaml").write_text(FAST)
+    generate_bars(1200, seed=5).to_csv(in_tmp / "bars.csv")
+    return in_tmp
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["train", *args])
+
+
+def test_json_output_has_model_holdout_and_baselines(project):
+    result = invoke("--data", "bars.csv", "--out", "art", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["model"] == "lightgbm" and doc["symbol"] == "bars" and doc["target"] == "fwd_return_5"
+    assert set(doc["metrics"]["baselines"]) == {"zero", "always_long", "prev_sign"}
+    assert {"mae", "ic", "sharpe", "turnover"} <= set(doc["metrics"]["holdout"])
+    assert len(doc["metrics"]["folds"]) == 3
+    manifest = read_manifest(project / "art")
+    assert manifest["metrics"]["holdout"] == pytest.approx(doc["metrics"]["holdout"], nan_ok=True)
+
+
+def test_table_output_and_refusal_to_overwrite(project):
+    first = invoke("--data", "bars.csv", "--out", "art", "--model", "ridge")
+    assert first.exit_code == 0, first.stderr
+    assert "always_long" in first.stdout and "prev_sign" in first.stdout and "artifact: art" in first.stdout
+    again = invoke("--data", "bars.csv", "--out", "art", "--model", "ridge")
+    assert again.exit_code == 1
+    assert again.stderr.startswith("error: output folder art already exists") and "--force" in again.stderr
+    forced = invoke("--data", "bars.csv", "--out", "art", "--model", "ridge", "--force", "--json")
+    assert forced.exit_code == 0, forced.stderr
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("split: {n_folds: 1}\n", "split.n_folds: must be >= 2, got 1"),
+        ("split: {bogus: 3}\n", "split.bogus: unknown key"),
+        ("target: {task: ranking}\n", "target.task: must be one of"),
+    ],
+)
+def test_bad_config_names_the_key_path(project, yaml_text, message):
+    (project / "config" / "train.yaml").write_text(yaml_text)
+    result = invoke("--data", "bars.csv")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: config/train.yaml: ") and message in result.stderr
+    assert not (project / "artifacts").exists()
+
+
+def test_bad_flag_values_are_validated_like_the_file(project):
+    result = invoke("--data", "bars.csv", "--horizon", "0")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: target.horizon: must be >= 1, got 0"
+    result = invoke("--data", "bars.csv", "--model", "catboost")
+    assert result.exit_code == 1 and "model.kind: must be one of" in result.stderr
+    missing = invoke("--config", "nope.yaml")
+    assert missing.exit_code == 1 and "config file not found: nope.yaml" in missing.stderr
+
+
+def test_unknown_feature_suggests_the_closest_names(project):
+    result = invoke("--data", "bars.csv", "--features", "rsi14,ret_1")
+    assert result.exit_code == 1
+    assert "unknown feature 'rsi14'" in result.stderr and "rsi_14" in result.stderr
+    assert result.stdout == ""
+
+
+def test_too_little_data_states_the_bars_needed(project):
+    generate_bars(300, seed=5).to_csv(project / "short.csv")
+    result = invoke("--data", "short.csv", "--out", "art")
+    assert result.exit_code == 1
+    match = re.search(r"need at least (\d+) bars", result.stderr)
+    assert match and int(match.group(1)) > 300
+    assert not (project / "art").exists()
+    assert [p.name for p in project.iterdir() if p.name.startswith(".")] == []
+
+
+def test_features_flag_and_classification(project):
+    result = invoke("--data", "bars.csv", "--features", "rsi_14,ret_1", "--task", "classification",
+                    "--horizon", "3", "--out", "cls", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["features"] == ["rsi_14", "ret_1"] and doc["task"] == "classification"
+    assert "auc" in doc["metrics"]["holdout"] and doc["target"] == "fwd_return_3"
+
+
+def test_train_on_the_sample_and_register(in_tmp):
+    (in_tmp / "config").mkdir()
+    (in_tmp / "config" / "train.yaml").write_text(FAST.replace("min_train: 200", "min_train: 250"))
+    result = invoke("--out", "art/aapl", "--register", "aapl", "--registry", "reg", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["symbol"] == "AAPL" and doc["registered"]["model_id"] == "aapl:v1"
+    manifest = read_manifest(in_tmp / "art" / "aapl")  # the full format_version 1 schema
+    assert manifest["data"]["symbol"] == "AAPL" and manifest["data"]["interval"].startswith("1 days")
+    assert manifest["features"]["spec_hash"] and manifest["features"]["warmup"] > 0
+    assert (in_tmp / "reg").is_dir()

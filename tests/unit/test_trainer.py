@@ -1,0 +1,138 @@
+"""The training library call: artifact contents, reproducibility, data bounds, atomic output."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from aitrader.config import TrainConfig, build_model
+from aitrader.data.synthetic import generate_bars
+from aitrader.errors import ConfigError, DataError, ModelError
+from aitrader.models import load_model
+from aitrader.training.manifest import read_manifest
+from aitrader.training.trainer import override_config, train
+
+
+def small_config(**over) -> TrainConfig:
+    raw = {
+        "target": {"horizon": 5, "task": "regression"},
+        "model": {"kind": "lightgbm", "params": {"n_estimators": 30}, "random_state": 3},
+        "split": {"n_folds": 3, "embargo": 5, "holdout": 0.2, "min_train": 200},
+    }
+    for key, value in over.items():
+        section, name = key.split("__")
+        raw.setdefault(section, {})[name] = value
+    return build_model(TrainConfig, raw)
+
+
+@pytest.fixture(scope="module")
+def bars():
+    return generate_bars(1200, seed=11)
+
+
+@pytest.fixture(scope="module")
+def trained(bars, tmp_path_factory):
+    out = tmp_path_factory.mktemp("art") / "lgbm"
+    return train(small_config(), bars=bars, out_dir=out)
+
+
+def test_artifact_has_model_onnx_and_a_valid_manifest(trained):
+    files = sorted(p.name for p in trained.out_dir.iterdir())
+    assert files == ["manifest.json", "model.onnx", "model.txt"]
+    m = read_manifest(trained.out_dir)
+    assert m == json.loads((trained.out_dir / "manifest.json").read_text())
+    assert m["model"]["files"] == {"native": "model.txt", "onnx": "model.onnx"}
+    assert m["target"] == {"name": "fwd_return_5", "horizon": 5, "task": "regression"}
+    assert m["split"]["n_folds"] == 3 and len(m["metrics"]["folds"]) == 3
+    assert set(m["metrics"]["baselines"]) == {"zero", "always_long", "prev_sign"}
+    headline = {"mae", "rmse", "r2", "hit_rate", "ic", "rank_ic", "total_return", "sharpe", "max_drawdown",
+                "turnover"}
+    assert headline <= set(m["metrics"]["holdout"]) and headline <= set(m["metrics"]["cv_mean"])
+    assert m["metrics"]["baselines"]["zero"]["turnover"] == 0.0
+    assert m["metrics"]["baselines"]["always_long"]["turnover"] == pytest.approx(1 / m["split"]["holdout_rows"])
+    assert m["onnx"]["max_rel_diff"] <= m["onnx"]["tolerance_rel"]
+    assert m["data"]["rows"] == 1200 and len(m["data"]["sha256"]) == 64
+    assert m["versions"]["lightgbm"] and m["versions"]["python"]
+    assert set(m["baseline"]["features"]) == set(m["features"]["names"])
+    assert m["baseline"]["holdout_mae"] == m["metrics"]["holdout"]["mae"]
+    assert len(m["sample"]["rows"]) == 20 and m["sample"]["columns"] == m["features"]["names"]
+    # the split keeps the holdout away from everything the model was selected on
+    assert m["split"]["folds"][-1]["test_end"] + 5 == m["split"]["holdout_start"]
+    assert m["split"]["final_train_rows"] == m["split"]["holdout_start"] - 5
+
+
+def test_sample_predictions_reproduce_from_the_saved_model(trained):
+    m = trained.manifest
+    model = load_model(trained.out_dir, m["model"])
+    pred = model.predict_score(np.asarray(m["sample"]["rows"]))
+    np.testing.assert_allclose(pred, m["sample"]["predictions"], rtol=1e-12, atol=1e-15)
+
+
+def test_same_data_config_and_seed_give_byte_identical_files(trained, bars, tmp_path):
+    again = train(small_config(), bars=bars, out_dir=tmp_path / "again")
+    for name in ("model.txt", "model.onnx"):
+        assert (again.out_dir / name).read_bytes() == (trained.out_dir / name).read_bytes(), name
+    a, b = dict(trained.manifest), dict(again.manifest)
+    a.pop("created_at"), b.pop("created_at")
+    assert json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def test_too_few_bars_names_the_minimum_and_exactly_that_many_works(bars, tmp_path):
+    cfg = small_config(model__kind="ridge", model__params={}, onnx__export=False)
+    with pytest.raises(DataError, match=r"need at least (\d+) bars") as info:
+        train(cfg, bars=bars.iloc[:300], out_dir=tmp_path / "short")
+    needed = int(re.search(r"need at least (\d+) bars", str(info.value)).group(1))
+    assert needed > 300
+    result = train(cfg, bars=bars.iloc[:needed], out_dir=tmp_path / "exact")
+    assert result.manifest["data"]["rows"] == needed
+    with pytest.raises(DataError, match=f"need at least {needed} bars"):
+        train(cfg, bars=bars.iloc[: needed - 1], out_dir=tmp_path / "one_short")
+    assert not (tmp_path / "short").exists() and not (tmp_path / "one_short").exists()
+
+
+def test_non_empty_out_is_refused_unless_overwrite(bars, tmp_path):
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    cfg = small_config(model__kind="ridge", model__params={}, onnx__export=False)
+    with pytest.raises(ConfigError, match="not empty; pass --force"):
+        train(cfg, bars=bars, out_dir=out)
+    assert (out / "keep.txt").exists()
+    result = train(cfg, bars=bars, out_dir=out, overwrite=True)
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["manifest.json", "model.joblib"] or \
+        not (out / "keep.txt").exists()
+    assert not (out / "keep.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no temp or old folders left behind
+
+
+def test_a_failure_leaves_nothing_behind(bars, tmp_path):
+    cfg = small_config(onnx__tolerance_rel=1e-30)  # float32 ONNX can never be this close
+    with pytest.raises(ModelError, match="disagrees with the native model"):
+        train(cfg, bars=bars, out_dir=tmp_path / "art")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_classification_reports_probability_metrics(bars, tmp_path):
+    cfg = small_config(target__task="classification", onnx__export=False)
+    m = train(cfg, bars=bars, out_dir=tmp_path / "cls").manifest
+    hold = m["metrics"]["holdout"]
+    assert {"accuracy", "log_loss", "auc"} <= set(hold)
+    assert all(0.0 <= p <= 1.0 for p in m["sample"]["predictions"])
+    assert m["onnx"] is None and m["model"]["task"] == "classification"
+
+
+def test_override_config_validates_flags_like_the_file():
+    cfg = small_config()
+    with pytest.raises(ConfigError, match=r"^target\.horizon: must be >= 1, got 0$"):
+        override_config(cfg, horizon=0)
+    with pytest.raises(ConfigError, match=r"model\.kind: must be one of"):
+        override_config(cfg, model="catboost")
+    new = override_config(cfg, data="bars.csv", features=["rsi_14"], task="classification")
+    assert new.data.path == "bars.csv" and new.data.symbol is None  # the file names its own symbol
+    assert new.features.names == ["rsi_14"] and new.target.task == "classification"
+    assert override_config(cfg, data="b.csv", symbol="BTC").data.symbol == "BTC"
+    assert override_config(cfg, model="ridge").model.params == {}  # lightgbm params do not apply
+    assert override_config(cfg, model="lightgbm").model.params == {"n_estimators": 30}
