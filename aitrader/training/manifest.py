@@ -100,8 +100,9 @@ def _check_sections(manifest: dict[str, Any], source: str | Path) -> None:
             raise ModelError(
                 f"{source}: key {key!r} must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}"
             )
+        section: dict[str, Any] = value if isinstance(value, dict) else {}
         for sub in required:
-            if sub not in value:
+            if sub not in section:
                 raise ModelError(f"{source}: missing key '{key}.{sub}'; the artifact is incomplete, retrain it")
 
 
