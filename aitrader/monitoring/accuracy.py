@@ -58,19 +58,31 @@ def rolling_metrics(pred: np.ndarray, outcome: np.ndarray, window: int, *,
                     task: str = "regression") -> dict[str, list[float | None]]:
     """Trailing-window MAE and IC at every pair from the ``window``-th on (for the report's chart).
 
-    O(n * window); runs hold thousands of outcomes at most, so clarity wins over a streaming form.
+    Vectorised with cumulative sums (a run can hold many thousand outcomes); with fewer pairs
+    than ``window`` there is one point over all of them.
     """
     p = np.asarray(pred, dtype=float)
     y = np.asarray(outcome, dtype=float)
     ok = np.isfinite(p) & np.isfinite(y)
     p, y = p[ok], y[ok]
-    mae: list[float | None] = []
-    ic: list[float | None] = []
-    for end in range(min(window, p.size), p.size + 1):
-        if end == 0:
-            break
-        start = max(0, end - window)
-        m = accuracy_metrics(p[start:end], y[start:end], task=task)
-        mae.append(m["mae"])
-        ic.append(m["ic"])
-    return {"mae": mae, "ic": ic}
+    if p.size == 0:
+        return {"mae": [], "ic": []}
+    w = min(window, p.size)
+
+    def trailing(v: np.ndarray) -> np.ndarray:
+        c = np.concatenate(([0.0], np.cumsum(v)))
+        return (c[w:] - c[:-w]) / w
+
+    mp, my = trailing(p), trailing(y)
+    cov = trailing(p * y) - mp * my
+    vp, vy = trailing(p * p) - mp**2, trailing(y * y) - my**2
+    # Cancellation in the sums leaves a tiny non-zero variance for a constant series: a variance
+    # below 1e-12 of the squared mean is zero, and the IC is then undefined (None).
+    tiny = (vp <= 1e-12 * mp**2 + 1e-300) | (vy <= 1e-12 * my**2 + 1e-300)
+    scale = np.sqrt(np.where(tiny, 1.0, vp * vy))
+    ic = np.where(tiny, np.nan, cov / scale)
+    mae = trailing(np.abs(p - y)) if task != "classification" else np.full(ic.size, np.nan)
+    return {
+        "mae": [None if not np.isfinite(v) else float(v) for v in mae],
+        "ic": [None if not np.isfinite(v) else float(np.clip(v, -1.0, 1.0)) for v in ic],
+    }

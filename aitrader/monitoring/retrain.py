@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from aitrader.errors import AitraderError, ConfigError, DeployCheckError, ModelNotFoundError
+from aitrader.errors import AitraderError, ConfigError, DeployCheckError, LockHeldError, ModelNotFoundError
 from aitrader.monitoring.check import DEFAULT_STATE, load_state
 from aitrader.monitoring.lock import DEFAULT_LOCK, FileLock
 
@@ -65,6 +65,21 @@ def _log_to(path: Path | None) -> Iterator[None]:
         handler.close()
 
 
+def _onnx_canonical(path: Path) -> bytes:
+    """ONNX bytes with the opset imports sorted: the exporter writes them in a varying order
+    (set iteration), so two exports of the same model differ byte-wise but not in content."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path))
+        ops = sorted(model.opset_import, key=lambda o: (o.domain, o.version))
+        del model.opset_import[:]
+        model.opset_import.extend(ops)
+        return bytes(model.SerializeToString(deterministic=True))
+    except Exception:  # not parseable: compare the raw bytes, which is only stricter
+        return path.read_bytes()
+
+
 def artifact_fingerprint(directory: Path) -> str:
     """SHA256 over every file but the manifest, plus the manifest without ``created_at``."""
     h = hashlib.sha256()
@@ -72,7 +87,8 @@ def artifact_fingerprint(directory: Path) -> str:
         rel = path.relative_to(directory).as_posix()
         if rel in _IGNORED:
             continue
-        h.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        content = _onnx_canonical(path) if path.suffix == ".onnx" else path.read_bytes()
+        h.update(rel.encode() + b"\0" + hashlib.sha256(content).digest())
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     manifest.pop("created_at", None)
     h.update(json.dumps(manifest, sort_keys=True).encode())
@@ -219,17 +235,32 @@ def retrain(
     from aitrader.registry import validate_name
 
     validate_name(name)
-    with FileLock(lock_path), _log_to(Path(log_path) if log_path else None):
-        log.info("retrain %s started (metric %s, min improvement %g, promote %s)", name, metric,
-                 min_improvement, promote_if_better)
+    with _log_to(Path(log_path) if log_path else None):
         try:
-            result = _retrain_locked(name, config, data, promote_if_better, metric, min_improvement, if_alert,
-                                     registry_root, Path(runs_dir), Path(state_path))
-        except AitraderError as exc:
-            log.error("retrain %s failed: %s", name, exc)
+            lock = FileLock(lock_path).acquire()
+        except LockHeldError as exc:
+            log.info("retrain %s not started: %s", name, exc)  # stderr gets the error line once
             raise
-        log.info("retrain %s: %s", name, result["message"])
-        return result
+        try:
+            return _retrain_logged(name, config, data, promote_if_better, metric, min_improvement, if_alert,
+                                   registry_root, Path(runs_dir), Path(state_path))
+        finally:
+            lock.release()
+
+
+def _retrain_logged(name: str, config: str | Path | None, data: str | Path | None, promote_if_better: bool,
+                    metric: str, min_improvement: float, if_alert: bool, registry_root: str | Path | None,
+                    runs_dir: Path, state_path: Path) -> dict[str, Any]:
+    log.info("retrain %s started (metric %s, min improvement %g, promote %s)", name, metric,
+             min_improvement, promote_if_better)
+    try:
+        result = _retrain_locked(name, config, data, promote_if_better, metric, min_improvement, if_alert,
+                                 registry_root, runs_dir, state_path)
+    except AitraderError as exc:
+        log.error("retrain %s failed: %s", name, exc)
+        raise
+    log.info("retrain %s: %s", name, result["message"])
+    return result
 
 
 def _retrain_locked(name: str, config: str | Path | None, data: str | Path | None, promote: bool, metric: str,

@@ -161,5 +161,8 @@ def test_rolling_metrics_length_and_last_value() -> None:
     r = rolling_metrics(p, y, 20)
     assert len(r["mae"]) == 31
     assert r["mae"][-1] == pytest.approx(np.mean(np.abs(p[-20:] - y[-20:])))
+    assert r["ic"][-1] == pytest.approx(np.corrcoef(p[-20:], y[-20:])[0, 1])
+    assert r["ic"][0] == pytest.approx(np.corrcoef(p[:20], y[:20])[0, 1])
+    assert rolling_metrics(np.ones(30), y[:30], 10)["ic"] == [None] * 21
     assert len(rolling_metrics(p[:5], y[:5], 20)["mae"]) == 1
     assert rolling_metrics(p[:0], y[:0], 20)["mae"] == []

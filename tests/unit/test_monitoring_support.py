@@ -83,30 +83,34 @@ def write_ledger(
     equity: list[float] | None = None,
     models: list[dict[str, Any]] | None = None,
     missing_outcomes: int = 5,
+    model: dict[str, Any] | None = None,
+    start: str = "2024-01-01",
 ) -> Path:
     """A ledger with one prediction per bar; the last ``missing_outcomes`` have no outcome yet."""
     run_dir.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(run_dir / "ledger.db")
     conn.executescript(SCHEMA)
-    meta = {"run_id": run_dir.name, "config": {}, "models": models or [MODEL], "status": "running",
+    model = model or MODEL
+    meta = {"run_id": run_dir.name, "config": {}, "models": models or [model], "status": "running",
             "started_at": "2024-01-01T00:00:00+00:00", "updated_at": "2024-03-01T00:00:00+00:00"}
     conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
     x, outcome = live["x"], live["outcome"]
     pred = live["pred"] if pred is None else pred
     n = len(x)
-    ts = pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC")
+    ts = pd.date_range(start, periods=n, freq="1h", tz="UTC")
     rows = []
     for i in range(n):
         known = i < n - missing_outcomes
         feats = [None if not np.isfinite(v) else float(v) for v in x[i]]
-        rows.append((ts[i].isoformat(), i, "AAPL", MODEL["model_id"], MODEL["digest"], float(pred[i]), 0.8,
+        rows.append((ts[i].isoformat(), i, "AAPL", model["model_id"], model["digest"], float(pred[i]), 0.8,
                      sources[i] if sources else "model", 150.0 + i % 50, json.dumps(feats),
-                     float(outcome[i]) if known else None, ts[min(i + 5, n - 1)].isoformat() if known else None))
+                     float(outcome[i]) if known and np.isfinite(outcome[i]) else None,
+                     ts[min(i + 5, n - 1)].isoformat() if known else None))
     conn.executemany("INSERT INTO predictions (ts, bar_index, symbol, model_id, digest, prediction, confidence, "
                      "source, latency_us, features, outcome, outcome_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     for e in events or []:
         conn.execute("INSERT INTO events (ts, type, symbol, model_id, reason, payload) VALUES (?,?,?,?,?,?)",
-                     (e.get("ts", ts[0].isoformat()), e["type"], "AAPL", e.get("model_id", "demo"),
+                     (e.get("ts", ts[0].isoformat()), e["type"], "AAPL", e.get("model_id", model["model_id"]),
                       e.get("reason"), json.dumps(e.get("payload", {}))))
     eq = equity if equity is not None else list(100_000 + np.arange(n) * 10.0)
     conn.executemany("INSERT INTO equity VALUES (?, ?, ?, ?)",

@@ -112,3 +112,113 @@ def test_fingerprint_ignores_created_at_only(tmp_path: Path) -> None:
     assert artifact_fingerprint(tmp_path / "a") == artifact_fingerprint(tmp_path / "b")
     (tmp_path / "b" / "model.txt").write_text("other trees")
     assert artifact_fingerprint(tmp_path / "a") != artifact_fingerprint(tmp_path / "b")
+
+
+# ------------------------------------------------------------- champion/challenger, for real
+
+
+def _project(root: Path) -> None:
+    from aitrader.data.synthetic import generate_bars
+
+    generate_bars(1000, seed=1, signal=0.5).to_csv(root / "bars.csv")
+    (root / "good.yaml").write_text(TRAIN_YAML)
+    (root / "const.yaml").write_text(CONSTANT_YAML)
+    (root / "const7.yaml").write_text(CONSTANT_YAML + "\n" + "model_seed_marker: x\n")
+    text = CONSTANT_YAML.replace("model: {kind: lightgbm,", "model: {kind: lightgbm, random_state: 7,")
+    (root / "const7.yaml").write_text(text)
+
+
+def _retrain(*args: str) -> dict:
+    result = runner.invoke(app, ["retrain", "--name", "syn", "--metric", "ic", "--json", *args])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _live_run(root: Path, model_id: str) -> None:
+    """A paper-trade-like run of ``model_id`` on fresh bars: its predictions and realised outcomes."""
+    from aitrader.data.synthetic import generate_bars
+    from aitrader.features import FeaturePipeline
+    from aitrader.features.targets import forward_return
+    from aitrader.registry import Registry
+    from tests.unit.test_monitoring_support import write_ledger
+
+    loaded = Registry().load(model_id)
+    bars = generate_bars(400, seed=9, signal=0.5)
+    pipe = FeaturePipeline.from_contract(loaded.manifest["features"])
+    x = pipe.transform(bars).to_numpy()[pipe.warmup:]
+    fwd = forward_return(bars["close"], loaded.manifest["target"]["horizon"]).to_numpy()[pipe.warmup:]
+    entry = {"model_id": loaded.info.name, "version": loaded.info.version, "digest": loaded.info.digest}
+    write_ledger(root / "runs" / "r1", {"x": x, "pred": loaded.runner.predict_batch(x), "outcome": fwd},
+                 model=entry, missing_outcomes=0)
+
+
+def test_champion_challenger_both_ways(in_tmp: Path) -> None:
+    from aitrader.registry import Registry
+
+    _project(in_tmp)
+    first = _retrain("--config", "const.yaml", "--data", "bars.csv", "--promote-if-better")
+    assert first["status"] == "promoted" and first["decision"] == "promote: no champion yet"
+
+    better = _retrain("--config", "good.yaml", "--promote-if-better")
+    assert better["status"] == "promoted" and better["challenger"]["model_id"] == "syn:v2"
+    assert better["champion"]["model_id"] == "syn:v1"
+    assert better["champion"]["scores"]["ic"] == 0.0  # a constant model has no correlation
+    assert better["challenger"]["scores"]["ic"] > 0.3 and better["improvement"] > 0.3
+
+    _live_run(in_tmp, "syn@production")  # paper-trade outcomes of the new champion (feedback)
+    worse = _retrain("--config", "const7.yaml", "--promote-if-better")
+    assert worse["status"] == "registered" and not worse["promoted"]
+    assert worse["challenger"]["model_id"] == "syn:v3" and worse["champion"]["model_id"] == "syn:v2"
+    assert worse["decision"].startswith("keep champion: ic 0.0000 vs champion")
+    assert worse["holdout_rows"] == better["holdout_rows"]
+    fb = worse["feedback"]
+    assert fb["runs"] == 1 and fb["outcomes"] > 200
+    assert fb["champion"]["ic"] > 0.3  # the champion's logged predictions track the outcomes
+    assert fb["challenger"]["ic"] is None  # the constant challenger re-predicted on the logged features
+
+    reg = Registry()
+    assert reg.alias_target("syn", "production").version == 2
+    events = reg.history("syn").events
+    assert [(e.to_version, e.status) for e in events] == [(1, "success"), (2, "success")]
+    assert "challenger syn:v2 ic=" in events[1].reason and "vs champion syn:v1 ic=0" in events[1].reason
+    tags = reg.resolve("syn:v3").tags
+    assert tags["role"] == "challenger" and tags["champion"] == "syn:v2"
+    assert tags["decision"].startswith("keep champion") and float(tags["champion_score"]) > 0.3
+
+    again = _retrain("--config", "good.yaml", "--promote-if-better")  # same data + config: nothing new
+    assert again["status"] == "unchanged" and again["version"] == "syn:v2"
+    assert [v.version for v in reg.list_versions("syn")] == [1, 2, 3]
+    log = (in_tmp / "logs" / "retrain.log").read_text()
+    assert log.count("retrain syn started") == 4 and "unchanged" in log
+
+
+def test_monitor_resolves_the_traded_version_in_the_registry(in_tmp: Path) -> None:
+    _project(in_tmp)
+    _retrain("--config", "good.yaml", "--data", "bars.csv", "--promote-if-better")
+    _live_run(in_tmp, "syn:v1")
+    result = runner.invoke(app, ["monitor", "--run", "r1", "--json"])
+    assert result.exit_code in (0, 3), result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["model"]["model_id"] == "syn" and doc["model"]["version"] == 1
+    assert doc["accuracy"]["run"]["n"] > 200 and doc["accuracy"]["holdout"]["mae"] is not None
+    assert len(doc["drift"]["features"]) == 25
+    # A registry whose files were tampered with is refused before anything is read.
+    model_txt = next((in_tmp / "models" / "syn" / "v1").glob("model.txt"))
+    model_txt.chmod(0o644)
+    model_txt.write_text(model_txt.read_text() + "\n")
+    result = runner.invoke(app, ["monitor", "--run", "r1", "--json"])
+    assert result.exit_code == 1 and "sha256 mismatch" in result.stderr.lower()
+
+
+def test_two_retrains_started_together(in_tmp: Path) -> None:
+    _project(in_tmp)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "aitrader.cli.main", "retrain", "--name", "syn", "--config", "good.yaml", "--json"]
+    procs = [subprocess.Popen(cmd, cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    codes = sorted(rc for rc, _, _ in outs)
+    assert codes == [0, 4], outs
+    loser = next(o for o in outs if o[0] == 4)
+    assert loser[2].startswith("error: another retrain holds the lock logs/retrain.lock (pid ")
+    assert "not started" in (in_tmp / "logs" / "retrain.log").read_text()
