@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aitrader.cli._output import console, err_console, print_json
+from aitrader.cli._output import console, print_json
 
 features_app = typer.Typer(help="List the feature registry and compute feature files.", no_args_is_help=True)
 
@@ -54,8 +54,6 @@ def build_command(
     from aitrader.features.build import build_features
 
     names = [n.strip() for n in features.split(",") if n.strip()] if features else None
-    if not as_json:
-        err_console().print(f"computing features ({mode}) over {data} ...")
     summary = build_features(data, out, names=names, mode=mode, symbol=symbol,  # type: ignore[arg-type]
                              registry_path=config)
     if as_json:

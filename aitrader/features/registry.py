@@ -150,8 +150,8 @@ class FeatureRegistry:
         """Read and validate ``features.yaml`` (explicit path, ./config/, or the packaged copy)."""
         from aitrader.errors import ConfigError
 
-        file = resolve_config_path(FEATURES_CONFIG, path)
         try:
+            file = resolve_config_path(FEATURES_CONFIG, path)
             raw = read_yaml(file)
         except ConfigError as exc:
             raise FeatureError(str(exc)) from exc
