@@ -128,7 +128,7 @@ def validate_bars(bars: pd.DataFrame) -> Arrays5:
         bad = ~((o > 0) & (h > 0) & (low > 0) & (c > 0) & (v >= 0))
     if bad.any():
         k = int(np.argmax(bad))
-        raise DataError(f"bar {k} ({bars.index[k]}): invalid values open={float(o[k])!r} high={float(h[k])!r} low={float(low[k])!r} "
-                        f"close={float(c[k])!r} volume={float(v[k])!r}; prices must be > 0 and volume >= 0 (no NaN); "
-                        "check the data with `aitrader data check`")
+        values = " ".join(f"{name}={float(col[k])!r}" for name, col in zip(COLUMNS, (o, h, low, c, v), strict=True))
+        raise DataError(f"bar {k} ({bars.index[k]}): invalid values {values}; prices must be > 0 and volume >= 0 "
+                        "(no NaN); check the data with `aitrader data check`")
     return o, h, low, c, v

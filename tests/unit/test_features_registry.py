@@ -30,7 +30,8 @@ def _write(tmp_path: Path, entries: list[dict]) -> Path:
 
 def _entry(**over) -> dict:
     base = {"name": "ret_3", "description": "3-bar return", "group": "price", "kind": "return",
-            "aliases": ["r3"], "params": {"window": 3}, "warmup": 3, "metadata": {"unit": "fraction", "dtype": "float64"}}
+            "aliases": ["r3"], "params": {"window": 3}, "warmup": 3,
+            "metadata": {"unit": "fraction", "dtype": "float64"}}
     base.update(over)
     return base
 
