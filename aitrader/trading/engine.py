@@ -164,14 +164,17 @@ class Engine:
         """One timestamp: fills at the open, marks, decisions, orders, the equity mark."""
         broker, handler, bus = self.broker, self.handler, self.bus
         last_close = broker.last_close
+        pending = broker.pending
         for bar in bars:
             sym = bar[0]
-            broker.on_open(ts, sym, bar[2])
+            if pending:
+                broker.on_open(ts, sym, bar[2])
             last_close[sym] = bar[5]
             if self._want_bar:
                 bus.publish(Bar(ts, sym, *bar[1:]))
         equity = broker.equity()
-        handler.check_day(ts[:10], self.last_equity)
+        if ts[:10] != handler.day:
+            handler.check_day(ts[:10], self.last_equity)
         requests: list[Request] = []
         cursors = self.cursors
         for bar in bars:
