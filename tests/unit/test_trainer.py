@@ -62,6 +62,7 @@ def test_artifact_has_model_onnx_and_a_valid_manifest(trained):
     # the split keeps the holdout away from everything the model was selected on
     assert m["split"]["folds"][-1]["test_end"] + 5 == m["split"]["holdout_start"]
     assert m["split"]["final_train_rows"] == m["split"]["holdout_start"] - 5
+    assert m["split"]["final_train_last"] < m["split"]["holdout_first"] <= m["data"]["last"]
 
 
 def test_sample_predictions_reproduce_from_the_saved_model(trained):
