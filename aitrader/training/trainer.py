@@ -258,7 +258,9 @@ def train(
         manifest = build_manifest(
             cfg, data, model_meta=model_meta, onnx_meta=onnx_meta, split=plan.describe(),
             metrics={"folds": folds, "cv_mean": M.mean_metrics([_numeric(f) for f in folds]),
-                     "holdout": holdout, "baselines": baselines},
+                     "holdout": holdout, "baselines": baselines,
+                     "backtest": {"fees_bps": bt["fees_bps"], "slippage_bps": bt["slippage_bps"],
+                                  "short": bt["short"], "periods_per_year": bt["periods"]}},
             baseline=baseline_stats(data.X.iloc[plan.final_train], hold_pred, holdout,
                                     data.fwd[plan.holdout], task),
             sample=holdout_sample(X_hold, hold_pred),
