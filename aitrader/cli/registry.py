@@ -173,7 +173,7 @@ def _render_list(infos: list[VersionInfo], root: str) -> None:
             f"no models registered in {root}; add one with `aitrader register DIR --name NAME`", markup=False
         )
         return
-    table = Table(title=f"registry {root}  (* = production)", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table = Table(title=f"registry {root}  (* = production)", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
     for col in ("name", "ver", "aliases", "created", "kind", "IC", "hit", "Sharpe", "digest"):
         table.add_column(
             col,
