@@ -51,8 +51,14 @@ def _render_monitor(s: dict[str, Any]) -> None:
         t.add_row(str(r["rank"]), r["name"], _f(r["psi"], 3), _f(r["ks"], 3))
     t.add_row("-", "prediction", _f(drift["prediction"]["psi"], 3), _f(drift["prediction"]["ks"], 3))
     out.print(t)
+    drifted = [a for a in s["alerts"] if a["code"] == "psi_feature"]
     for a in s["alerts"]:
-        out.print(f"[red]ALERT[/red] {a['code']}: {a['message']}")
+        if a["code"] != "psi_feature" or len(drifted) <= 3:
+            out.print(f"[red]ALERT[/red] {a['code']}: {a['message']}")
+    if len(drifted) > 3:  # one line, worst first; --json lists every alert
+        worst = ", ".join(f"{a['feature']} {a['value']:.2f}" for a in drifted[:5])
+        out.print(f"[red]ALERT[/red] psi_feature: {len(drifted)} features drifted past PSI "
+                  f"{drifted[0]['threshold']}: {worst}, ...")
     if s.get("report"):
         out.print(f"report: {s['report']}")
 

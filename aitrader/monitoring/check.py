@@ -10,30 +10,27 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aitrader.config import load_trading_config
 from aitrader.errors import AitraderError, IntegrityError, ModelError, ModelNotFoundError
+from aitrader.monitoring.files import write_text_atomic
 from aitrader.monitoring.ledger import DEFAULT_RUNS_DIR, read_ledger, resolve_run
-from aitrader.monitoring.monitor import MonitorResult, monitor_ledger, select_model
+from aitrader.monitoring.monitor import MonitorResult, model_name, monitor_ledger, select_model
 
 DEFAULT_STATE = Path("logs") / "monitor_state.json"
 MANIFEST_NAME = "manifest.json"
 
 
 def _version_id(entry: Mapping[str, Any]) -> str | None:
-    name, version = entry.get("model_id"), entry.get("version")
-    if name is None:
+    name, version = model_name(entry), entry.get("version")
+    if not name:
         return None
     if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
         return f"{name}:v{int(version)}"
-    if isinstance(version, str) and ":" in version:
-        return version
-    return str(name)
+    return str(entry.get("model_id") or name)
 
 
 def manifest_from_registry(entry: Mapping[str, Any], registry_root: str | Path | None) -> dict[str, Any]:
@@ -42,7 +39,7 @@ def manifest_from_registry(entry: Mapping[str, Any], registry_root: str | Path |
 
     registry = Registry(registry_root)
     digest = entry.get("digest")
-    name = entry.get("model_id")
+    name = model_name(entry)
     info = None
     if digest and name:
         try:  # the digest identifies the version even if the run recorded no version number
@@ -91,11 +88,7 @@ def save_state(summary: Mapping[str, Any], path: str | Path = DEFAULT_STATE) -> 
     from aitrader.cli._output import to_json  # strict JSON (NaN -> null), no heavy imports
 
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(to_json(state) + "\n")
-        Path(tmp).replace(target)
+        write_text_atomic(target, to_json(state) + "\n")
     except OSError as exc:
         raise AitraderError(f"cannot write monitor state {target}: {exc.strerror}; check permissions of "
                             f"{target.parent}") from exc

@@ -7,6 +7,7 @@ JSON-ready ``summary`` plus the ``series`` the HTML report draws.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,13 @@ class MonitorResult:
         return not self.alerts
 
 
+def model_name(entry: Mapping[str, Any]) -> str:
+    """The registry name of a ledger model entry (``name``, else ``model_id`` without ``:vN``/``@alias``)."""
+    if entry.get("name"):
+        return str(entry["name"])
+    return re.split(r"[:@]", str(entry.get("model_id") or ""), maxsplit=1)[0]
+
+
 def select_model(ledger: Ledger, model_id: str | None = None) -> dict[str, Any]:
     """The ledger's model entry to monitor: the one named ``model_id`` or the only one."""
     models = ledger.models
@@ -54,16 +62,19 @@ def select_model(ledger: Ledger, model_id: str | None = None) -> dict[str, Any]:
             raise TradingError(f"run {ledger.run_id} traded several models ({names}); choose one with --model-id")
         return models[0]
     for m in models:
-        if model_id in (m.get("model_id"), m.get("version"), m.get("digest")):
+        if model_id in (m.get("model_id"), m.get("digest"), model_name(m)):
             return m
     names = ", ".join(str(m.get("model_id")) for m in models)
     raise TradingError(f"model {model_id!r} did not trade in run {ledger.run_id}; it traded: {names}")
 
 
-def _model_ids(entry: Mapping[str, Any]) -> set[str]:
-    ids = {str(entry[k]) for k in ("model_id", "version") if entry.get(k) is not None}
-    if entry.get("model_id") is not None and isinstance(entry.get("version"), int):
-        ids.add(f"{entry['model_id']}:v{entry['version']}")
+def model_ids(entry: Mapping[str, Any]) -> set[str]:
+    """Every spelling of this model in the ledger's model_id columns: name, NAME:vN, the entry's id."""
+    ids = {model_name(entry)}
+    if entry.get("model_id") is not None:
+        ids.add(str(entry["model_id"]))
+    if isinstance(entry.get("version"), int):
+        ids.add(f"{model_name(entry)}:v{entry['version']}")
     return ids
 
 
@@ -76,7 +87,7 @@ def _model_rows(df: pd.DataFrame, entry: Mapping[str, Any], *, keep_unassigned: 
         return df[df["digest"] == digest]
     if "model_id" not in df.columns:
         return df
-    mask = df["model_id"].astype(str).isin(_model_ids(entry))
+    mask = df["model_id"].astype(str).isin(model_ids(entry))
     if keep_unassigned:  # portfolio-level events (no model) concern every model of the run
         mask |= df["model_id"].isna() | (df["model_id"].astype(str) == "")
     return df[mask]
@@ -212,7 +223,8 @@ def monitor_ledger(
         "run_dir": str(ledger.run_dir),
         "run_status": ledger.meta.get("status"),
         "updated_at": ledger.meta.get("updated_at"),
-        "model": {**{k: entry.get(k) for k in ("model_id", "version", "digest")}, "task": task,
+        "model": {"model_id": model_name(entry), **{k: entry.get(k) for k in ("version", "digest")},
+                  "traded_as": entry.get("model_id"), "task": task,
                   "horizon": target.get("horizon")},
         "health": "alert" if alerts else "ok",
         "operational": ops,

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aitrader.errors import AitraderError
+from aitrader.monitoring.files import write_text_atomic
 from aitrader.monitoring.monitor import MonitorResult
 
 _CSS = """
@@ -166,17 +165,9 @@ last update {_fmt(s.get('updated_at'))}.</p>
 def write_report(result: MonitorResult, path: str | Path) -> Path:
     """Write the report atomically (temporary file, then rename) and return its path."""
     target = Path(path)
+    page = render_html(result)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        page = render_html(result)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(page)
-            Path(tmp).replace(target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(target, page)
     except OSError as exc:
         raise AitraderError(f"cannot write report {target}: {exc.strerror}; pass a writable --report path") from exc
     return target

@@ -143,6 +143,7 @@ def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challe
     """Scores on the outcomes that paper-trade runs of ``name`` recorded (extra evaluation data)."""
     from aitrader.monitoring.accuracy import accuracy_metrics
     from aitrader.monitoring.ledger import feature_matrix, read_ledger
+    from aitrader.monitoring.monitor import model_ids, model_name
 
     pred, outcome, feats, champ = [], [], [], []
     runs = 0
@@ -152,10 +153,13 @@ def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challe
         except AitraderError as exc:
             log.warning("feedback: skipping %s: %s", db.parent, exc)
             continue
-        if not any(m.get("model_id") == name for m in ledger.models):
+        entries = [m for m in ledger.models if model_name(m) == name]
+        if not entries:
             continue
         p = ledger.predictions
-        rows = p[(p["model_id"] == name) & p["outcome"].notna() & (p["source"].fillna("model") == "model")]
+        ids = set().union(*(model_ids(m) for m in entries))
+        mine = p["model_id"].astype(str).isin(ids)
+        rows = p[mine & p["outcome"].notna() & (p["source"].fillna("model") == "model")]
         if rows.empty:
             continue
         runs += 1

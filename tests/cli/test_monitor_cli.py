@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import struct
 from pathlib import Path
@@ -95,3 +96,6 @@ def test_report_is_self_contained_with_valid_pngs(in_tmp: Path) -> None:
         assert 200 < w < 2000 and 150 < h < 2000
     assert "log_volume" in page and "timeout" in page
     assert not list((in_tmp / "out").glob(".*tmp"))  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
