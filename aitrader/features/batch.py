@@ -177,14 +177,16 @@ def _macd(b: Bars, p: dict[str, Any]) -> np.ndarray:
 
 def _bb(b: Bars, p: dict[str, Any]) -> np.ndarray:
     n, c = p["window"], b.series("close")
-    m, sd = b.mean("close", n), b.std("close", n, 0)
+    sd = b.std("close", n, 0)  # first: it caches the mean it computes on the way
+    m = b.mean("close", n)
     return 0.5 + _flat_safe(c - m, 2.0 * p["k"] * sd, m, 0.0)
 
 
 def _zscore(b: Bars, p: dict[str, Any]) -> np.ndarray:
     n = p["window"]
+    sd = b.std("volume", n, 0)
     m = b.mean("volume", n)
-    return _flat_safe(b.series("volume") - m, b.std("volume", n, 0), m, 0.0)
+    return _flat_safe(b.series("volume") - m, sd, m, 0.0)
 
 
 def _volume_ratio(b: Bars, p: dict[str, Any]) -> np.ndarray:
