@@ -251,14 +251,20 @@ def ledger_content(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every table's rows minus wall-clock columns: what two equal runs must share exactly."""
     conn = connect(path, readonly=True)
     try:
-        out: dict[str, list[tuple[Any, ...]]] = {}
-        for table in ("cursors", "orders", "fills", "positions", "equity", "events", "predictions", "meta"):
-            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            keep = [c for c in cols if c not in WALL_CLOCK.get(table, ())]
-            rows = conn.execute(f"SELECT {', '.join(keep)} FROM {table} ORDER BY 1").fetchall()
-            if table == "meta":
-                rows = [r for r in rows if r[0] not in WALL_CLOCK["meta"]]
-            out[table] = rows
-        return out
+        return _content(conn)
+    except sqlite3.Error as exc:
+        raise TradingError(f"cannot read {path}: {exc}") from exc
     finally:
         conn.close()
+
+
+def _content(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for table in ("cursors", "orders", "fills", "positions", "equity", "events", "predictions", "meta"):
+        cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        keep = [c for c in cols if c not in WALL_CLOCK.get(table, ())]
+        rows = conn.execute(f"SELECT {', '.join(keep)} FROM {table} ORDER BY 1").fetchall()
+        if table == "meta":
+            rows = [r for r in rows if r[0] not in WALL_CLOCK["meta"]]
+        out[table] = rows
+    return out

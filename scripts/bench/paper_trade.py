@@ -138,10 +138,10 @@ def latency(n: int, tmp: Path) -> tuple[float, float, str]:
     from aitrader.data.synthetic import generate_bars
     from aitrader.features import FeaturePipeline
     from aitrader.models.runner import ModelRunner
-    from aitrader.training.trainer import train
     from aitrader.trading.events import EventBus
     from aitrader.trading.ledger import Ledger
     from aitrader.trading.session import ModelSpec, build_engine
+    from aitrader.training.trainer import train
 
     bars = generate_bars(2000 + n, seed=5, signal=0.3)
     cfg = TrainConfig.model_validate({"data": {"symbol": "SYN"}, "split": {"n_folds": 2, "min_train": 400},

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aitrader.cli.main import app
+from aitrader.errors import TradingError
 from aitrader.trading.ledger import ledger_content
 
 runner = CliRunner()
@@ -131,7 +132,10 @@ def test_follow_stops_cleanly_on_sigterm(in_tmp: Path, world) -> None:
                 fh.flush()
                 time.sleep(0.005)
         while time.time() < deadline:
-            cursors = ledger_content(ledger)["cursors"] if ledger.is_file() else []
+            try:  # the writer may be creating the file (WAL) right now
+                cursors = ledger_content(ledger)["cursors"] if ledger.is_file() else []
+            except TradingError:
+                cursors = []
             if cursors and cursors[0][1] == 159:
                 break
             time.sleep(0.05)
