@@ -24,7 +24,7 @@ log = logging.getLogger("aitrader")
 class AitraderGroup(TyperGroup):
     """Click group that turns library errors into one clean line on stderr."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
         try:
             return super().invoke(ctx)
         except AitraderError as exc:
