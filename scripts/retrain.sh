@@ -6,16 +6,18 @@
 #
 # Settings (environment): AITRADER_MODEL (registry name, default aapl_lgbm), AITRADER_METRIC
 # (ic | sharpe | mae, default ic), AITRADER_MIN_IMPROVEMENT (default 0.005), AITRADER_TRAIN_CONFIG
-# (default config/train.yaml), AITRADER_ON_ALERT (retrain | notify, default retrain).
+# (default config/train.yaml), AITRADER_ON_ALERT (retrain | notify, default retrain),
+# AITRADER_HOME (project folder, default the folder above scripts/), AITRADER_BIN (the aitrader command).
 #
 # Exit status for cron (non-zero makes cron mail the output):
 #   0  done: retrained/promoted/kept/unchanged/skipped, healthy, or another retrain held the lock
 #   1  an error (aitrader printed `error: ...`); 3  hourly: an alert fired and AITRADER_ON_ALERT=notify
 set -uo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="${AITRADER_HOME:-$SCRIPTS/..}"     # the project folder: config/, models/, runs/, logs/
 cd "$ROOT" || exit 1
-AITRADER="${AITRADER_BIN:-$ROOT/.venv/bin/aitrader}"
+AITRADER="${AITRADER_BIN:-$SCRIPTS/../.venv/bin/aitrader}"
 MODEL="${AITRADER_MODEL:-aapl_lgbm}"
 METRIC="${AITRADER_METRIC:-ic}"
 MARGIN="${AITRADER_MIN_IMPROVEMENT:-0.005}"
