@@ -166,10 +166,11 @@ class Registry:
             )
         manifest = read_artifact_manifest(src)
         files = list(hashing.artifact_files(src))
-        if any(rel == CHECKSUM_FILE for rel, _ in files):
-            raise RegistryError(
-                f"{src / CHECKSUM_FILE}: this file name is reserved for the registry; remove it from the artifact"
-            )
+        # A folder copied out of a registry carries its checksum list: check it, then write our own.
+        listed = self._listed_checksums(src) if any(rel == CHECKSUM_FILE for rel, _ in files) else None
+        files = [(rel, path) for rel, path in files if rel != CHECKSUM_FILE]
+        if listed is not None:  # checked before anything is written; again on the copy below
+            self._check_listed(src, listed, {rel: hashing.sha256_file(path)[0] for rel, path in files})
         info = summary(manifest)
         index = self._writer()
         model_dir = self.root / name
@@ -178,6 +179,8 @@ class Registry:
             model_dir.mkdir(exist_ok=True)
             tmp.mkdir()
             hashes, size = self._copy_into(files, tmp)
+            if listed is not None:
+                self._check_listed(src, listed, hashes)
             text = hashing.checksum_text(hashes)
             hashing.write_durable(tmp / CHECKSUM_FILE, text)
             hashing.fsync_dir(tmp)
@@ -192,6 +195,22 @@ class Registry:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def _listed_checksums(src: Path) -> dict[str, str]:
+        try:
+            return hashing.parse_checksum_text((src / CHECKSUM_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"cannot read {src / CHECKSUM_FILE}: {exc}; delete it or restore it") from exc
+
+    @staticmethod
+    def _check_listed(src: Path, listed: dict[str, str], hashes: dict[str, str]) -> None:
+        if listed != hashes:
+            diff = sorted(set(listed.items()) ^ set(hashes.items()))[0][0]
+            raise RegistryError(
+                f"{src / CHECKSUM_FILE} does not match the artifact's files (first difference: {diff}); "
+                "the files changed since they were listed: restore them or delete the checksum file"
+            )
 
     @staticmethod
     def _copy_into(files: Iterable[tuple[str, Path]], dest: Path) -> tuple[dict[str, str], int]:

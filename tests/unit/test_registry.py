@@ -84,6 +84,13 @@ def test_same_digest_returns_existing_version(reg: Registry, tmp_path: Path) -> 
     assert other.model_id == "msft:v1" and not other.reused
 
 
+def test_a_version_folder_can_be_registered_elsewhere(reg: Registry, tmp_path: Path) -> None:
+    """A folder copied out of a registry keeps its checksum list; it is checked, then rewritten."""
+    info = reg.register(make_artifact(tmp_path / "a1"), "aapl")
+    other = Registry(tmp_path / "other").register(info.path, "aapl_copy")
+    assert other.digest == info.digest and Registry(tmp_path / "other").verify().ok
+
+
 def test_reregister_with_trust_pickle_records_trust(reg: Registry, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "art", pickle_based=True)
     assert reg.register(art, "rf").trusted is False
@@ -121,9 +128,9 @@ def test_bad_artifacts_are_refused_and_nothing_written(reg: Registry, tmp_path: 
     (incomplete / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RegistryError, match="missing key 'sample'"):
         reg.register(incomplete, "aapl")
-    reserved = make_artifact(tmp_path / "reserved", extra={CHECKSUM_FILE: b"x"})
-    with pytest.raises(RegistryError, match="reserved"):
-        reg.register(reserved, "aapl")
+    stale = make_artifact(tmp_path / "stale", extra={CHECKSUM_FILE: f"{'0' * 64}  model.txt\n".encode()})
+    with pytest.raises(RegistryError, match=r"checksums\.sha256 does not match the artifact's files"):
+        reg.register(stale, "aapl")
     linked = make_artifact(tmp_path / "linked")
     (linked / "link.txt").symlink_to(tmp_path / "art_outside")
     with pytest.raises(RegistryError, match="symbolic links"):
