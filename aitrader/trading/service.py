@@ -81,22 +81,36 @@ def load_models(
 
 
 # ---------------------------------------------------------------------------- data
-def _after_training(df: pd.DataFrame, last: Any, symbol: str) -> pd.DataFrame:
-    if not last:
+def _unseen_start(manifest: dict[str, Any]) -> tuple[Any, int]:
+    """Where a model's unseen bars begin, and how many earlier bars its features need to warm up.
+
+    The final model is fit on the rows before the holdout (and the purge gap), so the holdout's first
+    bar is the first one it never saw; older manifests without it fall back to the end of the data.
+    """
+    split = manifest.get("split") or {}
+    start = split.get("holdout_first") or (manifest.get("data") or {}).get("last")
+    return start, int((manifest.get("features") or {}).get("warmup") or 0)
+
+
+def _after_training(df: pd.DataFrame, manifest: dict[str, Any], symbol: str) -> pd.DataFrame:
+    """The sample's bars from the model's first unseen bar on, led by its feature warm-up bars."""
+    start, warmup = _unseen_start(manifest)
+    if not start:
         return df
-    cut = pd.Timestamp(str(last))
+    cut = pd.Timestamp(str(start))
     tz = getattr(df.index, "tz", None)
     if tz is not None and cut.tz is None:
         cut = cut.tz_localize(tz)
     elif tz is None and cut.tz is not None:
         cut = cut.tz_convert(None)
-    out = df[df.index > cut]
-    if out.empty:
+    unseen_from_cut = "holdout_first" in (manifest.get("split") or {})  # else cut is the last seen bar
+    first = int(df.index.searchsorted(cut, side="left" if unseen_from_cut else "right"))
+    if first >= len(df):
         raise DataError(
-            f"the built-in sample for {symbol} has no bars after the model's training period (last {last}); "
+            f"the built-in sample for {symbol} has no bars after the model's training period (from {start}); "
             "pass bars to trade with --data PATH"
         )
-    return out
+    return df.iloc[max(0, first - warmup):]
 
 
 def load_frames(data: list[str] | None, specs: list[ModelSpec]) -> dict[str, pd.DataFrame]:
@@ -105,8 +119,8 @@ def load_frames(data: list[str] | None, specs: list[ModelSpec]) -> dict[str, pd.
 
     symbols = sorted({s.symbol for s in specs})
     if not data:
-        last = {s.symbol: (s.manifest.get("data") or {}).get("last") for s in specs}
-        return {sym: _after_training(load_sample(sym), last[sym], sym) for sym in symbols}
+        manifests = {s.symbol: s.manifest for s in specs}
+        return {sym: _after_training(load_sample(sym), manifests[sym], sym) for sym in symbols}
     frames: dict[str, pd.DataFrame] = {}
     explicit = False
     for item in data:

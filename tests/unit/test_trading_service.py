@@ -15,18 +15,32 @@ from aitrader.errors import DataError  # noqa: E402
 from aitrader.trading.service import load_frames  # noqa: E402
 
 
-def with_last(symbol: str, last: str):
+def with_manifest(symbol: str, *, last: str, holdout_first: str | None = None, warmup: int = 0):
     s = spec(symbol)
-    s.manifest = {**MANIFEST, "data": {"symbol": symbol, "last": last}}
+    s.manifest = {**MANIFEST, "data": {"symbol": symbol, "last": last},
+                  "features": {**MANIFEST.get("features", {}), "warmup": warmup}}
+    if holdout_first is not None:
+        s.manifest["split"] = {"holdout_first": holdout_first}
     return s
 
 
 def test_default_replays_the_sample_after_the_training_period() -> None:
-    frames = load_frames(None, [with_last("AAPL", "2012-06-29T00:00:00")])
+    frames = load_frames(None, [with_manifest("AAPL", last="2012-06-29T00:00:00")])
     df = frames["AAPL"]
     assert df.index[0] > pd.Timestamp("2012-06-29") and len(df) > 100
     with pytest.raises(DataError, match="no bars after the model's training period"):
-        load_frames(None, [with_last("AAPL", "2099-01-01")])
+        load_frames(None, [with_manifest("AAPL", last="2099-01-01")])
+
+
+def test_default_replay_starts_at_the_holdout_led_by_the_warm_up_bars() -> None:
+    """The final model never saw the holdout; the features need `warmup` bars before it."""
+    full = load_frames(None, [with_manifest("AAPL", last="2000-01-01")])["AAPL"]
+    start = full.index[2000]
+    df = load_frames(None, [with_manifest("AAPL", last=str(full.index[-1]), holdout_first=start.isoformat(),
+                                          warmup=105)])["AAPL"]
+    assert df.index[0] == full.index[2000 - 105]
+    assert df.index[-1] == full.index[-1]
+    assert len(df) == len(full) - 2000 + 105
 
 
 def test_data_forms(tmp_path: Path) -> None:
