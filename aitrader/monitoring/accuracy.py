@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -21,15 +22,7 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def _ranks(a: np.ndarray) -> np.ndarray:
     """Average ranks (ties share their mean rank), as Spearman's rho needs."""
-    order = np.argsort(a, kind="mergesort")
-    ranks = np.empty(a.size, dtype=float)
-    sorted_a = a[order]
-    # Boundaries of runs of equal values: each run gets the mean of its positions.
-    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
-    ends = np.r_[starts[1:], a.size]
-    for s, e in zip(starts, ends, strict=True):
-        ranks[order[s:e]] = (s + e - 1) / 2.0
-    return ranks
+    return pd.Series(a).rank(method="average").to_numpy(dtype=np.float64)
 
 
 def accuracy_metrics(pred: np.ndarray, outcome: np.ndarray, *, task: str = "regression") -> dict[str, Any]:

@@ -126,9 +126,21 @@ def feature_matrix(features: pd.Series, n_features: int) -> np.ndarray:
     Rows whose list has the wrong length (another model version) or is missing become all-NaN, so
     they count as unavailable rather than silently shifting columns.
     """
-    out = np.full((len(features), n_features), np.nan)
-    for i, raw in enumerate(features.tolist()):
-        values = _decode(raw)
-        if isinstance(values, list) and len(values) == n_features:
-            out[i] = [np.nan if v is None else float(v) for v in values]
+    raw = features.tolist()
+    out = np.full((len(raw), n_features), np.nan)
+    try:  # one parse of the whole column is ~10x faster than a json.loads per row
+        rows = json.loads("[" + ",".join(r if isinstance(r, str) and r.strip() else "null" for r in raw) + "]")
+    except ValueError:  # a damaged row: decode row by row so the others still count
+        rows = [_decode(r) for r in raw]
+    good = [i for i, v in enumerate(rows) if isinstance(v, list) and len(v) == n_features]
+    if good:
+        # dtype=float turns JSON null (None) into NaN; a non-numeric entry fails the row below.
+        try:
+            out[good] = np.array([rows[i] for i in good], dtype=float)
+        except (TypeError, ValueError):
+            for i in good:
+                try:
+                    out[i] = np.array(rows[i], dtype=float)
+                except (TypeError, ValueError):
+                    continue
     return out

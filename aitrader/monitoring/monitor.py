@@ -112,7 +112,7 @@ def _daily_losses(equity: pd.DataFrame) -> tuple[float | None, str | None]:
     return float(loss.max()), str(worst_day)
 
 
-def operational_metrics(ledger: Ledger, entry: Mapping[str, Any], n_features: int) -> dict[str, Any]:
+def operational_metrics(ledger: Ledger, entry: Mapping[str, Any], feats: np.ndarray | None) -> dict[str, Any]:
     """Counts, latency, errors, fallbacks, feature availability, risk rejections, disable/loss events."""
     preds = _model_rows(ledger.predictions, entry, keep_unassigned=False)
     events = _model_rows(ledger.events, entry, keep_unassigned=True)
@@ -120,7 +120,6 @@ def operational_metrics(ledger: Ledger, entry: Mapping[str, Any], n_features: in
     by_source = {str(k): int(v) for k, v in source.value_counts().items()}
     model_rows = preds[source == "model"]
     latency_ms = (model_rows["latency_us"].dropna().to_numpy() / 1000.0) if "latency_us" in preds else np.array([])
-    feats = feature_matrix(preds["features"], n_features) if "features" in preds and n_features else None
     available = float(np.mean(np.all(np.isfinite(feats), axis=1))) if feats is not None and len(feats) else None
 
     etype = events["type"].astype(str) if not events.empty else pd.Series(dtype=str)
@@ -216,7 +215,7 @@ def monitor_ledger(
                        "ks": None if np.isnan(pred_ks) else pred_ks, "n": int(np.isfinite(pred_values).sum())},
         "top": [r["name"] for r in features[:5] if r["psi"] is not None],
     }
-    ops = operational_metrics(ledger, entry, len(names))
+    ops = operational_metrics(ledger, entry, live if "features" in preds else None)
     alerts = evaluate_alerts(accuracy, drift, ops, cfg, daily_loss_limit=daily_loss_limit)
     summary = {
         "run_id": ledger.run_id,
