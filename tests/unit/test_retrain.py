@@ -222,3 +222,12 @@ def test_two_retrains_started_together(in_tmp: Path) -> None:
     loser = next(o for o in outs if o[0] == 4)
     assert loser[2].startswith("error: another retrain holds the lock logs/retrain.lock (pid ")
     assert "not started" in (in_tmp / "logs" / "retrain.log").read_text()
+
+
+def test_if_alert_runs_when_the_last_monitor_check_alerted(in_tmp: Path) -> None:
+    _project(in_tmp)
+    alert = {"code": "mae_ratio", "message": "live MAE 1.5x", "value": 1.5, "threshold": 1.2}
+    save_state({"run_id": "r1", "model": {"model_id": "syn"}, "health": "alert", "alerts": [alert]},
+               in_tmp / "logs" / "monitor_state.json")
+    doc = _retrain("--config", "good.yaml", "--data", "bars.csv", "--if-alert", "--promote-if-better")
+    assert doc["status"] == "promoted" and doc["challenger"]["model_id"] == "syn:v1"
