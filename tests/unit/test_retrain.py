@@ -123,7 +123,6 @@ def _project(root: Path) -> None:
     generate_bars(1000, seed=1, signal=0.5).to_csv(root / "bars.csv")
     (root / "good.yaml").write_text(TRAIN_YAML)
     (root / "const.yaml").write_text(CONSTANT_YAML)
-    (root / "const7.yaml").write_text(CONSTANT_YAML + "\n" + "model_seed_marker: x\n")
     text = CONSTANT_YAML.replace("model: {kind: lightgbm,", "model: {kind: lightgbm, random_state: 7,")
     (root / "const7.yaml").write_text(text)
 
