@@ -23,7 +23,7 @@ step "6/8 deploy to production after checks (hashes, load, sample reproduction, 
 aitrader deploy --model-id aapl_lgbm --reason "quick-start demo"
 aitrader list
 step "7/8 paper-trade the production model on the bars after its training period"
-aitrader paper-trade --run-id demo --state demo/runs/demo --speed 0
+aitrader paper-trade --run-id demo --runs-dir demo/runs --speed 0
 step "8/8 monitor the run: accuracy, drift and alerts, with an HTML report"
 rc=0
 aitrader monitor --run demo --runs-dir demo/runs --report demo/report.html || rc=$?
