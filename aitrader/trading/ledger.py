@@ -127,10 +127,11 @@ class Ledger:
         self._equity.append((e.bar_index, e.ts, e.cash, e.equity))
 
     def _on_prediction(self, e: ModelPrediction) -> None:
-        feats = None if e.features is None else json.dumps(e.features)
+        # The feature row is JSON-encoded at checkpoint, not here: this handler runs between the bar
+        # and the order decision, and encoding 25 floats costs more than the model call.
         self._predictions.append(
             (e.ts, e.bar_index, e.symbol, e.model_id, e.digest, e.prediction, e.confidence, e.source, e.latency_us,
-             feats)
+             e.features)
         )
 
     def _on_outcome(self, e: Outcome) -> None:
@@ -183,7 +184,7 @@ class Ledger:
                 c.executemany(
                     "INSERT INTO predictions (ts, bar_index, symbol, model_id, digest, prediction, confidence, "
                     "source, latency_us, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    self._predictions,
+                    [(*row[:9], None if row[9] is None else json.dumps(row[9])) for row in self._predictions],
                 )
             if self._outcomes:
                 c.executemany(
