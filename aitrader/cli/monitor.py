@@ -19,6 +19,31 @@ def _f(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _alert_count(alerts: list[dict[str, Any]]) -> str:
+    """'20 alert(s): mae_ratio, hit_rate, psi_feature x18': the count the ALERT lines add up to."""
+    counts: dict[str, int] = {}
+    for a in alerts:
+        counts[a["code"]] = counts.get(a["code"], 0) + 1
+    parts = ", ".join(code if n == 1 else f"{code} x{n}" for code, n in counts.items())
+    return f"{len(alerts)} alert(s): {parts}"
+
+
+def _alert_lines(alerts: list[dict[str, Any]], max_each: int = 3) -> list[str]:
+    """One line per alert, except that more than ``max_each`` drifted features share one line
+    (worst first, prefixed ``psi_feature xN``) so a broad drift does not bury the other alerts."""
+    drifted = [a for a in alerts if a["code"] == "psi_feature"]
+    lines: list[str] = []
+    for a in alerts:
+        if a["code"] != "psi_feature" or len(drifted) <= max_each:
+            lines.append(f"{a['code']}: {a['message']}")
+        elif a is drifted[0]:  # the shared line takes the place of the first (worst) one
+            worst = ", ".join(f"{d['feature']} {d['value']:.2f}" for d in drifted[:5])
+            more = f", and {len(drifted) - 5} more (--json lists each)" if len(drifted) > 5 else ""
+            lines.append(f"psi_feature x{len(drifted)}: {len(drifted)} features drifted past PSI "
+                         f"{a['threshold']}: {worst}{more}")
+    return lines
+
+
 def _render_monitor(s: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -26,7 +51,7 @@ def _render_monitor(s: dict[str, Any]) -> None:
 
     out = console()
     m, ops, acc, drift = s["model"], s["operational"], s["accuracy"], s["drift"]
-    state = "[green]healthy[/green]" if not s["alerts"] else f"[red]{len(s['alerts'])} alert(s)[/red]"
+    state = "[green]healthy[/green]" if not s["alerts"] else f"[red]{_alert_count(s['alerts'])}[/red]"
     out.print(f"run [bold]{s['run_id']}[/bold] ({s.get('run_status')}), model {m['model_id']} v{m.get('version')}: "
               f"{state}")
     t = Table(title="Operations")
@@ -51,14 +76,8 @@ def _render_monitor(s: dict[str, Any]) -> None:
         t.add_row(str(r["rank"]), r["name"], _f(r["psi"], 3), _f(r["ks"], 3))
     t.add_row("-", "prediction", _f(drift["prediction"]["psi"], 3), _f(drift["prediction"]["ks"], 3))
     out.print(t)
-    drifted = [a for a in s["alerts"] if a["code"] == "psi_feature"]
-    for a in s["alerts"]:
-        if a["code"] != "psi_feature" or len(drifted) <= 3:
-            out.print(f"[red]ALERT[/red] {a['code']}: {a['message']}")
-    if len(drifted) > 3:  # one line, worst first; --json lists every alert
-        worst = ", ".join(f"{a['feature']} {a['value']:.2f}" for a in drifted[:5])
-        out.print(f"[red]ALERT[/red] psi_feature: {len(drifted)} features drifted past PSI "
-                  f"{drifted[0]['threshold']}: {worst}, ...")
+    for line in _alert_lines(s["alerts"]):
+        out.print(f"[red]ALERT[/red] {line}", highlight=False)
     if s.get("report"):
         out.print(f"report: {s['report']}")
 

@@ -10,9 +10,11 @@
    metrics (``ic``, ``sharpe`` higher is better; ``mae`` lower is better).
 6. The challenger is registered (tags: role=challenger, both scores, the decision); with
    ``--promote-if-better`` it is deployed when it beats the champion by at least
-   ``min_improvement`` (absolute, in the metric's units), and the deploy log's reason holds both
-   scores and the decision. With no champion yet, the first model is promoted when its deploy
-   checks pass.
+   ``min_improvement`` (absolute, in the metric's units). With no champion yet, the first model
+   is promoted when its deploy checks pass. Every outcome is appended to the registry's deploy
+   log as an ``evaluate`` entry (``Registry.record_decision``) with both scores in its details:
+   ``promoted``, ``rejected`` (lost to the champion, or failed the deploy checks), ``registered``
+   (better or first, but ``--promote-if-better`` not given) or ``unchanged`` (same artifact).
 7. Feedback: outcomes recorded by paper-trade runs of this model are scored for the champion (its
    logged predictions) and the challenger (re-predicted from the logged feature vectors) and
    reported beside the holdout scores.
@@ -184,6 +186,26 @@ def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challe
     }
 
 
+def _finite_scores(scores: dict[str, Any] | None) -> dict[str, float] | None:
+    """The numeric scores only (the deploy log stores a summary; NaN becomes null there)."""
+    if scores is None:
+        return None
+    return {k: float(v) for k, v in scores.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _record(registry: Any, model_id: str, decision: str, reason: str, details: dict[str, Any]) -> dict[str, Any] | None:
+    """Append the decision to the deploy log; the registration already happened, so a failure to
+    log is reported (retrain.log and the result's ``logged: null``) rather than undoing it."""
+    from aitrader.errors import RegistryError
+
+    try:
+        event = registry.record_decision(model_id, decision=decision, reason=reason[:1000], details=details)
+    except RegistryError as exc:
+        log.error("could not record the %s decision for %s in the deploy log: %s", decision, model_id, exc)
+        return None
+    return {"id": event.id, "action": event.action, "status": event.status, "ts": event.ts}
+
+
 def _alert_gate(name: str, state_path: Path) -> str | None:
     """None when a retrain should run, else why it is skipped."""
     state = load_state(state_path)
@@ -296,8 +318,11 @@ def _retrain_locked(name: str, config: str | Path | None, data: str | Path | Non
         window = {"bars": len(bars), "first": bars.index[0], "last": bars.index[-1],
                   "data_sha256": trained.manifest["data"]["sha256"]}
         if same is not None:
+            message = f"unchanged: the same data and config give {same.model_id}; nothing registered"
+            logged = _record(registry, same.model_id, "unchanged", f"retrain: {message}",
+                             {"metric": metric, "data_sha256": window["data_sha256"], "bars": window["bars"]})
             return {**base, "status": "unchanged", "window": window, "version": same.model_id,
-                    "message": f"unchanged: the same data and config give {same.model_id}; nothing registered"}
+                    "logged": logged, "message": message}
         return _compare_and_register(registry, name, cfg, bars, trained, promote, metric, min_improvement,
                                      runs_dir, base | {"window": window})
 
@@ -338,17 +363,29 @@ def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained
     feedback = live_feedback(name, runs_dir, champion_info.digest if champion_info else None, challenger,
                              list(manifest["features"]["names"]), task)
     promoted, status, deploy = False, "registered", None
+    champ_text = "none" if cp is None else f"{champion_info.model_id if champion_info else ''} {metric}={cp:.6g}"
+    scores_text = (f"challenger {info.model_id} {metric}={ch:.6g} vs champion {champ_text} on the same "
+                   f"{int(ok.sum())} holdout rows")
+    # The deploy log's verdict: rejected = lost to the champion or failed the deploy checks;
+    # registered = better (or first) but promotion was not asked for.
+    verdict = "registered" if better else "rejected"
     if promote and better:
-        champ_text = "none" if cp is None else f"{champion_info.model_id if champion_info else ''} {metric}={cp:.6g}"
-        reason = (f"retrain: challenger {info.model_id} {metric}={ch:.6g} vs champion {champ_text} on the same "
-                  f"{int(ok.sum())} holdout rows; {decision}")
         try:
-            deploy = registry.deploy(info.model_id, reason=reason).to_dict()
-            promoted, status = True, "promoted"
+            deploy = registry.deploy(info.model_id, reason=f"retrain: {scores_text}; {decision}").to_dict()
+            promoted, status, verdict = True, "promoted", "promoted"
         except DeployCheckError as exc:
-            status, decision = "registered", f"not promoted: {exc}"
+            status, decision, verdict = "registered", f"not promoted: {exc}", "rejected"
+    details = {
+        "metric": metric, "challenger_score": ch, "champion_score": cp,
+        "champion": champion_info.model_id if champion_info else None, "improvement": improvement,
+        "min_improvement": min_improvement, "holdout_rows": int(ok.sum()),
+        "holdout_first": str(hold["X"].index[0]), "holdout_last": str(hold["X"].index[-1]),
+        "challenger_scores": _finite_scores(ch_scores), "champion_scores": _finite_scores(cp_scores),
+        "feedback_outcomes": feedback["outcomes"],
+    }
+    logged = _record(registry, info.model_id, verdict, f"retrain: {scores_text}; {decision}", details)
     return {
-        **base, "status": status, "promoted": promoted, "decision": decision,
+        **base, "status": status, "promoted": promoted, "decision": decision, "logged": logged,
         "challenger": {"model_id": info.model_id, "digest": info.digest, "reused": info.reused, "scores": ch_scores},
         "champion": None if champion_info is None else {"model_id": champion_info.model_id, "scores": cp_scores},
         "improvement": improvement, "holdout_rows": int(ok.sum()),

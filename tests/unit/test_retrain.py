@@ -177,16 +177,36 @@ def test_champion_challenger_both_ways(in_tmp: Path) -> None:
 
     reg = Registry()
     assert reg.alias_target("syn", "production").version == 2
-    events = reg.history("syn").events
-    assert [(e.to_version, e.status) for e in events] == [(1, "success"), (2, "success")]
-    assert "challenger syn:v2 ic=" in events[1].reason and "vs champion syn:v1 ic=0" in events[1].reason
     tags = reg.resolve("syn:v3").tags
     assert tags["role"] == "challenger" and tags["champion"] == "syn:v2"
     assert tags["decision"].startswith("keep champion") and float(tags["champion_score"]) > 0.3
 
     again = _retrain("--config", "good.yaml", "--promote-if-better")  # same data + config: nothing new
     assert again["status"] == "unchanged" and again["version"] == "syn:v2"
+    assert again["logged"]["status"] == "unchanged"
     assert [v.version for v in reg.list_versions("syn")] == [1, 2, 3]
+
+    # The deploy log, as a user reads it: every decision with both scores, promotions and rejections.
+    result = runner.invoke(app, ["history", "syn", "--json"])
+    assert result.exit_code == 0, result.stderr
+    events = json.loads(result.stdout)["events"]
+    moves = [(e["action"], e["to_version"], e["status"]) for e in events if e["action"] != "evaluate"]
+    assert moves == [("promote", 1, "success"), ("promote", 2, "success")]
+    verdicts = [(e["to_version"], e["from_version"], e["status"]) for e in events if e["action"] == "evaluate"]
+    assert verdicts == [(1, 1, "promoted"), (2, 2, "promoted"), (3, 2, "rejected"), (2, 2, "unchanged")]
+    evaluated = [e for e in events if e["action"] == "evaluate"]
+    first, promoted, rejected = evaluated[0]["details"], evaluated[1]["details"], evaluated[2]["details"]
+    assert first["champion"] is None and first["champion_score"] is None
+    assert promoted["champion"] == "syn:v1" and promoted["champion_score"] == 0.0
+    assert promoted["challenger_score"] == pytest.approx(better["challenger"]["scores"]["ic"])
+    assert rejected["champion"] == "syn:v2" and rejected["challenger_score"] == 0.0
+    assert rejected["champion_score"] == pytest.approx(worse["champion"]["scores"]["ic"])
+    assert rejected["champion_score"] > 0.3
+    assert rejected["holdout_rows"] == worse["holdout_rows"] and rejected["feedback_outcomes"] > 200
+    assert "challenger syn:v3 ic=0 vs champion syn:v2 ic=" in evaluated[2]["reason"]
+    assert "keep champion" in evaluated[2]["reason"]
+    promote_row = next(e for e in events if e["action"] == "promote" and e["to_version"] == 2)
+    assert "challenger syn:v2 ic=" in promote_row["reason"] and "vs champion syn:v1 ic=0" in promote_row["reason"]
     log = (in_tmp / "logs" / "retrain.log").read_text()
     assert log.count("retrain syn started") == 4 and "unchanged" in log
 
@@ -228,5 +248,6 @@ def test_if_alert_runs_when_the_last_monitor_check_alerted(in_tmp: Path) -> None
     alert = {"code": "mae_ratio", "message": "live MAE 1.5x", "value": 1.5, "threshold": 1.2}
     save_state({"run_id": "r1", "model": {"model_id": "syn"}, "health": "alert", "alerts": [alert]},
                in_tmp / "logs" / "monitor_state.json")
-    doc = _retrain("--config", "good.yaml", "--data", "bars.csv", "--if-alert", "--promote-if-better")
-    assert doc["status"] == "promoted" and doc["challenger"]["model_id"] == "syn:v1"
+    doc = _retrain("--config", "good.yaml", "--data", "bars.csv", "--if-alert")
+    assert doc["status"] == "registered" and doc["challenger"]["model_id"] == "syn:v1"
+    assert doc["logged"]["status"] == "registered"  # first model, but promotion was not asked for
