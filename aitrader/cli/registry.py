@@ -164,6 +164,17 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _short(value: object) -> str:
+    """A details value on one line: floats to 4 significant digits, containers as compact JSON."""
+    if isinstance(value, float):
+        return format(value, ".4g")
+    if isinstance(value, dict | list):
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
 def _render_list(infos: list[VersionInfo], root: str) -> None:
     from rich import box
     from rich.table import Table
@@ -234,15 +245,19 @@ def _render_history(hist: History) -> None:
     for e in hist.events:  # one line per event: a log reads better than a wrapped table
         frm = f"v{e.from_version}" if e.from_version else "-"
         reason = f"  reason: {e.reason}" if e.reason else ""
+        # an evaluation moved nothing: show challenger vs holder, not an arrow
+        move = f"v{e.to_version} vs {frm}" if e.action == "evaluate" else f"{frm} -> v{e.to_version}"
         out.print(
-            f"{e.ts[:19].replace('T', ' ')}  {e.user}@{e.host}  {e.action} {e.alias}: {frm} -> v{e.to_version}"
-            f"  {e.status}{reason}",
+            f"{e.ts[:19].replace('T', ' ')}  {e.user}@{e.host}  {e.action} {e.alias}: {move}  {e.status}{reason}",
             soft_wrap=True,
             markup=False,
         )
         for c in e.checks:
             if c["status"] == "failed":
                 out.print(f"    check {c['name']} failed: {c['detail']}", soft_wrap=True, markup=False)
+        if e.details:
+            pairs = ", ".join(f"{k}={_short(v)}" for k, v in e.details.items())
+            out.print(f"    details: {pairs}", soft_wrap=True, markup=False)
     for alias, version in hist.current.items():
         out.print(f"now: {alias} -> {hist.name}:v{version}")
     for alias, held in hist.holders.items():

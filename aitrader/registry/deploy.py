@@ -8,22 +8,22 @@ Checks run in order and stop at the first failure (the rest are reported as skip
    1e-9 relative, ONNX within the manifest's ``onnx.tolerance_rel``);
 4. ``feature_contract``: the configured feature pipeline can produce the manifest's contract.
 
-A promotion or a rollback, successful or failed, is one INSERT in ``deploy_log``; a dry run runs
-the checks and records nothing.
+A promotion or a rollback, successful or failed, is one INSERT in ``deploy_log``
+(``aitrader.registry.log``); a dry run runs the checks and records nothing.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aitrader.errors import AitraderError, DeployCheckError, RegistryError
-from aitrader.registry.names import DEFAULT_ALIAS, parse_model_id, validate_alias, validate_name
-from aitrader.registry.store import _integrity_message, now_iso, who
-from aitrader.registry.types import CheckResult, DeployEvent, DeployResult, History, LoadedModel, VersionInfo
+from aitrader.registry import log
+from aitrader.registry.log import now_iso
+from aitrader.registry.names import DEFAULT_ALIAS, parse_model_id, validate_alias
+from aitrader.registry.types import CheckResult, DeployResult, LoadedModel, VersionInfo
+from aitrader.registry.verify import integrity_message
 
 if TYPE_CHECKING:
     from aitrader.registry.store import Registry
@@ -118,7 +118,7 @@ def run_checks(registry: Registry, info: VersionInfo) -> list[CheckResult]:
     results: list[CheckResult] = []
     check = registry.check_version(info)
     if check.problems:
-        results.append(CheckResult("hashes", "failed", _integrity_message(check.problems[0])))
+        results.append(CheckResult("hashes", "failed", integrity_message(check.problems[0])))
     else:
         results.append(CheckResult("hashes", "passed", f"{check.files} files, {check.bytes} bytes match the index"))
     loaded: LoadedModel | None = None
@@ -145,37 +145,6 @@ def run_checks(registry: Registry, info: VersionInfo) -> list[CheckResult]:
 # ---------------------------------------------------------------------- promotion and the log
 
 
-def _append_log(
-    conn: Any,
-    info: VersionInfo,
-    alias: str,
-    action: str,
-    from_version: int | None,
-    checks: list[CheckResult],
-    status: str,
-    reason: str | None,
-) -> int:
-    user, host = who()
-    cur = conn.execute(
-        "INSERT INTO deploy_log (ts, user, host, name, alias, action, from_version, to_version, status, checks, reason)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            now_iso(),
-            user,
-            host,
-            info.name,
-            alias,
-            action,
-            from_version,
-            info.version,
-            status,
-            json.dumps([c.to_dict() for c in checks]),
-            reason,
-        ),
-    )
-    return int(cur.lastrowid)
-
-
 def _promote(
     registry: Registry, info: VersionInfo, alias: str, action: str, checks: list[CheckResult], reason: str | None
 ) -> DeployResult:
@@ -184,7 +153,17 @@ def _promote(
     with index.write() as conn:
         row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (info.name, alias)).fetchone()
         current = row[0] if row else None
-        log_id = _append_log(conn, info, alias, action, current, checks, "success" if ok else "failed", reason)
+        event = log.append(
+            conn,
+            name=info.name,
+            alias=alias,
+            action=action,
+            from_version=current,
+            to_version=info.version,
+            status="success" if ok else "failed",
+            checks=checks,
+            reason=reason,
+        )
         if ok:
             conn.execute(
                 "INSERT INTO aliases VALUES (?,?,?,?) ON CONFLICT(name, alias) DO UPDATE "
@@ -209,7 +188,7 @@ def _promote(
         True,
         False,
         f"{alias}: {frm} -> v{info.version}",
-        log_id,
+        event.id,
     )
 
 
@@ -265,11 +244,7 @@ def rollback(
     index = registry._reader()
     assert index is not None
     with index.read() as conn:
-        row = conn.execute(
-            "SELECT from_version, to_version FROM deploy_log WHERE name=? AND alias=? AND status='success' "
-            "ORDER BY id DESC LIMIT 1",
-            (ref.name, alias),
-        ).fetchone()
+        row = log.last_alias_change(conn, ref.name, alias)
     if row is None or row[0] is None:
         raise RegistryError(
             f"no previous {alias} version of {ref.name} to roll back to (the deploy log has no earlier "
@@ -291,61 +266,6 @@ def rollback(
             "dry run: rollback checks only; nothing promoted or logged",
         )
     return _promote(registry, info, alias, "rollback", checks, reason)
-
-
-# ---------------------------------------------------------------------- history
-
-
-def parse_timestamp(text: str) -> datetime:
-    """ISO-8601 date or date-time; a naive value is taken as UTC."""
-    try:
-        ts = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise RegistryError(
-            f"invalid timestamp {text!r}: expected ISO-8601 such as 2026-11-21 or 2026-11-21T10:00:00+00:00"
-        ) from None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
-def history(registry: Registry, name: str, at: str | None = None) -> History:
-    """The deploy log of ``name`` (oldest first) and, with ``at``, which version held each alias then."""
-    validate_name(name)
-    registry.list_versions(name)  # ModelNotFoundError for an unknown name
-    index = registry._reader()
-    assert index is not None
-    with index.read() as conn:
-        rows = conn.execute("SELECT * FROM deploy_log WHERE name=? ORDER BY id", (name,)).fetchall()
-        current = {
-            r[0]: r[1] for r in conn.execute("SELECT alias, version FROM aliases WHERE name=? ORDER BY alias", (name,))
-        }
-    events = [
-        DeployEvent(
-            r["id"],
-            r["ts"],
-            r["user"],
-            r["host"],
-            r["name"],
-            r["alias"],
-            r["action"],
-            r["from_version"],
-            r["to_version"],
-            r["status"],
-            json.loads(r["checks"]),
-            r["reason"],
-        )
-        for r in rows
-    ]
-    result = History(name=name, events=events, current=current)
-    if at is not None:
-        when = parse_timestamp(at)
-        result.at = when.isoformat()
-        for alias in sorted({e.alias for e in events} | set(current)):
-            held: int | None = None
-            for e in events:
-                if e.alias == alias and e.status == "success" and datetime.fromisoformat(e.ts) <= when:
-                    held = e.to_version
-            result.holders[alias] = held
-    return result
 
 
 def deploy_from_file(

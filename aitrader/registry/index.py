@@ -3,6 +3,10 @@
 WAL mode and a busy timeout let several processes share the index; every write happens in one
 ``BEGIN IMMEDIATE`` transaction so that a version number is allocated and recorded atomically.
 The deploy log is append-only: triggers abort any UPDATE or DELETE on it.
+
+Schema 2 added ``deploy_log.details`` (JSON, for evaluation entries); a schema 1 index is
+migrated in place the first time a writer opens it (``ALTER TABLE ... ADD COLUMN``: the rows
+are not touched, so the append-only triggers are not involved).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from aitrader.errors import RegistryError
 
 DB_NAME = "registry.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
 
 SCHEMA = """
@@ -66,7 +70,8 @@ CREATE TABLE IF NOT EXISTS deploy_log (
     to_version INTEGER NOT NULL,
     status TEXT NOT NULL,
     checks TEXT NOT NULL,
-    reason TEXT
+    reason TEXT,
+    details TEXT
 );
 CREATE INDEX IF NOT EXISTS deploy_log_name ON deploy_log(name, alias, id);
 CREATE TRIGGER IF NOT EXISTS deploy_log_no_update BEFORE UPDATE ON deploy_log
@@ -119,6 +124,13 @@ class Index:
         except sqlite3.DatabaseError as exc:
             raise _db_error(path, exc) from exc
 
+    def init_schema(self) -> None:
+        """Create the tables, or migrate an older schema (idempotent; takes the write lock)."""
+        try:
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            raise _db_error(self.path, exc) from exc
+
     def _init_schema(self) -> None:
         # Switching to WAL needs a moment of exclusive access; under a burst of first opens it can
         # report "locked" without waiting, so retry briefly. Once set it is stored in the file.
@@ -136,13 +148,18 @@ class Index:
             for statement in _statements(SCHEMA):
                 conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise RegistryError(
                     f"registry index {self.path} has schema version {row[0]}, this aitrader reads up to "
                     f"{SCHEMA_VERSION}; upgrade aitrader"
                 )
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(deploy_log)")}
+            if "details" not in columns:  # schema 1 -> 2
+                conn.execute("ALTER TABLE deploy_log ADD COLUMN details TEXT")
+            conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -8,38 +8,33 @@ Layout under the root (``./models`` unless ``root`` or ``$AITRADER_REGISTRY`` sa
     NAME/.tmp-*                 a register in progress (or killed); never listed
     NAME/.orphan-vN-*           a folder renamed into place by a register killed before its commit
 
-A register copies into ``NAME/.tmp-*`` (hashing the bytes it writes), fsyncs, then in one
-``BEGIN IMMEDIATE`` transaction picks N, renames the folder to ``vN`` and inserts the rows. The
-index is the source of truth: a folder without a row is invisible.
+``Registry`` is the public face; the work lives in one module per concern: ``register``
+(atomic copy and commit), ``verify`` (re-hashing against the index), ``deploy`` (checks and
+promotion), ``log`` (the append-only deploy log and history), ``index`` (the SQLite schema).
+The index is the source of truth: a folder without a row is invisible.
 """
 
 from __future__ import annotations
 
-import getpass
-import hashlib
 import json
 import os
-import re
-import shutil
-import socket
 import sqlite3
 import threading
-import time
 import uuid
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aitrader.errors import IntegrityError, ModelError, ModelNotFoundError, RegistryError, TrustError
-from aitrader.registry import hashing
-from aitrader.registry.hashing import CHECKSUM_FILE
+from aitrader.errors import ModelError, ModelNotFoundError, RegistryError, TrustError
+from aitrader.registry import log as _log
+from aitrader.registry import register as _register
+from aitrader.registry import verify as _verify
 from aitrader.registry.index import DB_NAME, Index
-from aitrader.registry.manifest_check import MANIFEST_NAME, read_artifact_manifest, summary
-from aitrader.registry.names import DEFAULT_ALIAS, ModelRef, parse_model_id, validate_name, validate_tags
+from aitrader.registry.log import now_iso, who
+from aitrader.registry.manifest_check import MANIFEST_NAME
+from aitrader.registry.names import DEFAULT_ALIAS, ModelRef, parse_model_id, validate_name
 from aitrader.registry.types import (
+    DeployEvent,
     DeployResult,
-    FileProblem,
     History,
     LoadedModel,
     VerifyReport,
@@ -47,47 +42,13 @@ from aitrader.registry.types import (
     VersionInfo,
 )
 
+__all__ = ["DEFAULT_ROOT", "ENV_ROOT", "Registry", "clear_cache", "now_iso", "who"]
+
 ENV_ROOT = "AITRADER_REGISTRY"
 DEFAULT_ROOT = "models"
-# Tests set this to a number of seconds to widen the crash windows of register (never in production).
-TEST_DELAY_ENV = "AITRADER_TEST_REGISTER_DELAY"
-_VDIR = re.compile(r"v([0-9]+)")
 
 _RUNNER_CACHE: dict[str, Any] = {}  # digest -> runner; per process
 _CACHE_LOCK = threading.Lock()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def who() -> tuple[str, str]:
-    """(user, host) for the audit trail; never fails."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return user, socket.gethostname() or "unknown"
-
-
-def _host_token() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _test_pause() -> None:
-    delay = os.environ.get(TEST_DELAY_ENV)
-    if delay:
-        time.sleep(float(delay))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clear_cache() -> None:
@@ -105,6 +66,7 @@ class Registry:
         self.root = Path(root)
         self.db_path = self.root / DB_NAME
         self._index: Index | None = None
+        self._writable = False  # the schema was created/migrated by this object
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
@@ -112,8 +74,8 @@ class Registry:
     # ------------------------------------------------------------------ index access
 
     def _writer(self) -> Index:
-        """The index, creating the root and the database when needed."""
-        if self._index is not None:
+        """The index, creating the root and the database (or migrating its schema) when needed."""
+        if self._index is not None and self._writable:
             return self._index
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -125,7 +87,11 @@ class Registry:
                 f"registry root {self.root} is not writable ({exc.strerror or exc}); pass --registry PATH "
                 f"or set {ENV_ROOT} to a writable folder"
             ) from exc
-        self._index = Index(self.db_path, create=True)
+        if self._index is not None:  # opened for reading first: bring the schema up to date now
+            self._index.init_schema()
+        else:
+            self._index = Index(self.db_path, create=True)
+        self._writable = True
         return self._index
 
     def _reader(self) -> Index | None:
@@ -141,6 +107,7 @@ class Registry:
         if self._index is not None:
             self._index.close()
             self._index = None
+            self._writable = False
 
     def integrity_ok(self) -> bool:
         """SQLite's own integrity check of the index (True when there is no index yet)."""
@@ -157,183 +124,7 @@ class Registry:
         The same digest registered twice under one name returns the existing version
         (``reused=True``); ``trust_pickle`` and new tags are then added to it.
         """
-        validate_name(name)
-        tags = validate_tags(tags)
-        src = Path(artifact_dir)
-        if not src.is_dir():
-            raise RegistryError(
-                f"artifact folder {src} does not exist or is not a folder; pass the folder `aitrader train` wrote"
-            )
-        manifest = read_artifact_manifest(src)
-        files = list(hashing.artifact_files(src))
-        # A folder copied out of a registry carries its checksum list: check it, then write our own.
-        listed = self._listed_checksums(src) if any(rel == CHECKSUM_FILE for rel, _ in files) else None
-        files = [(rel, path) for rel, path in files if rel != CHECKSUM_FILE]
-        if listed is not None:  # checked before anything is written; again on the copy below
-            self._check_listed(src, listed, {rel: hashing.sha256_file(path)[0] for rel, path in files})
-        info = summary(manifest)
-        index = self._writer()
-        model_dir = self.root / name
-        tmp = model_dir / f".tmp-{_host_token()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        try:
-            model_dir.mkdir(exist_ok=True)
-            tmp.mkdir()
-            hashes, size = self._copy_into(files, tmp)
-            if listed is not None:
-                self._check_listed(src, listed, hashes)
-            text = hashing.checksum_text(hashes)
-            hashing.write_durable(tmp / CHECKSUM_FILE, text)
-            hashing.fsync_dir(tmp)
-            digest = hashing.digest_of(text)
-            _test_pause()
-            return self._commit(index, name, model_dir, tmp, digest, hashes, size, info, tags, trust_pickle, src)
-        except OSError as exc:
-            raise RegistryError(
-                f"cannot write the new version under {model_dir}: {exc.strerror or exc}; check free space and "
-                "permissions of the registry folder"
-            ) from exc
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-
-    @staticmethod
-    def _listed_checksums(src: Path) -> dict[str, str]:
-        try:
-            return hashing.parse_checksum_text((src / CHECKSUM_FILE).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RegistryError(f"cannot read {src / CHECKSUM_FILE}: {exc}; delete it or restore it") from exc
-
-    @staticmethod
-    def _check_listed(src: Path, listed: dict[str, str], hashes: dict[str, str]) -> None:
-        if listed != hashes:
-            diff = sorted(set(listed.items()) ^ set(hashes.items()))[0][0]
-            raise RegistryError(
-                f"{src / CHECKSUM_FILE} does not match the artifact's files (first difference: {diff}); "
-                "the files changed since they were listed: restore them or delete the checksum file"
-            )
-
-    @staticmethod
-    def _copy_into(files: Iterable[tuple[str, Path]], dest: Path) -> tuple[dict[str, str], int]:
-        hashes: dict[str, str] = {}
-        total = 0
-        dirs = {dest}
-        for rel, path in files:
-            target = dest / rel
-            if target.parent not in dirs:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                dirs.add(target.parent)
-            hashes[rel], n = hashing.copy_and_hash(path, target)
-            target.chmod(0o444)  # a version is immutable; read-only files make accidents less likely
-            total += n
-        for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-            hashing.fsync_dir(d)
-        return hashes, total
-
-    def _commit(
-        self,
-        index: Index,
-        name: str,
-        model_dir: Path,
-        tmp: Path,
-        digest: str,
-        hashes: dict[str, str],
-        size: int,
-        info: dict[str, Any],
-        tags: dict[str, str],
-        trust_pickle: bool,
-        src: Path,
-    ) -> VersionInfo:
-        user, host = who()
-        renamed: Path | None = None
-        try:
-            with index.write() as conn:
-                row = conn.execute("SELECT * FROM versions WHERE name=? AND digest=?", (name, digest)).fetchone()
-                if row is not None:
-                    return self._reuse(conn, row, tags, trust_pickle, user, host)
-                self._sweep(conn, name, model_dir)
-                top = conn.execute("SELECT MAX(version) FROM versions WHERE name=?", (name,)).fetchone()[0] or 0
-                n = max(top, *self._disk_versions(model_dir), 0) + 1
-                final = model_dir / f"v{n}"
-                tmp.rename(final)  # same filesystem: atomic; refuses a non-empty target
-                renamed = final
-                hashing.fsync_dir(model_dir)
-                _test_pause()
-                now = now_iso()
-                conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?)", (name, now))
-                cur = conn.execute(
-                    "INSERT INTO versions (name, version, digest, created_at, kind, task, metrics, tags, trusted,"
-                    " pickle_based, size_bytes, source, registered_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        name,
-                        n,
-                        digest,
-                        now,
-                        info["kind"],
-                        info["task"],
-                        json.dumps(info["metrics"]),
-                        json.dumps(tags, sort_keys=True),
-                        int(trust_pickle),
-                        int(info["pickle_based"]),
-                        size,
-                        str(src.resolve()),
-                        f"{user}@{host}",
-                    ),
-                )
-                conn.executemany(
-                    "INSERT INTO files VALUES (?, ?, ?, ?)",
-                    [(cur.lastrowid, rel, h, (final / rel).stat().st_size) for rel, h in sorted(hashes.items())],
-                )
-                result = self._info(
-                    conn, conn.execute("SELECT * FROM versions WHERE id=?", (cur.lastrowid,)).fetchone()
-                )
-        except BaseException:
-            if renamed is not None and renamed.exists():
-                renamed.rename(tmp)  # not committed: take the folder back out of sight
-            raise
-        return result
-
-    def _reuse(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, tags: dict[str, str], trust: bool, user: str, host: str
-    ) -> VersionInfo:
-        merged = {**json.loads(row["tags"]), **tags}
-        trusted = bool(row["trusted"]) or trust
-        if merged != json.loads(row["tags"]) or trusted != bool(row["trusted"]):
-            note = row["registered_by"]
-            if trusted != bool(row["trusted"]):
-                note = f"{note}; trusted by {user}@{host} {now_iso()}"
-            conn.execute(
-                "UPDATE versions SET tags=?, trusted=?, registered_by=? WHERE id=?",
-                (json.dumps(merged, sort_keys=True), int(trusted), note, row["id"]),
-            )
-            row = conn.execute("SELECT * FROM versions WHERE id=?", (row["id"],)).fetchone()
-        info = self._info(conn, row)
-        info.reused = True
-        return info
-
-    @staticmethod
-    def _disk_versions(model_dir: Path) -> list[int]:
-        out = []
-        for entry in model_dir.iterdir():
-            m = _VDIR.fullmatch(entry.name)
-            if m:
-                out.append(int(m.group(1)))
-        return out
-
-    def _sweep(self, conn: sqlite3.Connection, name: str, model_dir: Path) -> None:
-        """Inside the write lock: move aside ``vN`` folders with no index row, drop dead temp folders.
-
-        Holding the lock matters: every register renames and inserts inside the same lock, so a
-        row-less ``vN`` seen now can only come from a register that died before its commit.
-        """
-        known = {r[0] for r in conn.execute("SELECT version FROM versions WHERE name=?", (name,))}
-        for n in self._disk_versions(model_dir):
-            if n not in known:
-                (model_dir / f"v{n}").rename(model_dir / f".orphan-v{n}-{uuid.uuid4().hex[:8]}")
-        mine = _host_token()
-        for entry in model_dir.glob(".tmp-*"):
-            parts = entry.name.split("-")
-            if len(parts) == 4 and parts[1] == mine and parts[2].isdigit() and not _pid_alive(int(parts[2])):
-                shutil.rmtree(entry, ignore_errors=True)
+        return _register.register(self, artifact_dir, name, tags=tags, trust_pickle=trust_pickle)
 
     # ------------------------------------------------------------------ queries
 
@@ -439,69 +230,17 @@ class Registry:
 
     # ------------------------------------------------------------------ verification and loading
 
-    def _file_hashes(self, info: VersionInfo) -> dict[str, str]:
-        index = self._reader()
-        assert index is not None  # info came from it
-        with index.read() as conn:
-            return {
-                r[0]: r[1]
-                for r in conn.execute(
-                    "SELECT f.path, f.sha256 FROM files f JOIN versions v ON v.id=f.version_id"
-                    " WHERE v.name=? AND v.version=?",
-                    (info.name, info.version),
-                )
-            }
-
     def check_version(self, info: VersionInfo) -> VersionCheck:
         """Re-hash every file of one version against the index; collect every problem."""
-        expected = self._file_hashes(info)
-        check = VersionCheck(info.model_id, info.digest, 0, 0)
-
-        def problem(rel: str, kind: str, exp: str | None, found: str | None) -> None:
-            check.problems.append(FileProblem(info.model_id, str(info.path / rel), kind, exp, found))
-
-        if hashing.digest_of(hashing.checksum_text(expected)) != info.digest:
-            problem(CHECKSUM_FILE, "index", info.digest, hashing.digest_of(hashing.checksum_text(expected)))
-        for rel, sha in sorted({**expected, CHECKSUM_FILE: info.digest}.items()):
-            path = info.path / rel
-            try:
-                found, size = hashing.sha256_file(path)
-            except FileNotFoundError:
-                problem(rel, "missing", sha, None)
-                continue
-            except OSError as exc:
-                problem(rel, "unreadable", sha, exc.strerror)
-                continue
-            check.files += 1
-            check.bytes += size
-            if found != sha:
-                problem(rel, "checksum_file" if rel == CHECKSUM_FILE else "changed", sha, found)
-        if info.path.is_dir():
-            present = {rel for rel, _ in _walk_quiet(info.path)}
-            for rel in sorted(present - set(expected) - {CHECKSUM_FILE}):
-                problem(rel, "unexpected", None, None)
-        return check
+        return _verify.check_version(self, info)
 
     def verify(self, model_id: str | None = None) -> VerifyReport:
         """Re-hash every file of every version (or of ``model_id``; a bare NAME means all its versions)."""
-        start = time.perf_counter()
-        if model_id is None:
-            infos = self.list_versions()
-        elif ":" in model_id or "@" in model_id:
-            infos = [self.resolve(model_id)]
-        else:
-            infos = self.list_versions(model_id)
-        checks = [self.check_version(i) for i in infos]
-        return VerifyReport(checks, time.perf_counter() - start)
+        return _verify.verify(self, model_id)
 
     def verify_or_raise(self, info: VersionInfo) -> VersionCheck:
         """IntegrityError naming the first bad file unless every hash matches."""
-        check = self.check_version(info)
-        if check.problems:
-            p = check.problems[0]
-            more = f" (and {len(check.problems) - 1} more problem(s))" if len(check.problems) > 1 else ""
-            raise IntegrityError(_integrity_message(p) + more)
-        return check
+        return _verify.verify_or_raise(self, info)
 
     def load(self, model_id: str) -> LoadedModel:
         """Verify every file's SHA256, check trust, then build a runner (cached per process by digest)."""
@@ -574,33 +313,21 @@ class Registry:
 
     def history(self, name: str, at: str | None = None) -> History:
         """The append-only deploy log of ``name`` and, with ``at``, which version held each alias then."""
-        from aitrader.registry import deploy as _deploy
+        return _log.history(self, name, at)
 
-        return _deploy.history(self, name, at)
+    def record_decision(
+        self,
+        model_id: str,
+        *,
+        alias: str = DEFAULT_ALIAS,
+        decision: str,
+        reason: str,
+        details: dict[str, Any] | None = None,
+    ) -> DeployEvent:
+        """Log an evaluation of ``model_id`` against ``alias``'s holder that may have promoted nothing.
 
-
-def _walk_quiet(root: Path) -> list[tuple[str, Path]]:
-    out = []
-    for dirpath, _dirs, filenames in os.walk(root):
-        for fname in filenames:
-            path = Path(dirpath) / fname
-            out.append((path.relative_to(root).as_posix(), path))
-    return out
-
-
-def _integrity_message(p: FileProblem) -> str:
-    def short(h: str | None) -> str:
-        return f"{h[:16]}..." if h else "nothing"
-
-    if p.problem == "missing":
-        what = f"file missing: {p.path} (registered {short(p.expected)})"
-    elif p.problem == "unexpected":
-        what = f"unexpected file {p.path}, not part of the registered version"
-    elif p.problem == "index":
-        what = f"index inconsistency for {p.path}: the recorded file hashes do not give digest {short(p.expected)}"
-    else:
-        what = f"sha256 mismatch in {p.path}: registered {short(p.expected)}, found {short(p.found)}"
-    return (
-        f"{what}; {p.model_id} changed after registration and nothing was loaded. "
-        "Re-register the original artifact or deploy another version"
-    )
+        ``decision``: ``promoted`` (only once ``alias`` points at ``model_id``), ``rejected``,
+        ``unchanged`` or ``registered``; ``details``: the scores (JSON; NaN stored as null). Appends
+        one ``evaluate`` row to the deploy log and moves no alias; ``history`` shows it.
+        """
+        return _log.record_decision(self, model_id, alias=alias, decision=decision, reason=reason, details=details)

@@ -144,7 +144,12 @@ class DeployResult:
 
 @dataclass
 class DeployEvent:
-    """One row of the append-only deploy log."""
+    """One row of the append-only deploy log.
+
+    ``action`` is ``promote`` or ``rollback`` (an alias change, attempted) or ``evaluate`` (a
+    challenger compared with the alias holder; ``to_version`` is the challenger, ``from_version``
+    the holder, ``status`` the decision). Only successful promote/rollback rows move an alias.
+    """
 
     id: int
     ts: str
@@ -155,9 +160,10 @@ class DeployEvent:
     action: str
     from_version: int | None
     to_version: int
-    status: str  # success | failed
+    status: str  # success | failed (promote, rollback); promoted | rejected | unchanged | registered (evaluate)
     checks: list[dict[str, Any]]
     reason: str | None
+    details: dict[str, Any] | None = None  # evaluate entries: the scores behind the decision
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -166,3 +166,22 @@ def test_conflicting_deploy_options_are_usage_errors(in_tmp: Path, arts) -> None
     assert run("deploy", "--model-id", "a", "--rollback", "--from-file", str(arts["a"])).exit_code == 2
     assert run("deploy", "--model-id", "a", "--trust-pickle").exit_code == 2
     assert run("deploy").exit_code == 2
+
+
+def test_history_shows_evaluations_that_promoted_nothing(in_tmp: Path, arts) -> None:
+    from aitrader.registry import Registry
+
+    run("register", str(arts["a"]), "--name", "aapl")
+    run("register", str(arts["b"]), "--name", "aapl")
+    assert run("deploy", "--model-id", "aapl:v1").exit_code == 0
+    scores = {"metric": "ic", "challenger_score": 0.0123456}
+    Registry().record_decision("aapl:v2", decision="rejected", reason="challenger worse", details=scores)
+    human = run("history", "aapl")
+    assert human.exit_code == 0, human.stderr
+    assert "evaluate production: v2 vs v1  rejected  reason: challenger worse" in human.stdout
+    assert "details: challenger_score=0.01235, metric=ic" in human.stdout
+    assert "now: production -> aapl:v1" in human.stdout
+    doc = json.loads(run("history", "aapl", "--json").stdout)
+    last = doc["events"][-1]
+    assert (last["action"], last["status"], last["from_version"], last["to_version"]) == ("evaluate", "rejected", 1, 2)
+    assert last["details"] == {"challenger_score": 0.0123456, "metric": "ic"} and doc["events"][0]["details"] is None

@@ -278,7 +278,7 @@ def test_orphan_folder_from_a_crash_is_ignored_then_moved_aside(reg: Registry, t
 
 
 def test_dead_temp_folder_is_cleaned(reg: Registry, tmp_path: Path) -> None:
-    from aitrader.registry.store import _host_token
+    from aitrader.registry.register import _host_token
 
     reg.register(make_artifact(tmp_path / "a1"), "aapl")
     dead = subprocess.Popen(["true"])
@@ -293,7 +293,7 @@ def test_index_schema_is_current(reg: Registry, tmp_path: Path) -> None:
     reg.register(make_artifact(tmp_path / "a1"), "aapl")
     conn = sqlite3.connect(reg.db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
     rows = conn.execute("SELECT path FROM files ORDER BY path").fetchall()
     assert [r[0] for r in rows] == ["manifest.json", "model.txt"]
     conn.close()

@@ -24,7 +24,7 @@ import pytest
 
 from aitrader.errors import DeployCheckError, IntegrityError, TrustError
 from aitrader.registry import Registry, clear_cache
-from aitrader.registry.store import TEST_DELAY_ENV
+from aitrader.registry.register import TEST_DELAY_ENV
 from tests.unit.test_registry_support import flip_byte, make_artifact, make_real_artifact
 
 REPO = Path(__file__).resolve().parents[2]
