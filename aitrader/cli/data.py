@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import typer
 
 from aitrader.cli._output import console, print_json
+
+
+
+class SampleSymbol(str, Enum):
+    """Symbols of the built-in sample (``aitrader.data.sample.SAMPLE_SYMBOLS``; a test keeps them equal)."""
+
+    AAPL = "AAPL"
+    MSFT = "MSFT"
+    IBM = "IBM"
+    GOOG = "GOOG"
+
 
 data_app = typer.Typer(help="Inspect bar files and write the built-in sample.", no_args_is_help=True)
 
@@ -39,7 +51,8 @@ def check_command(
 
 @data_app.command("sample")
 def sample_command(
-    symbol: str = typer.Option("AAPL", "--symbol", "-s", help="Sample symbol: AAPL, MSFT, IBM or GOOG."),
+    symbol: SampleSymbol = typer.Option(SampleSymbol.AAPL, "--symbol", "-s", case_sensitive=False,
+                                        help="Sample symbol."),
     out: str | None = typer.Option(
         None, "--out", "-o", help="Output file (.csv, .csv.gz or .parquet); default: data/sample_<SYMBOL>.csv."
     ),
@@ -48,7 +61,7 @@ def sample_command(
     """Write the built-in real sample (split-adjusted daily bars 2000-2013), offline."""
     from aitrader.data.sample import write_sample
 
-    written = write_sample(symbol, out)
+    written = write_sample(symbol.value, out)
     if as_json:
         print_json(written)
     else:

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import typer
 
 from aitrader.cli._output import console, print_json
 
 features_app = typer.Typer(help="List the feature registry and compute feature files.", no_args_is_help=True)
 
+
+
+class Group(str, Enum):
+    """Feature groups (the same as ``aitrader.features.registry.GROUPS``; a test keeps them equal)."""
+
+    price = "price"
+    volume = "volume"
+    indicator = "indicator"
+    signal = "signal"
+    ml = "ml"
+
+
+class Mode(str, Enum):
+    """Evaluator used by ``features build``."""
+
+    batch = "batch"
+    streaming = "streaming"
+
+
 _CONFIG_HELP = "features.yaml to use (default: ./config/features.yaml, else the packaged one)."
 
 
 @features_app.command("list")
 def list_command(
-    group: str | None = typer.Option(None, "--group", "-g", help="Only this group: price, volume, indicator, "
-                                     "signal or ml."),
+    group: Group | None = typer.Option(None, "--group", "-g", help="Only this group."),
     config: str | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the features as one JSON document."),
 ) -> None:
@@ -24,7 +44,7 @@ def list_command(
     from aitrader.features.registry import FeatureRegistry
 
     registry = FeatureRegistry.load(config)
-    specs = [registry.spec(n) for n in registry.names(group)]
+    specs = [registry.spec(n) for n in registry.names(group.value if group else None)]
     if as_json:
         print_json({"source": registry.source, "default": registry.default_names(),
                     "features": [s.to_dict() for s in specs]})
@@ -45,7 +65,7 @@ def build_command(
     out: str = typer.Option(..., "--out", "-o", help="Output parquet file (written atomically)."),
     features: str | None = typer.Option(None, "--features", "-f", help="Comma-separated names or aliases "
                                         "(default: the default model set)."),
-    mode: str = typer.Option("batch", "--mode", help="batch (vectorised) or streaming (bar by bar, as live)."),
+    mode: Mode = typer.Option(Mode.batch, "--mode", help="batch (vectorised) or streaming (bar by bar, as live)."),
     symbol: str | None = typer.Option(None, "--symbol", "-s", help="Symbol to take from a multi-symbol file."),
     config: str | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as one JSON document."),
@@ -54,8 +74,7 @@ def build_command(
     from aitrader.features.build import build_features
 
     names = [n.strip() for n in features.split(",") if n.strip()] if features else None
-    summary = build_features(data, out, names=names, mode=mode, symbol=symbol,  # type: ignore[arg-type]
-                             registry_path=config)
+    summary = build_features(data, out, names=names, mode=mode.value, symbol=symbol, registry_path=config)
     if as_json:
         print_json(summary)
     else:

@@ -99,7 +99,9 @@ class FeaturePipeline:
         """Batch evaluation over a whole bar frame: float64 columns ``names``, NaN during warm-up."""
         arrays = validate_bars(bars)
         values = batch.compute(self.specs, *arrays)
-        return pd.DataFrame(values, index=bars.index, columns=self.names, dtype="float64")
+        # copy=False: the fresh Fortran-ordered matrix becomes the frame's block as it is (pandas 3
+        # would otherwise copy it, a quarter of the time on a million bars).
+        return pd.DataFrame(values, index=bars.index, columns=self.names, dtype="float64", copy=False)
 
     def stream(self, buffer_size: int = 500) -> StreamingFeatures:
         """A fresh bar-by-bar evaluator of the same features."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from aitrader.errors import DataError, FeatureError
-from aitrader.features.batch import FLAT_STD
+from aitrader.features.batch import FLAT_STD, M2_OF
 from aitrader.features.registry import FeatureSpec
 
 REFRESH_MASK = 1023  # exact recomputation of rolling states every 1024 bars
@@ -220,8 +220,7 @@ def _indent(lines: list[str], n: int) -> str:
 
 def generate_source(specs: list[FeatureSpec]) -> tuple[str, dict[str, int]]:
     """Python source of the factory for ``specs``, and the ring lengths it needs."""
-    var_of = {"bb_pctb": "close", "volatility": "ret1", "volume_zscore": "volume"}
-    g = _Gen({(var_of[s.kind], s.params["window"]) for s in specs if s.kind in var_of})
+    g = _Gen({(M2_OF[s.kind], s.params["window"]) for s in specs if s.kind in M2_OF})
     outputs = [_EMIT[s.kind](g, s.params) for s in specs]
     rings = [f"B_{name}" for name in g.rings]
     runs = [f"R_{name}" for name in sorted(g.runs)]

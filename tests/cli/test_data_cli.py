@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,22 @@ def test_sample_human_output_and_out(in_tmp: Path) -> None:
     assert (in_tmp / "x" / "msft.parquet").is_file()
 
 
-def test_sample_unknown_symbol(in_tmp: Path) -> None:
+def test_sample_unknown_symbol_is_a_usage_error(in_tmp: Path) -> None:
     result = runner.invoke(app, ["data", "sample", "--symbol", "TSLA"])
-    assert result.exit_code == 1
-    assert result.stderr.strip() == "error: unknown sample symbol 'TSLA'; choose one of AAPL, MSFT, IBM, GOOG"
+    assert result.exit_code == 2
+    flat = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())  # rich may wrap the box
+    assert "'TSLA' is not one of 'aapl', 'msft', 'ibm', 'goog'" in flat
     assert result.stdout == ""
     assert not (in_tmp / "data").exists()
+
+
+def test_sample_symbol_choices_match_the_library(in_tmp: Path) -> None:
+    from aitrader.cli.data import SampleSymbol
+    from aitrader.data.sample import SAMPLE_SYMBOLS
+
+    assert tuple(s.value for s in SampleSymbol) == SAMPLE_SYMBOLS
+    result = runner.invoke(app, ["data", "sample", "--symbol", "goog", "--out", "g.csv", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["symbol"] == "GOOG"
 
 
 def test_sample_unwritable_out(in_tmp: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +41,20 @@ def test_list_group_and_table(in_tmp: Path) -> None:
     assert table.exit_code == 0 and "stoch_k_14" in table.stdout and "rsi_14" not in table.stdout
 
 
-def test_list_unknown_group(in_tmp: Path) -> None:
+def test_list_unknown_group_is_a_usage_error(in_tmp: Path) -> None:
     result = runner.invoke(app, ["features", "list", "--group", "magic"])
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: unknown feature group 'magic'; expected one of price, volume")
+    assert result.exit_code == 2 and result.stdout == ""
+    flat = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())  # rich may wrap the box
+    assert "'magic' is not one of 'price', 'volume', 'indicator', 'signal', 'ml'" in flat
+
+
+def test_cli_choices_match_the_library() -> None:
+    from aitrader.cli.features import Group, Mode
+    from aitrader.features.build import Mode as LibraryMode
+    from aitrader.features.registry import GROUPS
+
+    assert tuple(g.value for g in Group) == GROUPS
+    assert tuple(m.value for m in Mode) == LibraryMode.__args__  # type: ignore[attr-defined]
 
 
 def test_build_batch_and_streaming_write_the_same(bars_csv: Path) -> None:
@@ -69,14 +80,15 @@ def test_build_selected_features_with_aliases(bars_csv: Path) -> None:
     assert list(pd.read_parquet("f.parquet").columns) == ["current_price", "rsi_14", "ret_5"]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--features", "rsi_41"], "error: unknown feature 'rsi_41'; did you mean"),
-    (["--mode", "fast"], "error: unknown mode 'fast'; expected batch or streaming"),
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--features", "rsi_41"], 1, "error: unknown feature 'rsi_41'; did you mean"),
+    (["--mode", "fast"], 2, "Invalid value for '--mode'"),  # a usage error: Typer's exit 2
 ])
-def test_build_errors(bars_csv: Path, args: list[str], message: str) -> None:
+def test_build_errors(bars_csv: Path, args: list[str], code: int, message: str) -> None:
     result = runner.invoke(app, ["features", "build", "--data", str(bars_csv), "--out", "x.parquet", *args])
-    assert result.exit_code == 1
-    assert result.stderr.startswith(message), result.stderr
+    assert result.exit_code == code
+    assert message in result.stderr, result.stderr
+    assert result.stdout == ""
     assert not Path("x.parquet").exists()
 
 
