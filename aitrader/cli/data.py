@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -10,8 +10,7 @@ import typer
 from aitrader.cli._output import console, print_json
 
 
-
-class SampleSymbol(str, Enum):
+class SampleSymbol(StrEnum):
     """Symbols of the built-in sample (``aitrader.data.sample.SAMPLE_SYMBOLS``; a test keeps them equal)."""
 
     AAPL = "AAPL"

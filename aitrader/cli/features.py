@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import typer
 
@@ -12,7 +12,7 @@ features_app = typer.Typer(help="List the feature registry and compute feature f
 
 
 
-class Group(str, Enum):
+class Group(StrEnum):
     """Feature groups (the same as ``aitrader.features.registry.GROUPS``; a test keeps them equal)."""
 
     price = "price"
@@ -22,7 +22,7 @@ class Group(str, Enum):
     ml = "ml"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """Evaluator used by ``features build``."""
 
     batch = "batch"

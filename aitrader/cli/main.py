@@ -28,7 +28,8 @@ class AitraderGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except AitraderError as exc:
-            log.debug("command failed", exc_info=True)
+            # The traceback goes to the --log-file only (DEBUG); stderr gets the one line below.
+            log.debug("command failed: %s", exc, exc_info=True)
             typer.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
 
@@ -54,16 +55,21 @@ def _version_callback(value: bool) -> None:
 def setup_logging(verbose: bool, log_file: str | None) -> None:
     """Log to stderr (INFO with --verbose, WARNING otherwise) and optionally to a rotating file.
 
-    A bare file name for ``log_file`` goes under ``logs/``; a path is used as given.
+    The file gets everything (DEBUG), including the traceback of a failed command; stderr never
+    shows a traceback for an expected error, even with --verbose. A bare file name for
+    ``log_file`` goes under ``logs/``; a path is used as given.
     """
+    import shlex
     from logging.handlers import RotatingFileHandler
 
     root = logging.getLogger("aitrader")
-    root.handlers.clear()
+    for old in list(root.handlers):  # a second call (tests, embedding) must not leak open files
+        root.removeHandler(old)
+        old.close()
     root.setLevel(logging.DEBUG)
     root.propagate = False
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    stderr.setLevel(logging.INFO if verbose else logging.WARNING)
     stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(stderr)
     if log_file:
@@ -80,6 +86,7 @@ def setup_logging(verbose: bool, log_file: str | None) -> None:
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
+        log.debug("run: %s", shlex.join(["aitrader", *sys.argv[1:]]))
 
 
 @app.callback()

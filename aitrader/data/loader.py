@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,7 @@ def load_bars(path: str | Path, *, symbol: str | None = None, repair: bool = Fal
     what can be repaired is (see :mod:`aitrader.data.validate`) and ``attrs["repaired_rows"]`` counts
     the rows touched. See docs/architecture.md for the returned frame.
     """
+    started = time.perf_counter()
     path = Path(path)
     if path.is_dir():
         files = bar_files(path)
@@ -111,7 +113,10 @@ def load_bars(path: str | Path, *, symbol: str | None = None, repair: bool = Fal
         labels = groups[symbol]
         where = f"{raw.source} [{symbol}]"
     symbol = symbol or file_symbol(path)
-    return finish(validate(raw, labels, where=where), symbol=symbol, source=str(path), repair=repair, where=where)
+    bars = finish(validate(raw, labels, where=where), symbol=symbol, source=str(path), repair=repair, where=where)
+    log.info("%s: loaded %d bars, %s .. %s, in %.2f s", where, len(bars), bars.index[0], bars.index[-1],
+             time.perf_counter() - started)
+    return bars
 
 
 def load_universe(path: str | Path, *, repair: bool = False) -> dict[str, pd.DataFrame]:
@@ -149,6 +154,7 @@ def load_universe(path: str | Path, *, repair: bool = False) -> dict[str, pd.Dat
     problems = [p for v in results.values() for p in v.problems]
     if problems and not repair:
         raise DataError(problems_message(problems))
+    log.info("%s: loaded %d symbol(s), %d bars", path, len(results), sum(len(v.bars) for v in results.values()))
     return {
         sym: finish(v, symbol=sym, source=wheres[sym][1], repair=repair, where=wheres[sym][0])
         for sym, v in results.items()

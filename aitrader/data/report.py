@@ -16,6 +16,8 @@ Gaps, kept honest and simple (exchange calendars are out of scope):
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from aitrader.data._read import RawFrame, file_symbol, read_raw
 from aitrader.data.loader import bar_files, infer_interval, symbol_groups
 from aitrader.data.validate import Problem, Validated, validate
 from aitrader.errors import DataError
+
+log = logging.getLogger(__name__)
 
 DAY = pd.Timedelta(days=1)
 DAILY_GAP = pd.Timedelta(days=4)
@@ -218,6 +222,7 @@ def check_bars(path: str | Path, *, repair: bool = False, symbol: str | None = N
     least one row after repair). A path that does not exist is a :class:`DataError`. ``symbol``
     restricts a long file or a directory to one symbol.
     """
+    started = time.perf_counter()
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory; pass a bar file or a directory of bar files")
@@ -243,4 +248,7 @@ def check_bars(path: str | Path, *, repair: bool = False, symbol: str | None = N
             if not f.exists():
                 raise
             report.problems.append(_file_problem(exc))
+        log.info("%s: checked", f)
+    log.info("%s: %d rows, %d symbol(s), %s in %.2f s", path, report.rows, len(report.symbols),
+             "valid" if report.valid else "INVALID", time.perf_counter() - started)
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -11,6 +12,8 @@ from typing import Any, Literal
 from aitrader.errors import DataError, FeatureError
 from aitrader.features.pipeline import FeaturePipeline
 from aitrader.features.registry import FeatureRegistry
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["batch", "streaming"]
 
@@ -35,6 +38,8 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     bars = load_bars(data, symbol=symbol)
     if len(bars) == 0:
         raise DataError(f"{data}: no bars to compute features from")
+    log.info("computing %d features (%s, warm-up %d bars) over %d bars", len(pipeline.names), mode,
+             pipeline.warmup, len(bars))
     started = time.perf_counter()
     frame = pipeline.transform(bars) if mode == "batch" else pipeline.transform_streaming(bars)
     seconds = time.perf_counter() - started
@@ -51,6 +56,8 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     finally:
         tmp.unlink(missing_ok=True)
     ready = int(frame.notna().all(axis=1).sum())
+    log.info("wrote %s: %d rows x %d features in %.2f s (spec hash %s)", target, len(frame), len(pipeline.names),
+             seconds, pipeline.spec_hash[:12])
     return {"out": str(target), "data": str(data), "symbol": bars.attrs.get("symbol"), "mode": mode,
             "rows": len(frame), "complete_rows": ready, "features": pipeline.names, "warmup": pipeline.warmup,
             "spec_hash": pipeline.spec_hash, "seconds": round(seconds, 4),

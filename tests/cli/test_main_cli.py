@@ -88,6 +88,45 @@ def test_log_file_goes_under_logs(in_tmp) -> None:
     assert (in_tmp / "logs" / "aitrader.log").is_file()
 
 
+def _bars_file(in_tmp) -> str:
+    from aitrader.data.synthetic import generate_bars
+
+    generate_bars(200, seed=1).to_csv(in_tmp / "bars.csv")
+    return "bars.csv"
+
+
+def test_verbose_logs_progress_on_stderr_and_keeps_stdout_json(in_tmp) -> None:
+    args = ["features", "build", "--data", _bars_file(in_tmp), "--out", "f.parquet", "--json"]
+    quiet = runner.invoke(cli_main.app, args)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    loud = runner.invoke(cli_main.app, ["--verbose", *args])
+    assert loud.exit_code == 0, loud.stderr
+    assert json.loads(loud.stdout)["rows"] == 200  # still exactly one JSON document on stdout
+    assert "INFO aitrader.data.loader: bars.csv: loaded 200 bars" in loud.stderr
+    assert "INFO aitrader.features.build: wrote f.parquet: 200 rows" in loud.stderr
+
+
+def test_verbose_error_has_no_traceback_but_the_log_file_does(in_tmp) -> None:
+    result = runner.invoke(cli_main.app, ["-v", "--log-file", "run.log", "data", "check", "absent.csv"])
+    assert result.exit_code == 1
+    assert result.stderr == ("error: absent.csv: no such file or directory; pass a bar file or a directory "
+                             "of bar files\n")
+    logged = (in_tmp / "logs" / "run.log").read_text()
+    assert "DEBUG aitrader: run: aitrader" in logged
+    assert "command failed: absent.csv: no such file or directory" in logged
+    assert "Traceback (most recent call last)" in logged and "DataError" in logged
+
+
+def test_log_file_path_and_unwritable_log_file(in_tmp) -> None:
+    (in_tmp / "sub").mkdir()
+    result = runner.invoke(cli_main.app, ["--log-file", "sub/a.log", "features", "list", "--json"])
+    assert result.exit_code == 0 and (in_tmp / "sub" / "a.log").is_file() and not (in_tmp / "logs").exists()
+    (in_tmp / "blocker").write_text("a file, not a folder")
+    result = runner.invoke(cli_main.app, ["--log-file", "blocker/a.log", "features", "list"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot open log file blocker/a.log") and result.stdout == ""
+
+
 HEAVY = ("pandas", "numpy", "lightgbm", "xgboost", "sklearn", "onnxruntime", "matplotlib")
 
 
