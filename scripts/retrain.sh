@@ -28,9 +28,12 @@ mkdir -p logs
 note() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*" >> logs/cron.log; }
 
 run_retrain() {  # $@: extra retrain flags
-    "$AITRADER" retrain --name "$MODEL" --config "$CONFIG" --metric "$METRIC" \
-        --min-improvement "$MARGIN" --promote-if-better --json "$@" >> logs/retrain.jsonl
-    local rc=$?
+    local out rc
+    out="$("$AITRADER" retrain --name "$MODEL" --config "$CONFIG" --metric "$METRIC" \
+        --min-improvement "$MARGIN" --promote-if-better --json "$@")"
+    rc=$?
+    # One JSON document per line (JSON strings hold no raw newline, so dropping them is safe).
+    [ -n "$out" ] && printf '%s\n' "${out//$'\n'/}" >> logs/retrain.jsonl
     case $rc in
         0) note "retrain $MODEL: done (see logs/retrain.log)"; return 0 ;;
         4) note "retrain $MODEL: another retrain holds the lock; skipped this time"; return 0 ;;

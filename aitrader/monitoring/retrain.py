@@ -38,6 +38,11 @@ from aitrader.monitoring.check import DEFAULT_STATE, load_state
 from aitrader.monitoring.lock import DEFAULT_LOCK, FileLock
 
 log = logging.getLogger("aitrader.retrain")
+# Records meant for logs/retrain.log only: the CLI already prints the failure as its one
+# `error: ...` line on stderr, so the final failure/lock records must not reach stderr again.
+file_log = logging.getLogger("aitrader.retrain.file")
+file_log.propagate = False
+file_log.addHandler(logging.NullHandler())  # no "last resort" stderr output when logging is off
 
 METRICS = {"ic": True, "sharpe": True, "mae": False}  # metric -> higher is better
 DEFAULT_LOG = Path("logs") / "retrain.log"
@@ -55,15 +60,19 @@ def _log_to(path: Path | None) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger("aitrader")
-    old_level = root.level
+    old_level, old_file_level = root.level, file_log.level
     root.addHandler(handler)
+    file_log.addHandler(handler)
+    file_log.setLevel(logging.INFO)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
     try:
         yield
     finally:
         root.removeHandler(handler)
+        file_log.removeHandler(handler)
         root.setLevel(old_level)
+        file_log.setLevel(old_file_level)
         handler.close()
 
 
@@ -265,7 +274,7 @@ def retrain(
         try:
             lock = FileLock(lock_path).acquire()
         except LockHeldError as exc:
-            log.info("retrain %s not started: %s", name, exc)  # stderr gets the error line once
+            file_log.info("retrain %s not started: %s", name, exc)  # stderr gets the error line once
             raise
         try:
             return _retrain_logged(name, config, data, promote_if_better, metric, min_improvement, if_alert,
@@ -283,7 +292,7 @@ def _retrain_logged(name: str, config: str | Path | None, data: str | Path | Non
         result = _retrain_locked(name, config, data, promote_if_better, metric, min_improvement, if_alert,
                                  registry_root, runs_dir, state_path)
     except AitraderError as exc:
-        log.error("retrain %s failed: %s", name, exc)
+        file_log.error("retrain %s failed: %s", name, exc)  # stderr gets the error line once
         raise
     log.info("retrain %s: %s", name, result["message"])
     return result

@@ -58,6 +58,25 @@ def test_human_output_names_the_alert(in_tmp: Path) -> None:
     assert result.exit_code == 3
     assert "ALERT mae_ratio" in result.stdout
     assert "Accuracy" in result.stdout and "Drift" in result.stdout
+    assert "1 alert(s): mae_ratio" in result.stdout
+
+
+def test_alert_count_and_lines_agree() -> None:
+    from aitrader.cli.monitor import _alert_count, _alert_lines
+
+    def alert(code: str, feature: str | None = None, value: float = 0.5) -> dict:
+        a = {"code": code, "message": f"{code} {feature}", "value": value, "threshold": 0.2}
+        return a | {"feature": feature} if feature else a
+
+    drifted = [alert("psi_feature", f"f{i}", 3.0 - i / 10) for i in range(18)]
+    alerts = [alert("mae_ratio"), alert("hit_rate"), *drifted, alert("psi_prediction")]
+    assert _alert_count(alerts) == "21 alert(s): mae_ratio, hit_rate, psi_feature x18, psi_prediction"
+    lines = _alert_lines(alerts)
+    assert [line.split(":")[0] for line in lines] == ["mae_ratio", "hit_rate", "psi_feature x18", "psi_prediction"]
+    assert "18 features drifted past PSI 0.2: f0 3.00, f1 2.90, f2 2.80, f3 2.70, f4 2.60, and 13 more" in lines[2]
+    few = [alert("psi_feature", "a"), alert("psi_feature", "b")]  # a few drifted features: one line each
+    assert _alert_lines(few) == ["psi_feature: psi_feature a", "psi_feature: psi_feature b"]
+    assert _alert_count(few) == "2 alert(s): psi_feature x2"
 
 
 def test_errors_exit_1(in_tmp: Path) -> None:
