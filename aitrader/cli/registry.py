@@ -55,7 +55,8 @@ def register_cmd(
         return
     typer.echo(f"{info.model_id} {info.digest}")
     if info.reused:
-        typer.echo(f"note: the same files were already registered as {info.model_id}; nothing copied", err=True)
+        trust = "; it is now marked trusted (--trust-pickle)" if trust_pickle else ""
+        typer.echo(f"note: the same files were already registered as {info.model_id}; nothing copied{trust}", err=True)
 
 
 def list_cmd(
@@ -229,11 +230,13 @@ def _render_verify(report: VerifyReport) -> None:
     for v in report.versions:
         out.print(f"{v.model_id}: {'OK' if v.ok else 'FAILED'} ({v.files} files, {v.bytes} bytes)", markup=False)
         for p in v.problems:
-            out.print(
-                f"  {p.problem}: {p.path} (registered {p.expected or '-'}, found {p.found or '-'})",
-                soft_wrap=True,
-                markup=False,
-            )
+            if p.problem == "unexpected":
+                what = "not part of the registered version"
+            elif p.problem in ("missing", "unreadable"):
+                what = f"registered {p.expected}" + (f", {p.found}" if p.found else "")
+            else:
+                what = f"registered {p.expected or '-'}, found {p.found or '-'}"
+            out.print(f"  {p.problem}: {p.path} ({what})", soft_wrap=True, markup=False)
     mb = sum(v.bytes for v in report.versions) / 1e6
     out.print(f"{len(report.versions)} version(s), {mb:.1f} MB verified in {report.seconds:.2f} s")
 

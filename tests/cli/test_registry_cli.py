@@ -56,6 +56,9 @@ def test_register_prints_id_and_digest(in_tmp: Path, arts) -> None:
     assert again.exit_code == 0
     doc = json.loads(again.stdout)
     assert doc["model_id"] == "aapl:v1" and doc["reused"] is True and doc["tags"] == {"source": "test"}
+    trusted = run("register", str(arts["a"]), "--name", "aapl", "--trust-pickle")
+    assert trusted.exit_code == 0 and trusted.stdout.split()[0] == "aapl:v1"
+    assert "nothing copied; it is now marked trusted" in trusted.stderr
 
 
 def test_registry_option_and_env(in_tmp: Path, arts, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,6 +81,15 @@ def test_list_marks_production(in_tmp: Path, arts) -> None:
     assert human.exit_code == 0 and "production*" in human.stdout and "v2" in human.stdout
     doc = json.loads(run("list", "--name", "aapl", "--json").stdout)
     v1, v2 = doc["versions"]
+    header = next(line for line in human.stdout.splitlines() if line.split()[:2] == ["name", "ver"])
+    assert header.split() == ["name", "ver", "aliases", "created", "kind", "IC", "hit", "Sharpe", "digest"]
+    row = next(line for line in human.stdout.splitlines() if "production*" in line).split()
+    m = v1["metrics"]
+    assert row == [
+        "aapl", "v1", "production*", v1["created_at"][:10], "lightgbm",
+        f"{m['ic']:.3f}", f"{m['hit_rate']:.3f}", f"{m['sharpe']:.2f}", v1["digest"][:10],
+    ]
+    assert max(len(line) for line in human.stdout.splitlines()) <= 80
     assert v1["aliases"] == ["production"] and v2["aliases"] == []
     assert set(v1) >= {"name", "version", "created_at", "kind", "metrics", "digest", "tags", "trusted"}
     one_line_error(run("list", "--name", "msft"), "unknown model 'msft'")
@@ -144,6 +156,10 @@ def test_verify_exit_codes(in_tmp: Path, arts) -> None:
     assert bad.stderr.startswith("error: 1 mismatch(es) in aapl:v1")
     human = run("verify")
     assert human.exit_code == 1 and "changed:" in human.stdout
+    (in_tmp / "models" / "aapl" / "v1" / "notes.txt").write_text("added later")
+    human = run("verify", "aapl")
+    assert human.exit_code == 1 and "notes.txt (not part of the registered version)" in human.stdout
+    assert human.stderr.startswith("error: 2 mismatch(es) in aapl:v1")
 
 
 def test_bad_inputs_are_one_line_errors_and_write_nothing(in_tmp: Path, arts, tmp_path_factory) -> None:
