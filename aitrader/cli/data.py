@@ -114,6 +114,13 @@ def _render_check(report: dict[str, Any]) -> None:
         )
     out = console()
     out.print(table)
+    for s in report["symbols"]:
+        if s["session"]:
+            sess = s["session"]
+            stamped = {"start": "at their start", "end": "at their END"}.get(sess["stamps"])
+            out.print(f"{escape(s['symbol'])}: trading days run {sess['first_bar']} .. {sess['last_bar']} "
+                      f"({s['tz'] or 'no time zone'})" + (f"; bars look stamped {stamped}" if stamped else ""),
+                      soft_wrap=True)
     for p in report["problems"] + [p for s in report["symbols"] for p in s["problems"]]:
         out.print(f"[red]{p['rule']}[/red] {escape(p['message'])}", soft_wrap=True)
     if report["valid"]:

@@ -12,6 +12,14 @@ Gaps, kept honest and simple (exchange calendars are out of scope):
   breaks are counted separately as ``session_breaks``, not as gaps. A trading day runs from the
   emptiest hour of the day (on the index's clock) to the next, so that sessions crossing
   midnight (US equities stamped in UTC) are not split.
+
+Stamp convention (session markets only): a vendor stamps a bar at its start (09:30 = the minute
+from 09:30 to 09:31) or at its end (09:31). Sessions open on the hour or the half hour, so with
+bars of under 30 minutes the typical first bar of a day is on a :00/:30 mark when stamped at the
+start and one interval past it when stamped at the end (and the other way round for the last
+bar). The report says ``start``, ``end`` or ``unknown`` (longer bars, or no clear majority).
+It matters when bars are joined with other data by time: an end-stamped bar at t holds what
+happened up to t, a start-stamped one what happened up to t + interval.
 """
 
 from __future__ import annotations
@@ -46,6 +54,18 @@ class GapStats:
 
 
 @dataclass
+class SessionShape:
+    """Typical first and last bar of a trading day (on the index's clock) and the stamp convention."""
+
+    first_bar: str  # HH:MM
+    last_bar: str
+    stamps: str  # start | end | unknown
+
+    def to_dict(self) -> dict[str, str]:
+        return {"first_bar": self.first_bar, "last_bar": self.last_bar, "stamps": self.stamps}
+
+
+@dataclass
 class SymbolReport:
     """One symbol's bars after what ``--repair`` would fix, and the problems found."""
 
@@ -59,6 +79,7 @@ class SymbolReport:
     problems: list[Problem]
     repaired_rows: int
     tz: str | None
+    session: SessionShape | None = None
 
     @property
     def valid(self) -> bool:
@@ -83,6 +104,7 @@ class SymbolReport:
                 "first_at": None if self.gaps.first_at is None else self.gaps.first_at.isoformat(),
             },
             "session_breaks": self.gaps.session_breaks,
+            "session": None if self.session is None else self.session.to_dict(),
             "repaired_rows": self.repaired_rows,
             "problems": [p.to_dict() for p in self.problems],
         }
@@ -175,10 +197,30 @@ def gap_stats(index: pd.DatetimeIndex, interval: pd.Timedelta | None) -> GapStat
     )
 
 
+def session_shape(index: pd.DatetimeIndex, interval: pd.Timedelta) -> SessionShape:
+    """Typical first/last bar of the trading days and whether bars are stamped at start or end."""
+    stamps_by_day = pd.Series(index, index=_session_days(index)).groupby(level=0)
+    # Minutes on the index's clock of each day's first and last bar (a day may cross midnight).
+    first, last = ((s.dt.hour * 60 + s.dt.minute) for s in (stamps_by_day.min(), stamps_by_day.max()))
+    step = interval / pd.Timedelta(minutes=1)
+    stamps = "unknown"
+    if step < 30 and 30 % step == 0:  # 1, 2, 3, 5, 6, 10, 15 minute bars
+        on_mark = (first % 30 == 0).sum() + ((last + step) % 30 == 0).sum()
+        past_mark = (((first - step) % 30 == 0) & (first % 30 != 0)).sum() + (last % 30 == 0).sum()
+        votes = 2 * len(first)
+        stamps = "start" if on_mark > 0.5 * votes else "end" if past_mark > 0.5 * votes else "unknown"
+
+    def hhmm(m: int) -> str:
+        return f"{m // 60:02d}:{m % 60:02d}"
+
+    return SessionShape(hhmm(int(first.mode().iloc[0])), hhmm(int(last.mode().iloc[0])), stamps)
+
+
 def symbol_report(symbol: str, validated: Validated) -> SymbolReport:
     bars = validated.bars
     index = pd.DatetimeIndex(bars.index)
     interval = infer_interval(index)
+    gaps = gap_stats(index, interval)
     return SymbolReport(
         symbol=symbol,
         rows=validated.rows_in_file,
@@ -186,10 +228,11 @@ def symbol_report(symbol: str, validated: Validated) -> SymbolReport:
         first=index[0] if len(index) else None,
         last=index[-1] if len(index) else None,
         interval=interval,
-        gaps=gap_stats(index, interval),
+        gaps=gaps,
         problems=validated.problems,
         repaired_rows=validated.repaired_rows,
         tz=None if index.tz is None else str(index.tz),
+        session=session_shape(index, interval) if gaps.market == "session" and interval is not None else None,
     )
 
 

@@ -130,3 +130,18 @@ def test_data_help() -> None:
     result = runner.invoke(app, ["data", "--help"])
     assert result.exit_code == 0
     assert "check" in result.stdout and "sample" in result.stdout
+
+
+def test_check_says_when_bars_are_stamped_at_their_end(in_tmp: Path) -> None:
+    import pandas as pd
+
+    days = [pd.date_range(f"{d.date()} 14:31", f"{d.date()} 21:00", freq="1min", tz="UTC")
+            for d in pd.bdate_range("2021-03-01", periods=5)]
+    index = days[0].append(days[1:])
+    frame = pd.DataFrame({"open": 10.0, "high": 10.5, "low": 9.5, "close": 10.0, "volume": 100.0}, index=index)
+    frame.rename_axis("timestamp").to_csv("m.csv")
+    result = runner.invoke(app, ["data", "check", "m.csv"], terminal_width=200)
+    assert result.exit_code == 0, result.stderr
+    assert "m: trading days run 14:31 .. 21:00 (UTC); bars look stamped at their END" in result.stdout
+    doc = json.loads(runner.invoke(app, ["data", "check", "m.csv", "--json"]).stdout)
+    assert doc["symbols"][0]["session"] == {"first_bar": "14:31", "last_bar": "21:00", "stamps": "end"}

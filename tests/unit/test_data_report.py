@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from aitrader.data import check_bars, generate_bars, write_bars
-from aitrader.data.report import gap_stats
+from aitrader.data.report import gap_stats, session_shape
 from aitrader.data.sample import sample_path
 
 
@@ -49,6 +49,27 @@ def test_session_crossing_utc_midnight_is_one_day() -> None:
         index = index.append(pd.date_range(d + pd.Timedelta("9h"), d + pd.Timedelta("24h 59min"), freq="1min"))
     stats = gap_stats(index, pd.Timedelta("1min"))
     assert (stats.market, stats.count, stats.session_breaks) == ("session", 0, 9)
+
+
+def _us_session(step: str, shift: str = "0min") -> pd.DatetimeIndex:
+    """Regular US sessions 14:30-21:00 UTC of 10 days, bars of ``step`` stamped at start (+ ``shift``)."""
+    index = pd.DatetimeIndex([]).as_unit("ns")
+    for d in pd.bdate_range("2020-01-06", periods=10):
+        bars = pd.date_range(d + pd.Timedelta("14h30min"), d + pd.Timedelta("21h") - pd.Timedelta(step), freq=step)
+        index = index.append(bars + pd.Timedelta(shift))
+    return index
+
+
+@pytest.mark.parametrize("step", ["1min", "5min", "15min"])
+def test_stamp_convention_start_or_end(step: str) -> None:
+    start = session_shape(_us_session(step), pd.Timedelta(step))
+    assert (start.first_bar, start.stamps) == ("14:30", "start")
+    end = session_shape(_us_session(step, shift=step), pd.Timedelta(step))
+    assert (end.first_bar, end.last_bar, end.stamps) == (f"14:{30 + pd.Timedelta(step).seconds // 60:02d}",
+                                                         "21:00", "end")
+    # Stamps at neither convention (bars offset by 7 minutes) or bars of an hour: no guess.
+    assert session_shape(_us_session(step, shift="7min"), pd.Timedelta(step)).stamps == "unknown"
+    assert session_shape(_us_session("1h"), pd.Timedelta("1h")).stamps == "unknown"
 
 
 def test_report_of_a_valid_file(tmp_path: Path) -> None:
@@ -104,3 +125,9 @@ def test_shared_data_reports(shared_data: Path) -> None:
     spy_min = check_bars(shared_data / "intraday_1m" / "SPY_2011_utc_barend.csv.gz").symbols[0]
     assert spy_min.gaps.market == "session"
     assert spy_min.gaps.largest is not None and spy_min.gaps.largest > pd.Timedelta("20D")  # February is absent
+    # The README says this file stamps bars at their END (UTC): 04:00-20:00 New York = 09:01 .. 01:00.
+    assert spy_min.session is not None
+    assert spy_min.session.to_dict() == {"first_bar": "09:01", "last_bar": "01:00", "stamps": "end"}
+    assert equity.session is not None and equity.session.to_dict() == {
+        "first_bar": "09:00", "last_bar": "15:00", "stamps": "unknown"}  # hourly bars: no guess
+    assert crypto.session is None  # a market that never closes has no sessions
