@@ -56,7 +56,7 @@ def _us_session(step: str, shift: str = "0min") -> pd.DatetimeIndex:
     index = pd.DatetimeIndex([]).as_unit("ns")
     for d in pd.bdate_range("2020-01-06", periods=10):
         bars = pd.date_range(d + pd.Timedelta("14h30min"), d + pd.Timedelta("21h") - pd.Timedelta(step), freq=step)
-        index = index.append(bars + pd.Timedelta(shift))
+        index = pd.DatetimeIndex(index.append(bars + pd.Timedelta(shift)))
     return index
 
 
