@@ -234,7 +234,7 @@ CORRUPTIONS = {
 }
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     hits=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(sorted(CORRUPTIONS))), min_size=1, max_size=8),

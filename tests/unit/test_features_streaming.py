@@ -50,8 +50,9 @@ def _assert_equal(df: pd.DataFrame, pipe: FeaturePipeline = PIPE) -> None:
     assert not bad, f"streaming differs from batch: {bad}"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 700),
+# 150 examples up to 1,500 bars: past every warm-up and the streaming side's 1,024-bar refresh.
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 1500),
        price=st.sampled_from([0.1, 0.5, 3.0, 100.0, 40_000.0]) | st.floats(0.1, 40_000.0),
        vol=st.floats(0.0005, 0.08), flat_volume=st.booleans(), flat_runs=st.booleans())
 def test_batch_equals_streaming(seed: int, n: int, price: float, vol: float, flat_volume: bool,
@@ -78,6 +79,32 @@ def test_no_look_ahead() -> None:
         future = df.copy()
         future.iloc[cut:, :4] *= 3.0
         pd.testing.assert_frame_equal(PIPE.transform(future).iloc[:cut], full.iloc[:cut], atol=1e-12, rtol=0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 400), data=st.data(), flat_runs=st.booleans())
+def test_no_look_ahead_property(seed: int, n: int, data: st.DataObject, flat_runs: bool) -> None:
+    """Any cut, any series: rows before the cut ignore what comes after it, in both evaluators."""
+    df = _bars(seed, n, 50.0, 0.02, flat_runs=flat_runs)
+    cut = data.draw(st.integers(1, n - 1), label="cut")
+    full = PIPE.transform(df).to_numpy()[:cut]
+    future = df.copy()
+    future.iloc[cut:, :4] *= data.draw(st.sampled_from([0.25, 3.0]), label="scale")
+    future.iloc[cut:, 4] += 1e6
+    for got in (PIPE.transform(df.iloc[:cut]), PIPE.transform(future).iloc[:cut],
+                PIPE.transform_streaming(future).iloc[:cut]):
+        np.testing.assert_allclose(got.to_numpy(), full, rtol=0, atol=1e-9, equal_nan=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.floats(0.01, 1e5), min_size=0, max_size=300), n=st.integers(1, 80))
+def test_rolling_extreme_equals_pandas(values: list[float], n: int) -> None:
+    from aitrader.features.batch import rolling_extreme
+
+    x = np.array(values, dtype="float64")
+    for op, name in ((np.maximum, "max"), (np.minimum, "min")):
+        expected = getattr(pd.Series(x, dtype="float64").rolling(n, min_periods=n), name)().to_numpy()
+        assert np.array_equal(rolling_extreme(x, n, op), expected, equal_nan=True)
 
 
 @pytest.mark.shared_data

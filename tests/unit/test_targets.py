@@ -23,7 +23,7 @@ def test_forward_return_values_and_tail() -> None:
     assert fwd.index.equals(close.index)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(n=st.integers(1, 60), h=st.integers(1, 70))
 def test_last_h_rows_are_nan(n: int, h: int) -> None:
     close = pd.Series(np.linspace(1.0, 2.0, n))
