@@ -120,9 +120,11 @@ class PaperBroker:
 
     def equity(self) -> float:
         value = self.cash
+        last_close = self.last_close
         for symbol, pos in self.positions.items():
-            if pos.quantity:
-                value += pos.quantity * self.last_close.get(symbol, pos.avg_price)
+            q = pos.quantity
+            if q:
+                value += q * last_close.get(symbol, pos.avg_price)
         return value
 
     def unrealised_pnl(self, symbol: str) -> float:

@@ -33,7 +33,7 @@ class TargetSchedule:
     targets: list[float]
 
 
-@dataclass
+@dataclass(slots=True)
 class EngineStats:
     steps: int = 0
     bars: int = 0
@@ -77,6 +77,11 @@ class Engine:
         self.stop_event = threading.Event()
         self._want_bar = False
         self._want_equity = False
+        # The equity curve goes straight into the ledger's buffer (flat bar_index, ts, cash, equity
+        # values): one row per step, the largest table of a replay; an event per row cost more.
+        self._equity_rows: Callable[[tuple[int, str, float, float]], None] | None = (
+            ledger.equity_values.extend if ledger is not None else None
+        )
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
@@ -123,9 +128,11 @@ class Engine:
                 f"{sym} bar {i} is stamped {ts} but the ledger's cursor says {saved[1]}: the data changed "
                 "since the run started; resume with the same bars or start a new run"
             )
-        self._closes(sym).append(c)
-        for slot in self.by_symbol.get(sym, ()):
-            slot.warm(ts, o, h, lo, c, v)
+        slots = self.by_symbol.get(sym)
+        if slots:
+            self._closes(sym).append(c)
+            for slot in slots:
+                slot.warm(ts, o, h, lo, c, v)
         self.stats.warmed += 1
 
     def _closes(self, sym: str) -> deque[float]:
@@ -134,64 +141,101 @@ class Engine:
             dq = self.closes[sym] = deque(maxlen=self.buffer_size)
         return dq
 
-    def _outcomes(self, ts: str, sym: str, i: int, c: float) -> None:
-        pend = self.pending_outcomes.get(sym)
+    def _outcomes(self, ts: str, sym: str, i: int, c: float, pend: deque[tuple[int, str, int, float]]) -> None:
+        publish = self.bus.publish
         while pend and pend[0][0] <= i:
             _, model_id, j, c0 = pend.popleft()
-            self.bus.publish(Outcome(ts, sym, model_id, j, c / c0 - 1.0))
+            publish(Outcome(ts, sym, model_id, j, c / c0 - 1.0))
 
-    def _decide(self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, out: list[Request]) -> None:
+    def _decide(
+        self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, slots: list[ModelSlot]
+    ) -> Request | None:
+        """The models of one symbol vote; a request when their combined target changed."""
         o, h, lo, c, v = bar[2], bar[3], bar[4], bar[5], bar[6]
-        slots = self.by_symbol.get(sym)
-        if slots:
-            closes = self._closes(sym)
-            for slot in slots:
-                before = slot.n_predictions
-                slot.step(ts, i, o, h, lo, c, v, closes)
-                if slot.n_predictions != before:
-                    self.pending_outcomes.setdefault(sym, deque()).append((i + slot.horizon, slot.model_id, i, c))
-            frac, conf = combine_votes([(s.vote, s.weight, s.confidence) for s in slots])
-            if not self.handler.unchanged(sym, frac):
-                qty = frac * equity / c if c > 0 else 0.0
-                out.append(Request(sym, qty, conf, frac, ",".join(s.model_id for s in slots)))
+        closes = self._closes(sym)  # the closes BEFORE this bar (the rule fallback reads them)
+        for slot in slots:
+            before = slot.n_predictions
+            slot.step(ts, i, o, h, lo, c, v, closes)
+            if slot.n_predictions != before:
+                self.pending_outcomes.setdefault(sym, deque()).append((i + slot.horizon, slot.model_id, i, c))
+        closes.append(c)
+        frac, conf = combine_votes([(s.vote, s.weight, s.confidence) for s in slots])
+        if self.handler.unchanged(sym, frac):
+            return None
+        qty = frac * equity / c if c > 0 else 0.0
+        return Request(sym, qty, conf, frac, ",".join(s.model_id for s in slots))
+
+    def _scheduled(self, sym: str, i: int, requests: list[Request]) -> None:
         targets = self.schedules.get(sym)
         if targets is not None and i < len(targets):
             q = targets[i]
             if q == q and not self.handler.unchanged(sym, q):  # q == q: not NaN
-                out.append(Request(sym, q, 1.0, q, "schedule"))
+                requests.append(Request(sym, q, 1.0, q, "schedule"))
 
     def _step(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> None:
-        """One timestamp: fills at the open, marks, decisions, orders, the equity mark."""
-        broker, handler, bus = self.broker, self.handler, self.bus
-        last_close = broker.last_close
+        """One timestamp: fills at the open, marks, decisions, orders, the equity mark.
+
+        This runs once per bar of a replay, so it is written for speed (see docs/trading.md,
+        "Throughput"): per-bar work that is provably a no-op is skipped (no pending order for the
+        symbol, no model on it, no outcome due), events are built only when someone subscribes,
+        and the equity row goes to the ledger's buffer as plain values instead of an event.
+        """
+        if self._want_bar:
+            self._publish_bars(ts, bars)
+        broker = self.broker
         pending = broker.pending
+        last_close = broker.last_close
         for bar in bars:
             sym = bar[0]
-            if pending:
+            if pending and sym in pending:
                 broker.on_open(ts, sym, bar[2])
             last_close[sym] = bar[5]
-            if self._want_bar:
-                bus.publish(Bar(ts, sym, *bar[1:]))
         equity = broker.equity()
-        if ts[:10] != handler.day:
-            handler.check_day(ts[:10], self.last_equity)
-        requests: list[Request] = []
-        cursors = self.cursors
-        for bar in bars:
-            sym, i = bar[0], bar[1]
-            self._outcomes(ts, sym, i, bar[5])
-            self._decide(ts, sym, i, bar, equity, requests)
-            self._closes(sym).append(bar[5])
-            cursors[sym] = (i, ts)
+        handler = self.handler
+        day = ts[:10]
+        if day != handler.day:
+            handler.check_day(day, self.last_equity)
+        requests = self._decisions(ts, bars, equity)
         if requests:
             handler.process(ts, requests, equity, last_close)
         stats = self.stats
+        n = stats.steps
+        cash = broker.cash
+        if self._equity_rows is not None:
+            self._equity_rows((n, ts, cash, equity))
         if self._want_equity:
-            bus.publish(EquityMark(stats.steps, ts, broker.cash, equity))
+            self.bus.publish(EquityMark(n, ts, cash, equity))
         self.last_equity = equity
-        stats.steps += 1
+        stats.steps = n + 1
         stats.bars += len(bars)
-        stats.equity, stats.last_ts = equity, ts
+        stats.equity = equity
+        stats.last_ts = ts
+
+    def _decisions(
+        self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]], equity: float
+    ) -> list[Request]:
+        """Due outcomes, model votes and scheduled targets of each bar; advances the cursors."""
+        requests: list[Request] = []
+        cursors = self.cursors
+        outcomes = self.pending_outcomes
+        by_symbol = self.by_symbol
+        schedules = self.schedules
+        for bar in bars:
+            sym, i = bar[0], bar[1]
+            if outcomes and (pend := outcomes.get(sym)) and pend[0][0] <= i:
+                self._outcomes(ts, sym, i, bar[5], pend)
+            if by_symbol and (slots := by_symbol.get(sym)):
+                req = self._decide(ts, sym, i, bar, equity, slots)
+                if req is not None:
+                    requests.append(req)
+            if schedules:
+                self._scheduled(sym, i, requests)
+            cursors[sym] = (i, ts)
+        return requests
+
+    def _publish_bars(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> None:
+        for bar in bars:
+            self.bus.publish(Bar(ts, *bar))
 
     def _already_done(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> bool:
         """Bars at or before the ledger's cursor (a resumed run): warm the features, decide nothing."""
@@ -219,27 +263,33 @@ class Engine:
         epoch0: float | None = None
         wall0 = 0.0
         status = "finished"
-        stop = self.stop_event
+        stop_requested = self.stop_event.is_set
+        step = self._step
+        commit_every = self.commit_every
+        # Only a resumed run has bars at or before its cursors, and they all come first.
+        catching_up = bool(self.cursors)
         for ts, epoch, bars in steps:
-            if self._already_done(ts, bars):
-                continue
-            if stop.is_set() or (max_bars is not None and processed >= max_bars):
+            if catching_up:
+                if self._already_done(ts, bars):
+                    continue
+                catching_up = False
+            if stop_requested() or (max_bars is not None and processed >= max_bars):
                 status = "stopped"
                 break
             if speed > 0:
                 if epoch0 is None:
                     epoch0, wall0 = epoch, time.monotonic()
                 pace(speed, epoch0, wall0, epoch)
-            self._step(ts, bars)
+            step(ts, bars)
             processed += len(bars)
             since_commit += 1
-            if since_commit >= self.commit_every:
+            if since_commit >= commit_every:
                 self.checkpoint()
                 since_commit = 0
             if progress is not None and time.monotonic() >= next_progress:
                 progress(self)
                 next_progress = time.monotonic() + progress_every_s
-        if stop.is_set():  # a follow source ends its stream when asked to stop
+        if stop_requested():  # a follow source ends its stream when asked to stop
             status = "stopped"
         self.stats.equity = self.broker.equity()
         self.checkpoint()

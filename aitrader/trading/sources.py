@@ -72,9 +72,10 @@ def replay_steps(series: list[BarSeries]) -> Iterator[Step]:
     series = sorted(series, key=lambda s: s.symbol)
     if len(series) == 1:
         s = series[0]
-        sym, o, h, lo, c, v = s.symbol, s.open, s.high, s.low, s.close, s.volume
-        for i, (ts, ep) in enumerate(zip(s.ts, s.epoch.tolist(), strict=True)):
-            yield ts, ep, [(sym, i, o[i], h[i], lo[i], c[i], v[i])]
+        sym = s.symbol
+        cols = zip(s.ts, s.epoch.tolist(), s.open, s.high, s.low, s.close, s.volume, strict=True)
+        for i, (ts, ep, o, h, lo, c, v) in enumerate(cols):
+            yield ts, ep, [(sym, i, o, h, lo, c, v)]
         return
     epochs = np.concatenate([s.epoch for s in series]) if series else np.empty(0)
     which = np.concatenate([np.full(len(s), k) for k, s in enumerate(series)]) if series else np.empty(0, int)

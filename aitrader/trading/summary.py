@@ -45,7 +45,12 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         state = meta.get("state") or {}
         initial = float(meta["config"]["ml_trading"]["execution"]["initial_cash"])
-        eq = conn.execute("SELECT ts, equity FROM equity ORDER BY bar_index").fetchall()
+        # Only the values and the first and last stamps: performance() needs the span, not every stamp.
+        eq = conn.execute("SELECT equity FROM equity ORDER BY bar_index").fetchall()
+        first_last = conn.execute(
+            "SELECT * FROM (SELECT ts FROM equity ORDER BY bar_index LIMIT 1) "
+            "UNION ALL SELECT * FROM (SELECT ts FROM equity ORDER BY bar_index DESC LIMIT 1)"
+        ).fetchall()
         n_pred = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
         n_orders = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
         fills = conn.execute("SELECT COUNT(*), COALESCE(SUM(commission), 0), "
@@ -61,9 +66,13 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         cursors = {s: {"bar_index": i, "ts": t} for s, i, t in conn.execute("SELECT * FROM cursors ORDER BY 1")}
     finally:
         conn.close()
-    values = np.array([e for _, e in eq], dtype=float)
-    epochs = (pd.to_datetime(pd.Series([t for t, _ in eq], dtype=object), utc=True, format="ISO8601")
-              .astype("int64").to_numpy() / 1e9 if eq else np.empty(0))
+    values = np.array([e for (e,) in eq], dtype=float)
+    stamps = [t for (t,) in first_last]
+    epochs = np.empty(0)
+    if eq:  # the bar count and the span is all performance() reads from the stamps
+        ends = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601").astype("int64") / 1e9
+        epochs = np.full(len(eq), float(ends.iloc[0]))
+        epochs[-1] = float(ends.iloc[-1])
     perf = performance(epochs, values, initial)
     final = float(values[-1]) if len(values) else initial
     slots = state.get("slots", {})
@@ -95,6 +104,6 @@ def summarise(run_dir: Path) -> dict[str, Any]:
             {"key": k, "enabled": not v.get("disabled", False), "consecutive_errors": v.get("consecutive_errors", 0)}
             for k, v in sorted(slots.items())
         ],
-        "first_ts": eq[0][0] if eq else None,
-        "last_ts": eq[-1][0] if eq else None,
+        "first_ts": stamps[0] if stamps else None,
+        "last_ts": stamps[-1] if stamps else None,
     }
