@@ -4,8 +4,10 @@
 
 Builds an artifact (manifest.json + one random payload file) in a temporary folder, registers
 it, then times `Registry.verify` and `sha256sum` on the registered payload in the same run.
-Each figure is the best of --repeat runs (a first verify warms the page cache for both), as
-wall time and as CPU time (user + system; fairer when other work shares the machine).
+Each figure is the best of --repeat runs, with the median beside it (a first verify warms the
+page cache for both), as wall time and as CPU time (user + system; fairer when other work shares
+the machine). The 1-minute load average is printed too: on a shared machine read the figures
+against it.
 Also reports how long the register itself took (copy + hash + fsync + index).
 """
 
@@ -16,6 +18,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,15 +46,15 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _best(fn, repeat: int) -> tuple[float, float]:
-    """(best wall seconds, best CPU seconds) over ``repeat`` runs."""
+def _timed(fn, repeat: int) -> dict[str, float]:
+    """Best and median wall seconds, and best CPU seconds, over ``repeat`` runs."""
     wall, cpu = [], []
     for _ in range(repeat):
         c0, start = _cpu(), time.perf_counter()
         fn()
         wall.append(time.perf_counter() - start)
         cpu.append(_cpu() - c0)
-    return min(wall), min(cpu)
+    return {"best": min(wall), "median": statistics.median(wall), "cpu": min(cpu)}
 
 
 def main() -> None:
@@ -86,34 +89,41 @@ def main() -> None:
             subprocess.run(["sha256sum", str(payload)], check=True, stdout=subprocess.DEVNULL)
 
         run_verify()  # warm the page cache once, so both tools read from memory
-        verify_s, verify_cpu = _best(run_verify, args.repeat)
-        sha_s, sha_cpu = _best(run_sha256sum, args.repeat)
+        ver = _timed(run_verify, args.repeat)
+        sha = _timed(run_sha256sum, args.repeat)
         payload_mb = payload.stat().st_size / 1e6
+        verify_s, sha_s = ver["best"], sha["best"]
         result = {
             "payload_mb": round(payload_mb, 1),
             "register_s": round(register_s, 3),
             "register_mb_s": round(size / 1e6 / register_s, 1),
             "verify_s": round(verify_s, 3),
             "verify_mb_s": round(size / 1e6 / verify_s, 1),
+            "verify_median_mb_s": round(size / 1e6 / ver["median"], 1),
             "sha256sum_s": round(sha_s, 3),
             "sha256sum_mb_s": round(payload_mb / sha_s, 1),
-            "verify_cpu_s": round(verify_cpu, 3),
-            "sha256sum_cpu_s": round(sha_cpu, 3),
+            "sha256sum_median_mb_s": round(payload_mb / sha["median"], 1),
+            "verify_cpu_s": round(ver["cpu"], 3),
+            "sha256sum_cpu_s": round(sha["cpu"], 3),
             "verify_vs_sha256sum": round((size / verify_s) / (payload.stat().st_size / sha_s), 3),
             "repeat": args.repeat,
+            "load_1min": round(os.getloadavg()[0], 2),
         }
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"artifact: {result['payload_mb']} MB payload + manifest (best of {args.repeat})")
+    print(
+        f"artifact: {result['payload_mb']} MB payload + manifest (best of {args.repeat}, median beside it; "
+        f"load average {result['load_1min']})"
+    )
     print(f"register (copy+hash+fsync+index): {result['register_s']:.3f} s  {result['register_mb_s']:8.1f} MB/s")
     print(
         f"Registry.verify:                  {result['verify_s']:.3f} s  {result['verify_mb_s']:8.1f} MB/s"
-        f"  (cpu {result['verify_cpu_s']:.3f} s)"
+        f"  (median {result['verify_median_mb_s']:.1f} MB/s, cpu {result['verify_cpu_s']:.3f} s)"
     )
     print(
         f"sha256sum (coreutils):            {result['sha256sum_s']:.3f} s  {result['sha256sum_mb_s']:8.1f} MB/s"
-        f"  (cpu {result['sha256sum_cpu_s']:.3f} s)"
+        f"  (median {result['sha256sum_median_mb_s']:.1f} MB/s, cpu {result['sha256sum_cpu_s']:.3f} s)"
     )
     print(f"verify / sha256sum throughput:    {result['verify_vs_sha256sum']:.2f}x")
 
