@@ -46,6 +46,7 @@ def traps(monkeypatch: pytest.MonkeyPatch):
     import joblib
     import lightgbm
     import onnxruntime
+    import xgboost
 
     import aitrader.models.runner as runner_mod
 
@@ -60,6 +61,8 @@ def traps(monkeypatch: pytest.MonkeyPatch):
 
     def arm() -> list[str]:
         monkeypatch.setattr(lightgbm, "Booster", trap("lightgbm.Booster"))
+        monkeypatch.setattr(xgboost, "Booster", trap("xgboost.Booster"))
+        monkeypatch.setattr(xgboost, "XGBRegressor", trap("xgboost.XGBRegressor"))
         monkeypatch.setattr(onnxruntime, "InferenceSession", trap("onnxruntime.InferenceSession"))
         monkeypatch.setattr(joblib, "load", trap("joblib.load"))
         monkeypatch.setattr(runner_mod.ModelRunner, "from_artifact", classmethod(lambda cls, *a, **k: trap("runner")()))
@@ -74,7 +77,7 @@ def _version_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
-@pytest.mark.parametrize("kind", ["lightgbm_onnx", "ridge_trusted"])
+@pytest.mark.parametrize("kind", ["lightgbm_onnx", "xgboost", "ridge_trusted"])
 def test_one_flipped_byte_in_any_file_is_refused_before_deserialisation(
     tmp_path: Path, contract: dict, traps, kind: str
 ) -> None:
@@ -82,6 +85,8 @@ def test_one_flipped_byte_in_any_file_is_refused_before_deserialisation(
     if kind == "lightgbm_onnx":
         art = make_real_artifact(tmp_path / "art", contract=contract, onnx=True)
         info = reg.register(art, "aapl")
+    elif kind == "xgboost":
+        info = reg.register(make_real_artifact(tmp_path / "art", kind="xgboost", contract=contract), "aapl")
     else:
         art = make_real_artifact(tmp_path / "art", kind="ridge", contract=contract)
         info = reg.register(art, "aapl", trust_pickle=True)
@@ -103,6 +108,9 @@ def test_one_flipped_byte_in_any_file_is_refused_before_deserialisation(
             assert reg.verify().ok
     assert calls == []
     assert reg.alias_target("aapl", "production") is None
+    with pytest.raises(Exception, match="before verification"):  # control: the traps are live
+        reg.load("aapl:v1")
+    assert calls == ["runner"]
 
 
 def test_untrusted_pickle_is_refused_before_joblib(tmp_path: Path, contract: dict, traps) -> None:
