@@ -95,10 +95,11 @@ def _render_check(report: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(report["path"]), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("symbol", "rows", "first", "last", "every", "gaps", "max gap", "breaks", "issues"):
-        # Stamps may wrap at the space between date and time on a narrow terminal.
-        table.add_column(col, no_wrap=col not in ("first", "last"), min_width=10 if col in ("first", "last") else None)
+    table = Table(title=escape(report["path"]), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    # Every column may wrap (stamps at the space between date and time) so that 80 columns fit all.
+    for col in ("symbol", "rows", "first", "last", "every", "gaps", "max gap", "issues"):
+        table.add_column(col, overflow="fold", min_width=10 if col in ("first", "last") else len(col))
     for s in report["symbols"]:
         rows = f"{s['rows']}" + (f" ({s['usable_rows']} usable)" if s["usable_rows"] != s["rows"] else "")
         table.add_row(
@@ -109,7 +110,6 @@ def _render_check(report: dict[str, Any]) -> None:
             _td(s["interval"]),
             str(s["gaps"]["count"]),
             _td(s["gaps"]["largest"]),
-            str(s["session_breaks"]),
             str(len(s["problems"])),
         )
     out = console()
@@ -119,8 +119,8 @@ def _render_check(report: dict[str, Any]) -> None:
             sess = s["session"]
             stamped = {"start": "at their start", "end": "at their END"}.get(sess["stamps"])
             out.print(f"{escape(s['symbol'])}: trading days run {sess['first_bar']} .. {sess['last_bar']} "
-                      f"({s['tz'] or 'no time zone'})" + (f"; bars look stamped {stamped}" if stamped else ""),
-                      soft_wrap=True)
+                      f"({s['tz'] or 'no time zone'}), {s['session_breaks']} overnight/weekend breaks (not gaps)"
+                      + (f"; bars look stamped {stamped}" if stamped else ""), soft_wrap=True)
     for p in report["problems"] + [p for s in report["symbols"] for p in s["problems"]]:
         out.print(f"[red]{p['rule']}[/red] {escape(p['message'])}", soft_wrap=True)
     if report["valid"]:

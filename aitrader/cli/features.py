@@ -67,6 +67,8 @@ def build_command(
                                         "(default: the default model set)."),
     mode: Mode = typer.Option(Mode.batch, "--mode", help="batch (vectorised) or streaming (bar by bar, as live)."),
     symbol: str | None = typer.Option(None, "--symbol", "-s", help="Symbol to take from a multi-symbol file."),
+    repair: bool = typer.Option(False, "--repair", help="Drop invalid rows, sort, keep the last duplicate "
+                                "(as `data check --repair`) instead of refusing the data."),
     config: str | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as one JSON document."),
 ) -> None:
@@ -74,7 +76,8 @@ def build_command(
     from aitrader.features.build import build_features
 
     names = [n.strip() for n in features.split(",") if n.strip()] if features else None
-    summary = build_features(data, out, names=names, mode=mode.value, symbol=symbol, registry_path=config)
+    summary = build_features(data, out, names=names, mode=mode.value, symbol=symbol, registry_path=config,
+                             repair=repair)
     if as_json:
         print_json(summary)
     else:

@@ -19,11 +19,14 @@ Mode = Literal["batch", "streaming"]
 
 
 def build_features(data: str | Path, out: str | Path, *, names: list[str] | None = None, mode: Mode = "batch",
-                   symbol: str | None = None, registry_path: str | Path | None = None) -> dict[str, Any]:
+                   symbol: str | None = None, registry_path: str | Path | None = None,
+                   repair: bool = False) -> dict[str, Any]:
     """Compute features over a bar file and write them to ``out`` (parquet, index ``timestamp``).
 
     ``mode="streaming"`` runs the streaming evaluator bar by bar; it writes the same columns and
-    (to float rounding) the same values as ``"batch"``. Returns a summary for the CLI.
+    (to float rounding) the same values as ``"batch"``. ``repair`` loads the bars as
+    ``aitrader data check --repair`` would (bad rows dropped, sorted, duplicates collapsed).
+    Returns a summary for the CLI.
     """
     from aitrader.data import load_bars
 
@@ -35,7 +38,7 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     if not target.parent.is_dir():
         raise FeatureError(f"output folder {target.parent} does not exist; create it first")
     pipeline = FeaturePipeline(names, FeatureRegistry.load(registry_path))
-    bars = load_bars(data, symbol=symbol)
+    bars = load_bars(data, symbol=symbol, repair=repair)
     if len(bars) == 0:
         raise DataError(f"{data}: no bars to compute features from")
     log.info("computing %d features (%s, warm-up %d bars) over %d bars", len(pipeline.names), mode,
@@ -59,6 +62,7 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     log.info("wrote %s: %d rows x %d features in %.2f s (spec hash %s)", target, len(frame), len(pipeline.names),
              seconds, pipeline.spec_hash[:12])
     return {"out": str(target), "data": str(data), "symbol": bars.attrs.get("symbol"), "mode": mode,
-            "rows": len(frame), "complete_rows": ready, "features": pipeline.names, "warmup": pipeline.warmup,
+            "rows": len(frame), "repaired_rows": int(bars.attrs.get("repaired_rows", 0)), "complete_rows": ready,
+            "features": pipeline.names, "warmup": pipeline.warmup,
             "spec_hash": pipeline.spec_hash, "seconds": round(seconds, 4),
             "bars_per_second": round(len(frame) / seconds) if seconds > 0 else None}

@@ -142,6 +142,7 @@ def test_check_says_when_bars_are_stamped_at_their_end(in_tmp: Path) -> None:
     frame.rename_axis("timestamp").to_csv("m.csv")
     result = runner.invoke(app, ["data", "check", "m.csv"], terminal_width=200)
     assert result.exit_code == 0, result.stderr
-    assert "m: trading days run 14:31 .. 21:00 (UTC); bars look stamped at their END" in result.stdout
+    assert ("m: trading days run 14:31 .. 21:00 (UTC), 4 overnight/weekend breaks (not gaps); "
+            "bars look stamped at their END") in result.stdout
     doc = json.loads(runner.invoke(app, ["data", "check", "m.csv", "--json"]).stdout)
     assert doc["symbols"][0]["session"] == {"first_bar": "14:31", "last_bar": "21:00", "stamps": "end"}

@@ -103,3 +103,18 @@ def test_build_bad_output_leaves_nothing(bars_csv: Path) -> None:
 def test_build_missing_data(in_tmp: Path) -> None:
     result = runner.invoke(app, ["features", "build", "--data", "absent.csv", "--out", "x.parquet"])
     assert result.exit_code == 1 and result.stderr.startswith("error: ")
+
+
+def test_build_refuses_invalid_bars_then_repairs(bars_csv: Path) -> None:
+    lines = bars_csv.read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + ",-3"  # negative volume on data row 5
+    bars_csv.write_text("\n".join(lines) + "\n")
+    args = ["features", "build", "--data", "bars.csv", "--out", "f.parquet", "--json"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and refused.stdout == "" and not Path("f.parquet").exists()
+    assert refused.stderr.startswith("error: bars.csv: row 5 (") and "volume -3.0 is negative" in refused.stderr
+    repaired = runner.invoke(app, [*args, "--repair"])
+    assert repaired.exit_code == 0, repaired.stderr
+    doc = json.loads(repaired.stdout)
+    assert (doc["rows"], doc["repaired_rows"]) == (399, 1)
+    assert "repaired 1 row(s)" in repaired.stderr  # the loader's warning
