@@ -67,6 +67,24 @@ def _fix_label_shape(onnx_model: Any) -> None:
             dims[0].dim_param = "N"
 
 
+def _canonical_opsets(onnx_model: Any) -> None:
+    # skl2onnx/onnxmltools collect the (domain, version) pairs in a set, so their order follows
+    # the per-process string-hash seed: the same model would serialise to different bytes (and a
+    # different registry digest) in another process. Sort them, and drop exact duplicates (skl2onnx
+    # adds the main opset twice); the pairs themselves are untouched.
+    pairs = sorted({(op.domain, int(op.version)) for op in onnx_model.opset_import})
+    domains = [domain for domain, _ in pairs]
+    if len(set(domains)) != len(domains):
+        raise ModelError(
+            f"ONNX export declares one domain with several opset versions {pairs}; "
+            "this converter output is not supported, set onnx.export: false in train.yaml"
+        )
+    del onnx_model.opset_import[:]
+    for domain, version in pairs:
+        entry = onnx_model.opset_import.add()
+        entry.domain, entry.version = domain, version
+
+
 def export_onnx(model: Model, path: str | Path) -> Path:
     """Convert a fitted model to ONNX and write it atomically to ``path`` (``model.onnx``)."""
     if isinstance(model, OnnxModel):
@@ -82,6 +100,7 @@ def export_onnx(model: Model, path: str | Path) -> Path:
             f"set onnx.export: false in train.yaml to skip it"
         ) from exc
     _fix_label_shape(onnx_model)
+    _canonical_opsets(onnx_model)
     # Converters name the graph with a random UUID; a fixed name makes the export byte-reproducible.
     onnx_model.graph.name = f"aitrader_{model.kind}_{model.task}"
     meta = {

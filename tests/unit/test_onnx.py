@@ -129,3 +129,49 @@ def test_onnx_only_artifact_round_trip(exported, data, tmp_path):
     np.testing.assert_allclose(runner.predict_batch(X), model.predict_score(X), rtol=1e-4, atol=1e-7)
     with pytest.raises(ModelError, match="'onnx' models are inference-only"):
         create_model("onnx")
+
+
+# Exports every kind and task in a child process and prints one sha256 per export. The converters
+# collect opset imports in a set, whose order follows PYTHONHASHSEED: under seeds 0 and 20
+# LightGBM's ('', 8) / ('ai.onnx.ml', 1) pair came out in both orders before export_onnx sorted it.
+_EXPORT_ALL = """
+import hashlib, sys, tempfile
+from pathlib import Path
+from aitrader.models import MODEL_KINDS, create_model
+from aitrader.models.onnx import export_onnx
+from tests.unit.test_models import FAST, make_data, target
+X, y = make_data(n=300)
+with tempfile.TemporaryDirectory() as tmp:
+    for kind in MODEL_KINDS:
+        for task in ("regression", "classification"):
+            model = create_model(kind, task=task, params=FAST[kind]).fit(X, target(y, task))
+            path = export_onnx(model, Path(tmp) / f"{kind}-{task}.onnx")
+            print(kind, task, hashlib.sha256(path.read_bytes()).hexdigest())
+"""
+
+
+def test_export_is_byte_identical_across_processes_with_different_hash_seeds():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    outputs = []
+    for seed in ("0", "20"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", _EXPORT_ALL], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.splitlines())
+    assert len(outputs[0]) == 2 * len(MODEL_KINDS)
+    assert outputs[0] == outputs[1]
+
+
+def test_opset_imports_are_sorted_and_unique(exported):
+    import onnx
+
+    _, path = exported
+    pairs = [(op.domain, op.version) for op in onnx.load(str(path)).opset_import]
+    assert pairs == sorted(set(pairs))
+    assert "" in {d for d, _ in pairs} or all(d == "ai.onnx.ml" for d, _ in pairs)

@@ -137,3 +137,51 @@ def test_override_config_validates_flags_like_the_file():
     assert override_config(cfg, data="b.csv", symbol="BTC").data.symbol == "BTC"
     assert override_config(cfg, model="ridge").model.params == {}  # lightgbm params do not apply
     assert override_config(cfg, model="lightgbm").model.params == {"n_estimators": 30}
+
+
+# Trains every kind and task in a child process and prints one sha256 per artifact file (the
+# manifest with created_at blanked). Two children with different PYTHONHASHSEED values must print
+# the same lines: set iteration order, UUIDs or timestamps leaking into a file would show here.
+_TRAIN_ALL = """
+import hashlib, re, tempfile
+from pathlib import Path
+from aitrader.config import TrainConfig, build_model
+from aitrader.data.synthetic import generate_bars
+from aitrader.models import MODEL_KINDS
+from aitrader.training.trainer import train
+FAST = {"lightgbm": {"n_estimators": 30}, "xgboost": {"n_estimators": 10}, "ridge": {},
+        "random_forest": {"n_estimators": 5, "min_samples_leaf": 20}}
+bars = generate_bars(900, seed=11)
+with tempfile.TemporaryDirectory() as tmp:
+    for kind in MODEL_KINDS:
+        for task in ("regression", "classification"):
+            cfg = build_model(TrainConfig, {"target": {"horizon": 5, "task": task},
+                "model": {"kind": kind, "params": FAST[kind], "random_state": 3},
+                "split": {"n_folds": 2, "embargo": 5, "holdout": 0.2, "min_train": 200}})
+            out = train(cfg, bars=bars, out_dir=Path(tmp) / f"{kind}-{task}").out_dir
+            for f in sorted(out.iterdir()):
+                data = f.read_bytes()
+                if f.name == "manifest.json":
+                    data, n = re.subn(rb'"created_at": "[^"]+"', b'"created_at": ""', data)
+                    assert n == 1, "created_at not found once in the manifest"
+                print(kind, task, f.name, hashlib.sha256(data).hexdigest())
+"""
+
+
+def test_artifacts_are_byte_identical_across_processes_except_created_at():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    outputs = []
+    for seed in ("0", "20"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", _TRAIN_ALL], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=180, check=False)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.splitlines())
+    # 4 kinds x 2 tasks x (native file, model.onnx, manifest.json)
+    assert len(outputs[0]) == 24 and {line.split()[2] for line in outputs[0]} >= {"model.onnx", "manifest.json"}
+    assert outputs[0] == outputs[1]
