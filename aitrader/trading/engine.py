@@ -165,13 +165,6 @@ class Engine:
         qty = frac * equity / c if c > 0 else 0.0
         return Request(sym, qty, conf, frac, ",".join(s.model_id for s in slots))
 
-    def _scheduled(self, sym: str, i: int, requests: list[Request]) -> None:
-        targets = self.schedules.get(sym)
-        if targets is not None and i < len(targets):
-            q = targets[i]
-            if q == q and not self.handler.unchanged(sym, q):  # q == q: not NaN
-                requests.append(Request(sym, q, 1.0, q, "schedule"))
-
     def _step(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> None:
         """One timestamp: fills at the open, marks, decisions, orders, the equity mark.
 
@@ -220,6 +213,7 @@ class Engine:
         outcomes = self.pending_outcomes
         by_symbol = self.by_symbol
         schedules = self.schedules
+        last_key = self.handler.last_key  # what handler.unchanged() reads
         for bar in bars:
             sym, i = bar[0], bar[1]
             if outcomes and (pend := outcomes.get(sym)) and pend[0][0] <= i:
@@ -228,8 +222,10 @@ class Engine:
                 req = self._decide(ts, sym, i, bar, equity, slots)
                 if req is not None:
                     requests.append(req)
-            if schedules:
-                self._scheduled(sym, i, requests)
+            if schedules and (targets := schedules.get(sym)) is not None and i < len(targets):
+                q = targets[i]
+                if q == q and last_key.get(sym, 0.0) != q:  # q == q: not NaN; != : the target changed
+                    requests.append(Request(sym, q, 1.0, q, "schedule"))
             cursors[sym] = (i, ts)
         return requests
 

@@ -28,7 +28,7 @@ from aitrader.trading.signals import UnifiedSignalHandler
 from aitrader.trading.sources import Step
 from aitrader.trading.strategy import ConfidenceModel, MLRegressionStrategy
 
-REPLAY_COMMIT_EVERY = 500
+REPLAY_COMMIT_EVERY = 2000
 
 
 @dataclass

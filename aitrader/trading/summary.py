@@ -46,10 +46,12 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         state = meta.get("state") or {}
         initial = float(meta["config"]["ml_trading"]["execution"]["initial_cash"])
         # Only the values and the first and last stamps: performance() needs the span, not every stamp.
-        eq = conn.execute("SELECT equity FROM equity ORDER BY bar_index").fetchall()
+        # rowid order is bar_index order (the ledger appends equity rows in step order and a rolled
+        # back checkpoint leaves none), and reading by rowid spares sorting the whole curve.
+        eq = conn.execute("SELECT equity FROM equity ORDER BY rowid").fetchall()
         first_last = conn.execute(
-            "SELECT * FROM (SELECT ts FROM equity ORDER BY bar_index LIMIT 1) "
-            "UNION ALL SELECT * FROM (SELECT ts FROM equity ORDER BY bar_index DESC LIMIT 1)"
+            "SELECT * FROM (SELECT ts FROM equity ORDER BY rowid LIMIT 1) "
+            "UNION ALL SELECT * FROM (SELECT ts FROM equity ORDER BY rowid DESC LIMIT 1)"
         ).fetchall()
         n_pred = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
         n_orders = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
