@@ -147,3 +147,41 @@ def test_follow_stops_cleanly_on_sigterm(in_tmp: Path, world) -> None:
     assert proc.returncode == 0, err
     doc = json.loads(out)
     assert doc["status"] == "stopped" and doc["bars"] == 160
+
+
+def test_default_run_replays_the_sample_holdout_of_a_trained_aapl_model(in_tmp: Path) -> None:
+    """train (small) on the built-in sample -> register -> deploy -> paper-trade without --data."""
+    import sqlite3
+
+    from aitrader.config import TrainConfig
+    from aitrader.data.sample import load_sample
+    from aitrader.registry import Registry
+    from aitrader.training.trainer import train
+
+    cfg = TrainConfig.model_validate({
+        "data": {"path": None, "symbol": "AAPL"},
+        "model": {"kind": "lightgbm", "params": {"n_estimators": 10, "num_threads": 1}},
+        "split": {"n_folds": 2, "min_train": 250, "holdout": 0.2},
+    })
+    manifest = train(cfg, out_dir=in_tmp / "art").manifest
+    reg = Registry(in_tmp / "models")
+    reg.register(in_tmp / "art", "aapl_lgbm")
+    reg.deploy("aapl_lgbm", reason="test")
+    (in_tmp / "trading.yaml").write_text(
+        "ml_trading:\n  models:\n    - {model_id: aapl_lgbm, symbol: AAPL}\n  errors: {prediction_timeout_ms: 5000}\n"
+    )
+    result = runner.invoke(app, ["paper-trade", "--config", "trading.yaml", "--registry", "models", "--run-id", "d",
+                                 "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    sample = load_sample("AAPL")
+    first_unseen = int(sample.index.searchsorted(pd.Timestamp(manifest["split"]["holdout_first"])))
+    warmup = manifest["features"]["warmup"]
+    assert doc["status"] == "finished" and doc["bars"] == len(sample) - first_unseen + warmup
+    assert pd.Timestamp(doc["first_ts"]) == sample.index[first_unseen - warmup]
+    assert pd.Timestamp(doc["last_ts"]) == sample.index[-1]
+    with sqlite3.connect(in_tmp / "runs" / "d" / "ledger.db") as conn:
+        first_pred, n_pred = conn.execute("SELECT MIN(ts), COUNT(*) FROM predictions").fetchone()
+    # Predictions only on bars the model never saw in training, and on every one of them.
+    assert pd.Timestamp(first_pred) >= sample.index[first_unseen]
+    assert n_pred == len(sample) - first_unseen == doc["predictions"]
