@@ -9,6 +9,7 @@ CSV row N is on line N + 1.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +152,14 @@ def _parse_numeric_time(col: pd.Series) -> pd.Series:
 
 
 def _parse_text_time(col: pd.Series) -> pd.Series:
+    # Falling back to per-cell parsing is intended here (cells that still fail are reported as
+    # `timestamp` problems): pandas' warning about it would only be noise on the user's stderr.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
+        return _parse_text_time_inner(col)
+
+
+def _parse_text_time_inner(col: pd.Series) -> pd.Series:
     text = col.astype("string")
     for fmt in ("ISO8601", None):
         try:

@@ -207,3 +207,16 @@ def test_load_speed(tmp_path: Path) -> None:
     assert len(loaded) == 200_000
     assert elapsed < 5  # about 0.1 s on an idle core; generous for a shared machine
     assert np.allclose(loaded["close"].to_numpy(), bars["close"].to_numpy(), rtol=1e-12)
+
+
+def test_unparseable_first_timestamp_warns_nothing() -> None:
+    """pandas warns when it falls back to per-cell parsing; on a user's stderr that is only noise."""
+    import warnings
+
+    from aitrader.data._read import parse_timestamps
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parsed = parse_timestamps(pd.Series(["garbage", "2020-01-02", "2020-01-03"]))
+    assert parsed.isna().tolist() == [True, False, False]
+    assert [str(w.message) for w in caught] == []
