@@ -213,3 +213,17 @@ def test_summary_reads_the_equity_curve_in_bar_order_after_a_resume(tmp_path: Pa
     assert summary["max_drawdown"] == pytest.approx(expected["max_drawdown"], abs=1e-12)
     assert summary["sharpe"] == pytest.approx(expected["sharpe"], rel=1e-9)
     assert summary["total_return"] == pytest.approx(expected["total_return"], abs=1e-12)
+
+
+def test_speed_k_replays_at_k_times_the_bars_cadence(tmp_path: Path) -> None:
+    # 9 one-second intervals at speed 30: 0.3 s of pacing; at speed 0 no pacing at all.
+    frames = {"AAA": bars(10, seed=2, freq="1s")}
+    t0 = time.perf_counter()
+    run(tmp_path, "paced", frames, opts=RunOptions(speed=30.0, handle_signals=False))
+    paced = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run(tmp_path, "fast", frames, opts=RunOptions(speed=0.0, handle_signals=False))
+    fast = time.perf_counter() - t0
+    assert 0.28 <= paced < 0.3 + 1.0
+    assert fast < paced - 0.2
+    assert ledger_content(tmp_path / "paced" / "ledger.db") == ledger_content(tmp_path / "fast" / "ledger.db")
