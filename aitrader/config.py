@@ -42,7 +42,7 @@ class StrictModel(BaseModel):
 
 class DataSection(StrictModel):
     path: str | None = None  # None: the built-in sample
-    symbol: str | None = "AAPL"
+    symbol: str | None = None  # None: AAPL for the sample; a data file names its own symbol
     repair: bool = False
 
 

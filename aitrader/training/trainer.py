@@ -5,6 +5,14 @@ and the h-bar forward-return target, scores ``n_folds`` purged walk-forward fold
 model on the whole selection period, scores it and the naive baselines on the untouched holdout,
 exports ONNX (parity checked on the holdout) and writes the artifact folder atomically: every
 file goes into a temporary sibling folder that is renamed into place only when complete.
+
+The symbol recorded in the manifest (one rule for the library and ``aitrader train``):
+``data.symbol`` is exactly what :func:`aitrader.data.load_bars` gets as ``symbol=``. Unset (the
+default), the bars name themselves: the sample is AAPL, a file its one ``symbol`` column value or
+else its file name, a folder its one file's name. Set, it picks that symbol from the sample, a
+multi-symbol file or a folder, or names a file without a ``symbol`` column (as ``SYMBOL=PATH`` does
+in ``aitrader paper-trade``). Bars passed to :func:`train` keep their ``attrs["symbol"]``; a set
+``data.symbol`` that disagrees with it is a ConfigError rather than a silent relabel.
 """
 
 from __future__ import annotations
@@ -62,8 +70,9 @@ def override_config(cfg: TrainConfig, **flags: Any) -> TrainConfig:
     """Apply command-line flags (``None`` = not given) and re-validate like the config file.
 
     Keys: data, symbol, model, features (list of names), horizon, task, out. A ``data`` flag without
-    a ``symbol`` flag clears ``data.symbol`` (the config's symbol names the sample's, not the file's):
-    the file then supplies its own symbol (its ``symbol`` column or its name). A ``model`` flag that
+    a ``symbol`` flag clears ``data.symbol`` (a symbol in the config was written for the config's
+    data, not this file): the file then supplies its own symbol (its ``symbol`` column or its name).
+    A ``model`` flag that
     changes the kind drops ``model.params`` (they were written for the other library and would be
     rejected as unknown parameters): the new kind trains with its defaults.
     """
@@ -106,6 +115,18 @@ def load_training_bars(cfg: TrainConfig) -> pd.DataFrame:
     return bars
 
 
+def training_symbol(cfg: TrainConfig, bars: pd.DataFrame) -> str:
+    """The symbol the manifest records for ``bars`` (see the module docstring for the rule)."""
+    own = bars.attrs.get("symbol")
+    wanted = cfg.data.symbol
+    if own and wanted and str(own).upper() != wanted.upper():
+        raise ConfigError(
+            f"data.symbol is {wanted!r} but the bars passed in are {own!r}; set data.symbol to {own!r} "
+            "or leave it unset so the bars name themselves"
+        )
+    return str(own or wanted or "unknown")
+
+
 def build_dataset(cfg: TrainConfig, bars: pd.DataFrame) -> Dataset:
     """Features, targets and returns, restricted to rows usable for training and scoring."""
     from aitrader.features import FeaturePipeline
@@ -118,7 +139,7 @@ def build_dataset(cfg: TrainConfig, bars: pd.DataFrame) -> Dataset:
     fwd = forward_return(close, h)
     usable = fwd.notna() & np.isfinite(features.to_numpy(dtype=np.float64)).all(axis=1)
     usable.iloc[: pipeline.warmup] = False
-    symbol = str(bars.attrs.get("symbol") or cfg.data.symbol or "unknown")
+    symbol = training_symbol(cfg, bars)
     n_rows = int(usable.sum())
     needed = min_rows(n_folds=cfg.split.n_folds, horizon=h, holdout=cfg.split.holdout,
                       min_train=cfg.split.min_train)
@@ -213,7 +234,7 @@ def train(
         bars = load_training_bars(cfg)
     elif cfg.split.window is not None and len(bars) > cfg.split.window:
         bars = bars.iloc[-cfg.split.window :]
-    symbol = str(bars.attrs.get("symbol") or cfg.data.symbol or "unknown")
+    symbol = training_symbol(cfg, bars)
     target_dir = resolve_out_dir(cfg, symbol, out_dir, overwrite)
     data = build_dataset(cfg, bars)
     t_features = time.perf_counter()

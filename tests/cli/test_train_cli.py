@@ -9,8 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from aitrader.cli.main import app
+from aitrader.config import load_train_config
 from aitrader.data.synthetic import generate_bars
 from aitrader.training.manifest import read_manifest
+from aitrader.training.trainer import load_training_bars, override_config
 
 runner = CliRunner()
 
@@ -120,3 +122,55 @@ def test_train_on_the_sample_and_register(in_tmp):
     assert manifest["data"]["symbol"] == "AAPL" and manifest["data"]["interval"].startswith("1 days")
     assert manifest["features"]["spec_hash"] and manifest["features"]["warmup"] > 0
     assert (in_tmp / "reg").is_dir()
+
+
+SYMBOL_CASES = [  # (file, data.symbol / --symbol, recorded symbol or the DataError expected)
+    ("x.csv", None, "x"),  # a plain file names itself: no config default relabels it
+    ("x.csv", "BTC", "BTC"),  # an explicit symbol names a file without a symbol column
+    ("long.csv", None, "MSFT"),  # a file with one symbol in its symbol column
+    ("long.csv", "msft", "MSFT"),  # picked case-insensitively, recorded as the file spells it
+    ("long.csv", "AAPL", "error: long.csv: symbol 'AAPL' not found; available: MSFT"),
+]
+
+
+@pytest.mark.parametrize(("file", "symbol", "expected"), SYMBOL_CASES)
+def test_the_library_and_the_cli_record_the_same_symbol(in_tmp, file, symbol, expected):
+    from aitrader.config import TrainConfig, build_model
+    from aitrader.errors import DataError
+    from aitrader.training.trainer import train
+
+    bars = generate_bars(700, seed=5)
+    bars.to_csv(in_tmp / "x.csv")
+    bars.assign(symbol="MSFT").to_csv(in_tmp / "long.csv")
+    quick = {"model": {"kind": "ridge"}, "split": {"n_folds": 2, "min_train": 100, "holdout": 0.2}}
+    (in_tmp / "quick.yaml").write_text(json.dumps(quick))  # JSON is YAML
+    flags = ["--symbol", symbol] if symbol else []
+    result = invoke("-c", "quick.yaml", "--data", file, *flags, "--out", "cli", "--json")
+    # the library with the same config: data.symbol left at its default when the flag is absent
+    cfg = build_model(TrainConfig, {**quick, "data": {"path": file, **({"symbol": symbol} if symbol else {})}})
+    if expected.startswith("error: "):
+        assert result.exit_code == 1 and result.stderr.strip() == expected and result.stdout == ""
+        with pytest.raises(DataError, match=re.escape(expected[len("error: "):])):
+            train(cfg, out_dir="lib")
+        assert not (in_tmp / "cli").exists() and not (in_tmp / "lib").exists()
+        return
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["symbol"] == expected
+    assert train(cfg, out_dir="lib").manifest["data"]["symbol"] == expected
+    # the shipped train.yaml and a bare TrainConfig() given only data.path: their default symbol
+    # must not relabel the file
+    for base in (load_train_config(None), TrainConfig()):
+        raw = base.model_dump()
+        raw["data"]["path"] = file
+        if symbol:
+            raw["data"]["symbol"] = symbol
+        assert load_training_bars(build_model(TrainConfig, raw)).attrs["symbol"] == expected
+        assert load_training_bars(override_config(base, data=file, symbol=symbol)).attrs["symbol"] == expected
+
+
+def test_the_default_out_folder_is_named_after_the_file_not_a_config_default(in_tmp):
+    generate_bars(700, seed=5).to_csv(in_tmp / "btc_1d.csv")
+    (in_tmp / "quick.yaml").write_text("model: {kind: ridge}\nsplit: {n_folds: 2, min_train: 100}\n")
+    result = invoke("-c", "quick.yaml", "--data", "btc_1d.csv", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["out_dir"] == "artifacts/btc_1d_ridge"

@@ -125,6 +125,20 @@ def test_classification_reports_probability_metrics(bars, tmp_path):
     assert m["onnx"] is None and m["model"]["task"] == "classification"
 
 
+def test_bars_passed_in_keep_their_symbol_and_a_conflicting_data_symbol_is_refused(bars, tmp_path):
+    from aitrader.training.trainer import training_symbol
+
+    assert bars.attrs["symbol"] == "SYN"
+    assert training_symbol(small_config(), bars) == "SYN"  # data.symbol unset: the bars name themselves
+    assert training_symbol(small_config(data__symbol="syn"), bars) == "SYN"
+    unnamed = bars.copy()
+    unnamed.attrs = {}
+    assert training_symbol(small_config(data__symbol="BTC"), unnamed) == "BTC"
+    with pytest.raises(ConfigError, match=r"data\.symbol is 'AAPL' but the bars passed in are 'SYN'"):
+        train(small_config(data__symbol="AAPL"), bars=bars, out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 def test_override_config_validates_flags_like_the_file():
     cfg = small_config()
     with pytest.raises(ConfigError, match=r"^target\.horizon: must be >= 1, got 0$"):
