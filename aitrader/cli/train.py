@@ -33,12 +33,18 @@ def train_command(
                                              "this model name."),
     registry: str | None = typer.Option(None, "--registry", help="Registry root for --register "
                                         "(default: $AITRADER_REGISTRY or ./models)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="With --register: mark a pickle-based "
+                                      "artifact (ridge, random_forest) as trusted, so it can be deployed."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON document."),
 ) -> None:
     """Train a model with purged walk-forward evaluation and write its artifact folder."""
     from aitrader.config import load_train_config
     from aitrader.training.trainer import override_config, train
 
+    if trust_pickle and not register_name:
+        from aitrader.errors import ConfigError
+
+        raise ConfigError("--trust-pickle only applies with --register NAME; add --register or drop --trust-pickle")
     names = [n.strip() for n in features.split(",") if n.strip()] if features is not None else None
     cfg = override_config(load_train_config(config), data=data, symbol=symbol, model=model, features=names,
                           horizon=horizon, task=task)
@@ -48,7 +54,7 @@ def train_command(
     if register_name:
         from aitrader.registry import Registry
 
-        registered = Registry(registry).register(result.out_dir, register_name).to_dict()
+        registered = Registry(registry).register(result.out_dir, register_name, trust_pickle=trust_pickle).to_dict()
     summary = _summary(result, registered)
     if as_json:
         print_json(summary)
@@ -121,8 +127,12 @@ def _render(summary: dict[str, Any]) -> None:
     if onnx:
         out.print(f"ONNX parity: max_rel_diff {onnx['max_rel_diff']:.2g} (tolerance {onnx['tolerance_rel']:g})")
     out.print(f"artifact: {summary['out_dir']}")
-    if summary["registered"]:
-        out.print(f"registered: {summary['registered']['model_id']}")
+    reg = summary["registered"]
+    if reg:
+        note = ""
+        if reg.get("pickle_based") and not reg.get("trusted"):
+            note = " (pickle-based and untrusted: deploy refuses it; train with --trust-pickle if you trust it)"
+        out.print(f"registered: {reg['model_id']}{note}")
 
 
 def register(app: typer.Typer) -> None:

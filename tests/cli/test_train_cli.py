@@ -174,3 +174,44 @@ def test_the_default_out_folder_is_named_after_the_file_not_a_config_default(in_
     result = invoke("-c", "quick.yaml", "--data", "btc_1d.csv", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["out_dir"] == "artifacts/btc_1d_ridge"
+
+
+def test_a_classification_model_registers_and_passes_the_deploy_checks(project):
+    import numpy as np
+
+    from aitrader.models.runner import ModelRunner
+
+    result = invoke("--data", "bars.csv", "--task", "classification", "--out", "cls", "--register", "cls",
+                    "--registry", "reg", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["registered"]["model_id"] == "cls:v1"
+    sample = read_manifest(project / "cls")["sample"]
+    # the sample holds P(up) (what the runner returns and deploy compares), not 0/1 labels
+    p_up = np.asarray(sample["predictions"])
+    assert ((p_up > 0) & (p_up < 1)).all() and len(np.unique(p_up)) > 2
+    onnx = ModelRunner.from_artifact(project / "cls", read_manifest(project / "cls"), prefer="onnx")
+    np.testing.assert_allclose(onnx.predict_batch(np.asarray(sample["rows"])), p_up, rtol=1e-4, atol=1e-6)
+    deploy = runner.invoke(app, ["deploy", "--model-id", "cls", "--dry-run", "--registry", "reg", "--json"])
+    assert deploy.exit_code == 0, deploy.stderr
+    checks = json.loads(deploy.stdout)["checks"]
+    assert {c["name"] for c in checks} >= {"hashes", "loads", "reproduces_sample", "feature_contract"}
+    assert all(c["status"] == "passed" for c in checks), checks
+
+
+def test_register_a_pickle_model_trusted_or_not(project):
+    plain = invoke("--data", "bars.csv", "--model", "ridge", "--task", "classification", "--out", "a",
+                   "--register", "lin", "--registry", "reg")
+    assert plain.exit_code == 0, plain.stderr
+    assert "registered: lin:v1 (pickle-based and untrusted" in plain.stdout
+    refused = runner.invoke(app, ["deploy", "--model-id", "lin", "--dry-run", "--registry", "reg"])
+    assert refused.exit_code == 1 and "--trust-pickle" in refused.stderr
+    trusted = invoke("--data", "bars.csv", "--model", "ridge", "--task", "classification", "--out", "b",
+                     "--register", "lin2", "--registry", "reg", "--trust-pickle", "--json")
+    assert trusted.exit_code == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["registered"]["trusted"] is True
+    deploy = runner.invoke(app, ["deploy", "--model-id", "lin2", "--dry-run", "--registry", "reg", "--json"])
+    assert deploy.exit_code == 0, deploy.stderr
+    assert all(c["status"] == "passed" for c in json.loads(deploy.stdout)["checks"])
+    misuse = invoke("--data", "bars.csv", "--trust-pickle", "--out", "c")
+    assert misuse.exit_code == 1 and misuse.stderr.startswith("error: --trust-pickle only applies with --register")
+    assert not (project / "c").exists()
