@@ -103,6 +103,20 @@ def test_periods_per_year_by_calendar():
     assert periods_per_year(pd.date_range("2020-01-01", periods=400, freq="D")) == pytest.approx(365.25)
 
 
+def test_periods_per_year_ignores_a_utc_after_hours_spill_into_saturday():
+    # An exchange session 13:00-01:00 UTC (extended hours stamped in UTC): Friday's last bars land
+    # on Saturday, yet it is a 5-day calendar of 12 hourly bars a day (by UTC date: 11 + 1).
+    bars = pd.DatetimeIndex([d + pd.Timedelta(hours=h) for d in pd.bdate_range("2021-01-04", periods=60)
+                             for h in range(13, 25)], tz="UTC")
+    assert np.any(bars.day_of_week == 5)
+    assert periods_per_year(bars) == 252.0 * 12
+    # a continuous market with a few missing bars, stamped in a local time zone, stays continuous
+    crypto = pd.date_range("2021-01-01", periods=3000, freq="1h", tz="Asia/Tokyo").delete(range(100, 160))
+    assert periods_per_year(crypto) == pytest.approx(365.25 * 24)
+    weekend = pd.date_range("2021-01-02", periods=300, freq="5min")  # a Saturday, under a week
+    assert periods_per_year(weekend) == pytest.approx(365.25 * 24 * 12)
+
+
 def test_baselines_regression_and_classification():
     y_train = np.array([0.01, -0.03, 0.02])
     prev = np.array([0.5, -0.1, np.nan, 0.0])
