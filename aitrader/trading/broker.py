@@ -21,6 +21,8 @@ from typing import Any
 
 from aitrader.trading.events import EventBus, EventType, Fill, Order
 
+_ORDER, _FILL = EventType.ORDER, EventType.FILL  # module constants: an enum member lookup costs 3x more
+
 QTY_DECIMALS = 8
 
 
@@ -77,9 +79,9 @@ class PaperBroker:
         """Queue a market order (signed quantity) for the next open of ``symbol``; returns its id."""
         quantity = round(quantity, QTY_DECIMALS)
         order_id = self.next_order_id
-        self.next_order_id += 1
+        self.next_order_id = order_id + 1
         self.pending[symbol] = PendingOrder(order_id, symbol, quantity, ts, reason)
-        if self.bus.wants(EventType.ORDER):
+        if self.bus.wants(_ORDER):
             side = "buy" if quantity > 0 else "sell"
             self.bus.publish(Order(order_id, ts, symbol, side, abs(quantity), "pending", reason))
         return order_id
@@ -102,8 +104,8 @@ class PaperBroker:
             pos = self.positions[symbol] = Position()
         pos.apply(qty, price)
         fill_id = self.next_fill_id
-        self.next_fill_id += 1
-        if self.bus.wants(EventType.FILL):
+        self.next_fill_id = fill_id + 1
+        if self.bus.wants(_FILL):
             side = "buy" if buy else "sell"
             slip = abs(qty) * abs(price - open_price)
             self.bus.publish(Fill(fill_id, order.id, ts, symbol, side, abs(qty), price, commission, slip))

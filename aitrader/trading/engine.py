@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from aitrader.trading.events import Bar, EquityMark, EventBus, EventType, Outcom
 from aitrader.trading.ledger import Ledger
 from aitrader.trading.model_runner import ModelSlot
 from aitrader.trading.signals import Request, UnifiedSignalHandler, combine_votes
-from aitrader.trading.sources import Step, pace
+from aitrader.trading.sources import BarTuple, Step, pace
 
 
 @dataclass
@@ -165,13 +165,14 @@ class Engine:
         qty = frac * equity / c if c > 0 else 0.0
         return Request(sym, qty, conf, frac, ",".join(s.model_id for s in slots))
 
-    def _step(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> None:
+    def _step(self, ts: str, bars: Sequence[BarTuple]) -> None:  # noqa: C901 - one flat hot path, on purpose
         """One timestamp: fills at the open, marks, decisions, orders, the equity mark.
 
         This runs once per bar of a replay, so it is written for speed (see docs/trading.md,
         "Throughput"): per-bar work that is provably a no-op is skipped (no pending order for the
         symbol, no model on it, no outcome due), events are built only when someone subscribes,
-        and the equity row goes to the ledger's buffer as plain values instead of an event.
+        attributes are read once into locals, and the equity row goes to the ledger's buffer as
+        plain values instead of an event.
         """
         if self._want_bar:
             self._publish_bars(ts, bars)
@@ -179,41 +180,23 @@ class Engine:
         pending = broker.pending
         last_close = broker.last_close
         for bar in bars:
-            sym = bar[0]
-            if pending and sym in pending:
-                broker.on_open(ts, sym, bar[2])
-            last_close[sym] = bar[5]
-        equity = broker.equity()
+            if pending and bar[0] in pending:
+                broker.on_open(ts, bar[0], bar[2])
+            last_close[bar[0]] = bar[5]
+        # broker.equity(), inlined (same operations in the same order: the same float)
+        equity = broker.cash
+        for sym, pos in broker.positions.items():
+            if pos.quantity:
+                equity += pos.quantity * last_close.get(sym, pos.avg_price)
         handler = self.handler
-        day = ts[:10]
-        if day != handler.day:
-            handler.check_day(day, self.last_equity)
-        requests = self._decisions(ts, bars, equity)
-        if requests:
-            handler.process(ts, requests, equity, last_close)
-        stats = self.stats
-        n = stats.steps
-        cash = broker.cash
-        if self._equity_rows is not None:
-            self._equity_rows((n, ts, cash, equity))
-        if self._want_equity:
-            self.bus.publish(EquityMark(n, ts, cash, equity))
-        self.last_equity = equity
-        stats.steps = n + 1
-        stats.bars += len(bars)
-        stats.equity = equity
-        stats.last_ts = ts
-
-    def _decisions(
-        self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]], equity: float
-    ) -> list[Request]:
-        """Due outcomes, model votes and scheduled targets of each bar; advances the cursors."""
+        if ts[:10] != handler.day:
+            handler.check_day(ts[:10], self.last_equity)
+        # Due outcomes, model votes and scheduled targets of each bar; the cursors advance.
         requests: list[Request] = []
         cursors = self.cursors
         outcomes = self.pending_outcomes
         by_symbol = self.by_symbol
         schedules = self.schedules
-        last_key = self.handler.last_key  # what handler.unchanged() reads
         for bar in bars:
             sym, i = bar[0], bar[1]
             if outcomes and (pend := outcomes.get(sym)) and pend[0][0] <= i:
@@ -224,16 +207,29 @@ class Engine:
                     requests.append(req)
             if schedules and (targets := schedules.get(sym)) is not None and i < len(targets):
                 q = targets[i]
-                if q == q and last_key.get(sym, 0.0) != q:  # q == q: not NaN; != : the target changed
+                # q == q: not NaN; then what handler.unchanged() reads: did the target change?
+                if q == q and handler.last_key.get(sym, 0.0) != q:
                     requests.append(Request(sym, q, 1.0, q, "schedule"))
             cursors[sym] = (i, ts)
-        return requests
+        if requests:
+            handler.process(ts, requests, equity, last_close)
+        stats = self.stats
+        n = stats.steps
+        if self._equity_rows is not None:
+            self._equity_rows((n, ts, broker.cash, equity))
+        if self._want_equity:
+            self.bus.publish(EquityMark(n, ts, broker.cash, equity))
+        self.last_equity = equity
+        stats.steps = n + 1
+        stats.bars += len(bars)
+        stats.equity = equity
+        stats.last_ts = ts
 
-    def _publish_bars(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> None:
+    def _publish_bars(self, ts: str, bars: Sequence[BarTuple]) -> None:
         for bar in bars:
             self.bus.publish(Bar(ts, *bar))
 
-    def _already_done(self, ts: str, bars: list[tuple[str, int, float, float, float, float, float]]) -> bool:
+    def _already_done(self, ts: str, bars: Sequence[BarTuple]) -> bool:
         """Bars at or before the ledger's cursor (a resumed run): warm the features, decide nothing."""
         saved = self.cursors.get(bars[0][0])
         if saved is None or bars[0][1] > saved[0]:

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, ts TEXT, symbol TEXT,
 CREATE TABLE IF NOT EXISTS fills (id INTEGER PRIMARY KEY, order_id INTEGER, ts TEXT, symbol TEXT, side TEXT,
     quantity REAL, price REAL, commission REAL, slippage REAL);
 CREATE TABLE IF NOT EXISTS positions (symbol TEXT PRIMARY KEY, quantity REAL, avg_price REAL, realised_pnl REAL);
-CREATE TABLE IF NOT EXISTS equity (bar_index INTEGER, ts TEXT PRIMARY KEY, cash REAL, equity REAL);
+CREATE TABLE IF NOT EXISTS equity (bar_index INTEGER PRIMARY KEY, ts TEXT, cash REAL, equity REAL);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, ts TEXT, type TEXT, symbol TEXT, model_id TEXT,
     reason TEXT, payload TEXT);
 CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY, ts TEXT, bar_index INTEGER, symbol TEXT,
@@ -91,9 +91,9 @@ class Ledger:
         self.path = path
         self.conn = connect(path)
         self.conn.executescript(SCHEMA)
-        self._orders: dict[int, tuple[Any, ...]] = {}
+        self._orders: dict[int, list[Any]] = {}
         self._order_updates: list[tuple[str, int]] = []
-        self._fills: list[tuple[Any, ...]] = []
+        self._fills: list[Any] = []  # flat, 9 values per fill
         #: The equity curve, flat: bar_index, ts, cash, equity, bar_index, ... The engine extends it
         #: directly (one row per step, the hot path); other listeners get EQUITY events.
         self.equity_values: list[Any] = []
@@ -111,18 +111,18 @@ class Ledger:
             bus.subscribe(t, self._on_event)
 
     def _on_order(self, e: Order) -> None:
+        # Rows are lists so that a status change (filled in the same checkpoint) is one store.
         if e.status == "pending":
-            self._orders[e.id] = (e.id, e.ts, e.symbol, e.side, e.quantity, e.status, e.reason)
-        elif e.id in self._orders:
-            self._orders[e.id] = self._orders[e.id][:5] + (e.status,) + self._orders[e.id][6:]
+            self._orders[e.id] = [e.id, e.ts, e.symbol, e.side, e.quantity, e.status, e.reason]
+        elif (row := self._orders.get(e.id)) is not None:
+            row[5] = e.status
         else:
             self._order_updates.append((e.status, e.id))
 
     def _on_fill(self, e: Fill) -> None:
-        self._fills.append((e.id, e.order_id, e.ts, e.symbol, e.side, e.quantity, e.price, e.commission, e.slippage))
-        if e.order_id in self._orders:
-            row = self._orders[e.order_id]
-            self._orders[e.order_id] = row[:5] + ("filled",) + row[6:]
+        self._fills.extend((e.id, e.order_id, e.ts, e.symbol, e.side, e.quantity, e.price, e.commission, e.slippage))
+        if (row := self._orders.get(e.order_id)) is not None:
+            row[5] = "filled"
         else:
             self._order_updates.append(("filled", e.order_id))
 
@@ -168,11 +168,11 @@ class Ledger:
         c.execute("BEGIN IMMEDIATE")
         try:
             if self._orders:
-                c.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?)", list(self._orders.values()))
+                insert_rows(c, "orders", 7, [x for row in self._orders.values() for x in row])
             if self._order_updates:
                 c.executemany("UPDATE orders SET status = ? WHERE id = ?", self._order_updates)
             if self._fills:
-                insert_rows(c, "fills", 9, [x for row in self._fills for x in row])
+                insert_rows(c, "fills", 9, self._fills)
             if self.equity_values:
                 insert_rows(c, "equity", 4, self.equity_values)
             if self._events:

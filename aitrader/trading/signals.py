@@ -87,8 +87,8 @@ class UnifiedSignalHandler:
         payload["requested_qty"] = req.target_qty
         self.bus.publish(RiskRejected(ts, req.symbol, req.source, reason, payload))
 
-    def _limit(self, ts: str, req: Request, equity: float, price: float) -> bool:
-        """Apply the per-request limits in place; False when the request is refused outright."""
+    def _limit(self, ts: str, req: Request, equity: float, price: float) -> float | None:
+        """Apply the per-request limits in place; the symbol's effective quantity, None when refused."""
         cur = self.broker.effective_qty(req.symbol)
         target = req.target_qty
         if target < 0 and not self.allow_short:
@@ -104,25 +104,30 @@ class UnifiedSignalHandler:
             # Keep what may be kept: reduce toward flat only.
             target = cur if target * cur > 0 else 0.0
             if target == cur:
-                return False
+                return None
         req.target_qty = target
-        return True
+        return cur
 
     def process(self, ts: str, requests: list[Request], equity: float, prices: dict[str, float]) -> None:
         """Turn this bar's requests into orders (reductions first, then openings by confidence)."""
         openings: list[Request] = []
         for req in requests:
-            if not self._limit(ts, req, equity, prices[req.symbol]):
+            cur = self._limit(ts, req, equity, prices[req.symbol])
+            if cur is None:
                 continue
-            cur = self.broker.effective_qty(req.symbol)
             if cur == 0.0 and req.target_qty != 0.0:
                 openings.append(req)
             else:
                 self._order(ts, req, cur)
         if not openings:
             return
-        open_now = sum(1 for s in set(self.broker.positions) | set(self.broker.pending) if self.broker.effective_qty(s))
-        openings.sort(key=lambda r: (-r.confidence, r.symbol))
+        broker = self.broker
+        open_now = 0
+        for s in set(broker.positions) | set(broker.pending):
+            if broker.effective_qty(s):
+                open_now += 1
+        if len(openings) > 1:
+            openings.sort(key=lambda r: (-r.confidence, r.symbol))
         for req in openings:
             if open_now >= self.max_positions:
                 self._reject(ts, req, "max_positions", open_positions=open_now, limit=self.max_positions)
