@@ -248,14 +248,20 @@ def parity_scale(reference: np.ndarray) -> float:
 
 
 def onnx_parity(
-    model: Model, onnx_path: str | Path, X: Any, *, tolerance: float | None = DEFAULT_TOLERANCE_REL
+    model: Model, onnx_path: str | Path, X: Any, *, tolerance: float | None = DEFAULT_TOLERANCE_REL,
+    reference: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Max absolute and relative difference between the native model and its ONNX export on X.
 
     Compares the runner's output (forward return, or P(up) for classifiers). Raises ModelError
-    when ``max_rel_diff`` exceeds ``tolerance`` (None: only measure).
+    when ``max_rel_diff`` exceeds ``tolerance`` (None: only measure). ``reference``: the native
+    ``model.predict_score(X)`` when the caller already has it (the trainer's holdout predictions).
     """
-    reference = model.predict_score(X)
+    if reference is None:
+        reference = model.predict_score(X)
+    reference = np.asarray(reference, dtype=np.float64).reshape(-1)
+    if reference.size != len(X):
+        raise ModelError(f"onnx_parity: reference has {reference.size} values for {len(X)} rows of X")
     if reference.size == 0:
         raise ModelError("onnx_parity: X has no rows; pass the holdout features")
     exported = OnnxModel(onnx_path, task=model.task)

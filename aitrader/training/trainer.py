@@ -273,7 +273,8 @@ def train(
             from aitrader.models.onnx import export_onnx, onnx_parity
 
             export_onnx(model, tmp / "model.onnx")
-            parity = onnx_parity(model, tmp / "model.onnx", X_hold, tolerance=cfg.onnx.tolerance_rel)
+            parity = onnx_parity(model, tmp / "model.onnx", X_hold, tolerance=cfg.onnx.tolerance_rel,
+                                 reference=hold_pred)
             onnx_meta = {"file": "model.onnx", **parity, "tolerance_rel": cfg.onnx.tolerance_rel}
             model_meta["files"]["onnx"] = "model.onnx"
         manifest = build_manifest(

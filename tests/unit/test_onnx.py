@@ -82,6 +82,17 @@ def test_parity_fails_above_tolerance(exported, data):
         onnx_parity(model, path, data[0].iloc[450:], tolerance=1e-12)
 
 
+def test_parity_with_a_given_reference(exported, data):
+    model, path = exported
+    holdout = data[0].iloc[450:]
+    native = model.predict_score(holdout)
+    assert onnx_parity(model, path, holdout, reference=native) == onnx_parity(model, path, holdout)
+    with pytest.raises(ModelError, match="disagrees with the native model"):
+        onnx_parity(model, path, holdout, reference=native + 1.0)  # a reference from another model
+    with pytest.raises(ModelError, match="reference has 3 values for 150 rows"):
+        onnx_parity(model, path, holdout, reference=native[:3])
+
+
 def test_parity_detects_a_different_model(data, tmp_path):
     X, y = data
     a = create_model("lightgbm", params=FAST["lightgbm"]).fit(X, y)
