@@ -98,7 +98,8 @@ def load_bars(path: str | Path, *, symbol: str | None = None, repair: bool = Fal
                 )
             path = files[0]
         else:
-            path = by_symbol[_pick(list(by_symbol), symbol, str(path))]
+            symbol = _pick(list(by_symbol), symbol, str(path))  # the file's spelling, as in a long file
+            path = by_symbol[symbol]
     raw = read_raw(path)
     labels = raw.frame.index
     where = raw.source

@@ -130,6 +130,9 @@ SYMBOL_CASES = [  # (file, data.symbol / --symbol, recorded symbol or the DataEr
     ("long.csv", None, "MSFT"),  # a file with one symbol in its symbol column
     ("long.csv", "msft", "MSFT"),  # picked case-insensitively, recorded as the file spells it
     ("long.csv", "AAPL", "error: long.csv: symbol 'AAPL' not found; available: MSFT"),
+    ("folder", "eth_btc", "ETH_BTC"),  # a folder: the file picked, spelt as the file is named
+    ("folder", None,
+     "error: folder: 2 symbols in the directory (ADA_BTC, ETH_BTC); pass symbol (--symbol) to pick one"),
 ]
 
 
@@ -142,6 +145,9 @@ def test_the_library_and_the_cli_record_the_same_symbol(in_tmp, file, symbol, ex
     bars = generate_bars(700, seed=5)
     bars.to_csv(in_tmp / "x.csv")
     bars.assign(symbol="MSFT").to_csv(in_tmp / "long.csv")
+    (in_tmp / "folder").mkdir()
+    for name in ("ETH_BTC", "ADA_BTC"):
+        bars.to_csv(in_tmp / "folder" / f"{name}.csv")
     quick = {"model": {"kind": "ridge"}, "split": {"n_folds": 2, "min_train": 100, "holdout": 0.2}}
     (in_tmp / "quick.yaml").write_text(json.dumps(quick))  # JSON is YAML
     flags = ["--symbol", symbol] if symbol else []
