@@ -221,3 +221,23 @@ def test_register_a_pickle_model_trusted_or_not(project):
     misuse = invoke("--data", "bars.csv", "--trust-pickle", "--out", "c")
     assert misuse.exit_code == 1 and misuse.stderr.startswith("error: --trust-pickle only applies with --register")
     assert not (project / "c").exists()
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "ridge", "random_forest"])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_every_kind_and_task_trains_through_the_cli(in_tmp, kind, task):
+    params = {"lightgbm": {"n_estimators": 10}, "xgboost": {"n_estimators": 10}, "ridge": {},
+              "random_forest": {"n_estimators": 5, "min_samples_leaf": 20}}[kind]
+    quick = {"model": {"kind": kind, "params": params}, "split": {"n_folds": 2, "min_train": 100}}
+    (in_tmp / "quick.yaml").write_text(json.dumps(quick))
+    generate_bars(600, seed=2).to_csv(in_tmp / "bars.csv")
+    result = invoke("-c", "quick.yaml", "--data", "bars.csv", "--task", task, "--out", "art", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["model"] == kind and doc["task"] == task and doc["onnx"]["max_rel_diff"] < 1e-3
+    native = {"lightgbm": "model.txt", "xgboost": "model.ubj"}.get(kind, "model.joblib")
+    assert sorted(p.name for p in (in_tmp / "art").iterdir()) == sorted(["manifest.json", "model.onnx", native])
+    manifest = read_manifest(in_tmp / "art")
+    assert manifest["model"]["pickle_based"] is (native == "model.joblib")
+    if task == "classification":
+        assert {"accuracy", "log_loss", "auc"} <= set(doc["metrics"]["holdout"])
