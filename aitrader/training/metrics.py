@@ -40,7 +40,10 @@ def _arrays(*values: Any) -> list[np.ndarray]:
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
+    # A spread of a few ulps can still round to a zero standard deviation: no usable correlation.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = float(np.corrcoef(a, b)[0, 1])
+    return r if np.isfinite(r) else 0.0
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:

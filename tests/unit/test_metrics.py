@@ -47,6 +47,16 @@ def test_hit_rate_excludes_zero_targets_and_counts_zero_predictions_as_misses():
     assert hit_rate([0.0, 0.0], [1, 1]) == 0.0
 
 
+def test_a_spread_of_one_ulp_gives_a_finite_ic():
+    import warnings
+
+    y = np.array([0.1, 0.1, np.nextafter(0.1, 1.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = regression_metrics(y, np.array([0.01, -0.02, 0.03]))
+    assert np.isfinite(m["ic"]) and np.isfinite(m["rank_ic"])
+
+
 def test_constant_prediction_has_zero_ic():
     m = regression_metrics([0.1, -0.2, 0.3, 0.05], [0.0, 0.0, 0.0, 0.0])
     assert m["ic"] == 0.0 and m["rank_ic"] == 0.0 and m["hit_rate"] == 0.0
