@@ -77,7 +77,10 @@ class PaperBroker:
     # ------------------------------------------------------------------ orders and fills
     def submit(self, ts: str, symbol: str, quantity: float, reason: str) -> int:
         """Queue a market order (signed quantity) for the next open of ``symbol``; returns its id."""
-        quantity = round(quantity, QTY_DECIMALS)
+        return self.queue(ts, symbol, round(quantity, QTY_DECIMALS), reason)
+
+    def queue(self, ts: str, symbol: str, quantity: float, reason: str) -> int:
+        """:meth:`submit` for a quantity already rounded to ``QTY_DECIMALS`` (the signal handler's)."""
         order_id = self.next_order_id
         self.next_order_id = order_id + 1
         self.pending[symbol] = PendingOrder(order_id, symbol, quantity, ts, reason)

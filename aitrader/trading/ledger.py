@@ -16,6 +16,8 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import sys
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, ts TEXT, type TEXT, s
 CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY, ts TEXT, bar_index INTEGER, symbol TEXT,
     model_id TEXT, digest TEXT, prediction REAL, confidence REAL, source TEXT, latency_us REAL, features TEXT,
     outcome REAL, outcome_ts TEXT);
+CREATE TABLE IF NOT EXISTS equity_chunks (first_bar INTEGER PRIMARY KEY, equity BLOB);
 CREATE INDEX IF NOT EXISTS predictions_key ON predictions (symbol, model_id, bar_index);
 """
 
@@ -175,6 +178,8 @@ class Ledger:
                 insert_rows(c, "fills", 9, self._fills)
             if self.equity_values:
                 insert_rows(c, "equity", 4, self.equity_values)
+                c.execute("INSERT INTO equity_chunks VALUES (?, ?)",
+                          (self.equity_values[0], pack_floats(self.equity_values[3::4])))
             if self._events:
                 c.executemany(
                     "INSERT INTO events (ts, type, symbol, model_id, reason, payload) VALUES (?, ?, ?, ?, ?, ?)",
@@ -235,6 +240,14 @@ def insert_rows(conn: sqlite3.Connection, table: str, ncols: int, values: list[A
 def _insert_sql(table: str, ncols: int, nrows: int) -> str:
     row = "(" + ", ".join("?" * ncols) + ")"
     return f"INSERT INTO {table} VALUES " + ", ".join([row] * nrows)  # noqa: S608 - fixed names, no input
+
+
+def pack_floats(values: list[float]) -> bytes:
+    """Little-endian float64 bytes (the ``equity_chunks`` copy of the curve)."""
+    packed = array("d", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 def pid_alive(pid: Any) -> bool:

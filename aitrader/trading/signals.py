@@ -89,7 +89,10 @@ class UnifiedSignalHandler:
 
     def _limit(self, ts: str, req: Request, equity: float, price: float) -> float | None:
         """Apply the per-request limits in place; the symbol's effective quantity, None when refused."""
-        cur = self.broker.effective_qty(req.symbol)
+        # broker.effective_qty(), inlined (once per order: the hot path of a busy replay)
+        pos = self.broker.positions.get(req.symbol)
+        pending = self.broker.pending.get(req.symbol)
+        cur = (pos.quantity if pos is not None else 0.0) + (pending.quantity if pending is not None else 0.0)
         target = req.target_qty
         if target < 0 and not self.allow_short:
             self._reject(ts, req, "short_not_allowed")
@@ -139,7 +142,7 @@ class UnifiedSignalHandler:
         self.last_key[req.symbol] = req.key
         delta = round(req.target_qty - cur, QTY_DECIMALS)
         if delta != 0.0:
-            self.broker.submit(ts, req.symbol, delta, req.source)
+            self.broker.queue(ts, req.symbol, delta, req.source)
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:

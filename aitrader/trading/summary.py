@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,34 @@ def performance(ts_epoch: np.ndarray, equity: np.ndarray, initial: float) -> dic
     return {"total_return": total, "sharpe": sharpe, "max_drawdown": max_dd}
 
 
+def equity_curve(conn: sqlite3.Connection) -> np.ndarray:
+    """The equity column in bar order, from the ledger's ``equity_chunks`` copy when it is whole.
+
+    Each checkpoint also stores its equity values as one float64 blob, in the same transaction as
+    the rows: reading a few blobs instead of a Python row per bar makes the summary of a long run
+    (and ``status``) cost almost nothing. The blobs are used only when they cover exactly bars
+    0..max(bar_index) (a ledger from before they existed has none); else the rows are read.
+    """
+    (last,) = conn.execute("SELECT MAX(bar_index) FROM equity").fetchone()
+    if last is None:
+        return np.empty(0)
+    try:
+        chunks = conn.execute("SELECT first_bar, equity FROM equity_chunks ORDER BY first_bar").fetchall()
+    except sqlite3.OperationalError:  # no such table: an older ledger
+        chunks = []
+    parts, expected = [], 0
+    for first, blob in chunks:
+        if first != expected:
+            break
+        part = np.frombuffer(blob, dtype="<f8")
+        parts.append(part)
+        expected += len(part)
+    if parts and expected == last + 1:
+        return np.concatenate(parts).astype(float)
+    # rowid order is bar_index order (bar_index is the rowid): no sort needed.
+    return np.array([e for (e,) in conn.execute("SELECT equity FROM equity ORDER BY rowid")], dtype=float)
+
+
 def _grouped(conn: Any, sql: str, event_type: str) -> dict[str, int]:
     return {str(k): int(n) for k, n in conn.execute(sql, (event_type,))}
 
@@ -46,9 +75,7 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         state = meta.get("state") or {}
         initial = float(meta["config"]["ml_trading"]["execution"]["initial_cash"])
         # Only the values and the first and last stamps: performance() needs the span, not every stamp.
-        # rowid order is bar_index order (the ledger appends equity rows in step order and a rolled
-        # back checkpoint leaves none), and reading by rowid spares sorting the whole curve.
-        eq = conn.execute("SELECT equity FROM equity ORDER BY rowid").fetchall()
+        values = equity_curve(conn)
         first_last = conn.execute(
             "SELECT * FROM (SELECT ts FROM equity ORDER BY rowid LIMIT 1) "
             "UNION ALL SELECT * FROM (SELECT ts FROM equity ORDER BY rowid DESC LIMIT 1)"
@@ -68,12 +95,11 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         cursors = {s: {"bar_index": i, "ts": t} for s, i, t in conn.execute("SELECT * FROM cursors ORDER BY 1")}
     finally:
         conn.close()
-    values = np.array([e for (e,) in eq], dtype=float)
     stamps = [t for (t,) in first_last]
     epochs = np.empty(0)
-    if eq:  # the bar count and the span is all performance() reads from the stamps
+    if len(values):  # the bar count and the span is all performance() reads from the stamps
         ends = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601").astype("int64") / 1e9
-        epochs = np.full(len(eq), float(ends.iloc[0]))
+        epochs = np.full(len(values), float(ends.iloc[0]))
         epochs[-1] = float(ends.iloc[-1])
     perf = performance(epochs, values, initial)
     final = float(values[-1]) if len(values) else initial

@@ -215,6 +215,44 @@ def test_summary_reads_the_equity_curve_in_bar_order_after_a_resume(tmp_path: Pa
     assert summary["total_return"] == pytest.approx(expected["total_return"], abs=1e-12)
 
 
+def test_equity_chunks_are_the_equity_column_across_resumes_and_the_rows_are_the_fallback(tmp_path: Path) -> None:
+    # The summary reads the curve from the per-checkpoint blobs; they must be exactly the column, and
+    # a ledger without (whole) blobs must give the same summary from the rows.
+    from aitrader.trading.summary import equity_curve, summarise
+
+    frames = {"AAA": bars(300, seed=6)}
+    run(tmp_path, "part", frames, opts=RunOptions(commit_every=13, max_bars=111, handle_signals=False))
+    run(tmp_path, "part", frames, resume=True, commit_every=40)
+    column = [e for (e,) in rows(tmp_path / "part", "SELECT equity FROM equity ORDER BY bar_index")]
+    firsts = [f for (f,) in rows(tmp_path / "part", "SELECT first_bar FROM equity_chunks ORDER BY 1")]
+    assert firsts[:3] == [0, 13, 26] and 111 in firsts and len(firsts) > 10
+    with sqlite3.connect(tmp_path / "part" / "ledger.db") as conn:
+        assert equity_curve(conn).tolist() == column
+    with_chunks = summarise(tmp_path / "part")
+    with sqlite3.connect(tmp_path / "part" / "ledger.db") as conn:
+        conn.execute("DELETE FROM equity_chunks WHERE first_bar = 26")  # a hole: not whole any more
+        assert equity_curve(conn).tolist() == column
+    assert summarise(tmp_path / "part") == with_chunks
+
+
+def test_a_ledger_with_the_round_1_equity_schema_resumes_to_the_same_ledger(tmp_path: Path) -> None:
+    # Round 1 keyed equity by ``ts TEXT PRIMARY KEY`` and had no equity_chunks: such a run resumes.
+    frames = {"AAA": bars(300, seed=6)}
+    full = run(tmp_path, "full", frames)
+    run(tmp_path, "old", frames, opts=RunOptions(commit_every=13, max_bars=111, handle_signals=False))
+    with sqlite3.connect(tmp_path / "old" / "ledger.db") as conn:
+        conn.executescript(
+            "ALTER TABLE equity RENAME TO new_equity; DROP TABLE equity_chunks;"
+            "CREATE TABLE equity (bar_index INTEGER, ts TEXT PRIMARY KEY, cash REAL, equity REAL);"
+            "INSERT INTO equity SELECT * FROM new_equity ORDER BY bar_index; DROP TABLE new_equity;"
+        )
+    resumed = run(tmp_path, "old", frames, resume=True)
+    assert rows(tmp_path / "old", "SELECT pk FROM pragma_table_info('equity') WHERE name = 'ts'") == [(1,)]
+    assert ledger_content(tmp_path / "old" / "ledger.db") == ledger_content(tmp_path / "full" / "ledger.db")
+    keep = ("final_equity", "total_return", "sharpe", "max_drawdown", "turnover", "fills", "first_ts", "last_ts")
+    assert {k: resumed[k] for k in keep} == {k: full[k] for k in keep}
+
+
 def test_speed_k_replays_at_k_times_the_bars_cadence(tmp_path: Path) -> None:
     # 9 one-second intervals at speed 30: 0.3 s of pacing; at speed 0 no pacing at all.
     frames = {"AAA": bars(10, seed=2, freq="1s")}
