@@ -40,7 +40,7 @@ def _arrays(*values: Any) -> list[np.ndarray]:
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
-    # A spread of a few ulps can still round to a zero standard deviation: no usable correlation.
+    # A tiny but nonzero spread (1e-170) can have a variance that underflows to 0: no usable correlation.
     with np.errstate(divide="ignore", invalid="ignore"):
         r = float(np.corrcoef(a, b)[0, 1])
     return r if np.isfinite(r) else 0.0
