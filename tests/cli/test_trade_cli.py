@@ -115,19 +115,18 @@ def test_clear_errors(in_tmp: Path, world) -> None:
     assert ext.exit_code == 1 and ".parquet" in ext.stderr and not (in_tmp / "f.xlsx").exists()
 
 
-def test_follow_stops_cleanly_on_sigterm(in_tmp: Path, world) -> None:
-    live = in_tmp / "live.csv"
-    lines = world["data"].read_text().splitlines(keepends=True)
-    live.write_text("".join(lines[:101]))
+def _follow(in_tmp: Path, world, live: Path, new_lines: list[str], last_index: int, signum: int,
+            *extra: str) -> tuple[int, str, str]:
+    """Start ``paper-trade --follow`` on ``live``, append ``new_lines``, signal once the cursor is at ``last_index``."""
     env = {**os.environ, "AITRADER_REGISTRY": str(world["registry"])}
     cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(world["config"]),
-           "--data", f"SYN={live}", "--follow", "--run-id", "live", "--json"]
+           "--data", f"SYN={live}", "--follow", "--json", *extra]
     proc = subprocess.Popen(cmd, cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ledger = in_tmp / "runs" / "live" / "ledger.db"
     try:
         deadline = time.time() + 60
         with live.open("a") as fh:
-            for line in lines[101:161]:
+            for line in new_lines:
                 fh.write(line)
                 fh.flush()
                 time.sleep(0.005)
@@ -136,17 +135,49 @@ def test_follow_stops_cleanly_on_sigterm(in_tmp: Path, world) -> None:
                 cursors = ledger_content(ledger)["cursors"] if ledger.is_file() else []
             except TradingError:
                 cursors = []
-            if cursors and cursors[0][1] == 159:
+            if cursors and cursors[0][1] == last_index:
                 break
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
+    return proc.returncode, out, err
+
+
+def test_follow_stops_cleanly_on_sigterm(in_tmp: Path, world) -> None:
+    live = in_tmp / "live.csv"
+    lines = world["data"].read_text().splitlines(keepends=True)
+    live.write_text("".join(lines[:101]))
+    code, out, err = _follow(in_tmp, world, live, lines[101:161], 159, signal.SIGTERM, "--run-id", "live")
+    assert code == 0, err
     doc = json.loads(out)
     assert doc["status"] == "stopped" and doc["bars"] == 160
+
+
+def test_follow_stops_cleanly_on_sigint_and_resumes_to_the_replayed_ledger(in_tmp: Path, world) -> None:
+    """Ctrl-C: stop after the current bar, exit 0, status stopped; --resume follows on from the cursor."""
+    live = in_tmp / "live.csv"
+    lines = world["data"].read_text().splitlines(keepends=True)
+    live.write_text("".join(lines[:101]))
+    code, out, err = _follow(in_tmp, world, live, lines[101:131], 129, signal.SIGINT, "--run-id", "live")
+    assert code == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    doc = json.loads(out)
+    assert doc["status"] == "stopped" and doc["bars"] == 130
+    status = runner.invoke(app, ["status", "live", "--json"])
+    assert status.exit_code == 0 and json.loads(status.stdout)["status"] == "stopped"
+    code, out, err = _follow(in_tmp, world, live, lines[131:151], 149, signal.SIGINT, "--resume", "live")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["status"] == "stopped" and doc["bars"] == 150
+    (in_tmp / "first150.csv").write_text("".join(lines[:151]))
+    trade(world, "--data", f"SYN={in_tmp / 'first150.csv'}", "--run-id", "replay")
+    got = ledger_content(in_tmp / "runs" / "live" / "ledger.db")
+    want = ledger_content(in_tmp / "runs" / "replay" / "ledger.db")
+    assert got["fills"] and got["equity"] == want["equity"] and got["fills"] == want["fills"]
+    assert got["predictions"] == want["predictions"]
 
 
 def test_default_run_replays_the_sample_holdout_of_a_trained_aapl_model(in_tmp: Path) -> None:
