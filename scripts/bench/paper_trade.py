@@ -7,7 +7,7 @@ for each and the ratio.
 
 What is timed, for aitrader: the library path behind ``aitrader paper-trade`` in this process, i.e.
 ``BarSeries.from_frame`` + ``replay_steps`` + ``run_session`` (ledger creation, the engine, every
-SQLite write: orders, fills, the equity curve, cursors and state checkpoints every 500 bars, then
+SQLite write: orders, fills, the equity curve, cursors and state checkpoints every 2000 steps, then
 the summary read back from the ledger). NOT timed: the Python/CLI process start-up, reading the
 CSV, loading and verifying a model (the bars carry precomputed targets, no model runs). For
 backtrader: Cerebro set-up, the feed and the run. Each engine runs ``--repeat`` times (after one
