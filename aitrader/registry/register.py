@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aitrader._util import pid_alive
 from aitrader.errors import RegistryError
 from aitrader.registry import hashing
 from aitrader.registry.hashing import CHECKSUM_FILE
@@ -47,16 +48,6 @@ def _test_pause() -> None:
     delay = os.environ.get(TEST_DELAY_ENV)
     if delay:
         time.sleep(float(delay))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def register(
@@ -254,5 +245,5 @@ def _sweep(conn: sqlite3.Connection, name: str, model_dir: Path) -> None:
     mine = _host_token()
     for entry in model_dir.glob(".tmp-*"):
         parts = entry.name.split("-")
-        if len(parts) == 4 and parts[1] == mine and parts[2].isdigit() and not _pid_alive(int(parts[2])):
+        if len(parts) == 4 and parts[1] == mine and parts[2].isdigit() and not pid_alive(int(parts[2])):
             shutil.rmtree(entry, ignore_errors=True)

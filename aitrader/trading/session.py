@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aitrader._util import pid_alive
 from aitrader.config import TradingConfig
 from aitrader.errors import TradingError
 from aitrader.trading.broker import PaperBroker
 from aitrader.trading.engine import Engine, TargetSchedule
 from aitrader.trading.events import EventBus
-from aitrader.trading.ledger import LEDGER_NAME, Ledger, now_iso, pid_alive
+from aitrader.trading.ledger import LEDGER_NAME, Ledger, now_iso
 from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor
 from aitrader.trading.signals import UnifiedSignalHandler
 from aitrader.trading.sources import Step

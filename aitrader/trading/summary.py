@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from aitrader.trading.ledger import connect, pid_alive
+from aitrader._util import pid_alive
+from aitrader.trading.ledger import connect
 
 SECONDS_PER_YEAR = 365.25 * 86400
 

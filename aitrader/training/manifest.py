@@ -8,12 +8,12 @@ NaN and infinities are written as ``null`` (strict JSON).
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from aitrader._util import json_clean
 from aitrader.errors import ModelError
 
 MANIFEST_NAME = "manifest.json"
@@ -40,26 +40,9 @@ _NULLABLE = {"onnx"}  # null when ONNX export is disabled (onnx.export: false)
 _DISTRIBUTION_KEYS = ("quantiles", "bin_edges", "counts")
 
 
-def _clean(obj: Any) -> Any:
-    """Plain JSON types only: numpy scalars/arrays converted, NaN/inf -> None, tuples -> lists."""
-    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalar or array
-        obj = obj.tolist()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return obj
-
-
 def dumps(manifest: dict[str, Any]) -> str:
     """The manifest as the exact text written to disk."""
-    return json.dumps(_clean(manifest), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_clean(manifest), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:

@@ -1,0 +1,39 @@
+"""Small helpers shared across packages; no heavy imports (the CLI's output path uses them)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def json_clean(obj: Any) -> Any:
+    """Plain JSON types only: numpy scalars/arrays converted, NaN/inf -> None, tuples -> lists,
+    paths -> str, timestamps -> ISO-8601. Duck-typed so that numpy/pandas need not be imported."""
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalar or array
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_clean(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return obj
+
+
+def pid_alive(pid: Any) -> bool:
+    """True when a process with this pid exists (on this host); False for anything not a pid."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
