@@ -22,6 +22,8 @@ aitrader register demo/artifacts/aapl_lgbm --name aapl_lgbm --tag source=demo
 step "6/8 deploy to production after checks (hashes, load, sample reproduction, feature contract)"
 aitrader deploy --model-id aapl_lgbm --reason "quick-start demo"
 aitrader list
+aitrader verify
+aitrader history aapl_lgbm
 step "7/8 paper-trade the production model on the bars after its training period"
 aitrader paper-trade --run-id demo --runs-dir demo/runs --speed 0
 step "8/8 monitor the run: accuracy, drift and alerts, with an HTML report"
