@@ -30,7 +30,9 @@ class AitraderGroup(TyperGroup):
         except AitraderError as exc:
             # The traceback goes to the --log-file only (DEBUG); stderr gets the one line below.
             log.debug("command failed: %s", exc, exc_info=True)
-            typer.echo(f"error: {exc}", err=True)
+            # One line, always: several problems (e.g. one per broken data rule) are joined by "; ".
+            message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            typer.echo(f"error: {message}", err=True)
             ctx.exit(exc.exit_code)
 
 

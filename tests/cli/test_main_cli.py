@@ -50,6 +50,11 @@ def failing_app() -> typer.Typer:
         raise LockHeldError("another retrain holds the lock")
 
     @app.command()
+    def many() -> None:
+        raise DataError("bars.csv: row 2: high below open; pass --repair\n"
+                        "bars.csv: row 3: bad timestamp; pass --repair")
+
+    @app.command()
     def bug() -> None:
         raise RuntimeError("a real bug")
 
@@ -62,6 +67,14 @@ def test_library_error_is_one_line_on_stderr_exit_1(failing_app: typer.Typer) ->
     assert result.stdout == ""
     assert result.stderr == "error: bars.csv: row 3: high 1.0 is below max(open, close) 2.0; pass --repair\n"
     assert "Traceback" not in result.stderr
+
+
+def test_several_problems_still_print_one_line(failing_app: typer.Typer) -> None:
+    result = runner.invoke(failing_app, ["many"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: bars.csv: row 2: high below open; pass --repair; bars.csv: row 3: bad timestamp; pass --repair\n"
+    )
 
 
 def test_error_subclass_sets_its_exit_code(failing_app: typer.Typer) -> None:
