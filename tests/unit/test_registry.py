@@ -46,11 +46,6 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch) -> type[FakeRunner]:
     clear_cache()
 
 
-@pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "models")
-
-
 def test_register_copies_hashes_and_indexes(reg: Registry, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "art", extra={"sub/notes.txt": b"hello"})
     info = reg.register(art, "aapl", tags={"source": "test"})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import time
 from pathlib import Path
 
@@ -13,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aitrader.errors import DeployCheckError, ModelNotFoundError, RegistryError
-from aitrader.registry import Registry, clear_cache
+from aitrader.registry import Registry
 from aitrader.registry.deploy import sample_max_rel_diff
-from tests.unit.test_registry_support import flip_byte, make_real_artifact, write_manifest
+from tests.unit.test_registry_support import deploy_log_rows, flip_byte, make_real_artifact, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +35,6 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, contract: dict) -> dict[
     }
 
 
-@pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    clear_cache()
-    yield Registry(tmp_path / "models")
-    clear_cache()
-
-
-def _log(reg: Registry) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(reg.db_path)
-    conn.row_factory = sqlite3.Row
-    rows = conn.execute("SELECT * FROM deploy_log ORDER BY id").fetchall()
-    conn.close()
-    return rows
-
-
 def test_deploy_runs_every_check_and_promotes(reg: Registry, artifacts: dict[str, Path]) -> None:
     reg.register(artifacts["a"], "aapl")
     result = reg.deploy("aapl", reason="first")
@@ -63,7 +47,7 @@ def test_deploy_runs_every_check_and_promotes(reg: Registry, artifacts: dict[str
     assert (result.promoted, result.from_version, result.to_version, result.alias) == (True, None, 1, "production")
     assert reg.resolve("aapl@production").version == 1
     assert reg.resolve("aapl:v1").aliases == ["production"]
-    (row,) = _log(reg)
+    (row,) = deploy_log_rows(reg)
     assert (row["action"], row["status"], row["from_version"], row["to_version"], row["reason"]) == (
         "promote",
         "success",
@@ -100,7 +84,7 @@ def test_wrong_sample_predictions_fail_and_are_logged(reg: Registry, artifacts: 
     ):
         reg.deploy("aapl:v2", reason="try")
     assert reg.resolve("aapl@production").version == 1
-    last = _log(reg)[-1]
+    last = deploy_log_rows(reg)[-1]
     assert (last["status"], last["from_version"], last["to_version"]) == ("failed", 1, 2)
     statuses = [(c["name"], c["status"]) for c in json.loads(last["checks"])]
     assert statuses[2:] == [("reproduces_sample", "failed"), ("feature_contract", "skipped")]
@@ -117,7 +101,7 @@ def test_unknown_feature_fails_the_contract_check(reg: Registry, artifacts: dict
     reg.register(art, "aapl")
     result = reg.deploy("aapl", dry_run=True)
     assert [c.status for c in result.checks] == ["passed", "passed", "passed", "failed"]
-    assert result.promoted is False and _log(reg) == []
+    assert result.promoted is False and deploy_log_rows(reg) == []
 
 
 def test_tampered_version_fails_hashes_and_never_loads(
@@ -143,7 +127,7 @@ def test_dry_run_promotes_and_logs_nothing(reg: Registry, artifacts: dict[str, P
     reg.register(artifacts["a"], "aapl")
     result = reg.deploy("aapl", dry_run=True)
     assert result.dry_run and not result.promoted and all(c.passed for c in result.checks)
-    assert reg.alias_target("aapl", "production") is None and _log(reg) == []
+    assert reg.alias_target("aapl", "production") is None and deploy_log_rows(reg) == []
 
 
 def test_redeploying_the_current_version_changes_nothing(reg: Registry, artifacts: dict[str, Path]) -> None:
@@ -151,7 +135,7 @@ def test_redeploying_the_current_version_changes_nothing(reg: Registry, artifact
     reg.deploy("aapl")
     again = reg.deploy("aapl:v1")
     assert not again.promoted and "already holds production" in again.note
-    assert len(_log(reg)) == 1
+    assert len(deploy_log_rows(reg)) == 1
 
 
 def test_other_alias_and_rollback_chain(reg: Registry, artifacts: dict[str, Path]) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from aitrader.errors import ModelNotFoundError, RegistryError
-from aitrader.registry import Registry, clear_cache
-from tests.unit.test_registry_support import make_artifact, make_real_artifact
+from aitrader.registry import Registry
+from tests.unit.test_registry_support import deploy_log_rows, make_artifact, make_real_artifact
 
 
 @pytest.fixture(scope="module")
@@ -20,21 +20,6 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     contract = FeaturePipeline(["ret_1", "ret_5"]).contract()
     base = tmp_path_factory.mktemp("log_artifacts")
     return {k: make_real_artifact(base / k, contract=contract, seed=i) for i, k in enumerate(("a", "b", "c"))}
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    clear_cache()
-    yield Registry(tmp_path / "models")
-    clear_cache()
-
-
-def _rows(reg: Registry) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(reg.db_path)
-    conn.row_factory = sqlite3.Row
-    rows = conn.execute("SELECT * FROM deploy_log ORDER BY id").fetchall()
-    conn.close()
-    return rows
 
 
 def test_rejected_challenger_is_logged_and_moves_nothing(reg: Registry, real: dict[str, Path]) -> None:
@@ -48,7 +33,7 @@ def test_rejected_challenger_is_logged_and_moves_nothing(reg: Registry, real: di
     )
     assert event.details == {**scores, "psi": None} and event.checks == [] and event.user and event.host
     assert reg.resolve("aapl@production").version == 1  # nothing promoted
-    row = _rows(reg)[-1]
+    row = deploy_log_rows(reg)[-1]
     assert (row["id"], row["action"], row["status"], row["to_version"]) == (event.id, "evaluate", "rejected", 2)
     assert json.loads(row["details"])["champion_score"] == 0.031
     hist = reg.history("aapl")
@@ -82,7 +67,7 @@ def test_promoted_needs_the_alias_to_hold_the_version(reg: Registry, real: dict[
     reg.deploy("aapl:v1", alias="staging")
     event = reg.record_decision("aapl", alias="staging", decision="promoted", reason="better")
     assert (event.from_version, event.to_version, event.alias) == (1, 1, "staging")
-    assert [r["action"] for r in _rows(reg)] == ["promote", "evaluate"]
+    assert [r["action"] for r in deploy_log_rows(reg)] == ["promote", "evaluate"]
 
 
 @pytest.mark.parametrize(
@@ -104,14 +89,14 @@ def test_bad_decisions_are_refused_and_nothing_is_appended(
     call = {"decision": "rejected", "reason": "worse", **kwargs}
     with pytest.raises(RegistryError, match=message):
         reg.record_decision("aapl:v1", **call)
-    assert _rows(reg) == []
+    assert deploy_log_rows(reg) == []
 
 
 def test_unknown_model_is_refused(reg: Registry, tmp_path: Path) -> None:
     reg.register(make_artifact(tmp_path / "a"), "aapl")
     with pytest.raises(ModelNotFoundError, match="aapl:v9"):
         reg.record_decision("aapl:v9", decision="rejected", reason="worse")
-    assert _rows(reg) == []
+    assert deploy_log_rows(reg) == []
 
 
 def test_numpy_scores_are_stored_as_plain_json(reg: Registry, tmp_path: Path) -> None:
@@ -120,7 +105,7 @@ def test_numpy_scores_are_stored_as_plain_json(reg: Registry, tmp_path: Path) ->
     reg.register(make_artifact(tmp_path / "a"), "aapl")
     details = {"ic": np.float64(0.02), "n": np.int64(7), "better": np.bool_(False), "folds": (np.float32(0.5),)}
     event = reg.record_decision("aapl", decision="rejected", reason="worse", details=details)
-    assert json.loads(_rows(reg)[0]["details"]) == {"better": False, "folds": [0.5], "ic": 0.02, "n": 7}
+    assert json.loads(deploy_log_rows(reg)[0]["details"]) == {"better": False, "folds": [0.5], "ic": 0.02, "n": 7}
     assert event.details == {"ic": 0.02, "n": 7, "better": False, "folds": [0.5]}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,12 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
     i = len(data) // 2 if offset is None else offset
     data[i] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def deploy_log_rows(registry: Any) -> list[sqlite3.Row]:
+    """Every deploy-log row of ``registry``, oldest first, read straight from the index."""
+    conn = sqlite3.connect(registry.db_path)
+    conn.row_factory = sqlite3.Row
+    rows = conn.execute("SELECT * FROM deploy_log ORDER BY id").fetchall()
+    conn.close()
+    return rows
