@@ -76,21 +76,6 @@ def _log_to(path: Path | None) -> Iterator[None]:
         handler.close()
 
 
-def _onnx_canonical(path: Path) -> bytes:
-    """ONNX bytes with the opset imports sorted: the exporter writes them in a varying order
-    (set iteration), so two exports of the same model differ byte-wise but not in content."""
-    try:
-        import onnx
-
-        model = onnx.load(str(path))
-        ops = sorted(model.opset_import, key=lambda o: (o.domain, o.version))
-        del model.opset_import[:]
-        model.opset_import.extend(ops)
-        return bytes(model.SerializeToString(deterministic=True))
-    except Exception:  # not parseable: compare the raw bytes, which is only stricter
-        return path.read_bytes()
-
-
 def artifact_fingerprint(directory: Path) -> str:
     """SHA256 over every file but the manifest, plus the manifest without ``created_at``."""
     h = hashlib.sha256()
@@ -98,8 +83,8 @@ def artifact_fingerprint(directory: Path) -> str:
         rel = path.relative_to(directory).as_posix()
         if rel in _IGNORED:
             continue
-        content = _onnx_canonical(path) if path.suffix == ".onnx" else path.read_bytes()
-        h.update(rel.encode() + b"\0" + hashlib.sha256(content).digest())
+        # model.onnx is byte-deterministic at export (aitrader.models.onnx sorts the opset imports)
+        h.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     manifest.pop("created_at", None)
     h.update(json.dumps(manifest, sort_keys=True).encode())
