@@ -108,33 +108,100 @@ def classification_metrics(fwd: Any, proba_up: Any) -> dict[str, float]:
     return out
 
 
-def periods_per_year(index: pd.DatetimeIndex) -> float:
-    """Bars per year for annualising: exchange calendar or continuous trading, inferred.
+CALENDAR_KINDS = ("exchange", "forex", "crypto")
+EXCHANGE_SESSIONS_PER_YEAR = 252.0
+FOREX_DAYS_PER_YEAR = 260.0  # 52.18 weeks x 5 weekdays, less the few days the whole market closes
+CRYPTO_DAYS_PER_YEAR = 365.25
+_DAY = pd.Timedelta(days=1)
 
-    An exchange keeps a session calendar: 252 sessions x the median number of bars per session
-    (252 for daily bars, 1764 for 7 hourly bars a session). A market that trades every day of the
-    week (crypto) is continuous: 365.25 days / the median bar interval. Over a week or more the
-    market is continuous when every weekday holds at least half the bars of the median weekday:
-    a few weekend bars are not enough, because an exchange stamped in UTC spills its after-hours
-    bars into Saturday (SPY minute bars in UTC: 0.6% of them fall on a Saturday). A span shorter
-    than a week is continuous when a tenth of its bars fall on a weekend, or some calendar day is
-    (nearly) fully covered by bars.
-    """
-    if len(index) < 3:
-        return 252.0
-    step = pd.Series(index).diff().dropna().median()
-    per_day = pd.Series(1, index=index).groupby(index.normalize()).size()
-    continuous_day = pd.Timedelta(days=1) / step
+
+def _week_ids(days: pd.DatetimeIndex) -> np.ndarray:
+    """The Monday of each (normalised) date, as an integer day number: a week key free of ISO quirks."""
+    local = days.tz_localize(None) if days.tz is not None else days
+    ordinal = local.as_unit("s").asi8 // 86400
+    # 1970-01-01 was a Thursday: day 0 has day_of_week 3.
+    return np.asarray(ordinal - (ordinal + 3) % 7)
+
+
+def _continuous(index: pd.DatetimeIndex, step: pd.Timedelta) -> bool:
+    """Trades every day of the week (24x7)."""
     weekday = np.asarray(index.day_of_week)
     if index[-1] - index[0] >= pd.Timedelta(days=7):
+        # Every day of the week holds at least half the bars of the median day: a few weekend bars are
+        # not enough (an exchange stamped in UTC spills its after-hours bars into Saturday).
         counts = np.bincount(weekday, minlength=7)
-        continuous = bool(counts.min() >= 0.5 * np.median(counts))
-    else:
-        continuous = bool(np.mean(weekday >= 5) >= 0.1) or (
-            step < pd.Timedelta(days=1) and float(per_day.max()) >= 0.9 * continuous_day)
-    if continuous:
-        return float(pd.Timedelta(days=365.25) / step)
-    return 252.0 * float(per_day.median())
+        return bool(counts.min() >= 0.5 * np.median(counts))
+    # Under a week: a tenth of the bars on a weekend, or a weekend date at least half covered.
+    if np.mean(weekday >= 5) >= 0.1:
+        return True
+    if step < _DAY:
+        weekend = pd.DatetimeIndex(index[weekday >= 5])
+        if len(weekend):
+            per_date = pd.Series(1, index=weekend).groupby(weekend.normalize()).size()
+            return bool(per_date.max() >= 0.5 * (_DAY / step))
+    return False
+
+
+def _weekdays_without_holidays(index: pd.DatetimeIndex) -> bool:
+    """Daily bars with (almost) no missing weekdays over half a year or more: a 24x5 (forex) calendar.
+
+    Counted by week, so a feed that stamps Monday's bar on Sunday evening still has 5 bars a week:
+    an exchange closes on 6 to 15 weekdays a year (US: 9 or 10), which leaves >= 10% of its weeks
+    short; forex leaves at most Christmas and New Year (<= 4%). Fewer than 26 whole weeks decide
+    nothing and stay an exchange (the common convention for daily bars).
+    """
+    days = pd.DatetimeIndex(index.normalize().unique())
+    weeks = _week_ids(days)
+    ids, counts = np.unique(weeks, return_counts=True)
+    whole = counts[1:-1]  # the first and last week may be cut by the span
+    if whole.size < 26:
+        return False
+    return bool(np.mean(whole < 5) <= 0.05)
+
+
+def market_calendar(index: pd.DatetimeIndex) -> tuple[str, float]:
+    """The market calendar of a bar index: ``(kind, periods_per_year)``, kind in :data:`CALENDAR_KINDS`.
+
+    * ``crypto`` (24x7): every day of the week holds bars (over a week or more: each day of the week
+      at least half the bars of the median day; under a week: a tenth of the bars on a weekend, or a
+      weekend date half covered). ``365.25 x bars per day``, bars per day being
+      ``1 day / the median bar interval`` (105,192 for 5-minute bars).
+    * ``forex`` (24x5): no weekend, but each weekday nearly covered (intraday: the median weekday
+      holds >= 75% of ``1 day / interval`` bars; daily: no missing weekdays, see
+      :func:`_weekdays_without_holidays`). ``260 x bars per day`` (6,240 for hourly bars).
+    * ``exchange`` (sessions with holidays): ``252 x the median bars per session`` (a session = a
+      calendar date of the index's own time zone): 252 for daily bars, 1,764 for 7 hourly bars a
+      session. Bars two days apart or more (weekly, monthly) are ``365.25 days / interval``.
+
+    Fewer than 3 bars: ``("exchange", 252.0)``. Works on any datetime resolution (s, ms, us, ns):
+    only Timedelta arithmetic, never raw epoch integers.
+    """
+    idx = pd.DatetimeIndex(index)
+    idx = pd.DatetimeIndex(idx[~np.asarray(idx.isna())].unique().sort_values())
+    if len(idx) < 3:
+        return "exchange", EXCHANGE_SESSIONS_PER_YEAR
+    step = pd.Timedelta(pd.Series(idx).diff().dropna().median())
+    if _continuous(idx, step):
+        bars_per_day = _DAY / step
+        return "crypto", float(CRYPTO_DAYS_PER_YEAR * bars_per_day)
+    if step >= 2 * _DAY:  # weekly or monthly bars
+        return "exchange", float(pd.Timedelta(days=CRYPTO_DAYS_PER_YEAR) / step)
+    per_date = pd.Series(1, index=idx).groupby(idx.normalize()).size()
+    if step < _DAY:
+        day_of_week = np.asarray(pd.DatetimeIndex(per_date.index).day_of_week)
+        weekdays = per_date.to_numpy()[day_of_week < 5]
+        full = _DAY / step
+        if weekdays.size and float(np.median(weekdays)) >= 0.75 * full:
+            return "forex", float(FOREX_DAYS_PER_YEAR * full)
+        return "exchange", float(EXCHANGE_SESSIONS_PER_YEAR * float(per_date.median()))
+    if _weekdays_without_holidays(idx):
+        return "forex", FOREX_DAYS_PER_YEAR
+    return "exchange", EXCHANGE_SESSIONS_PER_YEAR
+
+
+def periods_per_year(index: pd.DatetimeIndex) -> float:
+    """Bars per year for annualising (:func:`market_calendar`'s second value)."""
+    return market_calendar(index)[1]
 
 
 def backtest(

@@ -18,6 +18,7 @@ from aitrader.training.metrics import (
     classification_metrics,
     evaluate,
     hit_rate,
+    market_calendar,
     mean_metrics,
     periods_per_year,
     regression_metrics,
@@ -100,17 +101,63 @@ def test_backtest_long_flat_and_costs():
     assert dear["total_return"] < cheap["total_return"]
 
 
+def _nyse_days(start: str, end: str) -> pd.DatetimeIndex:
+    """Weekdays less the US federal holidays: an exchange calendar with ~10 closed weekdays a year."""
+    from pandas.tseries.holiday import USFederalHolidayCalendar
+
+    holidays = USFederalHolidayCalendar().holidays(start, end)
+    return pd.bdate_range(start, end).difference(holidays)
+
+
+def _forex_hours(start: str, weeks: int, tz: str = "UTC") -> pd.DatetimeIndex:
+    """Hourly 24x5: Sunday 22:00 UTC to Friday 22:00 UTC, every week (120 bars a week)."""
+    sundays = pd.date_range(start, periods=weeks, freq="W-SUN")
+    stamps = [s + pd.Timedelta(hours=22 + h) for s in sundays for h in range(120)]
+    return pd.DatetimeIndex(stamps, tz="UTC").tz_convert(tz)
+
+
 def test_periods_per_year_by_calendar():
-    daily = pd.bdate_range("2020-01-01", periods=300)
-    assert periods_per_year(daily) == 252.0
+    # Constants by hand: 252 sessions x 1 or 7 bars; 260 weekdays x 24 hours; 365.25 days x 288 bars.
+    daily = _nyse_days("2019-01-01", "2020-12-31")
+    assert market_calendar(daily) == ("exchange", 252.0)
     hours = pd.DatetimeIndex(
-        [d + pd.Timedelta(hours=h) for d in pd.bdate_range("2020-01-01", periods=30) for h in range(9, 16)],
+        [d + pd.Timedelta(hours=h) for d in _nyse_days("2020-01-01", "2020-03-31") for h in range(9, 16)],
         tz="America/New_York",
     )
-    assert periods_per_year(hours) == 252.0 * 7
-    crypto = pd.date_range("2020-01-01", periods=500, freq="5min", tz="UTC")
-    assert periods_per_year(crypto) == pytest.approx(365.25 * 24 * 12)
-    assert periods_per_year(pd.date_range("2020-01-01", periods=400, freq="D")) == pytest.approx(365.25)
+    assert market_calendar(hours) == ("exchange", 1764.0)
+    assert market_calendar(_forex_hours("2021-01-03", 20)) == ("forex", 6240.0)
+    assert market_calendar(_forex_hours("2021-01-03", 20, tz="America/New_York")) == ("forex", 6240.0)
+    assert market_calendar(_forex_hours("2021-01-03", 20, tz="Asia/Tokyo")) == ("forex", 6240.0)
+    crypto = pd.date_range("2020-01-01", periods=3000, freq="5min", tz="UTC")  # 10.4 days
+    assert market_calendar(crypto) == ("crypto", 105192.0)
+    # under a week with no weekend, round-the-clock bars cannot be told from 24x5: forex
+    assert market_calendar(crypto[:500]) == ("forex", 260.0 * 288)
+    assert periods_per_year(crypto) == 105192.0
+    assert market_calendar(pd.date_range("2020-01-01", periods=400, freq="D")) == ("crypto", 365.25)
+    assert market_calendar(pd.date_range("2020-01-03", periods=100, freq="W-FRI"))[1] == pytest.approx(365.25 / 7)
+    assert market_calendar(daily[:2]) == ("exchange", 252.0)
+
+
+def test_daily_weekdays_without_holidays_are_forex_and_with_holidays_an_exchange():
+    # A whole year of weekdays, Christmas and New Year closed: 24x5 (260 a year).
+    weekdays = pd.bdate_range("2021-01-01", "2022-12-31")
+    fx = weekdays[~((weekdays.month == 12) & (weekdays.day == 25)) & ~((weekdays.month == 1) & (weekdays.day == 1))]
+    assert market_calendar(fx) == ("forex", 260.0)
+    # a feed that stamps each day's bar at the previous evening (Sunday..Thursday 22:00) is the same calendar
+    assert market_calendar(fx - pd.Timedelta(hours=2)) == ("forex", 260.0)
+    # under half a year decides nothing: an exchange (the common convention for daily bars)
+    assert market_calendar(weekdays[:100]) == ("exchange", 252.0)
+    assert market_calendar(_nyse_days("2010-01-01", "2011-12-31")) == ("exchange", 252.0)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_market_calendar_does_not_depend_on_the_datetime_resolution(unit):
+    hours = _forex_hours("2021-01-03", 8)
+    assert market_calendar(hours.as_unit(unit)) == ("forex", 6240.0)
+    crypto = pd.date_range("2020-01-01", periods=3000, freq="5min").as_unit(unit)
+    assert market_calendar(crypto) == ("crypto", 105192.0)
+    daily = _nyse_days("2019-01-01", "2020-12-31").as_unit(unit)
+    assert market_calendar(daily) == ("exchange", 252.0)
 
 
 def test_periods_per_year_ignores_a_utc_after_hours_spill_into_saturday():
