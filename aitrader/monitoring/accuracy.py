@@ -1,9 +1,12 @@
 """Accuracy of live predictions whose outcome (the realised forward return) is known.
 
-Regression models predict the forward return: MAE, RMSE, hit rate (sign agreement), IC (Pearson)
-and rank IC (Spearman) compare prediction and outcome directly. Classification models predict
-P(up): MAE/RMSE are not comparable with a return and are left out; the hit rate compares
-``p > 0.5`` with ``outcome > 0`` and the ICs correlate the probability with the outcome.
+Every figure comes from the one metrics module (``aitrader.training.metrics``), so ``monitor``
+and ``retrain`` score exactly as ``train`` does. Regression models predict the forward return:
+MAE, RMSE, hit rate (sign agreement; outcomes of exactly 0 are excluded, a prediction of 0 is a
+miss), IC (Pearson) and rank IC (Spearman) compare prediction and outcome directly.
+Classification models predict P(up): MAE/RMSE are not comparable with a return and are left out;
+the hit rate compares the side of ``p - 0.5`` with the side of the outcome (same zero rule) and
+the ICs correlate the probability with the outcome. Undefined figures are None.
 """
 
 from __future__ import annotations
@@ -11,18 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
-    if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return None  # undefined, e.g. a constant prediction
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _ranks(a: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), as Spearman's rho needs."""
-    return pd.Series(a).rank(method="average").to_numpy(dtype=np.float64)
+from aitrader.training import metrics as M
 
 
 def accuracy_metrics(pred: np.ndarray, outcome: np.ndarray, *, task: str = "regression") -> dict[str, Any]:
@@ -36,14 +29,14 @@ def accuracy_metrics(pred: np.ndarray, outcome: np.ndarray, *, task: str = "regr
     if p.size == 0:
         return out
     if task == "classification":
-        out["hit_rate"] = float(np.mean((p > 0.5) == (y > 0)))
+        out["hit_rate"] = M.hit_rate(y, p - 0.5)
     else:
         err = p - y
         out["mae"] = float(np.mean(np.abs(err)))
         out["rmse"] = float(np.sqrt(np.mean(err**2)))
-        out["hit_rate"] = float(np.mean(np.sign(p) == np.sign(y)))
-    out["ic"] = _corr(p, y)
-    out["rank_ic"] = _corr(_ranks(p), _ranks(y))
+        out["hit_rate"] = M.hit_rate(y, p)
+    out["ic"] = M.ic(p, y)
+    out["rank_ic"] = M.rank_ic(p, y)
     return out
 
 

@@ -221,6 +221,10 @@ def paper_trade(
     else:
         frames = load_frames(data, specs)
         meta["data"] = describe(frames)
+        # metrics helper (issue 9): the traded bars' calendar, so the summary annualises with it
+        from aitrader.trading.summary import calendar_of
+
+        meta["calendar"] = calendar_of([df.index for df in frames.values()])
         steps = replay_steps([BarSeries.from_frame(s, df) for s, df in frames.items()])
         stop_event = None
     return run_session(cfg, specs, steps, run_dir, run_id=rid, resume=resume is not None, meta=meta, opts=opts,

@@ -1,9 +1,18 @@
-"""Run statistics computed from the ledger (so a resumed run reports the same as an uninterrupted one)."""
+"""Run statistics computed from the ledger (so a resumed run reports the same as an uninterrupted one).
+
+Every performance figure goes through the one metrics module (``aitrader.training.metrics``):
+per-bar simple returns of the equity curve (the first bar against the initial cash), Sharpe and
+Sortino annualised with the ``periods_per_year`` of the traded bars' market calendar, max drawdown
+as a negative fraction, turnover as the mean per bar of traded notional over the equity before
+the bar. The calendar is the one the run recorded in its meta when it started (``calendar``:
+``{"kind", "periods_per_year"}``, from the replayed frames); a run without it (``--follow``, or
+older ledgers) infers it from the equity table's own stamps. No figure depends on the stamps'
+datetime resolution: the annualisation never turns stamps into epoch numbers.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,25 +22,86 @@ import numpy as np
 from aitrader._util import pid_alive
 from aitrader.trading.ledger import connect
 
-SECONDS_PER_YEAR = 365.25 * 86400
+
+def calendar_of(indexes: Any) -> dict[str, Any]:
+    """``{"kind", "periods_per_year"}`` of the bars a run trades (the union of its frames' stamps).
+
+    ``indexes``: one DatetimeIndex or an iterable of them (one per symbol). Recorded in the run's
+    meta at its start so that the summary annualises with the traded bars' calendar.
+    """
+    import pandas as pd
+
+    from aitrader.training.metrics import market_calendar
+
+    if isinstance(indexes, pd.DatetimeIndex):
+        union = indexes
+    else:
+        parts = [pd.DatetimeIndex(i) for i in indexes if len(i)]
+        union = parts[0] if parts else pd.DatetimeIndex([])
+        for other in parts[1:]:
+            if other.tz is not None and union.tz is not None and str(other.tz) != str(union.tz):
+                other = other.tz_convert(union.tz)
+            union = union.union(other)
+    kind, per_year = market_calendar(union)
+    return {"kind": kind, "periods_per_year": per_year}
 
 
-def performance(ts_epoch: np.ndarray, equity: np.ndarray, initial: float) -> dict[str, float | None]:
-    """Total return, annualised Sharpe (bars per year estimated from the data's own span), max drawdown."""
+def _recorded_calendar(meta: dict[str, Any]) -> dict[str, Any] | None:
+    cal = meta.get("calendar")
+    if not isinstance(cal, dict):
+        return None
+    try:
+        per_year = float(cal["periods_per_year"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (per_year > 0 and np.isfinite(per_year)):
+        return None
+    return {"kind": str(cal.get("kind")), "periods_per_year": per_year}
+
+
+def _inferred_calendar(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The calendar of the equity table's stamps (parsed to UTC: offsets may change with DST)."""
+    import pandas as pd
+
+    stamps = [t for (t,) in conn.execute("SELECT ts FROM equity ORDER BY rowid")]
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601"))
+    except (ValueError, TypeError):
+        index = pd.DatetimeIndex([])
+    return calendar_of(index)
+
+
+def performance(equity: np.ndarray, initial: float, periods_per_year: float) -> dict[str, float | None]:
+    """Total return, annualised Sharpe and Sortino, max drawdown (negative) of an equity curve."""
+    from aitrader.training import metrics as M
+
     if len(equity) == 0:
-        return {"total_return": 0.0, "sharpe": None, "max_drawdown": 0.0}
-    total = float(equity[-1] / initial - 1.0)
-    path = np.concatenate([[initial], equity])
-    rets = path[1:] / path[:-1] - 1.0
-    sharpe = None
-    span = float(ts_epoch[-1] - ts_epoch[0]) if len(ts_epoch) > 1 else 0.0
-    sd = float(rets.std(ddof=1)) if len(rets) > 2 else 0.0
-    if span > 0 and sd > 0:
-        per_year = (len(ts_epoch) - 1) / (span / SECONDS_PER_YEAR)
-        sharpe = float(rets.mean() / sd * math.sqrt(per_year))
-    peak = np.maximum.accumulate(path)
-    max_dd = float(((path - peak) / peak).min())
-    return {"total_return": total, "sharpe": sharpe, "max_drawdown": max_dd}
+        return {"total_return": 0.0, "sharpe": 0.0, "sortino": None, "max_drawdown": 0.0}
+    rets = M.simple_returns(equity, initial=initial)
+    return {
+        "total_return": float(equity[-1] / initial - 1.0),
+        "sharpe": M.sharpe_ratio(rets, periods_per_year),
+        "sortino": M.sortino_ratio(rets, periods_per_year),
+        "max_drawdown": M.max_drawdown(equity, initial=initial),
+    }
+
+
+def traded_turnover(conn: sqlite3.Connection, equity: np.ndarray, initial: float) -> float:
+    """Mean per bar of ``|traded notional| / equity before the bar`` (fills matched to bars by stamp)."""
+    from aitrader.training import metrics as M
+
+    if len(equity) == 0:
+        return 0.0
+    traded = np.zeros(len(equity))
+    rows = conn.execute(
+        "SELECT e.bar_index, SUM(ABS(f.quantity * f.price)) FROM fills f JOIN equity e ON e.ts = f.ts "
+        "GROUP BY e.bar_index"
+    ).fetchall()
+    for bar, notional in rows:
+        if 0 <= bar < len(traded):
+            traded[bar] = float(notional)
+    before = np.concatenate(([initial], equity[:-1]))
+    return M.turnover(traded, before)
 
 
 def equity_curve(conn: sqlite3.Connection) -> np.ndarray:
@@ -68,23 +138,21 @@ def _grouped(conn: Any, sql: str, event_type: str) -> dict[str, int]:
 
 def summarise(run_dir: Path) -> dict[str, Any]:
     """The final summary of a run (also what ``status`` builds on)."""
-    import pandas as pd
-
     conn = connect(run_dir / "ledger.db", readonly=True)
     try:
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         state = meta.get("state") or {}
         initial = float(meta["config"]["ml_trading"]["execution"]["initial_cash"])
-        # Only the values and the first and last stamps: performance() needs the span, not every stamp.
         values = equity_curve(conn)
+        calendar = _recorded_calendar(meta) or _inferred_calendar(conn)
+        turnover = traded_turnover(conn, values, initial)
         first_last = conn.execute(
             "SELECT * FROM (SELECT ts FROM equity ORDER BY rowid LIMIT 1) "
             "UNION ALL SELECT * FROM (SELECT ts FROM equity ORDER BY rowid DESC LIMIT 1)"
         ).fetchall()
         n_pred = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
         n_orders = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
-        fills = conn.execute("SELECT COUNT(*), COALESCE(SUM(commission), 0), "
-                             "COALESCE(SUM(ABS(quantity * price)), 0) FROM fills").fetchone()
+        fills = conn.execute("SELECT COUNT(*), COALESCE(SUM(commission), 0) FROM fills").fetchone()
         by_reason = "SELECT reason, COUNT(*) FROM events WHERE type = ? GROUP BY 1 ORDER BY 1"
         rejections = _grouped(conn, by_reason, "RISK_REJECTED")
         errors = _grouped(conn, by_reason, "ML_ERROR")
@@ -97,12 +165,7 @@ def summarise(run_dir: Path) -> dict[str, Any]:
     finally:
         conn.close()
     stamps = [t for (t,) in first_last]
-    epochs = np.empty(0)
-    if len(values):  # the bar count and the span is all performance() reads from the stamps
-        ends = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601").astype("int64") / 1e9
-        epochs = np.full(len(values), float(ends.iloc[0]))
-        epochs[-1] = float(ends.iloc[-1])
-    perf = performance(epochs, values, initial)
+    perf = performance(values, initial, calendar["periods_per_year"])
     final = float(values[-1]) if len(values) else initial
     slots = state.get("slots", {})
     status = meta.get("status")
@@ -124,8 +187,11 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         "final_equity": final,
         "total_return": perf["total_return"],
         "sharpe": perf["sharpe"],
+        "sortino": perf["sortino"],
         "max_drawdown": perf["max_drawdown"],
-        "turnover": float(fills[2]) / float(values.mean()) if len(values) and values.mean() > 0 else 0.0,
+        "turnover": turnover,
+        "calendar": calendar["kind"],
+        "periods_per_year": calendar["periods_per_year"],
         "fees": float(fills[1]),
         "cursor": cursors,
         "positions": positions,

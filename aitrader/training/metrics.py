@@ -1,18 +1,32 @@
-"""Evaluation metrics, a cost-aware backtest and the naive baselines a model must beat.
+"""The one metrics module: every figure that train, paper-trade, status, monitor and retrain print.
 
-Conventions (documented in docs/cli.md, relied on by monitoring and retrain):
+Formulas and conventions (docs/metrics.md lists them with the commands that use them):
 
-* ``hit_rate``: share of rows where ``sign(pred) == sign(y)``, rows with ``y == 0`` excluded; a
-  prediction of exactly 0 takes no side and counts as a miss.
-* ``ic`` (Pearson) and ``rank_ic`` (Spearman, average ranks for ties): 0.0 when either side is
-  constant (a constant prediction carries no ranking information).
+* Returns: per-bar simple returns of an equity curve, ``e[t] / e[t-1] - 1``, the first bar
+  against the initial equity when it is given (:func:`simple_returns`).
+* ``sharpe``: ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` of the per-bar returns (no
+  risk-free rate); 0.0 when undefined (fewer than 2 returns, or no variance: never traded).
+* ``sortino``: ``mean(r) / sqrt(mean(min(r, 0)**2)) * sqrt(periods_per_year)`` (target 0, the
+  downside deviation over all bars, as empyrical/quantstats); None when no bar lost.
+* ``max_drawdown``: a NEGATIVE fraction, ``min(e / running_peak - 1)`` with the initial equity
+  as the first peak: -0.23 means 23% below the running peak (empyrical/quantstats); 0.0 when the
+  curve never fell.
+* ``hit_rate``: share of rows where ``sign(pred) == sign(y)``; rows whose outcome ``y`` is
+  exactly 0 are excluded (a zero move has no direction); a prediction of exactly 0 takes no side
+  and counts as a miss. Undefined (None) when every outcome is 0; the training tables store 0.0.
+* ``ic`` (Pearson) and ``rank_ic`` (Spearman, average ranks for ties): undefined (None) with fewer
+  than 3 pairs or a constant side (a constant prediction carries no ranking information); the
+  training tables store 0.0.
+* ``turnover``: the mean per bar of ``|traded notional| / equity before the trade``; for the
+  backtest, whose position is a fraction of equity, that is the mean ``|position change|``.
+* ``periods_per_year``: from :func:`market_calendar` (exchange 252 x bars per session, 24x5
+  forex 260 x bars per day, 24x7 crypto 365.25 x bars per day).
 * Backtest: the position is decided at the close of bar ``t`` from the prediction and held for
   one bar, earning the 1-bar return ``close[t+1] / close[t] - 1``. The target is an h-bar return
   and consecutive rows overlap, so trading the h-bar return would count each move h times.
   Costs: ``(fees_bps + slippage_bps) / 1e4`` times ``|position change|`` (entering from flat at
-  the first row counts). ``sharpe`` is annualised with :func:`periods_per_year` and is 0.0 when
-  the P&L has no variance (e.g. always flat); ``max_drawdown`` is a positive fraction of the
-  running peak; ``turnover`` is the mean ``|position change|`` per bar.
+  the first row counts). Sharpe, drawdown and turnover of its P&L go through the functions above,
+  exactly as the paper-trade summary does.
 """
 
 from __future__ import annotations
@@ -37,13 +51,70 @@ def _arrays(*values: Any) -> list[np.ndarray]:
     return out
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+def _or0(value: float | None) -> float:
+    return 0.0 if value is None else value
+
+
+# ---------------------------------------------------------------------------- equity curves
+def simple_returns(equity: Any, initial: float | None = None) -> np.ndarray:
+    """Per-bar simple returns ``e[t] / e[t-1] - 1``; with ``initial`` the first bar is against it."""
+    e = np.asarray(equity, dtype=np.float64).ravel()
+    path = np.concatenate(([float(initial)], e)) if initial is not None else e
+    if path.size < 2:
+        return np.empty(0)
+    return path[1:] / path[:-1] - 1.0
+
+
+def sharpe_ratio(returns: Any, periods_per_year: float) -> float:
+    """``mean / std(ddof=1) * sqrt(periods_per_year)``; 0.0 with < 2 returns or no variance."""
+    r = np.asarray(returns, dtype=np.float64).ravel()
+    if r.size < 2:
         return 0.0
+    sd = float(np.std(r, ddof=1))
+    if not sd > 1e-15:  # also catches NaN
+        return 0.0
+    return float(np.mean(r) / sd * math.sqrt(periods_per_year))
+
+
+def sortino_ratio(returns: Any, periods_per_year: float) -> float | None:
+    """``mean / sqrt(mean(min(r, 0)**2)) * sqrt(periods_per_year)``; None when no bar lost."""
+    r = np.asarray(returns, dtype=np.float64).ravel()
+    if r.size == 0:
+        return None
+    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    if not downside > 1e-15:
+        return None
+    return float(np.mean(r) / downside * math.sqrt(periods_per_year))
+
+
+def max_drawdown(equity: Any, initial: float | None = None) -> float:
+    """Deepest fall below the running peak, as a negative fraction (-0.23: 23% below); 0.0 if none."""
+    e = np.asarray(equity, dtype=np.float64).ravel()
+    path = np.concatenate(([float(initial)], e)) if initial is not None else e
+    if path.size == 0:
+        return 0.0
+    peak = np.maximum.accumulate(path)
+    return float(min(0.0, float(np.min(path / peak - 1.0))))
+
+
+def turnover(traded: Any, equity_before: Any) -> float:
+    """Mean per bar of ``|traded notional| / equity before the trade`` (one entry per bar)."""
+    t, e = _arrays(traded, equity_before)
+    if t.size == 0:
+        return 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(t != 0, np.abs(t) / e, 0.0)
+    return float(np.mean(ratio))
+
+
+# ---------------------------------------------------------------------------- predictions vs outcomes
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
     # A tiny but nonzero spread (1e-170) can have a variance that underflows to 0: no usable correlation.
     with np.errstate(divide="ignore", invalid="ignore"):
         r = float(np.corrcoef(a, b)[0, 1])
-    return r if np.isfinite(r) else 0.0
+    return float(np.clip(r, -1.0, 1.0)) if np.isfinite(r) else None
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
@@ -51,12 +122,24 @@ def _ranks(a: np.ndarray) -> np.ndarray:
     return pd.Series(a).rank(method="average").to_numpy(dtype=np.float64)
 
 
-def hit_rate(y: Any, pred: Any) -> float:
-    """Share of rows with ``y != 0`` where the prediction has the same sign (0.0 when none)."""
+def ic(pred: Any, y: Any) -> float | None:
+    """Pearson correlation of prediction and outcome; None with < 3 pairs or a constant side."""
+    p, y_ = _arrays(pred, y)
+    return _corr(p, y_)
+
+
+def rank_ic(pred: Any, y: Any) -> float | None:
+    """Spearman correlation (average ranks for ties); None with < 3 pairs or a constant side."""
+    p, y_ = _arrays(pred, y)
+    return _corr(_ranks(p), _ranks(y_))
+
+
+def hit_rate(y: Any, pred: Any) -> float | None:
+    """Share of rows with ``y != 0`` where ``sign(pred) == sign(y)``; None when every ``y`` is 0."""
     y_, p = _arrays(y, pred)
     known = y_ != 0
     if not known.any():
-        return 0.0
+        return None
     return float(np.mean(np.sign(p[known]) == np.sign(y_[known])))
 
 
@@ -72,9 +155,9 @@ def regression_metrics(y: Any, pred: Any) -> dict[str, float]:
         "mae": float(np.mean(np.abs(err))),
         "rmse": math.sqrt(sse / y_.size),
         "r2": 1.0 - sse / sst if sst > 0 else 0.0,
-        "hit_rate": hit_rate(y_, p),
-        "ic": _corr(p, y_),
-        "rank_ic": _corr(_ranks(p), _ranks(y_)),
+        "hit_rate": _or0(hit_rate(y_, p)),
+        "ic": _or0(ic(p, y_)),
+        "rank_ic": _or0(rank_ic(p, y_)),
     }
 
 
@@ -98,9 +181,9 @@ def classification_metrics(fwd: Any, proba_up: Any) -> dict[str, float]:
     label = (f > 0).astype(np.float64)
     out = regression_metrics(label, p)
     signal = p - 0.5
-    out["hit_rate"] = hit_rate(f, signal)
-    out["ic"] = _corr(signal, f)
-    out["rank_ic"] = _corr(_ranks(signal), _ranks(f))
+    out["hit_rate"] = _or0(hit_rate(f, signal))
+    out["ic"] = _or0(ic(signal, f))
+    out["rank_ic"] = _or0(rank_ic(signal, f))
     clipped = np.clip(p, 1e-15, 1 - 1e-15)
     out["accuracy"] = float(np.mean((p > 0.5) == (label == 1)))
     out["log_loss"] = float(-np.mean(label * np.log(clipped) + (1 - label) * np.log(1 - clipped)))
@@ -218,14 +301,13 @@ def backtest(
     position = np.sign(s) if short else (s > 0).astype(np.float64)
     change = np.abs(np.diff(position, prepend=0.0))
     pnl = position * r - (fees_bps + slippage_bps) / 1e4 * change
-    equity = np.cumprod(1.0 + pnl)
-    peak = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
-    std = float(np.std(pnl, ddof=1)) if pnl.size > 1 else 0.0
+    equity = np.cumprod(1.0 + pnl)  # starts from 1.0
+    # The position is a fraction of the equity before the bar: |change| is the traded notional over it.
     return {
         "total_return": float(equity[-1] - 1.0) if equity.size else 0.0,
-        "sharpe": float(np.mean(pnl) / std * math.sqrt(periods)) if std > 1e-15 else 0.0,
-        "max_drawdown": float(np.max(1.0 - equity / peak)) if equity.size else 0.0,
-        "turnover": float(np.mean(change)) if change.size else 0.0,
+        "sharpe": sharpe_ratio(pnl, periods),  # pnl is the per-bar simple return of the equity
+        "max_drawdown": max_drawdown(equity, initial=1.0),
+        "turnover": turnover(change, np.ones(change.size)),
     }
 
 
