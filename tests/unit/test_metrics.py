@@ -18,10 +18,17 @@ from aitrader.training.metrics import (
     classification_metrics,
     evaluate,
     hit_rate,
+    ic,
     market_calendar,
+    max_drawdown,
     mean_metrics,
     periods_per_year,
+    rank_ic,
     regression_metrics,
+    sharpe_ratio,
+    simple_returns,
+    sortino_ratio,
+    turnover,
 )
 
 finite = st.floats(-0.2, 0.2, allow_nan=False, allow_infinity=False, allow_subnormal=False)
@@ -197,3 +204,61 @@ def test_evaluate_and_mean():
     cls = evaluate("classification", fwd, 0.5 + fwd, ret1, backtest_kwargs={})
     assert {"accuracy", "log_loss", "auc"} <= set(cls)
     assert mean_metrics([{"a": 1.0}, {"a": 3.0}]) == {"a": 2.0}
+
+
+# ---------------------------------------------------------------------------- hand-computed constants
+# r = [0.01, -0.02, 0.03, 0.0, 0.01]: mean 0.006; squared deviations 1.6e-5 + 6.76e-4 + 5.76e-4 +
+# 3.6e-5 + 1.6e-5 = 1.32e-3, variance (ddof=1) 3.3e-4; downside: only -0.02, mean square 4e-4 / 5 = 8e-5.
+R = [0.01, -0.02, 0.03, 0.0, 0.01]
+
+
+def test_sharpe_by_hand():
+    assert sharpe_ratio(R, 252) == pytest.approx(0.006 / math.sqrt(3.3e-4) * math.sqrt(252), rel=1e-12)
+    assert sharpe_ratio(R, 252) == pytest.approx(5.2431774, rel=1e-7)
+    assert sharpe_ratio(R, 1.0) == pytest.approx(0.3302891, rel=1e-6)
+    assert sharpe_ratio([0.01], 252) == 0.0 and sharpe_ratio([0.0, 0.0, 0.0], 252) == 0.0  # undefined
+
+
+def test_sortino_by_hand():
+    assert sortino_ratio(R, 252) == pytest.approx(0.006 / math.sqrt(8e-5) * math.sqrt(252), rel=1e-12)
+    assert sortino_ratio(R, 1.0) == pytest.approx(0.6708204, rel=1e-6)
+    assert sortino_ratio([0.01, 0.02], 252) is None  # no losing bar: undefined
+
+
+def test_returns_and_drawdown_by_hand():
+    equity = [120.0, 90.0, 108.0, 60.0, 130.0]
+    assert simple_returns(equity, initial=100.0) == pytest.approx([0.2, -0.25, 0.2, -4 / 9, 13 / 6 - 1])
+    assert simple_returns(equity) == pytest.approx([-0.25, 0.2, -4 / 9, 13 / 6 - 1])
+    assert max_drawdown(equity, initial=100.0) == pytest.approx(-0.5)  # peak 120, trough 60
+    assert max_drawdown([95.0, 99.0], initial=100.0) == pytest.approx(-0.05)  # the initial cash is a peak
+    assert max_drawdown([95.0, 99.0]) == 0.0
+    assert max_drawdown([100.0, 101.0], initial=100.0) == 0.0 and max_drawdown([]) == 0.0
+
+
+def test_turnover_by_hand():
+    assert turnover([0.0, 50.0, 0.0, 25.0], [100.0, 100.0, 125.0, 100.0]) == pytest.approx((0.5 + 0.25) / 4)
+    assert turnover([], []) == 0.0
+
+
+def test_ic_and_rank_ic_by_hand():
+    # pred deviations -1.5 -.5 .5 1.5, y deviations -3 -1 0 4: cov sum 11, sums of squares 5 and 26.
+    assert ic([1, 2, 3, 4], [2, 4, 5, 9]) == pytest.approx(11 / math.sqrt(130), rel=1e-12)
+    assert rank_ic([1, 2, 3, 4], [2, 4, 5, 9]) == pytest.approx(1.0)
+    # ties share their mean rank: pred ranks 1, 2.5, 2.5, 4 against 1, 3, 2, 4 -> 4.5 / sqrt(4.5 * 5)
+    assert rank_ic([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5), rel=1e-12)
+    assert ic([1.0, 1.0, 1.0], [1, 2, 3]) is None and ic([1, 2], [2, 1]) is None  # undefined
+
+
+def test_hit_rate_with_zero_outcomes_by_hand_in_train_and_monitor():
+    from aitrader.monitoring.accuracy import accuracy_metrics
+
+    y = [0.01, -0.02, 0.0, 0.03, 0.0, -0.01]
+    pred = [0.5, 0.1, -1.0, 0.2, 0.3, 0.0]
+    # rows with y == 0 are left out; of the other 4: hit, miss, hit, miss (a 0 prediction takes no side)
+    assert hit_rate(y, pred) == 0.5
+    assert regression_metrics(y, pred)["hit_rate"] == 0.5
+    assert accuracy_metrics(np.array(pred), np.array(y))["hit_rate"] == 0.5
+    # classification: the side of P(up) - 0.5; P = 0.5 takes no side
+    proba = [0.7, 0.6, 0.1, 0.55, 0.9, 0.5]
+    assert accuracy_metrics(np.array(proba), np.array(y), task="classification")["hit_rate"] == 0.5
+    assert classification_metrics(y, proba)["hit_rate"] == 0.5
