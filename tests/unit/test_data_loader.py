@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -196,16 +195,14 @@ def test_shared_data(shared_data: Path) -> None:
     assert len(spy) == 31_757 and spy.attrs["symbol"] == "SPY_2011_utc_barend"
 
 
-def test_load_speed(tmp_path: Path) -> None:
-    # 200k rows keep the test fast (writing the CSV dominates); 1M rows load in about 0.5 s.
+def test_load_a_long_file(tmp_path: Path) -> None:
+    # Correctness only: load speed (about 0.1 s for these 200k rows) belongs in scripts/bench/, not in a test.
     bars = generate_bars(200_000, freq="1min")
     path = tmp_path / "big.csv"
     bars.to_csv(path)
-    t0 = time.perf_counter()
     loaded = load_bars(path)
-    elapsed = time.perf_counter() - t0
     assert len(loaded) == 200_000
-    assert elapsed < 5  # about 0.1 s on an idle core; generous for a shared machine
+    assert loaded.index.equals(bars.index.rename("timestamp"))
     assert np.allclose(loaded["close"].to_numpy(), bars["close"].to_numpy(), rtol=1e-12)
 
 

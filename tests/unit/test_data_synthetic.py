@@ -73,13 +73,12 @@ def test_planted_signal_is_weak_but_present() -> None:
     assert abs(noise) < 0.05
 
 
-def test_million_bars_fast() -> None:
-    import time
-
-    t0 = time.perf_counter()
+def test_million_bars() -> None:
+    # Correctness only: its speed (< 1 s on an idle core) is measured in scripts/bench/, never asserted.
     df = generate_bars(1_000_000, freq="1min")
-    assert time.perf_counter() - t0 < 2.0  # < 1 s on an idle core; slack for a shared machine
     assert len(df) == 1_000_000
+    assert df.index[-1] - df.index[0] == pd.Timedelta(minutes=999_999)
+    assert np.isfinite(df.to_numpy()).all() and (df["low"] <= df[["open", "close"]].min(axis=1)).all()
 
 
 @pytest.mark.parametrize(

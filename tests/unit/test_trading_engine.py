@@ -254,15 +254,21 @@ def test_a_ledger_with_the_round_1_equity_schema_resumes_to_the_same_ledger(tmp_
     assert {k: resumed[k] for k in keep} == {k: full[k] for k in keep}
 
 
-def test_speed_k_replays_at_k_times_the_bars_cadence(tmp_path: Path) -> None:
-    # 9 one-second intervals at speed 30: 0.3 s of pacing; at speed 0 no pacing at all.
+def test_speed_k_replays_at_k_times_the_bars_cadence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 9 one-second intervals at speed 30: 0.3 s of pacing; at speed 0 no pacing at all. A fake clock
+    # that only sleeps advance measures the pacing itself, whatever the machine's load (no wall clock).
+    clock = {"now": 1000.0, "slept": 0.0}
+
+    def sleep(seconds: float) -> None:
+        clock["now"] += seconds
+        clock["slept"] += seconds
+
+    monkeypatch.setattr(time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(time, "sleep", sleep)
     frames = {"AAA": bars(10, seed=2, freq="1s")}
-    t0 = time.perf_counter()
     run(tmp_path, "paced", frames, opts=RunOptions(speed=30.0, handle_signals=False))
-    paced = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    paced, clock["slept"] = clock["slept"], 0.0
     run(tmp_path, "fast", frames, opts=RunOptions(speed=0.0, handle_signals=False))
-    fast = time.perf_counter() - t0
-    assert 0.28 <= paced < 0.3 + 1.0
-    assert fast < paced - 0.2
+    assert paced == pytest.approx(0.3, abs=1e-9)
+    assert clock["slept"] == 0.0
     assert ledger_content(tmp_path / "paced" / "ledger.db") == ledger_content(tmp_path / "fast" / "ledger.db")
