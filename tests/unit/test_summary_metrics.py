@@ -24,6 +24,8 @@ from aitrader.trading.sources import replay_steps
 from tests.unit.trading_helpers import config, series, spec
 
 INITIAL = 100_000.0
+# pandas < 3 reads CSV floats up to one ulp off unless asked for round-trip parsing (deprecated in 3)
+EXACT: dict[str, str] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
 
 
 def exchange_hours(sessions: int) -> pd.DatetimeIndex:
@@ -59,8 +61,8 @@ def frame(index: pd.DatetimeIndex, seed: int) -> pd.DataFrame:
 
 def recompute(equity_csv: str, fills_csv: str, per_year: float) -> dict[str, float]:
     """The summary's figures by hand from the exported tables."""
-    eq = pd.read_csv(io.StringIO(equity_csv))
-    fills = pd.read_csv(io.StringIO(fills_csv))
+    eq = pd.read_csv(io.StringIO(equity_csv), **EXACT)
+    fills = pd.read_csv(io.StringIO(fills_csv), **EXACT)
     e = eq.sort_values("bar_index")["equity"].to_numpy(dtype=float)
     path = np.concatenate([[INITIAL], e])
     r = path[1:] / path[:-1] - 1.0
