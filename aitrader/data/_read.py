@@ -12,6 +12,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ class RawFrame:
 
 # pandas < 3 parses CSV floats with a fast parser that can be one ulp off (~16% of random prices);
 # pandas 3 parses them exactly and deprecates the option. (metrics helper: found by the pandas 2.2 CI)
-_EXACT_FLOATS: dict[str, str] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+_EXACT_FLOATS: dict[str, Any] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
 
 
 def file_symbol(path: Path) -> str:
