@@ -3,8 +3,8 @@
 Every performance figure goes through the one metrics module (``aitrader.training.metrics``):
 per-bar simple returns of the equity curve (the first bar against the initial cash), Sharpe and
 Sortino annualised with the ``periods_per_year`` of the traded bars' market calendar, max drawdown
-as a negative fraction, turnover as the mean per bar of traded notional over the equity before
-the bar. The calendar is the one the run recorded in its meta when it started (``calendar``:
+as a negative fraction, turnover as the traded notional per bar over the mean equity (the equity
+before each bar). The calendar is the one the run recorded in its meta when it started (``calendar``:
 ``{"kind", "periods_per_year"}``, from the replayed frames); a run without it (``--follow``, or
 older ledgers) infers it from the equity table's own stamps. No figure depends on the stamps'
 datetime resolution: the annualisation never turns stamps into epoch numbers.
@@ -21,6 +21,7 @@ import numpy as np
 
 from aitrader._util import pid_alive
 from aitrader.trading.ledger import connect
+from aitrader.training import metrics as M
 
 
 def calendar_of(indexes: Any) -> dict[str, Any]:
@@ -31,8 +32,6 @@ def calendar_of(indexes: Any) -> dict[str, Any]:
     """
     import pandas as pd
 
-    from aitrader.training.metrics import market_calendar
-
     if isinstance(indexes, pd.DatetimeIndex):
         union = indexes
     else:
@@ -42,7 +41,7 @@ def calendar_of(indexes: Any) -> dict[str, Any]:
             if other.tz is not None and union.tz is not None and str(other.tz) != str(union.tz):
                 other = other.tz_convert(union.tz)
             union = union.union(other)
-    kind, per_year = market_calendar(union)
+    kind, per_year = M.market_calendar(union)
     return {"kind": kind, "periods_per_year": per_year}
 
 
@@ -59,11 +58,18 @@ def _recorded_calendar(meta: dict[str, Any]) -> dict[str, Any] | None:
     return {"kind": str(cal.get("kind")), "periods_per_year": per_year}
 
 
+INFER_FROM_LAST = 20_000  # stamps: two weeks of 1-minute bars, years of hourly ones
+
+
 def _inferred_calendar(conn: sqlite3.Connection) -> dict[str, Any]:
-    """The calendar of the equity table's stamps (parsed to UTC: offsets may change with DST)."""
+    """The calendar of the equity table's last stamps (parsed to UTC: offsets may change with DST).
+
+    Only the last :data:`INFER_FROM_LAST` stamps are read, so that ``status`` stays cheap on a long run.
+    """
     import pandas as pd
 
-    stamps = [t for (t,) in conn.execute("SELECT ts FROM equity ORDER BY rowid")]
+    rows = conn.execute("SELECT ts FROM equity ORDER BY rowid DESC LIMIT ?", (INFER_FROM_LAST,)).fetchall()
+    stamps = [t for (t,) in reversed(rows)]
     try:
         index = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601"))
     except (ValueError, TypeError):
@@ -73,8 +79,6 @@ def _inferred_calendar(conn: sqlite3.Connection) -> dict[str, Any]:
 
 def performance(equity: np.ndarray, initial: float, periods_per_year: float) -> dict[str, float | None]:
     """Total return, annualised Sharpe and Sortino, max drawdown (negative) of an equity curve."""
-    from aitrader.training import metrics as M
-
     if len(equity) == 0:
         return {"total_return": 0.0, "sharpe": 0.0, "sortino": None, "max_drawdown": 0.0}
     rets = M.simple_returns(equity, initial=initial)
@@ -84,24 +88,6 @@ def performance(equity: np.ndarray, initial: float, periods_per_year: float) -> 
         "sortino": M.sortino_ratio(rets, periods_per_year),
         "max_drawdown": M.max_drawdown(equity, initial=initial),
     }
-
-
-def traded_turnover(conn: sqlite3.Connection, equity: np.ndarray, initial: float) -> float:
-    """Mean per bar of ``|traded notional| / equity before the bar`` (fills matched to bars by stamp)."""
-    from aitrader.training import metrics as M
-
-    if len(equity) == 0:
-        return 0.0
-    traded = np.zeros(len(equity))
-    rows = conn.execute(
-        "SELECT e.bar_index, SUM(ABS(f.quantity * f.price)) FROM fills f JOIN equity e ON e.ts = f.ts "
-        "GROUP BY e.bar_index"
-    ).fetchall()
-    for bar, notional in rows:
-        if 0 <= bar < len(traded):
-            traded[bar] = float(notional)
-    before = np.concatenate(([initial], equity[:-1]))
-    return M.turnover(traded, before)
 
 
 def equity_curve(conn: sqlite3.Connection) -> np.ndarray:
@@ -145,14 +131,14 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         initial = float(meta["config"]["ml_trading"]["execution"]["initial_cash"])
         values = equity_curve(conn)
         calendar = _recorded_calendar(meta) or _inferred_calendar(conn)
-        turnover = traded_turnover(conn, values, initial)
         first_last = conn.execute(
             "SELECT * FROM (SELECT ts FROM equity ORDER BY rowid LIMIT 1) "
             "UNION ALL SELECT * FROM (SELECT ts FROM equity ORDER BY rowid DESC LIMIT 1)"
         ).fetchall()
         n_pred = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
         n_orders = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
-        fills = conn.execute("SELECT COUNT(*), COALESCE(SUM(commission), 0) FROM fills").fetchone()
+        fills = conn.execute("SELECT COUNT(*), COALESCE(SUM(commission), 0), "
+                             "COALESCE(SUM(ABS(quantity * price)), 0) FROM fills").fetchone()
         by_reason = "SELECT reason, COUNT(*) FROM events WHERE type = ? GROUP BY 1 ORDER BY 1"
         rejections = _grouped(conn, by_reason, "RISK_REJECTED")
         errors = _grouped(conn, by_reason, "ML_ERROR")
@@ -166,6 +152,7 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         conn.close()
     stamps = [t for (t,) in first_last]
     perf = performance(values, initial, calendar["periods_per_year"])
+    before = np.concatenate(([initial], values[:-1])) if len(values) else values
     final = float(values[-1]) if len(values) else initial
     slots = state.get("slots", {})
     status = meta.get("status")
@@ -189,7 +176,7 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         "sharpe": perf["sharpe"],
         "sortino": perf["sortino"],
         "max_drawdown": perf["max_drawdown"],
-        "turnover": turnover,
+        "turnover": M.turnover([float(fills[2])], before),
         "calendar": calendar["kind"],
         "periods_per_year": calendar["periods_per_year"],
         "fees": float(fills[1]),

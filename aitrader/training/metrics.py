@@ -17,8 +17,9 @@ Formulas and conventions (docs/metrics.md lists them with the commands that use 
 * ``ic`` (Pearson) and ``rank_ic`` (Spearman, average ranks for ties): undefined (None) with fewer
   than 3 pairs or a constant side (a constant prediction carries no ranking information); the
   training tables store 0.0.
-* ``turnover``: the mean per bar of ``|traded notional| / equity before the trade``; for the
-  backtest, whose position is a fraction of equity, that is the mean ``|position change|``.
+* ``turnover``: traded notional per bar over the mean equity, ``sum(|traded notional|) /
+  sum(equity before each bar)``; for the backtest, whose position is a fraction of equity, that
+  is the equity-weighted mean ``|position change|`` (the plain mean while equity stays near 1).
 * ``periods_per_year``: from :func:`market_calendar` (exchange 252 x bars per session, 24x5
   forex 260 x bars per day, 24x7 crypto 365.25 x bars per day).
 * Backtest: the position is decided at the close of bar ``t`` from the prediction and held for
@@ -98,13 +99,17 @@ def max_drawdown(equity: Any, initial: float | None = None) -> float:
 
 
 def turnover(traded: Any, equity_before: Any) -> float:
-    """Mean per bar of ``|traded notional| / equity before the trade`` (one entry per bar)."""
-    t, e = _arrays(traded, equity_before)
-    if t.size == 0:
+    """Traded notional per bar over the mean equity: ``sum(|traded|) / sum(equity_before)``.
+
+    ``equity_before``: the equity before each bar (one entry per bar); ``traded``: the absolute
+    notional traded, per bar or per fill (only its total matters). 0.0 without bars.
+    """
+    t = np.abs(np.asarray(traded, dtype=np.float64).ravel())
+    e = np.asarray(equity_before, dtype=np.float64).ravel()
+    denominator = float(np.sum(e))
+    if e.size == 0 or not denominator > 0:
         return 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(t != 0, np.abs(t) / e, 0.0)
-    return float(np.mean(ratio))
+    return float(np.sum(t) / denominator)
 
 
 # ---------------------------------------------------------------------------- predictions vs outcomes
@@ -302,12 +307,13 @@ def backtest(
     change = np.abs(np.diff(position, prepend=0.0))
     pnl = position * r - (fees_bps + slippage_bps) / 1e4 * change
     equity = np.cumprod(1.0 + pnl)  # starts from 1.0
-    # The position is a fraction of the equity before the bar: |change| is the traded notional over it.
+    # The position is a fraction of the equity before the bar: |change| x that equity is the traded notional.
+    before = np.concatenate(([1.0], equity[:-1]))
     return {
         "total_return": float(equity[-1] - 1.0) if equity.size else 0.0,
         "sharpe": sharpe_ratio(pnl, periods),  # pnl is the per-bar simple return of the equity
         "max_drawdown": max_drawdown(equity, initial=1.0),
-        "turnover": turnover(change, np.ones(change.size)),
+        "turnover": turnover(change * before, before),
     }
 
 

@@ -92,7 +92,10 @@ def test_backtest_accounting_by_hand():
     pnl = np.array([0.01 - cost, 0.02, 0.01 - 2 * cost, 0.0 - cost])
     equity = np.cumprod(1 + pnl)
     assert out["total_return"] == pytest.approx(equity[-1] - 1)
-    assert out["turnover"] == pytest.approx((1 + 0 + 2 + 1) / 4)
+    # traded notional |position change| x equity before the bar, over the summed equity before each bar
+    before = np.r_[1.0, equity[:-1]]
+    assert before == pytest.approx([1.0, 1.009, 1.009 * 1.02, 1.009 * 1.02 * 1.008])
+    assert out["turnover"] == pytest.approx((1 * before[0] + 2 * before[2] + 1 * before[3]) / before.sum())
     # pnl 0.009, 0.02, 0.008, -0.001: equity rises to its peak at bar 3, then the exit's cost is the
     # only fall: 0.1% below the running peak, reported negative.
     assert out["max_drawdown"] == pytest.approx(-0.001, rel=1e-9)
@@ -236,7 +239,10 @@ def test_returns_and_drawdown_by_hand():
 
 
 def test_turnover_by_hand():
-    assert turnover([0.0, 50.0, 0.0, 25.0], [100.0, 100.0, 125.0, 100.0]) == pytest.approx((0.5 + 0.25) / 4)
+    # 75 traded over 4 bars whose equity before them sums to 425: 75 / 425 per bar
+    assert turnover([0.0, 50.0, 0.0, -25.0], [100.0, 100.0, 125.0, 100.0]) == pytest.approx(75 / 425)
+    assert turnover([75.0], [100.0, 100.0, 125.0, 100.0]) == pytest.approx(75 / 425)  # only the total matters
+    assert turnover([1.0, 2.0], [1.0, 1.0]) == pytest.approx(1.5)  # equity 1: the mean |position change|
     assert turnover([], []) == 0.0
 
 

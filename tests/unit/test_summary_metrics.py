@@ -67,10 +67,8 @@ def recompute(equity_csv: str, fills_csv: str, per_year: float) -> dict[str, flo
     path = np.concatenate([[INITIAL], e])
     r = path[1:] / path[:-1] - 1.0
     downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
-    notional = (fills["quantity"].abs() * fills["price"]).groupby(fills["ts"]).sum()
-    bar_of = dict(zip(eq["ts"], eq["bar_index"], strict=True))
-    before = {bar_of[ts]: path[bar_of[ts]] for ts in notional.index}  # path[i] = equity before bar i
-    turnover = sum(notional[ts] / before[bar_of[ts]] for ts in notional.index) / len(e)
+    # traded notional per bar over the mean equity before each bar (path[i] is the equity before bar i)
+    turnover = float((fills["quantity"].abs() * fills["price"]).sum()) / float(path[:-1].sum())
     return {
         "final_equity": float(e[-1]),
         "total_return": float(e[-1] / INITIAL - 1),
