@@ -52,7 +52,9 @@ def test_artifact_has_model_onnx_and_a_valid_manifest(trained):
                 "turnover"}
     assert headline <= set(m["metrics"]["holdout"]) and headline <= set(m["metrics"]["cv_mean"])
     assert m["metrics"]["baselines"]["zero"]["turnover"] == 0.0
-    assert m["metrics"]["baselines"]["always_long"]["turnover"] == pytest.approx(1 / m["split"]["holdout_rows"])
+    # one entry from flat over the holdout rows, weighted by the equity before each bar (~1): docs/metrics.md
+    assert m["metrics"]["baselines"]["always_long"]["turnover"] == pytest.approx(1 / m["split"]["holdout_rows"],
+                                                                                 rel=0.05)
     assert m["onnx"]["max_rel_diff"] <= m["onnx"]["tolerance_rel"]
     assert m["data"]["rows"] == 1200 and len(m["data"]["sha256"]) == 64
     assert m["versions"]["lightgbm"] and m["versions"]["python"]
