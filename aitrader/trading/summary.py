@@ -35,12 +35,14 @@ def calendar_of(indexes: Any) -> dict[str, Any]:
     if isinstance(indexes, pd.DatetimeIndex):
         union = indexes
     else:
-        parts = [pd.DatetimeIndex(i) for i in indexes if len(i)]
+        parts = sorted((pd.DatetimeIndex(i) for i in indexes if len(i)), key=len, reverse=True)
         union = parts[0] if parts else pd.DatetimeIndex([])
         for other in parts[1:]:
-            if other.tz is not None and union.tz is not None and str(other.tz) != str(union.tz):
+            if (other.tz is None) != (union.tz is None):
+                continue  # naive beside tz-aware stamps: the longest series decides
+            if other.tz is not None and str(other.tz) != str(union.tz):
                 other = other.tz_convert(union.tz)
-            union = union.union(other)
+            union = pd.DatetimeIndex(union.union(other))
     kind, per_year = M.market_calendar(union)
     return {"kind": kind, "periods_per_year": per_year}
 

@@ -268,3 +268,40 @@ def test_hit_rate_with_zero_outcomes_by_hand_in_train_and_monitor():
     proba = [0.7, 0.6, 0.1, 0.55, 0.9, 0.5]
     assert accuracy_metrics(np.array(proba), np.array(y), task="classification")["hit_rate"] == 0.5
     assert classification_metrics(y, proba)["hit_rate"] == 0.5
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(0.5, 2.0)))
+def test_max_drawdown_is_the_worst_pairwise_fall(growth):
+    # Oracle: the worst e[j] / e[i] - 1 over every pair i <= j, by brute force (the initial 1.0 included).
+    path = np.concatenate(([1.0], np.cumprod(growth)))
+    worst = min(0.0, min(path[j] / path[i] - 1 for i in range(path.size) for j in range(i, path.size)))
+    assert max_drawdown(path[1:], initial=1.0) == pytest.approx(worst, rel=1e-12, abs=1e-15)
+    assert max_drawdown(path[1:], initial=1.0) <= 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, st.integers(2, 50), elements=finite), st.floats(0.1, 10.0))
+def test_sharpe_matches_the_textbook_formula_and_ignores_scale(r, scale):
+    # Oracle: statistics module (pure Python) mean / sample stdev.
+    import statistics
+
+    if statistics.stdev(r.tolist()) < 1e-9:
+        return
+    want = statistics.fmean(r.tolist()) / statistics.stdev(r.tolist()) * math.sqrt(252)
+    assert sharpe_ratio(r, 252) == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert sharpe_ratio(r * scale, 252) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_market_calendar_of_the_shared_real_data(shared_data):
+    from aitrader.data import load_bars
+
+    spy = load_bars(shared_data / "equity_1h" / "SPY.csv.gz")  # naive New York stamps, 7 bars a session
+    assert market_calendar(spy.index) == ("exchange", 1764.0)
+    utc = spy.index.tz_localize("America/New_York", ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
+    assert market_calendar(utc) == ("exchange", 1764.0)
+    ada = load_bars(shared_data / "crypto_5m" / "ADA_BTC.csv.gz")  # UTC, a few missing bars
+    assert market_calendar(ada.index) == ("crypto", 105192.0)
+    btc = load_bars(shared_data / "intraday_1m" / "BTCPERP_2022-01.csv.gz")
+    assert market_calendar(btc.index) == ("crypto", 365.25 * 1440)
+    assert market_calendar(btc.index.as_unit("us")) == ("crypto", 365.25 * 1440)

@@ -214,3 +214,10 @@ def test_paper_trade_and_status_figures_equal_the_recomputation_from_export(in_t
     check(doc, expected)
     status = json.loads(runner.invoke(app, ["status", "r", "--json"]).stdout)
     check(status, expected)
+
+
+def test_calendar_of_naive_beside_aware_stamps_is_the_longest_series() -> None:
+    from aitrader.trading.summary import calendar_of
+
+    hours = exchange_hours(30)
+    assert calendar_of([hours, crypto_5m(100).tz_localize(None)]) == {"kind": "exchange", "periods_per_year": 1764.0}
