@@ -42,7 +42,7 @@ def train_command(
                                               "the packaged one)."),
 ) -> None:
     """Train a model with purged walk-forward evaluation and write its artifact folder."""
-    from aitrader.config import load_train_config, load_trading_config
+    from aitrader.config import load_trading_config, load_train_config
     from aitrader.training.trainer import override_config, train
 
     if trust_pickle and not register_name:

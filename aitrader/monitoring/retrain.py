@@ -105,7 +105,6 @@ def _holdout(cfg: Any, bars: Any) -> dict[str, Any]:
     """The challenger's holdout rows, rebuilt exactly as the trainer splits them."""
     import pandas as pd
 
-    from aitrader.training import metrics as M
     from aitrader.training.splits import purged_walk_forward
     from aitrader.training.trainer import build_dataset
 

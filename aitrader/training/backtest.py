@@ -304,7 +304,7 @@ def holdout_backtest(
     entry = trading_entry(trading, symbol)
     buffer = trading.ml_trading.feature_pipeline.buffer_size
     horizon = int(manifest["target"]["horizon"])
-    common = {"symbol": symbol, "manifest": manifest, "costs": costs, "periods": periods,
+    common: dict[str, Any] = {"symbol": symbol, "manifest": manifest, "costs": costs, "periods": periods,
               "position_size": entry["position_size"]}
     runs = {"model": run_backtest(trading, frame, predictor=predictor, stream=pipeline.stream(buffer),
                                   min_confidence=entry["min_confidence"], **common)}
