@@ -140,7 +140,8 @@ def _render(summary: dict[str, Any]) -> None:
     out.print(table)
     executed = metrics.get("holdout_backtest")
     if executed:
-        bt = Table(title=backtest_label(executed))
+        out.print(backtest_label(executed) + ":", soft_wrap=True)
+        bt = Table()
         for col in ("metric", "model", *executed["baselines"]):
             bt.add_column(col, justify="left" if col == "metric" else "right")
         runs = [executed["model"], *executed["baselines"].values()]

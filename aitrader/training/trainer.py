@@ -324,8 +324,10 @@ def train(
                                  reference=hold_pred)
             onnx_meta = {"file": "model.onnx", **parity, "tolerance_rel": cfg.onnx.tolerance_rel}
             model_meta["files"]["onnx"] = "model.onnx"
+        t_bt = time.perf_counter()
         executed, runs = _holdout_backtest(cfg, trading, data, tmp, model_meta, baseline, holdout_first,
                                            data.fwd[plan.final_train], costs)
+        t_bt = time.perf_counter() - t_bt
         # metrics.holdout / metrics.baselines: signal metrics (mae.. ic, from the predictions) and the
         # executed backtest's total_return, sharpe, max_drawdown, turnover (metrics.holdout_backtest
         # has the full picture); the folds keep their signal backtest (sign, full notional, 1-bar).
@@ -349,7 +351,7 @@ def train(
         raise
     done = time.perf_counter()
     timings = {"features_s": t_features - started, "fit_s": t_fit - t_features, "write_s": done - t_fit,
-               "total_s": done - started}
+               "backtest_s": t_bt, "total_s": done - started}
     log.info("trained %s on %s in %.2fs -> %s", cfg.model.kind, data.symbol, timings["total_s"], target_dir)
     return TrainResult(out_dir=target_dir, manifest=manifest, timings=timings, backtest=runs)
 

@@ -102,3 +102,24 @@ def test_train_backtest_equals_paper_trade_to_the_cent(tmp_path: Path, task: str
     cash = initial - float(np.sum(sign * fills["quantity"] * fills["price"] + fills["commission"]))
     by_hand = cash + float(np.sum(sign * fills["quantity"])) * float(frame["close"].iloc[-1])
     assert run.metrics["final_equity"] == pytest.approx(by_hand, abs=CENT)
+
+
+def test_train_cli_labels_the_backtest_with_the_trading_config(tmp_path: Path) -> None:
+    write_bars(generate_bars(700, seed=5, signal=0.3), tmp_path / "SYN.csv")
+    (tmp_path / "train.yaml").write_text("model: {kind: lightgbm, params: {n_estimators: 20}}\n"
+                                         "split: {n_folds: 2, min_train: 200}\n")
+    (tmp_path / "trading.yaml").write_text(
+        TRADING.format(min_confidence=0.5).replace("asset_class: auto, commission_bps: null, slippage_bps: null",
+                                                   "asset_class: equity, commission_bps: 0.5, slippage_bps: null"))
+    env = {"NO_COLOR": "1", "COLUMNS": "250"}
+    common = ["train", "--config", str(tmp_path / "train.yaml"), "--data", str(tmp_path / "SYN.csv"),
+              "--trading-config", str(tmp_path / "trading.yaml"), "--force"]
+    text = cli(*common, "--out", str(tmp_path / "a"), env=env)
+    assert "signal metrics" in text
+    assert ("holdout backtest, next-open fills, costs 2.5 bps (equity: commission 0.5 + slippage 2), "
+            "position_size 0.05, min_confidence 0.5") in text
+    doc = json.loads(cli(*common, "--out", str(tmp_path / "b"), "--json", env=env))
+    executed = doc["metrics"]["holdout_backtest"]
+    assert executed["costs"] == {"asset_class": "equity", "commission_bps": 0.5, "slippage_bps": 2.0,
+                                 "source": "config + class default", "detected": False}
+    assert executed["initial_cash"] == 250_000 and set(executed["baselines"]) == {"zero", "always_long", "prev_sign"}
