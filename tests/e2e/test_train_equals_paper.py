@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,9 @@ def test_train_backtest_equals_paper_trade_to_the_cent(tmp_path: Path, task: str
     # Same costs, resolved the same way (synthetic daily bars trade 7 days a week: crypto).
     assert executed["costs"]["asset_class"] == "crypto"
     assert summary["costs"] == executed["costs"]
+    with sqlite3.connect(tmp_path / "runs" / "same" / "ledger.db") as con:
+        (recorded,) = con.execute("SELECT value FROM meta WHERE key = 'costs'").fetchone()
+    assert json.loads(recorded) == executed["costs"]
     # Final equity and total return, to the cent.
     assert summary["final_equity"] == pytest.approx(run.metrics["final_equity"], abs=CENT)
     assert summary["final_equity"] == pytest.approx(executed["model"]["final_equity"], abs=CENT)
