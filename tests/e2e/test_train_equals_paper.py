@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_train_backtest_equals_paper_trade_to_the_cent(tmp_path: Path, task: str
     # Same costs, resolved the same way (synthetic daily bars trade 7 days a week: crypto).
     assert executed["costs"]["asset_class"] == "crypto"
     assert summary["costs"] == executed["costs"]
-    with sqlite3.connect(tmp_path / "runs" / "same" / "ledger.db") as con:
+    with closing(sqlite3.connect(tmp_path / "runs" / "same" / "ledger.db")) as con:
         (recorded,) = con.execute("SELECT value FROM meta WHERE key = 'costs'").fetchone()
     assert json.loads(recorded) == executed["costs"]
     # Final equity and total return, to the cent.
