@@ -230,11 +230,11 @@ def paper_trade(
     # run keeps its recorded costs).
     from aitrader.training.backtest import resolve_costs
 
-    meta["costs"] = resolve_costs(cfg.ml_trading.execution, indexes).to_dict()
+    costs = saved.get("costs") or resolve_costs(cfg.ml_trading.execution, indexes).to_dict()
+    meta["costs"] = costs
     summary = run_session(cfg, specs, steps, run_dir, run_id=rid, resume=resume is not None, meta=meta, opts=opts,
                           stop_event=stop_event)
-    used = (saved.get("costs") if resume is not None else None) or meta["costs"]
-    return {**summary, "costs": used}
+    return {**summary, "costs": costs}
 
 
 def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:

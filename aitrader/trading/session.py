@@ -163,7 +163,8 @@ def run_session(
         for subscribe in opts.subscribers:
             subscribe(bus)
         saved = ledger.read_meta() if resume else {}
-        recorded = (saved if resume else meta or {}).get("costs")  # resolved by paper_trade from the bars
+        # resolved by paper_trade from the bars (a resumed run: its recorded costs, else the caller's)
+        recorded = (saved.get("costs") if resume else None) or (meta or {}).get("costs")
         engine = build_engine(cfg, specs, bus, ledger, opts, schedules,
                               costs=Costs.from_dict(recorded) if recorded else None)
         if resume and saved.get("state"):

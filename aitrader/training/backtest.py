@@ -92,11 +92,6 @@ class Costs:
                    slippage_bps=float(raw["slippage_bps"]), source=str(raw.get("source", "config")),
                    detected=bool(raw.get("detected", False)))
 
-    def label(self) -> str:
-        how = "auto" if self.detected else "set"
-        return (f"{self.asset_class} ({how}): commission {self.commission_bps:g} bps + slippage "
-                f"{self.slippage_bps:g} bps per side ({self.source})")
-
 
 def resolve_costs(execution: Any, indexes: Sequence[pd.DatetimeIndex] = ()) -> Costs:
     """Commission and slippage of ``execution`` (``ml_trading.execution``) for bars with ``indexes``.
