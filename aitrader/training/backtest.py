@@ -51,10 +51,18 @@ def asset_class_of(index: pd.DatetimeIndex) -> str:
     worth at the bar interval) -> forex. Anything else -> equity (a session calendar). Daily forex
     bars look like an exchange's and come out as equity: set ``asset_class: forex`` for them.
 
-    A local helper: the metrics module's ``market_calendar(index)`` (exchange/forex/crypto) is the
-    one calendar rule once it exists; this function should then call it.
+    When the metrics module has ``market_calendar(index) -> (kind, periods_per_year)`` (kind
+    exchange/forex/crypto), its calendar rule decides instead (exchange -> equity; it also tells
+    daily forex from an exchange by the missing holidays): one calendar rule for annualising and
+    for costs. The lines below are the local stand-in until then.
     """
+    from aitrader.training import metrics as M
+
     index = pd.DatetimeIndex(index)
+    calendar = getattr(M, "market_calendar", None)
+    if calendar is not None:
+        kind = str(calendar(index)[0])
+        return "equity" if kind == "exchange" else kind
     if len(index) < 3:
         return FALLBACK_CLASS
     weekday = np.asarray(index.day_of_week)
@@ -195,23 +203,42 @@ class BacktestRun:
     returns: np.ndarray = field(default_factory=lambda: np.empty(0))  # per-step equity returns
 
 
-def equity_metrics(equity: np.ndarray, initial: float, periods: float) -> dict[str, float]:
-    """Total return, Sharpe, max drawdown of an equity curve that starts from ``initial`` cash.
+_ONE_MODULE = ("simple_returns", "sharpe_ratio", "max_drawdown", "turnover")
 
-    Per-step simple returns of ``[initial, *equity]`` (the first mark's return is against the
-    initial cash, as the run summary computes it); Sharpe = mean / std (ddof=1) x sqrt(periods), 0.0
-    without variance; max drawdown = the largest fall below the running peak, a positive fraction
-    (the convention of ``metrics.backtest``). The metrics module's equity-curve functions replace
-    these lines once they exist (one formula for train, paper-trade and status).
+
+def equity_metrics(equity: np.ndarray, initial: float, periods: float, traded: float) -> dict[str, float]:
+    """Total return, Sharpe, max drawdown and turnover of an equity curve starting from ``initial``.
+
+    The figures the run summary reports for the same curve: per-step simple returns of
+    ``[initial, *equity]`` (the first mark against the initial cash), Sharpe = mean / std (ddof=1)
+    x sqrt(periods), 0.0 without variance. When the one metrics module provides the equity-curve
+    functions (``simple_returns``, ``sharpe_ratio``, ``max_drawdown``, ``turnover``), they compute
+    everything, so train and paper-trade share one formula and one drawdown sign; until then, the
+    local lines below reproduce the current summary (max drawdown a positive fraction of the
+    running peak as in ``metrics.backtest``, turnover = traded value / mean equity). Once the
+    metrics module has them, the fallback can go.
     """
-    path = np.concatenate([[initial], np.asarray(equity, dtype=np.float64)])
+    from aitrader.training import metrics as M
+
+    equity = np.asarray(equity, dtype=np.float64)
+    total = float(equity[-1] / initial - 1.0) if equity.size else 0.0
+    fns: dict[str, Any] = {name: getattr(M, name, None) for name in _ONE_MODULE}
+    if all(fns.values()):
+        rets = fns["simple_returns"](equity, initial=initial)
+        before = np.concatenate([[initial], equity[:-1]])
+        return {"total_return": total, "sharpe": float(fns["sharpe_ratio"](rets, periods)),
+                "max_drawdown": float(fns["max_drawdown"](equity, initial=initial)),
+                "turnover": float(fns["turnover"]([traded], before))}
+    path = np.concatenate([[initial], equity])
     rets = path[1:] / path[:-1] - 1.0
     std = float(np.std(rets, ddof=1)) if rets.size > 1 else 0.0
     peak = np.maximum.accumulate(path)
+    mean_equity = float(np.mean(equity)) if equity.size else initial
     return {
-        "total_return": float(path[-1] / initial - 1.0),
+        "total_return": total,
         "sharpe": float(np.mean(rets) / std * np.sqrt(periods)) if std > 1e-15 else 0.0,
         "max_drawdown": float(np.max(1.0 - path / peak)),
+        "turnover": float(traded / mean_equity) if mean_equity > 0 else 0.0,
     }
 
 
@@ -254,14 +281,11 @@ def run_backtest(
     engine.run(replay_steps([BarSeries.from_frame(symbol, frame)]))
     initial = float(trading.ml_trading.execution.initial_cash)
     equity = np.array([e for _, e in marks], dtype=np.float64)
-    perf = equity_metrics(equity, initial, periods)
-    mean_equity = float(np.mean(equity)) if equity.size else initial
+    perf = equity_metrics(equity, initial, periods, engine.broker.turnover)
     path = np.concatenate([[initial], equity])
     return BacktestRun(
         metrics={
             **perf,
-            # as the run summary reports it: traded value / mean equity over the replay
-            "turnover": float(engine.broker.turnover / mean_equity) if mean_equity > 0 else 0.0,
             "fills": len(fills),
             "final_equity": float(equity[-1]) if equity.size else initial,
             "fees": float(engine.broker.fees),

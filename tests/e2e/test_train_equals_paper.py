@@ -25,6 +25,7 @@ from aitrader.cli.main import app
 from aitrader.config import TrainConfig, build_model, load_trading_config
 from aitrader.data import load_bars, write_bars
 from aitrader.data.synthetic import generate_bars
+from aitrader.training import metrics as M
 from aitrader.training.backtest import replay_frame
 from aitrader.training.trainer import train
 
@@ -92,6 +93,9 @@ def test_train_backtest_equals_paper_trade_to_the_cent(tmp_path: Path, task: str
     assert initial == 250_000
     assert summary["total_return"] * initial == pytest.approx(executed["model"]["total_return"] * initial, abs=CENT)
     assert result.manifest["metrics"]["holdout"]["total_return"] == executed["model"]["total_return"]
+    if hasattr(M, "sharpe_ratio"):  # the one metrics module: the summary's figures are the same formulas
+        for key in ("sharpe", "max_drawdown", "turnover"):
+            assert summary[key] == pytest.approx(executed["model"][key], rel=1e-9, abs=1e-12), key
     # Every fill: time, side, quantity, price and commission.
     assert len(fills) == len(run.fills) == executed["model"]["fills"]
     for (_, paper), ours in zip(fills.iterrows(), run.fills, strict=True):

@@ -303,7 +303,8 @@ def test_asset_class_of_reads_the_calendar():
     assert asset_class_of(_index("1h", 3, start="2024-01-06")) == "crypto"  # Sat, Sun, Mon: short span
     assert asset_class_of(_index("1h", 3)) == "forex"  # Mon..Wed around the clock
     assert asset_class_of(_index("1h", 120, weekends=False)) == "forex"  # 24 x 5
-    assert asset_class_of(_index("1D", 400, weekends=False)) == "equity"  # daily sessions
+    sessions = _index("1D", 400, weekends=False)
+    assert asset_class_of(sessions[np.arange(len(sessions)) % 25 != 7]) == "equity"  # daily, ~10 holidays a year
     assert asset_class_of(_index("1h", 120, weekends=False, hours=(14, 21))) == "equity"  # 7 bars a session
     # an exchange stamped in UTC spilling a few after-hours bars into Saturday stays equity
     import pandas as pd
@@ -318,7 +319,7 @@ def test_resolve_costs_class_defaults_and_overrides():
     from aitrader.config import Execution
     from aitrader.training.backtest import resolve_costs
 
-    crypto, equity = _index("1h", 30), _index("1D", 400, weekends=False)
+    crypto, equity = _index("1h", 30), _index("1h", 120, weekends=False, hours=(14, 21))
     got = resolve_costs(Execution(), [crypto])
     assert (got.asset_class, got.commission_bps, got.slippage_bps, got.source) == ("crypto", 10.0, 5.0,
                                                                                    "class default")
