@@ -70,9 +70,22 @@ class SplitSection(StrictModel):
 
 
 class BacktestSection(StrictModel):
-    fees_bps: float = Field(1.0, ge=0)
-    slippage_bps: float = Field(2.0, ge=0)
-    short: bool = True  # short on negative predictions; flat when False
+    # Removed settings: the holdout backtest runs through the trading engine with the trading
+    # config's costs (ml_trading.execution), one set of costs for train and paper-trade alike.
+    fees_bps: float | None = None
+    slippage_bps: float | None = None
+    short: bool = True  # the fold (signal) backtest: short on negative predictions; flat when False
+
+    @model_validator(mode="after")
+    def _costs_moved(self) -> BacktestSection:
+        for key, new in (("fees_bps", "commission_bps"), ("slippage_bps", "slippage_bps")):
+            if getattr(self, key) is not None:
+                raise ValueError(
+                    f"backtest.{key} is no longer used: train's backtest takes its costs from the trading "
+                    f"config (ml_trading.execution.{new}, or the asset-class default when null); "
+                    f"remove backtest.{key} from train.yaml and set ml_trading.execution.{new} instead"
+                )
+        return self
 
 
 class OnnxSection(StrictModel):
@@ -114,8 +127,11 @@ class RiskLimits(StrictModel):
 
 class Execution(StrictModel):
     initial_cash: float = Field(100_000, gt=0)
-    commission_bps: float = Field(1.0, ge=0)
-    slippage_bps: float = Field(2.0, ge=0)
+    # auto: from the bars' calendar (weekend bars: crypto; 24h weekdays only: forex; else equity).
+    asset_class: Literal["auto", "equity", "forex", "crypto"] = "auto"
+    # None: the asset class's default (aitrader.training.backtest.ASSET_CLASS_COSTS, docs/trading.md).
+    commission_bps: float | None = Field(None, ge=0)
+    slippage_bps: float | None = Field(None, ge=0)
     allow_short: bool = True
 
 

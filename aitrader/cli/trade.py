@@ -79,8 +79,8 @@ def _render(summary: dict[str, Any], json_out: bool, title: str) -> None:
 
     t = Table(title=f"{title}: run {summary['run_id']} ({summary['status']})", show_header=False)
     for key in ("state_dir", "bars", "predictions", "signals", "orders", "fills", "rejections", "errors", "alerts",
-                "final_equity", "total_return", "sharpe", "max_drawdown", "turnover", "fees", "cursor", "positions",
-                "models"):
+                "final_equity", "total_return", "sharpe", "max_drawdown", "turnover", "fees", "costs", "cursor",
+                "positions", "models"):
         value = summary.get(key)
         t.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value if value not in ({}, []) else "-"))
     console().print(t)

@@ -8,8 +8,8 @@ import typer
 
 from aitrader.cli._output import console, err_console, print_json
 
-_TABLE_METRICS = ("mae", "rmse", "r2", "hit_rate", "ic", "rank_ic", "accuracy", "log_loss", "auc",
-                  "total_return", "sharpe", "max_drawdown", "turnover")
+_SIGNAL_METRICS = ("mae", "rmse", "r2", "hit_rate", "ic", "rank_ic", "accuracy", "log_loss", "auc")
+_BACKTEST_METRICS = ("total_return", "sharpe", "max_drawdown", "turnover", "fills", "final_equity", "fees")
 
 
 def train_command(
@@ -36,9 +36,13 @@ def train_command(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="With --register: mark a pickle-based "
                                       "artifact (ridge, random_forest) as trusted, so it can be deployed."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON document."),
+    trading_config: str | None = typer.Option(None, "--trading-config", help="Trading config whose execution "
+                                              "(costs, position_size, min_confidence, risk limits) the holdout "
+                                              "backtest uses (default: ./config/ml_trading_config.yaml, else "
+                                              "the packaged one)."),
 ) -> None:
     """Train a model with purged walk-forward evaluation and write its artifact folder."""
-    from aitrader.config import load_train_config
+    from aitrader.config import load_trading_config, load_train_config
     from aitrader.training.trainer import override_config, train
 
     if trust_pickle and not register_name:
@@ -49,7 +53,8 @@ def train_command(
     cfg = override_config(load_train_config(config), data=data, symbol=symbol, model=model, features=names,
                           horizon=horizon, task=task)
     with _progress(enabled=not as_json) as progress:
-        result = train(cfg, out_dir=out, progress=progress, overwrite=force)
+        result = train(cfg, out_dir=out, progress=progress, overwrite=force,
+                       trading=load_trading_config(trading_config))
     registered = None
     if register_name:
         from aitrader.registry import Registry
@@ -107,7 +112,17 @@ def _summary(result: Any, registered: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return "-" if value is None else f"{value:.4g}"
+
+
+def backtest_label(executed: dict[str, Any]) -> str:
+    """The executed backtest's one-line description: fills, costs, sizing, confidence gate."""
+    c = executed["costs"]
+    return (f"holdout backtest, next-open fills, costs {c['commission_bps'] + c['slippage_bps']:g} bps "
+            f"({c['asset_class']}: commission {c['commission_bps']:g} + slippage {c['slippage_bps']:g}), "
+            f"position_size {executed['position_size']:g}, min_confidence {executed['min_confidence']:g}")
 
 
 def _render(summary: dict[str, Any]) -> None:
@@ -115,14 +130,27 @@ def _render(summary: dict[str, Any]) -> None:
 
     metrics = summary["metrics"]
     holdout, cv, base = metrics["holdout"], metrics["cv_mean"], metrics["baselines"]
-    table = Table(title=f"{summary['model']} on {summary['symbol']} -> {summary['target']} "
-                  f"(holdout {summary['split']['holdout_rows']} rows)")
+    table = Table(title=f"{summary['model']} on {summary['symbol']} -> {summary['target']}: signal metrics "
+                  f"(predictions vs realised returns; holdout {summary['split']['holdout_rows']} rows)")
     for col in ("metric", "model", "cv mean", *base):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for name in (k for k in _TABLE_METRICS if k in holdout):
+    for name in (k for k in _SIGNAL_METRICS if k in holdout):
         table.add_row(name, _fmt(holdout[name]), _fmt(cv.get(name)), *(_fmt(b.get(name)) for b in base.values()))
     out = console()
     out.print(table)
+    executed = metrics.get("holdout_backtest")
+    if executed:
+        out.print(backtest_label(executed) + ":", soft_wrap=True)
+        bt = Table()
+        for col in ("metric", "model", *executed["baselines"]):
+            bt.add_column(col, justify="left" if col == "metric" else "right")
+        runs = [executed["model"], *executed["baselines"].values()]
+        for name in _BACKTEST_METRICS:
+            cash = name in ("final_equity", "fees")
+            bt.add_row(name, *(f"{r[name]:,.2f}" if cash and name in r else _fmt(r.get(name)) for r in runs))
+        out.print(bt)
+        out.print(f"backtest bars: {executed['holdout_first']} .. {executed['last_bar']} "
+                  f"(+{executed['warmup_bars']} warm-up bars); baselines trade with min_confidence 0")
     onnx = summary["onnx"]
     if onnx:
         out.print(f"ONNX parity: max_rel_diff {onnx['max_rel_diff']:.2g} (tolerance {onnx['tolerance_rel']:g})")

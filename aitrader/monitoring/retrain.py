@@ -105,7 +105,6 @@ def _holdout(cfg: Any, bars: Any) -> dict[str, Any]:
     """The challenger's holdout rows, rebuilt exactly as the trainer splits them."""
     import pandas as pd
 
-    from aitrader.training import metrics as M
     from aitrader.training.splits import purged_walk_forward
     from aitrader.training.trainer import build_dataset
 
@@ -114,8 +113,13 @@ def _holdout(cfg: Any, bars: Any) -> dict[str, Any]:
     plan = purged_walk_forward(len(data.X), n_folds=sp.n_folds, horizon=cfg.target.horizon,
                                embargo=sp.embargo, holdout=sp.holdout, min_train=sp.min_train)
     hold = plan.holdout
-    bt = {"fees_bps": cfg.backtest.fees_bps, "slippage_bps": cfg.backtest.slippage_bps,
-          "short": cfg.backtest.short, "periods": M.periods_per_year(pd.DatetimeIndex(bars.index))}
+    # The trading config's costs (train.yaml no longer has any), by the bars' asset class.
+    from aitrader.config import load_trading_config
+    from aitrader.training.backtest import resolve_costs, signal_backtest_kwargs
+
+    index = pd.DatetimeIndex(bars.index)
+    costs = resolve_costs(load_trading_config().ml_trading.execution, [index])
+    bt = signal_backtest_kwargs(costs, index, short=cfg.backtest.short)
     return {"X": data.X.iloc[hold], "fwd": data.fwd[hold], "ret1": data.ret1[hold], "bt": bt}
 
 

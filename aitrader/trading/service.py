@@ -194,6 +194,7 @@ def paper_trade(
     """Start (or ``resume``) a paper-trading run; returns the final summary."""
     if speed < 0:
         raise TradingError(f"--speed must be >= 0 (0: as fast as possible), got {speed}")
+    saved: dict[str, Any] = {}
     if resume is not None:
         run_dir = resolve_run(runs_dir, resume, state_dir)
         saved = _saved_run(run_dir)
@@ -218,6 +219,7 @@ def paper_trade(
         source = FollowSource(path, symbol)
         steps = source.steps()
         stop_event = source.stop_event
+        indexes = _follow_index(path, symbol)
     else:
         frames = load_frames(data, specs)
         meta["data"] = describe(frames)
@@ -227,8 +229,27 @@ def paper_trade(
         meta["calendar"] = calendar_of([df.index for df in frames.values()])
         steps = replay_steps([BarSeries.from_frame(s, df) for s, df in frames.items()])
         stop_event = None
-    return run_session(cfg, specs, steps, run_dir, run_id=rid, resume=resume is not None, meta=meta, opts=opts,
-                       stop_event=stop_event)
+        indexes = [pd.DatetimeIndex(df.index) for df in frames.values()]
+    # Costs by asset class, resolved from the traded bars and recorded in the ledger's meta (a resumed
+    # run keeps its recorded costs).
+    from aitrader.training.backtest import resolve_costs
+
+    costs = saved.get("costs") or resolve_costs(cfg.ml_trading.execution, indexes).to_dict()
+    meta["costs"] = costs
+    summary = run_session(cfg, specs, steps, run_dir, run_id=rid, resume=resume is not None, meta=meta, opts=opts,
+                          stop_event=stop_event)
+    return {**summary, "costs": costs}
+
+
+def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:
+    """The bars already in a followed file (for the asset class); none when it cannot be read yet."""
+    from aitrader.data import load_bars
+    from aitrader.errors import AitraderError
+
+    try:
+        return [pd.DatetimeIndex(load_bars(path, symbol=symbol).index)]
+    except (AitraderError, OSError, ValueError):
+        return []
 
 
 def _existing_run(runs_dir: str, run_id: str | None, state_dir: str | None) -> Path:

@@ -28,6 +28,7 @@ from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor
 from aitrader.trading.signals import UnifiedSignalHandler
 from aitrader.trading.sources import Step
 from aitrader.trading.strategy import ConfidenceModel, MLRegressionStrategy
+from aitrader.training.backtest import Costs, resolve_costs
 
 REPLAY_COMMIT_EVERY = 2000
 
@@ -72,11 +73,15 @@ def horizon_of(manifest: dict[str, Any]) -> int:
 
 
 def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledger: Ledger | None,
-                 opts: RunOptions, schedules: Iterable[TargetSchedule] = ()) -> Engine:
+                 opts: RunOptions, schedules: Iterable[TargetSchedule] = (), costs: Costs | None = None) -> Engine:
+    """The engine of one run. ``costs``: resolved by the caller from the traded bars (see
+    :func:`aitrader.training.backtest.resolve_costs`); None resolves the config without bars."""
     ml = cfg.ml_trading
     ex, risk, errs = ml.execution, ml.risk_limits, ml.errors
-    broker = PaperBroker(bus, initial_cash=ex.initial_cash, commission_bps=ex.commission_bps,
-                         slippage_bps=ex.slippage_bps)
+    if costs is None:
+        costs = resolve_costs(ex)
+    broker = PaperBroker(bus, initial_cash=ex.initial_cash, commission_bps=costs.commission_bps,
+                         slippage_bps=costs.slippage_bps)
     handler = UnifiedSignalHandler(bus, broker, max_position_size=risk.max_ml_position_size,
                                    max_positions=risk.max_ml_positions, daily_loss_limit=risk.daily_ml_loss_limit,
                                    allow_short=ex.allow_short)
@@ -157,8 +162,11 @@ def run_session(
         ledger.attach(bus)
         for subscribe in opts.subscribers:
             subscribe(bus)
-        engine = build_engine(cfg, specs, bus, ledger, opts, schedules)
         saved = ledger.read_meta() if resume else {}
+        # resolved by paper_trade from the bars (a resumed run: its recorded costs, else the caller's)
+        recorded = (saved.get("costs") if resume else None) or (meta or {}).get("costs")
+        engine = build_engine(cfg, specs, bus, ledger, opts, schedules,
+                              costs=Costs.from_dict(recorded) if recorded else None)
         if resume and saved.get("state"):
             engine.restore(saved["state"], ledger.cursors())
         if not resume:

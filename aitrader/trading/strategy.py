@@ -1,13 +1,15 @@
 """MLRegressionStrategy: a model's prediction -> direction, confidence, target fraction of equity.
 
 Confidence (documented in docs/trading.md) says how unusual the size of a prediction is for this
-model, judged on its own holdout predictions, so that one threshold works for any model and any
+model, judged on its own out-of-fold predictions, so that one threshold works for any model and any
 target scale:
 
-* regression, when the manifest has ``baseline.prediction.quantiles`` (101 quantiles of the
-  holdout predictions): ``confidence = P(|P| < |p|)`` for a holdout prediction ``P``, computed from
-  the quantiles (``F(|p|) - F(-|p|)`` with ``F`` the interpolated CDF). ``min_confidence: 0.6``
-  then trades the 40% most decisive predictions;
+* regression, when the manifest has ``baseline.calibration.quantiles`` (101 quantiles of the
+  out-of-fold predictions: the walk-forward test folds, never the holdout that the default replay
+  then trades): ``confidence = P(|P| < |p|)`` for such a prediction ``P``, computed from the
+  quantiles (``F(|p|) - F(-|p|)`` with ``F`` the interpolated CDF). ``min_confidence: 0.6`` then
+  trades the 40% most decisive predictions. A manifest written before calibration existed has
+  only ``baseline.prediction.quantiles`` (the holdout predictions), used the same way;
 * regression without those quantiles: ``confidence = min(1, |p| / (k * residual_std))`` with
   ``k = 0.5`` and ``baseline.residual_std``;
 * classification (the runner returns P(up)): the signed score is ``p - 0.5`` and
@@ -52,12 +54,15 @@ class ConfidenceModel:
         self.task = task
         self.quantiles = [float(q) for q in quantiles] if quantiles else None
         if self.quantiles is not None and (len(self.quantiles) < 2 or self.quantiles != sorted(self.quantiles)):
-            raise TradingError("baseline.prediction.quantiles must be an increasing list of at least 2 values")
+            raise TradingError(
+                "baseline.calibration.quantiles (or baseline.prediction.quantiles) must be an increasing "
+                "list of at least 2 values; retrain the model with aitrader train"
+            )
         self.residual_std = residual_std
         self.k = k
         if task == "regression" and self.quantiles is None and not (residual_std and residual_std > 0):
             raise TradingError(
-                "the model manifest has neither baseline.prediction.quantiles nor a positive "
+                "the model manifest has neither baseline.calibration/prediction quantiles nor a positive "
                 "baseline.residual_std, so a confidence cannot be computed; retrain it with aitrader train"
             )
 
@@ -66,7 +71,8 @@ class ConfidenceModel:
         target, model = manifest.get("target") or {}, manifest.get("model") or {}
         task = str(target.get("task") or model.get("task") or "regression")
         baseline = manifest.get("baseline") or {}
-        quantiles = (baseline.get("prediction") or {}).get("quantiles")
+        quantiles = ((baseline.get("calibration") or {}).get("quantiles")
+                     or (baseline.get("prediction") or {}).get("quantiles"))
         residual_std = baseline.get("residual_std")
         return cls(task=task, quantiles=quantiles, residual_std=residual_std)
 

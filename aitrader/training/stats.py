@@ -7,8 +7,12 @@ open-ended, so a live value ``x`` falls in bin ``np.searchsorted(bin_edges, x, s
 Repeated deciles (discrete features) give empty bins, which is correct for PSI with smoothing.
 
 Reference samples: features use the final model's training rows (the distribution the model
-learned from); the prediction distribution uses the holdout predictions (the model's output on
-data it never saw, which is what live predictions should resemble). NaN values are ignored.
+learned from); the prediction distribution (``prediction``, what monitoring compares live
+predictions with for drift) uses the holdout predictions (the model's output on data it never
+saw, which is what live predictions should resemble). The confidence calibration
+(``calibration``, what the trading strategy's confidence reads) uses the out-of-fold predictions:
+every walk-forward test fold's predictions, concatenated, so that the threshold is never set on
+the holdout that train's backtest and the default replay then trade. NaN values are ignored.
 """
 
 from __future__ import annotations
@@ -44,14 +48,16 @@ def baseline_stats(
     holdout_metrics: dict[str, float],
     holdout_target: np.ndarray,
     task: str,
+    oof_pred: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The manifest's ``baseline`` section (see the module docstring)."""
+    """The manifest's ``baseline`` section (see the module docstring); ``oof_pred``: the out-of-fold
+    predictions (``calibration`` is left out without them)."""
     pred = np.asarray(holdout_pred, dtype=np.float64)
     target = np.asarray(holdout_target, dtype=np.float64)
     # Residuals in the model's output space: P(up) - label for classification.
     reference = (target > 0).astype(np.float64) if task == "classification" else target
     residual = pred - reference
-    return {
+    out: dict[str, Any] = {
         "features": {name: distribution(train_features[name].to_numpy()) for name in train_features.columns},
         "prediction": distribution(pred),
         "holdout_mae": holdout_metrics["mae"],
@@ -59,3 +65,6 @@ def baseline_stats(
         "holdout_hit_rate": holdout_metrics["hit_rate"],
         "holdout_ic": holdout_metrics["ic"],
     }
+    if oof_pred is not None:
+        out["calibration"] = {**distribution(oof_pred), "source": "out-of-fold (walk-forward test folds)"}
+    return out

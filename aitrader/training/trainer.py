@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aitrader.config import TrainConfig, build_model
+from aitrader.config import TradingConfig, TrainConfig, build_model, load_trading_config
 from aitrader.errors import ConfigError, DataError
 from aitrader.training import metrics as M
 from aitrader.training.artifact import build_manifest, holdout_sample
+from aitrader.training.backtest import replay_frame, resolve_costs, signal_backtest_kwargs
 from aitrader.training.manifest import write_manifest
 from aitrader.training.splits import min_rows, purged_walk_forward
 from aitrader.training.stats import baseline_stats
@@ -51,6 +52,9 @@ class TrainResult:
     out_dir: Path
     manifest: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    # The executed holdout backtest's replays ("model" and each baseline): fills, equity marks,
+    # per-step returns (the manifest keeps only their figures).
+    backtest: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -260,8 +264,12 @@ def train(
     out_dir: str | Path | None = None,
     progress: ProgressFn | None = None,
     overwrite: bool = False,
+    trading: TradingConfig | None = None,
 ) -> TrainResult:
-    """Train, evaluate and write the artifact folder; see the module docstring."""
+    """Train, evaluate and write the artifact folder; see the module docstring.
+
+    ``trading``: the trading config whose execution (costs, position size, confidence gate, risk
+    limits) the holdout backtest uses; None loads the default one (``load_trading_config()``)."""
     started = time.perf_counter()
     report = progress or (lambda done, total, label: None)
     if bars is None:
@@ -275,8 +283,13 @@ def train(
     sp = cfg.split
     plan = purged_walk_forward(len(data.X), n_folds=sp.n_folds, horizon=cfg.target.horizon,
                                embargo=sp.embargo, holdout=sp.holdout, min_train=sp.min_train)
-    bt = {"fees_bps": cfg.backtest.fees_bps, "slippage_bps": cfg.backtest.slippage_bps,
-          "short": cfg.backtest.short, "periods": M.periods_per_year(pd.DatetimeIndex(bars.index))}
+    if trading is None:
+        trading = load_trading_config()
+    # One set of costs: the trading config's, by the asset class of the bars the backtest replays.
+    holdout_first = data.X.index[plan.holdout[0]]
+    costs = resolve_costs(trading.ml_trading.execution,
+                          [pd.DatetimeIndex(replay_frame(bars, holdout_first, data.pipeline.warmup).index)])
+    bt = signal_backtest_kwargs(costs, pd.DatetimeIndex(bars.index), short=cfg.backtest.short)
     task, total = cfg.target.task, sp.n_folds + 1
     index = data.X.index
     folds: list[dict[str, Any]] = []
@@ -292,6 +305,9 @@ def train(
     naive = M.baseline_predictions(task, data.fwd[plan.final_train], data.prev[plan.holdout])
     baselines = {name: M.evaluate(task, data.fwd[plan.holdout], p, data.ret1[plan.holdout], backtest_kwargs=bt)
                  for name, p in naive.items()}
+    oof_pred = np.concatenate([pred for _, pred in fold_results])
+    baseline = baseline_stats(data.X.iloc[plan.final_train], hold_pred, holdout, data.fwd[plan.holdout], task,
+                              oof_pred=oof_pred)
     report(total, total, "writing artifact")
     t_fit = time.perf_counter()
 
@@ -308,14 +324,24 @@ def train(
                                  reference=hold_pred)
             onnx_meta = {"file": "model.onnx", **parity, "tolerance_rel": cfg.onnx.tolerance_rel}
             model_meta["files"]["onnx"] = "model.onnx"
+        t_bt = time.perf_counter()
+        executed, runs = _holdout_backtest(cfg, trading, data, tmp, model_meta, baseline, holdout_first,
+                                           data.fwd[plan.final_train], costs)
+        t_bt = time.perf_counter() - t_bt
+        # metrics.holdout / metrics.baselines: signal metrics (mae.. ic, from the predictions) and the
+        # executed backtest's total_return, sharpe, max_drawdown, turnover (metrics.holdout_backtest
+        # has the full picture); the folds keep their signal backtest (sign, full notional, 1-bar).
+        holdout.update({k: executed["model"][k] for k in EXECUTED_KEYS})
+        for name, scores in baselines.items():
+            scores.update({k: executed["baselines"][name][k] for k in EXECUTED_KEYS})
         manifest = build_manifest(
             cfg, data, model_meta=model_meta, onnx_meta=onnx_meta, split=plan.describe(),
             metrics={"folds": folds, "cv_mean": M.mean_metrics([_numeric(f) for f in folds]),
-                     "holdout": holdout, "baselines": baselines,
+                     "holdout": holdout, "baselines": baselines, "holdout_backtest": executed,
                      "backtest": {"fees_bps": bt["fees_bps"], "slippage_bps": bt["slippage_bps"],
-                                  "short": bt["short"], "periods_per_year": bt["periods"]}},
-            baseline=baseline_stats(data.X.iloc[plan.final_train], hold_pred, holdout,
-                                    data.fwd[plan.holdout], task),
+                                  "short": bt["short"], "periods_per_year": bt["periods"],
+                                  "applies_to": "folds (signal backtest)"}},
+            baseline=baseline,
             sample=holdout_sample(X_hold, hold_pred),
         )
         write_manifest(tmp, manifest)
@@ -325,9 +351,30 @@ def train(
         raise
     done = time.perf_counter()
     timings = {"features_s": t_features - started, "fit_s": t_fit - t_features, "write_s": done - t_fit,
-               "total_s": done - started}
+               "backtest_s": t_bt, "total_s": done - started}
     log.info("trained %s on %s in %.2fs -> %s", cfg.model.kind, data.symbol, timings["total_s"], target_dir)
-    return TrainResult(out_dir=target_dir, manifest=manifest, timings=timings)
+    return TrainResult(out_dir=target_dir, manifest=manifest, timings=timings, backtest=runs)
+
+
+EXECUTED_KEYS = ("total_return", "sharpe", "max_drawdown", "turnover")
+
+
+def _holdout_backtest(
+    cfg: TrainConfig, trading: TradingConfig, data: Dataset, folder: Path, model_meta: dict[str, Any],
+    baseline: dict[str, Any], holdout_first: Any, y_train: np.ndarray, costs: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The holdout through the trading engine with the predictor paper-trade would load from ``folder``."""
+    from aitrader.models.runner import ModelRunner
+    from aitrader.training.backtest import holdout_backtest
+
+    task = cfg.target.task
+    manifest = {"model": model_meta, "features": {"names": list(data.pipeline.names)},
+                "target": {"horizon": cfg.target.horizon, "task": task}, "baseline": baseline}
+    # model.onnx when exported (what the registry's runner prefers), else the native model.
+    runner = ModelRunner.from_artifact(folder, manifest, trust_pickle=True)
+    return holdout_backtest(trading, data.bars, symbol=data.symbol, holdout_first=holdout_first,
+                            pipeline=data.pipeline, predictor=runner, manifest=manifest, task=task,
+                            y_train=y_train, costs=costs)
 
 
 def _numeric(fold: dict[str, Any]) -> dict[str, float]:

@@ -52,9 +52,8 @@ def test_artifact_has_model_onnx_and_a_valid_manifest(trained):
                 "turnover"}
     assert headline <= set(m["metrics"]["holdout"]) and headline <= set(m["metrics"]["cv_mean"])
     assert m["metrics"]["baselines"]["zero"]["turnover"] == 0.0
-    # one entry from flat over the holdout rows, weighted by the equity before each bar (~1): docs/metrics.md
-    assert m["metrics"]["baselines"]["always_long"]["turnover"] == pytest.approx(1 / m["split"]["holdout_rows"],
-                                                                                 rel=0.05)
+    # the baselines run through the trading engine: always_long enters once and holds
+    assert m["metrics"]["holdout_backtest"]["baselines"]["always_long"]["fills"] == 1
     assert m["onnx"]["max_rel_diff"] <= m["onnx"]["tolerance_rel"]
     assert m["data"]["rows"] == 1200 and len(m["data"]["sha256"]) == 64
     assert m["versions"]["lightgbm"] and m["versions"]["python"]
@@ -201,3 +200,134 @@ def test_artifacts_are_byte_identical_across_processes_except_created_at():
     # 4 kinds x 2 tasks x (native file, model.onnx, manifest.json)
     assert len(outputs[0]) == 24 and {line.split()[2] for line in outputs[0]} >= {"model.onnx", "manifest.json"}
     assert outputs[0] == outputs[1]
+
+
+# ---------------------------------------------------------------------------- the executed holdout backtest
+def _replayed(m):
+    """The bars train's backtest replays (holdout led by the warm-up), from the manifest alone."""
+    import pandas as pd
+
+    bars = generate_bars(1200, seed=11)
+    first = int(bars.index.searchsorted(pd.Timestamp(m["split"]["holdout_first"])))
+    return bars.iloc[first - m["features"]["warmup"]:]
+
+
+def test_holdout_metrics_are_the_executed_backtest(trained):
+    m = trained.manifest
+    executed = m["metrics"]["holdout_backtest"]
+    for key in ("total_return", "sharpe", "max_drawdown", "turnover"):
+        assert m["metrics"]["holdout"][key] == executed["model"][key]
+        for name in ("zero", "always_long", "prev_sign"):
+            assert m["metrics"]["baselines"][name][key] == executed["baselines"][name][key]
+    assert executed["bars"] == len(_replayed(m)) and executed["warmup_bars"] == m["features"]["warmup"]
+    # the packaged/project trading config: position_size 0.02, min_confidence 0.6, class defaults
+    assert (executed["position_size"], executed["min_confidence"]) == (0.02, 0.6)
+    # synthetic daily bars run seven days a week: crypto costs, 10 bp commission + 5 bp slippage
+    assert executed["costs"] == {"asset_class": "crypto", "commission_bps": 10.0, "slippage_bps": 5.0,
+                                 "source": "class default", "detected": True}
+    assert m["metrics"]["backtest"]["fees_bps"] == 10.0 and m["metrics"]["backtest"]["slippage_bps"] == 5.0
+    run = trained.backtest["model"]
+    assert len(run.fills) == executed["model"]["fills"] and run.equity[-1] == executed["model"]["final_equity"]
+
+
+def test_always_long_and_zero_baselines_by_hand(trained):
+    """always_long: one buy at the open after the first bar with every feature, held to the end."""
+    m = trained.manifest
+    frame = _replayed(m)
+    from aitrader.features import FeaturePipeline
+
+    feats = FeaturePipeline.from_contract(m["features"]).transform(frame)  # the batch evaluator
+    k = int(np.argmax(np.isfinite(feats.to_numpy()).all(axis=1)))  # first bar the model can predict
+    initial = 100_000.0
+    qty = round(0.02 * initial / frame["close"].iloc[k], 8)
+    price = frame["open"].iloc[k + 1] * (1 + 5 / 1e4)
+    commission = qty * price * 10 / 1e4
+    final = initial - qty * price - commission + qty * frame["close"].iloc[-1]
+    run = trained.backtest["always_long"]
+    assert len(run.fills) == 1 and run.fills[0]["side"] == "buy"
+    assert run.fills[0]["ts"] == frame.index[k + 1].isoformat()
+    assert run.fills[0]["quantity"] == qty
+    assert run.fills[0]["price"] == pytest.approx(price, rel=1e-12)
+    assert run.metrics["final_equity"] == pytest.approx(final, abs=1e-6)
+    assert run.metrics["total_return"] == pytest.approx(final / initial - 1, abs=1e-12)
+    zero = trained.backtest["zero"]
+    assert zero.fills == [] and zero.metrics["final_equity"] == initial and zero.metrics["sharpe"] == 0.0
+
+
+def test_confidence_is_calibrated_on_out_of_fold_predictions(trained):
+    m = trained.manifest
+    cal, pred = m["baseline"]["calibration"], m["baseline"]["prediction"]
+    oof_rows = sum(f["test_rows"] for f in m["metrics"]["folds"])
+    assert sum(cal["counts"]) == oof_rows != m["split"]["holdout_rows"]
+    assert sum(pred["counts"]) == m["split"]["holdout_rows"]  # the drift baseline stays the holdout's
+    assert cal["quantiles"] != pred["quantiles"]
+
+
+def test_confidence_model_prefers_the_calibration_and_reads_old_manifests():
+    from aitrader.trading.strategy import ConfidenceModel
+
+    def dist(lo, hi):
+        return {"quantiles": np.linspace(lo, hi, 101).tolist()}
+
+    both = {"target": {"task": "regression"}, "baseline": {"calibration": dist(-1, 1), "prediction": dist(-10, 10)}}
+    # uniform on [-1, 1]: P(|P| < 0.5) = 0.5; on [-10, 10]: 0.05
+    assert ConfidenceModel.from_manifest(both).score(0.5)[1] == pytest.approx(0.5)
+    old = {"target": {"task": "regression"}, "baseline": {"prediction": dist(-10, 10)}}
+    assert ConfidenceModel.from_manifest(old).score(0.5)[1] == pytest.approx(0.05)
+
+
+def test_train_yaml_backtest_costs_are_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"backtest.fees_bps is no longer used.*ml_trading.execution.commission_bps"):
+        small_config(backtest__fees_bps=1.0)
+    with pytest.raises(ConfigError, match=r"backtest.slippage_bps is no longer used"):
+        small_config(backtest__slippage_bps=2.0)
+
+
+# ---------------------------------------------------------------------------- costs by asset class
+def _index(freq, days, *, weekends=True, hours=None, start="2024-01-01"):  # a Monday
+    import pandas as pd
+
+    ix = pd.date_range(start, periods=int(days * pd.Timedelta("1D") / pd.Timedelta(freq)), freq=freq)
+    if not weekends:
+        ix = ix[ix.day_of_week < 5]
+    if hours is not None:
+        ix = ix[(ix.hour >= hours[0]) & (ix.hour < hours[1])]
+    return ix
+
+
+def test_asset_class_of_reads_the_calendar():
+    from aitrader.training.backtest import asset_class_of
+
+    assert asset_class_of(_index("1D", 400)) == "crypto"  # daily, seven days a week
+    assert asset_class_of(_index("5min", 30)) == "crypto"
+    assert asset_class_of(_index("1h", 3, start="2024-01-06")) == "crypto"  # Sat, Sun, Mon: short span
+    assert asset_class_of(_index("1h", 3)) == "forex"  # Mon..Wed around the clock
+    assert asset_class_of(_index("1h", 120, weekends=False)) == "forex"  # 24 x 5
+    sessions = _index("1D", 400, weekends=False)
+    assert asset_class_of(sessions[np.arange(len(sessions)) % 25 != 7]) == "equity"  # daily, ~10 holidays a year
+    assert asset_class_of(_index("1h", 120, weekends=False, hours=(14, 21))) == "equity"  # 7 bars a session
+    # an exchange stamped in UTC spilling a few after-hours bars into Saturday stays equity
+    import pandas as pd
+
+    spill = _index("1h", 120, weekends=False, hours=(14, 21))
+    spill = spill.append(pd.DatetimeIndex([d + pd.Timedelta(hours=4) for d in spill if d.day_of_week == 4
+                                           and d.hour == 20][:5])).sort_values()
+    assert asset_class_of(spill) == "equity"
+
+
+def test_resolve_costs_class_defaults_and_overrides():
+    from aitrader.config import Execution
+    from aitrader.training.backtest import resolve_costs
+
+    crypto, equity = _index("1h", 30), _index("1h", 120, weekends=False, hours=(14, 21))
+    got = resolve_costs(Execution(), [crypto])
+    assert (got.asset_class, got.commission_bps, got.slippage_bps, got.source) == ("crypto", 10.0, 5.0,
+                                                                                   "class default")
+    got = resolve_costs(Execution(asset_class="forex", slippage_bps=1.5), [crypto])
+    assert (got.asset_class, got.commission_bps, got.slippage_bps, got.detected) == ("forex", 0.2, 1.5, False)
+    assert got.source == "config + class default"
+    got = resolve_costs(Execution(commission_bps=0.0, slippage_bps=0.0), [equity])
+    assert (got.commission_bps, got.slippage_bps, got.source) == (0.0, 0.0, "config")
+    assert resolve_costs(Execution()).asset_class == "equity"  # no bars to read: the equity defaults
+    with pytest.raises(ConfigError, match="look like crypto and equity; set asset_class"):
+        resolve_costs(Execution(), [crypto, equity])
