@@ -3,8 +3,10 @@
 One call of :func:`train` loads the bars (a file or the built-in sample), builds the features
 and the h-bar forward-return target, scores ``n_folds`` purged walk-forward folds, fits the final
 model on the whole selection period, scores it and the naive baselines on the untouched holdout,
-exports ONNX (parity checked on the holdout) and writes the artifact folder atomically: every
-file goes into a temporary sibling folder that is renamed into place only when complete.
+judges it (``metrics.verdict``, see :mod:`aitrader.training.verdict`), exports ONNX (kept only
+when its parity on the holdout is within tolerance, else dropped with a warning in
+``manifest.onnx``) and writes the artifact folder atomically: every file goes into a temporary
+sibling folder that is renamed into place only when complete.
 
 The symbol recorded in the manifest (one rule for the library and ``aitrader train``):
 ``data.symbol`` is exactly what :func:`aitrader.data.load_bars` gets as ``symbol=``. Unset (the
@@ -69,7 +71,8 @@ class Dataset:
 def override_config(cfg: TrainConfig, **flags: Any) -> TrainConfig:
     """Apply command-line flags (``None`` = not given) and re-validate like the config file.
 
-    Keys: data, symbol, model, features (list of names), horizon, task, out. A ``data`` flag without
+    Keys: data, symbol, model, features (list of names), horizon, task, out, onnx (``onnx.export``).
+    A ``data`` flag without
     a ``symbol`` flag clears ``data.symbol`` (a symbol in the config was written for the config's
     data, not this file): the file then supplies its own symbol (its ``symbol`` column or its name).
     A ``model`` flag that
@@ -84,6 +87,7 @@ def override_config(cfg: TrainConfig, **flags: Any) -> TrainConfig:
     paths = {
         "data": ("data", "path"), "symbol": ("data", "symbol"), "model": ("model", "kind"),
         "features": ("features", "names"), "horizon": ("target", "horizon"), "task": ("target", "task"),
+        "onnx": ("onnx", "export"),
     }
     for key, value in flags.items():
         if value is None:
@@ -292,6 +296,7 @@ def train(
     naive = M.baseline_predictions(task, data.fwd[plan.final_train], data.prev[plan.holdout])
     baselines = {name: M.evaluate(task, data.fwd[plan.holdout], p, data.ret1[plan.holdout], backtest_kwargs=bt)
                  for name, p in naive.items()}
+    verdict = _verdict(cfg, data, plan, hold_pred, bt, holdout, baselines, folds)
     report(total, total, "writing artifact")
     t_fit = time.perf_counter()
 
@@ -300,18 +305,18 @@ def train(
     try:
         model_meta = model.save(tmp)
         onnx_meta = None
-        if cfg.onnx.export:
-            from aitrader.models.onnx import export_onnx, onnx_parity
+        if cfg.onnx.export:  # an export that does not match the native model is dropped, not fatal
+            from aitrader.models.onnx import export_checked
 
-            export_onnx(model, tmp / "model.onnx")
-            parity = onnx_parity(model, tmp / "model.onnx", X_hold, tolerance=cfg.onnx.tolerance_rel,
-                                 reference=hold_pred)
-            onnx_meta = {"file": "model.onnx", **parity, "tolerance_rel": cfg.onnx.tolerance_rel}
-            model_meta["files"]["onnx"] = "model.onnx"
+            onnx_meta = export_checked(model, tmp, X_hold, tolerance=cfg.onnx.tolerance_rel, reference=hold_pred)
+            if onnx_meta["file"]:
+                model_meta["files"]["onnx"] = onnx_meta["file"]
+            else:
+                log.info("ONNX fallback: %s", onnx_meta["warning"])
         manifest = build_manifest(
             cfg, data, model_meta=model_meta, onnx_meta=onnx_meta, split=plan.describe(),
             metrics={"folds": folds, "cv_mean": M.mean_metrics([_numeric(f) for f in folds]),
-                     "holdout": holdout, "baselines": baselines,
+                     "holdout": holdout, "baselines": baselines, "verdict": verdict,
                      "backtest": {"fees_bps": bt["fees_bps"], "slippage_bps": bt["slippage_bps"],
                                   "short": bt["short"], "periods_per_year": bt["periods"]}},
             baseline=baseline_stats(data.X.iloc[plan.final_train], hold_pred, holdout,
@@ -328,6 +333,23 @@ def train(
                "total_s": done - started}
     log.info("trained %s on %s in %.2fs -> %s", cfg.model.kind, data.symbol, timings["total_s"], target_dir)
     return TrainResult(out_dir=target_dir, manifest=manifest, timings=timings)
+
+
+def _verdict(cfg: TrainConfig, data: Dataset, plan: Any, pred: np.ndarray, bt: dict[str, Any],
+             holdout: dict[str, float], baselines: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """``metrics.verdict``: holdout IC and Sharpe with block-bootstrap intervals vs the best baseline."""
+    from aitrader.training.verdict import holdout_verdict
+
+    rows = plan.holdout
+    signal = pred - 0.5 if cfg.target.task == "classification" else pred
+    # The per-bar P&L of M.backtest's holdout run (its equity curve's simple returns); when the
+    # holdout backtest runs through the trading engine, pass that engine's per-bar returns instead.
+    position = np.sign(signal) if bt["short"] else (signal > 0).astype(np.float64)
+    change = np.abs(np.diff(position, prepend=0.0))
+    pnl = position * data.ret1[rows] - (bt["fees_bps"] + bt["slippage_bps"]) / 1e4 * change
+    return holdout_verdict(pred=pred, fwd=data.fwd[rows], returns=pnl, periods_per_year=bt["periods"],
+                           baselines=baselines, horizon=cfg.target.horizon, bar_returns=data.ret1[rows],
+                           fold_ics=[f["ic"] for f in folds]).to_dict()
 
 
 def _numeric(fold: dict[str, Any]) -> dict[str, float]:
