@@ -247,8 +247,9 @@ def test_the_verdict_is_the_last_line_and_is_recorded(project):
     table = invoke("--data", "bars.csv", "--out", "art")
     assert table.exit_code == 0, table.stderr
     last = table.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"verdict: (edge|no edge|suspect result) over (zero|always_long|prev_sign): Sharpe -?\d+\.\d\d "
-                        r"\[-?\d+\.\d\d, -?\d+\.\d\d\] vs -?\d+\.\d\d, IC -?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\].*", last)
+    num, ic = r"-?\d+\.\d\d", r"-?\d\.\d{3}"
+    assert re.fullmatch(rf"verdict: (edge|no edge|suspect result) over (zero|always_long|prev_sign): Sharpe {num} "
+                        rf"\[{num}, {num}\] vs {num}, IC {ic} \[{ic}, {ic}\].*", last), last
     verdict = read_manifest(project / "art")["metrics"]["verdict"]
     assert last == f"verdict: {verdict['text']}"
     doc = json.loads(invoke("--data", "bars.csv", "--out", "art2", "--json").stdout)

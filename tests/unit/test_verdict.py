@@ -102,14 +102,36 @@ def test_hand_checked_tiny_cases():
     assert math.isnan(V.ic_interval([1.0], [2.0])[0])
 
 
+def test_block_sums_equal_the_statistics_of_explicitly_resampled_rows():
+    # Oracle: build every resample's rows and compute the statistics with numpy directly.
+    rng = np.random.default_rng(11)
+    n, block, resamples, seed = 103, 7, 200, 5
+    x, y = rng.standard_normal(n) + 3.0, rng.standard_normal(n) * 0.01 + 0.002
+    (starts,) = list(V.block_starts(n, block, resamples, np.random.default_rng(seed)))
+    rows = V.resample_rows(starts, n, block)
+    assert rows.shape == (resamples, n) and rows.min() >= 0 and rows.max() < n
+    # a resample is ceil(103 / 7) = 15 circular blocks of 7 rows, the last cut to 103 - 14 x 7 = 5
+    first = rows[0]
+    assert list(first[:7]) == [(starts[0, 0] + i) % n for i in range(7)]
+    assert list(first[-5:]) == [(starts[0, 14] + i) % n for i in range(5)]
+    corr = [np.corrcoef(x[r], y[r])[0, 1] for r in rows]
+    sharpe = [y[r].mean() / y[r].std(ddof=1) * math.sqrt(252.0) for r in rows]
+    expected_ic = tuple(np.quantile(corr, [0.025, 0.975]))
+    expected_sharpe = tuple(np.quantile(sharpe, [0.025, 0.975]))
+    got_ic = V.ic_interval(x, y, block=block, resamples=resamples, seed=seed)
+    got_sharpe = V.sharpe_interval(y, 252.0, block=block, resamples=resamples, seed=seed)
+    assert got_ic == pytest.approx(expected_ic, rel=1e-10)
+    assert got_sharpe == pytest.approx(expected_sharpe, rel=1e-10)
+
+
 def test_intervals_are_deterministic_and_chunking_does_not_change_them(monkeypatch):
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal(700), rng.standard_normal(700)
     first = V.ic_interval(x, y, horizon=5)
     assert V.ic_interval(x, y, horizon=5) == first
     assert V.ic_interval(x, y, horizon=5, seed=1) != first
-    monkeypatch.setattr(V, "_CHUNK_VALUES", 700 * 7)  # 7 resamples per chunk instead of all at once
-    assert V.ic_interval(x, y, horizon=5) == first
+    monkeypatch.setattr(V, "_CHUNK_VALUES", 70 * 7)  # 7 resamples (of 70 blocks) per chunk
+    assert V.ic_interval(x, y, horizon=5) == pytest.approx(first, rel=1e-12)
 
 
 def test_lag1_autocorrelation():
