@@ -168,8 +168,10 @@ def sharpe_interval(
     c = r - shift
     b = max(1, min(n, block_length(n, horizon) if block is None else block))
     rng = np.random.default_rng(seed)
-    values = [_sharpe_from_sums(n, *_resampled_sums([c, c * c], st, b), shift, periods_per_year)
-              for st in block_starts(n, b, resamples, rng)]
+    values = []
+    for st in block_starts(n, b, resamples, rng):
+        s1, s2 = _resampled_sums([c, c * c], st, b)
+        values.append(_sharpe_from_sums(n, s1, s2, shift, periods_per_year))
     return _percentiles(np.concatenate(values), confidence)
 
 
@@ -316,9 +318,8 @@ def holdout_verdict(
     p = np.asarray(pred, dtype=np.float64).reshape(-1)
     f = np.asarray(fwd, dtype=np.float64).reshape(-1)
     r = np.asarray(returns, dtype=np.float64).reshape(-1)
-    opts = {"resamples": resamples, "seed": seed, "confidence": confidence}
     ic_value, sharpe_value = ic(p, f), sharpe(r, periods_per_year)
-    ic_ci = ic_interval(p, f, horizon=horizon, **opts)
+    ic_ci = ic_interval(p, f, horizon=horizon, resamples=resamples, seed=seed, confidence=confidence)
     sharpe_ci = sharpe_interval(r, periods_per_year, horizon=horizon, seed=seed + 1,
                                 resamples=resamples, confidence=confidence)
     name, base_sharpe = best_baseline(baselines)
