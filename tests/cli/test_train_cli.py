@@ -301,3 +301,28 @@ def test_hourly_fx_trains_with_defaults_and_falls_back_to_the_native_model(in_tm
     checks = {c["name"]: c for c in json.loads(deploy.stdout)["checks"]}
     assert checks["loads"]["detail"] == "runner built on the lightgbm backend"
     assert all(c["status"] == "passed" for c in checks.values()), checks
+
+
+def bouncing(n: int = 4000, half_spread: float = 0.0015):
+    """5-minute bars whose close is the bid or the ask at random around a random-walk mid."""
+    import numpy as np
+
+    bars = generate_bars(n, seed=3, freq="5min", volatility=0.0005, signal=0.0)
+    side = np.random.default_rng(3).choice([-1.0, 1.0], n)
+    bars["close"] = bars["close"] * (1 + half_spread * side)
+    bars["open"] = bars["close"].shift(1).fillna(bars["open"])
+    bars["high"] = np.maximum(bars["high"], np.maximum(bars["open"], bars["close"]))
+    bars["low"] = np.minimum(bars["low"], np.minimum(bars["open"], bars["close"]))
+    return bars
+
+
+def test_bid_ask_bounce_is_flagged_and_is_not_an_edge(project):
+    # 5-minute LTC/BTC showed holdout IC 0.39 and Sharpe 97 from bid/ask bounce alone.
+    bouncing().to_csv(project / "ltcbtc_5m.csv")
+    result = invoke("--data", "ltcbtc_5m.csv", "--horizon", "1", "--out", "bounce", "--no-onnx")
+    assert result.exit_code == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert "lag-1 autocorrelation of 1-bar returns" in warning and "bid/ask bounce" in warning
+    assert result.stdout.strip().splitlines()[-1].startswith("verdict: suspect result over ")
+    verdict = read_manifest(project / "bounce")["metrics"]["verdict"]
+    assert verdict["edge"] is False and verdict["ic"] > 0.2 and verdict["warnings"] == [warning[len("warning: "):]]
