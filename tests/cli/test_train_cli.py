@@ -326,3 +326,13 @@ def test_bid_ask_bounce_is_flagged_and_is_not_an_edge(project):
     assert result.stdout.strip().splitlines()[-1].startswith("verdict: suspect result over ")
     verdict = read_manifest(project / "bounce")["metrics"]["verdict"]
     assert verdict["edge"] is False and verdict["ic"] > 0.2 and verdict["warnings"] == [warning[len("warning: "):]]
+
+
+def test_real_5m_ltc_btc_bounce_is_flagged(shared_data, in_tmp):
+    # The case, with default settings: holdout IC 0.39, Sharpe 97 on 5-minute LTC/BTC.
+    result = invoke("--data", str(shared_data / "crypto_5m" / "LTC_BTC.csv.gz"), "--out", "ltc", "--no-onnx")
+    assert result.exit_code == 0, result.stderr
+    assert "bid/ask bounce" in result.stderr
+    verdict = read_manifest(in_tmp / "ltc")["metrics"]["verdict"]
+    assert verdict["edge"] is False and verdict["text"].startswith("suspect result over ")
+    assert verdict["ic"] > 0.2 and verdict["sharpe"] > 5
