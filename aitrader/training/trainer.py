@@ -296,7 +296,7 @@ def train(
     naive = M.baseline_predictions(task, data.fwd[plan.final_train], data.prev[plan.holdout])
     baselines = {name: M.evaluate(task, data.fwd[plan.holdout], p, data.ret1[plan.holdout], backtest_kwargs=bt)
                  for name, p in naive.items()}
-    verdict = _verdict(cfg, data, plan, hold_pred, bt, holdout, baselines, folds)
+    verdict = _verdict(cfg, data, plan, hold_pred, bt, baselines, folds)
     report(total, total, "writing artifact")
     t_fit = time.perf_counter()
 
@@ -336,7 +336,7 @@ def train(
 
 
 def _verdict(cfg: TrainConfig, data: Dataset, plan: Any, pred: np.ndarray, bt: dict[str, Any],
-             holdout: dict[str, float], baselines: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str, Any]:
+             baselines: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str, Any]:
     """``metrics.verdict``: holdout IC and Sharpe with block-bootstrap intervals vs the best baseline."""
     from aitrader.training.verdict import holdout_verdict
 
