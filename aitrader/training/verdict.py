@@ -51,6 +51,7 @@ CV_GAP_MIN = 0.05
 _CHUNK_VALUES = 1_000_000
 _MIN_STD = 1e-15  # below this the P&L has no variance: Sharpe 0 (the backtest's convention)
 
+
 def block_length(n: int, horizon: int = 1) -> int:
     """Bootstrap block length: ``max(2 x horizon, ceil(n ** (1/3)))``, at most ``n`` (at least 1)."""
     if n <= 0:
