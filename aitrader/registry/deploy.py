@@ -228,7 +228,8 @@ def edge_check(info: VersionInfo, checks: list[CheckResult], require_edge: bool)
     if edge:
         return [], CheckResult("edge", "passed", f"training verdict: {text}")
     if not require_edge:
-        warning = f"{info.model_id} has no edge by its training verdict: {text}"
+        had = "" if edge is None else " has no edge by its training verdict"  # None: no verdict recorded
+        warning = f"{info.model_id}{had}: {text}"
         return [f"{warning}; deploy --require-edge refuses such a model"], CheckResult("edge", "passed", warning)
     # Refused: the failed check's detail is the one error line, so no separate warning.
     return [], CheckResult("edge", "failed", f"training verdict: {text}; deploy a model whose verdict says edge, "

@@ -64,7 +64,7 @@ def test_an_old_manifest_without_a_verdict_warns_to_retrain(reg):
     result = deploy(reg, "--model-id", "old", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["warnings"] == [
-        f"old:v1 has no edge by its training verdict: {NO_VERDICT}; deploy --require-edge refuses such a model"]
+        f"old:v1: {NO_VERDICT}; deploy --require-edge refuses such a model"]
     assert "retrain" in NO_VERDICT
 
 
