@@ -296,7 +296,9 @@ def train(
     naive = M.baseline_predictions(task, data.fwd[plan.final_train], data.prev[plan.holdout])
     baselines = {name: M.evaluate(task, data.fwd[plan.holdout], p, data.ret1[plan.holdout], backtest_kwargs=bt)
                  for name, p in naive.items()}
-    verdict = _verdict(cfg, data, plan, hold_pred, bt, baselines, folds)
+    # The verdict bootstraps the holdout backtest's per-bar P&L and compares with the baselines' Sharpe.
+    verdict = _verdict(cfg, data, plan, hold_pred, _signal_pnl(cfg, data, plan, hold_pred, bt), bt["periods"],
+                       baselines, folds)
     report(total, total, "writing artifact")
     t_fit = time.perf_counter()
 
@@ -335,19 +337,25 @@ def train(
     return TrainResult(out_dir=target_dir, manifest=manifest, timings=timings)
 
 
-def _verdict(cfg: TrainConfig, data: Dataset, plan: Any, pred: np.ndarray, bt: dict[str, Any],
+def _signal_pnl(cfg: TrainConfig, data: Dataset, plan: Any, pred: np.ndarray, bt: dict[str, Any]) -> np.ndarray:
+    """The per-bar P&L of ``M.backtest`` on the holdout (its equity curve's simple returns)."""
+    signal = pred - 0.5 if cfg.target.task == "classification" else pred
+    position = np.sign(signal) if bt["short"] else (signal > 0).astype(np.float64)
+    change = np.abs(np.diff(position, prepend=0.0))
+    pnl: np.ndarray = position * data.ret1[plan.holdout] - (bt["fees_bps"] + bt["slippage_bps"]) / 1e4 * change
+    return pnl
+
+
+def _verdict(cfg: TrainConfig, data: Dataset, plan: Any, pred: np.ndarray, returns: np.ndarray, periods: float,
              baselines: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """``metrics.verdict``: holdout IC and Sharpe with block-bootstrap intervals vs the best baseline."""
+    """``metrics.verdict``: holdout IC and Sharpe with block-bootstrap intervals vs the best baseline.
+
+    ``returns``: the per-bar returns of the holdout backtest whose Sharpe ``metrics.holdout``
+    reports, annualised with ``periods``; ``baselines``: their Sharpe from the same backtest."""
     from aitrader.training.verdict import holdout_verdict
 
     rows = plan.holdout
-    signal = pred - 0.5 if cfg.target.task == "classification" else pred
-    # The per-bar P&L of M.backtest's holdout run (its equity curve's simple returns); when the
-    # holdout backtest runs through the trading engine, pass that engine's per-bar returns instead.
-    position = np.sign(signal) if bt["short"] else (signal > 0).astype(np.float64)
-    change = np.abs(np.diff(position, prepend=0.0))
-    pnl = position * data.ret1[rows] - (bt["fees_bps"] + bt["slippage_bps"]) / 1e4 * change
-    return holdout_verdict(pred=pred, fwd=data.fwd[rows], returns=pnl, periods_per_year=bt["periods"],
+    return holdout_verdict(pred=pred, fwd=data.fwd[rows], returns=returns, periods_per_year=periods,
                            baselines=baselines, horizon=cfg.target.horizon, bar_returns=data.ret1[rows],
                            fold_ics=[f["ic"] for f in folds]).to_dict()
 
