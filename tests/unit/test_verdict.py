@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aitrader.training import verdict as V
 
@@ -217,3 +219,22 @@ def test_recorded_verdict():
     assert V.recorded_verdict({"metrics": {"verdict": {"edge": "yes"}}}) == (None, V.NO_VERDICT)
     assert V.recorded_verdict({"metrics": {"verdict": {"edge": False, "text": "no edge over zero: x"}}}) == (
         False, "no edge over zero: x")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(5, 300), horizon=st.integers(1, 12),
+       scale=st.floats(1e-6, 1e3), shift=st.floats(-10.0, 10.0))
+def test_interval_invariances(seed, n, horizon, scale, shift):
+    # Correlation ignores positive affine maps of either side and flips with the sign; the Sharpe
+    # ratio ignores a positive scale of the returns. Same seed, same resamples: same interval.
+    rng = np.random.default_rng(seed)
+    p, f = rng.standard_normal(n), rng.standard_normal(n) + 0.3 * rng.standard_normal(n)
+    lo, hi = V.ic_interval(p, f, horizon=horizon, resamples=200)
+    assert -1.0 <= lo <= hi <= 1.0
+    assert V.ic_interval(scale * p + shift, f, horizon=horizon, resamples=200) == pytest.approx((lo, hi), abs=1e-7)
+    assert V.ic_interval(-p, f, horizon=horizon, resamples=200) == pytest.approx((-hi, -lo), abs=1e-7)
+    r = 0.01 * f + 0.001
+    s_lo, s_hi = V.sharpe_interval(r, 252.0, horizon=horizon, resamples=200)
+    assert s_lo <= s_hi
+    assert V.sharpe_interval(scale * r, 252.0, horizon=horizon, resamples=200) == pytest.approx((s_lo, s_hi),
+                                                                                                  rel=1e-6, abs=1e-9)
