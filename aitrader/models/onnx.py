@@ -326,10 +326,13 @@ def export_checked(
     try:
         export_onnx(model, path)
         meta = {"file": ONNX_FILE, **_measure(model, path, X, reference, tolerance)}
-    except ModelError as exc:
+    except Exception as exc:  # converter or ONNX Runtime failure: no usable export, the native model stays
         path.unlink(missing_ok=True)
+        why = str(exc)
+        if not isinstance(exc, ModelError):
+            why = f"ONNX export of the {model.kind} model failed: {type(exc).__name__}: {exc}"
         return {"file": None, "max_abs_diff": None, "max_rel_diff": None, "tolerance_rel": tolerance,
-                "fallback": "native", "warning": f"{exc}; the artifact has no model.onnx and runs on the "
+                "fallback": "native", "warning": f"{why}; the artifact has no model.onnx and runs on the "
                 f"native {model.kind} model"}
     if meta["max_rel_diff"] <= tolerance:
         return meta

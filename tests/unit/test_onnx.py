@@ -181,7 +181,7 @@ def test_an_export_that_cannot_match_is_dropped_instead_of_failing(tmp_path):
     assert "model.onnx dropped, the artifact runs on the native model" in meta["warning"]
 
 
-def test_a_converter_failure_is_dropped_too(tmp_path, monkeypatch):
+def test_a_converter_or_runtime_failure_is_dropped_too(tmp_path, monkeypatch):
     import aitrader.models.onnx as onnx_module
 
     model, holdout = clustered(step=1e-4)
@@ -193,6 +193,15 @@ def test_a_converter_failure_is_dropped_too(tmp_path, monkeypatch):
     meta = export_checked(model, tmp_path, holdout)
     assert meta["file"] is None and meta["fallback"] == "native" and not (tmp_path / "model.onnx").exists()
     assert "failed: RuntimeError: unsupported operator" in meta["warning"]
+
+    def crashing_runtime(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(onnx_module.OnnxModel, "_predict_native", crashing_runtime)
+    meta = export_checked(model, tmp_path, holdout)
+    assert meta["file"] is None and not (tmp_path / "model.onnx").exists()
+    assert "failed: RuntimeError: [ONNXRuntimeError]" in meta["warning"]
 
 
 def test_onnx_only_artifact_round_trip(exported, data, tmp_path):
