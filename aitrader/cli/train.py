@@ -106,7 +106,15 @@ def _summary(result: Any, registered: dict[str, Any] | None) -> dict[str, Any]:
         "onnx": m["onnx"],
         "registered": registered,
         "timings": result.timings,
+        "warnings": _warnings(m),
     }
+
+
+def _warnings(manifest: dict[str, Any]) -> list[str]:
+    """The ONNX fallback and the verdict's implausibility warnings (``warning:`` lines on stderr)."""
+    onnx = manifest.get("onnx") or {}
+    verdict = manifest["metrics"].get("verdict") or {}
+    return ([onnx["warning"]] if onnx.get("warning") else []) + list(verdict.get("warnings") or [])
 
 
 def _fmt(value: Any) -> str:
@@ -143,10 +151,9 @@ def _render(summary: dict[str, Any]) -> None:
 
 def _print_verdict(summary: dict[str, Any], as_json: bool) -> None:
     """``warning:`` lines on stderr (ONNX fallback, implausible results), then the verdict line last."""
-    onnx = summary["onnx"] or {}
-    verdict = summary["metrics"].get("verdict") or {}
-    for message in ([onnx["warning"]] if onnx.get("warning") else []) + list(verdict.get("warnings") or []):
+    for message in summary["warnings"]:
         typer.echo(f"warning: {message}", err=True)
+    verdict = summary["metrics"].get("verdict") or {}
     if verdict.get("text") and not as_json:
         console().print(f"verdict: {verdict['text']}", markup=False, soft_wrap=True)
 

@@ -326,6 +326,9 @@ def test_bid_ask_bounce_is_flagged_and_is_not_an_edge(project):
     assert result.stdout.strip().splitlines()[-1].startswith("verdict: suspect result over ")
     verdict = read_manifest(project / "bounce")["metrics"]["verdict"]
     assert verdict["edge"] is False and verdict["ic"] > 0.2 and verdict["warnings"] == [warning[len("warning: "):]]
+    doc = invoke("--data", "ltcbtc_5m.csv", "--horizon", "1", "--out", "bounce", "--no-onnx", "--force", "--json")
+    assert json.loads(doc.stdout)["warnings"] == verdict["warnings"]  # --json: the same, and still on stderr
+    assert doc.stderr.splitlines() == [warning]
 
 
 def test_real_5m_ltc_btc_bounce_is_flagged(shared_data, in_tmp):
