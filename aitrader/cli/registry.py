@@ -88,6 +88,9 @@ def deploy_cmd(
     reason: str | None = typer.Option(None, "--reason", help="Why: recorded in the deploy log."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="With --from-file: register as trusted pickle."),
     tag: list[str] = typer.Option(None, "--tag", help="With --from-file: KEY=VALUE tag; repeatable."),
+    require_edge: bool = typer.Option(
+        False, "--require-edge", help="Refuse a model whose training verdict is not 'edge' (else only a warning)."
+    ),
     registry: str | None = _registry_opt(),
     json_out: bool = _json_opt(),
 ) -> None:
@@ -98,19 +101,24 @@ def deploy_cmd(
         raise typer.BadParameter("--rollback cannot be combined with --from-file", param_hint="--rollback")
     if (trust_pickle or tag) and from_file is None:
         raise typer.BadParameter("--trust-pickle and --tag apply to --from-file only", param_hint="--from-file")
+    if require_edge and rollback:
+        raise typer.BadParameter("--require-edge does not apply to --rollback", param_hint="--require-edge")
     reg = Registry(registry)
     if rollback:
         result = reg.rollback(model_id, alias, reason=reason, dry_run=dry_run)
     elif from_file is not None:
         result = reg.deploy_from_file(
-            from_file, model_id, alias, dry_run=dry_run, reason=reason, trust_pickle=trust_pickle, tags=_tags(tag)
+            from_file, model_id, alias, dry_run=dry_run, reason=reason, trust_pickle=trust_pickle, tags=_tags(tag),
+            require_edge=require_edge,
         )
     else:
-        result = reg.deploy(model_id, alias, dry_run=dry_run, reason=reason)
+        result = reg.deploy(model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
     if json_out:
         print_json(result.to_dict())
     else:
         _render_deploy(result)
+    for warning in result.warnings:  # the training verdict says no edge (in --json: "warnings")
+        typer.echo(f"warning: {warning}", err=True)
     failed = [c for c in result.checks if c.status == "failed"]
     if failed:  # only a dry run returns with a failed check; a real deploy raised already
         typer.echo(f"error: deploy check {failed[0].name} failed for {result.model_id}: {failed[0].detail}", err=True)

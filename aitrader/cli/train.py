@@ -35,6 +35,8 @@ def train_command(
                                         "(default: $AITRADER_REGISTRY or ./models)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="With --register: mark a pickle-based "
                                       "artifact (ridge, random_forest) as trusted, so it can be deployed."),
+    onnx: bool | None = typer.Option(None, "--onnx/--no-onnx", help="Export model.onnx (kept only if it "
+                                     "matches the native model on the holdout; default: train.yaml onnx.export)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON document."),
     trading_config: str | None = typer.Option(None, "--trading-config", help="Trading config whose execution "
                                               "(costs, position_size, min_confidence, risk limits) the holdout "
@@ -51,7 +53,7 @@ def train_command(
         raise ConfigError("--trust-pickle only applies with --register NAME; add --register or drop --trust-pickle")
     names = [n.strip() for n in features.split(",") if n.strip()] if features is not None else None
     cfg = override_config(load_train_config(config), data=data, symbol=symbol, model=model, features=names,
-                          horizon=horizon, task=task)
+                          horizon=horizon, task=task, onnx=onnx)
     with _progress(enabled=not as_json) as progress:
         result = train(cfg, out_dir=out, progress=progress, overwrite=force,
                        trading=load_trading_config(trading_config))
@@ -65,6 +67,7 @@ def train_command(
         print_json(summary)
     else:
         _render(summary)
+    _print_verdict(summary, as_json)
 
 
 class _progress:
@@ -108,7 +111,15 @@ def _summary(result: Any, registered: dict[str, Any] | None) -> dict[str, Any]:
         "onnx": m["onnx"],
         "registered": registered,
         "timings": result.timings,
+        "warnings": _warnings(m),
     }
+
+
+def _warnings(manifest: dict[str, Any]) -> list[str]:
+    """The ONNX fallback and the verdict's implausibility warnings (``warning:`` lines on stderr)."""
+    onnx = manifest.get("onnx") or {}
+    verdict = manifest["metrics"].get("verdict") or {}
+    return ([onnx["warning"]] if onnx.get("warning") else []) + list(verdict.get("warnings") or [])
 
 
 def _fmt(value: Any) -> str:
@@ -152,8 +163,11 @@ def _render(summary: dict[str, Any]) -> None:
         out.print(f"backtest bars: {executed['holdout_first']} .. {executed['last_bar']} "
                   f"(+{executed['warmup_bars']} warm-up bars); baselines trade with min_confidence 0")
     onnx = summary["onnx"]
-    if onnx:
-        out.print(f"ONNX parity: max_rel_diff {onnx['max_rel_diff']:.2g} (tolerance {onnx['tolerance_rel']:g})")
+    if onnx and onnx.get("file"):
+        out.print(f"ONNX parity: max_rel_diff {onnx['max_rel_diff']:.2g} of the predictions' spread "
+                  f"(tolerance {onnx['tolerance_rel']:g})")
+    elif onnx:
+        out.print("ONNX: dropped (see the warning); the artifact runs on the native model")
     out.print(f"artifact: {summary['out_dir']}")
     reg = summary["registered"]
     if reg:
@@ -161,6 +175,15 @@ def _render(summary: dict[str, Any]) -> None:
         if reg.get("pickle_based") and not reg.get("trusted"):
             note = " (pickle-based and untrusted: deploy refuses it; train with --trust-pickle if you trust it)"
         out.print(f"registered: {reg['model_id']}{note}")
+
+
+def _print_verdict(summary: dict[str, Any], as_json: bool) -> None:
+    """``warning:`` lines on stderr (ONNX fallback, implausible results), then the verdict line last."""
+    for message in summary["warnings"]:
+        typer.echo(f"warning: {message}", err=True)
+    verdict = summary["metrics"].get("verdict") or {}
+    if verdict.get("text") and not as_json:
+        console().print(f"verdict: {verdict['text']}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

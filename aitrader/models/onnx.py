@@ -8,8 +8,11 @@ tensor. The graph input is ``input``: float32 ``[None, n_features]``; feature na
 kind are stored in the model's ``metadata_props``.
 
 ONNX tree ensembles evaluate in float32: LightGBM's float64 thresholds are rounded, so ~1e-4
-relative differences are normal. :func:`onnx_parity` measures them on real rows and refuses
-anything above the tolerance.
+relative differences are normal. :func:`onnx_parity` measures them on real rows relative to the
+spread of the native predictions and refuses anything above the tolerance; :func:`export_checked`
+(the trainer's path) drops an export that does not match instead of failing: on tightly clustered
+features (prices quoted to 4-5 decimals, hourly forex) float32 inputs land on the other side of a
+split threshold on some rows, and those rows then get another leaf's value.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from aitrader.errors import ModelError
 from aitrader.models.base import Model, atomic_write, default_feature_names
 
 INPUT_NAME = "input"
+ONNX_FILE = "model.onnx"
 DEFAULT_TOLERANCE_REL = 1e-3
+SCALE_FLOOR = 1e-6  # target units: the parity scale never goes below this (see parity_scale)
+MAGNITUDE_FLOOR = 1e-3  # nor below this share of the largest |prediction| (float32 resolution)
 
 
 def _convert(model: Model) -> Any:
@@ -235,28 +241,31 @@ class OnnxModel(Model):
 
 
 def parity_scale(reference: np.ndarray) -> float:
-    """Floor of the relative-difference denominator: the spread of the predictions.
+    """The denominator of the parity check: the spread of the native predictions, floored.
 
-    Return-sized predictions sit near zero, where |a-b|/|a| explodes for harmless float32
-    rounding; dividing by max(|a|, std(predictions)) measures the error against the scale that
-    matters for trading decisions.
+    Spread = the interquartile range (robust: a few extreme predictions do not widen the
+    tolerance), or the standard deviation when more than half the predictions are equal. Not
+    ``|a|``: return-sized predictions sit near zero, where ``|a - b| / |a|`` explodes for harmless
+    float32 rounding, while predictions clustered far from zero would hide real differences.
+    Two floors: ``MAGNITUDE_FLOOR`` x the largest ``|a|`` (float32 keeps about 7 significant digits,
+    so rounding of predictions clustered far from zero stays under the default 1e-3 tolerance),
+    and ``SCALE_FLOOR`` in target units (1e-6: 0.01 bp of forward return, or 1e-6 of probability)
+    for predictions with no spread at all.
     """
-    scale = float(np.std(reference))
-    if scale == 0.0 or not np.isfinite(scale):
-        scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-    return scale if scale > 0.0 else 1.0
+    ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+    ref = ref[np.isfinite(ref)]
+    if not ref.size:
+        return SCALE_FLOOR
+    q1, q3 = np.quantile(ref, [0.25, 0.75])
+    spread = float(q3 - q1)
+    if not spread > 0.0:
+        spread = float(np.std(ref))
+    return max(spread, MAGNITUDE_FLOOR * float(np.max(np.abs(ref))), SCALE_FLOOR)
 
 
-def onnx_parity(
-    model: Model, onnx_path: str | Path, X: Any, *, tolerance: float | None = DEFAULT_TOLERANCE_REL,
-    reference: np.ndarray | None = None,
-) -> dict[str, float]:
-    """Max absolute and relative difference between the native model and its ONNX export on X.
-
-    Compares the runner's output (forward return, or P(up) for classifiers). Raises ModelError
-    when ``max_rel_diff`` exceeds ``tolerance`` (None: only measure). ``reference``: the native
-    ``model.predict_score(X)`` when the caller already has it (the trainer's holdout predictions).
-    """
+def _measure(
+    model: Model, onnx_path: str | Path, X: Any, reference: np.ndarray | None, tolerance: float | None
+) -> dict[str, Any]:
     if reference is None:
         reference = model.predict_score(X)
     reference = np.asarray(reference, dtype=np.float64).reshape(-1)
@@ -267,14 +276,70 @@ def onnx_parity(
     exported = OnnxModel(onnx_path, task=model.task)
     if list(exported.feature_names_in_) != list(model.feature_names_in_):
         raise ModelError(f"{onnx_path}: feature names differ from the model's; re-export it")
-    got = exported.predict_score(X)
-    diff = np.abs(got - reference)
-    rel = diff / np.maximum(np.abs(reference), parity_scale(reference))
-    result = {"max_abs_diff": float(diff.max()), "max_rel_diff": float(rel.max())}
+    diff = np.abs(exported.predict_score(X) - reference)
+    scale = parity_scale(reference)
+    result: dict[str, Any] = {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max() / scale),
+                              "scale": scale}
+    if tolerance is not None:
+        result.update(tolerance_rel=tolerance, tolerance_abs=tolerance * scale, rows=int(diff.size),
+                      rows_off=int(np.count_nonzero(diff > tolerance * scale)))
+    return result
+
+
+def onnx_parity(
+    model: Model, onnx_path: str | Path, X: Any, *, tolerance: float | None = DEFAULT_TOLERANCE_REL,
+    reference: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """How far the ONNX export is from the native model on the rows ``X``.
+
+    Compares the runner's output (forward return, or P(up) for classifiers). Returns
+    ``max_abs_diff``, ``max_rel_diff`` (= max_abs_diff / :func:`parity_scale`) and ``scale``; with
+    a ``tolerance`` also ``tolerance_rel``, ``tolerance_abs`` (= tolerance x scale: what deploy
+    re-checks the sample rows against), ``rows`` and ``rows_off`` (rows differing by more than
+    ``tolerance_abs``), and raises ModelError when ``max_rel_diff`` exceeds it (``None``: only
+    measure). ``reference``: the native ``model.predict_score(X)`` when the caller already has it.
+    """
+    result = _measure(model, onnx_path, X, reference, tolerance)
     if tolerance is not None and result["max_rel_diff"] > tolerance:
         raise ModelError(
             f"ONNX export of the {model.kind} model disagrees with the native model: max_rel_diff "
             f"{result['max_rel_diff']:.3g} > tolerance {tolerance:.3g} (max_abs_diff "
-            f"{result['max_abs_diff']:.3g}); raise onnx.tolerance_rel or set onnx.export: false"
+            f"{result['max_abs_diff']:.3g} on {result['rows_off']} of {result['rows']} rows, relative to the "
+            f"predictions' spread {result['scale']:.3g}); raise onnx.tolerance_rel or train with --no-onnx"
         )
     return result
+
+
+def export_checked(
+    model: Model, directory: str | Path, X: Any, *, tolerance: float = DEFAULT_TOLERANCE_REL,
+    reference: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Export ``directory/model.onnx`` and keep it only if it matches the native model on ``X``.
+
+    Returns the manifest's ``onnx`` section (:func:`onnx_parity`'s figures and ``file``). When the
+    export fails or its parity is above ``tolerance`` (e.g. float32 inputs crossing split
+    thresholds of a tree model on tightly clustered features), ``model.onnx`` is deleted, ``file``
+    is null, ``fallback`` is ``"native"`` and ``warning`` says why: the artifact then runs on its
+    native model, which predicts exactly what was evaluated.
+    """
+    path = Path(directory) / ONNX_FILE
+    try:
+        export_onnx(model, path)
+        meta = {"file": ONNX_FILE, **_measure(model, path, X, reference, tolerance)}
+    except Exception as exc:  # converter or ONNX Runtime failure: no usable export, the native model stays
+        path.unlink(missing_ok=True)
+        why = str(exc)
+        if not isinstance(exc, ModelError):
+            why = f"ONNX export of the {model.kind} model failed: {type(exc).__name__}: {exc}"
+        return {"file": None, "max_abs_diff": None, "max_rel_diff": None, "tolerance_rel": tolerance,
+                "fallback": "native", "warning": f"{why}; the artifact has no model.onnx and runs on the "
+                f"native {model.kind} model"}
+    if meta["max_rel_diff"] <= tolerance:
+        return meta
+    path.unlink()
+    meta.update(file=None, fallback="native", warning=(
+        f"ONNX export of the {model.kind} model differs from the native model on {meta['rows_off']} of "
+        f"{meta['rows']} holdout rows (max |diff| {meta['max_abs_diff']:.3g} = {meta['max_rel_diff']:.3g} x the "
+        f"predictions' spread {meta['scale']:.3g} > tolerance {tolerance:g}); model.onnx dropped, the artifact "
+        "runs on the native model (raise onnx.tolerance_rel to keep the ONNX file)"))
+    return meta

@@ -5,7 +5,8 @@ Checks run in order and stop at the first failure (the rest are reported as skip
 1. ``hashes``: every file's SHA256 matches the index (nothing is deserialised before this);
 2. ``loads``: the runner builds (a pickle-based artifact needs the trust flag);
 3. ``reproduces_sample``: the runner reproduces the manifest's sample predictions (native within
-   1e-9 relative, ONNX within the manifest's ``onnx.tolerance_rel``);
+   1e-9 relative, ONNX within the manifest's ``onnx.tolerance_abs``, the trainer's parity bound;
+   older manifests: ``onnx.tolerance_rel`` relative);
 4. ``feature_contract``: the configured feature pipeline can produce the manifest's contract.
 
 A promotion or a rollback, successful or failed, is one INSERT in ``deploy_log``
@@ -65,6 +66,18 @@ def sample_max_rel_diff(got: list[float], expected: list[float]) -> float:
     return worst
 
 
+def sample_max_abs_diff(got: list[float], expected: list[float]) -> float:
+    """Largest |got - expected|; NaN must match NaN (else inf)."""
+    worst = 0.0
+    for g, e in zip(got, expected, strict=True):
+        if math.isnan(e) or math.isnan(g):
+            if not (math.isnan(e) and math.isnan(g)):
+                return math.inf
+            continue
+        worst = max(worst, abs(g - e))
+    return worst
+
+
 def _check_sample(loaded: LoadedModel) -> CheckResult:
     import numpy as np
 
@@ -93,7 +106,14 @@ def _check_sample(loaded: LoadedModel) -> CheckResult:
     backend = str(getattr(loaded.runner, "backend", "native"))
     tol = NATIVE_TOLERANCE
     if "onnx" in backend.lower():
-        tol = float((manifest.get("onnx") or {}).get("tolerance_rel") or DEFAULT_ONNX_TOLERANCE)
+        onnx = manifest.get("onnx") or {}
+        tol = float(onnx.get("tolerance_rel") or DEFAULT_ONNX_TOLERANCE)
+        tol_abs = onnx.get("tolerance_abs")  # the trainer's parity bound (tolerance x spread of predictions)
+        if isinstance(tol_abs, int | float) and not isinstance(tol_abs, bool) and tol_abs > 0:
+            worst = sample_max_abs_diff(got, expected)
+            detail = (f"{len(got)} rows on the {backend} backend: max difference {worst:.3g} (tolerance "
+                      f"{tol_abs:.3g} = onnx.tolerance_abs)")
+            return CheckResult("reproduces_sample", "passed" if worst <= tol_abs else "failed", detail)
     worst = sample_max_rel_diff(got, expected)
     detail = f"{len(got)} rows on the {backend} backend: max relative difference {worst:.3g} (tolerance {tol:g})"
     return CheckResult("reproduces_sample", "passed" if worst <= tol else "failed", detail)
@@ -192,14 +212,54 @@ def _promote(
     )
 
 
+def edge_check(info: VersionInfo, checks: list[CheckResult], require_edge: bool) -> tuple[list[str], CheckResult]:
+    """The training verdict (``metrics.verdict``): a warning unless it says edge, and the ``edge`` check.
+
+    The check fails only with ``require_edge`` (``deploy --require-edge``); the manifest is read
+    only once the other checks passed (its hash among them)."""
+    if not all(c.passed for c in checks):
+        return [], CheckResult("edge", "skipped", "an earlier check failed")
+    import json
+
+    from aitrader.training.manifest import MANIFEST_NAME
+    from aitrader.training.verdict import recorded_verdict
+
+    edge, text = recorded_verdict(json.loads((info.path / MANIFEST_NAME).read_text(encoding="utf-8")))
+    if edge:
+        return [], CheckResult("edge", "passed", f"training verdict: {text}")
+    if not require_edge:
+        had = "" if edge is None else " has no edge by its training verdict"  # None: no verdict recorded
+        warning = f"{info.model_id}{had}: {text}"
+        return [f"{warning}; deploy --require-edge refuses such a model"], CheckResult("edge", "passed", warning)
+    # Refused: the failed check's detail is the one error line, so no separate warning.
+    return [], CheckResult("edge", "failed", f"training verdict: {text}; deploy a model whose verdict says edge, "
+                           "or deploy without --require-edge")
+
+
 def deploy(
-    registry: Registry, model_id: str, alias: str = DEFAULT_ALIAS, *, dry_run: bool = False, reason: str | None = None
+    registry: Registry, model_id: str, alias: str = DEFAULT_ALIAS, *, dry_run: bool = False, reason: str | None = None,
+    require_edge: bool = False,
 ) -> DeployResult:
-    """Check ``model_id`` and point ``alias`` at it; DeployCheckError (logged) when a check fails."""
+    """Check ``model_id`` and point ``alias`` at it; DeployCheckError (logged) when a check fails.
+
+    ``.warnings`` carries a warning when the model's training verdict is not "edge" (or it has
+    none); ``require_edge`` turns that into a failed ``edge`` check."""
     validate_alias(alias)
     info = registry.resolve(model_id)
     current = registry.alias_target(info.name, alias)
     checks = run_checks(registry, info)
+    warnings, edge = edge_check(info, checks, require_edge)
+    if require_edge:
+        checks.append(edge)
+    result = _deploy_checked(registry, info, alias, current, checks, dry_run=dry_run, reason=reason)
+    result.warnings = warnings
+    return result
+
+
+def _deploy_checked(
+    registry: Registry, info: VersionInfo, alias: str, current: VersionInfo | None, checks: list[CheckResult], *,
+    dry_run: bool, reason: str | None,
+) -> DeployResult:
     cur_v = current.version if current else None
     if dry_run:
         failed = [c.name for c in checks if c.status == "failed"]
@@ -278,12 +338,13 @@ def deploy_from_file(
     reason: str | None = None,
     trust_pickle: bool = False,
     tags: dict[str, str] | None = None,
+    require_edge: bool = False,
 ) -> DeployResult:
     """Register an artifact folder (idempotent by digest) and deploy the version it became."""
     ref = parse_model_id(name)
     if ref.version is not None or ref.alias is not None:
         raise RegistryError(f"--from-file needs a model name for --model-id, got {name!r}; pass --model-id {ref.name}")
     info = registry.register(artifact_dir, ref.name, tags=tags, trust_pickle=trust_pickle)
-    result = deploy(registry, info.model_id, alias, dry_run=dry_run, reason=reason)
+    result = deploy(registry, info.model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
     result.registered = info
     return result

@@ -278,12 +278,15 @@ class Registry:
     # ------------------------------------------------------------------ deploy (aitrader.registry.deploy)
 
     def deploy(
-        self, model_id: str, alias: str = DEFAULT_ALIAS, dry_run: bool = False, reason: str | None = None
+        self, model_id: str, alias: str = DEFAULT_ALIAS, dry_run: bool = False, reason: str | None = None,
+        require_edge: bool = False,
     ) -> DeployResult:
-        """Run the deploy checks on ``model_id`` and point ``alias`` at it; every attempt is logged."""
+        """Run the deploy checks on ``model_id`` and point ``alias`` at it; every attempt is logged.
+
+        ``require_edge``: also fail unless the training verdict says edge (else only a warning)."""
         from aitrader.registry import deploy as _deploy
 
-        return _deploy.deploy(self, model_id, alias, dry_run=dry_run, reason=reason)
+        return _deploy.deploy(self, model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
 
     def deploy_from_file(
         self,
@@ -295,12 +298,14 @@ class Registry:
         reason: str | None = None,
         trust_pickle: bool = False,
         tags: dict[str, str] | None = None,
+        require_edge: bool = False,
     ) -> DeployResult:
         """Register ``artifact_dir`` under ``name`` then deploy that version."""
         from aitrader.registry import deploy as _deploy
 
         return _deploy.deploy_from_file(
-            self, artifact_dir, name, alias, dry_run=dry_run, reason=reason, trust_pickle=trust_pickle, tags=tags
+            self, artifact_dir, name, alias, dry_run=dry_run, reason=reason, trust_pickle=trust_pickle, tags=tags,
+            require_edge=require_edge,
         )
 
     def rollback(

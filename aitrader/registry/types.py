@@ -134,6 +134,7 @@ class DeployResult:
     note: str
     log_id: int | None = None
     registered: VersionInfo | None = None  # set by deploy --from-file
+    warnings: list[str] = field(default_factory=list)  # e.g. the training verdict says no edge
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -3,8 +3,10 @@
 One call of :func:`train` loads the bars (a file or the built-in sample), builds the features
 and the h-bar forward-return target, scores ``n_folds`` purged walk-forward folds, fits the final
 model on the whole selection period, scores it and the naive baselines on the untouched holdout,
-exports ONNX (parity checked on the holdout) and writes the artifact folder atomically: every
-file goes into a temporary sibling folder that is renamed into place only when complete.
+judges it (``metrics.verdict``, see :mod:`aitrader.training.verdict`), exports ONNX (kept only
+when its parity on the holdout is within tolerance, else dropped with a warning in
+``manifest.onnx``) and writes the artifact folder atomically: every file goes into a temporary
+sibling folder that is renamed into place only when complete.
 
 The symbol recorded in the manifest (one rule for the library and ``aitrader train``):
 ``data.symbol`` is exactly what :func:`aitrader.data.load_bars` gets as ``symbol=``. Unset (the
@@ -73,7 +75,8 @@ class Dataset:
 def override_config(cfg: TrainConfig, **flags: Any) -> TrainConfig:
     """Apply command-line flags (``None`` = not given) and re-validate like the config file.
 
-    Keys: data, symbol, model, features (list of names), horizon, task, out. A ``data`` flag without
+    Keys: data, symbol, model, features (list of names), horizon, task, out, onnx (``onnx.export``).
+    A ``data`` flag without
     a ``symbol`` flag clears ``data.symbol`` (a symbol in the config was written for the config's
     data, not this file): the file then supplies its own symbol (its ``symbol`` column or its name).
     A ``model`` flag that
@@ -88,6 +91,7 @@ def override_config(cfg: TrainConfig, **flags: Any) -> TrainConfig:
     paths = {
         "data": ("data", "path"), "symbol": ("data", "symbol"), "model": ("model", "kind"),
         "features": ("features", "names"), "horizon": ("target", "horizon"), "task": ("target", "task"),
+        "onnx": ("onnx", "export"),
     }
     for key, value in flags.items():
         if value is None:
@@ -316,14 +320,14 @@ def train(
     try:
         model_meta = model.save(tmp)
         onnx_meta = None
-        if cfg.onnx.export:
-            from aitrader.models.onnx import export_onnx, onnx_parity
+        if cfg.onnx.export:  # an export that does not match the native model is dropped, not fatal
+            from aitrader.models.onnx import export_checked
 
-            export_onnx(model, tmp / "model.onnx")
-            parity = onnx_parity(model, tmp / "model.onnx", X_hold, tolerance=cfg.onnx.tolerance_rel,
-                                 reference=hold_pred)
-            onnx_meta = {"file": "model.onnx", **parity, "tolerance_rel": cfg.onnx.tolerance_rel}
-            model_meta["files"]["onnx"] = "model.onnx"
+            onnx_meta = export_checked(model, tmp, X_hold, tolerance=cfg.onnx.tolerance_rel, reference=hold_pred)
+            if onnx_meta["file"]:
+                model_meta["files"]["onnx"] = onnx_meta["file"]
+            else:
+                log.info("ONNX fallback: %s", onnx_meta["warning"])
         t_bt = time.perf_counter()
         executed, runs = _holdout_backtest(cfg, trading, data, tmp, model_meta, baseline, holdout_first,
                                            data.fwd[plan.final_train], costs)
@@ -334,10 +338,16 @@ def train(
         holdout.update({k: executed["model"][k] for k in EXECUTED_KEYS})
         for name, scores in baselines.items():
             scores.update({k: executed["baselines"][name][k] for k in EXECUTED_KEYS})
+        # The verdict bootstraps the executed holdout backtest's per-step returns (the same series, warm-up
+        # steps included, whose Sharpe metrics.holdout reports, as a paper-trade summary would) and
+        # compares its Sharpe with the baselines' executed Sharpe.
+        verdict = _verdict(cfg, data, plan, hold_pred, runs["model"].returns,
+                           executed["periods_per_year"], baselines, folds)
         manifest = build_manifest(
             cfg, data, model_meta=model_meta, onnx_meta=onnx_meta, split=plan.describe(),
             metrics={"folds": folds, "cv_mean": M.mean_metrics([_numeric(f) for f in folds]),
                      "holdout": holdout, "baselines": baselines, "holdout_backtest": executed,
+                     "verdict": verdict,
                      "backtest": {"fees_bps": bt["fees_bps"], "slippage_bps": bt["slippage_bps"],
                                   "short": bt["short"], "periods_per_year": bt["periods"],
                                   "applies_to": "folds (signal backtest)"}},
@@ -375,6 +385,20 @@ def _holdout_backtest(
     return holdout_backtest(trading, data.bars, symbol=data.symbol, holdout_first=holdout_first,
                             pipeline=data.pipeline, predictor=runner, manifest=manifest, task=task,
                             y_train=y_train, costs=costs)
+
+
+def _verdict(cfg: TrainConfig, data: Dataset, plan: Any, pred: np.ndarray, returns: np.ndarray, periods: float,
+             baselines: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """``metrics.verdict``: holdout IC and Sharpe with block-bootstrap intervals vs the best baseline.
+
+    ``returns``: the per-bar returns of the holdout backtest whose Sharpe ``metrics.holdout``
+    reports, annualised with ``periods``; ``baselines``: their Sharpe from the same backtest."""
+    from aitrader.training.verdict import holdout_verdict
+
+    rows = plan.holdout
+    return holdout_verdict(pred=pred, fwd=data.fwd[rows], returns=returns, periods_per_year=periods,
+                           baselines=baselines, horizon=cfg.target.horizon, bar_returns=data.ret1[rows],
+                           fold_ics=[f["ic"] for f in folds]).to_dict()
 
 
 def _numeric(fold: dict[str, Any]) -> dict[str, float]:

@@ -9,7 +9,7 @@ import pytest
 
 from aitrader.errors import ModelError
 from aitrader.models import MODEL_KINDS, create_model, load_model
-from aitrader.models.onnx import OnnxModel, export_onnx, onnx_parity, parity_scale
+from aitrader.models.onnx import OnnxModel, export_checked, export_onnx, onnx_parity, parity_scale
 from aitrader.models.runner import ModelRunner
 from tests.unit.test_models import FAST, make_data, target
 
@@ -34,9 +34,15 @@ def test_parity_within_tolerance_on_holdout(exported, data):
     model, path = exported
     holdout = data[0].iloc[450:]
     parity = onnx_parity(model, path, holdout)
-    assert set(parity) == {"max_abs_diff", "max_rel_diff"}
+    assert set(parity) == {"max_abs_diff", "max_rel_diff", "scale", "tolerance_rel", "tolerance_abs", "rows",
+                           "rows_off"}
     assert 0 <= parity["max_rel_diff"] < 1e-4  # float32 graph vs float64 native
     assert 0 <= parity["max_abs_diff"] < 1e-5
+    assert parity["rows"] == len(holdout) and parity["rows_off"] == 0
+    q1, q3 = np.percentile(model.predict_score(holdout), [25, 75])
+    assert parity["scale"] == pytest.approx(q3 - q1)  # the spread of the native predictions
+    assert parity["tolerance_abs"] == pytest.approx(1e-3 * (q3 - q1))
+    assert set(onnx_parity(model, path, holdout, tolerance=None)) == {"max_abs_diff", "max_rel_diff", "scale"}
 
 
 def test_onnx_model_adapter(exported, data):
@@ -121,11 +127,81 @@ def test_export_unfitted_and_bad_file(tmp_path):
         OnnxModel(bad)
 
 
-def test_parity_scale_floor():
-    # returns-sized predictions: the floor is their spread, not |a| near zero
-    assert parity_scale(np.array([1e-3, -1e-3, 2e-3])) == pytest.approx(np.std([1e-3, -1e-3, 2e-3]))
-    assert parity_scale(np.array([0.5, 0.5])) == 0.5
-    assert parity_scale(np.zeros(3)) == 1.0
+def test_parity_scale_is_the_spread_of_the_predictions_with_floors():
+    # returns-sized predictions: their interquartile range (linear quantiles: 1e-3 and 3e-3), not |a|
+    assert parity_scale(np.array([0.0, 1e-3, 2e-3, 3e-3, 4e-3])) == pytest.approx(2e-3)
+    # more than half equal: IQR 0, the standard deviation of [5, 5, 5, 5, 6] is 0.4
+    assert parity_scale(np.array([5.0, 5.0, 5.0, 5.0, 6.0])) == pytest.approx(0.4)
+    # clustered far from zero: 1e-3 of the largest |prediction| (float32 keeps ~7 digits)
+    assert parity_scale(np.array([0.52, 0.52 + 1e-9, 0.52 + 2e-9])) == pytest.approx(5.2e-4)
+    # no spread and ~zero: the absolute floor in target units
+    assert parity_scale(np.zeros(3)) == 1e-6
+    assert parity_scale(np.array([1e-8, 2e-8, 3e-8])) == 1e-6
+    assert parity_scale(np.array([np.nan])) == 1e-6
+
+
+def clustered(step: float, n: int = 2000, seed: int = 0):
+    """A price-like level moving by +-``step`` (near 1.1), two noise features, a 1e-5-scale target.
+
+    Predictions are small and tightly clustered (IQR ~3e-6). With ``step=1e-9`` the level's distinct
+    float64 values collapse in float32 (resolution ~1.2e-7 at 1.1), so the ONNX graph, fed float32,
+    sends rows down the other side of LightGBM's split thresholds: the mechanism behind hourly EURUSD
+    failing parity. With ``step=1e-4`` float32 keeps them apart and only harmless rounding is left.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    level = 1.1 + np.cumsum(rng.choice([-1.0, 1.0], n)) * step
+    X = pd.DataFrame({"level": level, "a": rng.standard_normal(n), "b": rng.standard_normal(n)})
+    z = (level - level.mean()) / level.std()
+    y = 1e-5 * (np.tanh(z) + 0.3 * X["a"].to_numpy() + 0.1 * rng.standard_normal(n))
+    model = create_model("lightgbm", params={"n_estimators": 50}).fit(X.iloc[:1500], y[:1500])
+    return model, X.iloc[1500:]
+
+
+def test_tiny_clustered_predictions_keep_onnx_when_only_rounding_differs(tmp_path):
+    model, holdout = clustered(step=1e-4)
+    meta = export_checked(model, tmp_path, holdout)
+    assert meta["file"] == "model.onnx" and (tmp_path / "model.onnx").is_file() and "warning" not in meta
+    assert meta["rows_off"] == 0 and meta["rows"] == 500
+    assert meta["scale"] < 1e-5  # the predictions' own spread, not a fixed unit
+    assert meta["max_rel_diff"] < 1e-4 and meta["max_abs_diff"] <= meta["tolerance_abs"]
+
+
+def test_an_export_that_cannot_match_is_dropped_instead_of_failing(tmp_path):
+    model, holdout = clustered(step=1e-9)
+    with pytest.raises(ModelError, match=r"disagrees with the native model: max_rel_diff .* rows"):
+        onnx_parity(model, export_onnx(model, tmp_path / "probe.onnx"), holdout)
+    meta = export_checked(model, tmp_path, holdout)
+    assert meta["file"] is None and meta["fallback"] == "native"
+    assert not (tmp_path / "model.onnx").exists()
+    assert meta["max_rel_diff"] > 1e-3 and meta["rows_off"] > 0  # measured and recorded
+    assert meta["warning"].startswith(
+        f"ONNX export of the lightgbm model differs from the native model on {meta['rows_off']} of 500 holdout rows")
+    assert "model.onnx dropped, the artifact runs on the native model" in meta["warning"]
+
+
+def test_a_converter_or_runtime_failure_is_dropped_too(tmp_path, monkeypatch):
+    import aitrader.models.onnx as onnx_module
+
+    model, holdout = clustered(step=1e-4)
+
+    def broken(model):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnx_module, "_convert", broken)
+    meta = export_checked(model, tmp_path, holdout)
+    assert meta["file"] is None and meta["fallback"] == "native" and not (tmp_path / "model.onnx").exists()
+    assert "failed: RuntimeError: unsupported operator" in meta["warning"]
+
+    def crashing_runtime(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(onnx_module.OnnxModel, "_predict_native", crashing_runtime)
+    meta = export_checked(model, tmp_path, holdout)
+    assert meta["file"] is None and not (tmp_path / "model.onnx").exists()
+    assert "failed: RuntimeError: [ONNXRuntimeError]" in meta["warning"]
 
 
 def test_onnx_only_artifact_round_trip(exported, data, tmp_path):
