@@ -342,6 +342,8 @@ def resolve_config_path(name: str, explicit: str | Path | None) -> Path:
             found = path.is_file()
         except (OSError, ValueError):
             found = False
+        if not found and path.exists():
+            raise ConfigError(f"config path {path} is not a regular file; pass a YAML file to --config")
         if not found:
             raise ConfigError(f"config file not found: {path}; pass an existing file to --config")
         return path
