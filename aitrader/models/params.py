@@ -77,6 +77,21 @@ def _matches(value: Any, kind: str) -> bool:
     return isinstance(value, str)
 
 
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a parameter value (lists and mappings included)."""
+    stack, seen = [value], 0
+    while stack and seen < 100_000:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -87,6 +102,9 @@ def param_type_problems(kind: str, params: Mapping[Any, Any]) -> list[tuple[str,
     table = PARAM_TYPES.get(kind, {})
     problems = []
     for name, value in params.items():
+        if not _finite(value):
+            problems.append((str(name), f"must be finite (no .inf or .nan), got {_short(value)}"))
+            continue
         expected = table.get(str(name))
         if expected is None or any(_matches(value, t) for t in expected):
             continue
