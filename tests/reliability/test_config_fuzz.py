@@ -152,13 +152,13 @@ def check_loads_cleanly(name: str, raw: Any) -> None:
         assert math.isfinite(number) and abs(number) <= 1e15, f"{name} accepted {number!r}"
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=260)
 @given(mutated("train.yaml"))
 def test_random_train_configs_load_or_fail_cleanly(raw):
     check_loads_cleanly("train.yaml", raw)
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=260)
 @given(mutated("ml_trading_config.yaml"))
 def test_random_trading_configs_load_or_fail_cleanly(raw):
     check_loads_cleanly("ml_trading_config.yaml", raw)
