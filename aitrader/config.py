@@ -516,12 +516,14 @@ def format_validation_error(
             msg += f", got {_short(err['input'])}"
         line = f"{loc}: {msg}" if loc else msg
         path = tuple(str(p) for p in err["loc"])
-        var = None
-        for key, name in (origins or {}).items():
-            if path[: len(key)] == key or key[: len(path)] == path:
-                var = name
-        if var is not None:
-            from_env.append(f"environment variable {var}: {line}")
+        # The override that set this value (or a parent of it) owns the error; overrides below a
+        # section-level error (a rule across keys) are named beside the file.
+        owner = [name for key, name in (origins or {}).items() if path[: len(key)] == key]
+        within = [name for key, name in (origins or {}).items() if len(key) > len(path) and key[: len(path)] == path]
+        if owner:
+            from_env.append(f"environment variable {owner[-1]}: {line}")
+        elif within:
+            from_file.append(f"{line} (with environment variable {', '.join(within)})")
         else:
             from_file.append(line)
     lines = []
