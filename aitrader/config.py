@@ -305,14 +305,14 @@ class _ConfigLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
             except TypeError:
-                raise _Refused(f"unhashable key at line {key_node.start_mark.line + 1}; keys must be "
-                               "plain names") from None
-            if first != key_node.start_mark.line + 1:
-                raise _Refused(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at "
-                               f"line {first}); keep one")
+                raise _Refused(f"unhashable key at line {line}; keys must be plain names") from None
+            if first is not None:
+                raise _Refused(f"duplicate key {key!r} at line {line} (first at line {first}); keep one")
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
@@ -397,7 +397,7 @@ def env_overrides(
     ``AITRADER__<FILE>__<SECTION>__<KEY>`` (FILE: TRAIN or TRADING) applies to that file only;
     ``AITRADER__<SECTION>__<KEY>`` to the file whose schema has SECTION. A section no config file
     has is a ConfigError naming the variable (a typo must not be ignored). ``name=None``: every
-    unprefixed variable (the historical behaviour, for callers without a schema).
+    variable, whatever its file (for callers without a file name).
     """
     env = os.environ if environ is None else environ
     wanted = FILE_PREFIXES.get(name) if name else None

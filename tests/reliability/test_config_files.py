@@ -75,6 +75,9 @@ def test_duplicate_keys_name_the_key_and_both_lines(tmp_path):
     path = write(tmp_path, "split:\n  n_folds: 3\n  embargo: 2\n  n_folds: 8\n")
     with pytest.raises(ConfigError, match=r"cfg\.yaml: duplicate key 'n_folds' at line 4 \(first at line 2\)"):
         load_train_config(path)
+    same_line = write(tmp_path, "split: {n_folds: 3, n_folds: 4}\n", "flow.yaml")
+    with pytest.raises(ConfigError, match=r"duplicate key 'n_folds' at line 1 \(first at line 1\)"):
+        load_train_config(same_line)
     top = write(tmp_path, "split: {}\nmodel: {}\nsplit: {n_folds: 3}\n", "top.yaml")
     with pytest.raises(ConfigError, match=r"duplicate key 'split' at line 3 \(first at line 1\)"):
         load_train_config(top)
