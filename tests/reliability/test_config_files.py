@@ -126,7 +126,7 @@ def test_a_nul_character_is_refused(tmp_path):
         ("model:\n  random_state: -1\n", r"model\.random_state: must be >= 0"),
         ("features:\n  names: []\n", r"features\.names: must not be empty: list feature names, or use null"),
         ("model:\n  params: {n_estimators: lots}\n", r"model\.params: n_estimators must be an integer, got 'lots'"),
-        ("model:\n  params: {learning_rate: .nan}\n", r"model\.params: learning_rate must be finite \(no \.inf or \.nan\)"),
+        ("model:\n  params: {learning_rate: .nan}\n", r"model\.params: learning_rate must be finite \(no \.inf"),
         ("model:\n  kind: ridge\n  params: {fit_intercept: 3}\n", r"model\.params: fit_intercept must be true or"),
     ],
 )
