@@ -60,6 +60,11 @@ PARAM_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     "lightgbm": _LIGHTGBM, "xgboost": _XGBOOST, "ridge": _RIDGE, "random_forest": _FOREST,
 }
 
+# Counts that, set absurdly high, make training run for days or start thousands of threads.
+_RANGES: dict[str, tuple[int, int]] = {
+    name: (1, 100_000) for name in ("n_estimators", "num_iterations", "num_boost_round", "num_parallel_tree")
+} | {name: (-1, 1024) for name in ("n_jobs", "num_threads")}
+
 _WORDS = {_I: "an integer", _F: "a finite number", _B: "true or false", _S: "a string", _N: "null"}
 
 
@@ -107,6 +112,9 @@ def param_type_problems(kind: str, params: Mapping[Any, Any]) -> list[tuple[str,
             continue
         expected = table.get(str(name))
         if expected is None or any(_matches(value, t) for t in expected):
+            lo_hi = _RANGES.get(str(name))
+            if lo_hi is not None and isinstance(value, int) and not lo_hi[0] <= value <= lo_hi[1]:
+                problems.append((str(name), f"must be between {lo_hi[0]} and {lo_hi[1]:,}, got {_short(value)}"))
             continue
         problems.append((str(name), f"must be {' or '.join(_WORDS[t] for t in expected)}, got {_short(value)}"))
     return problems

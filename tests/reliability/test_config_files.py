@@ -128,6 +128,8 @@ def test_a_nul_character_is_refused(tmp_path):
         ("model:\n  params: {n_estimators: lots}\n", r"model\.params: n_estimators must be an integer, got 'lots'"),
         ("model:\n  params: {learning_rate: .nan}\n", r"model\.params: learning_rate must be finite \(no \.inf"),
         ("model:\n  kind: ridge\n  params: {fit_intercept: 3}\n", r"model\.params: fit_intercept must be true or"),
+        ("model:\n  params: {n_estimators: 1000000000}\n", r"model\.params: n_estimators must be between 1 and "),
+        ("model:\n  kind: xgboost\n  params: {n_jobs: 100000}\n", r"model\.params: n_jobs must be between -1 and "),
     ],
 )
 def test_bad_train_values_are_config_errors(tmp_path, text, message):
