@@ -8,7 +8,9 @@ config that loads holds only finite numbers. Derandomized, so CI sees the same e
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
 import tempfile
 from collections.abc import Iterator
 from importlib import resources
@@ -27,7 +29,8 @@ from aitrader.errors import AitraderError, ConfigError
 DEFAULTS = {name: yaml.safe_load((resources.files("aitrader") / "defaults" / name).read_text(encoding="utf-8"))
             for name in ("train.yaml", "ml_trading_config.yaml")}
 LOADERS = {"train.yaml": load_train_config, "ml_trading_config.yaml": load_trading_config}
-WORK = Path(tempfile.mkdtemp(prefix="aitrader-config-fuzz-"))
+WORK = Path(tempfile.mkdtemp(prefix="aitrader-config-fuzz-"))  # hypothesis examples share it
+atexit.register(shutil.rmtree, WORK, True)
 FUZZ = settings(derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
