@@ -5,21 +5,38 @@ Resolution of a config file: an explicit ``--config PATH`` (must exist); otherwi
 inside the package (``aitrader/defaults/NAME``), so an installed aitrader works anywhere.
 
 Environment overrides: ``AITRADER__<SECTION>__<KEY>=value`` (double underscores between path
-parts, case-insensitive, the value parsed as YAML), e.g.
-``AITRADER__SPLIT__N_FOLDS=3`` for train.yaml or
-``AITRADER__ML_TRADING__EXECUTION__INITIAL_CASH=50000`` for ml_trading_config.yaml.
-Validation errors name the path of the bad value: ``split.n_folds: must be >= 2, got 1``.
+parts, case-insensitive, the value parsed as YAML), e.g. ``AITRADER__SPLIT__N_FOLDS=3`` for
+train.yaml or ``AITRADER__ML_TRADING__EXECUTION__INITIAL_CASH=50000`` for ml_trading_config.yaml.
+An override applies only to the file whose schema has its section (so a train override never
+breaks ``monitor``); ``AITRADER__TRAIN__...`` / ``AITRADER__TRADING__...`` name the file
+explicitly, and a number indexes a list (``AITRADER__TRADING__ML_TRADING__MODELS__0__WEIGHT``).
+Validation errors name the path of the bad value, ``split.n_folds: must be >= 2, got 1``, after
+the file or the environment variable it came from.
+
+Files are refused, naming the file, when they are not UTF-8, use YAML anchors or aliases (an alias
+bomb expands to gigabytes), repeat a key, or hold NaN/inf or out-of-range numbers: every numeric
+field is finite and bounded.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from aitrader.errors import ConfigError
 
@@ -29,51 +46,96 @@ FEATURES_CONFIG = "features.yaml"
 ENV_PREFIX = "AITRADER__"
 
 M = TypeVar("M", bound=BaseModel)
+MAX_STRING = 4096  # no setting is longer; a megabyte string is a mistake
+
+
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true/false as 1/0; a switch where a number belongs is a mistake.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+Str = Annotated[str, Field(max_length=MAX_STRING)]
+
+# Upper bounds for counts and sizes: far beyond any real setting, small enough that no setting can
+# overflow an int64, a float conversion or memory.
+MAX_COUNT = 1_000_000_000
+MAX_BPS = 1_000.0  # 10%: costs at or above 100% would fill sells at negative prices
+MAX_CASH = 1e15
 
 
 class StrictModel(BaseModel):
-    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+    """Base for config sections: unknown keys are errors, values are validated on assignment,
+    and no float may be NaN or infinite (every numeric field also has finite bounds)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- train.yaml
 
 
 class DataSection(StrictModel):
-    path: str | None = None  # None: the built-in sample
-    symbol: str | None = None  # None: AAPL for the sample; a data file names its own symbol
+    path: Str | None = Field(None, min_length=1)  # None: the built-in sample
+    symbol: Str | None = Field(None, min_length=1)  # None: AAPL for the sample; a data file names its own
     repair: bool = False
 
 
 class FeaturesSection(StrictModel):
-    names: list[str] | None = None  # None or empty: the registry's default set
+    names: list[Annotated[Str, Field(min_length=1)]] | None = Field(None, max_length=1000)  # None: default set
+
+    @field_validator("names")
+    @classmethod
+    def _empty_is_not_default(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("must not be empty: list feature names, or use null for the default feature set")
+        return v
 
 
 class TargetSection(StrictModel):
-    horizon: int = Field(5, ge=1, le=10_000)
+    horizon: Int = Field(5, ge=1, le=10_000)
     task: Literal["regression", "classification"] = "regression"
 
 
 class ModelSection(StrictModel):
     kind: Literal["lightgbm", "xgboost", "ridge", "random_forest"] = "lightgbm"
-    params: dict[str, Any] = Field(default_factory=dict)
-    random_state: int = 42
+    params: dict[Annotated[Str, Field(min_length=1)], Any] = Field(default_factory=dict)
+    random_state: Int = Field(42, ge=0, le=2**31 - 1)
+
+    @field_validator("params")
+    @classmethod
+    def _param_types(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from aitrader.models.params import param_type_problems  # no heavy imports
+
+        problems = param_type_problems(str(info.data.get("kind", "")), v)
+        if problems:
+            raise ValueError("; ".join(f"{name} {why}" for name, why in problems))
+        return v
 
 
 class SplitSection(StrictModel):
-    n_folds: int = Field(5, ge=2, le=100)
-    embargo: int = Field(5, ge=0)
-    holdout: float = Field(0.2, gt=0)  # fraction of rows when < 1, else a number of bars
-    min_train: int = Field(250, ge=20)  # bars in the first training fold
-    window: int | None = Field(None, ge=100)  # use only the most recent N bars (retraining)
+    n_folds: Int = Field(5, ge=2, le=100)
+    embargo: Int = Field(5, ge=0, le=MAX_COUNT)
+    holdout: Float = Field(0.2, gt=0, le=MAX_COUNT)  # fraction of rows when < 1, else a number of bars
+    min_train: Int = Field(250, ge=20, le=MAX_COUNT)  # bars in the first training fold
+    window: Int | None = Field(None, ge=100, le=MAX_COUNT)  # use only the most recent N bars (retraining)
+
+    @field_validator("holdout")
+    @classmethod
+    def _whole_count(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError(f"a value >= 1 is a number of bars and must be whole, got {v!r}; "
+                             "use a fraction below 1 or a whole number of bars")
+        return v
 
 
 class BacktestSection(StrictModel):
     # Removed settings: the holdout backtest runs through the trading engine with the trading
     # config's costs (ml_trading.execution), one set of costs for train and paper-trade alike.
-    fees_bps: float | None = None
-    slippage_bps: float | None = None
+    fees_bps: Float | None = Field(None, ge=0, le=MAX_BPS)
+    slippage_bps: Float | None = Field(None, ge=0, le=MAX_BPS)
     short: bool = True  # the fold (signal) backtest: short on negative predictions; flat when False
 
     @model_validator(mode="after")
@@ -90,7 +152,7 @@ class BacktestSection(StrictModel):
 
 class OnnxSection(StrictModel):
     export: bool = True
-    tolerance_rel: float = Field(1e-3, gt=0)
+    tolerance_rel: Float = Field(1e-3, gt=0, le=1)
 
 
 class TrainConfig(StrictModel):
@@ -103,52 +165,95 @@ class TrainConfig(StrictModel):
     split: SplitSection = Field(default_factory=SplitSection)
     backtest: BacktestSection = Field(default_factory=BacktestSection)
     onnx: OnnxSection = Field(default_factory=OnnxSection)
-    out: str = "artifacts/{symbol}_{model}"
+    out: Str = Field("artifacts/{symbol}_{model}", min_length=1)
+
+    @field_validator("out")
+    @classmethod
+    def _plain_template(cls, v: str) -> str:
+        check_out_template(v)
+        return v
+
+
+OUT_FIELDS = ("symbol", "model")
+
+
+def check_out_template(template: str) -> None:
+    """``out`` may hold only the plain placeholders ``{symbol}`` and ``{model}``: no attribute or
+    index access, conversion or format spec (``str.format`` would evaluate them)."""
+    import string
+
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r} ({exc}); use the placeholders {{symbol}} and {{model}} "
+                         "only, and {{ }} for a literal brace") from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in OUT_FIELDS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"bad placeholder {shown} in {template!r}; only plain {{symbol}} and {{model}} "
+                             "are allowed")
+
+
+def format_out_template(template: str, *, symbol: str, model: str) -> str:
+    """The ``out`` template filled in; each value must be a safe single path component."""
+    try:
+        check_out_template(template)
+    except ValueError as exc:
+        raise ConfigError(f"out: {exc}") from None
+    for name, value in (("symbol", symbol), ("model", model)):
+        if not value or value in (".", "..") or any(c in value for c in "/\\\0") or not value.isprintable():
+            raise ConfigError(
+                f"out: the {name} {value!r} cannot be part of a folder name (empty, '.', '..', a path "
+                f"separator or a control character); pass --out or set data.symbol to a plain name"
+            )
+    return template.format(symbol=symbol, model=model)
 
 
 # ----------------------------------------------------------------- ml_trading_config.yaml
 
 
 class ModelEntry(StrictModel):
-    model_id: str = Field(min_length=1)
-    symbol: str = Field(min_length=1)
+    model_id: Str = Field(min_length=1)
+    symbol: Str = Field(min_length=1)
     strategy: Literal["ml_regression"] = "ml_regression"
-    min_confidence: float = Field(0.6, ge=0, le=1)
-    position_size: float = Field(0.02, gt=0, le=1)
-    weight: float = Field(1.0, gt=0)
+    min_confidence: Float = Field(0.6, ge=0, le=1)
+    position_size: Float = Field(0.02, gt=0, le=1)
+    weight: Float = Field(1.0, gt=0, le=1_000)
     enabled: bool = True
 
 
 class RiskLimits(StrictModel):
-    max_ml_position_size: float = Field(0.05, gt=0, le=1)
-    max_ml_positions: int = Field(5, ge=1)
-    daily_ml_loss_limit: float = Field(0.02, gt=0, le=1)
+    max_ml_position_size: Float = Field(0.05, gt=0, le=1)
+    max_ml_positions: Int = Field(5, ge=1, le=100_000)
+    daily_ml_loss_limit: Float = Field(0.02, gt=0, le=1)
 
 
 class Execution(StrictModel):
-    initial_cash: float = Field(100_000, gt=0)
+    initial_cash: Float = Field(100_000, gt=0, le=MAX_CASH)
     # auto: from the bars' calendar (weekend bars: crypto; 24h weekdays only: forex; else equity).
     asset_class: Literal["auto", "equity", "forex", "crypto"] = "auto"
     # None: the asset class's default (aitrader.training.backtest.ASSET_CLASS_COSTS, docs/trading.md).
-    commission_bps: float | None = Field(None, ge=0)
-    slippage_bps: float | None = Field(None, ge=0)
+    commission_bps: Float | None = Field(None, ge=0, le=MAX_BPS)
+    slippage_bps: Float | None = Field(None, ge=0, le=MAX_BPS)
     allow_short: bool = True
 
 
 class ErrorPolicy(StrictModel):
-    prediction_timeout_ms: float = Field(50, gt=0)
+    prediction_timeout_ms: Float = Field(50, gt=0, le=3_600_000)
     fallback: Literal["previous", "rule", "skip"] = "previous"
-    max_consecutive_errors: int = Field(5, ge=1)
-    previous_max_bars: int = Field(3, ge=1)  # how long "previous" may reuse the last prediction
+    max_consecutive_errors: Int = Field(5, ge=1, le=MAX_COUNT)
+    previous_max_bars: Int = Field(3, ge=1, le=MAX_COUNT)  # how long "previous" may reuse the last prediction
 
 
 class FeaturePipelineSection(StrictModel):
-    buffer_size: int = Field(500, ge=10)
+    buffer_size: Int = Field(500, ge=10, le=10_000_000)
 
 
 class MLTrading(StrictModel):
     enabled: bool = True
-    models: list[ModelEntry] = Field(default_factory=list)
+    models: list[ModelEntry] = Field(default_factory=list, max_length=10_000)
     risk_limits: RiskLimits = Field(default_factory=RiskLimits)
     execution: Execution = Field(default_factory=Execution)
     errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
@@ -166,13 +271,13 @@ class MLTrading(StrictModel):
 
 
 class Monitoring(StrictModel):
-    window: int = Field(100, ge=5)  # rolling window (predictions with known outcome)
-    min_outcomes: int = Field(30, ge=1)  # accuracy alerts need at least this many outcomes
-    mae_ratio_max: float = Field(1.2, gt=0)  # alert when live MAE > ratio x holdout MAE
-    psi_max: float = Field(0.2, gt=0)  # alert when PSI of any feature or the predictions exceeds it
-    hit_rate_min: float = Field(0.45, ge=0, le=1)
-    error_rate_max: float = Field(0.05, ge=0, le=1)
-    drift_min_samples: int = Field(100, ge=10)  # drift alerts wait for this many live predictions
+    window: Int = Field(100, ge=5, le=MAX_COUNT)  # rolling window (predictions with known outcome)
+    min_outcomes: Int = Field(30, ge=1, le=MAX_COUNT)  # accuracy alerts need at least this many outcomes
+    mae_ratio_max: Float = Field(1.2, gt=0, le=1_000)  # alert when live MAE > ratio x holdout MAE
+    psi_max: Float = Field(0.2, gt=0, le=1_000)  # alert when PSI of any feature or the predictions exceeds it
+    hit_rate_min: Float = Field(0.45, ge=0, le=1)
+    error_rate_max: Float = Field(0.05, ge=0, le=1)
+    drift_min_samples: Int = Field(100, ge=10, le=MAX_COUNT)  # drift alerts wait for this many live predictions
 
 
 class TradingConfig(StrictModel):
@@ -189,6 +294,72 @@ class TradingConfig(StrictModel):
 
 # --------------------------------------------------------------------------- loading
 
+# Config files are a few kilobytes; the cap stops a wrong --config (a data file, /dev/zero's
+# cousins) from being read whole.
+MAX_CONFIG_BYTES = 1_000_000
+
+# Which config file owns which top-level keys: an unprefixed AITRADER__<SECTION>__... override
+# applies only to the file whose schema has that section; AITRADER__<FILE>__<SECTION>__... names
+# the file explicitly.
+CONFIG_MODELS: dict[str, type[BaseModel]] = {}  # filled below: prefix -> model
+FILE_PREFIXES = {TRAIN_CONFIG: "TRAIN", TRADING_CONFIG: "TRADING"}
+
+
+# libyaml when present: about 40 times faster than the pure-Python parser on a config file.
+_YamlBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_YAML_DEPTH = 32  # a config is a few levels deep; model.params values a few more
+
+
+class _ConfigLoader(_YamlBase):  # type: ignore[valid-type,misc]
+    """Safe loader that refuses duplicate keys (YAML keeps the last one silently); anchors and
+    aliases are refused before it runs (see :func:`_load_yaml`)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                raise _Refused(f"unhashable key at line {line}; keys must be plain names") from None
+            if first is not None:
+                raise _Refused(f"duplicate key {key!r} at line {line} (first at line {first}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+class _Refused(Exception):
+    """A YAML construct config files may not use."""
+
+
+def _line(event: Any) -> int | str:
+    mark = getattr(event, "start_mark", None)
+    return mark.line + 1 if mark is not None else "?"
+
+
+def _load_yaml(text: str) -> Any:
+    """Parse config YAML: one pass over the events refuses anchors and aliases (an alias bomb of a
+    few lines expands to gigabytes once validated) and deep nesting, before anything is built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_YamlBase):
+        anchor = getattr(event, "anchor", None)
+        if isinstance(event, yaml.AliasEvent) or anchor is not None:
+            what = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise _Refused(f"YAML {what}{anchor} at line {_line(event)}: anchors and "
+                           "aliases are not allowed in config files; write the values out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _Refused(f"nested too deeply (more than {MAX_YAML_DEPTH} levels at line {_line(event)}); "
+                               "a config file is a few levels of settings")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise _Refused("nested too deeply; a config file is a few levels of settings") from None
+
 
 def default_config_path(name: str) -> Path:
     """The project's ``config/NAME`` when present, else the packaged default."""
@@ -201,25 +372,43 @@ def default_config_path(name: str) -> Path:
 def resolve_config_path(name: str, explicit: str | Path | None) -> Path:
     if explicit is not None:
         path = Path(explicit)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found and path.exists():
+            raise ConfigError(f"config path {path} is not a regular file; pass a YAML file to --config")
+        if not found:
             raise ConfigError(f"config file not found: {path}; pass an existing file to --config")
         return path
     return default_config_path(name)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a syntax error or a non-mapping is a ConfigError naming the file."""
+    """Read a YAML mapping; a syntax error, a refused construct (anchor, alias, duplicate key), a
+    non-UTF-8 or oversized file or a non-mapping is a ConfigError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; is this a config file?")
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); "
+                          "save the file as UTF-8") from None
+    try:
+        raw = _load_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from exc
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -227,27 +416,91 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def apply_env_overrides(raw: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Apply ``AITRADER__A__B=value`` overrides (value parsed as YAML) to a raw config mapping."""
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def env_overrides(
+    environ: Mapping[str, str] | None = None, *, name: str | None = None
+) -> list[tuple[str, list[str], str]]:
+    """The ``AITRADER__...`` variables that apply to config file ``name``: ``(variable, path, value)``.
+
+    ``AITRADER__<FILE>__<SECTION>__<KEY>`` (FILE: TRAIN or TRADING) applies to that file only;
+    ``AITRADER__<SECTION>__<KEY>`` to the file whose schema has SECTION. A section no config file
+    has is a ConfigError naming the variable (a typo must not be ignored). ``name=None``: every
+    variable, whatever its file (for callers without a file name).
+    """
     env = os.environ if environ is None else environ
-    for key, value in sorted(env.items()):
-        if not key.upper().startswith(ENV_PREFIX):
+    wanted = FILE_PREFIXES.get(name) if name else None
+    out = []
+    for var, value in sorted(env.items()):
+        if not var.upper().startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        parts = [p.lower() for p in var[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue
-        node: dict[str, Any] = raw
+        file_prefix = parts[0].upper()
+        if file_prefix in CONFIG_MODELS and len(parts) > 1:
+            if wanted is not None and file_prefix != wanted:
+                continue
+            parts = parts[1:]
+            owner = file_prefix
+        else:
+            owners = [p for p, model in CONFIG_MODELS.items() if parts[0] in model.model_fields]
+            if not owners:
+                sections = sorted({f for m in CONFIG_MODELS.values() for f in m.model_fields})
+                raise ConfigError(
+                    f"environment variable {var}: no config file has a section {parts[0]!r}; "
+                    f"{_did_you_mean(parts[0], sections)}sections: {', '.join(sections)}; files: "
+                    f"{', '.join(f'AITRADER__{p}__...' for p in CONFIG_MODELS)}"
+                )
+            owner = owners[0]
+        if wanted is not None and owner != wanted:
+            continue
+        out.append((var, parts, value))
+    return out
+
+
+def apply_env_overrides(
+    raw: dict[str, Any], environ: Mapping[str, str] | None = None, *, name: str | None = None
+) -> dict[str, Any]:
+    """Apply ``AITRADER__A__B=value`` overrides (value parsed as YAML) to a raw config mapping."""
+    _apply_overrides(raw, env_overrides(environ, name=name))
+    return raw
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, list[str], str]]) -> None:
+    for var, parts, value in overrides:
+        node: Any = raw
         for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                child = node[int(part)]
+            else:
+                child = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(child, dict | list):
                 child = {}
-                node[part] = child
+                if isinstance(node, list):
+                    node[int(part)] = child
+                else:
+                    node[part] = child
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"environment variable {key}: value {value!r} is not valid YAML") from exc
-    return raw
+            parsed = _load_yaml(value)
+        except (yaml.YAMLError, _Refused) as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"environment variable {var}: value {_short(value)} is not valid YAML "
+                              f"({problem}); quote it or fix it") from None
+        last = parts[-1]
+        if isinstance(node, list):
+            if not (last.isdigit() and int(last) < len(node)):
+                raise ConfigError(f"environment variable {var}: {last!r} is not an index of a list of "
+                                  f"{len(node)}; use 0..{len(node) - 1}")
+            node[int(last)] = parsed
+        else:
+            node[last] = parsed
 
 
 _TEMPLATES = {
@@ -259,14 +512,30 @@ _TEMPLATES = {
     "missing": "is required",
     "extra_forbidden": "unknown key",
     "string_too_short": "must not be empty",
+    "finite_number": "must be a finite number (not .inf or .nan)",
 }
 
 
-def format_validation_error(exc: ValidationError, source: str | Path | None = None) -> str:
-    """One line per problem: ``path.to.key: must be >= 2, got 1``."""
-    lines = []
+def _short(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in parts).replace(".[", "[")
+
+
+def format_validation_error(
+    exc: ValidationError, source: str | Path | None = None, origins: Mapping[tuple[str, ...], str] | None = None
+) -> str:
+    """One line per problem: ``path.to.key: must be >= 2, got 1``; a value that came from an
+    environment override (``origins``: key path -> variable) names the variable, not the file."""
+    from_file, from_env = [], []
     for err in exc.errors():
-        loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
+        loc = _loc(err["loc"])
         ctx = {k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in (err.get("ctx") or {}).items()}
         template = _TEMPLATES.get(err["type"])
         if template is not None:
@@ -276,28 +545,85 @@ def format_validation_error(exc: ValidationError, source: str | Path | None = No
                 msg = err["msg"]
         else:
             msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-            msg += f", got {err['input']!r}"
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    where = f"{source}: " if source else ""
-    return where + "; ".join(lines)
+        # Custom validators (value_error) name the value themselves where it helps.
+        if err["type"] not in ("missing", "extra_forbidden", "value_error") and "input" in err:
+            msg += f", got {_short(err['input'])}"
+        line = f"{loc}: {msg}" if loc else msg
+        path = tuple(str(p) for p in err["loc"])
+        # The override that set this value (or a parent of it) owns the error; overrides below a
+        # section-level error (a rule across keys) are named beside the file.
+        owner = [name for key, name in (origins or {}).items() if path[: len(key)] == key]
+        within = [name for key, name in (origins or {}).items() if len(key) > len(path) and key[: len(path)] == path]
+        if owner:
+            from_env.append(f"environment variable {owner[-1]}: {line}")
+        elif within:
+            from_file.append(f"{line} (with environment variable {', '.join(within)})")
+        else:
+            from_file.append(line)
+    lines = []
+    if from_file:
+        lines.append((f"{source}: " if source else "") + "; ".join(from_file))
+    return "; ".join(lines + from_env)
 
 
-def build_model(model: type[M], raw: dict[str, Any], source: str | Path | None = None) -> M:
+def _nul_free(raw: Any, path: str = "") -> None:
+    # A NUL byte (YAML "\0") passes pydantic but breaks every path and file name built from it.
+    stack = [(raw, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str) and "\0" in node:
+            raise ConfigError(f"{where or 'value'}: contains a NUL character; remove it")
+        if isinstance(node, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in node.items())
+            stack.extend((k, where) for k in node if isinstance(k, str))
+        elif isinstance(node, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node))
+
+
+def build_model(
+    model: type[M], raw: dict[str, Any], source: str | Path | None = None,
+    origins: Mapping[tuple[str, ...], str] | None = None,
+) -> M:
     """Validate a raw mapping into ``model``; a ValidationError becomes a ConfigError with paths."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, origins)) from None
+    except RecursionError:
+        raise ConfigError(f"{source or 'config'}: values nested too deeply; a setting is a few levels "
+                          "deep at most") from None
 
 
 def load_config(model: type[M], name: str, explicit: str | Path | None = None, *, env: bool = True) -> M:
     """Resolve, read, apply environment overrides and validate one config file."""
     path = resolve_config_path(name, explicit)
     raw = read_yaml(path)
+    origins: dict[tuple[str, ...], str] = {}
     if env:
-        raw = apply_env_overrides(raw)
-    return build_model(model, raw, path)
+        overrides = env_overrides(name=name)
+        _apply_overrides(raw, overrides)
+        origins = {tuple(parts): var for var, parts, _ in overrides}
+    for key, var in origins.items():  # a NUL from the environment names the variable
+        try:
+            _nul_free(_dig(raw, key), ".".join(key))
+        except ConfigError as exc:
+            raise ConfigError(f"environment variable {var}: {exc}") from None
+    try:
+        _nul_free(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return build_model(model, raw, path, origins)
+
+
+def _dig(raw: Any, key: tuple[str, ...]) -> Any:
+    for part in key:
+        if isinstance(raw, dict):
+            raw = raw.get(part)
+        elif isinstance(raw, list) and part.isdigit() and int(part) < len(raw):
+            raw = raw[int(part)]
+        else:
+            return None
+    return raw
 
 
 def load_train_config(explicit: str | Path | None = None) -> TrainConfig:
@@ -306,3 +632,6 @@ def load_train_config(explicit: str | Path | None = None) -> TrainConfig:
 
 def load_trading_config(explicit: str | Path | None = None) -> TradingConfig:
     return load_config(TradingConfig, TRADING_CONFIG, explicit)
+
+
+CONFIG_MODELS.update({"TRAIN": TrainConfig, "TRADING": TradingConfig})

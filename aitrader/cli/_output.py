@@ -5,28 +5,14 @@ Kept free of heavy imports: numpy/pandas values are converted by duck typing.
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import sys
 from typing import Any
 
 from rich.console import Console
 
-from aitrader._util import json_clean
+from aitrader._json import to_json
 
-
-def _default(obj: Any) -> Any:
-    """What json_clean leaves for json.dumps: sets and datetime.timedelta."""
-    if isinstance(obj, set | frozenset):
-        return json_clean(sorted(obj))
-    if isinstance(obj, _dt.timedelta):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def to_json(obj: Any, *, indent: int | None = 2) -> str:
-    """Serialise ``obj`` as strict JSON (NaN -> null; numpy, timestamps and paths converted)."""
-    return json.dumps(json_clean(obj), default=_default, indent=indent, allow_nan=False)
+__all__ = ["console", "err_console", "print_json", "to_json"]
 
 
 def print_json(obj: Any) -> None:

@@ -62,7 +62,6 @@ def setup_logging(verbose: bool, log_file: str | None) -> None:
     ``log_file`` goes under ``logs/``; a path is used as given.
     """
     import shlex
-    from logging.handlers import RotatingFileHandler
 
     root = logging.getLogger("aitrader")
     for old in list(root.handlers):  # a second call (tests, embedding) must not leak open files
@@ -80,7 +79,7 @@ def setup_logging(verbose: bool, log_file: str | None) -> None:
             path = Path("logs") / path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handler = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=5, encoding="utf-8")
+            handler = _log_file_handler(path)
         except OSError as exc:
             raise AitraderError(
                 f"cannot open log file {path}: {exc.strerror}; pass a writable --log-file path"
@@ -89,6 +88,40 @@ def setup_logging(verbose: bool, log_file: str | None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         log.debug("run: %s", shlex.join(["aitrader", *sys.argv[1:]]))
+        failure = getattr(handler, "failure", None)
+        if failure is not None:  # the first line did not reach the file (full disk, ...)
+            raise AitraderError(
+                f"cannot write log file {path}: {failure}; free space or pass another --log-file"
+            )
+        handler.announce = True  # type: ignore[attr-defined]
+
+
+def _log_file_handler(path: Path) -> logging.Handler:
+    """A rotating file handler whose write errors become one warning line, not a traceback.
+
+    logging's default ``handleError`` prints "--- Logging error ---" and a traceback on stderr for
+    every record and the command still exits 0; here the first failure is reported once, in one
+    line, and the handler detaches itself (the command's own result is not affected)."""
+    from logging.handlers import RotatingFileHandler
+
+    class LogFileHandler(RotatingFileHandler):
+        failure: str | None = None
+        announce = False  # the first line is checked by setup_logging, which raises instead
+
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+            exc = sys.exc_info()[1]
+            reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc else "unknown error"
+            first = self.failure is None
+            self.failure = self.failure or str(reason)
+            if first and self.announce:
+                try:
+                    sys.stderr.write(f"warning: cannot write log file {self.baseFilename}: {reason}; "
+                                     "no longer logging to it\n")
+                except (OSError, ValueError):
+                    pass
+            logging.getLogger("aitrader").removeHandler(self)
+
+    return LogFileHandler(path, maxBytes=5_000_000, backupCount=5, encoding="utf-8")
 
 
 @app.callback()

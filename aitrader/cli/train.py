@@ -28,7 +28,8 @@ def train_command(
                                     "(its sign)."),
     out: str | None = typer.Option(None, "--out", "-o", help="Artifact folder (default: the config's `out` "
                                    "template, artifacts/{symbol}_{model})."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty --out folder."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing aitrader artifact "
+                               "folder at --out (nothing else is ever replaced)."),
     register_name: str | None = typer.Option(None, "--register", help="Also register the artifact under "
                                              "this model name."),
     registry: str | None = typer.Option(None, "--registry", help="Registry root for --register "

@@ -34,19 +34,31 @@ def default_feature_names(n: int) -> list[str]:
 
 
 def check_params(params: dict[str, Any] | None, valid: Collection[str], kind: str) -> dict[str, Any]:
-    """Reject unknown hyper-parameters with the list of valid ones (a typo must not be ignored)."""
+    """Reject unknown hyper-parameters (with the closest valid name and the list of valid ones: a
+    typo must not be ignored) and known ones of the wrong type (before the library sees them)."""
+    import difflib
+
+    from aitrader.models.params import param_type_problems
+
     params = dict(params or {})
     for reserved in ("random_state", "seed", "random_seed"):
         if reserved in params:
             raise ModelError(
                 f"{kind}: parameter {reserved!r} is set through model.random_state, not model.params; move it there"
             )
-    unknown = sorted(set(params) - set(valid))
+    unknown = sorted(set(params) - set(valid), key=str)
     if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(str(name), sorted(valid), n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ModelError(
-            f"{kind}: unknown parameter(s) {', '.join(map(repr, unknown))}; valid parameters are: "
-            f"{', '.join(sorted(valid))}"
+            f"{kind}: unknown parameter(s) {', '.join(hints)}; valid parameters are: {', '.join(sorted(valid))}"
         )
+    problems = param_type_problems(kind, params)
+    if problems:
+        raise ModelError(f"{kind}: " + "; ".join(f"parameter {name!r} {why}" for name, why in problems)
+                         + "; fix model.params")
     return params
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from aitrader._json import to_json  # strict JSON (NaN -> null)
 from aitrader.config import load_trading_config
 from aitrader.errors import AitraderError, IntegrityError, ModelError, ModelNotFoundError
 from aitrader.monitoring.files import write_text_atomic
@@ -85,8 +86,6 @@ def save_state(summary: Mapping[str, Any], path: str | Path = DEFAULT_STATE) -> 
         "health": summary.get("health"),
         "alerts": summary.get("alerts") or [],
     }
-    from aitrader.cli._output import to_json  # strict JSON (NaN -> null), no heavy imports
-
     try:
         write_text_atomic(target, to_json(state) + "\n")
     except OSError as exc:

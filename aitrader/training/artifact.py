@@ -1,11 +1,16 @@
-"""Assembling the manifest (format_version 1, schema in docs/architecture.md) from a training run."""
+"""Assembling the manifest (format_version 1, schema in docs/architecture.md) from a training run.
+
+This module sits below the trainer: it takes the training data through the small
+:class:`TrainingData` protocol (what :class:`aitrader.training.trainer.Dataset` provides) instead
+of importing the trainer back, so the two modules do not import each other.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import platform
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -14,8 +19,22 @@ from aitrader import __version__
 from aitrader.config import TrainConfig
 from aitrader.training.manifest import FORMAT_VERSION
 
-if TYPE_CHECKING:
-    from aitrader.training.trainer import Dataset
+
+class TrainingData(Protocol):
+    """What the manifest needs from a training run's dataset (the trainer's ``Dataset``)."""
+
+    @property
+    def bars(self) -> pd.DataFrame: ...
+
+    @property
+    def X(self) -> pd.DataFrame: ...  # noqa: N802 - the feature matrix, as in the trainer
+
+    @property
+    def pipeline(self) -> Any: ...
+
+    @property
+    def symbol(self) -> str: ...
+
 
 SAMPLE_ROWS = 20
 # Libraries whose versions decide whether the artifact loads and predicts the same way.
@@ -77,7 +96,7 @@ def data_section(bars: pd.DataFrame, symbol: str) -> dict[str, Any]:
 
 def build_manifest(
     cfg: TrainConfig,
-    data: Dataset,
+    data: TrainingData,
     *,
     model_meta: dict[str, Any],
     onnx_meta: dict[str, Any] | None,

@@ -219,22 +219,16 @@ def _fit_all(
 
 
 def resolve_out_dir(cfg: TrainConfig, symbol: str, out_dir: str | Path | None, overwrite: bool) -> Path:
-    """The artifact folder (``out`` template when not given); refuses a non-empty one unless told."""
+    """The artifact folder (``out`` template when not given); refuses a non-empty one unless told,
+    and even then anything but an artifact, a registry folder or a parent of the working directory
+    (see :mod:`aitrader.training.output`)."""
+    from aitrader.config import format_out_template
+    from aitrader.training.output import check_out_dir
+
     if out_dir is None:
-        try:
-            out_dir = cfg.out.format(symbol=symbol, model=cfg.model.kind)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(
-                f"out: bad template {cfg.out!r} ({exc}); use the placeholders {{symbol}} and {{model}} only"
-            ) from None
+        out_dir = format_out_template(cfg.out, symbol=symbol, model=cfg.model.kind)
     path = Path(out_dir)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"output path {path} exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"output folder {path} already exists and is not empty; pass --force to replace it "
-            "or choose another --out"
-        )
+    check_out_dir(path, overwrite=overwrite)
     return path
 
 
@@ -253,7 +247,10 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     # Rename the finished folder into place; an old artifact is moved aside first and removed
     # only after the new one is in place, so a failure never leaves the target half-written.
     old = None
-    if target.exists():
+    if os.path.lexists(target):
+        from aitrader.training.output import check_out_dir
+
+        check_out_dir(target, overwrite=True)  # again: files may have appeared while training
         old = target.with_name(f".{target.name}.old-{time.time_ns()}")
         target.rename(old)
     tmp.rename(target)

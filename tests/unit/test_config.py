@@ -90,3 +90,21 @@ def test_env_overrides_apply_and_validate(monkeypatch: pytest.MonkeyPatch, in_tm
     monkeypatch.setenv("AITRADER__SPLIT__N_FOLDS", "1")
     with pytest.raises(ConfigError, match=r"split\.n_folds: must be >= 2, got 1"):
         load_train_config()
+
+
+def test_env_overrides_are_scoped_to_the_file_owning_the_section() -> None:
+    env = {"AITRADER__SPLIT__WINDOW": "20000", "AITRADER__MONITORING__WINDOW": "7",
+           "AITRADER__TRAIN__TARGET__HORIZON": "3", "AITRADER__TRADING__ML_TRADING__ENABLED": "false"}
+    assert apply_env_overrides({}, env, name="train.yaml") == {"split": {"window": 20000}, "target": {"horizon": 3}}
+    assert apply_env_overrides({}, env, name="ml_trading_config.yaml") == {
+        "monitoring": {"window": 7}, "ml_trading": {"enabled": False}}
+
+
+def test_a_cross_key_error_names_the_override_beside_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("ml_trading:\n  models:\n    - {model_id: m, symbol: X, position_size: 0.04}\n")
+    monkeypatch.setenv("AITRADER__ML_TRADING__RISK_LIMITS__MAX_ML_POSITION_SIZE", "0.01")
+    with pytest.raises(ConfigError, match=r"t\.yaml: ml_trading: models\[0\]\.position_size 0\.04 exceeds "
+                                          r"risk_limits\.max_ml_position_size 0\.01 \(with environment variable "
+                                          r"AITRADER__ML_TRADING__RISK_LIMITS__MAX_ML_POSITION_SIZE\)"):
+        load_trading_config(path)

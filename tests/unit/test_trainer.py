@@ -103,10 +103,13 @@ def test_non_empty_out_is_refused_unless_overwrite(bars, tmp_path):
     with pytest.raises(ConfigError, match="not empty; pass --force"):
         train(cfg, bars=bars, out_dir=out)
     assert (out / "keep.txt").exists()
+    # --force replaces an artifact only, never a folder holding anything else (issue 10)
+    with pytest.raises(ConfigError, match="keep.txt"):
+        train(cfg, bars=bars, out_dir=out, overwrite=True)
+    (out / "keep.txt").unlink()
+    train(cfg, bars=bars, out_dir=out)
     result = train(cfg, bars=bars, out_dir=out, overwrite=True)
-    assert sorted(p.name for p in result.out_dir.iterdir()) == ["manifest.json", "model.joblib"] or \
-        not (out / "keep.txt").exists()
-    assert not (out / "keep.txt").exists()
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["manifest.json", "model.joblib"]
     assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no temp or old folders left behind
 
 
