@@ -126,6 +126,9 @@ def retrain(
     min_improvement: float = typer.Option(
         0.0, "--min-improvement", help="Margin the challenger must win by, in the metric's units."
     ),
+    min_scoring_rows: int = typer.Option(
+        100, "--min-scoring-rows", help="Fewest rows neither model was trained on for a comparison; else no promotion."
+    ),
     if_alert: bool = typer.Option(False, "--if-alert", help="Only retrain when the last monitor check alerted."),
     registry: str | None = typer.Option(
         None, "--registry", help="Registry root (default: $AITRADER_REGISTRY or ./models)."
@@ -138,7 +141,8 @@ def retrain(
     from aitrader.monitoring.retrain import retrain as run_retrain
 
     result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
-                         min_improvement=min_improvement, if_alert=if_alert, registry_root=registry,
+                         min_improvement=min_improvement, min_scoring_rows=min_scoring_rows, if_alert=if_alert,
+                         registry_root=registry,
                          runs_dir=runs_dir)
     if as_json:
         print_json(result)
