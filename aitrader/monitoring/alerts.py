@@ -1,7 +1,17 @@
 """Alert rules: each compares one monitored value with its threshold from the ``monitoring:`` config.
 
-An alert is a plain dict ``{"code", "message", "value", "threshold"}`` so that it goes straight into
-the JSON output and the persisted monitor state (which ``retrain --if-alert`` reads).
+An alert is a plain dict ``{"code", "message", "value", "threshold"}`` (drift alerts add
+``features``: the drifted features that explain it) so that it goes straight into the JSON output
+and the persisted monitor state (which ``retrain --if-alert`` reads).
+
+Drift is judged by what matters to the model. The primary signals are the model's own output and
+accuracy: ``psi_prediction`` (the prediction distribution moved past ``max(psi_max, noise)``, see
+:mod:`aitrader.monitoring.drift`), ``mae_ratio`` and ``hit_rate``. Feature PSI is the explanation:
+each drift alert lists the features that drifted beyond chance with their importance, PSI and
+effective sample size. Features alone raise ``feature_drift`` only when the importance-weighted
+score ``sum(importance_i x PSI_i)`` over the significantly drifted features exceeds ``psi_max``: a
+level-like feature the model barely uses, or whose PSI is within the noise of its few effective
+samples, never alerts on its own.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from aitrader.config import Monitoring
 
 ALERT_CODES = (
     "mae_ratio",  # live MAE more than mae_ratio_max x the training holdout MAE
-    "psi_feature",  # PSI of a feature above psi_max
+    "feature_drift",  # importance-weighted PSI of the significantly drifted features above psi_max
     "psi_prediction",  # PSI of the prediction distribution above psi_max
     "hit_rate",  # live hit rate below hit_rate_min
     "error_rate",  # share of prediction attempts that errored above error_rate_max
@@ -52,24 +62,55 @@ def _accuracy_alerts(accuracy: Mapping[str, Any], cfg: Monitoring) -> list[dict[
     return alerts
 
 
+def _explain(features: list[dict[str, Any]], limit: int = 5) -> tuple[str, list[dict[str, Any]]]:
+    """The significantly drifted features, most important drift first: text and JSON detail."""
+    drifted = [r for r in features if r.get("significant")]
+    detail = [{"feature": r["name"], "importance": r.get("weight"), "psi": r["psi"], "n_eff": r.get("n_eff"),
+               "threshold": r.get("threshold"), "contribution": r.get("contribution")} for r in drifted]
+    if not drifted:
+        return "no feature drifted beyond its noise level", detail
+    text = ", ".join(f"{r['name']} (importance {r.get('weight', 0.0):.2f}, PSI {r['psi']:.2f}, "
+                     f"n_eff {r.get('n_eff') or 0:.0f})" for r in drifted[:limit])
+    more = f" and {len(drifted) - limit} more" if len(drifted) > limit else ""
+    return f"{text}{more}", detail
+
+
+def _noise_ignored(features: list[dict[str, Any]], psi_max: float) -> str:
+    """Features past psi_max whose PSI chance explains at their effective sample size."""
+    quiet = [r for r in features if r.get("psi") is not None and r["psi"] > psi_max and not r.get("significant")]
+    if not quiet:
+        return ""
+    names = ", ".join(f"{r['name']} {r['psi']:.2f} (n_eff {r.get('n_eff') or 0:.0f})" for r in quiet[:5])
+    more = f" and {len(quiet) - 5} more" if len(quiet) > 5 else ""
+    return f"; within noise, not counted: {names}{more}"
+
+
 def _drift_alerts(drift: Mapping[str, Any], cfg: Monitoring) -> list[dict[str, Any]]:
     alerts: list[dict[str, Any]] = []
     if not drift.get("enough_samples"):
         return alerts
-    for row in drift.get("features") or []:
-        if row.get("psi") is not None and row["psi"] > cfg.psi_max:
-            alerts.append(_alert(
-                "psi_feature",
-                f"feature {row['name']} drifted: PSI {row['psi']:.3f} > {cfg.psi_max:.3f} (KS {row['ks']:.3f})",
-                row["psi"], cfg.psi_max,
-            ) | {"feature": row["name"]})
+    features = list(drift.get("features") or [])
+    why, detail = _explain(features)
     pred = drift.get("prediction") or {}
-    if pred.get("psi") is not None and pred["psi"] > cfg.psi_max:
+    if pred.get("significant") and pred.get("psi") is not None:
+        noise = pred.get("noise")
+        level = f", 99% noise level {noise:.3f}" if noise is not None else ""
         alerts.append(_alert(
             "psi_prediction",
-            f"prediction distribution drifted: PSI {pred['psi']:.3f} > {cfg.psi_max:.3f}",
-            pred["psi"], cfg.psi_max,
-        ))
+            f"prediction distribution drifted: PSI {pred['psi']:.3f} > {pred['threshold']:.3f} (psi_max "
+            f"{cfg.psi_max:.2f}{level} at n_eff {pred.get('n_eff') or 0:.0f} of {pred.get('n')}); "
+            f"drifted features: {why}",
+            pred["psi"], pred["threshold"],
+        ) | {"n_eff": pred.get("n_eff"), "features": detail})
+    score = float(drift.get("feature_score") or 0.0)
+    if score > cfg.psi_max:
+        weights = "" if drift.get("importance") != "uniform" else " (uniform weights: the manifest has no importance)"
+        alerts.append(_alert(
+            "feature_drift",
+            f"importance-weighted feature drift {score:.3f} > {cfg.psi_max:.3f}{weights}: {why}"
+            f"{_noise_ignored(features, cfg.psi_max)}",
+            score, cfg.psi_max,
+        ) | {"features": detail})
     return alerts
 
 

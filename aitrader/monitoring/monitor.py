@@ -19,7 +19,7 @@ from aitrader.config import Monitoring
 from aitrader.errors import ModelError, TradingError
 from aitrader.monitoring.accuracy import accuracy_metrics, rolling_metrics
 from aitrader.monitoring.alerts import evaluate_alerts
-from aitrader.monitoring.drift import drift_table, ks_statistic, psi
+from aitrader.monitoring.drift import drift_stats, drift_table, feature_drift_score, importance_weights
 from aitrader.monitoring.ledger import Ledger, feature_matrix
 
 ERROR_EVENT = "ML_ERROR"
@@ -203,16 +203,22 @@ def monitor_ledger(
     live = feature_matrix(preds["features"], len(names)) if "features" in preds else np.empty((0, len(names)))
     pred_values = model_rows["prediction"].to_numpy(float)
     pred_base = baseline.get("prediction") or {}
-    pred_psi = psi(pred_base, pred_values, name="prediction") if pred_base else float("nan")
-    pred_ks = ks_statistic(pred_base.get("quantiles") or [], pred_values) if pred_base else float("nan")
-    features = drift_table(baseline["features"], names, live)
+    if pred_base:
+        pred_drift = drift_stats(pred_base, pred_values, psi_max=cfg.psi_max, name="prediction")
+    else:
+        pred_drift = {"psi": None, "ks": None, "n": int(np.isfinite(pred_values).sum()), "significant": False}
+    importance = (manifest.get("importance") or {}).get("features")
+    weights, weights_from = importance_weights(names, importance if isinstance(importance, Mapping) else None)
+    features = drift_table(baseline["features"], names, live, psi_max=cfg.psi_max, weights=weights)
     drift = {
         "n": len(live),
         "min_samples": cfg.drift_min_samples,
         "enough_samples": len(live) >= cfg.drift_min_samples,
         "features": features,
-        "prediction": {"psi": None if np.isnan(pred_psi) else pred_psi,
-                       "ks": None if np.isnan(pred_ks) else pred_ks, "n": int(np.isfinite(pred_values).sum())},
+        "prediction": pred_drift,
+        # sum of importance x PSI over the features whose PSI is past max(psi_max, noise at n_eff)
+        "feature_score": feature_drift_score(features),
+        "importance": weights_from,
         "top": [r["name"] for r in features[:5] if r["psi"] is not None],
     }
     ops = operational_metrics(ledger, entry, live if "features" in preds else None)

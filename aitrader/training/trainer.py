@@ -317,6 +317,7 @@ def train(
             baseline=baseline_stats(data.X.iloc[plan.final_train], hold_pred, holdout,
                                     data.fwd[plan.holdout], task),
             sample=holdout_sample(X_hold, hold_pred),
+            importance=model.feature_importance(),
         )
         write_manifest(tmp, manifest)
         _swap_into_place(tmp, target_dir)

@@ -46,9 +46,9 @@ def test_drifted_run_exits_3_and_state_records_alerts(in_tmp: Path) -> None:
     assert result.exit_code == 3, result.stderr
     doc = json.loads(result.stdout)
     assert doc["accuracy"]["window_size"] == 50
-    assert [a["code"] for a in doc["alerts"]] == ["psi_feature"]
+    assert [a["code"] for a in doc["alerts"]] == ["feature_drift"]
     state = json.loads((in_tmp / "logs" / "monitor_state.json").read_text())
-    assert state["health"] == "alert" and state["alerts"][0]["feature"] == "log_volume"
+    assert state["health"] == "alert" and state["alerts"][0]["features"][0]["feature"] == "log_volume"
 
 
 def test_human_output_names_the_alert(in_tmp: Path) -> None:

@@ -42,19 +42,38 @@ def test_replay_like_training_raises_no_alert(tmp_path: Path) -> None:
 
 
 def test_volume_x10_raises_drift_alert_on_volume_first(tmp_path: Path) -> None:
+    # The manifest stores no importance: every feature weighs 1/3.
     s = run(tmp_path, market(1500, seed=7, volume_scale=10.0))
-    assert "psi_feature" in codes(s)
+    assert codes(s) == ["feature_drift"]
+    assert s["drift"]["importance"] == "uniform"
     assert s["drift"]["features"][0]["name"] == "log_volume"
     assert s["drift"]["top"][0] == "log_volume"
-    drifted = [a["feature"] for a in s["alerts"] if a["code"] == "psi_feature"]
-    assert drifted == ["log_volume"]
+    alert = s["alerts"][0]
+    assert [f["feature"] for f in alert["features"]] == ["log_volume"]
+    # log_volume lands in the top bin: PSI = 0.9 ln(1/0.1) + 9 (1e-4 - 0.1) ln(1e-4/0.1), weight 1/3
+    top = 0.9 * np.log(10) + 9 * (1e-4 - 0.1) * np.log(1e-3)
+    assert alert["value"] == pytest.approx(top / 3, rel=1e-3)
+    assert "uniform weights" in alert["message"] and "log_volume (importance 0.33, PSI 8.28" in alert["message"]
+
+
+def test_drift_of_a_feature_the_model_does_not_use_does_not_alert(tmp_path: Path) -> None:
+    # The model is 0.3 x ret_1 (COEF): with that importance stored, volume x10 changes nothing it uses.
+    manifest = MANIFEST | {"importance": {"method": "abs_coef_standardised",
+                                          "features": {"ret_1": 1.0, "volatility_20": 0.0, "log_volume": 0.0}}}
+    write_ledger(tmp_path / "run", market(1500, seed=7, volume_scale=10.0))
+    s = monitor_ledger(read_ledger(tmp_path / "run"), manifest, CFG).summary
+    assert s["health"] == "ok", s["alerts"]
+    volume = next(r for r in s["drift"]["features"] if r["name"] == "log_volume")
+    assert volume["psi"] > 8 and volume["significant"] and volume["weight"] == 0.0
+    assert s["drift"]["feature_score"] == 0.0 and s["drift"]["importance"] == "manifest"
 
 
 def test_volatility_regime_change_raises_drift_on_features_and_predictions(tmp_path: Path) -> None:
     s = run(tmp_path, market(1500, seed=7, vol=0.04))
-    drifted = {a.get("feature") for a in s["alerts"] if a["code"] == "psi_feature"}
-    assert {"ret_1", "volatility_20"} <= drifted
-    assert "psi_prediction" in codes(s)
+    pred = next(a for a in s["alerts"] if a["code"] == "psi_prediction")
+    assert {f["feature"] for f in pred["features"]} == {"ret_1", "volatility_20"}
+    assert "drifted features: volatility_20 (importance 0.33, PSI 8.28, n_eff 43)" in pred["message"]
+    assert "feature_drift" in codes(s)
 
 
 def test_drift_waits_for_enough_samples(tmp_path: Path) -> None:
