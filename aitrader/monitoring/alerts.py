@@ -8,10 +8,11 @@ Drift is judged by what matters to the model. The primary signals are the model'
 accuracy: ``psi_prediction`` (the prediction distribution moved past ``max(psi_max, noise)``, see
 :mod:`aitrader.monitoring.drift`), ``mae_ratio`` and ``hit_rate``. Feature PSI is the explanation:
 each drift alert lists the features that drifted beyond chance with their importance, PSI and
-effective sample size. Features alone raise ``feature_drift`` only when the importance-weighted
-score ``sum(importance_i x PSI_i)`` over the significantly drifted features exceeds ``psi_max``: a
-level-like feature the model barely uses, or whose PSI is within the noise of its few effective
-samples, never alerts on its own.
+effective sample size. ``feature_drift`` reports the importance-weighted score
+``sum(importance_i x PSI_i)`` over the significantly drifted features when it exceeds ``psi_max``:
+as an alert when a primary signal fired too, else as a warning (``evaluate_warnings``; exit code
+unchanged). A level-like feature the model barely uses, or whose PSI is within the noise of its few
+effective samples, never alerts.
 """
 
 from __future__ import annotations
@@ -36,28 +37,47 @@ def _alert(code: str, message: str, value: Any, threshold: Any) -> dict[str, Any
     return {"code": code, "message": message, "value": value, "threshold": threshold}
 
 
+# One-sided 99% normal quantile: an accuracy alert needs the window to be worse than chance
+# explains 99 times in 100 (the same confidence as the PSI noise level in drift.py).
+Z_99 = 2.326
+
+
 def _accuracy_alerts(accuracy: Mapping[str, Any], cfg: Monitoring) -> list[dict[str, Any]]:
-    """Accuracy rules judge the rolling window (recent behaviour) once it has enough outcomes."""
+    """Accuracy rules judge the rolling window (recent behaviour) once it has enough outcomes.
+
+    Each limit is widened to what chance explains at the window's effective size
+    (``window_noise``): MAE ratio above ``max(mae_ratio_max, 1 + 2.326 mae_se / holdout MAE)``,
+    hit rate below ``min(hit_rate_min, 0.5 - 2.326 hit_se)``.
+    """
     alerts: list[dict[str, Any]] = []
     live = accuracy.get("window") or {}
     holdout = accuracy.get("holdout") or {}
+    noise = accuracy.get("window_noise") or {}
     if (live.get("n") or 0) < cfg.min_outcomes:
         return alerts
     mae, base_mae = live.get("mae"), holdout.get("mae")
     if mae is not None and base_mae:
         ratio = mae / base_mae
-        if ratio > cfg.mae_ratio_max:
+        se = noise.get("mae_se")
+        limit = max(cfg.mae_ratio_max, 1.0 + Z_99 * se / base_mae) if se is not None else cfg.mae_ratio_max
+        if ratio > limit:
+            why = (f"; noise-widened from {cfg.mae_ratio_max:.2f}x at n_eff {noise.get('mae_n_eff') or 0:.0f}"
+                   if limit > cfg.mae_ratio_max else "")
             alerts.append(_alert(
                 "mae_ratio",
                 f"live MAE {mae:.5f} is {ratio:.2f}x the training holdout MAE {base_mae:.5f} "
-                f"(limit {cfg.mae_ratio_max:.2f}x)",
-                ratio, cfg.mae_ratio_max,
+                f"(limit {limit:.2f}x{why})",
+                ratio, limit,
             ))
     hit = live.get("hit_rate")
-    if hit is not None and hit < cfg.hit_rate_min:
+    se = noise.get("hit_se")
+    floor = min(cfg.hit_rate_min, 0.5 - Z_99 * se) if se is not None else cfg.hit_rate_min
+    if hit is not None and hit < floor:
+        why = (f"; noise-widened from {cfg.hit_rate_min:.3f} at n_eff {noise.get('hit_n_eff') or 0:.0f}"
+               if floor < cfg.hit_rate_min else "")
         alerts.append(_alert(
-            "hit_rate", f"live hit rate {hit:.3f} is below the floor {cfg.hit_rate_min:.3f}",
-            hit, cfg.hit_rate_min,
+            "hit_rate", f"live hit rate {hit:.3f} is below the floor {floor:.3f}{why}",
+            hit, floor,
         ))
     return alerts
 
@@ -85,7 +105,9 @@ def _noise_ignored(features: list[dict[str, Any]], psi_max: float) -> str:
     return f"; within noise, not counted: {names}{more}"
 
 
-def _drift_alerts(drift: Mapping[str, Any], cfg: Monitoring) -> list[dict[str, Any]]:
+def _drift_alerts(drift: Mapping[str, Any], cfg: Monitoring, *, primary: bool = False) -> list[dict[str, Any]]:
+    """``psi_prediction``, and ``feature_drift`` as its explanation: feature drift alerts only together
+    with a primary signal (prediction drift, or an accuracy alert: ``primary``)."""
     alerts: list[dict[str, Any]] = []
     if not drift.get("enough_samples"):
         return alerts
@@ -102,16 +124,39 @@ def _drift_alerts(drift: Mapping[str, Any], cfg: Monitoring) -> list[dict[str, A
             f"drifted features: {why}",
             pred["psi"], pred["threshold"],
         ) | {"n_eff": pred.get("n_eff"), "features": detail})
-    score = float(drift.get("feature_score") or 0.0)
-    if score > cfg.psi_max:
-        weights = "" if drift.get("importance") != "uniform" else " (uniform weights: the manifest has no importance)"
-        alerts.append(_alert(
-            "feature_drift",
-            f"importance-weighted feature drift {score:.3f} > {cfg.psi_max:.3f}{weights}: {why}"
-            f"{_noise_ignored(features, cfg.psi_max)}",
-            score, cfg.psi_max,
-        ) | {"features": detail})
+    feature = _feature_drift(drift, cfg)
+    if feature is not None and (alerts or primary):
+        alerts.append(feature)
     return alerts
+
+
+def _feature_drift(drift: Mapping[str, Any], cfg: Monitoring) -> dict[str, Any] | None:
+    """The ``feature_drift`` entry when the importance-weighted score exceeds ``psi_max``."""
+    if not drift.get("enough_samples"):
+        return None
+    score = float(drift.get("feature_score") or 0.0)
+    if score <= cfg.psi_max:
+        return None
+    features = list(drift.get("features") or [])
+    why, detail = _explain(features)
+    weights = "" if drift.get("importance") != "uniform" else " (uniform weights: the manifest has no importance)"
+    return _alert(
+        "feature_drift",
+        f"importance-weighted feature drift {score:.3f} > {cfg.psi_max:.3f}{weights}: {why}"
+        f"{_noise_ignored(features, cfg.psi_max)}",
+        score, cfg.psi_max,
+    ) | {"features": detail}
+
+
+def evaluate_warnings(alerts: list[dict[str, Any]], drift: Mapping[str, Any], cfg: Monitoring) -> list[dict[str, Any]]:
+    """Findings that do not alert on their own: feature drift that the model's output and accuracy
+    do not (yet) show. Reported (JSON ``warnings``, the HTML report), exit code unchanged."""
+    feature = _feature_drift(drift, cfg)
+    if feature is None or any(a["code"] == "feature_drift" for a in alerts):
+        return []
+    feature["message"] += ("; a warning only: neither the prediction distribution nor the accuracy moved "
+                           "beyond chance")
+    return [feature]
 
 
 def _operational_alerts(ops: Mapping[str, Any], cfg: Monitoring, daily_loss_limit: float) -> list[dict[str, Any]]:
@@ -150,8 +195,9 @@ def evaluate_alerts(
     daily_loss_limit: float,
 ) -> list[dict[str, Any]]:
     """Every alert that fires, in a stable order (operational, accuracy, drift)."""
+    accuracy_alerts = _accuracy_alerts(accuracy, cfg)
     return (
         _operational_alerts(operational, cfg, daily_loss_limit)
-        + _accuracy_alerts(accuracy, cfg)
-        + _drift_alerts(drift, cfg)
+        + accuracy_alerts
+        + _drift_alerts(drift, cfg, primary=bool(accuracy_alerts))
     )

@@ -16,10 +16,13 @@ only a handful of independent values and land in a few neighbouring bins. Each s
 judged against the noise expected at its *effective* sample size:
 
 * ``rho`` = lag-1 autocorrelation of the live series (finite values in order, clipped to
-  ``[0, 0.999]``), ``n_eff = n (1 - rho) / (1 + rho)`` (the AR(1) variance-inflation rule; for a bin
-  indicator the inflation is at most that of the series, so this errs on the side of fewer alerts).
-  The training baseline is autocorrelated too; its size ``N`` is corrected with the same ``rho``
-  (the baseline's own autocorrelation is not stored), and the two combine as
+  ``[0, 0.999]``), ``tau`` = its integrated autocorrelation time ``1 + 2 sum rho_k`` (Sokal's
+  window), ``n_eff = n / max((1 + rho) / (1 - rho), tau)``: the AR(1) variance-inflation rule
+  ``n (1 - rho) / (1 + rho)``, or the slower decay that rolling-window and volatility features
+  show when that inflates more (for a bin indicator the inflation is at most that of the series,
+  so this errs on the side of fewer alerts). The training baseline is autocorrelated too; its
+  size ``N`` is corrected the same way (its own autocorrelation is not stored), and the two
+  combine as
   ``m = 1 / (1 / n_eff + 1 / N_eff)`` (the variance of a share compared between two samples).
 * ``noise`` = the 99th percentile of PSI between the baseline shares and ``m`` values drawn
   independently from them (Monte Carlo, 2,000 multinomial draws with a fixed seed, the same
@@ -157,12 +160,40 @@ def lag1_autocorrelation(values: Sequence[float] | np.ndarray) -> float:
     return float(np.dot(a, b) / den) if den > 0 else 0.0
 
 
-def effective_sample_size(n: float, rho: float) -> float:
-    """``n (1 - rho) / (1 + rho)`` with ``rho`` clipped to ``[0, MAX_RHO]``, at least 1 (0 when ``n`` is 0)."""
+def autocorrelation_time(values: Sequence[float] | np.ndarray, *, c: float = 5.0) -> float:
+    """Integrated autocorrelation time ``tau = 1 + 2 sum_{k=1..M} rho_k`` of the finite values in order.
+
+    The window ``M`` is Sokal's: the smallest lag with ``M >= c * tau(M)`` (at most ``n / 2``), which
+    keeps the noisy far tail of the autocorrelation function out. ``n / tau`` values carry as much
+    information about the mean as ``n`` independent ones. At least 1; 1 for fewer than 3 values.
+    """
+    x = _finite(values)
+    n = x.size
+    if n < 3:
+        return 1.0
+    x = x - x.mean()
+    var = float(np.dot(x, x))
+    if var <= 0:
+        return 1.0
+    size = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(x, size)
+    acf = np.fft.irfft(f * np.conj(f), size)[: n // 2 + 1] / var
+    taus = 1.0 + 2.0 * np.cumsum(acf[1:])
+    lags = np.arange(1, taus.size + 1)
+    ok = lags >= c * taus
+    tau = float(taus[np.argmax(ok)]) if ok.any() else float(taus[-1])
+    return max(1.0, tau)
+
+
+def effective_sample_size(n: float, rho: float, tau: float = 1.0) -> float:
+    """``n / max((1 + rho) / (1 - rho), tau)``: the AR(1) rule with ``rho`` clipped to ``[0, MAX_RHO]``,
+    or the integrated autocorrelation time ``tau`` when that is larger (slowly decaying memory, as
+    in rolling-window features); at least 1 (0 when ``n`` is 0)."""
     if n <= 0:
         return 0.0
     r = min(max(float(rho), 0.0), MAX_RHO) if np.isfinite(rho) else 0.0
-    return max(1.0, n * (1.0 - r) / (1.0 + r))
+    inflation = max((1.0 + r) / (1.0 - r), float(tau) if np.isfinite(tau) else 1.0, 1.0)
+    return max(1.0, n / inflation)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -203,8 +234,9 @@ def drift_stats(baseline: Mapping[str, Any], live: Sequence[float] | np.ndarray,
     k = ks_statistic(baseline.get("quantiles") or [], col)
     counts = np.asarray(baseline.get("counts") or [], dtype=float)
     rho = lag1_autocorrelation(col)
-    n_eff = effective_sample_size(n, rho)
-    n_base = effective_sample_size(float(counts.sum()), rho)
+    tau = autocorrelation_time(col)
+    n_eff = effective_sample_size(n, rho, tau)
+    n_base = effective_sample_size(float(counts.sum()), rho, tau)
     noise = float("nan")
     if n_eff > 0 and n_base > 0:
         noise = psi_noise(counts, 1.0 / (1.0 / n_eff + 1.0 / n_base))
@@ -215,6 +247,7 @@ def drift_stats(baseline: Mapping[str, Any], live: Sequence[float] | np.ndarray,
         "ks": None if np.isnan(k) else float(k),
         "n": n,
         "rho": rho,
+        "tau": tau,
         "n_eff": n_eff,
         "noise": None if np.isnan(noise) else noise,
         "threshold": threshold,

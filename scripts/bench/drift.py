@@ -9,7 +9,10 @@ holdout bar (the feature vector, the model's prediction and the realised forward
 monitor rule runs exactly as ``aitrader monitor`` runs it; only the bars differ:
 
 * honest: the holdout bars as they are (no alert should fire: the model sees the kind of data it
-  was validated on);
+  was validated on). The prediction baseline IS the holdout's predictions, so this replay cannot
+  test the prediction rule; hence also
+* fresh: a second model trained on the first 80% of the bars only, replaying the last 20%: bars
+  that neither its training, its holdout nor its baselines ever saw (the honest "next period");
 * shifted: the same holdout bars with every return x4 (open, high, low and close relative to the
   previous close, so the bars stay valid) and/or every volume x10, features recomputed over the
   whole file so the warm-up runs across the seam (an alert should fire).
@@ -120,13 +123,21 @@ def evaluate(path: Path, window: int, cfg: Monitoring, tmp: Path) -> dict[str, A
     start = int(bars.index.searchsorted(hold_first))
     cases = {"honest": (1.0, 1.0), "returns_x4": (4.0, 1.0), "volume_x10": (1.0, 10.0), "both": (4.0, 10.0)}
     out: dict[str, Any] = {"file": str(path.relative_to(path.parents[1])), "bars": len(bars)}
-    for name, (r, v) in cases.items():
-        b = bars if name == "honest" else shift(bars, start, returns=r, volume=v)
+    # The fresh period: a model that never saw the last 20% of the bars, not even as its holdout.
+    cut = int(len(bars) * 0.8)
+    early = bars.iloc[:cut].copy()
+    early.attrs.update(bars.attrs)
+    fresh = train(tcfg, bars=early, out_dir=tmp / (path.name.split(".")[0] + "-fresh"))
+    fresh_model = load_model(fresh.out_dir, fresh.manifest["model"])
+    runs = {name: (model, manifest, hold_first, bars if name == "honest" else shift(bars, start, returns=r, volume=v))
+            for name, (r, v) in cases.items()}
+    runs["fresh"] = (fresh_model, fresh.manifest, bars.index[cut], bars)
+    for name, (mdl, mf, first, b) in runs.items():
         data = build_dataset(tcfg, b)
-        rows = data.X.index >= hold_first
+        rows = data.X.index >= first
         X = data.X.loc[rows]
-        pred = model.predict_score(X)
-        summary = monitor_ledger(replay_ledger(X, pred, data.fwd[rows]), manifest, cfg).summary
+        pred = mdl.predict_score(X)
+        summary = monitor_ledger(replay_ledger(X, pred, data.fwd[rows]), mf, cfg).summary
         codes = [a["code"] for a in summary["alerts"]]
         old = old_drift_alert(summary, cfg)
         new = any(c in DRIFT_CODES for c in codes)
@@ -168,14 +179,16 @@ def main() -> None:
             res = evaluate(path, args.window, cfg, Path(tmp))
             results.append(res)
             if not args.json:
-                h, s = res["honest"], res["both"]
-                print(f"{res['file']:<40} honest: old {'ALERT' if h['old_drift'] else 'ok':5} new "
+                h, s, f = res["honest"], res["both"], res["fresh"]
+                print(f"{res['file']:<40} fresh: old {'ALERT' if f['old_drift'] else 'ok':5} new "
+                      f"{'ALERT' if f['new_any'] else 'ok':5} {','.join(f['codes']) or '-'}; "
+                      f"honest: old {'ALERT' if h['old_drift'] else 'ok':5} new "
                       f"{'ALERT' if h['new_drift'] else 'ok':5} ({h['features_past_psi_max']:2d} features > psi_max, "
                       f"{h['features_significant']:2d} beyond noise, pred PSI {h['prediction_psi']:.4f}, "
                       f"accuracy alert {'yes' if h['accuracy'] else 'no'}) | shifted: old "
                       f"{'ALERT' if s['old_drift'] else 'ok':5} new {'ALERT' if s['new_drift'] else 'ok'}",
                       flush=True)
-    cases = ("honest", "returns_x4", "volume_x10", "both")
+    cases = ("honest", "fresh", "returns_x4", "volume_x10", "both")
     summary = {case: {k: rate(results, case, k) for k in ("old_drift", "new_drift", "old_any", "new_any", "accuracy")}
                for case in cases}
     doc = {"files": len(results), "window": args.window, "psi_max": cfg.psi_max, "seconds": time.perf_counter() - t0,
@@ -188,7 +201,7 @@ def main() -> None:
     print(f"{'replay':<12} {'drift alert: old rule':>22} {'new rule':>9}   {'any alert (exit 3): old':>24} {'new':>5}")
     for case in cases:
         r = summary[case]
-        label = "false alarms" if case == "honest" else "detections"
+        label = "false alarms" if case in ("honest", "fresh") else "detections"
         print(f"{case:<12} {r['old_drift']:>22.0%} {r['new_drift']:>9.0%}   {r['old_any']:>24.0%} "
               f"{r['new_any']:>5.0%}   ({label})")
 

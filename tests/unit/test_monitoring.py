@@ -41,19 +41,22 @@ def test_replay_like_training_raises_no_alert(tmp_path: Path) -> None:
     assert s["operational"]["feature_availability"] == 1.0
 
 
-def test_volume_x10_raises_drift_alert_on_volume_first(tmp_path: Path) -> None:
-    # The manifest stores no importance: every feature weighs 1/3.
+def test_volume_x10_alone_is_a_warning_that_names_volume(tmp_path: Path) -> None:
+    # The manifest stores no importance: every feature weighs 1/3. The model (0.3 x ret_1) does not
+    # use volume, so its predictions and accuracy do not move: feature drift is reported, not alerted.
     s = run(tmp_path, market(1500, seed=7, volume_scale=10.0))
-    assert codes(s) == ["feature_drift"]
+    assert s["health"] == "ok" and codes(s) == []
     assert s["drift"]["importance"] == "uniform"
     assert s["drift"]["features"][0]["name"] == "log_volume"
     assert s["drift"]["top"][0] == "log_volume"
-    alert = s["alerts"][0]
-    assert [f["feature"] for f in alert["features"]] == ["log_volume"]
+    [warning] = s["warnings"]
+    assert warning["code"] == "feature_drift"
+    assert [f["feature"] for f in warning["features"]] == ["log_volume"]
     # log_volume lands in the top bin: PSI = 0.9 ln(1/0.1) + 9 (1e-4 - 0.1) ln(1e-4/0.1), weight 1/3
     top = 0.9 * np.log(10) + 9 * (1e-4 - 0.1) * np.log(1e-3)
-    assert alert["value"] == pytest.approx(top / 3, rel=1e-3)
-    assert "uniform weights" in alert["message"] and "log_volume (importance 0.33, PSI 8.28" in alert["message"]
+    assert warning["value"] == pytest.approx(top / 3, rel=1e-3)
+    assert "uniform weights" in warning["message"] and "log_volume (importance 0.33, PSI 8.28" in warning["message"]
+    assert "a warning only" in warning["message"]
 
 
 def test_drift_of_a_feature_the_model_does_not_use_does_not_alert(tmp_path: Path) -> None:
@@ -66,13 +69,14 @@ def test_drift_of_a_feature_the_model_does_not_use_does_not_alert(tmp_path: Path
     volume = next(r for r in s["drift"]["features"] if r["name"] == "log_volume")
     assert volume["psi"] > 8 and volume["significant"] and volume["weight"] == 0.0
     assert s["drift"]["feature_score"] == 0.0 and s["drift"]["importance"] == "manifest"
+    assert s["warnings"] == []
 
 
 def test_volatility_regime_change_raises_drift_on_features_and_predictions(tmp_path: Path) -> None:
     s = run(tmp_path, market(1500, seed=7, vol=0.04))
     pred = next(a for a in s["alerts"] if a["code"] == "psi_prediction")
     assert {f["feature"] for f in pred["features"]} == {"ret_1", "volatility_20"}
-    assert "drifted features: volatility_20 (importance 0.33, PSI 8.28, n_eff 43)" in pred["message"]
+    assert "drifted features: volatility_20 (importance 0.33, PSI 8.28, n_eff " in pred["message"]
     assert "feature_drift" in codes(s)
 
 
@@ -89,7 +93,10 @@ def test_shuffled_predictions_raise_mae_alert(tmp_path: Path) -> None:
     s = run(tmp_path, live, pred=shuffled)
     assert "mae_ratio" in codes(s)
     alert = next(a for a in s["alerts"] if a["code"] == "mae_ratio")
-    assert alert["value"] > 1.2 and alert["threshold"] == 1.2
+    # 100 outcomes of a 5-bar target hold fewer independent ones: the 1.2x limit is widened to the
+    # MAE ratio chance reaches 1 time in 100 at that effective size, and this one is far past it.
+    assert alert["threshold"] > 1.2 and alert["value"] > alert["threshold"]
+    assert "noise-widened from 1.20x at n_eff" in alert["message"]
     assert "training holdout MAE" in alert["message"]
     assert "psi_prediction" not in codes(s)  # same values, other order: no distribution drift
 
