@@ -192,3 +192,25 @@ def test_rolling_metrics_length_and_last_value() -> None:
     assert rolling_metrics(np.ones(30), y[:30], 10)["ic"] == [None] * 21
     assert len(rolling_metrics(p[:5], y[:5], 20)["mae"]) == 1
     assert rolling_metrics(p[:0], y[:0], 20)["mae"] == []
+
+
+def test_trained_manifest_stores_normalised_feature_importance(tmp_path: Path) -> None:
+    import joblib
+
+    from aitrader.config import TrainConfig, build_model
+    from aitrader.data.synthetic import generate_bars
+    from aitrader.training.trainer import train
+
+    cfg = build_model(TrainConfig, {"model": {"kind": "ridge"}, "onnx": {"export": False},
+                                    "split": {"n_folds": 2, "holdout": 0.25, "min_train": 150}})
+    bars = generate_bars(800, seed=3, signal=0.3)
+    bars.attrs["symbol"] = "SYN"
+    manifest = train(cfg, bars=bars, out_dir=tmp_path / "art").manifest
+    imp = manifest["importance"]
+    assert imp["method"] == "abs_coef_standardised"
+    assert list(imp["features"]) == manifest["features"]["names"]
+    # Second formula: |coefficients| of the saved scikit-learn pipeline (standardised inputs), normalised.
+    pipeline = joblib.load(tmp_path / "art" / manifest["model"]["files"]["native"])["estimator"]
+    coef = np.abs(np.asarray(pipeline[-1].coef_, dtype=float).ravel())
+    np.testing.assert_allclose(list(imp["features"].values()), coef / coef.sum(), rtol=1e-12)
+    assert sum(imp["features"].values()) == pytest.approx(1.0)
