@@ -153,7 +153,7 @@ class Monitoring(StrictModel):
     window: int = Field(100, ge=5)  # rolling window (predictions with known outcome)
     min_outcomes: int = Field(30, ge=1)  # accuracy alerts need at least this many outcomes
     mae_ratio_max: float = Field(1.2, gt=0)  # alert when live MAE > ratio x holdout MAE
-    psi_max: float = Field(0.2, gt=0)  # alert when PSI of any feature or the predictions exceeds it
+    psi_max: float = Field(0.2, gt=0)  # drift limit: PSI > max(psi_max, chance at n_eff); docs/operations.md
     hit_rate_min: float = Field(0.45, ge=0, le=1)
     error_rate_max: float = Field(0.05, ge=0, le=1)
     drift_min_samples: int = Field(100, ge=10)  # drift alerts wait for this many live predictions

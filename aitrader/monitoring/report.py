@@ -93,8 +93,9 @@ def _charts(result: MonitorResult) -> dict[str, str]:
             names = [r["name"] for r in reversed(feats)]
             vals = [r["psi"] for r in reversed(feats)]
             limit = summ["thresholds"]["psi_max"]
-            ax.barh(names, vals, color=["#b42318" if v > limit else "#1f77b4" for v in vals])
-            ax.axvline(limit, color="grey", linestyle="--", label=f"alert threshold {limit}")
+            drifted = [bool(r.get("significant")) for r in reversed(feats)]
+            ax.barh(names, vals, color=["#b42318" if d else "#1f77b4" for d in drifted])
+            ax.axvline(limit, color="grey", linestyle="--", label=f"psi_max {limit} (red: past max(psi_max, chance))")
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no live feature values", ha="center", transform=ax.transAxes)
