@@ -343,3 +343,26 @@ def test_too_few_fair_rows_is_said_plainly_and_never_promotes(in_tmp: Path) -> N
     assert last["details"]["scoring_rows"] == 349 and last["details"]["min_scoring_rows"] == 350
     with pytest.raises(ConfigError, match="--min-scoring-rows must be a whole number >= 1, got 0"):
         retrain("syn", min_scoring_rows=0, lock_path=in_tmp / "l")
+
+
+def test_last_seen_position_in_bar_positions_across_time_zones() -> None:
+    import pandas as pd
+
+    from aitrader.monitoring.retrain import last_seen_position, scoring_rows
+
+    idx = pd.date_range("2020-01-01 09:30", periods=10, freq="1h", tz="America/New_York")
+    # 12:30 New York is bar 3; a 2-bar label reaches bar 5.
+    assert last_seen_position({"split": {"final_train_last": "2020-01-01T12:30:00-05:00"},
+                               "target": {"horizon": 2}}, idx)[0] == 5
+    # The same instant written in UTC; a stamp between bars counts from the bar at or before it.
+    assert last_seen_position({"split": {"final_train_last": "2020-01-01T17:30:00+00:00"},
+                               "target": {"horizon": 0}}, idx)[0] == 3
+    assert last_seen_position({"split": {"final_train_last": "2020-01-01T17:59:00+00:00"},
+                               "target": {"horizon": 0}}, idx)[0] == 3
+    # An old manifest without final_train_last: everything up to data.last counts as seen.
+    assert last_seen_position({"data": {"last": "2020-01-01T15:30:00-05:00"}, "target": {"horizon": 1}}, idx)[0] == 7
+    mask, first = scoring_rows(idx, idx[4:], [
+        {"split": {"final_train_last": idx[2].isoformat()}, "target": {"horizon": 1}},  # seen to bar 3
+        {"split": {"final_train_last": idx[4].isoformat()}, "target": {"horizon": 2}},  # seen to bar 6
+    ])
+    assert first == 7 and mask.tolist() == [False, False, False, True, True, True]
