@@ -232,14 +232,15 @@ def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challe
     }
 
 
-def _insufficient_text(n_rows: int, needed: int, holdout_rows: int, first_pos: int, index: Any,
+def _insufficient_text(n_rows: int, n_fair: int, needed: int, holdout_rows: int, first_pos: int, index: Any,
                        champion: Any) -> str:
     """Why there is no fair comparison, naming the counts and the fix."""
     after = f"after {index[first_pos - 1].isoformat()}" if 0 < first_pos <= len(index) else "in the window"
     champ = champion.info.model_id if champion is not None else "the champion"
-    return (f"only {n_rows} of the challenger's {holdout_rows} holdout rows lie {after}, beyond the rows either "
-            f"model was trained on (and {champ}'s features), need at least {needed} (--min-scoring-rows); "
-            "retrain on data that extends past the champion's training period, or lower --min-scoring-rows")
+    lost = (f" ({n_fair - n_rows} of them without {champ}'s features)" if n_fair > n_rows else "")
+    return (f"only {n_rows} of the challenger's {holdout_rows} holdout rows lie {after}, past the rows either "
+            f"model was trained on{lost}, need at least {needed} (--min-scoring-rows); retrain on data that "
+            f"extends further past {champ}'s training period, or lower --min-scoring-rows")
 
 
 def _finite_scores(scores: dict[str, Any] | None) -> dict[str, float] | None:
@@ -431,7 +432,8 @@ def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained
     ch = ch_scores[metric] if ch_scores else None
     cp = cp_scores[metric] if cp_scores else None
     if insufficient:
-        why = _insufficient_text(n_rows, min_scoring_rows, int(fair.size), first_pos, bars.index, loaded)
+        why = _insufficient_text(n_rows, int(fair.sum()), min_scoring_rows, int(fair.size), first_pos, bars.index,
+                                 loaded)
         improvement, better, decision = None, False, f"not compared: {why}"
     else:
         assert ch is not None
