@@ -274,7 +274,7 @@ class Monitoring(StrictModel):
     window: Int = Field(100, ge=5, le=MAX_COUNT)  # rolling window (predictions with known outcome)
     min_outcomes: Int = Field(30, ge=1, le=MAX_COUNT)  # accuracy alerts need at least this many outcomes
     mae_ratio_max: Float = Field(1.2, gt=0, le=1_000)  # alert when live MAE > ratio x holdout MAE
-    psi_max: Float = Field(0.2, gt=0, le=1_000)  # alert when PSI of any feature or the predictions exceeds it
+    psi_max: Float = Field(0.2, gt=0, le=1_000)  # drift limit: PSI > max(psi_max, chance at n_eff); docs/operations.md
     hit_rate_min: Float = Field(0.45, ge=0, le=1)
     error_rate_max: Float = Field(0.05, ge=0, le=1)
     drift_min_samples: Int = Field(100, ge=10, le=MAX_COUNT)  # drift alerts wait for this many live predictions

@@ -69,15 +69,18 @@ def _render_monitor(s: dict[str, Any]) -> None:
     for key in ("mae", "rmse", "hit_rate", "ic", "rank_ic"):
         t.add_row(key, _f(acc["run"][key]), _f(acc["window"][key]), _f(acc["holdout"].get(key)))
     out.print(t)
-    t = Table(title=f"Drift (live n={drift['n']}, alerts from n>={drift['min_samples']})")
-    for col in ("rank", "feature", "PSI", "KS"):
+    t = Table(title=f"Drift (live n={drift['n']}, alerts from n>={drift['min_samples']}; "
+                    f"importance-weighted score {_f(drift.get('feature_score'), 3)})")
+    for col in ("rank", "feature", "importance", "PSI", "limit", "n_eff", "KS"):
         t.add_column(col, justify="right")
-    for r in drift["features"][:10]:
-        t.add_row(str(r["rank"]), r["name"], _f(r["psi"], 3), _f(r["ks"], 3))
-    t.add_row("-", "prediction", _f(drift["prediction"]["psi"], 3), _f(drift["prediction"]["ks"], 3))
+    for r in [*drift["features"][:10], {"rank": "-", "name": "prediction", **drift["prediction"]}]:
+        t.add_row(str(r["rank"]), r["name"], _f(r.get("weight"), 3), _f(r["psi"], 3), _f(r.get("threshold"), 3),
+                  _f(r.get("n_eff"), 0), _f(r["ks"], 3))
     out.print(t)
     for line in _alert_lines(s["alerts"]):
         out.print(f"[red]ALERT[/red] {line}", highlight=False)
+    for w in s.get("warnings") or []:
+        out.print(f"[yellow]WARNING[/yellow] {w['code']}: {w['message']}", highlight=False)
     if s.get("report"):
         out.print(f"report: {s['report']}")
 
@@ -126,6 +129,9 @@ def retrain(
     min_improvement: float = typer.Option(
         0.0, "--min-improvement", help="Margin the challenger must win by, in the metric's units."
     ),
+    min_scoring_rows: int = typer.Option(
+        100, "--min-scoring-rows", help="Fewest rows neither model was trained on for a comparison; else no promotion."
+    ),
     if_alert: bool = typer.Option(False, "--if-alert", help="Only retrain when the last monitor check alerted."),
     registry: str | None = typer.Option(
         None, "--registry", help="Registry root (default: $AITRADER_REGISTRY or ./models)."
@@ -138,7 +144,8 @@ def retrain(
     from aitrader.monitoring.retrain import retrain as run_retrain
 
     result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
-                         min_improvement=min_improvement, if_alert=if_alert, registry_root=registry,
+                         min_improvement=min_improvement, min_scoring_rows=min_scoring_rows, if_alert=if_alert,
+                         registry_root=registry,
                          runs_dir=runs_dir)
     if as_json:
         print_json(result)

@@ -18,8 +18,16 @@ import pandas as pd
 from aitrader.config import Monitoring
 from aitrader.errors import ModelError, TradingError
 from aitrader.monitoring.accuracy import accuracy_metrics, rolling_metrics
-from aitrader.monitoring.alerts import evaluate_alerts
-from aitrader.monitoring.drift import drift_table, ks_statistic, psi
+from aitrader.monitoring.alerts import evaluate_alerts, evaluate_warnings
+from aitrader.monitoring.drift import (
+    autocorrelation_time,
+    drift_stats,
+    drift_table,
+    effective_sample_size,
+    feature_drift_score,
+    importance_weights,
+    lag1_autocorrelation,
+)
 from aitrader.monitoring.ledger import Ledger, feature_matrix
 
 ERROR_EVENT = "ML_ERROR"
@@ -150,6 +158,30 @@ def operational_metrics(ledger: Ledger, entry: Mapping[str, Any], feats: np.ndar
     }
 
 
+def window_noise(pred: np.ndarray, outcome: np.ndarray, *, task: str = "regression") -> dict[str, Any]:
+    """How much the window's MAE and hit rate move by chance: effective sizes and standard errors.
+
+    Outcomes of an h-bar target overlap (and errors cluster with volatility), so ``n`` outcomes
+    hold fewer independent ones: ``n_eff`` of the absolute errors and of the hit indicators as in
+    :func:`aitrader.monitoring.drift.effective_sample_size`. ``mae_se = std(|error|) / sqrt(n_eff)``;
+    ``hit_se = 0.5 / sqrt(n_eff)`` (the largest binomial standard error, at a hit rate of 0.5).
+    """
+    ok = np.isfinite(pred) & np.isfinite(outcome)
+    p, y = np.asarray(pred, float)[ok], np.asarray(outcome, float)[ok]
+    out: dict[str, Any] = {"mae_n_eff": None, "mae_se": None, "hit_n_eff": None, "hit_se": None}
+    if p.size < 3:
+        return out
+    hits = ((p > 0.5) == (y > 0)) if task == "classification" else (np.sign(p) == np.sign(y))
+    h = hits.astype(float)
+    out["hit_n_eff"] = effective_sample_size(h.size, lag1_autocorrelation(h), autocorrelation_time(h))
+    out["hit_se"] = 0.5 / float(np.sqrt(out["hit_n_eff"]))
+    if task != "classification":
+        err = np.abs(p - y)
+        out["mae_n_eff"] = effective_sample_size(err.size, lag1_autocorrelation(err), autocorrelation_time(err))
+        out["mae_se"] = float(np.std(err, ddof=1) / np.sqrt(out["mae_n_eff"]))
+    return out
+
+
 def _holdout_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The training holdout's accuracy, preferring the baseline section's own numbers."""
     metrics = ((manifest.get("metrics") or {}).get("holdout")) or {}
@@ -198,21 +230,28 @@ def monitor_ledger(
         "window": accuracy_metrics(p[-win:], y[-win:], task=task),
         "window_size": win,
         "holdout": _holdout_reference(manifest),
+        "window_noise": window_noise(p[-win:], y[-win:], task=task),
     }
 
     live = feature_matrix(preds["features"], len(names)) if "features" in preds else np.empty((0, len(names)))
     pred_values = model_rows["prediction"].to_numpy(float)
     pred_base = baseline.get("prediction") or {}
-    pred_psi = psi(pred_base, pred_values, name="prediction") if pred_base else float("nan")
-    pred_ks = ks_statistic(pred_base.get("quantiles") or [], pred_values) if pred_base else float("nan")
-    features = drift_table(baseline["features"], names, live)
+    if pred_base:
+        pred_drift = drift_stats(pred_base, pred_values, psi_max=cfg.psi_max, name="prediction")
+    else:
+        pred_drift = {"psi": None, "ks": None, "n": int(np.isfinite(pred_values).sum()), "significant": False}
+    importance = (manifest.get("importance") or {}).get("features")
+    weights, weights_from = importance_weights(names, importance if isinstance(importance, Mapping) else None)
+    features = drift_table(baseline["features"], names, live, psi_max=cfg.psi_max, weights=weights)
     drift = {
         "n": len(live),
         "min_samples": cfg.drift_min_samples,
         "enough_samples": len(live) >= cfg.drift_min_samples,
         "features": features,
-        "prediction": {"psi": None if np.isnan(pred_psi) else pred_psi,
-                       "ks": None if np.isnan(pred_ks) else pred_ks, "n": int(np.isfinite(pred_values).sum())},
+        "prediction": pred_drift,
+        # sum of importance x PSI over the features whose PSI is past max(psi_max, noise at n_eff)
+        "feature_score": feature_drift_score(features),
+        "importance": weights_from,
         "top": [r["name"] for r in features[:5] if r["psi"] is not None],
     }
     ops = operational_metrics(ledger, entry, live if "features" in preds else None)
@@ -230,6 +269,7 @@ def monitor_ledger(
         "accuracy": accuracy,
         "drift": drift,
         "alerts": alerts,
+        "warnings": evaluate_warnings(alerts, drift, cfg),
         "thresholds": cfg.model_dump() | {"daily_loss_limit": daily_loss_limit},
     }
     series = {

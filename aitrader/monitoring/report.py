@@ -93,8 +93,9 @@ def _charts(result: MonitorResult) -> dict[str, str]:
             names = [r["name"] for r in reversed(feats)]
             vals = [r["psi"] for r in reversed(feats)]
             limit = summ["thresholds"]["psi_max"]
-            ax.barh(names, vals, color=["#b42318" if v > limit else "#1f77b4" for v in vals])
-            ax.axvline(limit, color="grey", linestyle="--", label=f"alert threshold {limit}")
+            drifted = [bool(r.get("significant")) for r in reversed(feats)]
+            ax.barh(names, vals, color=["#b42318" if d else "#1f77b4" for d in drifted])
+            ax.axvline(limit, color="grey", linestyle="--", label=f"psi_max {limit} (red: past max(psi_max, chance))")
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no live feature values", ha="center", transform=ax.transAxes)
@@ -131,6 +132,8 @@ def render_html(result: MonitorResult) -> str:
     charts = _charts(result)
     health = '<span class="ok">healthy</span>' if not s["alerts"] else '<span class="alert">ALERT</span>'
     alerts = "".join(f"<li>{html.escape(a['message'])}</li>" for a in s["alerts"]) or "<li>none</li>"
+    warnings = "".join(f"<li>{html.escape(w['message'])}</li>" for w in s.get("warnings") or [])
+    warn_html = f"<h2>Warnings (no alert)</h2><ul>{warnings}</ul>" if warnings else ""
     img = {k: f'<img alt="{k}" src="data:image/png;base64,{v}">' for k, v in charts.items()}
     m = s["model"]
     ops_rows = [[k, ops[k]] for k in ("predictions", "fallbacks", "latency_ms_p50", "latency_ms_p99",
@@ -138,9 +141,11 @@ def render_html(result: MonitorResult) -> str:
                                       "worst_daily_loss")]
     ops_rows += [[f"errors: {k}", v] for k, v in ops["errors_by_type"].items()]
     ops_rows += [[f"risk rejections: {k}", v] for k, v in ops["risk_rejections"].items()]
-    drift_rows = [[r["rank"], r["name"], r["psi"], r["ks"], r["n"]] for r in drift["features"]]
-    drift_rows.append(["-", "prediction", drift["prediction"]["psi"], drift["prediction"]["ks"],
-                       drift["prediction"]["n"]])
+    drift_rows = [[r["rank"], r["name"], r.get("weight"), r["psi"], r.get("threshold"), r.get("significant"),
+                   r.get("n_eff"), r["ks"], r["n"]] for r in drift["features"]]
+    pred = drift["prediction"]
+    drift_rows.append(["-", "prediction", None, pred["psi"], pred.get("threshold"), pred.get("significant"),
+                       pred.get("n_eff"), pred["ks"], pred["n"]])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>aitrader monitor: {html.escape(s['run_id'])}</title>
 <style>{_CSS}</style></head><body>
@@ -148,15 +153,19 @@ def render_html(result: MonitorResult) -> str:
 <p>Model {_fmt(m.get('model_id'))} version {_fmt(m.get('version'))} ({_fmt(m.get('task'))}),
 digest <code>{_fmt(m.get('digest'))}</code>; run status {_fmt(s.get('run_status'))},
 last update {_fmt(s.get('updated_at'))}.</p>
-<h2>Alerts</h2><ul>{alerts}</ul>
+<h2>Alerts</h2><ul>{alerts}</ul>{warn_html}
 <h2>Equity</h2>{img['equity']}
 <h2>Operations</h2>{_table(['metric', 'value'], ops_rows)}
 <h2>Accuracy</h2>
 {_table(['metric', f"whole run (n={acc['run']['n']})", f"last {acc['window_size']} (n={acc['window']['n']})",
          'training holdout'], _accuracy_rows(acc))}
 {img['rolling']}{img['scatter']}
-<h2>Drift (live n={drift['n']})</h2>
-{_table(['rank', 'name', 'PSI', 'KS', 'n'], drift_rows)}
+<h2>Drift (live n={drift['n']}; importance-weighted feature drift {_fmt(drift.get('feature_score'))},
+importance from {_fmt(drift.get('importance'))})</h2>
+<p>A PSI counts as drift when it exceeds its limit: the larger of psi_max and the PSI that chance
+reaches 1 time in 100 at the series' effective sample size n_eff (autocorrelated values carry less
+information than their count).</p>
+{_table(['rank', 'name', 'importance', 'PSI', 'limit', 'drifted', 'n_eff', 'KS', 'n'], drift_rows)}
 {img['psi']}
 </body></html>
 """

@@ -5,9 +5,16 @@
 3. The challenger is trained on the config's data window (``split.window`` most recent bars).
 4. Unchanged data: an artifact identical to a registered version (same files; the manifest equal
    but for ``created_at``) is not registered again, so a nightly rerun on the same data is a no-op.
-5. Champion (``NAME@production``) and challenger predict the SAME holdout rows of the
-   challenger's split, each through its own feature contract, and are scored with the training
-   metrics (``ic``, ``sharpe`` higher is better; ``mae`` lower is better).
+5. Champion (``NAME@production``) and challenger predict the SAME rows, each through its own
+   feature contract, and are scored with the training metrics (``ic``, ``sharpe`` higher is
+   better; ``mae`` lower is better). The scoring window holds only rows NEITHER model was trained
+   on: the challenger's holdout rows whose bar lies strictly after
+   ``max(position(final_train_last) + target.horizon)`` over both manifests (bar positions in the
+   retrain bars, not calendar time), so a champion whose training reached into the challenger's
+   holdout is never scored in-sample. With fewer than ``min_scoring_rows`` such rows (default
+   100) there is no fair comparison: status ``insufficient``, the challenger is registered but
+   not promoted, and the deploy log records ``rejected`` with that reason. The deploy log's
+   details record the window (``scoring_first``, ``scoring_last``, ``scoring_rows``).
 6. The challenger is registered (tags: role=challenger, both scores, the decision); with
    ``--promote-if-better`` it is deployed when it beats the champion by at least
    ``min_improvement`` (absolute, in the metric's units). With no champion yet, the first model
@@ -46,6 +53,7 @@ file_log.addHandler(logging.NullHandler())  # no "last resort" stderr output whe
 
 METRICS = {"ic": True, "sharpe": True, "mae": False}  # metric -> higher is better
 DEFAULT_LOG = Path("logs") / "retrain.log"
+DEFAULT_MIN_SCORING_ROWS = 100
 _IGNORED = {"manifest.json", "checksums.sha256"}
 
 
@@ -123,6 +131,50 @@ def _holdout(cfg: Any, bars: Any) -> dict[str, Any]:
     return {"X": data.X.iloc[hold], "fwd": data.fwd[hold], "ret1": data.ret1[hold], "bt": bt}
 
 
+def _as_index_time(ts: Any, index: Any) -> Any:
+    """``ts`` (a manifest ISO string) as a Timestamp comparable with ``index`` (tz matched, UTC assumed)."""
+    import pandas as pd
+
+    t = pd.Timestamp(ts)
+    tz = getattr(index, "tz", None)
+    if tz is None and t.tzinfo is not None:
+        return t.tz_convert("UTC").tz_localize(None)
+    if tz is not None and t.tzinfo is None:
+        return t.tz_localize("UTC").tz_convert(tz)
+    return t
+
+
+def last_seen_position(manifest: dict[str, Any], index: Any) -> tuple[int, str]:
+    """Bar position (in ``index``) of the last bar whose information a model trained on: the bar of
+    ``split.final_train_last`` plus ``target.horizon`` bars (its label reaches that far).
+
+    ``final_train_last`` names the last training row; a stamp between bars counts from the last
+    bar at or before it. An old manifest without it falls back to ``data.last`` (everything the
+    artifact saw, the safe side). Returns the position and the stamp used.
+    """
+    split, data = manifest.get("split") or {}, manifest.get("data") or {}
+    stamp = split.get("final_train_last") or data.get("last")
+    if stamp is None:
+        raise AitraderError(
+            "the champion's manifest has neither split.final_train_last nor data.last, so the rows it was "
+            "trained on are unknown; retrain it with the current `aitrader train`"
+        )
+    horizon = int((manifest.get("target") or {}).get("horizon") or 0)
+    pos = int(index.searchsorted(_as_index_time(stamp, index), side="right")) - 1
+    return pos + horizon, str(stamp)
+
+
+def scoring_rows(bars_index: Any, hold_index: Any, manifests: list[dict[str, Any]]) -> tuple[np.ndarray, int]:
+    """Mask over the challenger's holdout rows that no model in ``manifests`` was trained on.
+
+    A row qualifies when its bar position is strictly after every model's
+    ``position(final_train_last) + horizon``; returns the mask and the first allowed position.
+    """
+    first = max(last_seen_position(m, bars_index)[0] for m in manifests) + 1
+    positions = bars_index.get_indexer(hold_index)
+    return positions >= first, first
+
+
 def _champion_predictions(loaded: Any, bars: Any, X_hold: Any) -> tuple[np.ndarray, np.ndarray]:
     """The champion's predictions on the holdout timestamps, through its own feature contract."""
     from aitrader.features import FeaturePipeline
@@ -184,6 +236,17 @@ def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challe
     }
 
 
+def _insufficient_text(n_rows: int, n_fair: int, needed: int, holdout_rows: int, first_pos: int, index: Any,
+                       champion: Any) -> str:
+    """Why there is no fair comparison, naming the counts and the fix."""
+    after = f"after {index[first_pos - 1].isoformat()}" if 0 < first_pos <= len(index) else "in the window"
+    champ = champion.info.model_id if champion is not None else "the champion"
+    lost = (f" ({n_fair - n_rows} of them without {champ}'s features)" if n_fair > n_rows else "")
+    return (f"only {n_rows} of the challenger's {holdout_rows} holdout rows lie {after}, past the rows either "
+            f"model was trained on{lost}, need at least {needed} (--min-scoring-rows); retrain on data that "
+            f"extends further past {champ}'s training period, or lower --min-scoring-rows")
+
+
 def _finite_scores(scores: dict[str, Any] | None) -> dict[str, float] | None:
     """The numeric scores only (the deploy log stores a summary; NaN becomes null there)."""
     if scores is None:
@@ -232,11 +295,16 @@ def decide(metric: str, challenger: float, champion: float | None, min_improveme
     return gain, False, f"keep champion: {scores} < margin {min_improvement:g} or not better)"
 
 
-def _check_args(metric: str, min_improvement: float) -> None:
+def _check_args(metric: str, min_improvement: float, min_scoring_rows: int = DEFAULT_MIN_SCORING_ROWS) -> None:
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric!r} is not supported; expected one of {', '.join(METRICS)}")
     if min_improvement < 0:
         raise ConfigError(f"--min-improvement must be >= 0, got {min_improvement}")
+    if isinstance(min_scoring_rows, bool) or not isinstance(min_scoring_rows, int) or min_scoring_rows < 1:
+        raise ConfigError(
+            f"--min-scoring-rows must be a whole number >= 1, got {min_scoring_rows!r}; the default is "
+            f"{DEFAULT_MIN_SCORING_ROWS}"
+        )
 
 
 def retrain(
@@ -247,6 +315,7 @@ def retrain(
     promote_if_better: bool = False,
     metric: str = "ic",
     min_improvement: float = 0.0,
+    min_scoring_rows: int = DEFAULT_MIN_SCORING_ROWS,
     if_alert: bool = False,
     registry_root: str | Path | None = None,
     runs_dir: str | Path = "runs",
@@ -255,7 +324,7 @@ def retrain(
     log_path: str | Path | None = DEFAULT_LOG,
 ) -> dict[str, Any]:
     """Train, compare, register and maybe promote; returns the JSON-ready result."""
-    _check_args(metric, min_improvement)
+    _check_args(metric, min_improvement, min_scoring_rows)
     from aitrader.registry import validate_name
 
     validate_name(name)
@@ -267,19 +336,19 @@ def retrain(
             raise
         try:
             return _retrain_logged(name, config, data, promote_if_better, metric, min_improvement, if_alert,
-                                   registry_root, Path(runs_dir), Path(state_path))
+                                   registry_root, Path(runs_dir), Path(state_path), min_scoring_rows)
         finally:
             lock.release()
 
 
 def _retrain_logged(name: str, config: str | Path | None, data: str | Path | None, promote_if_better: bool,
                     metric: str, min_improvement: float, if_alert: bool, registry_root: str | Path | None,
-                    runs_dir: Path, state_path: Path) -> dict[str, Any]:
+                    runs_dir: Path, state_path: Path, min_scoring_rows: int) -> dict[str, Any]:
     log.info("retrain %s started (metric %s, min improvement %g, promote %s)", name, metric,
              min_improvement, promote_if_better)
     try:
         result = _retrain_locked(name, config, data, promote_if_better, metric, min_improvement, if_alert,
-                                 registry_root, runs_dir, state_path)
+                                 registry_root, runs_dir, state_path, min_scoring_rows)
     except AitraderError as exc:
         file_log.error("retrain %s failed: %s", name, exc)  # stderr gets the error line once
         raise
@@ -289,7 +358,7 @@ def _retrain_logged(name: str, config: str | Path | None, data: str | Path | Non
 
 def _retrain_locked(name: str, config: str | Path | None, data: str | Path | None, promote: bool, metric: str,
                     min_improvement: float, if_alert: bool, registry_root: str | Path | None, runs_dir: Path,
-                    state_path: Path) -> dict[str, Any]:
+                    state_path: Path, min_scoring_rows: int) -> dict[str, Any]:
     from aitrader.config import load_train_config
     from aitrader.registry import Registry
     from aitrader.training.trainer import load_training_bars, override_config, train
@@ -322,11 +391,12 @@ def _retrain_locked(name: str, config: str | Path | None, data: str | Path | Non
             return {**base, "status": "unchanged", "window": window, "version": same.model_id,
                     "logged": logged, "message": message}
         return _compare_and_register(registry, name, cfg, bars, trained, promote, metric, min_improvement,
-                                     runs_dir, base | {"window": window})
+                                     min_scoring_rows, runs_dir, base | {"window": window})
 
 
 def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained: Any, promote: bool, metric: str,
-                          min_improvement: float, runs_dir: Path, base: dict[str, Any]) -> dict[str, Any]:
+                          min_improvement: float, min_scoring_rows: int, runs_dir: Path,
+                          base: dict[str, Any]) -> dict[str, Any]:
     from aitrader.models.runner import ModelRunner
 
     manifest, task = trained.manifest, cfg.target.task
@@ -335,37 +405,58 @@ def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained
     own_pickle = bool(manifest["model"].get("pickle_based"))
     challenger = ModelRunner.from_artifact(trained.out_dir, manifest, trust_pickle=own_pickle)
     champion_info = registry.alias_target(name, "production")
-    ok = np.ones(len(hold["X"]), bool)
+    loaded = registry.load(champion_info.model_id) if champion_info is not None else None
+    # Only rows neither model was trained on (nor saw through a training label).
+    seen = [manifest] + ([loaded.manifest] if loaded is not None else [])
+    fair, first_pos = scoring_rows(bars.index, hold["X"].index, seen)
+    ok = fair.copy()
     champ_pred, champ_task = None, task
-    if champion_info is not None:
-        loaded = registry.load(champion_info.model_id)
+    if loaded is not None:
         champ_task = str(loaded.manifest["target"]["task"])
-        champ_pred, ok = _champion_predictions(loaded, bars, hold["X"])
-    if not ok.any():
+        champ_pred, computable = _champion_predictions(loaded, bars, hold["X"])
+        ok &= computable
+    n_rows = int(ok.sum())
+    window_rows = hold["X"].index[ok]
+    scoring: dict[str, Any] = {"first": window_rows[0] if n_rows else None, "last": window_rows[-1] if n_rows else None,
+               "rows": n_rows, "min_rows": min_scoring_rows,
+               "after": bars.index[first_pos - 1] if 0 < first_pos <= len(bars) else None}
+    insufficient = champion_info is not None and n_rows < min_scoring_rows
+    if n_rows == 0 and not insufficient:
         raise AitraderError(
-            f"the champion {champion_info.model_id if champion_info else name} cannot compute its features on any "
-            "holdout row; use a longer data window (split.window)"
+            f"the challenger has no holdout row to be scored on for {name}; use a longer data window (split.window)"
         )
-    X = hold["X"].to_numpy(dtype=np.float64)[ok]
-    fwd, ret1 = hold["fwd"][ok], hold["ret1"][ok]
-    ch_scores = _score(task, fwd, challenger.predict_batch(X), ret1, hold["bt"])
+    ch_scores: dict[str, Any] | None = None
     cp_scores = None
-    if champ_pred is not None:
-        cp_scores = _score(champ_task, fwd, champ_pred[ok], ret1, hold["bt"])
-    ch, cp = ch_scores[metric], (cp_scores[metric] if cp_scores else None)
-    improvement, better, decision = decide(metric, ch, cp, min_improvement, promote)
-    tags = {"role": "challenger", "metric": metric, "challenger_score": f"{ch:.6g}",
+    if n_rows:
+        X = hold["X"].to_numpy(dtype=np.float64)[ok]
+        fwd, ret1 = hold["fwd"][ok], hold["ret1"][ok]
+        ch_scores = _score(task, fwd, challenger.predict_batch(X), ret1, hold["bt"])
+        if champ_pred is not None:
+            cp_scores = _score(champ_task, fwd, champ_pred[ok], ret1, hold["bt"])
+    ch = ch_scores[metric] if ch_scores else None
+    cp = cp_scores[metric] if cp_scores else None
+    if insufficient:
+        why = _insufficient_text(n_rows, int(fair.sum()), min_scoring_rows, int(fair.size), first_pos, bars.index,
+                                 loaded)
+        improvement, better, decision = None, False, f"not compared: {why}"
+    else:
+        assert ch is not None
+        improvement, better, decision = decide(metric, ch, cp, min_improvement, promote)
+    tags = {"role": "challenger", "metric": metric, "challenger_score": "none" if ch is None else f"{ch:.6g}",
             "champion_score": "none" if cp is None else f"{cp:.6g}",
-            "champion": champion_info.model_id if champion_info else "none", "decision": decision[:200]}
+            "champion": champion_info.model_id if champion_info else "none", "decision": decision[:200],
+            "scoring_rows": str(n_rows)}
     info = registry.register(trained.out_dir, name, tags=tags, trust_pickle=own_pickle)
     feedback = live_feedback(name, runs_dir, champion_info.digest if champion_info else None, challenger,
                              list(manifest["features"]["names"]), task)
-    promoted, status, deploy = False, "registered", None
+    promoted, status, deploy = False, "insufficient" if insufficient else "registered", None
     champ_text = "none" if cp is None else f"{champion_info.model_id if champion_info else ''} {metric}={cp:.6g}"
-    scores_text = (f"challenger {info.model_id} {metric}={ch:.6g} vs champion {champ_text} on the same "
-                   f"{int(ok.sum())} holdout rows")
-    # The deploy log's verdict: rejected = lost to the champion or failed the deploy checks;
-    # registered = better (or first) but promotion was not asked for.
+    ch_text = "n/a" if ch is None else f"{ch:.6g}"
+    span = f" ({scoring['first']} .. {scoring['last']})" if n_rows else ""
+    scores_text = (f"challenger {info.model_id} {metric}={ch_text} vs champion {champ_text} on the same "
+                   f"{n_rows} rows neither was trained on{span}")
+    # The deploy log's verdict: rejected = lost to the champion, too few fair rows to compare, or
+    # failed the deploy checks; registered = better (or first) but promotion was not asked for.
     verdict = "registered" if better else "rejected"
     if promote and better:
         try:
@@ -376,8 +467,11 @@ def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained
     details = {
         "metric": metric, "challenger_score": ch, "champion_score": cp,
         "champion": champion_info.model_id if champion_info else None, "improvement": improvement,
-        "min_improvement": min_improvement, "holdout_rows": int(ok.sum()),
+        "min_improvement": min_improvement, "holdout_rows": n_rows,
         "holdout_first": str(hold["X"].index[0]), "holdout_last": str(hold["X"].index[-1]),
+        "scoring_first": None if scoring["first"] is None else scoring["first"].isoformat(),
+        "scoring_last": None if scoring["last"] is None else scoring["last"].isoformat(),
+        "scoring_rows": n_rows, "min_scoring_rows": min_scoring_rows,
         "challenger_scores": _finite_scores(ch_scores), "champion_scores": _finite_scores(cp_scores),
         "feedback_outcomes": feedback["outcomes"],
     }
@@ -386,8 +480,9 @@ def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained
         **base, "status": status, "promoted": promoted, "decision": decision, "logged": logged,
         "challenger": {"model_id": info.model_id, "digest": info.digest, "reused": info.reused, "scores": ch_scores},
         "champion": None if champion_info is None else {"model_id": champion_info.model_id, "scores": cp_scores},
-        "improvement": improvement, "holdout_rows": int(ok.sum()),
+        "improvement": improvement, "holdout_rows": n_rows, "scoring": scoring,
         "holdout": {"first": hold["X"].index[0], "last": hold["X"].index[-1]},
         "feedback": feedback, "deploy": deploy,
-        "message": f"{status} {info.model_id}: {decision}",
+        "message": f"{status} {info.model_id}: {decision}" + (
+            f" [scored on {n_rows} rows neither model was trained on{span}]" if n_rows and not insufficient else ""),
     }

@@ -94,6 +94,26 @@ def data_section(bars: pd.DataFrame, symbol: str) -> dict[str, Any]:
     }
 
 
+# How each model kind measures a feature's importance (``Model.feature_importance``).
+IMPORTANCE_METHODS = {"lightgbm": "gain", "xgboost": "total_gain", "random_forest": "impurity",
+                      "ridge": "abs_coef_standardised"}
+
+
+def importance_section(importance: dict[str, float], names: list[str], kind: str) -> dict[str, Any]:
+    """The manifest's ``importance`` section: each feature's share of the model's total importance.
+
+    ``{"method": "gain", "features": {name: share}}`` in ``names`` order; the shares are
+    non-negative and sum to 1, or are all 0 when the model uses no feature at all (a constant
+    model). Monitoring weights each feature's drift by its share.
+    """
+    raw = np.array([max(float(importance.get(n, 0.0)), 0.0) for n in names], dtype=np.float64)
+    raw[~np.isfinite(raw)] = 0.0
+    total = float(raw.sum())
+    shares = raw / total if total > 0 else np.zeros_like(raw)
+    return {"method": IMPORTANCE_METHODS.get(kind, "native"),
+            "features": {n: float(v) for n, v in zip(names, shares, strict=True)}}
+
+
 def build_manifest(
     cfg: TrainConfig,
     data: TrainingData,
@@ -104,10 +124,19 @@ def build_manifest(
     metrics: dict[str, Any],
     baseline: dict[str, Any],
     sample: dict[str, Any],
+    importance: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The manifest dict; ``created_at`` is its only field that differs between identical runs."""
+    """The manifest dict; ``created_at`` is its only field that differs between identical runs.
+
+    ``importance``: ``Model.feature_importance()`` of the final model, stored normalised as the
+    ``importance`` section (see :func:`importance_section`).
+    """
     h = cfg.target.horizon
     model = {k: v for k, v in model_meta.items() if k != "library_version"}
+    extra: dict[str, Any] = {}
+    if importance is not None:
+        extra["importance"] = importance_section(importance, [str(c) for c in data.X.columns],
+                                                 str(model_meta.get("kind", "")))
     return {
         "format_version": FORMAT_VERSION,
         "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
@@ -124,4 +153,5 @@ def build_manifest(
         "onnx": onnx_meta,
         "baseline": baseline,
         "sample": sample,
+        **extra,
     }

@@ -350,6 +350,7 @@ def train(
                                   "applies_to": "folds (signal backtest)"}},
             baseline=baseline,
             sample=holdout_sample(X_hold, hold_pred),
+            importance=model.feature_importance(),
         )
         write_manifest(tmp, manifest)
         _swap_into_place(tmp, target_dir)

@@ -41,14 +41,23 @@ def test_healthy_run_exits_0_with_json(in_tmp: Path) -> None:
 
 
 def test_drifted_run_exits_3_and_state_records_alerts(in_tmp: Path) -> None:
-    setup_run(in_tmp, live=market(1500, seed=7, volume_scale=10.0))
+    setup_run(in_tmp, live=market(1500, seed=7, vol=0.04))  # a volatility regime the model reacts to
     result = runner.invoke(app, ["monitor", "--run", "r1", "--manifest", "art", "--json", "--window", "50"])
     assert result.exit_code == 3, result.stderr
     doc = json.loads(result.stdout)
     assert doc["accuracy"]["window_size"] == 50
-    assert [a["code"] for a in doc["alerts"]] == ["psi_feature"]
+    assert [a["code"] for a in doc["alerts"]] == ["mae_ratio", "psi_prediction", "feature_drift"]
     state = json.loads((in_tmp / "logs" / "monitor_state.json").read_text())
-    assert state["health"] == "alert" and state["alerts"][0]["feature"] == "log_volume"
+    assert state["health"] == "alert"
+    assert {f["feature"] for f in state["alerts"][2]["features"]} == {"volatility_20", "ret_1"}
+
+
+def test_feature_drift_alone_exits_0_with_a_warning(in_tmp: Path) -> None:
+    setup_run(in_tmp, live=market(1500, seed=7, volume_scale=10.0))
+    result = runner.invoke(app, ["monitor", "--run", "r1", "--manifest", "art", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["alerts"] == [] and [w["code"] for w in doc["warnings"]] == ["feature_drift"]
 
 
 def test_human_output_names_the_alert(in_tmp: Path) -> None:

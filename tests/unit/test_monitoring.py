@@ -41,26 +41,49 @@ def test_replay_like_training_raises_no_alert(tmp_path: Path) -> None:
     assert s["operational"]["feature_availability"] == 1.0
 
 
-def test_volume_x10_raises_drift_alert_on_volume_first(tmp_path: Path) -> None:
+def test_volume_x10_alone_is_a_warning_that_names_volume(tmp_path: Path) -> None:
+    # The manifest stores no importance: every feature weighs 1/3. The model (0.3 x ret_1) does not
+    # use volume, so its predictions and accuracy do not move: feature drift is reported, not alerted.
     s = run(tmp_path, market(1500, seed=7, volume_scale=10.0))
-    assert "psi_feature" in codes(s)
+    assert s["health"] == "ok" and codes(s) == []
+    assert s["drift"]["importance"] == "uniform"
     assert s["drift"]["features"][0]["name"] == "log_volume"
     assert s["drift"]["top"][0] == "log_volume"
-    drifted = [a["feature"] for a in s["alerts"] if a["code"] == "psi_feature"]
-    assert drifted == ["log_volume"]
+    [warning] = s["warnings"]
+    assert warning["code"] == "feature_drift"
+    assert [f["feature"] for f in warning["features"]] == ["log_volume"]
+    # log_volume lands in the top bin: PSI = 0.9 ln(1/0.1) + 9 (1e-4 - 0.1) ln(1e-4/0.1), weight 1/3
+    top = 0.9 * np.log(10) + 9 * (1e-4 - 0.1) * np.log(1e-3)
+    assert warning["value"] == pytest.approx(top / 3, rel=1e-3)
+    assert "uniform weights" in warning["message"] and "log_volume (importance 0.33, PSI 8.28" in warning["message"]
+    assert "a warning only" in warning["message"]
+
+
+def test_drift_of_a_feature_the_model_does_not_use_does_not_alert(tmp_path: Path) -> None:
+    # The model is 0.3 x ret_1 (COEF): with that importance stored, volume x10 changes nothing it uses.
+    manifest = MANIFEST | {"importance": {"method": "abs_coef_standardised",
+                                          "features": {"ret_1": 1.0, "volatility_20": 0.0, "log_volume": 0.0}}}
+    write_ledger(tmp_path / "run", market(1500, seed=7, volume_scale=10.0))
+    s = monitor_ledger(read_ledger(tmp_path / "run"), manifest, CFG).summary
+    assert s["health"] == "ok", s["alerts"]
+    volume = next(r for r in s["drift"]["features"] if r["name"] == "log_volume")
+    assert volume["psi"] > 8 and volume["significant"] and volume["weight"] == 0.0
+    assert s["drift"]["feature_score"] == 0.0 and s["drift"]["importance"] == "manifest"
+    assert s["warnings"] == []
 
 
 def test_volatility_regime_change_raises_drift_on_features_and_predictions(tmp_path: Path) -> None:
     s = run(tmp_path, market(1500, seed=7, vol=0.04))
-    drifted = {a.get("feature") for a in s["alerts"] if a["code"] == "psi_feature"}
-    assert {"ret_1", "volatility_20"} <= drifted
-    assert "psi_prediction" in codes(s)
+    pred = next(a for a in s["alerts"] if a["code"] == "psi_prediction")
+    assert {f["feature"] for f in pred["features"]} == {"ret_1", "volatility_20"}
+    assert "drifted features: volatility_20 (importance 0.33, PSI 8.28, n_eff " in pred["message"]
+    assert "feature_drift" in codes(s)
 
 
 def test_drift_waits_for_enough_samples(tmp_path: Path) -> None:
     s = run(tmp_path, market(40, seed=7, volume_scale=10.0))
     assert not s["drift"]["enough_samples"]
-    assert "psi_feature" not in codes(s)
+    assert "feature_drift" not in codes(s) and s["warnings"] == []
     assert s["drift"]["features"][0]["psi"] > 0.2  # still measured and reported
 
 
@@ -70,7 +93,10 @@ def test_shuffled_predictions_raise_mae_alert(tmp_path: Path) -> None:
     s = run(tmp_path, live, pred=shuffled)
     assert "mae_ratio" in codes(s)
     alert = next(a for a in s["alerts"] if a["code"] == "mae_ratio")
-    assert alert["value"] > 1.2 and alert["threshold"] == 1.2
+    # 100 outcomes of a 5-bar target hold fewer independent ones: the 1.2x limit is widened to the
+    # MAE ratio chance reaches 1 time in 100 at that effective size, and this one is far past it.
+    assert alert["threshold"] > 1.2 and alert["value"] > alert["threshold"]
+    assert "noise-widened from 1.20x at n_eff" in alert["message"]
     assert "training holdout MAE" in alert["message"]
     assert "psi_prediction" not in codes(s)  # same values, other order: no distribution drift
 
@@ -166,3 +192,25 @@ def test_rolling_metrics_length_and_last_value() -> None:
     assert rolling_metrics(np.ones(30), y[:30], 10)["ic"] == [None] * 21
     assert len(rolling_metrics(p[:5], y[:5], 20)["mae"]) == 1
     assert rolling_metrics(p[:0], y[:0], 20)["mae"] == []
+
+
+def test_trained_manifest_stores_normalised_feature_importance(tmp_path: Path) -> None:
+    import joblib
+
+    from aitrader.config import TrainConfig, build_model
+    from aitrader.data.synthetic import generate_bars
+    from aitrader.training.trainer import train
+
+    cfg = build_model(TrainConfig, {"model": {"kind": "ridge"}, "onnx": {"export": False},
+                                    "split": {"n_folds": 2, "holdout": 0.25, "min_train": 150}})
+    bars = generate_bars(800, seed=3, signal=0.3)
+    bars.attrs["symbol"] = "SYN"
+    manifest = train(cfg, bars=bars, out_dir=tmp_path / "art").manifest
+    imp = manifest["importance"]
+    assert imp["method"] == "abs_coef_standardised"
+    assert list(imp["features"]) == manifest["features"]["names"]
+    # Second formula: |coefficients| of the saved scikit-learn pipeline (standardised inputs), normalised.
+    pipeline = joblib.load(tmp_path / "art" / manifest["model"]["files"]["native"])["estimator"]
+    coef = np.abs(np.asarray(pipeline[-1].coef_, dtype=float).ravel())
+    np.testing.assert_allclose(list(imp["features"].values()), coef / coef.sum(), rtol=1e-12)
+    assert sum(imp["features"].values()) == pytest.approx(1.0)

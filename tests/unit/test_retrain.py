@@ -251,3 +251,118 @@ def test_if_alert_runs_when_the_last_monitor_check_alerted(in_tmp: Path) -> None
     doc = _retrain("--config", "good.yaml", "--data", "bars.csv", "--if-alert")
     assert doc["status"] == "registered" and doc["challenger"]["model_id"] == "syn:v1"
     assert doc["logged"]["status"] == "registered"  # first model, but promotion was not asked for
+
+
+# ------------------------------------------- fair scoring: rows neither model was trained on
+
+# The in-sample champion case of issue 9: a champion trained with split.holdout 0.05 on data that
+# reaches far into the challenger's holdout. An overfitting booster memorises its training rows.
+CHAMPION_YAML = """
+data: {path: champ.csv, symbol: SYN}
+model: {kind: lightgbm, params: {n_estimators: 400, num_leaves: 63, min_child_samples: 2, n_jobs: 1}}
+split: {n_folds: 2, embargo: 5, holdout: 0.05, min_train: 150}
+"""
+CHALLENGER_YAML = """
+data: {path: bars.csv, symbol: SYN}
+model: {kind: ridge}
+split: {n_folds: 2, embargo: 5, holdout: 0.5, min_train: 150}
+"""
+
+
+def _in_sample_champion_project(root: Path) -> object:
+    from aitrader.data.synthetic import generate_bars
+
+    bars = generate_bars(1400, seed=2, signal=0.5)  # daily bars from 2020-01-01
+    bars.iloc[:1100].to_csv(root / "champ.csv")
+    bars.to_csv(root / "bars.csv")
+    (root / "champ.yaml").write_text(CHAMPION_YAML)
+    (root / "chall.yaml").write_text(CHALLENGER_YAML)
+    return bars
+
+
+def test_champion_is_never_scored_on_rows_it_was_trained_on(in_tmp: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from aitrader.features import FeaturePipeline
+    from aitrader.features.targets import forward_return
+    from aitrader.registry import Registry
+
+    bars = _in_sample_champion_project(in_tmp)
+    first = _retrain("--config", "champ.yaml", "--promote-if-better")
+    assert first["status"] == "promoted"
+    doc = _retrain("--config", "chall.yaml", "--promote-if-better")
+
+    # By hand: the default features warm up over 105 bars and the target is 5 bars ahead.
+    # Champion: 1100 bars -> 1100 - 105 - 5 = 990 rows; holdout floor(0.05 * 990) = 49 rows, 5 purged,
+    # so it trained on rows 0..935 = bars 105..1040 and its labels reach bar 1045.
+    # Challenger: 1400 bars -> 1290 rows; holdout 645 rows = rows 645..1289 = bars 750..1394; it
+    # trained on bars ..744 (labels to 749). Fair window: bars 1046..1394 = 349 rows.
+    start = pd.Timestamp("2020-01-01")
+    assert pd.Timestamp(doc["holdout"]["first"]) == start + pd.Timedelta(days=750)
+    assert doc["scoring"]["first"] == (start + pd.Timedelta(days=1046)).isoformat() == "2022-11-12T00:00:00"
+    assert doc["scoring"]["last"] == (start + pd.Timedelta(days=1394)).isoformat()
+    assert doc["scoring"]["rows"] == doc["holdout_rows"] == 349
+    champion = Registry().load("syn:v1").manifest
+    assert champion["split"]["final_train_last"].startswith(str((start + pd.Timedelta(days=1040)).date()))
+
+    # The old rule scored both on the whole challenger holdout, 290 rows of which the champion fit:
+    # its IC there is inflated far above the challenger's and the challenger would have lost.
+    loaded = Registry().load("syn:v1")
+    feats = FeaturePipeline.from_contract(loaded.manifest["features"]).transform(bars)
+    fwd = forward_return(bars["close"], 5)
+    old = feats.index[750:1395]
+    old_ic = np.corrcoef(loaded.runner.predict_batch(feats.loc[old].to_numpy()), fwd.loc[old])[0, 1]
+    assert old_ic > doc["challenger"]["scores"]["ic"] + 0.2
+    # On the fair window the challenger is better and is promoted.
+    assert doc["champion"]["scores"]["ic"] < doc["challenger"]["scores"]["ic"]
+    assert doc["status"] == "promoted" and doc["promoted"]
+    assert "349 rows neither model was trained on" in doc["message"]
+
+    # The deploy log's decision records the scoring window.
+    events = json.loads(runner.invoke(app, ["history", "syn", "--json"]).stdout)["events"]
+    details = [e for e in events if e["action"] == "evaluate"][-1]["details"]
+    assert details["scoring_first"] == "2022-11-12T00:00:00" and details["scoring_rows"] == 349
+    assert details["scoring_last"] == doc["scoring"]["last"] and details["min_scoring_rows"] == 100
+
+
+def test_too_few_fair_rows_is_said_plainly_and_never_promotes(in_tmp: Path) -> None:
+    from aitrader.registry import Registry
+
+    _in_sample_champion_project(in_tmp)
+    _retrain("--config", "champ.yaml", "--promote-if-better")
+    doc = _retrain("--config", "chall.yaml", "--promote-if-better", "--min-scoring-rows", "350")
+    assert doc["status"] == "insufficient" and not doc["promoted"]
+    assert doc["decision"].startswith("not compared: only 349 of the challenger's 645 holdout rows lie after "
+                                      "2022-11-11T00:00:00")
+    assert "need at least 350 (--min-scoring-rows)" in doc["decision"]
+    assert Registry().alias_target("syn", "production").version == 1
+    events = json.loads(runner.invoke(app, ["history", "syn", "--json"]).stdout)["events"]
+    last = [e for e in events if e["action"] == "evaluate"][-1]
+    assert last["status"] == "rejected" and "not compared: only 349" in last["reason"]
+    assert last["details"]["scoring_rows"] == 349 and last["details"]["min_scoring_rows"] == 350
+    with pytest.raises(ConfigError, match="--min-scoring-rows must be a whole number >= 1, got 0"):
+        retrain("syn", min_scoring_rows=0, lock_path=in_tmp / "l")
+
+
+def test_last_seen_position_in_bar_positions_across_time_zones() -> None:
+    import pandas as pd
+
+    from aitrader.monitoring.retrain import last_seen_position, scoring_rows
+
+    idx = pd.date_range("2020-01-01 09:30", periods=10, freq="1h", tz="America/New_York")
+    # 12:30 New York is bar 3; a 2-bar label reaches bar 5.
+    assert last_seen_position({"split": {"final_train_last": "2020-01-01T12:30:00-05:00"},
+                               "target": {"horizon": 2}}, idx)[0] == 5
+    # The same instant written in UTC; a stamp between bars counts from the bar at or before it.
+    assert last_seen_position({"split": {"final_train_last": "2020-01-01T17:30:00+00:00"},
+                               "target": {"horizon": 0}}, idx)[0] == 3
+    assert last_seen_position({"split": {"final_train_last": "2020-01-01T17:59:00+00:00"},
+                               "target": {"horizon": 0}}, idx)[0] == 3
+    # An old manifest without final_train_last: everything up to data.last counts as seen.
+    assert last_seen_position({"data": {"last": "2020-01-01T15:30:00-05:00"}, "target": {"horizon": 1}}, idx)[0] == 7
+    mask, first = scoring_rows(idx, idx[4:], [
+        {"split": {"final_train_last": idx[2].isoformat()}, "target": {"horizon": 1}},  # seen to bar 3
+        {"split": {"final_train_last": idx[4].isoformat()}, "target": {"horizon": 2}},  # seen to bar 6
+    ])
+    assert first == 7 and mask.tolist() == [False, False, False, True, True, True]
