@@ -16,6 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aitrader.data._open import (
+    CORRUPT_ERRORS,
+    corrupt,
+    is_compressed,
+    max_read_bytes,
+    open_bounded,
+    require_regular_file,
+    too_big,
+)
 from aitrader.errors import DataError
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -77,26 +86,61 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: file not found; pass an existing CSV, CSV.gz or parquet file")
     if not name.endswith(SUPPORTED_SUFFIXES):
         raise DataError(f"{path.name}: unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+    info = require_regular_file(path)
+    limit = max_read_bytes()
     try:
         if name.endswith(PARQUET_SUFFIXES):
-            df = pd.read_parquet(path)
-            # A DatetimeIndex (or a named index) carries the timestamps: make it a column.
-            if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None:
-                df = df.reset_index()
-            return df
-        # The C parser and default dtypes keep a million rows to about a second.
-        return pd.read_csv(path, engine="c", skipinitialspace=True)
+            return _read_parquet(path, info.st_size, limit)
+        return _read_csv(path, info.st_size, limit)
+    except DataError:
+        raise
+    except CORRUPT_ERRORS as exc:
+        raise corrupt(path, exc) from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path.name}: the file is empty; expected a header line and bar rows") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path.name}: not a readable CSV file ({exc}); expected comma-separated bars") from exc
     except OSError as exc:
+        if is_compressed(path):  # bz2 and lzma report a damaged stream as OSError
+            raise corrupt(path, exc) from exc
         raise DataError(f"{path.name}: cannot read the file: {exc}") from exc
     except Exception as exc:
         # pyarrow raises its own error types for files that are not parquet.
         if type(exc).__module__.startswith("pyarrow"):
             raise DataError(f"{path.name}: not a readable parquet file ({exc})") from exc
         raise
+
+
+def _read_csv(path: Path, size: int, limit: int) -> pd.DataFrame:
+    # The C parser and default dtypes keep a million rows to about a second.
+    if not is_compressed(path):
+        if size > limit:
+            raise too_big(path, limit)
+        return pd.read_csv(path, engine="c", skipinitialspace=True)  # a regular file: its size bounds it
+    with open_bounded(path, limit) as handle:
+        try:
+            return pd.read_csv(handle, engine="c", skipinitialspace=True)
+        except Exception as exc:
+            if handle.exceeded:  # the parser may wrap our own error in its own
+                raise too_big(path, limit) from exc
+            raise
+
+
+def _read_parquet(path: Path, size: int, limit: int) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    if size > limit:
+        raise too_big(path, limit)
+    # Parquet is compressed too: bound what its row groups decompress to before reading them.
+    metadata = pq.ParquetFile(path).metadata
+    unpacked = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if unpacked > limit:
+        raise too_big(path, limit, "bytes of decompressed columns")
+    df = pd.read_parquet(path)
+    # A DatetimeIndex (or a named index) carries the timestamps: make it a column.
+    if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None:
+        df = df.reset_index()
+    return df
 
 
 def _map_columns(df: pd.DataFrame, source: str) -> dict[str, str]:
