@@ -34,7 +34,10 @@ def check_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
-    """Report rows, span, bar interval, gaps and problems of bar data; exit 1 when invalid."""
+    """Report rows, span, bar interval, gaps, problems and warnings of bar data; exit 1 when invalid.
+
+    Warnings (suspected unadjusted splits, quantised prices) do not make data invalid.
+    """
     from aitrader.data.report import check_bars
 
     report = check_bars(path, repair=repair, symbol=symbol).to_dict()
@@ -123,8 +126,13 @@ def _render_check(report: dict[str, Any]) -> None:
                       + (f"; bars look stamped {stamped}" if stamped else ""), soft_wrap=True)
     for p in report["problems"] + [p for s in report["symbols"] for p in s["problems"]]:
         out.print(f"[red]{p['rule']}[/red] {escape(p['message'])}", soft_wrap=True)
+    warnings = [w for s in report["symbols"] for w in s["warnings"]]
+    for w in warnings:
+        out.print(f"[yellow]warning {w['rule']}[/yellow] {escape(w['message'])}", soft_wrap=True)
     if report["valid"]:
-        out.print("valid" + (" after repair" if report["repair"] else ""))
+        n = len(warnings)
+        out.print("valid" + (" after repair" if report["repair"] else "")
+                  + (f", {n} warning{'s' if n > 1 else ''}" if n else ""))
 
 
 def register(app: typer.Typer) -> None:

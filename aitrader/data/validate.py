@@ -76,6 +76,7 @@ class Validated:
     problems: list[Problem] = field(default_factory=list)
     repairs: dict[str, int] = field(default_factory=dict)
     rows_in_file: int = 0
+    adjusted: bool = False  # prices were multiplied by adj_close / close
 
     @property
     def repaired_rows(self) -> int:
@@ -272,7 +273,13 @@ def validate(raw: RawFrame, labels: pd.Index | None = None, *, where: str | None
         "sorted_rows": n_unsorted,
         "dropped_duplicates": n_dup,
     }
-    return Validated(bars=bars, problems=check.problems, repairs=repairs, rows_in_file=len(labels))
+    return Validated(
+        bars=bars,
+        problems=check.problems,
+        repairs=repairs,
+        rows_in_file=len(labels),
+        adjusted="adj_close" in frame.columns,
+    )
 
 
 def _implausible(name: str, value: float, kind: str) -> str:
