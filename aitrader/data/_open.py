@@ -157,7 +157,13 @@ def _zip_member(stack: contextlib.ExitStack[bool | None], path: Path) -> _Stream
             f"{path.name}: the zip archive holds {held}; expected exactly one CSV file inside (one symbol per "
             "archive): unzip it and pass the CSV files or their directory"
         )
-    return stack.enter_context(archive.open(members[0]))
+    try:
+        return stack.enter_context(archive.open(members[0]))
+    except (RuntimeError, NotImplementedError) as exc:  # encrypted, or a compression zipfile lacks
+        raise DataError(
+            f"{path.name}: cannot open {members[0].filename} in the zip archive ({exc}); re-create the archive "
+            "without a password, with deflate compression"
+        ) from exc
 
 
 @contextlib.contextmanager

@@ -99,7 +99,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path.name}: the file is empty; expected a header line and bar rows") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path.name}: not a readable CSV file ({exc}); expected comma-separated bars") from exc
+        detail = _first_line(exc)
+        raise DataError(f"{path.name}: not a readable CSV file ({detail}); expected comma-separated bars") from exc
     except OSError as exc:
         if is_compressed(path):  # bz2 and lzma report a damaged stream as OSError
             raise corrupt(path, exc) from exc
@@ -107,7 +108,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     except Exception as exc:
         # pyarrow raises its own error types for files that are not parquet.
         if type(exc).__module__.startswith("pyarrow"):
-            raise DataError(f"{path.name}: not a readable parquet file ({exc})") from exc
+            raise DataError(f"{path.name}: not a readable parquet file ({_first_line(exc)})") from exc
         raise
 
 
@@ -254,6 +255,12 @@ def parse_timestamps(col: pd.Series) -> pd.Series:
         ) from exc
 
 
+def _first_line(exc: BaseException) -> str:
+    """Library messages can span lines (pyarrow prints schemas): an error stays one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_raw(path: Path, *, source: str | None = None) -> RawFrame:
     """Read one file into canonical columns with parsed timestamps (no validation yet)."""
     source = source or path.name
@@ -261,16 +268,31 @@ def read_raw(path: Path, *, source: str | None = None) -> RawFrame:
     df = _read_table(path).reset_index(drop=True)
     if len(df) == 0:
         raise DataError(f"{source}: no data rows (only a header); expected bars below the header line")
+    duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if duplicated:  # parquet allows them (CSV headers are de-duplicated by the parser)
+        raise DataError(f"{source}: duplicate column name(s) {', '.join(duplicated)}; keep one column of each")
     cols = _map_columns(df, source)
-    ts_raw = df[cols["timestamp"]]
-    if "time_of_day" in cols:
-        ts_raw = ts_raw.astype("string") + " " + df[cols["time_of_day"]].astype("string")
-    ts = parse_timestamps(ts_raw)
-    out = pd.DataFrame(index=df.index)
-    for name in (*BAR_COLUMNS, "adj_close"):
-        if name in cols:
-            # Non-numeric cells become NaN and are reported as missing prices by the validator.
-            out[name] = pd.to_numeric(df[cols[name]], errors="coerce").astype("float64")
-    if "symbol" in cols:
-        out["symbol"] = df[cols["symbol"]].astype("string").str.strip()
+    column, kind = cols["timestamp"], "timestamps"
+    try:
+        ts_raw = df[column]
+        if "time_of_day" in cols:
+            ts_raw = ts_raw.astype("string") + " " + df[cols["time_of_day"]].astype("string")
+        ts = parse_timestamps(ts_raw)
+        out = pd.DataFrame(index=df.index)
+        for name in (*BAR_COLUMNS, "adj_close"):
+            if name in cols:
+                column, kind = cols[name], "numbers"
+                # Non-numeric cells become NaN and are reported as missing prices by the validator.
+                out[name] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+        if "symbol" in cols:
+            column, kind = cols["symbol"], "text"
+            out["symbol"] = df[column].astype("string").str.strip()
+    except DataError as exc:
+        raise DataError(f"{source}: column {column}: {exc}") from exc
+    except (TypeError, ValueError, OverflowError, UnicodeDecodeError) as exc:
+        # Cells of a type no bar column has (bytes, lists, structs in parquet).
+        raise DataError(
+            f"{source}: column {column} cannot be read as {kind} ({type(exc).__name__}: {_first_line(exc)}); "
+            "store it as text or numbers"
+        ) from exc
     return RawFrame(source=source, frame=out, ts=ts, ts_raw=ts_raw, original=df, columns=cols)

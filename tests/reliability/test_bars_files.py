@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -222,3 +223,68 @@ def test_a_bad_bound_is_a_config_error(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("AITRADER_MAX_BAR_BYTES", value)
     with pytest.raises(ConfigError, match=r"AITRADER_MAX_BAR_BYTES=.*expected a positive whole number of bytes"):
         load_bars(path)
+
+
+def _flag_zip(csv_bytes: bytes, *, encrypted: bool = False, method: int | None = None) -> bytes:
+    """A one-member zip whose headers claim encryption or a compression method zipfile lacks."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.csv", csv_bytes)
+    data = bytearray(buffer.getvalue())
+    local, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    if encrypted:
+        data[local + 6] |= 1
+        data[central + 8] |= 1
+    if method is not None:
+        data[local + 8] = method
+        data[central + 10] = method
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [({"encrypted": True}, "is encrypted, password required"), ({"method": 9}, "compression method is not supported")],
+    ids=["encrypted", "deflate64"],
+)
+def test_zip_member_that_cannot_be_opened(tmp_path: Path, csv_bytes: bytes, kwargs: dict, fragment: str) -> None:
+    path = _write(tmp_path / "bars.csv.zip", _flag_zip(csv_bytes, **kwargs))
+    with pytest.raises(DataError, match=r"bars.csv.zip: cannot open a.csv in the zip archive") as info:
+        load_bars(path)
+    assert fragment in str(info.value)
+
+
+def _parquet(path: Path, **columns: object) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    one = [1.0] * 3
+    base: dict[str, object] = {"timestamp": pd.date_range("2020-01-01", periods=3), "open": one, "high": one,
+                               "low": one, "close": one, "volume": one}
+    base.update(columns)
+    names = list(base)
+    if "close_again" in base:  # a second column literally named close
+        names[names.index("close_again")] = "close"
+    pq.write_table(pa.Table.from_arrays([pa.array(v) for v in base.values()], names=names), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("columns", "fragment"),
+    [
+        ({"timestamp": [b"\xff\xfe"] * 3}, "column timestamp cannot be read as timestamps (UnicodeDecodeError"),
+        ({"symbol": [b"\xff"] * 3}, "column symbol cannot be read as text (UnicodeDecodeError"),
+        ({"timestamp": pd.array([3 * 10**17] * 3, dtype="int64").astype("datetime64[us]")},
+         "column timestamp: timestamps outside 1677-2262 cannot be represented"),
+        ({"close_again": [2.0] * 3}, "not a readable parquet file (Multiple matches for FieldRef.Name(close)"),
+        ({"close": [b"\xff"] * 3}, "row 1 (2020-01-01): close \"b'\\\\xff'\" is not a number"),
+    ],
+    ids=["bytes stamps", "bytes symbols", "year 11476", "two close columns", "bytes prices"],
+)
+def test_parquet_columns_of_the_wrong_type(tmp_path: Path, columns: dict, fragment: str) -> None:
+    path = _parquet(tmp_path / "bars.parquet", **columns)
+    with pytest.raises(DataError) as info:
+        load_bars(path)
+    message = str(info.value)
+    assert message.startswith("bars.parquet") and fragment in message and "\n" not in message
+    report = check_bars(path)
+    assert not report.valid
