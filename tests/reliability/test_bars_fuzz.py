@@ -49,6 +49,7 @@ POISON = ["nan", "", "inf", "-inf", "1e300", "-1e300", "0", "-1", "1e-300", "5e-
           "1e400", "NaN", "-0"]
 BAD_STAMPS = ["", "not-a-date", "2020-13-45", "0", "99999999999999999999", "2020-01-01T00:00:00+05:00",
               "1577836800", "2262-04-12", "1600-01-01", "2020-01-01 25:00"]
+CASTS = ["binary", "string", "int", "bool", "datetime", "category"]
 PIPE = FeaturePipeline(["ret_1", "sma_ratio_10", "rsi_14", "volatility_20", "volume_zscore_20", "bb_pctb_20"])
 
 
@@ -74,6 +75,7 @@ class Case:
     rows: list[list[str]]
     fmt: str
     byte_ops: list[tuple[str, float, bytes]]
+    cast: tuple[int, str] | None = None  # parquet: (column position, arrow-ish type) to store it as
 
 
 @st.composite
@@ -135,7 +137,30 @@ def cases(draw: st.DrawFn, real: bool = False) -> Case:
     header, rows = draw(corruptions(base))
     byte_ops = draw(st.lists(st.tuples(st.sampled_from(["truncate", "junk", "flip"]), st.floats(0, 1),
                                        st.binary(min_size=1, max_size=16)), max_size=2))
-    return Case(header, rows, draw(st.sampled_from(FORMATS)), byte_ops)
+    cast = draw(st.none() | st.tuples(st.integers(0, 6), st.sampled_from(CASTS)))
+    return Case(header, rows, draw(st.sampled_from(FORMATS)), byte_ops, cast)
+
+
+def cast_column(df: pd.DataFrame, col: str, kind: str) -> pd.DataFrame:
+    """Store one column with another type in parquet (bytes, text, ints, bools, stamps, categories)."""
+    out = df.copy()
+    values = out[col]
+    try:
+        if kind == "binary":
+            out[col] = [str(x).encode() + b"\xff" for x in values]
+        elif kind == "string":
+            out[col] = values.astype(str)
+        elif kind == "int":
+            out[col] = pd.to_numeric(values, errors="coerce").fillna(0).clip(-(2**62), 2**62).astype("int64")
+        elif kind == "bool":
+            out[col] = values.astype(bool)
+        elif kind == "datetime":
+            out[col] = pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit="s", errors="coerce")
+        else:
+            out[col] = values.astype("category")
+    except (TypeError, ValueError, OverflowError):
+        return df
+    return out
 
 
 def encode(case: Case) -> bytes:
@@ -150,11 +175,15 @@ def encode(case: Case) -> bytes:
         for col in df.columns:
             if col in ("open", "high", "low", "close", "volume"):
                 df[col] = pd.to_numeric(df[col], errors="coerce")
+        if case.cast is not None and case.cast[0] < len(df.columns):
+            df = cast_column(df, df.columns[case.cast[0]], case.cast[1])
         out = io.BytesIO()
         try:
             df.to_parquet(out)
-        except ValueError:  # duplicate column names cannot be parquet
-            return raw
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. duplicate column names
+            if type(exc).__module__.startswith("pyarrow") or isinstance(exc, ValueError):
+                return raw
+            raise
         data = out.getvalue()
     elif case.fmt.endswith(".gz"):
         data = gzip.compress(raw, mtime=0)
