@@ -182,3 +182,25 @@ def test_real_hourly_bars_unadjusted_by_hand(shared_data: Path, tmp_path: Path) 
     pos = bars.index.get_loc(split_at)
     assert row["move"] == pytest.approx(bars["close"].iloc[pos] / (2 * bars["close"].iloc[pos - 1]) - 1, abs=1e-6)
     assert "shares split too" in warning["message"]
+
+
+@pytest.mark.parametrize(("decimals", "warned"), [(3, True), (4, False)])
+def test_real_sample_rounded_like_old_split_adjusted_prices(tmp_path: Path, decimals: int, warned: bool) -> None:
+    """MSFT daily bars divided by 288 (its splits since 1986) and rounded: 3 decimals leave a
+    third of the returns at exactly zero, 4 decimals under 5%."""
+    from aitrader.data.sample import load_sample
+
+    bars = load_sample("MSFT")
+    prices = ["open", "high", "low", "close"]
+    bars[prices] = (bars[prices] / 288).round(decimals)
+    path = write(bars, tmp_path / "MSFT.csv")
+    close = bars["close"].to_numpy()
+    zeros = int((close[1:] == close[:-1]).sum())  # the oracle: counted directly
+    found = warnings_of(path)
+    if warned:
+        (warning,) = found
+        assert warning["rule"] == "quantised_prices" and warning["count"] == zeros
+        assert f"{zeros / (len(close) - 1):.1%} of close-to-close returns are exactly zero" in warning["message"]
+        assert "smallest price step 0.001 " in warning["message"]
+    else:
+        assert zeros / (len(close) - 1) < 0.2 and found == []
