@@ -102,9 +102,9 @@ def _read_table(path: Path) -> pd.DataFrame:
         detail = _first_line(exc)
         raise DataError(f"{path.name}: not a readable CSV file ({detail}); expected comma-separated bars") from exc
     except OSError as exc:
-        if is_compressed(path):  # bz2 and lzma report a damaged stream as OSError
+        if is_compressed(path) and exc.errno is None:  # bz2 and lzma report a damaged stream as OSError
             raise corrupt(path, exc) from exc
-        raise DataError(f"{path.name}: cannot read the file: {exc}") from exc
+        raise DataError(f"{path.name}: cannot read the file: {exc.strerror or exc}") from exc
     except Exception as exc:
         # pyarrow raises its own error types for files that are not parquet.
         if type(exc).__module__.startswith("pyarrow"):

@@ -64,10 +64,12 @@ def split_candidates(close: np.ndarray) -> list[tuple[int, int, bool]]:
         return []
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = close[1:] / close[:-1]
+    # Only moves of about -50% or +100% and beyond can match: test the few bars past that first.
+    near = np.flatnonzero((ratio <= 0.5 * (1 + SPLIT_TOLERANCE)) | (ratio >= 2.0 * (1 - SPLIT_TOLERANCE)))
     found: list[tuple[int, int, bool]] = []
     for k in SPLIT_RATIOS:
         for reverse, target in ((False, 1.0 / k), (True, float(k))):
-            hits = np.flatnonzero(np.abs(ratio / target - 1.0) <= SPLIT_TOLERANCE)
+            hits = near[np.abs(ratio[near] / target - 1.0) <= SPLIT_TOLERANCE]
             found.extend((int(i) + 1, k, reverse) for i in hits)
     return sorted(found)
 

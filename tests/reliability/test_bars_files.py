@@ -288,3 +288,27 @@ def test_parquet_columns_of_the_wrong_type(tmp_path: Path, columns: dict, fragme
     assert message.startswith("bars.parquet") and fragment in message and "\n" not in message
     report = check_bars(path)
     assert not report.valid
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="root reads any file")
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_unreadable_file_is_not_called_corrupt(tmp_path: Path, csv_bytes: bytes, suffix: str) -> None:
+    path = _write(tmp_path / f"bars{suffix}", gzip.compress(csv_bytes) if suffix.endswith(".gz") else csv_bytes)
+    path.chmod(0)
+    try:
+        with pytest.raises(DataError, match=rf"bars{suffix}: cannot read the file: Permission denied"):
+            load_bars(path)
+    finally:
+        path.chmod(0o600)
+
+
+def test_an_os_error_inside_an_archive_is_not_called_corrupt(tmp_path: Path, csv_bytes: bytes,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "bars.csv.gz", gzip.compress(csv_bytes))
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("aitrader.data._open.gzip.open", denied)
+    with pytest.raises(DataError, match=r"bars.csv.gz: cannot read the file: Permission denied"):
+        load_bars(path)
