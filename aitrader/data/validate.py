@@ -10,6 +10,8 @@ Rules (``Problem.rule``), each reported once with its first offending row and a 
 * ``implausible``: a price above ``MAX_PRICE`` (1e12) or below ``MIN_PRICE`` (1e-12), or a volume
   above ``MAX_VOLUME`` (1e18): no traded instrument has them, they are corrupt cells (drop);
 * ``high_low``: high below max(open, close) or low above min(open, close) (drop);
+* ``adj_close``: adjusting by adj_close / close would move a price or the volume past the bounds
+  of ``implausible`` (drop);
 * ``unsorted``: a timestamp is earlier than one above it (repair: stable sort);
 * ``duplicate``: a timestamp appears more than once (repair: keep the last row in file order).
 
@@ -39,6 +41,7 @@ RULES = (
     "nonfinite",
     "implausible",
     "high_low",
+    "adj_close",
     "unsorted",
     "duplicate",
 )
@@ -156,10 +159,10 @@ class _Checker:
             what = f"{col} {_num(values.at[label, col])} is not positive (prices must be > 0)"
             self.add("nonpositive_price", label, what, _DROP_FIX, count)
         huge = ((values > MAX_PRICE) & ~infinite) | ((values > 0) & (values < MIN_PRICE))
-        self.extremes(infinite, huge, "price", MAX_PRICE)
+        self.extremes(infinite, huge, "price")
         return missing.any(axis=1) | nonpos.any(axis=1) | infinite.any(axis=1) | huge.any(axis=1)
 
-    def extremes(self, infinite: pd.DataFrame, huge: pd.DataFrame, kind: str, bound: float) -> None:
+    def extremes(self, infinite: pd.DataFrame, huge: pd.DataFrame, kind: str) -> None:
         """Report the ``nonfinite`` and ``implausible`` rules for price or volume cells."""
         if hit := self.first(infinite.any(axis=1)):
             label, count = hit
@@ -186,8 +189,31 @@ class _Checker:
                 what = f"volume {_num(vol.at[label])} is negative (volume must be >= 0)"
             self.add("volume", label, what, _DROP_FIX, count)
         huge = (vol > MAX_VOLUME) & ~infinite
-        self.extremes(infinite.to_frame(), huge.to_frame(), "volume", MAX_VOLUME)
+        self.extremes(infinite.to_frame(), huge.to_frame(), "volume")
         return bad | infinite | huge
+
+    def adjustment(self, skip: pd.Series) -> pd.Series:
+        """Rows that adj_close / close would push outside the bounds (``skip``: rows already bad)."""
+        f = self.frame
+        if "adj_close" not in f.columns:
+            return pd.Series(False, index=f.index)
+        with np.errstate(all="ignore"):
+            ratio = f["adj_close"] / f["close"]
+            prices = f[list(PRICE_COLUMNS)].mul(ratio, axis=0)
+            volume = f["volume"] / ratio
+        out_of_bounds = (prices < MIN_PRICE) | (prices > MAX_PRICE) | prices.isna()
+        bad_volume = (volume > MAX_VOLUME) | volume.isna()
+        bad = (out_of_bounds.any(axis=1) | bad_volume) & ~skip
+        if hit := self.first(bad):
+            label, count = hit
+            if bool(out_of_bounds.loc[label].any()):
+                col = str(PRICE_COLUMNS[int(out_of_bounds.loc[label].to_numpy().argmax())])
+                moved = f"{col} {_num(prices.at[label, col])}, outside [{MIN_PRICE:g}, {MAX_PRICE:g}]"
+            else:
+                moved = f"volume {_num(volume.at[label])}, above {MAX_VOLUME:g}"
+            what = f"adj_close / close = {_num(ratio.at[label])} makes the adjusted {moved} (a corrupt adj_close?)"
+            self.add("adj_close", label, what, _DROP_FIX, count)
+        return bad
 
     def high_low(self, skip: pd.Series) -> pd.Series:
         """Rows whose wicks do not contain the body; ``skip`` rows (bad prices) are not checked."""
@@ -249,7 +275,8 @@ def validate(raw: RawFrame, labels: pd.Index | None = None, *, where: str | None
     bad_price = check.prices()
     bad_volume = check.volume()
     bad_hl = check.high_low(bad_price)
-    dropped = bad_ts | bad_price | bad_volume | bad_hl
+    bad_adj = check.adjustment(bad_ts | bad_price | bad_volume | bad_hl)
+    dropped = bad_ts | bad_price | bad_volume | bad_hl | bad_adj
     kept = ~dropped
     n_unsorted, n_dup = check.order(kept)
     order = {p.rule: i for i, p in enumerate(check.problems)}

@@ -205,3 +205,24 @@ def test_batch_refuses_a_poisoned_bar(case: str) -> None:
         FeaturePipeline().transform(bars)
     with pytest.raises(DataError, match=r"bar 30 .*invalid values"):
         FeaturePipeline().transform_streaming(bars)
+
+
+def test_an_adjusted_close_that_pushes_values_past_the_bounds(tmp_path: Path) -> None:
+    header = "timestamp,open,high,low,close,adj_close,volume\n"
+    rows = [
+        "2020-01-01,100,101,99,100,50,1000",
+        "2020-01-02,100,101,99,100,1e12,1000",  # ratio 1e10: open 1e12, high 1.01e12 > 1e12
+        "2020-01-03,100,101,99,100,1e-12,1000",  # ratio 1e-14: low 9.9e-13 < 1e-12
+        "2020-01-06,100,101,99,100,1e-11,1e6",  # ratio 1e-13: prices fine (9.9e-12..1e-11), volume 1e19
+    ]
+    path = tmp_path / "bars.csv"
+    path.write_text(header + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as info:
+        load_bars(path)
+    message = str(info.value)
+    assert message == (
+        "bars.csv: row 2 (2020-01-02): adj_close / close = 10000000000.0 makes the adjusted high 1010000000000.0, "
+        "outside [1e-12, 1e+12] (a corrupt adj_close?); fix the row or pass --repair to drop it (2 more rows like this)"
+    )
+    bars = load_bars(path, repair=True)
+    assert list(bars["close"]) == [50.0] and list(bars["volume"]) == [2000.0]
