@@ -47,7 +47,9 @@ def check_command(
         _render_check(report)
     if not report["valid"]:
         n = len(report["problems"]) + sum(len(s["problems"]) for s in report["symbols"])
-        typer.echo(f"error: {path} is invalid: {n} problem(s); fix them or pass --repair", err=True)
+        # A file that cannot be read at all (corrupt archive, device, bad header) is not repairable.
+        fix = "fix the file" if report["problems"] else "fix them or pass --repair"
+        typer.echo(f"error: {path} is invalid: {n} problem(s); {fix}", err=True)
         raise typer.Exit(1)
 
 

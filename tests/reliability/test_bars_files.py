@@ -64,7 +64,7 @@ def assert_check_problem(path: Path, fragment: str) -> None:
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert fragment in result.stdout
-    assert result.stderr.startswith("error: ")
+    assert result.stderr.startswith("error: ") and result.stderr.strip().endswith("problem(s); fix the file")
 
 
 @pytest.mark.parametrize("suffix", list(COMPRESSORS))
