@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aitrader.data import check_bars, load_bars, validate_bar
+from aitrader.data.validate import RULES
 from aitrader.errors import DataError
 
 HEADER = "timestamp,open,high,low,close,volume\n"
@@ -226,3 +229,37 @@ def test_an_adjusted_close_that_pushes_values_past_the_bounds(tmp_path: Path) ->
     )
     bars = load_bars(path, repair=True)
     assert list(bars["close"]) == [50.0] and list(bars["volume"]) == [2000.0]
+
+
+ANYTHING = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.binary(max_size=8), st.sampled_from(["inf", "-inf", "nan", "1e400", " 12 ", "1_000", "0x10"]),
+)
+STAMPS = st.one_of(
+    ANYTHING, st.datetimes(), st.sampled_from(["2020-01-01", "2020-01-01T09:30:00+05:00", "2020-02-30", "now"]),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(ts=STAMPS, values=st.lists(ANYTHING, min_size=5, max_size=5), prev=STAMPS)
+def test_validate_bar_never_raises(ts: object, values: list[object], prev: object) -> None:
+    problem = validate_bar(ts, *values, prev_ts=prev)
+    assert problem is None or (problem.rule in (*RULES, "timezone") and problem.message.startswith("bar "))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(values=st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(
+    [0.0, -1.0, 1e-12, 1e-13, 1e12, 1.0000001e12, 1e18, 1.0000001e18, 5e-324])), min_size=5, max_size=5))
+def test_validate_bar_agrees_with_the_file_validator_on_any_numbers(values: list[float]) -> None:
+    """Second formula: the vectorised file validator on a one-row file gives the same verdict."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "one.csv"
+        path.write_text(HEADER + "2020-01-01," + ",".join(repr(v) for v in values) + "\n")
+        file_rules = {p.rule for p in check_bars(path).symbols[0].problems}
+    problem = validate_bar("2020-01-01", *values)
+    if problem is None:
+        assert file_rules == set()
+    else:
+        assert problem.rule in file_rules
