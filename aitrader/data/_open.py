@@ -4,7 +4,7 @@ A bar file is read whole into memory, so what is read must be bounded: a path to
 a FIFO or a decompression bomb would otherwise be read until the machine runs out of memory.
 Only regular files are opened, and at most :func:`max_read_bytes` bytes (after decompression)
 are read from any of them; ``AITRADER_MAX_BAR_BYTES`` raises or lowers the bound (default 4 GiB,
-well above the ~60 MB of a million CSV bars).
+well above the ~115 MB of a million CSV bars at full float precision).
 
 Compressed CSV (``.gz``, ``.bz2``, ``.xz``, ``.zip`` with exactly one member) is decompressed
 here, not by pandas, so that a truncated or corrupt archive becomes one :class:`DataError`
