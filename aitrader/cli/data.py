@@ -34,7 +34,10 @@ def check_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
-    """Report rows, span, bar interval, gaps and problems of bar data; exit 1 when invalid."""
+    """Report rows, span, bar interval, gaps, problems and warnings of bar data; exit 1 when invalid.
+
+    Warnings (suspected unadjusted splits, quantised prices) do not make data invalid.
+    """
     from aitrader.data.report import check_bars
 
     report = check_bars(path, repair=repair, symbol=symbol).to_dict()
@@ -44,7 +47,9 @@ def check_command(
         _render_check(report)
     if not report["valid"]:
         n = len(report["problems"]) + sum(len(s["problems"]) for s in report["symbols"])
-        typer.echo(f"error: {path} is invalid: {n} problem(s); fix them or pass --repair", err=True)
+        # A file that cannot be read at all (corrupt archive, device, bad header) is not repairable.
+        fix = "fix the file" if report["problems"] else "fix them or pass --repair"
+        typer.echo(f"error: {path} is invalid: {n} problem(s); {fix}", err=True)
         raise typer.Exit(1)
 
 
@@ -123,8 +128,13 @@ def _render_check(report: dict[str, Any]) -> None:
                       + (f"; bars look stamped {stamped}" if stamped else ""), soft_wrap=True)
     for p in report["problems"] + [p for s in report["symbols"] for p in s["problems"]]:
         out.print(f"[red]{p['rule']}[/red] {escape(p['message'])}", soft_wrap=True)
+    warnings = [w for s in report["symbols"] for w in s["warnings"]]
+    for w in warnings:
+        out.print(f"[yellow]warning {w['rule']}[/yellow] {escape(w['message'])}", soft_wrap=True)
     if report["valid"]:
-        out.print("valid" + (" after repair" if report["repair"] else ""))
+        n = len(warnings)
+        out.print("valid" + (" after repair" if report["repair"] else "")
+                  + (f", {n} warning{'s' if n > 1 else ''}" if n else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -9,9 +9,12 @@ from aitrader.data.loader import bars_fingerprint, infer_interval, load_bars, lo
 from aitrader.data.report import DataReport, SymbolReport, check_bars
 from aitrader.data.sample import SAMPLE_SYMBOLS, load_sample
 from aitrader.data.synthetic import generate_bars
-from aitrader.data.validate import Problem
+from aitrader.data.validate import MAX_PRICE, MAX_VOLUME, MIN_PRICE, Problem, validate_bar
 
 __all__ = [
+    "MAX_PRICE",
+    "MAX_VOLUME",
+    "MIN_PRICE",
     "SAMPLE_SYMBOLS",
     "DataReport",
     "Problem",
@@ -23,5 +26,6 @@ __all__ = [
     "load_bars",
     "load_sample",
     "load_universe",
+    "validate_bar",
     "write_bars",
 ]

@@ -17,6 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aitrader.data._open import (
+    CORRUPT_ERRORS,
+    corrupt,
+    is_compressed,
+    max_read_bytes,
+    open_bounded,
+    require_regular_file,
+    too_big,
+)
 from aitrader.errors import DataError
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -83,26 +92,63 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: file not found; pass an existing CSV, CSV.gz or parquet file")
     if not name.endswith(SUPPORTED_SUFFIXES):
         raise DataError(f"{path.name}: unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+    info = require_regular_file(path)
+    limit = max_read_bytes()
     try:
         if name.endswith(PARQUET_SUFFIXES):
-            df = pd.read_parquet(path)
-            # A DatetimeIndex (or a named index) carries the timestamps: make it a column.
-            if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None:
-                df = df.reset_index()
-            return df
-        # The C parser and default dtypes keep a million rows to about a second.
-        return pd.read_csv(path, engine="c", skipinitialspace=True, **_EXACT_FLOATS)
+            return _read_parquet(path, info.st_size, limit)
+        return _read_csv(path, info.st_size, limit)
+    except DataError:
+        raise
+    except CORRUPT_ERRORS as exc:
+        raise corrupt(path, exc) from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path.name}: the file is empty; expected a header line and bar rows") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path.name}: not a readable CSV file ({exc}); expected comma-separated bars") from exc
+        detail = _first_line(exc)
+        raise DataError(f"{path.name}: not a readable CSV file ({detail}); expected comma-separated bars") from exc
     except OSError as exc:
-        raise DataError(f"{path.name}: cannot read the file: {exc}") from exc
+        if is_compressed(path) and exc.errno is None:  # bz2 and lzma report a damaged stream as OSError
+            raise corrupt(path, exc) from exc
+        raise DataError(f"{path.name}: cannot read the file: {exc.strerror or exc}") from exc
     except Exception as exc:
         # pyarrow raises its own error types for files that are not parquet.
         if type(exc).__module__.startswith("pyarrow"):
-            raise DataError(f"{path.name}: not a readable parquet file ({exc})") from exc
+            raise DataError(f"{path.name}: not a readable parquet file ({_first_line(exc)})") from exc
         raise
+
+
+def _read_csv(path: Path, size: int, limit: int) -> pd.DataFrame:
+    # The C parser and default dtypes keep a million rows to about a second.
+    if not is_compressed(path):
+        if size > limit:
+            raise too_big(path, limit)
+        # a regular file: its size bounds it
+        return pd.read_csv(path, engine="c", skipinitialspace=True, **_EXACT_FLOATS)
+    with open_bounded(path, limit) as handle:
+        try:
+            return pd.read_csv(handle, engine="c", skipinitialspace=True, **_EXACT_FLOATS)
+        except Exception as exc:
+            if handle.exceeded:  # the parser may wrap our own error in its own
+                raise too_big(path, limit) from exc
+            raise
+
+
+def _read_parquet(path: Path, size: int, limit: int) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    if size > limit:
+        raise too_big(path, limit)
+    # Parquet is compressed too: bound what its row groups decompress to before reading them.
+    metadata = pq.ParquetFile(path).metadata
+    unpacked = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if unpacked > limit:
+        raise too_big(path, limit, "bytes of decompressed columns")
+    df = pd.read_parquet(path)
+    # A DatetimeIndex (or a named index) carries the timestamps: make it a column.
+    if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None:
+        df = df.reset_index()
+    return df
 
 
 def _map_columns(df: pd.DataFrame, source: str) -> dict[str, str]:
@@ -219,6 +265,12 @@ def parse_timestamps(col: pd.Series) -> pd.Series:
         ) from exc
 
 
+def _first_line(exc: BaseException) -> str:
+    """Library messages can span lines (pyarrow prints schemas): an error stays one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_raw(path: Path, *, source: str | None = None) -> RawFrame:
     """Read one file into canonical columns with parsed timestamps (no validation yet)."""
     source = source or path.name
@@ -226,16 +278,31 @@ def read_raw(path: Path, *, source: str | None = None) -> RawFrame:
     df = _read_table(path).reset_index(drop=True)
     if len(df) == 0:
         raise DataError(f"{source}: no data rows (only a header); expected bars below the header line")
+    duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if duplicated:  # parquet allows them (CSV headers are de-duplicated by the parser)
+        raise DataError(f"{source}: duplicate column name(s) {', '.join(duplicated)}; keep one column of each")
     cols = _map_columns(df, source)
-    ts_raw = df[cols["timestamp"]]
-    if "time_of_day" in cols:
-        ts_raw = ts_raw.astype("string") + " " + df[cols["time_of_day"]].astype("string")
-    ts = parse_timestamps(ts_raw)
-    out = pd.DataFrame(index=df.index)
-    for name in (*BAR_COLUMNS, "adj_close"):
-        if name in cols:
-            # Non-numeric cells become NaN and are reported as missing prices by the validator.
-            out[name] = pd.to_numeric(df[cols[name]], errors="coerce").astype("float64")
-    if "symbol" in cols:
-        out["symbol"] = df[cols["symbol"]].astype("string").str.strip()
+    column, kind = cols["timestamp"], "timestamps"
+    try:
+        ts_raw = df[column]
+        if "time_of_day" in cols:
+            ts_raw = ts_raw.astype("string") + " " + df[cols["time_of_day"]].astype("string")
+        ts = parse_timestamps(ts_raw)
+        out = pd.DataFrame(index=df.index)
+        for name in (*BAR_COLUMNS, "adj_close"):
+            if name in cols:
+                column, kind = cols[name], "numbers"
+                # Non-numeric cells become NaN and are reported as missing prices by the validator.
+                out[name] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+        if "symbol" in cols:
+            column, kind = cols["symbol"], "text"
+            out["symbol"] = df[column].astype("string").str.strip()
+    except DataError as exc:
+        raise DataError(f"{source}: column {column}: {exc}") from exc
+    except (TypeError, ValueError, OverflowError, UnicodeDecodeError) as exc:
+        # Cells of a type no bar column has (bytes, lists, structs in parquet).
+        raise DataError(
+            f"{source}: column {column} cannot be read as {kind} ({type(exc).__name__}: {_first_line(exc)}); "
+            "store it as text or numbers"
+        ) from exc
     return RawFrame(source=source, frame=out, ts=ts, ts_raw=ts_raw, original=df, columns=cols)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from aitrader.data._read import BAR_COLUMNS, RawFrame, file_symbol, is_bar_file, read_raw
+from aitrader.data.suspect import find_warnings
 from aitrader.data.validate import Problem, Validated, validate
 from aitrader.errors import DataError
 
@@ -72,6 +73,8 @@ def finish(validated: Validated, *, symbol: str, source: str, repair: bool, wher
     if validated.repaired_rows:
         detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in validated.repairs.items() if v)
         log.warning("%s: repaired %d row(s): %s", where, validated.repaired_rows, detail)
+    for warning in find_warnings(bars, where=where, adjusted=validated.adjusted):
+        log.warning("%s (see `aitrader data check`)", warning.message)
     bars.attrs = {"symbol": symbol, "source": source, "repaired_rows": validated.repaired_rows}
     return bars
 

@@ -35,6 +35,7 @@ import pandas as pd
 
 from aitrader.data._read import RawFrame, file_symbol, read_raw
 from aitrader.data.loader import bar_files, infer_interval, symbol_groups
+from aitrader.data.suspect import DataWarning, find_warnings
 from aitrader.data.validate import Problem, Validated, validate
 from aitrader.errors import DataError
 
@@ -80,6 +81,7 @@ class SymbolReport:
     repaired_rows: int
     tz: str | None
     session: SessionShape | None = None
+    warnings: list[DataWarning] = field(default_factory=list)  # suspicious, still valid
 
     @property
     def valid(self) -> bool:
@@ -107,6 +109,7 @@ class SymbolReport:
             "session": None if self.session is None else self.session.to_dict(),
             "repaired_rows": self.repaired_rows,
             "problems": [p.to_dict() for p in self.problems],
+            "warnings": [w.to_dict() for w in self.warnings],
         }
 
 
@@ -216,7 +219,7 @@ def session_shape(index: pd.DatetimeIndex, interval: pd.Timedelta) -> SessionSha
     return SessionShape(hhmm(int(first.mode().iloc[0])), hhmm(int(last.mode().iloc[0])), stamps)
 
 
-def symbol_report(symbol: str, validated: Validated) -> SymbolReport:
+def symbol_report(symbol: str, validated: Validated, where: str) -> SymbolReport:
     bars = validated.bars
     index = pd.DatetimeIndex(bars.index)
     interval = infer_interval(index)
@@ -233,12 +236,13 @@ def symbol_report(symbol: str, validated: Validated) -> SymbolReport:
         repaired_rows=validated.repaired_rows,
         tz=None if index.tz is None else str(index.tz),
         session=session_shape(index, interval) if gaps.market == "session" and interval is not None else None,
+        warnings=find_warnings(bars, where=where, adjusted=validated.adjusted),
     )
 
 
 def _file_reports(raw: RawFrame, symbol: str | None, default_symbol: str) -> list[SymbolReport]:
     if "symbol" not in raw.frame.columns:
-        return [symbol_report(symbol or default_symbol, validate(raw))]
+        return [symbol_report(symbol or default_symbol, validate(raw), raw.source)]
     groups = symbol_groups(raw)
     if symbol is not None:
         picked = [s for s in groups if s.upper() == symbol.upper()]
@@ -246,7 +250,11 @@ def _file_reports(raw: RawFrame, symbol: str | None, default_symbol: str) -> lis
             # A wrong --symbol is the caller's mistake, not a problem of the file.
             raise _UnknownSymbol(f"{raw.source}: symbol {symbol!r} not found; available: {', '.join(groups)}")
         groups = {picked[0]: groups[picked[0]]}
-    return [symbol_report(s, validate(raw, labels, where=f"{raw.source} [{s}]")) for s, labels in groups.items()]
+    reports = []
+    for s, labels in groups.items():
+        where = f"{raw.source} [{s}]"
+        reports.append(symbol_report(s, validate(raw, labels, where=where), where))
+    return reports
 
 
 class _UnknownSymbol(DataError):

@@ -6,16 +6,25 @@ Rules (``Problem.rule``), each reported once with its first offending row and a 
 * ``missing_price``: open/high/low/close (or adj_close) is empty or not a number (drop);
 * ``nonpositive_price``: a price is zero or negative (drop);
 * ``volume``: volume is empty, not a number or negative (drop);
+* ``nonfinite``: a price or the volume is infinite (drop);
+* ``implausible``: a price above ``MAX_PRICE`` (1e12) or below ``MIN_PRICE`` (1e-12), or a volume
+  above ``MAX_VOLUME`` (1e18): no traded instrument has them, they are corrupt cells (drop);
 * ``high_low``: high below max(open, close) or low above min(open, close) (drop);
+* ``adj_close``: adjusting by adj_close / close would move a price or the volume past the bounds
+  of ``implausible`` (drop);
 * ``unsorted``: a timestamp is earlier than one above it (repair: stable sort);
 * ``duplicate``: a timestamp appears more than once (repair: keep the last row in file order).
 
 Row-level rules are checked on every row; ``unsorted`` and ``duplicate`` on the rows that pass
 them. All checks are vectorised; only the first offending row of a rule is formatted.
+
+:func:`validate_bar` applies the same row rules (and, given the previous stamp, the order rules)
+to one bar, for bars that arrive one at a time (a followed file, a live feed).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,8 +33,28 @@ import pandas as pd
 
 from aitrader.data._read import BAR_COLUMNS, PRICE_COLUMNS, RawFrame
 
-RULES = ("timestamp", "missing_price", "nonpositive_price", "volume", "high_low", "unsorted", "duplicate")
+RULES = (
+    "timestamp",
+    "missing_price",
+    "nonpositive_price",
+    "volume",
+    "nonfinite",
+    "implausible",
+    "high_low",
+    "adj_close",
+    "unsorted",
+    "duplicate",
+)
 _DROP_FIX = "fix the row or pass --repair to drop it"
+
+#: Upper bounds of a plausible bar: no instrument trades above a trillion per unit (BRK.A is ~7e5,
+#: a satoshi-quoted coin or a hyperinflated currency pair stays far below), and 1e18 units exceed the
+#: daily volume of anything (the whole supply of the largest meme tokens is ~1e15). Values past them
+#: are corrupt cells, and they overflow the squares of the feature statistics (1e300**2 = inf).
+#: Below MIN_PRICE (a ten-thousandth of a satoshi) means of subnormal prices round to 0.0.
+MAX_PRICE = 1e12
+MIN_PRICE = 1e-12
+MAX_VOLUME = 1e18
 
 
 @dataclass(frozen=True)
@@ -50,6 +79,7 @@ class Validated:
     problems: list[Problem] = field(default_factory=list)
     repairs: dict[str, int] = field(default_factory=dict)
     rows_in_file: int = 0
+    adjusted: bool = False  # prices were multiplied by adj_close / close
 
     @property
     def repaired_rows(self) -> int:
@@ -121,17 +151,35 @@ class _Checker:
             cell: Any = self.raw.cell(label, col)
             what = f"{col} is empty" if _blank(cell) else (f"{col} {str(cell)!r} is not a number")
             self.add("missing_price", label, what, _DROP_FIX, count)
-        nonpos = values <= 0
+        infinite = values.isin([np.inf, -np.inf])
+        nonpos = (values <= 0) & ~infinite
         if hit := self.first(nonpos.any(axis=1)):
             label, count = hit
             col = cols[int(nonpos.loc[label].to_numpy().argmax())]
             what = f"{col} {_num(values.at[label, col])} is not positive (prices must be > 0)"
             self.add("nonpositive_price", label, what, _DROP_FIX, count)
-        return missing.any(axis=1) | nonpos.any(axis=1)
+        huge = ((values > MAX_PRICE) & ~infinite) | ((values > 0) & (values < MIN_PRICE))
+        self.extremes(infinite, huge, "price")
+        return missing.any(axis=1) | nonpos.any(axis=1) | infinite.any(axis=1) | huge.any(axis=1)
+
+    def extremes(self, infinite: pd.DataFrame, huge: pd.DataFrame, kind: str) -> None:
+        """Report the ``nonfinite`` and ``implausible`` rules for price or volume cells."""
+        if hit := self.first(infinite.any(axis=1)):
+            label, count = hit
+            col = str(infinite.columns[int(infinite.loc[label].to_numpy().argmax())])
+            what = f"{col} {_num(self.frame.at[label, col])} is not finite ({kind} must be a finite number)"
+            self.add("nonfinite", label, what, _DROP_FIX, count)
+        if hit := self.first(huge.any(axis=1)):
+            label, count = hit
+            col = str(huge.columns[int(huge.loc[label].to_numpy().argmax())])
+            value = float(self.frame.loc[label, col])  # type: ignore[arg-type]
+            what = _implausible(col, value, kind)
+            self.add("implausible", label, what, _DROP_FIX, count)
 
     def volume(self) -> pd.Series:
         vol = self.frame["volume"]
-        bad = vol.isna() | (vol < 0)
+        infinite = vol.isin([np.inf, -np.inf])
+        bad = vol.isna() | ((vol < 0) & ~infinite)
         if hit := self.first(bad):
             label, count = hit
             cell: Any = self.raw.cell(label, "volume")
@@ -140,6 +188,31 @@ class _Checker:
             else:
                 what = f"volume {_num(vol.at[label])} is negative (volume must be >= 0)"
             self.add("volume", label, what, _DROP_FIX, count)
+        huge = (vol > MAX_VOLUME) & ~infinite
+        self.extremes(infinite.to_frame(), huge.to_frame(), "volume")
+        return bad | infinite | huge
+
+    def adjustment(self, skip: pd.Series) -> pd.Series:
+        """Rows that adj_close / close would push outside the bounds (``skip``: rows already bad)."""
+        f = self.frame
+        if "adj_close" not in f.columns:
+            return pd.Series(False, index=f.index)
+        with np.errstate(all="ignore"):
+            ratio = f["adj_close"] / f["close"]
+            prices = f[list(PRICE_COLUMNS)].mul(ratio, axis=0)
+            volume = f["volume"] / ratio
+        out_of_bounds = (prices < MIN_PRICE) | (prices > MAX_PRICE) | prices.isna()
+        bad_volume = (volume > MAX_VOLUME) | volume.isna()
+        bad = (out_of_bounds.any(axis=1) | bad_volume) & ~skip
+        if hit := self.first(bad):
+            label, count = hit
+            if bool(out_of_bounds.loc[label].any()):
+                col = str(PRICE_COLUMNS[int(out_of_bounds.loc[label].to_numpy().argmax())])
+                moved = f"{col} {_num(prices.at[label, col])}, outside [{MIN_PRICE:g}, {MAX_PRICE:g}]"
+            else:
+                moved = f"volume {_num(volume.at[label])}, above {MAX_VOLUME:g}"
+            what = f"adj_close / close = {_num(ratio.at[label])} makes the adjusted {moved} (a corrupt adj_close?)"
+            self.add("adj_close", label, what, _DROP_FIX, count)
         return bad
 
     def high_low(self, skip: pd.Series) -> pd.Series:
@@ -202,7 +275,8 @@ def validate(raw: RawFrame, labels: pd.Index | None = None, *, where: str | None
     bad_price = check.prices()
     bad_volume = check.volume()
     bad_hl = check.high_low(bad_price)
-    dropped = bad_ts | bad_price | bad_volume | bad_hl
+    bad_adj = check.adjustment(bad_ts | bad_price | bad_volume | bad_hl)
+    dropped = bad_ts | bad_price | bad_volume | bad_hl | bad_adj
     kept = ~dropped
     n_unsorted, n_dup = check.order(kept)
     order = {p.rule: i for i, p in enumerate(check.problems)}
@@ -226,4 +300,100 @@ def validate(raw: RawFrame, labels: pd.Index | None = None, *, where: str | None
         "sorted_rows": n_unsorted,
         "dropped_duplicates": n_dup,
     }
-    return Validated(bars=bars, problems=check.problems, repairs=repairs, rows_in_file=len(labels))
+    return Validated(
+        bars=bars,
+        problems=check.problems,
+        repairs=repairs,
+        rows_in_file=len(labels),
+        adjusted="adj_close" in frame.columns,
+    )
+
+
+def _implausible(name: str, value: float, kind: str) -> str:
+    if kind == "volume":
+        return f"volume {value!r} is implausibly large (a volume above {MAX_VOLUME:g} is a corrupt value)"
+    if value < MIN_PRICE:
+        return f"{name} {value!r} is implausibly small (a price below {MIN_PRICE:g} is a corrupt value)"
+    return f"{name} {value!r} is implausibly large (a price above {MAX_PRICE:g} is a corrupt value)"
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def validate_bar(
+    ts: Any, o: Any, h: Any, l: Any, c: Any, v: Any, *, prev_ts: Any = None  # noqa: E741
+) -> Problem | None:
+    """The first rule one bar breaks, as a :class:`Problem` (``row`` None), or None when it is valid.
+
+    The same row rules as a file (``timestamp``, ``missing_price``, ``nonpositive_price``,
+    ``volume``, ``nonfinite``, ``implausible``, ``high_low``); with ``prev_ts`` (the stamp of the last
+    accepted bar) also ``unsorted`` (earlier), ``duplicate`` (equal) and ``timezone`` (one stamp has a
+    time zone and the other has none). Values may be any numbers or numeric strings; nothing is
+    raised. ``Problem.message`` names the bar, the bad value and the rule, without a file name: the
+    caller prefixes where the bar came from.
+    """
+    try:
+        stamp = None if ts is None else pd.Timestamp(ts)
+    except (TypeError, ValueError, OverflowError):
+        stamp = None
+    if stamp is None or stamp is pd.NaT:
+        return Problem("timestamp", None, None, f"bar {ts!r}: the timestamp cannot be parsed")
+    text = format_ts(stamp)
+    found = _value_problem({"open": o, "high": h, "low": l, "close": c, "volume": v})
+    if found is None and prev_ts is not None:
+        found = _order_problem(stamp, prev_ts)
+    if found is None:
+        return None
+    rule, what = found
+    return Problem(rule, None, text, f"bar {text}: {what}")
+
+
+def _value_problem(values: dict[str, Any]) -> tuple[str, str] | None:
+    """(rule, what) for the first bad value of one bar's open, high, low, close, volume."""
+    nums: dict[str, float] = {}
+    for name, raw in values.items():
+        num = _as_float(raw)
+        if num is None or math.isnan(num):
+            return ("volume" if name == "volume" else "missing_price"), f"{name} {raw!r} is not a number"
+        nums[name] = num
+    for name, num in nums.items():
+        kind, bound = ("volume", MAX_VOLUME) if name == "volume" else ("price", MAX_PRICE)  # upper bounds
+        if math.isinf(num):
+            return "nonfinite", f"{name} {num!r} is not finite ({kind} must be a finite number)"
+        if kind == "price" and num <= 0:
+            return "nonpositive_price", f"{name} {num!r} is not positive (prices must be > 0)"
+        if kind == "volume" and num < 0:
+            return "volume", f"volume {num!r} is negative (volume must be >= 0)"
+        if num > bound or (kind == "price" and num < MIN_PRICE):
+            return "implausible", _implausible(name, num, kind)
+    top, bottom = max(nums["open"], nums["close"]), min(nums["open"], nums["close"])
+    if nums["high"] < top:
+        return "high_low", f"high {nums['high']!r} is below max(open, close) {top!r}"
+    if nums["low"] > bottom:
+        return "high_low", f"low {nums['low']!r} is above min(open, close) {bottom!r}"
+    return None
+
+
+def _order_problem(stamp: pd.Timestamp, prev_ts: Any) -> tuple[str, str] | None:
+    """(rule, what) when ``stamp`` cannot follow ``prev_ts``: earlier, equal, or another kind of clock."""
+    try:
+        prev = pd.Timestamp(prev_ts)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if prev is pd.NaT:
+        return None
+    if (prev.tz is None) != (stamp.tz is None):
+        zoned, naive = (stamp, prev) if stamp.tz is not None else (prev, stamp)
+        return "timezone", (
+            f"the time zone changed: {format_ts(zoned)} has one and {format_ts(naive)} has none; "
+            "stamp every bar in the same time zone"
+        )
+    if stamp < prev:
+        return "unsorted", f"timestamp is earlier than the previous bar's {format_ts(prev)}"
+    if stamp == prev:
+        return "duplicate", f"timestamp equals the previous bar's {format_ts(prev)}"
+    return None

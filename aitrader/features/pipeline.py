@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aitrader.data.validate import MAX_PRICE, MAX_VOLUME, MIN_PRICE
 from aitrader.errors import DataError, FeatureMismatchError
 from aitrader.features import batch
 from aitrader.features.registry import FeatureRegistry, FeatureSpec, spec_hash
@@ -127,10 +128,13 @@ def validate_bars(bars: pd.DataFrame) -> Arrays5:
     except (TypeError, ValueError) as exc:
         raise DataError(f"bar columns must be numeric: {exc}") from exc
     with np.errstate(invalid="ignore"):
-        bad = ~((o > 0) & (h > 0) & (low > 0) & (c > 0) & (v >= 0))
+        # NaN fails every comparison; the bounds refuse inf and magnitudes that overflow the kernels.
+        lo, hi = np.minimum.reduce((o, h, low, c)), np.maximum.reduce((o, h, low, c))
+        bad = ~((lo >= MIN_PRICE) & (hi <= MAX_PRICE) & (v >= 0) & (v <= MAX_VOLUME))
     if bad.any():
         k = int(np.argmax(bad))
         values = " ".join(f"{name}={float(col[k])!r}" for name, col in zip(COLUMNS, (o, h, low, c, v), strict=True))
-        raise DataError(f"bar {k} ({bars.index[k]}): invalid values {values}; prices must be > 0 and volume >= 0 "
-                        "(no NaN); check the data with `aitrader data check`")
+        raise DataError(f"bar {k} ({bars.index[k]}): invalid values {values}; prices must be in "
+                        f"[{MIN_PRICE:g}, {MAX_PRICE:g}], volume in [0, {MAX_VOLUME:g}] (no NaN or inf); check the "
+                        "data with `aitrader data check`")
     return o, h, low, c, v

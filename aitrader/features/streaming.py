@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from aitrader.data.validate import MAX_PRICE, MAX_VOLUME, MIN_PRICE
 from aitrader.errors import DataError, FeatureError
 from aitrader.features.batch import FLAT_STD, M2_OF
 from aitrader.features.registry import FeatureSpec
@@ -43,7 +44,8 @@ def _window(buf: list[float], p: int, n: int) -> list[float]:
 def _bad(i: int, ts: Any, o: float, h: float, low: float, c: float, v: float) -> None:
     raise DataError(
         f"bar {i} ({ts}): invalid values open={o!r} high={h!r} low={low!r} close={c!r} volume={v!r}; "
-        "prices must be > 0 and volume >= 0 (no NaN); check the data with `aitrader data check`"
+        f"prices must be in [{MIN_PRICE:g}, {MAX_PRICE:g}], volume in [0, {MAX_VOLUME:g}] (no NaN or inf); "
+        "check the data with `aitrader data check`"
     )
 
 
@@ -237,7 +239,10 @@ def generate_source(specs: list[FeatureSpec]) -> tuple[str, dict[str, int]]:
     nonlocal_vars = ", ".join(["i", "p", "pc", *rings, *state]) if state else "i, p, pc"
     src += ["    def update(ts, o, h, l, c, v):",
             f"        nonlocal {nonlocal_vars}",
-            "        if not (o > 0.0 and h > 0.0 and l > 0.0 and c > 0.0 and v >= 0.0):",
+            # Comparisons are False for NaN, and the upper bounds refuse inf: one test covers all.
+            f"        if not ({MIN_PRICE!r} <= o <= {MAX_PRICE!r} and {MIN_PRICE!r} <= h <= {MAX_PRICE!r}"
+            f" and {MIN_PRICE!r} <= l <= {MAX_PRICE!r} and {MIN_PRICE!r} <= c <= {MAX_PRICE!r}"
+            f" and 0.0 <= v <= {MAX_VOLUME!r}):",
             "            _bad(i, ts, o, h, l, c, v)",
             "        if i == 0: pc = c",
             "        else:",
