@@ -57,9 +57,9 @@ def _render_monitor(s: dict[str, Any]) -> None:
     t = Table(title="Operations")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for key in ("predictions", "fallbacks", "latency_ms_p50", "latency_ms_p99", "errors_total", "error_rate",
-                "feature_availability", "worst_daily_loss"):
-        t.add_row(key, _f(ops[key]))
+    for key in ("predictions", "in_sample_predictions", "fallbacks", "latency_ms_p50", "latency_ms_p99",
+                "errors_total", "error_rate", "feature_availability", "worst_daily_loss"):
+        t.add_row(key, _f(ops.get(key)))
     for key, n in {**ops["errors_by_type"], **{f"rejected: {k}": v for k, v in ops["risk_rejections"].items()}}.items():
         t.add_row(key, str(n))
     out.print(t)

@@ -148,14 +148,14 @@ class Engine:
             publish(Outcome(ts, sym, model_id, j, c / c0 - 1.0))
 
     def _decide(
-        self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, slots: list[ModelSlot]
+        self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, slots: list[ModelSlot], epoch: float
     ) -> Request | None:
         """The models of one symbol vote; a request when their combined target changed."""
         o, h, lo, c, v = bar[2], bar[3], bar[4], bar[5], bar[6]
         closes = self._closes(sym)  # the closes BEFORE this bar (the rule fallback reads them)
         for slot in slots:
             before = slot.n_predictions
-            slot.step(ts, i, o, h, lo, c, v, closes)
+            slot.step(ts, i, o, h, lo, c, v, closes, epoch)
             if slot.n_predictions != before:
                 self.pending_outcomes.setdefault(sym, deque()).append((i + slot.horizon, slot.model_id, i, c))
         closes.append(c)
@@ -165,7 +165,7 @@ class Engine:
         qty = frac * equity / c if c > 0 else 0.0
         return Request(sym, qty, conf, frac, ",".join(s.model_id for s in slots))
 
-    def _step(self, ts: str, bars: Sequence[BarTuple]) -> None:  # noqa: C901 - one flat hot path, on purpose
+    def _step(self, ts: str, bars: Sequence[BarTuple], epoch: float = 0.0) -> None:  # noqa: C901 - one flat hot path
         """One timestamp: fills at the open, marks, decisions, orders, the equity mark.
 
         This runs once per bar of a replay, so it is written for speed (see docs/trading.md,
@@ -202,7 +202,7 @@ class Engine:
             if outcomes and (pend := outcomes.get(sym)) and pend[0][0] <= i:
                 self._outcomes(ts, sym, i, bar[5], pend)
             if by_symbol and (slots := by_symbol.get(sym)):
-                req = self._decide(ts, sym, i, bar, equity, slots)
+                req = self._decide(ts, sym, i, bar, equity, slots, epoch)
                 if req is not None:
                     requests.append(req)
             if schedules and (targets := schedules.get(sym)) is not None and i < len(targets):
@@ -272,7 +272,7 @@ class Engine:
                 if epoch0 is None:
                     epoch0, wall0 = epoch, time.monotonic()
                 pace(speed, epoch0, wall0, epoch)
-            step(ts, bars)
+            step(ts, bars, epoch)
             processed += len(bars)
             since_commit += 1
             if since_commit >= commit_every:

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, ts TEXT, type TEXT, s
     reason TEXT, payload TEXT);
 CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY, ts TEXT, bar_index INTEGER, symbol TEXT,
     model_id TEXT, digest TEXT, prediction REAL, confidence REAL, source TEXT, latency_us REAL, features TEXT,
-    outcome REAL, outcome_ts TEXT);
+    outcome REAL, outcome_ts TEXT, in_sample INTEGER);
 CREATE TABLE IF NOT EXISTS equity_chunks (first_bar INTEGER PRIMARY KEY, equity BLOB);
 CREATE INDEX IF NOT EXISTS predictions_key ON predictions (symbol, model_id, bar_index);
 """
@@ -58,7 +58,7 @@ EXPORT_TABLES = {
     "orders": "id, ts, symbol, side, quantity, status, reason",
     "equity": "bar_index, ts, cash, equity",
     "predictions": "id, ts, bar_index, symbol, model_id, digest, prediction, confidence, source, latency_us, "
-    "features, outcome, outcome_ts",
+    "features, outcome, outcome_ts, in_sample",
     "events": "id, ts, type, symbol, model_id, reason, payload",
     "positions": "symbol, quantity, avg_price, realised_pnl",
 }
@@ -93,6 +93,7 @@ class Ledger:
         self.path = path
         self.conn = connect(path)
         self.conn.executescript(SCHEMA)
+        add_missing_columns(self.conn)
         self._orders: dict[int, list[Any]] = {}
         self._order_updates: list[tuple[str, int]] = []
         self._fills: list[Any] = []  # flat, 9 values per fill
@@ -133,7 +134,7 @@ class Ledger:
         # and the order decision, and encoding 25 floats costs more than the model call.
         self._predictions.append(
             (e.ts, e.bar_index, e.symbol, e.model_id, e.digest, e.prediction, e.confidence, e.source, e.latency_us,
-             e.features)
+             e.in_sample, e.features)
         )
 
     def _on_outcome(self, e: Outcome) -> None:
@@ -187,8 +188,8 @@ class Ledger:
             if self._predictions:
                 c.executemany(
                     "INSERT INTO predictions (ts, bar_index, symbol, model_id, digest, prediction, confidence, "
-                    "source, latency_us, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*row[:9], None if row[9] is None else json.dumps(row[9])) for row in self._predictions],
+                    "source, latency_us, in_sample, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*row[:10], None if row[10] is None else json.dumps(row[10])) for row in self._predictions],
                 )
             if self._outcomes:
                 c.executemany(
@@ -224,6 +225,18 @@ class Ledger:
         self.conn.close()
 
 
+#: Columns added after the first ledgers were written: (table, column, type). Older ledgers get them
+#: on open for writing (NULL in old rows: unknown); readers treat a missing column as NULL.
+ADDED_COLUMNS = (("predictions", "in_sample", "INTEGER"),)
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 def insert_rows(conn: sqlite3.Connection, table: str, ncols: int, values: list[Any]) -> None:
     """INSERT flat ``values`` (``ncols`` per row) into ``table``, ROWS_PER_INSERT rows per statement."""
     width = ncols * ROWS_PER_INSERT
@@ -256,8 +269,10 @@ def read_table(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]
     conn = connect(path, readonly=True)
     try:
         cols = EXPORT_TABLES[table]
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        select = ", ".join(c if c in have or not have else f"NULL AS {c}" for c in (x.strip() for x in cols.split(",")))
         order = "symbol" if table == "positions" else ("bar_index, ts" if table == "equity" else "id")
-        rows = conn.execute(f"SELECT {cols} FROM {table} ORDER BY {order}").fetchall()
+        rows = conn.execute(f"SELECT {select} FROM {table} ORDER BY {order}").fetchall()
     except sqlite3.DatabaseError as exc:
         raise TradingError(f"cannot read {table} from {path}: {exc}; is it an aitrader ledger?") from exc
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,18 @@ def load_models(
 
 
 # ---------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Window:
+    """Which bars a run trades: ``--from``/``--to`` (None: the model's first unseen bar / the end)."""
+
+    start: str | None = None
+    end: str | None = None
+    allow_in_sample: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.start, "to": self.end, "allow_in_sample": self.allow_in_sample}
+
+
 def _unseen_start(manifest: dict[str, Any]) -> tuple[Any, int]:
     """Where a model's unseen bars begin, and how many earlier bars its features need to warm up.
 
@@ -92,53 +105,158 @@ def _unseen_start(manifest: dict[str, Any]) -> tuple[Any, int]:
     return start, int((manifest.get("features") or {}).get("warmup") or 0)
 
 
+def _aligned(value: Any, index: Any) -> Any:
+    """``value`` as a Timestamp comparable with ``index`` (naive stamps take the index's zone)."""
+    ts = pd.Timestamp(value)
+    tz = getattr(index, "tz", None)
+    if tz is not None and ts.tz is None:
+        return ts.tz_localize(tz)
+    if tz is None and ts.tz is not None:
+        return ts.tz_convert("UTC").tz_localize(None)
+    return ts
+
+
+def _parse_when(option: str, value: str) -> pd.Timestamp:
+    try:
+        ts: Any = pd.Timestamp(value)
+    except (TypeError, ValueError, OverflowError):
+        ts = pd.NaT
+    if ts is pd.NaT:
+        raise TradingError(f"{option} {value!r} is not a date or time; use e.g. 2024-01-31 or 2024-01-31T14:00")
+    return ts
+
+
+def _is_date(value: str) -> bool:
+    return len(value.strip()) == 10  # YYYY-MM-DD: the whole day
+
+
+def _first_unseen(df: pd.DataFrame, specs: list[ModelSpec]) -> tuple[int, str, str]:
+    """Position in ``df`` of the first bar every model of this symbol never saw, its stamp and the model."""
+    best, stamp, model = 0, "", ""
+    for spec in specs:
+        start, _ = _unseen_start(spec.manifest)
+        if not start:
+            continue
+        unseen_from_cut = "holdout_first" in (spec.manifest.get("split") or {})  # else cut is the last seen bar
+        pos = int(df.index.searchsorted(_aligned(str(start), df.index), side="left" if unseen_from_cut else "right"))
+        if pos >= best:
+            best, model = pos, spec.model_id
+            stamp = str(df.index[pos]) if pos < len(df) else f"after {start}"
+    return best, stamp, model
+
+
+def select_window(df: pd.DataFrame, symbol: str, specs: list[ModelSpec], window: Window, *,
+                  what: str) -> tuple[pd.DataFrame, float | None]:
+    """The bars to replay (led by the feature warm-up) and the epoch of the first bar to trade.
+
+    By default trading starts at the models' first unseen bar (``split.holdout_first``); ``--from``
+    earlier than that, or a replay of the whole file, needs ``allow_in_sample``.
+    """
+    from aitrader.trading.session import to_epoch
+
+    warmup = max((_unseen_start(s.manifest)[1] for s in specs), default=0)
+    unseen, unseen_ts, model = _first_unseen(df, specs)
+    if window.start is not None:
+        start_ts = _aligned(_parse_when("--from", window.start), df.index)
+        start = int(df.index.searchsorted(start_ts, side="left"))
+        if start < unseen and not window.allow_in_sample:
+            raise TradingError(
+                f"--from {window.start} reaches into the training period of {model} ({symbol}): its first unseen "
+                f"bar is {unseen_ts}; trade from there or later, or pass --allow-in-sample to trade bars the model "
+                "was trained on (monitor will flag the run)"
+            )
+    else:
+        start = 0 if window.allow_in_sample else unseen
+    stop = len(df)
+    if window.end is not None:
+        end = _aligned(_parse_when("--to", window.end), df.index)
+        whole_day = _is_date(window.end)
+        stop = int(df.index.searchsorted(end + pd.Timedelta(days=1) if whole_day else end,
+                                         side="left" if whole_day else "right"))
+    if start >= stop:
+        if window.start is None and window.end is None and len(df):
+            raise DataError(
+                f"{what} for {symbol} ({df.index[0]} .. {df.index[-1]}) has no bars after the model's training "
+                f"period ({model}: first unseen bar {unseen_ts}); pass bars after it with --data PATH, or "
+                "--allow-in-sample to replay bars the model was trained on (monitor will flag the run)"
+            )
+        raise DataError(
+            f"{what} for {symbol} has no bar to trade in the window --from {window.start or unseen_ts} "
+            f"--to {window.end or 'the end'}; widen the window"
+        )
+    return df.iloc[max(0, start - warmup):stop], to_epoch(df.index[start])
+
+
 def _after_training(df: pd.DataFrame, manifest: dict[str, Any], symbol: str) -> pd.DataFrame:
     """The sample's bars from the model's first unseen bar on, led by its feature warm-up bars."""
-    start, warmup = _unseen_start(manifest)
-    if not start:
-        return df
-    cut = pd.Timestamp(str(start))
-    tz = getattr(df.index, "tz", None)
-    if tz is not None and cut.tz is None:
-        cut = cut.tz_localize(tz)
-    elif tz is None and cut.tz is not None:
-        cut = cut.tz_convert(None)
-    unseen_from_cut = "holdout_first" in (manifest.get("split") or {})  # else cut is the last seen bar
-    first = int(df.index.searchsorted(cut, side="left" if unseen_from_cut else "right"))
-    if first >= len(df):
-        raise DataError(
-            f"the built-in sample for {symbol} has no bars after the model's training period (from {start}); "
-            "pass bars to trade with --data PATH"
-        )
-    return df.iloc[max(0, first - warmup):]
+    spec = ModelSpec(model_id="model", symbol=symbol, digest="", predictor=None, stream=None,  # type: ignore[arg-type]
+                     manifest=manifest)
+    return select_window(df, symbol, [spec], Window(), what="the built-in sample")[0]
 
 
-def load_frames(data: list[str] | None, specs: list[ModelSpec]) -> dict[str, pd.DataFrame]:
-    """Bars of every traded symbol: ``--data`` items (file, directory, SYMBOL=PATH) or the sample."""
+def load_frames(data: list[str] | None, specs: list[ModelSpec],
+                window: Window | None = None) -> dict[str, pd.DataFrame]:
+    """Bars of every traded symbol: ``--data`` items (file, directory, SYMBOL=PATH) or the sample.
+
+    Each frame is cut to the window (see :func:`select_window`); the specs' ``trade_from`` is set.
+    """
     from aitrader.data import load_bars, load_sample, load_universe
 
+    window = window or Window()
     symbols = sorted({s.symbol for s in specs})
-    if not data:
-        manifests = {s.symbol: s.manifest for s in specs}
-        return {sym: _after_training(load_sample(sym), manifests[sym], sym) for sym in symbols}
     frames: dict[str, pd.DataFrame] = {}
-    explicit = False
-    for item in data:
-        sym, sep, path = item.partition("=")
-        if sep and not Path(item).exists():
-            frames[sym] = load_bars(path, symbol=sym)
-            explicit = True
+    if not data:
+        frames = {sym: load_sample(sym) for sym in symbols}
+        what = "the built-in sample"
+    else:
+        what = "--data"
+        explicit = False
+        for item in data:
+            sym, sep, path = item.partition("=")
+            if sep and not Path(item).exists():
+                frames[sym] = load_bars(path, symbol=sym)
+                explicit = True
+            else:
+                frames.update(load_universe(item))
+        if not explicit and len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
+            frames = {symbols[0]: next(iter(frames.values()))}  # one file for the one traded symbol
+        missing = [s for s in symbols if s not in frames]
+        if missing:
+            raise DataError(
+                f"no bars for {', '.join(missing)} in --data (found: {', '.join(sorted(frames)) or 'none'}); "
+                "pass SYMBOL=PATH for each traded symbol"
+            )
+    out: dict[str, pd.DataFrame] = {}
+    for sym in symbols:
+        mine = [s for s in specs if s.symbol == sym]
+        out[sym], trade_from = select_window(frames[sym], sym, mine, window, what=what)
+        for spec in mine:
+            spec.trade_from = trade_from
+    return out
+
+
+def _follow_window(path: Path, specs: list[ModelSpec], window: Window) -> None:
+    """``--follow``: bars before the first unseen bar (or ``--from``) only warm the features."""
+    from aitrader.trading.session import to_epoch
+
+    if window.end is not None:
+        raise TradingError("--to does not apply to --follow (it trades bars as they arrive); drop --to")
+    for spec in specs:
+        unseen_ts, _ = _unseen_start(spec.manifest)
+        unseen = to_epoch(unseen_ts)
+        if unseen is not None and "holdout_first" not in (spec.manifest.get("split") or {}):
+            unseen += 1e-9  # data.last: the last bar it saw
+        if window.start is not None:
+            start = to_epoch(_parse_when("--from", window.start))
+            if unseen is not None and start is not None and start < unseen and not window.allow_in_sample:
+                raise TradingError(
+                    f"--from {window.start} reaches into the training period of {spec.model_id} ({spec.symbol}): "
+                    f"its first unseen bar is {unseen_ts}; trade from there or later, or pass --allow-in-sample "
+                    "to trade bars the model was trained on (monitor will flag the run)"
+                )
+            spec.trade_from = start
         else:
-            frames.update(load_universe(item))
-    if not explicit and len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
-        frames = {symbols[0]: next(iter(frames.values()))}  # one file for the one traded symbol
-    missing = [s for s in symbols if s not in frames]
-    if missing:
-        raise DataError(
-            f"no bars for {', '.join(missing)} in --data (found: {', '.join(sorted(frames)) or 'none'}); "
-            "pass SYMBOL=PATH for each traded symbol"
-        )
-    return {s: frames[s] for s in symbols}
+            spec.trade_from = None if window.allow_in_sample else unseen
 
 
 def _follow_target(data: list[str] | None, specs: list[ModelSpec]) -> tuple[str, Path]:
@@ -190,16 +308,31 @@ def paper_trade(
     max_bars: int | None = None,
     runs_dir: str = DEFAULT_RUNS_DIR,
     view: str = "none",
+    start: str | None = None,
+    end: str | None = None,
+    allow_in_sample: bool = False,
 ) -> dict[str, Any]:
-    """Start (or ``resume``) a paper-trading run; returns the final summary."""
+    """Start (or ``resume``) a paper-trading run; returns the final summary.
+
+    ``start``/``end`` (``--from``/``--to``) pick the bars to trade; by default a run trades from each
+    model's first unseen bar, and bars the model was trained on need ``allow_in_sample``.
+    """
     if speed < 0:
         raise TradingError(f"--speed must be >= 0 (0: as fast as possible), got {speed}")
+    window = Window(start, end, allow_in_sample)
     if resume is not None:
+        if window != Window():
+            raise TradingError("--from, --to and --allow-in-sample cannot change a resumed run; it continues "
+                               "with the window it started with")
         run_dir = resolve_run(runs_dir, resume, state_dir)
         saved = _saved_run(run_dir)
         cfg = TradingConfig.model_validate(saved["config"])
         request = saved.get("request") or {}
         data, follow = request.get("data"), bool(request.get("follow"))
+        if "allow_in_sample" in request:
+            window = Window(request.get("from"), request.get("to"), bool(request.get("allow_in_sample")))
+        else:  # a run started before windows existed replayed all of --data (the sample: after training)
+            window = Window(allow_in_sample=bool(data))
         specs = load_models(cfg, registry_root, list(saved.get("models") or []))
         rid = str(saved.get("run_id") or run_dir.name)
     else:
@@ -208,18 +341,19 @@ def paper_trade(
         run_dir = Path(state_dir) if state_dir else Path(runs_dir) / rid
         specs = load_models(cfg, registry_root)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
-    opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY)
+    opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)
-    meta: dict[str, Any] = {"request": {"data": data, "follow": follow}}
+    meta: dict[str, Any] = {"request": {"data": data, "follow": follow, **window.to_dict()}}
     if follow:
         symbol, path = _follow_target(data, specs)
+        _follow_window(path, specs, window)
         source = FollowSource(path, symbol)
         steps = source.steps()
         stop_event = source.stop_event
     else:
-        frames = load_frames(data, specs)
+        frames = load_frames(data, specs, window)
         meta["data"] = describe(frames)
         steps = replay_steps([BarSeries.from_frame(s, df) for s, df in frames.items()])
         stop_event = None

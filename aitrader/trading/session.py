@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class ModelSpec:
     min_confidence: float = 0.6
     position_size: float = 0.02
     weight: float = 1.0
+    trade_from: float | None = None  # epoch seconds: earlier bars only warm the features (no prediction)
 
 
 @dataclass
@@ -58,6 +60,12 @@ class RunOptions:
     subscribers: list[Callable[[EventBus], None]] = field(default_factory=list)
     clock: Callable[[], float] | None = None
     handle_signals: bool = True
+    live: bool = False  # --follow: prediction timeouts on the wall clock even at speed 0
+
+
+def wall_clock_timeouts(opts: RunOptions) -> bool:
+    """Live runs (--follow, --speed K) time predictions on the wall clock; a speed-0 replay on CPU time."""
+    return opts.live or opts.speed > 0
 
 
 def new_run_id() -> str:
@@ -71,6 +79,41 @@ def horizon_of(manifest: dict[str, Any]) -> int:
         return 1
 
 
+def to_epoch(value: Any) -> float | None:
+    """Epoch seconds of a stamp the way the bar sources count them (aware: UTC; naive: as if UTC)."""
+    import pandas as pd
+
+    if value is None or value == "":
+        return None
+    try:
+        ts = pd.Timestamp(str(value))
+    except (TypeError, ValueError):
+        return None
+    if ts is pd.NaT:
+        return None
+    if ts.tz is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return float(ts.as_unit("ns").value) / 1e9
+
+
+def training_span(manifest: dict[str, Any]) -> tuple[float, float] | None:
+    """First and last bar (epoch seconds, inclusive) of the rows the model was fit on, None: unknown.
+
+    ``split.final_train_last`` is the last row of the final model's fit; manifests without it bound
+    the span by ``split.holdout_first`` (exclusive), else by the end of the data.
+    """
+    data = manifest.get("data") or {}
+    split = manifest.get("split") or {}
+    first = to_epoch(data.get("first"))
+    last = to_epoch(split.get("final_train_last"))
+    if last is None:
+        unseen = to_epoch(split.get("holdout_first"))
+        last = unseen - 1e-9 if unseen is not None else to_epoch(data.get("last"))
+    if last is None:
+        return None
+    return (first if first is not None else float("-inf"), last)
+
+
 def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledger: Ledger | None,
                  opts: RunOptions, schedules: Iterable[TargetSchedule] = ()) -> Engine:
     ml = cfg.ml_trading
@@ -80,7 +123,9 @@ def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledg
     handler = UnifiedSignalHandler(bus, broker, max_position_size=risk.max_ml_position_size,
                                    max_positions=risk.max_ml_positions, daily_loss_limit=risk.daily_ml_loss_limit,
                                    allow_short=ex.allow_short)
-    extra = {"clock": opts.clock} if opts.clock is not None else {}
+    extra: dict[str, Any] = {"clock": opts.clock} if opts.clock is not None else {}
+    if not wall_clock_timeouts(opts):
+        extra["timeout_clock"] = opts.clock or time.thread_time
     slots = [
         ModelSlot(
             model_id=s.model_id, symbol=s.symbol, digest=s.digest, predictor=s.predictor, stream=s.stream,
@@ -88,7 +133,8 @@ def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledg
                                           position_size=s.position_size),
             weight=s.weight, horizon=horizon_of(s.manifest), bus=bus, timeout_ms=errs.prediction_timeout_ms,
             fallback=errs.fallback, max_consecutive_errors=errs.max_consecutive_errors,
-            previous_max_bars=errs.previous_max_bars, **extra,
+            previous_max_bars=errs.previous_max_bars, train_span=training_span(s.manifest),
+            trade_from=s.trade_from, **extra,
         )
         for s in specs
     ]
