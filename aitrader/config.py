@@ -130,6 +130,10 @@ class FeaturePipelineSection(StrictModel):
     buffer_size: int = Field(500, ge=10)
 
 
+class LiveSection(StrictModel):
+    bad_bar: Literal["skip", "stop"] = "skip"  # --follow: a bar failing validation is skipped with an ALERT, or stops
+
+
 class MLTrading(StrictModel):
     enabled: bool = True
     models: list[ModelEntry] = Field(default_factory=list)
@@ -137,6 +141,7 @@ class MLTrading(StrictModel):
     execution: Execution = Field(default_factory=Execution)
     errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
     feature_pipeline: FeaturePipelineSection = Field(default_factory=FeaturePipelineSection)
+    live: LiveSection = Field(default_factory=LiveSection)
 
     @model_validator(mode="after")
     def _position_within_limit(self) -> MLTrading:

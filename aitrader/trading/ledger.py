@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sqlite3
 import sys
 from array import array
@@ -65,6 +66,51 @@ EXPORT_TABLES = {
 
 #: Columns holding wall-clock data: excluded when two ledgers are compared for determinism.
 WALL_CLOCK = {"predictions": ("latency_us",), "meta": ("started_at", "updated_at", "pid", "status", "run_id")}
+
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def validate_run_id(run_id: str, option: str = "--run-id") -> str:
+    """A run id names one folder under --runs-dir: no separators, no '..', no absolute path."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+        raise TradingError(
+            f"{option} {run_id!r} is not a valid run id; use 1-128 letters, digits, '.', '_' or '-' starting with a "
+            "letter or digit (it names one folder under --runs-dir; pass --state DIR for another place)"
+        )
+    return run_id
+
+
+def ledger_state(path: Path) -> str:
+    """``started`` (meta has a run_id), ``empty`` (0 bytes, or SQLite without a run's meta: a run killed
+    before its first commit), ``missing`` or ``damaged`` (not readable as SQLite)."""
+    try:
+        if not path.is_file():
+            return "missing"
+        if path.stat().st_size == 0:
+            return "empty"
+    except OSError:
+        return "damaged"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return "damaged"
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            return "empty" if not tables else "damaged"
+        row = conn.execute("SELECT value FROM meta WHERE key = 'run_id'").fetchone()
+        return "started" if row is not None else "empty"
+    except sqlite3.Error:
+        return "damaged"
+    finally:
+        conn.close()
+
+
+def remove_ledger(path: Path) -> None:
+    """Delete a ledger file and its WAL side files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def now_iso() -> str:

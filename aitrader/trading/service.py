@@ -7,7 +7,10 @@ recorded in its ledger, not the current files, so that it continues exactly the 
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +21,9 @@ import pandas as pd
 
 from aitrader.config import TradingConfig, load_trading_config
 from aitrader.errors import DataError, TradingError
-from aitrader.trading.ledger import LEDGER_NAME, Ledger, read_table
+from aitrader.trading.ledger import LEDGER_NAME, connect, ledger_state, read_table, validate_run_id
 from aitrader.trading.session import REPLAY_COMMIT_EVERY, ModelSpec, RunOptions, new_run_id, run_session
-from aitrader.trading.sources import BarSeries, FollowSource, describe, replay_steps
+from aitrader.trading.sources import BarSeries, FollowSource, ReplayFingerprint, describe, replay_steps
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -272,27 +275,70 @@ def _follow_target(data: list[str] | None, specs: list[ModelSpec]) -> tuple[str,
 
 
 # ---------------------------------------------------------------------------- runs
-def resolve_run(runs_dir: str | Path, run_id: str | None, state_dir: str | Path | None = None) -> Path:
-    """A run's folder: ``--state`` as given, ``runs_dir/RUN_ID``, or the most recently updated run."""
+def resolve_run(runs_dir: str | Path, run_id: str | None, state_dir: str | Path | None = None,
+                option: str = "RUN_ID") -> Path:
+    """A run's folder: ``--state`` as given, ``runs_dir/RUN_ID``, or the most recently updated run
+    (runs killed before their ledger's first commit are not candidates)."""
     if state_dir is not None:
         return Path(state_dir)
     root = Path(runs_dir)
     if run_id is not None:
-        return root / run_id
+        return root / validate_run_id(run_id, option)
     runs = [p.parent for p in root.glob(f"*/{LEDGER_NAME}")] if root.is_dir() else []
+    runs = [p for p in runs if ledger_state(p / LEDGER_NAME) != "empty"]
     if not runs:
         raise TradingError(f"no runs under {root}/; start one with aitrader paper-trade or pass --runs-dir")
     return max(runs, key=lambda p: ((p / LEDGER_NAME).stat().st_mtime, p.name))
 
 
-def _saved_run(run_dir: Path) -> dict[str, Any]:
-    if not (run_dir / LEDGER_NAME).is_file():
-        raise TradingError(f"cannot resume: no ledger at {run_dir / LEDGER_NAME}; pass the RUN_ID of an existing run")
-    ledger = Ledger(run_dir / LEDGER_NAME)
+def _saved_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, tuple[int, str]], set[int]]:
+    """The meta, cursors and reported bad-bar lines of a run to resume, or a clean error."""
+    path = run_dir / LEDGER_NAME
+    state = ledger_state(path)
+    if state == "missing":
+        raise TradingError(f"cannot resume: no ledger at {path}; pass the RUN_ID of an existing run")
+    if state == "empty":
+        raise TradingError(f"cannot resume: the run in {run_dir} was stopped before it started (its ledger is "
+                           f"empty); start it again with --run-id {run_dir.name}")
     try:
-        return ledger.read_meta()
-    finally:
-        ledger.close()
+        conn = connect(path, readonly=True)
+        try:
+            meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+            cursors = {str(sym): (int(i), str(ts)) for sym, i, ts in conn.execute("SELECT * FROM cursors")}
+            reported = {int(json.loads(p).get("line")) for (p,) in conn.execute(
+                "SELECT payload FROM events WHERE type = 'ALERT' AND reason = 'bad_bar'")}
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, TypeError, AttributeError) as exc:
+        raise TradingError(f"cannot resume: {path} is damaged ({type(exc).__name__}: {exc}); start a new run") \
+            from exc
+    return meta, cursors, reported
+
+
+def _resumed_config(saved: dict[str, Any], run_dir: Path) -> tuple[TradingConfig, dict[str, Any], list[Any]]:
+    from pydantic import ValidationError
+
+    try:
+        cfg = TradingConfig.model_validate(saved.get("config"))
+    except ValidationError as exc:
+        errors: list[Any] = list(exc.errors())
+        where = ".".join(str(x) for x in errors[0].get("loc", ())) if errors else "config"
+        msg = errors[0].get("msg", str(exc)) if errors else str(exc)
+        raise TradingError(
+            f"cannot resume: the config stored in {run_dir / LEDGER_NAME} is invalid ({where or 'config'}: "
+            f"{msg}); start a new run"
+        ) from exc
+    request, models = saved.get("request") or {}, saved.get("models") or []
+    if not isinstance(request, dict) or not isinstance(models, list) or not all(
+        isinstance(m, dict) and {"name", "symbol", "digest", "model_id"} <= set(m) for m in models
+    ):
+        raise TradingError(f"cannot resume: the run's request or models in {run_dir / LEDGER_NAME} are damaged; "
+                           "start a new run")
+    data = request.get("data")
+    if data is not None and not (isinstance(data, list) and all(isinstance(d, str) for d in data)):
+        raise TradingError(f"cannot resume: the run's recorded --data in {run_dir / LEDGER_NAME} is damaged; "
+                           "start a new run")
+    return cfg, request, models
 
 
 def paper_trade(
@@ -317,27 +363,28 @@ def paper_trade(
     ``start``/``end`` (``--from``/``--to``) pick the bars to trade; by default a run trades from each
     model's first unseen bar, and bars the model was trained on need ``allow_in_sample``.
     """
-    if speed < 0:
-        raise TradingError(f"--speed must be >= 0 (0: as fast as possible), got {speed}")
+    if not math.isfinite(speed) or speed < 0:
+        raise TradingError(f"--speed must be a finite number >= 0 (0: as fast as possible), got {speed}")
     window = Window(start, end, allow_in_sample)
+    cursors: dict[str, tuple[int, str]] = {}
+    reported: set[int] = set()
     if resume is not None:
         if window != Window():
             raise TradingError("--from, --to and --allow-in-sample cannot change a resumed run; it continues "
                                "with the window it started with")
-        run_dir = resolve_run(runs_dir, resume, state_dir)
-        saved = _saved_run(run_dir)
-        cfg = TradingConfig.model_validate(saved["config"])
-        request = saved.get("request") or {}
+        run_dir = resolve_run(runs_dir, resume, state_dir, "--resume")
+        saved, cursors, reported = _saved_run(run_dir)
+        cfg, request, models = _resumed_config(saved, run_dir)
         data, follow = request.get("data"), bool(request.get("follow"))
         if "allow_in_sample" in request:
             window = Window(request.get("from"), request.get("to"), bool(request.get("allow_in_sample")))
         else:  # a run started before windows existed replayed all of --data (the sample: after training)
             window = Window(allow_in_sample=bool(data))
-        specs = load_models(cfg, registry_root, list(saved.get("models") or []))
+        specs = load_models(cfg, registry_root, models)
         rid = str(saved.get("run_id") or run_dir.name)
     else:
         cfg = load_trading_config(config_path)
-        rid = run_id or new_run_id()
+        rid = validate_run_id(run_id) if run_id is not None else new_run_id()
         run_dir = Path(state_dir) if state_dir else Path(runs_dir) / rid
         specs = load_models(cfg, registry_root)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
@@ -349,13 +396,19 @@ def paper_trade(
     if follow:
         symbol, path = _follow_target(data, specs)
         _follow_window(path, specs, window)
-        source = FollowSource(path, symbol)
+        done = cursors.get(symbol)
+        source = FollowSource(path, symbol, bad_bar=cfg.ml_trading.live.bad_bar,
+                              min_bars=done[0] + 1 if done else 0, reported=reported)
+        opts.subscribers.append(source.attach)
+        opts.fingerprint = source.fingerprint
         steps = source.steps()
         stop_event = source.stop_event
     else:
         frames = load_frames(data, specs, window)
         meta["data"] = describe(frames)
-        steps = replay_steps([BarSeries.from_frame(s, df) for s, df in frames.items()])
+        series = [BarSeries.from_frame(s, df) for s, df in frames.items()]
+        opts.fingerprint = ReplayFingerprint(series)
+        steps = replay_steps(series)
         stop_event = None
     return run_session(cfg, specs, steps, run_dir, run_id=rid, resume=resume is not None, meta=meta, opts=opts,
                        stop_event=stop_event)
@@ -363,10 +416,14 @@ def paper_trade(
 
 def _existing_run(runs_dir: str, run_id: str | None, state_dir: str | None) -> Path:
     run_dir = resolve_run(runs_dir, run_id, state_dir)
-    if not (run_dir / LEDGER_NAME).is_file():
+    state = ledger_state(run_dir / LEDGER_NAME)
+    if state == "missing":
         raise TradingError(
             f"run {run_id!r} not found: no {run_dir / LEDGER_NAME}; pass an existing RUN_ID or --runs-dir"
         )
+    if state == "empty":
+        raise TradingError(f"run {run_dir.name!r} was stopped before it started (its ledger is empty); start it "
+                           f"again with aitrader paper-trade --run-id {run_dir.name}")
     return run_dir
 
 
@@ -374,7 +431,13 @@ def run_status(run_id: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR, stat
     from aitrader.trading.summary import summarise
 
     run_dir = _existing_run(runs_dir, run_id, state_dir)
-    return summarise(run_dir)
+    try:
+        return summarise(run_dir)
+    except (sqlite3.Error, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TradingError(
+            f"cannot summarise the run in {run_dir}: its ledger is damaged or incomplete ({type(exc).__name__}: "
+            f"{exc}); export the tables that remain with aitrader export, or start a new run"
+        ) from exc
 
 
 def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR,
@@ -386,18 +449,29 @@ def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str 
     if out is None:
         return df.to_csv(index=False, lineterminator="\n")
     dest = Path(out)
+    if dest.is_dir() or out.endswith(("/", os.sep)):
+        raise TradingError(f"--out {out} is a directory; pass a file name such as {dest / (table + '.csv')}")
     suffix = "".join(dest.suffixes[-2:]).lower() if dest.suffix.lower() == ".gz" else dest.suffix.lower()
     if suffix not in (".csv", ".csv.gz", ".parquet"):
         raise TradingError(f"--out {out}: unknown extension {suffix or '(none)'}; use .csv, .csv.gz or .parquet")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".export.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise TradingError(f"cannot write --out {out}: {exc.strerror or exc}; pass a writable path") from exc
     try:
         if suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False, compression="gzip" if suffix == ".csv.gz" else None)
         Path(tmp).replace(dest)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise TradingError(
+            f"cannot write --out {out}: {exc.strerror or exc}; free disk space (or raise the file size limit) or "
+            "pass another path; nothing was written"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
