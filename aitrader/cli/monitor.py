@@ -134,8 +134,14 @@ def retrain(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Train a challenger, compare it with the production champion, register it, promote if better."""
+    import math
+
     from aitrader.cli._output import console, print_json
+    from aitrader.errors import AitraderError
     from aitrader.monitoring.retrain import retrain as run_retrain
+
+    if not math.isfinite(min_improvement):
+        raise AitraderError(f"--min-improvement must be a finite number >= 0, got {min_improvement}")
 
     result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
                          min_improvement=min_improvement, if_alert=if_alert, registry_root=registry,
