@@ -303,6 +303,10 @@ def _saved_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, tuple[int, str]
     try:
         conn = connect(path, readonly=True)
         try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if missing := [t for t in RUN_TABLES if t not in tables]:
+                raise TradingError(f"cannot resume: {path} lacks the table(s) {', '.join(missing)}: the ledger is "
+                                   "damaged; start a new run")
             meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
             cursors = {str(sym): (int(i), str(ts)) for sym, i, ts in conn.execute("SELECT * FROM cursors")}
             reported = {int(json.loads(p).get("line")) for (p,) in conn.execute(
@@ -313,6 +317,10 @@ def _saved_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, tuple[int, str]
         raise TradingError(f"cannot resume: {path} is damaged ({type(exc).__name__}: {exc}); start a new run") \
             from exc
     return meta, cursors, reported
+
+
+#: The tables every run's ledger has had since the first version (equity_chunks came later).
+RUN_TABLES = ("meta", "cursors", "orders", "fills", "positions", "equity", "events", "predictions")
 
 
 def _resumed_config(saved: dict[str, Any], run_dir: Path) -> tuple[TradingConfig, dict[str, Any], list[Any]]:

@@ -204,7 +204,7 @@ def _check_state(run_dir: Path, state: str, resume: bool) -> None:
         raise TradingError(f"cannot resume: the run in {run_dir} was stopped before it started (its ledger is "
                            f"empty); start it again with --run-id {run_dir.name}")
     if state == "damaged":
-        raise TradingError(f"cannot resume: {path} is not a readable SQLite ledger; start a new run")
+        raise TradingError(f"cannot resume: {path} is damaged (not SQLite, or tables missing); start a new run")
 
 
 def open_run(run_dir: Path, *, resume: bool, meta: dict[str, Any] | None = None) -> Ledger:
