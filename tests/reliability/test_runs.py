@@ -348,15 +348,15 @@ def test_the_ledger_appears_only_once_its_meta_is_committed(in_tmp: Path, world,
     def fail(self, values):
         raise KeyboardInterrupt  # stands in for a kill between the schema and the meta commit
 
-    monkeypatch.setattr(ledger_mod.Ledger, "write_meta", fail)
-    with pytest.raises(KeyboardInterrupt):
-        from aitrader.trading.service import paper_trade
+    from aitrader.trading.service import paper_trade
 
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(ledger_mod.Ledger, "write_meta", fail)
         paper_trade(config_path=str(world["config"]), data=[str(world["data"])], run_id="k",
                     registry_root=str(world["registry"]))
     assert not (in_tmp / "runs" / "k").exists() or list((in_tmp / "runs" / "k").iterdir()) == []
-    monkeypatch.undo()
-    assert trade(world, "--data", str(world["data"]), "--run-id", "k", "--max-bars", "5").exit_code == 0
+    after = trade(world, "--data", str(world["data"]), "--run-id", "k", "--max-bars", "5")
+    assert after.exit_code == 0, after.stderr
 
 
 # ------------------------------------------------------------------------------------------ damaged ledgers
@@ -443,3 +443,36 @@ def test_stale_retrain_temp_folders_are_removed(tmp_path: Path, monkeypatch) -> 
         (folder / "challenger").mkdir(parents=True)
     retrain_mod._remove_stale_temp()
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_sigkill_while_the_ledger_is_being_created(in_tmp: Path, world) -> None:
+    """Kill paper-trade the moment its run folder appears (where ledger.db used to be half-made)."""
+    import time
+
+    from aitrader.trading.ledger import ledger_state
+
+    env = {**os.environ, "AITRADER_REGISTRY": str(world["registry"]), "PYTHONDONTWRITEBYTECODE": "1"}
+    for k in range(3):
+        run_dir = in_tmp / "runs" / f"k{k}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(world["config"]), "--data",
+             str(world["data"]), "--run-id", f"k{k}", "--json"],
+            cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 120
+            while not run_dir.exists() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.0005)
+            time.sleep(0.002 * k)  # a little later each time
+            proc.kill()
+        finally:
+            proc.wait(timeout=30)
+        state = ledger_state(run_dir / "ledger.db")
+        assert state in ("missing", "started"), state  # never a half-made ledger
+        if state == "started":
+            resumed = trade(world, "--resume", f"k{k}")
+            assert resumed.exit_code == 0, resumed.stderr
+        else:
+            one_error_line(runner.invoke(app, ["status", f"k{k}"]), "not found")
+            again = trade(world, "--data", str(world["data"]), "--run-id", f"k{k}")
+            assert again.exit_code == 0, again.stderr
+        assert json.loads(runner.invoke(app, ["status", f"k{k}", "--json"]).stdout)["bars"] == 500
