@@ -155,7 +155,7 @@ def live_bar_problem(ts: str, vals: list[float]) -> str | None:
     if validate_bar is not None:
         problem = validate_bar(ts, o, h, lo, c, v)
         if problem:
-            return str(problem)
+            return str(getattr(problem, "message", None) or problem)
     if not all(math.isfinite(x) for x in vals):
         return "a value is not finite (NaN or inf)"
     if min(o, h, lo, c) <= 0:

@@ -146,8 +146,9 @@ def test_follow_skips_bad_live_bars_with_an_alert(in_tmp: Path, world) -> None:
             "SELECT payload FROM events WHERE type = 'ALERT' AND reason = 'bad_bar' ORDER BY id")]
         stamps = [t for (t,) in conn.execute("SELECT ts FROM equity ORDER BY bar_index")]
     problems = " | ".join(p["problem"] for p in payloads)
-    for word in ("duplicate", "out of order", "below low", "not finite", "time zone", "not a bar"):
-        assert word in problems, (word, problems)
+    for words in (("duplicate",), ("out of order",), ("below low", "below max("), ("not finite",), ("time zone",),
+                  ("not a bar",)):
+        assert any(w in problems for w in words), (words, problems)
     assert stamps == sorted(stamps) and len(set(stamps)) == 79  # the ledger never goes back in time
     # The same 79 good bars replayed from a file give the same trades.
     clean = in_tmp / "clean.csv"
