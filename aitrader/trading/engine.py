@@ -113,7 +113,8 @@ class Engine:
         for slot in self.slots:
             key = f"{slot.model_id}@{slot.symbol}"
             if key not in saved:
-                raise TradingError(f"the run's saved state has no model {key}; resume with the run's own config")
+                raise TradingError(f"cannot resume: the run's saved state has no model {key} (the state is damaged "
+                                   "or from another run); start a new run")
             slot.restore(saved[key])
         self.pending_outcomes = {
             k: deque((int(a), str(b), int(c), float(d)) for a, b, c, d in v) for k, v in state["outcomes"].items()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import secrets
 import signal
@@ -244,6 +245,7 @@ def _restore(engine: Engine, ledger: Ledger) -> None:
         if state:
             if not isinstance(state, dict):
                 raise TypeError(f"state is a {type(state).__name__}, not an object")
+            _check_numbers(state)
             engine.restore(state, ledger.cursors())
     except TradingError:
         raise
@@ -252,6 +254,20 @@ def _restore(engine: Engine, ledger: Ledger) -> None:
             f"cannot resume: the saved state in {ledger.path} is damaged ({type(exc).__name__}: {exc}); "
             "start a new run"
         ) from exc
+
+
+def _check_numbers(value: Any, where: str = "state") -> None:
+    """Every number of a saved state is finite and fits SQLite's 64-bit integers (counters, ids, cash)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{where}[{i}]")
+    elif isinstance(value, int | float) and not isinstance(value, bool) and not (
+        math.isfinite(value) and abs(value) < 2**63
+    ):
+        raise ValueError(f"{where} is {value!r}")
 
 
 def _ledger_failure(exc: BaseException, path: Path) -> TradingError:

@@ -477,3 +477,22 @@ def test_sigkill_while_the_ledger_is_being_created(in_tmp: Path, world) -> None:
             again = trade(world, "--data", str(world["data"]), "--run-id", f"k{k}")
             assert again.exit_code == 0, again.stderr
         assert json.loads(runner.invoke(app, ["status", f"k{k}", "--json"]).stdout)["bars"] == 500
+
+
+@pytest.mark.parametrize(("path", "value"), [(("steps",), 1e300), (("broker", "cash"), float("nan")),
+                                             (("slots",), {"other@SYN": {}}), (("broker", "cash"), "rich")])
+def test_resume_with_a_damaged_value_in_the_state(in_tmp: Path, world, path, value) -> None:
+    assert trade(world, "--data", str(world["data"]), "--run-id", "d", "--max-bars", "250").exit_code == 0
+    db = in_tmp / "runs" / "d" / "ledger.db"
+    with sqlite3.connect(db) as conn:
+        state = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()[0])
+    node = state
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with sqlite3.connect(db) as conn:  # NaN is not JSON: stored as Python writes it
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'state'", (json.dumps(state),))
+    before = ledger_content(db)
+    one_error_line(trade(world, "--resume", "d"), "cannot resume", "start a new run")
+    assert {k: v for k, v in ledger_content(db).items() if k != "meta"} == {
+        k: v for k, v in before.items() if k != "meta"}
