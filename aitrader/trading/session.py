@@ -166,7 +166,9 @@ def _stop_on_signals(engine: Engine, enabled: bool) -> Iterator[None]:
 
 def _create_ledger(run_dir: Path, meta: dict[str, Any]) -> None:
     """Create ``run_dir/ledger.db`` atomically: schema and the run's meta are committed under a
-    temporary name, then renamed, so a run killed at any moment leaves either no ledger or a started one."""
+    temporary name, then hard-linked into place (which never replaces an existing file), so a run
+    killed at any moment leaves either no ledger or a started one, and two runs started with one id
+    at the same moment cannot both write it."""
     path = run_dir / LEDGER_NAME
     for stale in run_dir.glob(f".{LEDGER_NAME}.*.tmp"):  # from a run killed while creating its ledger
         pid = stale.name.split(".")[-2]
@@ -180,10 +182,13 @@ def _create_ledger(run_dir: Path, meta: dict[str, Any]) -> None:
             ledger.write_meta(meta)
         finally:
             ledger.close()  # the last connection: SQLite folds the WAL back into the file
-        tmp.replace(path)
-    except BaseException:
+        try:  # a hard link never replaces: of two runs started with one id at once, the second is refused
+            os.link(tmp, path)
+        except FileExistsError:
+            raise TradingError(f"{run_dir} already holds a run; resume it with --resume {run_dir.name} or pick "
+                               "another --run-id/--state") from None
+    finally:
         remove_ledger(tmp)
-        raise
     with contextlib.suppress(OSError):  # make the rename durable
         fd = os.open(run_dir, os.O_RDONLY)
         try:

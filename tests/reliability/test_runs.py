@@ -496,3 +496,15 @@ def test_resume_with_a_damaged_value_in_the_state(in_tmp: Path, world, path, val
     one_error_line(trade(world, "--resume", "d"), "cannot resume", "start a new run")
     assert {k: v for k, v in ledger_content(db).items() if k != "meta"} == {
         k: v for k, v in before.items() if k != "meta"}
+
+
+def test_two_runs_started_with_one_id_at_once_cannot_both_write_it(in_tmp: Path, world, monkeypatch) -> None:
+    """The second one's check ran before the first created its ledger: the link into place refuses it."""
+    from aitrader.trading import session
+
+    assert trade(world, "--data", str(world["data"]), "--run-id", "same", "--max-bars", "40").exit_code == 0
+    before = ledger_content(in_tmp / "runs" / "same" / "ledger.db")
+    monkeypatch.setattr(session, "ledger_state", lambda path: "missing")  # the check saw no ledger yet
+    one_error_line(trade(world, "--data", str(world["data"]), "--run-id", "same"), "already holds a run")
+    assert ledger_content(in_tmp / "runs" / "same" / "ledger.db") == before
+    assert [p.name for p in (in_tmp / "runs" / "same").iterdir() if p.name.endswith(".tmp")] == []
