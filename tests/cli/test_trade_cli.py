@@ -294,3 +294,13 @@ def test_from_and_to_pick_the_traded_window(in_tmp: Path, world) -> None:
     assert stamps.iloc[0] == start and stamps.iloc[-1] == end and len(stamps) == 61
     resumed = trade(world, "--resume", "win", "--from", "2020-01-01")
     assert resumed.exit_code == 1 and "cannot change a resumed run" in resumed.stderr
+
+
+def test_window_options_are_checked(in_tmp: Path, world) -> None:
+    bad = trade(world, "--data", str(world["data"]), "--from", "yesterday-ish", "--run-id", "w1")
+    assert bad.exit_code == 1 and "--from 'yesterday-ish' is not a date or time" in bad.stderr
+    empty = trade(world, "--data", str(world["data"]), "--from", "2023-06-01", "--to", "2023-05-01", "--run-id", "w2")
+    assert empty.exit_code == 1 and "no bar to trade in the window" in empty.stderr
+    follow = trade(world, "--data", str(world["data"]), "--follow", "--to", "2023-05-01", "--run-id", "w3")
+    assert follow.exit_code == 1 and "--to does not apply to --follow" in follow.stderr
+    assert not (in_tmp / "runs").exists()
