@@ -251,6 +251,10 @@ class FeaturePipelineSection(StrictModel):
     buffer_size: Int = Field(500, ge=10, le=10_000_000)
 
 
+class LiveSection(StrictModel):
+    bad_bar: Literal["skip", "stop"] = "skip"  # --follow: a bar failing validation is skipped with an ALERT, or stops
+
+
 class MLTrading(StrictModel):
     enabled: bool = True
     models: list[ModelEntry] = Field(default_factory=list, max_length=10_000)
@@ -258,6 +262,7 @@ class MLTrading(StrictModel):
     execution: Execution = Field(default_factory=Execution)
     errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
     feature_pipeline: FeaturePipelineSection = Field(default_factory=FeaturePipelineSection)
+    live: LiveSection = Field(default_factory=LiveSection)
 
     @model_validator(mode="after")
     def _position_within_limit(self) -> MLTrading:

@@ -7,6 +7,7 @@ lightgbm, xgboost, sklearn and onnxruntime are not imported by it).
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -34,6 +35,25 @@ class AitraderGroup(TyperGroup):
             message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             typer.echo(f"error: {message}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:
+            # The machine, not the code, refused: full disk, file size limit, read-only or too-long name.
+            fix = ENVIRONMENT_ERRORS.get(exc.errno or 0)
+            if fix is None:
+                raise  # anything else is a bug: its traceback is wanted
+            log.debug("command failed: %s", exc, exc_info=True)
+            where = f" ({exc.filename})" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or exc}{where}; {fix}".replace("\n", " "), err=True)
+            ctx.exit(1)
+
+
+#: OS errors a command cannot prevent, with the fix each needs: one ``error:`` line, never a traceback.
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "free disk space and run the command again (nothing half-written is kept)",
+    errno.EDQUOT: "free space within your disk quota and run the command again",
+    errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it and run the command again",
+    errno.EROFS: "the file system is read-only; write to another folder",
+    errno.ENAMETOOLONG: "a file name is too long; pass a shorter name (e.g. --out PATH)",
+}
 
 
 app = typer.Typer(

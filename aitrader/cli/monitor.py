@@ -57,9 +57,9 @@ def _render_monitor(s: dict[str, Any]) -> None:
     t = Table(title="Operations")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for key in ("predictions", "fallbacks", "latency_ms_p50", "latency_ms_p99", "errors_total", "error_rate",
-                "feature_availability", "worst_daily_loss"):
-        t.add_row(key, _f(ops[key]))
+    for key in ("predictions", "in_sample_predictions", "fallbacks", "latency_ms_p50", "latency_ms_p99",
+                "errors_total", "error_rate", "feature_availability", "worst_daily_loss"):
+        t.add_row(key, _f(ops.get(key)))
     for key, n in {**ops["errors_by_type"], **{f"rejected: {k}": v for k, v in ops["risk_rejections"].items()}}.items():
         t.add_row(key, str(n))
     out.print(t)
@@ -140,8 +140,14 @@ def retrain(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Train a challenger, compare it with the production champion, register it, promote if better."""
+    import math
+
     from aitrader.cli._output import console, print_json
+    from aitrader.errors import AitraderError
     from aitrader.monitoring.retrain import retrain as run_retrain
+
+    if not math.isfinite(min_improvement):
+        raise AitraderError(f"--min-improvement must be a finite number >= 0, got {min_improvement}")
 
     result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
                          min_improvement=min_improvement, min_scoring_rows=min_scoring_rows, if_alert=if_alert,

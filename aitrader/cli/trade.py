@@ -31,6 +31,11 @@ def paper_trade_cmd(
         help="Registry root folder (default: $AITRADER_REGISTRY, else ./models)."),
     max_bars: int | None = typer.Option(None, "--max-bars", min=1, help="Stop after this many new bars."),
     runs_dir: str = typer.Option("runs", "--runs-dir", help=RUNS_HELP),
+    start: str | None = typer.Option(
+        None, "--from", help="Trade from this date/time on (default: the model's first unseen bar)."),
+    end: str | None = typer.Option(None, "--to", help="Trade up to this date/time (a date: the whole day)."),
+    allow_in_sample: bool = typer.Option(
+        False, "--allow-in-sample", help="Allow trading bars the model was trained on (monitor flags the run)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
@@ -39,7 +44,7 @@ def paper_trade_cmd(
     view = "live" if sys.stdout.isatty() and not json_out else "log"
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
-                          view=view)
+                          view=view, start=start, end=end, allow_in_sample=allow_in_sample)
     _render(summary, json_out, "paper-trade")
 
 
@@ -78,9 +83,9 @@ def _render(summary: dict[str, Any], json_out: bool, title: str) -> None:
     from rich.table import Table
 
     t = Table(title=f"{title}: run {summary['run_id']} ({summary['status']})", show_header=False)
-    for key in ("state_dir", "bars", "predictions", "signals", "orders", "fills", "rejections", "errors", "alerts",
-                "final_equity", "total_return", "sharpe", "max_drawdown", "turnover", "fees", "costs", "cursor",
-                "positions", "models"):
+    for key in ("state_dir", "bars", "predictions", "in_sample_predictions", "signals", "orders", "fills",
+                "rejections", "errors", "alerts", "final_equity", "total_return", "sharpe", "max_drawdown",
+                "turnover", "fees", "costs", "cursor", "positions", "models"):
         value = summary.get(key)
         t.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value if value not in ({}, []) else "-"))
     console().print(t)

@@ -71,9 +71,32 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp_path)
         tmp_path.replace(path)
+    except Exception as exc:
+        refused = None if isinstance(exc, OSError) else _write_refused(tmp_path)
+        tmp_path.unlink(missing_ok=True)
+        if refused is not None:  # a native library's own words for a full disk / file size limit
+            raise OSError(refused, os.strerror(refused), str(path)) from exc
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _write_refused(tmp: Path) -> int | None:
+    """ENOSPC/EFBIG when the system refused a write (the file reached ``ulimit -f``, or the disk is full)."""
+    import errno
+    import resource
+    import shutil
+
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY and tmp.stat().st_size >= soft:
+            return errno.EFBIG
+        if shutil.disk_usage(tmp.parent).free < 1 << 20:
+            return errno.ENOSPC
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def as_matrix(X: Any, n_features: int | None, names: list[str] | None, what: str) -> np.ndarray:

@@ -68,12 +68,16 @@ def manifest_from_path(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         p = p / MANIFEST_NAME
     try:
-        return dict(json.loads(p.read_text(encoding="utf-8")))
+        doc = json.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ModelError(f"cannot read manifest {p}: {exc.strerror}; pass an artifact folder or its manifest.json") \
             from exc
-    except ValueError as exc:
-        raise ModelError(f"{p} is not valid JSON ({exc}); pass an artifact's manifest.json") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{p} is not valid JSON ({type(exc).__name__}); pass an artifact's manifest.json") from exc
+    if not isinstance(doc, dict):
+        raise ModelError(f"{p} is not a manifest (a JSON {type(doc).__name__}, not an object); pass an artifact's "
+                         "manifest.json")
+    return doc
 
 
 def save_state(summary: Mapping[str, Any], path: str | Path = DEFAULT_STATE) -> Path:
@@ -100,9 +104,15 @@ def load_state(path: str | Path = DEFAULT_STATE) -> dict[str, Any] | None:
     if not p.is_file():
         return None
     try:
-        return dict(json.loads(p.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise AitraderError(f"cannot read monitor state {p}: {exc}; delete it and run `aitrader monitor`") from exc
+        state = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise AitraderError(f"cannot read monitor state {p}: {type(exc).__name__}: {exc}; delete it and run "
+                            "`aitrader monitor`") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("alerts") or [], list) \
+            or not isinstance(state.get("model") or {}, dict):
+        raise AitraderError(f"monitor state {p} is damaged (expected a JSON object with a model object and an "
+                            "alerts list); delete it and run `aitrader monitor`")
+    return state
 
 
 def run_monitor(

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from aitrader.errors import TradingError
+from aitrader.trading.ledger import ledger_state, validate_run_id
 
 LEDGER_NAME = "ledger.db"
 DEFAULT_RUNS_DIR = "runs"
@@ -26,16 +27,21 @@ def resolve_run(runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str | None = No
     """The folder of ``run_id``, or of the most recently modified run when ``run_id`` is None."""
     root = Path(runs_dir)
     if run_id is not None:
-        run = root / run_id
-        if not (run / LEDGER_NAME).is_file():
-            known = sorted(p.name for p in root.glob(f"*/{LEDGER_NAME}"))[-5:] if root.is_dir() else []
-            hint = f"; recent runs: {', '.join(p.split('/')[0] for p in known)}" if known else ""
+        run = root / validate_run_id(run_id, "--run")
+        state = ledger_state(run / LEDGER_NAME)
+        if state == "empty":
+            raise TradingError(f"run {run_id!r} was stopped before it started (its ledger is empty); start it again "
+                               f"with aitrader paper-trade --run-id {run_id}, or pass another --run")
+        if state == "missing":
+            recent = _started_runs(root)
+            recent.sort(key=lambda p: ((p / LEDGER_NAME).stat().st_mtime, p.name), reverse=True)
+            hint = f"; recent runs: {', '.join(p.name for p in recent[:5])}" if recent else ""
             raise TradingError(
                 f"run {run_id!r} not found: no {run / LEDGER_NAME}{hint}; pass an existing --run, "
                 "or --latest, or point --runs-dir at the folder holding the runs"
             )
         return run
-    runs = [p.parent for p in root.glob(f"*/{LEDGER_NAME}")] if root.is_dir() else []
+    runs = _started_runs(root)
     if not runs:
         raise TradingError(
             f"no runs found under {root}/ (no */{LEDGER_NAME}); start one with `aitrader paper-trade` "
@@ -43,6 +49,12 @@ def resolve_run(runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str | None = No
         )
     # The ledger is written on every bar, so its mtime says which run was active last.
     return max(runs, key=lambda p: ((p / LEDGER_NAME).stat().st_mtime, p.name))
+
+
+def _started_runs(root: Path) -> list[Path]:
+    """Run folders under ``root`` whose ledger holds a run (a run killed before its first commit is skipped)."""
+    runs = [p.parent for p in root.glob(f"*/{LEDGER_NAME}")] if root.is_dir() else []
+    return [p for p in runs if ledger_state(p / LEDGER_NAME) != "empty"]
 
 
 @dataclass

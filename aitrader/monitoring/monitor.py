@@ -221,6 +221,11 @@ def monitor_ledger(
     win = int(window or cfg.window)
 
     preds = _model_rows(ledger.predictions, entry, keep_unassigned=False)
+    # Predictions on bars the model was trained on say nothing about it: counted and alerted apart,
+    # never scored (a ledger without the column: unknown, scored as before).
+    in_sample = pd.to_numeric(preds["in_sample"], errors="coerce").eq(1) if "in_sample" in preds else preds.index < 0
+    n_in_sample = int(in_sample.sum())
+    preds = preds[~in_sample]
     source = preds["source"].fillna("model") if "source" in preds.columns else pd.Series("model", index=preds.index)
     model_rows = preds[source == "model"]
     known = model_rows.dropna(subset=["prediction", "outcome"])
@@ -256,6 +261,11 @@ def monitor_ledger(
     }
     ops = operational_metrics(ledger, entry, live if "features" in preds else None)
     alerts = evaluate_alerts(accuracy, drift, ops, cfg, daily_loss_limit=daily_loss_limit)
+    if n_in_sample:
+        alerts.append({"code": "in_sample", "value": n_in_sample, "threshold": 0, "message": (
+            f"{n_in_sample} prediction(s) were on bars the model was trained on (paper-trade --allow-in-sample); "
+            "they are left out of accuracy and drift: judge the model on a run of unseen bars")})
+    ops["in_sample_predictions"] = n_in_sample
     summary = {
         "run_id": ledger.run_id,
         "run_dir": str(ledger.run_dir),

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,8 +64,12 @@ def _log_to(path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise AitraderError(f"cannot open the retrain log {path}: {exc.strerror or exc}; it must be a writable file "
+                            "(remove or rename what is there)") from exc
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger("aitrader")
@@ -267,6 +272,21 @@ def _record(registry: Any, model_id: str, decision: str, reason: str, details: d
     return {"id": event.id, "action": event.action, "status": event.status, "ts": event.ts}
 
 
+TEMP_PREFIX = "aitrader-retrain-"
+
+
+def _remove_stale_temp() -> None:
+    """Delete ``aitrader-retrain-PID-*`` temp folders whose process is gone (a killed retrain's)."""
+    import shutil
+
+    from aitrader._util import pid_alive
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and not folder.is_symlink() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _alert_gate(name: str, state_path: Path) -> str | None:
     """None when a retrain should run, else why it is skipped."""
     state = load_state(state_path)
@@ -373,7 +393,8 @@ def _retrain_locked(name: str, config: str | Path | None, data: str | Path | Non
         cfg = override_config(cfg, data=str(data))
     bars = load_training_bars(cfg)
     registry = Registry(registry_root)
-    with tempfile.TemporaryDirectory(prefix="aitrader-retrain-") as tmp:
+    _remove_stale_temp()
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         trained = train(cfg, bars=bars, out_dir=Path(tmp) / "challenger")
         out = trained.out_dir
         fingerprint = artifact_fingerprint(out)

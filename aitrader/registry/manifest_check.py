@@ -72,8 +72,9 @@ def read_artifact_manifest(directory: Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"{path} is not readable JSON ({exc}); re-export the artifact") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RegistryError(f"{path} is not readable JSON ({type(exc).__name__}: {exc}); re-export the artifact") \
+            from exc
     if not isinstance(manifest, dict):
         raise RegistryError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format_version") != FORMAT_VERSION:

@@ -75,6 +75,12 @@ class Engine:
         self.stats = EngineStats(equity=broker.equity())
         self.last_equity = broker.initial_cash
         self.stop_event = threading.Event()
+        #: SHA-256 of the bars consumed up to given cursors (see sources.ReplayFingerprint); saved in
+        #: every checkpoint's state so that a resume on changed or shortened bars is refused.
+        self.fingerprint: Callable[[dict[str, tuple[int, str]]], dict[str, Any]] | None = None
+        self._saved_fingerprint: dict[str, Any] = {}
+        self._resume_cursors: dict[str, tuple[int, str]] = {}
+        self._caught: dict[str, int] = {}
         self._want_bar = False
         self._want_equity = False
         # The equity curve goes straight into the ledger's buffer (flat bar_index, ts, cash, equity
@@ -85,7 +91,9 @@ class Engine:
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
+        extra = {"fingerprint": self.fingerprint(self.cursors)} if self.fingerprint is not None else {}
         return {
+            **extra,
             "steps": self.stats.steps,
             "bars": self.stats.bars,
             "last_equity": self.last_equity,
@@ -105,13 +113,39 @@ class Engine:
         for slot in self.slots:
             key = f"{slot.model_id}@{slot.symbol}"
             if key not in saved:
-                raise TradingError(f"the run's saved state has no model {key}; resume with the run's own config")
+                raise TradingError(f"cannot resume: the run's saved state has no model {key} (the state is damaged "
+                                   "or from another run); start a new run")
             slot.restore(saved[key])
         self.pending_outcomes = {
             k: deque((int(a), str(b), int(c), float(d)) for a, b, c, d in v) for k, v in state["outcomes"].items()
         }
         self.cursors = dict(cursors)
+        self._resume_cursors = dict(cursors)
+        saved_fp = state.get("fingerprint")
+        self._saved_fingerprint = dict(saved_fp) if isinstance(saved_fp, dict) else {}
         self.stats.equity = self.broker.equity()
+
+    def _verify_past(self) -> None:
+        """A resumed run's bars up to its cursors must be the ones it consumed: all there, same SHA-256."""
+        for sym, (i, ts) in sorted(self._resume_cursors.items()):
+            have = self._caught.get(sym, -1)
+            if have < i:
+                raise TradingError(
+                    f"{sym}: the data now has {have + 1} bar(s) up to the run's cursor, but the run had consumed "
+                    f"{i + 1} (up to {ts}): the bars changed since the run started; resume with the same bars or "
+                    "start a new run"
+                )
+        if not self._saved_fingerprint or self.fingerprint is None:
+            return  # a ledger from before fingerprints: the stamps were checked bar by bar
+        now = self.fingerprint(self._resume_cursors)
+        for sym, want in sorted(self._saved_fingerprint.items()):
+            got = now.get(sym)
+            if isinstance(want, dict) and got is not None and got != want:
+                raise TradingError(
+                    f"{sym}: the {want.get('bars')} bar(s) the run consumed (up to {self._resume_cursors[sym][1]}) "
+                    f"changed since it started (SHA-256 {str(got.get('sha256'))[:12]}... vs "
+                    f"{str(want.get('sha256'))[:12]}...); resume with the same bars or start a new run"
+                )
 
     def checkpoint(self) -> None:
         if self.ledger is None:
@@ -128,6 +162,7 @@ class Engine:
                 f"{sym} bar {i} is stamped {ts} but the ledger's cursor says {saved[1]}: the data changed "
                 "since the run started; resume with the same bars or start a new run"
             )
+        self._caught[sym] = i
         slots = self.by_symbol.get(sym)
         if slots:
             self._closes(sym).append(c)
@@ -148,14 +183,14 @@ class Engine:
             publish(Outcome(ts, sym, model_id, j, c / c0 - 1.0))
 
     def _decide(
-        self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, slots: list[ModelSlot]
+        self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, slots: list[ModelSlot], epoch: float
     ) -> Request | None:
         """The models of one symbol vote; a request when their combined target changed."""
         o, h, lo, c, v = bar[2], bar[3], bar[4], bar[5], bar[6]
         closes = self._closes(sym)  # the closes BEFORE this bar (the rule fallback reads them)
         for slot in slots:
             before = slot.n_predictions
-            slot.step(ts, i, o, h, lo, c, v, closes)
+            slot.step(ts, i, o, h, lo, c, v, closes, epoch)
             if slot.n_predictions != before:
                 self.pending_outcomes.setdefault(sym, deque()).append((i + slot.horizon, slot.model_id, i, c))
         closes.append(c)
@@ -165,7 +200,7 @@ class Engine:
         qty = frac * equity / c if c > 0 else 0.0
         return Request(sym, qty, conf, frac, ",".join(s.model_id for s in slots))
 
-    def _step(self, ts: str, bars: Sequence[BarTuple]) -> None:  # noqa: C901 - one flat hot path, on purpose
+    def _step(self, ts: str, bars: Sequence[BarTuple], epoch: float = 0.0) -> None:  # noqa: C901 - one flat hot path
         """One timestamp: fills at the open, marks, decisions, orders, the equity mark.
 
         This runs once per bar of a replay, so it is written for speed (see docs/trading.md,
@@ -202,7 +237,7 @@ class Engine:
             if outcomes and (pend := outcomes.get(sym)) and pend[0][0] <= i:
                 self._outcomes(ts, sym, i, bar[5], pend)
             if by_symbol and (slots := by_symbol.get(sym)):
-                req = self._decide(ts, sym, i, bar, equity, slots)
+                req = self._decide(ts, sym, i, bar, equity, slots, epoch)
                 if req is not None:
                     requests.append(req)
             if schedules and (targets := schedules.get(sym)) is not None and i < len(targets):
@@ -265,6 +300,7 @@ class Engine:
                 if self._already_done(ts, bars):
                     continue
                 catching_up = False
+                self._verify_past()
             if stop_requested() or (max_bars is not None and processed >= max_bars):
                 status = "stopped"
                 break
@@ -272,7 +308,7 @@ class Engine:
                 if epoch0 is None:
                     epoch0, wall0 = epoch, time.monotonic()
                 pace(speed, epoch0, wall0, epoch)
-            step(ts, bars)
+            step(ts, bars, epoch)
             processed += len(bars)
             since_commit += 1
             if since_commit >= commit_every:
@@ -281,6 +317,8 @@ class Engine:
             if progress is not None and time.monotonic() >= next_progress:
                 progress(self)
                 next_progress = time.monotonic() + progress_every_s
+        if catching_up and not stop_requested():  # the data ended at (or before) the cursor
+            self._verify_past()
         if stop_requested():  # a follow source ends its stream when asked to stop
             status = "stopped"
         self.stats.equity = self.broker.equity()

@@ -69,6 +69,7 @@ class ModelPrediction:
     source: str  # model | fallback_previous | fallback_rule
     latency_us: float
     features: list[float] | None
+    in_sample: int | None = None  # 1: the bar was one of the model's training rows; None: unknown
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sqlite3
 import sys
 from array import array
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, ts TEXT, type TEXT, s
     reason TEXT, payload TEXT);
 CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY, ts TEXT, bar_index INTEGER, symbol TEXT,
     model_id TEXT, digest TEXT, prediction REAL, confidence REAL, source TEXT, latency_us REAL, features TEXT,
-    outcome REAL, outcome_ts TEXT);
+    outcome REAL, outcome_ts TEXT, in_sample INTEGER);
 CREATE TABLE IF NOT EXISTS equity_chunks (first_bar INTEGER PRIMARY KEY, equity BLOB);
 CREATE INDEX IF NOT EXISTS predictions_key ON predictions (symbol, model_id, bar_index);
 """
@@ -58,13 +59,58 @@ EXPORT_TABLES = {
     "orders": "id, ts, symbol, side, quantity, status, reason",
     "equity": "bar_index, ts, cash, equity",
     "predictions": "id, ts, bar_index, symbol, model_id, digest, prediction, confidence, source, latency_us, "
-    "features, outcome, outcome_ts",
+    "features, outcome, outcome_ts, in_sample",
     "events": "id, ts, type, symbol, model_id, reason, payload",
     "positions": "symbol, quantity, avg_price, realised_pnl",
 }
 
 #: Columns holding wall-clock data: excluded when two ledgers are compared for determinism.
 WALL_CLOCK = {"predictions": ("latency_us",), "meta": ("started_at", "updated_at", "pid", "status", "run_id")}
+
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def validate_run_id(run_id: str, option: str = "--run-id") -> str:
+    """A run id names one folder under --runs-dir: no separators, no '..', no absolute path."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+        raise TradingError(
+            f"{option} {run_id!r} is not a valid run id; use 1-128 letters, digits, '.', '_' or '-' starting with a "
+            "letter or digit (it names one folder under --runs-dir; pass --state DIR for another place)"
+        )
+    return run_id
+
+
+def ledger_state(path: Path) -> str:
+    """``started`` (meta has a run_id), ``empty`` (0 bytes, or SQLite without a run's meta: a run killed
+    before its first commit), ``missing`` or ``damaged`` (not readable as SQLite)."""
+    try:
+        if not path.is_file():
+            return "missing"
+        if path.stat().st_size == 0:
+            return "empty"
+    except OSError:
+        return "damaged"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return "damaged"
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            return "empty" if not tables else "damaged"
+        row = conn.execute("SELECT value FROM meta WHERE key = 'run_id'").fetchone()
+        return "started" if row is not None else "empty"
+    except sqlite3.Error:
+        return "damaged"
+    finally:
+        conn.close()
+
+
+def remove_ledger(path: Path) -> None:
+    """Delete a ledger file and its WAL side files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def now_iso() -> str:
@@ -93,6 +139,7 @@ class Ledger:
         self.path = path
         self.conn = connect(path)
         self.conn.executescript(SCHEMA)
+        add_missing_columns(self.conn)
         self._orders: dict[int, list[Any]] = {}
         self._order_updates: list[tuple[str, int]] = []
         self._fills: list[Any] = []  # flat, 9 values per fill
@@ -133,7 +180,7 @@ class Ledger:
         # and the order decision, and encoding 25 floats costs more than the model call.
         self._predictions.append(
             (e.ts, e.bar_index, e.symbol, e.model_id, e.digest, e.prediction, e.confidence, e.source, e.latency_us,
-             e.features)
+             e.in_sample, e.features)
         )
 
     def _on_outcome(self, e: Outcome) -> None:
@@ -187,8 +234,8 @@ class Ledger:
             if self._predictions:
                 c.executemany(
                     "INSERT INTO predictions (ts, bar_index, symbol, model_id, digest, prediction, confidence, "
-                    "source, latency_us, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*row[:9], None if row[9] is None else json.dumps(row[9])) for row in self._predictions],
+                    "source, latency_us, in_sample, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*row[:10], None if row[10] is None else json.dumps(row[10])) for row in self._predictions],
                 )
             if self._outcomes:
                 c.executemany(
@@ -224,6 +271,18 @@ class Ledger:
         self.conn.close()
 
 
+#: Columns added after the first ledgers were written: (table, column, type). Older ledgers get them
+#: on open for writing (NULL in old rows: unknown); readers treat a missing column as NULL.
+ADDED_COLUMNS = (("predictions", "in_sample", "INTEGER"),)
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 def insert_rows(conn: sqlite3.Connection, table: str, ncols: int, values: list[Any]) -> None:
     """INSERT flat ``values`` (``ncols`` per row) into ``table``, ROWS_PER_INSERT rows per statement."""
     width = ncols * ROWS_PER_INSERT
@@ -256,8 +315,10 @@ def read_table(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]
     conn = connect(path, readonly=True)
     try:
         cols = EXPORT_TABLES[table]
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        select = ", ".join(c if c in have or not have else f"NULL AS {c}" for c in (x.strip() for x in cols.split(",")))
         order = "symbol" if table == "positions" else ("bar_index, ts" if table == "equity" else "id")
-        rows = conn.execute(f"SELECT {cols} FROM {table} ORDER BY {order}").fetchall()
+        rows = conn.execute(f"SELECT {select} FROM {table} ORDER BY {order}").fetchall()
     except sqlite3.DatabaseError as exc:
         raise TradingError(f"cannot read {table} from {path}: {exc}; is it an aitrader ledger?") from exc
     finally:

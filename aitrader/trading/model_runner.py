@@ -11,8 +11,19 @@ A bar whose feature row still has NaN (warm-up, a gap in a feature) is skipped f
 without counting as an error. After ``max_consecutive_errors`` errors in a row the model is
 disabled for the rest of the run: its vote is withdrawn (so a symbol traded only by it goes flat)
 and an ALERT is raised. A Python call cannot be interrupted safely, so the timeout is checked
-after the call returns (the late result is discarded): measured wall time, hence a run in which a
-timeout fired is reproducible only if it fires again; tests inject ``clock``.
+after the call returns (the late result is discarded).
+
+Which clock the timeout reads depends on the run: live runs (``--follow``, ``--speed K``) time the
+call on the wall clock, because a late prediction is late for the market. A replay at ``--speed 0``
+(a backtest) times it on the calling thread's CPU time (``time.thread_time``): sleeping, waiting
+for a core on a loaded machine or other processes do not advance it, so the same inputs give the
+same ledger under any load, while a model that really computes too long still times out. (The
+runner predicts on the calling thread, one ONNX thread, so its work is this thread's CPU time.)
+``latency_us`` always records wall time. Tests inject ``clock``/``timeout_clock``.
+
+Each prediction records ``in_sample``: 1 when its bar lies in the model's training rows (manifest
+``data.first`` .. ``split.final_train_last``), 0 when not, None when the manifest does not say.
+Bars before ``trade_from`` (epoch seconds) only warm the features: no prediction, no vote.
 """
 
 from __future__ import annotations
@@ -67,6 +78,9 @@ class ModelSlot:
         max_consecutive_errors: int,
         previous_max_bars: int,
         clock: Callable[[], float] = time.perf_counter,
+        timeout_clock: Callable[[], float] | None = None,
+        train_span: tuple[float, float] | None = None,
+        trade_from: float | None = None,
     ) -> None:
         self.model_id = model_id
         self.symbol = symbol
@@ -82,6 +96,10 @@ class ModelSlot:
         self.max_errors = max_consecutive_errors
         self.previous_max_bars = previous_max_bars
         self.clock = clock
+        # None: the timeout reads the latency clock itself (one pair of reads per prediction).
+        self.timeout_clock = timeout_clock
+        self.train_span = train_span
+        self.trade_from = trade_from
         # State carried across bars; saved in every checkpoint (see state()).
         self.vote: float | None = None  # signed target fraction; None: no opinion (not yet / disabled)
         self.confidence = 0.0
@@ -96,23 +114,41 @@ class ModelSlot:
         """Feed a bar before the run's cursor: features only (resume rebuilds streams from bars)."""
         self.stream.update(ts, o, h, l, c, v)
 
+    def in_sample(self, epoch: float) -> int | None:
+        """1 when the bar at ``epoch`` was one of the model's training rows, 0 when not, None: unknown."""
+        span = self.train_span
+        if span is None:
+            return None
+        return 1 if span[0] <= epoch <= span[1] else 0
+
     def step(
-        self, ts: str, bar_index: int, o: float, h: float, l: float, c: float, v: float, closes: deque[float]  # noqa: E741
+        self, ts: str, bar_index: int, o: float, h: float, l: float, c: float, v: float,  # noqa: E741
+        closes: deque[float], epoch: float = 0.0,
     ) -> bool:
         """Process one bar of this model's symbol; True when the model's vote changed."""
         row = self.stream.update(ts, o, h, l, c, v)
-        if self.disabled:
+        if self.disabled or (self.trade_from is not None and epoch < self.trade_from):
             return False
         bus = self.bus
         if bus.wants(EventType.FEATURE_UPDATE):
             bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
         if np.isnan(row).any():
             return False  # missing features: skip this bar for this model
-        t0 = self.clock()
-        reason, detail, raw = self._predict(row)
-        latency_us = (self.clock() - t0) * 1e6
-        if reason is None and latency_us > self.timeout_s * 1e6:
-            reason, detail = "timeout", f"prediction took {latency_us / 1000:.3f} ms > {self.timeout_s * 1000:g} ms"
+        tclock = self.timeout_clock
+        if tclock is None:
+            t0 = self.clock()
+            reason, detail, raw = self._predict(row)
+            latency_us = (self.clock() - t0) * 1e6
+            timed_us, what = latency_us, "prediction took"
+        else:
+            c0, t0 = tclock(), self.clock()
+            reason, detail, raw = self._predict(row)
+            latency_us = (self.clock() - t0) * 1e6
+            # A thread's CPU time never exceeds the wall time it took: read it only when it matters.
+            timed_us = (tclock() - c0) * 1e6 if latency_us > self.timeout_s * 1e6 else latency_us
+            what = "prediction used CPU time"
+        if reason is None and timed_us > self.timeout_s * 1e6:
+            reason, detail = "timeout", f"{what} {timed_us / 1000:.3f} ms > {self.timeout_s * 1000:g} ms"
         if reason is None:
             self.consecutive_errors = 0
             self.last_valid = raw
@@ -130,7 +166,7 @@ class ModelSlot:
             bus.publish(
                 ModelPrediction(
                     ts, bar_index, self.symbol, self.model_id, self.digest, raw, decision.confidence, source,
-                    latency_us, feats,
+                    latency_us, feats, self.in_sample(epoch),
                 )
             )
         self.confidence = decision.confidence

@@ -7,8 +7,12 @@ recorded in its ledger, not the current files, so that it continues exactly the 
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import sqlite3
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,9 @@ import pandas as pd
 
 from aitrader.config import TradingConfig, load_trading_config
 from aitrader.errors import DataError, TradingError
-from aitrader.trading.ledger import LEDGER_NAME, Ledger, read_table
+from aitrader.trading.ledger import LEDGER_NAME, connect, ledger_state, read_table, validate_run_id
 from aitrader.trading.session import REPLAY_COMMIT_EVERY, ModelSpec, RunOptions, new_run_id, run_session
-from aitrader.trading.sources import BarSeries, FollowSource, describe, replay_steps
+from aitrader.trading.sources import BarSeries, FollowSource, ReplayFingerprint, describe, replay_steps
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -81,6 +85,18 @@ def load_models(
 
 
 # ---------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Window:
+    """Which bars a run trades: ``--from``/``--to`` (None: the model's first unseen bar / the end)."""
+
+    start: str | None = None
+    end: str | None = None
+    allow_in_sample: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.start, "to": self.end, "allow_in_sample": self.allow_in_sample}
+
+
 def _unseen_start(manifest: dict[str, Any]) -> tuple[Any, int]:
     """Where a model's unseen bars begin, and how many earlier bars its features need to warm up.
 
@@ -92,53 +108,158 @@ def _unseen_start(manifest: dict[str, Any]) -> tuple[Any, int]:
     return start, int((manifest.get("features") or {}).get("warmup") or 0)
 
 
+def _aligned(value: Any, index: Any) -> Any:
+    """``value`` as a Timestamp comparable with ``index`` (naive stamps take the index's zone)."""
+    ts = pd.Timestamp(value)
+    tz = getattr(index, "tz", None)
+    if tz is not None and ts.tz is None:
+        return ts.tz_localize(tz)
+    if tz is None and ts.tz is not None:
+        return ts.tz_convert("UTC").tz_localize(None)
+    return ts
+
+
+def _parse_when(option: str, value: str) -> pd.Timestamp:
+    try:
+        ts: Any = pd.Timestamp(value)
+    except (TypeError, ValueError, OverflowError):
+        ts = pd.NaT
+    if ts is pd.NaT:
+        raise TradingError(f"{option} {value!r} is not a date or time; use e.g. 2024-01-31 or 2024-01-31T14:00")
+    return ts
+
+
+def _is_date(value: str) -> bool:
+    return len(value.strip()) == 10  # YYYY-MM-DD: the whole day
+
+
+def _first_unseen(df: pd.DataFrame, specs: list[ModelSpec]) -> tuple[int, str, str]:
+    """Position in ``df`` of the first bar every model of this symbol never saw, its stamp and the model."""
+    best, stamp, model = 0, "", ""
+    for spec in specs:
+        start, _ = _unseen_start(spec.manifest)
+        if not start:
+            continue
+        unseen_from_cut = "holdout_first" in (spec.manifest.get("split") or {})  # else cut is the last seen bar
+        pos = int(df.index.searchsorted(_aligned(str(start), df.index), side="left" if unseen_from_cut else "right"))
+        if pos >= best:
+            best, model = pos, spec.model_id
+            stamp = str(df.index[pos]) if pos < len(df) else f"after {start}"
+    return best, stamp, model
+
+
+def select_window(df: pd.DataFrame, symbol: str, specs: list[ModelSpec], window: Window, *,
+                  what: str) -> tuple[pd.DataFrame, float | None]:
+    """The bars to replay (led by the feature warm-up) and the epoch of the first bar to trade.
+
+    By default trading starts at the models' first unseen bar (``split.holdout_first``); ``--from``
+    earlier than that, or a replay of the whole file, needs ``allow_in_sample``.
+    """
+    from aitrader.trading.session import to_epoch
+
+    warmup = max((_unseen_start(s.manifest)[1] for s in specs), default=0)
+    unseen, unseen_ts, model = _first_unseen(df, specs)
+    if window.start is not None:
+        start_ts = _aligned(_parse_when("--from", window.start), df.index)
+        start = int(df.index.searchsorted(start_ts, side="left"))
+        if start < unseen and not window.allow_in_sample:
+            raise TradingError(
+                f"--from {window.start} reaches into the training period of {model} ({symbol}): its first unseen "
+                f"bar is {unseen_ts}; trade from there or later, or pass --allow-in-sample to trade bars the model "
+                "was trained on (monitor will flag the run)"
+            )
+    else:
+        start = 0 if window.allow_in_sample else unseen
+    stop = len(df)
+    if window.end is not None:
+        end = _aligned(_parse_when("--to", window.end), df.index)
+        whole_day = _is_date(window.end)
+        stop = int(df.index.searchsorted(end + pd.Timedelta(days=1) if whole_day else end,
+                                         side="left" if whole_day else "right"))
+    if start >= stop:
+        if window.start is None and window.end is None and len(df):
+            raise DataError(
+                f"{what} for {symbol} ({df.index[0]} .. {df.index[-1]}) has no bars after the model's training "
+                f"period ({model}: first unseen bar {unseen_ts}); pass bars after it with --data PATH, or "
+                "--allow-in-sample to replay bars the model was trained on (monitor will flag the run)"
+            )
+        raise DataError(
+            f"{what} for {symbol} has no bar to trade in the window --from {window.start or unseen_ts} "
+            f"--to {window.end or 'the end'}; widen the window"
+        )
+    return df.iloc[max(0, start - warmup):stop], to_epoch(df.index[start])
+
+
 def _after_training(df: pd.DataFrame, manifest: dict[str, Any], symbol: str) -> pd.DataFrame:
     """The sample's bars from the model's first unseen bar on, led by its feature warm-up bars."""
-    start, warmup = _unseen_start(manifest)
-    if not start:
-        return df
-    cut = pd.Timestamp(str(start))
-    tz = getattr(df.index, "tz", None)
-    if tz is not None and cut.tz is None:
-        cut = cut.tz_localize(tz)
-    elif tz is None and cut.tz is not None:
-        cut = cut.tz_convert(None)
-    unseen_from_cut = "holdout_first" in (manifest.get("split") or {})  # else cut is the last seen bar
-    first = int(df.index.searchsorted(cut, side="left" if unseen_from_cut else "right"))
-    if first >= len(df):
-        raise DataError(
-            f"the built-in sample for {symbol} has no bars after the model's training period (from {start}); "
-            "pass bars to trade with --data PATH"
-        )
-    return df.iloc[max(0, first - warmup):]
+    spec = ModelSpec(model_id="model", symbol=symbol, digest="", predictor=None, stream=None,  # type: ignore[arg-type]
+                     manifest=manifest)
+    return select_window(df, symbol, [spec], Window(), what="the built-in sample")[0]
 
 
-def load_frames(data: list[str] | None, specs: list[ModelSpec]) -> dict[str, pd.DataFrame]:
-    """Bars of every traded symbol: ``--data`` items (file, directory, SYMBOL=PATH) or the sample."""
+def load_frames(data: list[str] | None, specs: list[ModelSpec],
+                window: Window | None = None) -> dict[str, pd.DataFrame]:
+    """Bars of every traded symbol: ``--data`` items (file, directory, SYMBOL=PATH) or the sample.
+
+    Each frame is cut to the window (see :func:`select_window`); the specs' ``trade_from`` is set.
+    """
     from aitrader.data import load_bars, load_sample, load_universe
 
+    window = window or Window()
     symbols = sorted({s.symbol for s in specs})
-    if not data:
-        manifests = {s.symbol: s.manifest for s in specs}
-        return {sym: _after_training(load_sample(sym), manifests[sym], sym) for sym in symbols}
     frames: dict[str, pd.DataFrame] = {}
-    explicit = False
-    for item in data:
-        sym, sep, path = item.partition("=")
-        if sep and not Path(item).exists():
-            frames[sym] = load_bars(path, symbol=sym)
-            explicit = True
+    if not data:
+        frames = {sym: load_sample(sym) for sym in symbols}
+        what = "the built-in sample"
+    else:
+        what = "--data"
+        explicit = False
+        for item in data:
+            sym, sep, path = item.partition("=")
+            if sep and not Path(item).exists():
+                frames[sym] = load_bars(path, symbol=sym)
+                explicit = True
+            else:
+                frames.update(load_universe(item))
+        if not explicit and len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
+            frames = {symbols[0]: next(iter(frames.values()))}  # one file for the one traded symbol
+        missing = [s for s in symbols if s not in frames]
+        if missing:
+            raise DataError(
+                f"no bars for {', '.join(missing)} in --data (found: {', '.join(sorted(frames)) or 'none'}); "
+                "pass SYMBOL=PATH for each traded symbol"
+            )
+    out: dict[str, pd.DataFrame] = {}
+    for sym in symbols:
+        mine = [s for s in specs if s.symbol == sym]
+        out[sym], trade_from = select_window(frames[sym], sym, mine, window, what=what)
+        for spec in mine:
+            spec.trade_from = trade_from
+    return out
+
+
+def _follow_window(path: Path, specs: list[ModelSpec], window: Window) -> None:
+    """``--follow``: bars before the first unseen bar (or ``--from``) only warm the features."""
+    from aitrader.trading.session import to_epoch
+
+    if window.end is not None:
+        raise TradingError("--to does not apply to --follow (it trades bars as they arrive); drop --to")
+    for spec in specs:
+        unseen_ts, _ = _unseen_start(spec.manifest)
+        unseen = to_epoch(unseen_ts)
+        if unseen is not None and "holdout_first" not in (spec.manifest.get("split") or {}):
+            unseen += 1e-9  # data.last: the last bar it saw
+        if window.start is not None:
+            start = to_epoch(_parse_when("--from", window.start))
+            if unseen is not None and start is not None and start < unseen and not window.allow_in_sample:
+                raise TradingError(
+                    f"--from {window.start} reaches into the training period of {spec.model_id} ({spec.symbol}): "
+                    f"its first unseen bar is {unseen_ts}; trade from there or later, or pass --allow-in-sample "
+                    "to trade bars the model was trained on (monitor will flag the run)"
+                )
+            spec.trade_from = start
         else:
-            frames.update(load_universe(item))
-    if not explicit and len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
-        frames = {symbols[0]: next(iter(frames.values()))}  # one file for the one traded symbol
-    missing = [s for s in symbols if s not in frames]
-    if missing:
-        raise DataError(
-            f"no bars for {', '.join(missing)} in --data (found: {', '.join(sorted(frames)) or 'none'}); "
-            "pass SYMBOL=PATH for each traded symbol"
-        )
-    return {s: frames[s] for s in symbols}
+            spec.trade_from = None if window.allow_in_sample else unseen
 
 
 def _follow_target(data: list[str] | None, specs: list[ModelSpec]) -> tuple[str, Path]:
@@ -154,27 +275,78 @@ def _follow_target(data: list[str] | None, specs: list[ModelSpec]) -> tuple[str,
 
 
 # ---------------------------------------------------------------------------- runs
-def resolve_run(runs_dir: str | Path, run_id: str | None, state_dir: str | Path | None = None) -> Path:
-    """A run's folder: ``--state`` as given, ``runs_dir/RUN_ID``, or the most recently updated run."""
+def resolve_run(runs_dir: str | Path, run_id: str | None, state_dir: str | Path | None = None,
+                option: str = "RUN_ID") -> Path:
+    """A run's folder: ``--state`` as given, ``runs_dir/RUN_ID``, or the most recently updated run
+    (runs killed before their ledger's first commit are not candidates)."""
     if state_dir is not None:
         return Path(state_dir)
     root = Path(runs_dir)
     if run_id is not None:
-        return root / run_id
+        return root / validate_run_id(run_id, option)
     runs = [p.parent for p in root.glob(f"*/{LEDGER_NAME}")] if root.is_dir() else []
+    runs = [p for p in runs if ledger_state(p / LEDGER_NAME) != "empty"]
     if not runs:
         raise TradingError(f"no runs under {root}/; start one with aitrader paper-trade or pass --runs-dir")
     return max(runs, key=lambda p: ((p / LEDGER_NAME).stat().st_mtime, p.name))
 
 
-def _saved_run(run_dir: Path) -> dict[str, Any]:
-    if not (run_dir / LEDGER_NAME).is_file():
-        raise TradingError(f"cannot resume: no ledger at {run_dir / LEDGER_NAME}; pass the RUN_ID of an existing run")
-    ledger = Ledger(run_dir / LEDGER_NAME)
+def _saved_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, tuple[int, str]], set[int]]:
+    """The meta, cursors and reported bad-bar lines of a run to resume, or a clean error."""
+    path = run_dir / LEDGER_NAME
+    state = ledger_state(path)
+    if state == "missing":
+        raise TradingError(f"cannot resume: no ledger at {path}; pass the RUN_ID of an existing run")
+    if state == "empty":
+        raise TradingError(f"cannot resume: the run in {run_dir} was stopped before it started (its ledger is "
+                           f"empty); start it again with --run-id {run_dir.name}")
     try:
-        return ledger.read_meta()
-    finally:
-        ledger.close()
+        conn = connect(path, readonly=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if missing := [t for t in RUN_TABLES if t not in tables]:
+                raise TradingError(f"cannot resume: {path} lacks the table(s) {', '.join(missing)}: the ledger is "
+                                   "damaged; start a new run")
+            meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+            cursors = {str(sym): (int(i), str(ts)) for sym, i, ts in conn.execute("SELECT * FROM cursors")}
+            reported = {int(json.loads(p).get("line")) for (p,) in conn.execute(
+                "SELECT payload FROM events WHERE type = 'ALERT' AND reason = 'bad_bar'")}
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, TypeError, AttributeError) as exc:
+        raise TradingError(f"cannot resume: {path} is damaged ({type(exc).__name__}: {exc}); start a new run") \
+            from exc
+    return meta, cursors, reported
+
+
+#: The tables every run's ledger has had since the first version (equity_chunks came later).
+RUN_TABLES = ("meta", "cursors", "orders", "fills", "positions", "equity", "events", "predictions")
+
+
+def _resumed_config(saved: dict[str, Any], run_dir: Path) -> tuple[TradingConfig, dict[str, Any], list[Any]]:
+    from pydantic import ValidationError
+
+    try:
+        cfg = TradingConfig.model_validate(saved.get("config"))
+    except ValidationError as exc:
+        errors: list[Any] = list(exc.errors())
+        where = ".".join(str(x) for x in errors[0].get("loc", ())) if errors else "config"
+        msg = errors[0].get("msg", str(exc)) if errors else str(exc)
+        raise TradingError(
+            f"cannot resume: the config stored in {run_dir / LEDGER_NAME} is invalid ({where or 'config'}: "
+            f"{msg}); start a new run"
+        ) from exc
+    request, models = saved.get("request") or {}, saved.get("models") or []
+    if not isinstance(request, dict) or not isinstance(models, list) or not all(
+        isinstance(m, dict) and {"name", "symbol", "digest", "model_id"} <= set(m) for m in models
+    ):
+        raise TradingError(f"cannot resume: the run's request or models in {run_dir / LEDGER_NAME} are damaged; "
+                           "start a new run")
+    data = request.get("data")
+    if data is not None and not (isinstance(data, list) and all(isinstance(d, str) for d in data)):
+        raise TradingError(f"cannot resume: the run's recorded --data in {run_dir / LEDGER_NAME} is damaged; "
+                           "start a new run")
+    return cfg, request, models
 
 
 def paper_trade(
@@ -190,44 +362,67 @@ def paper_trade(
     max_bars: int | None = None,
     runs_dir: str = DEFAULT_RUNS_DIR,
     view: str = "none",
+    start: str | None = None,
+    end: str | None = None,
+    allow_in_sample: bool = False,
 ) -> dict[str, Any]:
-    """Start (or ``resume``) a paper-trading run; returns the final summary."""
-    if speed < 0:
-        raise TradingError(f"--speed must be >= 0 (0: as fast as possible), got {speed}")
+    """Start (or ``resume``) a paper-trading run; returns the final summary.
+
+    ``start``/``end`` (``--from``/``--to``) pick the bars to trade; by default a run trades from each
+    model's first unseen bar, and bars the model was trained on need ``allow_in_sample``.
+    """
+    if not math.isfinite(speed) or speed < 0:
+        raise TradingError(f"--speed must be a finite number >= 0 (0: as fast as possible), got {speed}")
+    window = Window(start, end, allow_in_sample)
+    cursors: dict[str, tuple[int, str]] = {}
+    reported: set[int] = set()
     saved: dict[str, Any] = {}
     if resume is not None:
-        run_dir = resolve_run(runs_dir, resume, state_dir)
-        saved = _saved_run(run_dir)
-        cfg = TradingConfig.model_validate(saved["config"])
-        request = saved.get("request") or {}
+        if window != Window():
+            raise TradingError("--from, --to and --allow-in-sample cannot change a resumed run; it continues "
+                               "with the window it started with")
+        run_dir = resolve_run(runs_dir, resume, state_dir, "--resume")
+        saved, cursors, reported = _saved_run(run_dir)
+        cfg, request, models = _resumed_config(saved, run_dir)
         data, follow = request.get("data"), bool(request.get("follow"))
-        specs = load_models(cfg, registry_root, list(saved.get("models") or []))
+        if "allow_in_sample" in request:
+            window = Window(request.get("from"), request.get("to"), bool(request.get("allow_in_sample")))
+        else:  # a run started before windows existed replayed all of --data (the sample: after training)
+            window = Window(allow_in_sample=bool(data))
+        specs = load_models(cfg, registry_root, models)
         rid = str(saved.get("run_id") or run_dir.name)
     else:
         cfg = load_trading_config(config_path)
-        rid = run_id or new_run_id()
+        rid = validate_run_id(run_id) if run_id is not None else new_run_id()
         run_dir = Path(state_dir) if state_dir else Path(runs_dir) / rid
         specs = load_models(cfg, registry_root)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
-    opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY)
+    opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)
-    meta: dict[str, Any] = {"request": {"data": data, "follow": follow}}
+    meta: dict[str, Any] = {"request": {"data": data, "follow": follow, **window.to_dict()}}
     if follow:
         symbol, path = _follow_target(data, specs)
-        source = FollowSource(path, symbol)
+        _follow_window(path, specs, window)
+        done = cursors.get(symbol)
+        source = FollowSource(path, symbol, bad_bar=cfg.ml_trading.live.bad_bar,
+                              min_bars=done[0] + 1 if done else 0, reported=reported)
+        opts.subscribers.append(source.attach)
+        opts.fingerprint = source.fingerprint
         steps = source.steps()
         stop_event = source.stop_event
         indexes = _follow_index(path, symbol)
     else:
-        frames = load_frames(data, specs)
+        frames = load_frames(data, specs, window)
         meta["data"] = describe(frames)
-        # metrics helper (issue 9): the traded bars' calendar, so the summary annualises with it
+        # the traded bars' calendar, so the summary annualises with it (docs/metrics.md)
         from aitrader.trading.summary import calendar_of
 
         meta["calendar"] = calendar_of([df.index for df in frames.values()])
-        steps = replay_steps([BarSeries.from_frame(s, df) for s, df in frames.items()])
+        series = [BarSeries.from_frame(s, df) for s, df in frames.items()]
+        opts.fingerprint = ReplayFingerprint(series)
+        steps = replay_steps(series)
         stop_event = None
         indexes = [pd.DatetimeIndex(df.index) for df in frames.values()]
     # Costs by asset class, resolved from the traded bars and recorded in the ledger's meta (a resumed
@@ -254,10 +449,14 @@ def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:
 
 def _existing_run(runs_dir: str, run_id: str | None, state_dir: str | None) -> Path:
     run_dir = resolve_run(runs_dir, run_id, state_dir)
-    if not (run_dir / LEDGER_NAME).is_file():
+    state = ledger_state(run_dir / LEDGER_NAME)
+    if state == "missing":
         raise TradingError(
             f"run {run_id!r} not found: no {run_dir / LEDGER_NAME}; pass an existing RUN_ID or --runs-dir"
         )
+    if state == "empty":
+        raise TradingError(f"run {run_dir.name!r} was stopped before it started (its ledger is empty); start it "
+                           f"again with aitrader paper-trade --run-id {run_dir.name}")
     return run_dir
 
 
@@ -265,7 +464,13 @@ def run_status(run_id: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR, stat
     from aitrader.trading.summary import summarise
 
     run_dir = _existing_run(runs_dir, run_id, state_dir)
-    return summarise(run_dir)
+    try:
+        return summarise(run_dir)
+    except (sqlite3.Error, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TradingError(
+            f"cannot summarise the run in {run_dir}: its ledger is damaged or incomplete ({type(exc).__name__}: "
+            f"{exc}); export the tables that remain with aitrader export, or start a new run"
+        ) from exc
 
 
 def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR,
@@ -277,18 +482,29 @@ def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str 
     if out is None:
         return df.to_csv(index=False, lineterminator="\n")
     dest = Path(out)
+    if dest.is_dir() or out.endswith(("/", os.sep)):
+        raise TradingError(f"--out {out} is a directory; pass a file name such as {dest / (table + '.csv')}")
     suffix = "".join(dest.suffixes[-2:]).lower() if dest.suffix.lower() == ".gz" else dest.suffix.lower()
     if suffix not in (".csv", ".csv.gz", ".parquet"):
         raise TradingError(f"--out {out}: unknown extension {suffix or '(none)'}; use .csv, .csv.gz or .parquet")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".export.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise TradingError(f"cannot write --out {out}: {exc.strerror or exc}; pass a writable path") from exc
     try:
         if suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False, compression="gzip" if suffix == ".csv.gz" else None)
         Path(tmp).replace(dest)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise TradingError(
+            f"cannot write --out {out}: {exc.strerror or exc}; free disk space (or raise the file size limit) or "
+            "pass another path; nothing was written"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

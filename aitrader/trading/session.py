@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import secrets
 import signal
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from aitrader.errors import TradingError
 from aitrader.trading.broker import PaperBroker
 from aitrader.trading.engine import Engine, TargetSchedule
 from aitrader.trading.events import EventBus
-from aitrader.trading.ledger import LEDGER_NAME, Ledger, now_iso
+from aitrader.trading.ledger import LEDGER_NAME, Ledger, ledger_state, now_iso, remove_ledger
 from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor
 from aitrader.trading.signals import UnifiedSignalHandler
 from aitrader.trading.sources import Step
@@ -47,6 +50,7 @@ class ModelSpec:
     min_confidence: float = 0.6
     position_size: float = 0.02
     weight: float = 1.0
+    trade_from: float | None = None  # epoch seconds: earlier bars only warm the features (no prediction)
 
 
 @dataclass
@@ -59,6 +63,14 @@ class RunOptions:
     subscribers: list[Callable[[EventBus], None]] = field(default_factory=list)
     clock: Callable[[], float] | None = None
     handle_signals: bool = True
+    live: bool = False  # --follow: prediction timeouts on the wall clock even at speed 0
+    # SHA-256 of the bars consumed up to the cursors ({symbol: {"bars", "sha256"}}), kept in the saved state
+    fingerprint: Callable[[dict[str, tuple[int, str]]], dict[str, Any]] | None = None
+
+
+def wall_clock_timeouts(opts: RunOptions) -> bool:
+    """Live runs (--follow, --speed K) time predictions on the wall clock; a speed-0 replay on CPU time."""
+    return opts.live or opts.speed > 0
 
 
 def new_run_id() -> str:
@@ -70,6 +82,41 @@ def horizon_of(manifest: dict[str, Any]) -> int:
         return max(1, int((manifest.get("target") or {}).get("horizon") or 1))
     except (TypeError, ValueError):
         return 1
+
+
+def to_epoch(value: Any) -> float | None:
+    """Epoch seconds of a stamp the way the bar sources count them (aware: UTC; naive: as if UTC)."""
+    import pandas as pd
+
+    if value is None or value == "":
+        return None
+    try:
+        ts = pd.Timestamp(str(value))
+    except (TypeError, ValueError):
+        return None
+    if ts is pd.NaT:
+        return None
+    if ts.tz is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return float(ts.as_unit("ns").value) / 1e9
+
+
+def training_span(manifest: dict[str, Any]) -> tuple[float, float] | None:
+    """First and last bar (epoch seconds, inclusive) of the rows the model was fit on, None: unknown.
+
+    ``split.final_train_last`` is the last row of the final model's fit; manifests without it bound
+    the span by ``split.holdout_first`` (exclusive), else by the end of the data.
+    """
+    data = manifest.get("data") or {}
+    split = manifest.get("split") or {}
+    first = to_epoch(data.get("first"))
+    last = to_epoch(split.get("final_train_last"))
+    if last is None:
+        unseen = to_epoch(split.get("holdout_first"))
+        last = unseen - 1e-9 if unseen is not None else to_epoch(data.get("last"))
+    if last is None:
+        return None
+    return (first if first is not None else float("-inf"), last)
 
 
 def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledger: Ledger | None,
@@ -85,7 +132,9 @@ def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledg
     handler = UnifiedSignalHandler(bus, broker, max_position_size=risk.max_ml_position_size,
                                    max_positions=risk.max_ml_positions, daily_loss_limit=risk.daily_ml_loss_limit,
                                    allow_short=ex.allow_short)
-    extra = {"clock": opts.clock} if opts.clock is not None else {}
+    extra: dict[str, Any] = {"clock": opts.clock} if opts.clock is not None else {}
+    if not wall_clock_timeouts(opts):
+        extra["timeout_clock"] = opts.clock or time.thread_time
     slots = [
         ModelSlot(
             model_id=s.model_id, symbol=s.symbol, digest=s.digest, predictor=s.predictor, stream=s.stream,
@@ -93,7 +142,8 @@ def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledg
                                           position_size=s.position_size),
             weight=s.weight, horizon=horizon_of(s.manifest), bus=bus, timeout_ms=errs.prediction_timeout_ms,
             fallback=errs.fallback, max_consecutive_errors=errs.max_consecutive_errors,
-            previous_max_bars=errs.previous_max_bars, **extra,
+            previous_max_bars=errs.previous_max_bars, train_span=training_span(s.manifest),
+            trade_from=s.trade_from, **extra,
         )
         for s in specs
     ]
@@ -119,24 +169,136 @@ def _stop_on_signals(engine: Engine, enabled: bool) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def open_run(run_dir: Path, *, resume: bool) -> Ledger:
+def _create_ledger(run_dir: Path, meta: dict[str, Any]) -> None:
+    """Create ``run_dir/ledger.db`` atomically: schema and the run's meta are committed under a
+    temporary name, then hard-linked into place (which never replaces an existing file), so a run
+    killed at any moment leaves either no ledger or a started one, and two runs started with one id
+    at the same moment cannot both write it."""
     path = run_dir / LEDGER_NAME
-    if resume and not path.is_file():
+    for stale in run_dir.glob(f".{LEDGER_NAME}.*.tmp"):  # from a run killed while creating its ledger
+        pid = stale.name.split(".")[-2]
+        if not (pid.isdigit() and pid_alive(int(pid))):
+            remove_ledger(stale)
+    tmp = run_dir / f".{LEDGER_NAME}.{os.getpid()}.tmp"
+    remove_ledger(tmp)
+    try:
+        ledger = Ledger(tmp)
+        try:
+            ledger.write_meta(meta)
+        finally:
+            ledger.close()  # the last connection: SQLite folds the WAL back into the file
+        try:  # a hard link never replaces: of two runs started with one id at once, the second is refused
+            os.link(tmp, path)
+        except FileExistsError:
+            raise TradingError(f"{run_dir} already holds a run; resume it with --resume {run_dir.name} or pick "
+                               "another --run-id/--state") from None
+    finally:
+        remove_ledger(tmp)
+    with contextlib.suppress(OSError):  # make the rename durable
+        fd = os.open(run_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _check_state(run_dir: Path, state: str, resume: bool) -> None:
+    path = run_dir / LEDGER_NAME
+    if not resume:
+        if state in ("started", "damaged"):
+            raise TradingError(f"{run_dir} already holds a run; resume it with --resume {run_dir.name} or pick "
+                               "another --run-id/--state")
+        return
+    if state == "missing":
         raise TradingError(f"cannot resume: no ledger at {path}; pass the RUN_ID of an existing run (or --state DIR)")
-    if not resume and path.is_file():
-        raise TradingError(f"{run_dir} already holds a run; resume it with --resume {run_dir.name} or pick another "
-                           "--run-id/--state")
+    if state == "empty":
+        raise TradingError(f"cannot resume: the run in {run_dir} was stopped before it started (its ledger is "
+                           f"empty); start it again with --run-id {run_dir.name}")
+    if state == "damaged":
+        raise TradingError(f"cannot resume: {path} is damaged (not SQLite, or tables missing); start a new run")
+
+
+def open_run(run_dir: Path, *, resume: bool, meta: dict[str, Any] | None = None) -> Ledger:
+    """The run's ledger: an existing started one (``resume``), or a new one created with ``meta``."""
+    path = run_dir / LEDGER_NAME
+    state = ledger_state(path)
+    _check_state(run_dir, state, resume)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            if state == "empty":  # killed before its first commit: nothing to keep
+                remove_ledger(path)
+            _create_ledger(run_dir, meta or {})
+        ledger = Ledger(path)
     except OSError as exc:
         raise TradingError(f"cannot create the run folder {run_dir}: {exc.strerror}; pass a writable --state") from exc
-    ledger = Ledger(path)
+    except sqlite3.Error as exc:
+        raise TradingError(f"cannot write the ledger {path}: {exc}; free disk space or pass a writable --state") \
+            from exc
     if resume:
-        meta = ledger.read_meta()
-        if meta.get("status") == "running" and pid_alive(meta.get("pid")) and meta.get("pid") != os.getpid():
+        try:
+            saved = ledger.read_meta()
+        except (sqlite3.Error, ValueError) as exc:
             ledger.close()
-            raise TradingError(f"run {meta.get('run_id')} is running in process {meta.get('pid')}; stop it first")
+            raise TradingError(f"cannot read the run's meta from {path}: {exc}; start a new run") from exc
+        if saved.get("status") == "running" and pid_alive(saved.get("pid")) and saved.get("pid") != os.getpid():
+            ledger.close()
+            raise TradingError(f"run {saved.get('run_id')} is running in process {saved.get('pid')}; stop it first")
     return ledger
+
+
+def _recorded_costs(ledger: Ledger, resume: bool, meta: dict[str, Any] | None) -> Costs | None:
+    """The costs the run trades with: a resumed run's recorded ones, else those ``paper_trade`` resolved."""
+    try:
+        recorded = (ledger.read_meta().get("costs") if resume else None) or (meta or {}).get("costs")
+        return Costs.from_dict(recorded) if recorded else None
+    except (KeyError, TypeError, ValueError, AttributeError, sqlite3.Error) as exc:
+        raise TradingError(
+            f"cannot resume: the recorded costs in {ledger.path} are damaged ({type(exc).__name__}: {exc}); "
+            "start a new run"
+        ) from exc
+
+
+def _restore(engine: Engine, ledger: Ledger) -> None:
+    """Put the engine back at the ledger's last checkpoint, or say plainly that the state is damaged."""
+    try:
+        saved = ledger.read_meta()
+        state = saved.get("state")
+        if state:
+            if not isinstance(state, dict):
+                raise TypeError(f"state is a {type(state).__name__}, not an object")
+            _check_numbers(state)
+            engine.restore(state, ledger.cursors())
+    except TradingError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, sqlite3.Error) as exc:
+        raise TradingError(
+            f"cannot resume: the saved state in {ledger.path} is damaged ({type(exc).__name__}: {exc}); "
+            "start a new run"
+        ) from exc
+
+
+def _check_numbers(value: Any, where: str = "state") -> None:
+    """Every number of a saved state is finite and fits SQLite's 64-bit integers (counters, ids, cash)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{where}[{i}]")
+    elif isinstance(value, int | float) and not isinstance(value, bool) and not (
+        math.isfinite(value) and abs(value) < 2**63
+    ):
+        raise ValueError(f"{where} is {value!r}")
+
+
+def _ledger_failure(exc: BaseException, path: Path) -> TradingError:
+    """A write the disk refused (full disk, file size limit, I/O error) as one clean error."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return TradingError(
+        f"cannot write the ledger {path}: {detail}; free disk space (or raise the file size limit), then "
+        f"continue with --resume {path.parent.name}"
+    )
 
 
 def run_session(
@@ -156,37 +318,45 @@ def run_session(
     from aitrader.trading.summary import summarise
 
     opts = opts or RunOptions()
-    ledger = open_run(run_dir, resume=resume)
+    first: dict[str, Any] = {}
+    if not resume:
+        models = [{"model_id": s.model_id, "name": s.name or s.model_id, "symbol": s.symbol, "digest": s.digest,
+                   "version": _version(s.model_id)} for s in specs]
+        first = {"run_id": run_id, "config": cfg.model_dump(mode="json"), "models": models,
+                 "started_at": now_iso(), "status": "running", "updated_at": now_iso(), **(meta or {})}
+    ledger = open_run(run_dir, resume=resume, meta=first)
     try:
         bus = EventBus()
         ledger.attach(bus)
         for subscribe in opts.subscribers:
             subscribe(bus)
-        saved = ledger.read_meta() if resume else {}
-        # resolved by paper_trade from the bars (a resumed run: its recorded costs, else the caller's)
-        recorded = (saved.get("costs") if resume else None) or (meta or {}).get("costs")
-        engine = build_engine(cfg, specs, bus, ledger, opts, schedules,
-                              costs=Costs.from_dict(recorded) if recorded else None)
-        if resume and saved.get("state"):
-            engine.restore(saved["state"], ledger.cursors())
-        if not resume:
-            models = [{"model_id": s.model_id, "name": s.name or s.model_id, "symbol": s.symbol, "digest": s.digest,
-                       "version": _version(s.model_id)} for s in specs]
-            ledger.write_meta({"run_id": run_id, "config": cfg.model_dump(mode="json"), "models": models,
-                               "started_at": now_iso(), **(meta or {})})
-        ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso()})
+        engine = build_engine(cfg, specs, bus, ledger, opts, schedules, costs=_recorded_costs(ledger, resume, meta))
+        if opts.fingerprint is not None:
+            engine.fingerprint = opts.fingerprint
+        if resume:
+            _restore(engine, ledger)
+        try:
+            ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso()})
+        except sqlite3.Error as exc:
+            raise _ledger_failure(exc, ledger.path) from exc
         if stop_event is not None:  # shared with a follow source, so one request stops both
             engine.stop_event = stop_event
         try:
             with _stop_on_signals(engine, opts.handle_signals):
                 status = engine.run(steps, speed=opts.speed, max_bars=opts.max_bars, progress=opts.progress)
-        except BaseException:
-            ledger.write_meta({"status": "stopped", "updated_at": now_iso()})
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):  # the disk may be what failed
+                ledger.write_meta({"status": "stopped", "updated_at": now_iso()})
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise _ledger_failure(exc, ledger.path) from exc
             raise
         finally:
             if opts.on_finish is not None:
                 opts.on_finish()
-        ledger.write_meta({"status": status, "updated_at": now_iso()})
+        try:
+            ledger.write_meta({"status": status, "updated_at": now_iso()})
+        except sqlite3.Error as exc:
+            raise _ledger_failure(exc, ledger.path) from exc
     finally:
         ledger.close()
     return summarise(run_dir)

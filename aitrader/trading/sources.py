@@ -8,6 +8,7 @@ stamps stay naive, tz-aware ones are written in UTC (``+00:00``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import threading
 import time
@@ -109,59 +110,180 @@ def _merged_steps(series: list[BarSeries]) -> Iterator[Step]:
         yield cur_ts, cur_ep, bars  # type: ignore[misc]
 
 
+def bar_bytes(epoch: Any, o: Any, h: Any, lo: Any, c: Any, v: Any) -> bytes:
+    """The bytes a run's fingerprint hashes per bar: epoch seconds and OHLCV as little-endian float64."""
+    cols = [np.asarray(x, dtype="<f8").reshape(-1) for x in (epoch, o, h, lo, c, v)]
+    return np.column_stack(cols).astype("<f8").tobytes()
+
+
+class ReplayFingerprint:
+    """SHA-256 of each symbol's bars 0..cursor of a replay, updated incrementally at each checkpoint."""
+
+    def __init__(self, series: list[BarSeries]) -> None:
+        self.series = {s.symbol: s for s in series}
+        self._done: dict[str, tuple[int, Any]] = {}
+
+    def __call__(self, cursors: dict[str, tuple[int, str]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for sym, (i, _) in sorted(cursors.items()):
+            s = self.series.get(sym)
+            if s is None:
+                continue
+            n = min(int(i) + 1, len(s))
+            k, h = self._done.get(sym, (0, None))
+            if h is None or k > n:
+                k, h = 0, hashlib.sha256()
+            if n > k:
+                h.update(bar_bytes(s.epoch[k:n], s.open[k:n], s.high[k:n], s.low[k:n], s.close[k:n], s.volume[k:n]))
+            self._done[sym] = (n, h)
+            out[sym] = {"bars": n, "sha256": h.hexdigest()}
+        return out
+
+
+def live_bar_problem(ts: str, vals: list[float]) -> str | None:
+    """Why a live bar cannot be traded (the same per-bar rules files are validated by), or None."""
+    from aitrader.data.validate import validate_bar
+
+    o, h, lo, c, v = vals
+    problem = validate_bar(ts, o, h, lo, c, v)
+    return problem.message if problem is not None else None
+
+
 class FollowSource:
     """Tail a CSV file (``timestamp,open,high,low,close,volume``) that another process appends to.
 
     Yields every bar already in the file, then each new complete line as it arrives, until
     :meth:`stop` is called (the engine calls it on SIGINT/SIGTERM and stops after the current bar).
+
+    Live bars are validated like files: a line that does not parse, breaks a price rule, is not
+    later than the previous bar (out of order, duplicate) or changes time zone is a *bad bar*. With
+    ``bad_bar="skip"`` it is skipped (it takes no bar index) and an ALERT ``bad_bar`` is published
+    (once per line: ``reported`` holds the lines a resumed run already recorded); with ``"stop"``
+    the run stops with a DataError naming the line. ``min_bars``: a resumed run's bars up to its
+    cursor; a file that ends before them has shrunk (DataError instead of waiting forever).
     """
 
     def __init__(self, path: Path, symbol: str, *, poll_s: float = 0.05,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, bad_bar: str = "skip", min_bars: int = 0,
+                 reported: set[int] | None = None) -> None:
         self.path = path
         self.symbol = symbol
         self.poll_s = poll_s
         self.stop_event = stop_event or threading.Event()
+        self.bad_bar = bad_bar
+        self.min_bars = min_bars
+        self.reported = set(reported or ())
+        self.bus: Any = None
+        self._hash = hashlib.sha256()
+        self._digests: dict[int, str] = {}  # bar index -> SHA-256 of bars 0..index (the last few)
+
+    def attach(self, bus: Any) -> None:
+        """Publish bad-bar alerts on this bus (a RunOptions subscriber)."""
+        self.bus = bus
 
     def stop(self) -> None:
         self.stop_event.set()
 
-    def _parse(self, header: list[str], line: str, index: int) -> Step:
+    def fingerprint(self, cursors: dict[str, tuple[int, str]]) -> dict[str, Any]:
+        cur = cursors.get(self.symbol)
+        if cur is None or int(cur[0]) not in self._digests:
+            return {}
+        return {self.symbol: {"bars": int(cur[0]) + 1, "sha256": self._digests[int(cur[0])]}}
+
+    def _parse(self, header: list[str], line: str, line_no: int) -> tuple[pd.Timestamp, list[float]]:
         row = dict(zip(header, next(csv.reader(io.StringIO(line))), strict=False))
         try:
             stamp = pd.Timestamp(str(row.get("timestamp") or row.get("date") or row.get("time")))
             vals = [float(row[c]) for c in ("open", "high", "low", "close", "volume")]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(
-                f"{self.path}: line {index + 2} {line.strip()!r} is not a bar ({exc}); "
-                "expected timestamp,open,high,low,close,volume"
-            ) from exc
-        ts, epoch = iso_strings(pd.DatetimeIndex([stamp]))
-        return ts[0], float(epoch[0]), [(self.symbol, index, *vals)]  # type: ignore[list-item]
+            if stamp is pd.NaT:
+                raise ValueError("no timestamp")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise _BadBar(f"not a bar ({exc}); expected timestamp,open,high,low,close,volume") from exc
+        return stamp, vals
 
-    def steps(self) -> Iterator[Step]:
+    def _bad(self, line_no: int, line: str, problem: str, ts: str) -> None:
+        where = f"{self.path}: line {line_no} {line.strip()[:120]!r}"
+        if self.bad_bar == "stop":
+            raise DataError(f"{where}: {problem}; fix the file, or set ml_trading.live.bad_bar: skip to skip such "
+                            "bars with an alert")
+        if line_no in self.reported or self.bus is None:
+            return
+        self.reported.add(line_no)
+        from aitrader.trading.events import Alert
+
+        self.bus.publish(Alert(ts, self.symbol, "", "bad_bar",
+                               {"line": line_no, "problem": problem, "text": line.strip()[:200]}))
+
+    def steps(self) -> Iterator[Step]:  # noqa: C901 - one reading loop with its checks in order
         if not self.path.is_file():
             raise DataError(f"--follow file not found: {self.path}; create it or pass an existing file")
-        with self.path.open("r", encoding="utf-8", newline="") as fh:
+        with self.path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
             header: list[str] | None = None
             partial = ""
             index = 0
+            line_no = 0
+            last_epoch: float | None = None
+            last_stamp: pd.Timestamp | None = None
             while not self.stop_event.is_set():
                 chunk = fh.readline()
                 if not chunk:
+                    if index < self.min_bars:
+                        raise DataError(
+                            f"{self.path} now holds {index} bar(s) but the run had consumed {self.min_bars}: the "
+                            "file shrank since the run started; resume with the same file or start a new run"
+                        )
                     self.stop_event.wait(self.poll_s)
                     continue
                 partial += chunk
                 if not partial.endswith("\n"):
                     continue  # the writer has not finished this line yet
                 line, partial = partial, ""
+                line_no += 1
                 if not line.strip():
                     continue
                 if header is None:
                     header = [h.strip().lower() for h in line.strip().split(",")]
                     continue
-                yield self._parse(header, line, index)
+                shown = last_stamp.isoformat() if last_stamp is not None else ""
+                try:
+                    stamp, vals = self._parse(header, line, line_no)
+                except _BadBar as exc:
+                    self._bad(line_no, line, str(exc), shown)
+                    continue
+                ts_list, epochs = iso_strings(pd.DatetimeIndex([stamp]))
+                ts, epoch = ts_list[0], float(epochs[0])
+                problem = live_bar_problem(ts, vals)
+                if problem is None and last_stamp is not None:
+                    if (stamp.tz is None) != (last_stamp.tz is None):
+                        problem = (f"time zone changed: {stamp} after {last_stamp} (one mixes naive and "
+                                   "zone-aware stamps)")
+                    elif stamp.tz is not None and _offset_jump(stamp, last_stamp) not in (0.0, 3600.0):
+                        problem = f"time zone changed: offset of {stamp} differs from {last_stamp}"
+                    elif last_epoch is not None and epoch == last_epoch:
+                        problem = f"duplicate bar: {stamp} again"
+                    elif last_epoch is not None and epoch < last_epoch:
+                        problem = f"out of order: {stamp} comes after {last_stamp}"
+                if problem is not None:
+                    self._bad(line_no, line, problem, ts)
+                    continue
+                self._hash.update(bar_bytes(epoch, *vals))
+                self._digests[index] = self._hash.hexdigest()
+                self._digests.pop(index - 8, None)
+                last_epoch, last_stamp = epoch, stamp
+                yield ts, epoch, [(self.symbol, index, *vals)]  # type: ignore[list-item]
                 index += 1
+
+
+def _offset_jump(a: pd.Timestamp, b: pd.Timestamp) -> float:
+    """Seconds between two aware stamps' UTC offsets (a daylight-saving change is 3600)."""
+    oa, ob = a.utcoffset(), b.utcoffset()
+    if oa is None or ob is None:
+        return 0.0
+    return abs((oa - ob).total_seconds())
+
+
+class _BadBar(Exception):
+    """A line that is not a bar."""
 
 
 def describe(frames: dict[str, Any]) -> dict[str, Any]:

@@ -138,6 +138,10 @@ def summarise(run_dir: Path) -> dict[str, Any]:
             "UNION ALL SELECT * FROM (SELECT ts FROM equity ORDER BY rowid DESC LIMIT 1)"
         ).fetchall()
         n_pred = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        try:  # predictions on bars the model was trained on (None: a ledger from before the column)
+            n_in_sample = conn.execute("SELECT COUNT(*) FROM predictions WHERE in_sample = 1").fetchone()[0]
+        except sqlite3.OperationalError:
+            n_in_sample = None
         n_orders = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
         fills = conn.execute("SELECT COUNT(*), COALESCE(SUM(commission), 0), "
                              "COALESCE(SUM(ABS(quantity * price)), 0) FROM fills").fetchone()
@@ -166,6 +170,7 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         "status": status,
         "bars": int(state.get("bars", 0)),
         "predictions": int(n_pred),
+        "in_sample_predictions": n_in_sample,
         "signals": int(sum(s.get("n_signals", 0) for s in slots.values())),
         "orders": int(n_orders),
         "fills": int(fills[0]),

@@ -135,4 +135,6 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ModelError(f"cannot read {path}: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}; retrain the model") from exc
+    except RecursionError as exc:
+        raise ModelError(f"{path}: JSON nested too deeply to be a manifest; retrain the model") from exc
     return validate_manifest(manifest, path)

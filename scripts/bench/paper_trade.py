@@ -174,9 +174,9 @@ def latency(n: int, tmp: Path) -> tuple[float, float, str]:
     ledger.attach(bus)
     engine = build_engine(tcfg, [spec], bus, ledger, RunOptions())
     times = []
-    for k, (ts, _, bars_) in enumerate(replay_steps([BarSeries.from_frame("SYN", bars)])):
+    for k, (ts, ep, bars_) in enumerate(replay_steps([BarSeries.from_frame("SYN", bars)])):
         t0 = time.perf_counter_ns()
-        engine._step(ts, bars_)
+        engine._step(ts, bars_, ep)
         times.append(time.perf_counter_ns() - t0)
         if k % 500 == 499:
             engine.checkpoint()

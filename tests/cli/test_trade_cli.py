@@ -49,7 +49,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     bars.iloc[900:].rename_axis("timestamp").to_csv(data)
     config = base / "trading.yaml"
     config.write_text(CONFIG)
-    return {"registry": base / "models", "data": data, "config": config}
+    training = base / "train.csv"  # exactly the bars the model was trained on
+    bars.iloc[:1000].rename_axis("timestamp").to_csv(training)
+    return {"registry": base / "models", "data": data, "config": config, "train": training}
 
 
 def trade(world: dict[str, Path], *extra: str):
@@ -216,3 +218,89 @@ def test_default_run_replays_the_sample_holdout_of_a_trained_aapl_model(in_tmp: 
     # Predictions only on bars the model never saw in training, and on every one of them.
     assert pd.Timestamp(first_pred) >= sample.index[first_unseen]
     assert n_pred == len(sample) - first_unseen == doc["predictions"]
+
+
+def _manifest(world) -> dict:
+    from aitrader.registry import Registry
+
+    return json.loads((Registry(world["registry"]).resolve("syn_lgbm").path / "manifest.json").read_text())
+
+
+def _predictions(run_dir: Path) -> pd.DataFrame:
+    import sqlite3
+
+    with sqlite3.connect(run_dir / "ledger.db") as conn:
+        return pd.read_sql("SELECT ts, in_sample FROM predictions ORDER BY id", conn)
+
+
+def test_replaying_the_training_file_trades_no_training_bar(in_tmp: Path, world) -> None:
+    man = _manifest(world)
+    result = trade(world, "--data", str(world["train"]), "--run-id", "own")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    preds = _predictions(in_tmp / "runs" / "own")
+    train_bars = pd.read_csv(world["train"], index_col=0, parse_dates=True).index
+    first_unseen = train_bars.get_loc(pd.Timestamp(man["split"]["holdout_first"]))
+    # Every bar from holdout_first on, and no earlier one; the features' warm-up bars lead it.
+    assert pd.Timestamp(preds["ts"].iloc[0]) == pd.Timestamp(man["split"]["holdout_first"])
+    assert len(preds) == len(train_bars) - first_unseen == doc["predictions"]
+    assert doc["bars"] == len(train_bars) - first_unseen + man["features"]["warmup"]
+    assert set(preds["in_sample"]) == {0} and doc["in_sample_predictions"] == 0
+    assert doc["fills"] > 0
+
+
+def test_a_window_reaching_into_training_needs_allow_in_sample(in_tmp: Path, world) -> None:
+    man = _manifest(world)
+    early = trade(world, "--data", str(world["train"]), "--from", "2020-03-01", "--run-id", "early")
+    assert early.exit_code == 1 and early.stdout == ""
+    line = early.stderr.strip()
+    assert line.count("\n") == 0 and line.startswith("error: ") and "--allow-in-sample" in line
+    assert str(pd.Timestamp(man["split"]["holdout_first"])) in line
+    assert not (in_tmp / "runs" / "early").exists()
+
+
+def test_allow_in_sample_trades_training_bars_and_monitor_flags_the_run(in_tmp: Path, world) -> None:
+    man = _manifest(world)
+    result = trade(world, "--data", str(world["train"]), "--allow-in-sample", "--run-id", "ins")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    preds = _predictions(in_tmp / "runs" / "ins")
+    # Independent oracle: a bar is a training row when it lies in data.first .. split.final_train_last.
+    stamps = pd.to_datetime(preds["ts"])
+    want = ((stamps >= pd.Timestamp(man["data"]["first"]))
+            & (stamps <= pd.Timestamp(man["split"]["final_train_last"]))).astype(int)
+    assert preds["in_sample"].tolist() == want.tolist()
+    n_in = int(want.sum())
+    assert n_in > 500 and doc["in_sample_predictions"] == n_in
+    status = runner.invoke(app, ["status", "ins"])
+    assert status.exit_code == 0 and "in_sample_predictions" in status.stdout and f"{n_in:,}" in status.stdout
+    mon = runner.invoke(app, ["monitor", "--run", "ins", "--registry", str(world["registry"]), "--json"])
+    assert mon.exit_code == 3, mon.stderr
+    report = json.loads(mon.stdout)
+    flagged = [a for a in report["alerts"] if a["code"] == "in_sample"]
+    assert len(flagged) == 1 and flagged[0]["value"] == n_in and str(n_in) in flagged[0]["message"]
+    assert report["health"] == "alert" and report["operational"]["in_sample_predictions"] == n_in
+    # Accuracy is scored on the out-of-sample rows only.
+    assert report["accuracy"]["run"]["n"] <= len(preds) - n_in
+
+
+def test_from_and_to_pick_the_traded_window(in_tmp: Path, world) -> None:
+    data = pd.read_csv(world["data"], index_col=0, parse_dates=True).index
+    start, end = data[200], data[260]
+    result = trade(world, "--data", str(world["data"]), "--from", str(start.date()), "--to", str(end.date()),
+                   "--run-id", "win")
+    assert result.exit_code == 0, result.stderr
+    stamps = pd.to_datetime(_predictions(in_tmp / "runs" / "win")["ts"])
+    assert stamps.iloc[0] == start and stamps.iloc[-1] == end and len(stamps) == 61
+    resumed = trade(world, "--resume", "win", "--from", "2020-01-01")
+    assert resumed.exit_code == 1 and "cannot change a resumed run" in resumed.stderr
+
+
+def test_window_options_are_checked(in_tmp: Path, world) -> None:
+    bad = trade(world, "--data", str(world["data"]), "--from", "yesterday-ish", "--run-id", "w1")
+    assert bad.exit_code == 1 and "--from 'yesterday-ish' is not a date or time" in bad.stderr
+    empty = trade(world, "--data", str(world["data"]), "--from", "2023-06-01", "--to", "2023-05-01", "--run-id", "w2")
+    assert empty.exit_code == 1 and "no bar to trade in the window" in empty.stderr
+    follow = trade(world, "--data", str(world["data"]), "--follow", "--to", "2023-05-01", "--run-id", "w3")
+    assert follow.exit_code == 1 and "--to does not apply to --follow" in follow.stderr
+    assert not (in_tmp / "runs").exists()
