@@ -9,9 +9,11 @@ migrated in place the first time a writer opens it (``ALTER TABLE ... ADD COLUMN
 are not touched, so the append-only triggers are not involved).
 
 Read-only registries: when the root or the file is not writable (a read-only mount, another
-user's folder), readers open the file with ``mode=ro``, and if SQLite cannot read a WAL database
-that way (it needs to create ``registry.db-shm``), with ``immutable=1``: no lock, no -shm, the
-file is taken as it is. Any SQLite error becomes one ``RegistryError`` naming the file and the fix
+user's folder), readers open the file with ``immutable=1`` (no lock, no -shm; the file is taken
+as it is), or, when a non-empty ``registry.db-wal`` holds transactions not yet copied into the
+main file, with ``mode=ro`` so they are seen (falling back to ``immutable=1`` if SQLite cannot
+share the WAL without writing: those last transactions are then not visible).
+Any SQLite error becomes one ``RegistryError`` naming the file and the fix
 (``aitrader registry rebuild`` for a damaged or foreign file).
 """
 
@@ -162,13 +164,20 @@ class Index:
             raise db_error(path, exc) from exc
 
     def _open_readonly(self, path: Path) -> sqlite3.Connection:
+        """``immutable=1`` when no WAL content is pending (no lock, no -shm: works on a read-only mount);
+        else ``mode=ro`` to see the WAL, falling back to ``immutable=1`` when SQLite cannot share it."""
         quoted = urllib.parse.quote(str(path.resolve()))
-        conn = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return conn
-        except sqlite3.OperationalError:  # a WAL file SQLite cannot share without writing -shm
-            conn.close()
+        wal = Path(f"{path}-wal")
+        pending = wal.is_file() and wal.stat().st_size > 0
+        if pending:
+            conn = sqlite3.connect(
+                f"file:{quoted}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError:  # it needs to write -shm: read the main file as it is
+                conn.close()
         self.immutable = True
         return sqlite3.connect(f"file:{quoted}?mode=ro&immutable=1", uri=True, isolation_level=None)
 
