@@ -25,7 +25,7 @@ from typing import Any
 
 from aitrader.errors import ModelNotFoundError, RegistryError
 from aitrader.registry import index as _index
-from aitrader.registry.index import Index, db_error, rebuild_hint
+from aitrader.registry.index import Index, IndexDamagedError, db_error, rebuild_hint
 from aitrader.registry.layout import DB_NAME, JOURNAL_NAME, describe, disk_versions
 from aitrader.registry.names import ModelRef, safe_text, validate_name
 from aitrader.registry.types import VersionInfo
@@ -61,9 +61,20 @@ class Catalog:
             raise self._lost("is not a regular file")
         return self.db_path.is_file()
 
+    def _open(self, *, readonly: bool) -> Index:
+        """Open the existing file; a damaged one is reported with the versions the disk still holds."""
+        try:
+            return Index(self.db_path, create=False, readonly=readonly)
+        except IndexDamagedError as exc:
+            raise self._lost(f"is damaged or not an aitrader index ({exc.cause})") from exc
+
     def _adopt(self, index: Index, *, for_write: bool) -> Index | None:
         """Keep ``index`` if it is an aitrader index; None for an empty file with no versions on disk."""
-        tables = index.tables()
+        try:
+            tables = index.tables()
+        except IndexDamagedError as exc:
+            index.close()
+            raise self._lost(f"is damaged or not an aitrader index ({exc.cause})") from exc
         if not tables:
             if disk_versions(self.root):
                 index.close()
@@ -84,6 +95,8 @@ class Catalog:
             return self._index
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            if not _index.writable(self.root):
+                raise PermissionError(13, "no write permission")
             probe = self.root / f".probe-{uuid.uuid4().hex}"
             probe.mkdir()
             probe.rmdir()
@@ -98,7 +111,7 @@ class Catalog:
         exists = self._check_file()
         if not exists and disk_versions(self.root):
             raise self._lost("is missing")
-        index = Index(self.db_path, create=False) if exists else None
+        index = self._open(readonly=False) if exists else None
         if index is not None:
             index = self._adopt(index, for_write=True)
             assert index is not None
@@ -118,7 +131,7 @@ class Catalog:
                 raise self._lost("is missing")
             return None
         readonly = not (_index.writable(self.root) and _index.writable(self.db_path))
-        index = self._adopt(Index(self.db_path, create=False, readonly=readonly), for_write=False)
+        index = self._adopt(self._open(readonly=readonly), for_write=False)
         self._index = index
         return index
 

@@ -30,7 +30,16 @@ from pathlib import Path
 from aitrader.errors import RegistryError
 from aitrader.registry.layout import DB_NAME
 
-__all__ = ["BUSY_TIMEOUT_MS", "DB_NAME", "SCHEMA_VERSION", "Index", "db_error", "rebuild_hint", "writable"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "Index",
+    "IndexDamagedError",
+    "db_error",
+    "rebuild_hint",
+    "writable",
+]
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
@@ -106,6 +115,14 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+class IndexDamagedError(RegistryError):
+    """The index file is damaged or is not an aitrader index (``aitrader registry rebuild`` fixes it)."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 def rebuild_hint(root: Path) -> str:
     return (
         f"run `aitrader registry rebuild --registry {root}` to re-index the version folders (the old file is "
@@ -126,8 +143,8 @@ def db_error(path: Path, exc: BaseException) -> RegistryError:
             f"registry index {path} cannot be opened for this command ({text}); check that the folder "
             f"{path.parent} is writable (read commands work on a read-only registry)"
         )
-    return RegistryError(
-        f"registry index {path} is damaged or not an aitrader index ({text}); {rebuild_hint(path.parent)}"
+    return IndexDamagedError(
+        f"registry index {path} is damaged or not an aitrader index ({text}); {rebuild_hint(path.parent)}", text
     )
 
 
@@ -243,16 +260,14 @@ class Index:
         try:
             yield self.conn
         except BaseException as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._end("ROLLBACK")
             if isinstance(exc, sqlite3.DatabaseError):
                 raise db_error(self.path, exc) from exc
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._end("ROLLBACK")
             raise db_error(self.path, exc) from exc
 
     @contextmanager
@@ -264,8 +279,19 @@ class Index:
         except sqlite3.DatabaseError as exc:
             raise db_error(self.path, exc) from exc
         finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
+            self._end("COMMIT")
+
+    def _end(self, statement: str) -> None:
+        """COMMIT/ROLLBACK an open read transaction, or drop it quietly when the file is damaged."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute(statement)
+            except sqlite3.DatabaseError:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.DatabaseError:
+                        pass  # the error that matters is already being raised
 
     def integrity_ok(self) -> bool:
         try:
