@@ -261,7 +261,7 @@ class Index:
             yield self.conn
         except BaseException as exc:
             self._end("ROLLBACK")
-            if isinstance(exc, sqlite3.DatabaseError):
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.ProgrammingError):
                 raise db_error(self.path, exc) from exc
             raise
         try:
@@ -276,6 +276,8 @@ class Index:
         try:
             self.conn.execute("BEGIN")
             yield self.conn
+        except sqlite3.ProgrammingError:  # misuse (a bug), not a damaged file
+            raise
         except sqlite3.DatabaseError as exc:
             raise db_error(self.path, exc) from exc
         finally:
