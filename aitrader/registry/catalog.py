@@ -105,7 +105,11 @@ class Catalog:
                 f"registry root {self.root} is not writable ({exc.strerror or exc}); pass --registry PATH "
                 f"or set {ENV_ROOT} to a writable folder (read commands work on a read-only registry)"
             ) from exc
-        if self._index is not None:
+        if self._index is not None and not self._index.readonly:  # opened for reading: migrate it now
+            self._index.init_schema()
+            self._writable = True
+            return self._index
+        if self._index is not None:  # a read-only connection cannot write: reopen
             self._index.close()
             self._index = None
         exists = self._check_file()

@@ -255,9 +255,9 @@ def rollback(
         raise RegistryError(f"--rollback takes a model name, got {name!r}; pass --model-id {ref.name}")
     validate_alias(alias)
     catalog.list_versions(ref.name)  # ModelNotFoundError for an unknown name
-    index = catalog.reader()
-    assert index is not None
     for _ in range(MAX_ATTEMPTS):
+        index = catalog.reader()
+        assert index is not None
         with index.read() as conn:
             current, target = log.rollback_target(conn, ref.name, alias)
         if target is None:
