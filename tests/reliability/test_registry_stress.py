@@ -176,3 +176,71 @@ def test_twenty_processes_mixing_register_deploy_and_rollback(tmp_path: Path, po
     assert reg.history("m").to_dict() == history
     assert reg.verify().ok
     clear_cache()
+
+
+KILLED_CHILD = r"""
+import sys
+from aitrader.registry import Registry
+from aitrader.registry import deploy as _deploy
+from aitrader.registry.types import CheckResult
+from aitrader.registry.verify import check_version
+
+
+def hashes_only(catalog, info):
+    check = check_version(catalog, info)
+    return [CheckResult("hashes", "failed" if check.problems else "passed", "kill test: hashes only")]
+
+
+_deploy.run_checks = hashes_only
+reg = Registry(sys.argv[1])
+print("ready", flush=True)
+i = 0
+while True:  # until killed: alternate promotions and rollbacks
+    if i % 3 == 2:
+        reg.rollback("m")
+    else:
+        reg.deploy(f"m:v{1 + i % 2}")
+    i += 1
+"""
+
+
+def _chain(rows: list) -> list[tuple[int | None, int]]:
+    moves = [(r["from_version"], r["to_version"]) for r in rows if r["status"] == "success"]
+    for (_, prev_to), (frm, to) in zip(moves, moves[1:], strict=False):
+        assert frm == prev_to and frm != to, moves
+    return moves
+
+
+def test_sigkill_during_deploys_leaves_one_consistent_history(tmp_path: Path, pool: list[Path]) -> None:
+    """kill -9 at random moments of a deploy/rollback loop: the index is never half written."""
+    import signal
+
+    from aitrader.registry import journal
+
+    root = tmp_path / "models"
+    reg = Registry(root)
+    reg.register(pool[0], "m")
+    reg.register(pool[1], "m")
+    reg.close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    rng = random.Random(9)
+    kills = 4
+    for _ in range(kills):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_CHILD, str(root)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.2, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        reg = Registry(root)
+        assert reg.integrity_ok()
+        moves = _chain(deploy_log_rows(reg))
+        assert moves and reg.alias_target("m", "production").version == moves[-1][1]
+        reg.close()
+    rows = deploy_log_rows(Registry(root))
+    events, bad = journal.read(root / "deploy_log.jsonl")
+    copied = {e["id"] for e in events if e["event"] == "deploy_log"}
+    ids = {r["id"] for r in rows}
+    assert copied <= ids  # the copy never holds a row the index does not (appended after the commit)
+    assert len(ids - copied) <= kills and bad <= kills  # at most the row of each kill, and a torn line
