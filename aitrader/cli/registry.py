@@ -125,7 +125,10 @@ def deploy_cmd(
         _render_deploy(result)
     failed = [c for c in result.checks if c.status == "failed"]
     if failed:  # only a dry run returns with a failed check; a real deploy raised already
-        typer.echo(f"error: deploy check {failed[0].name} failed for {result.model_id}: {failed[0].detail}", err=True)
+        from aitrader.registry import safe_text
+
+        detail = safe_text(failed[0].detail)
+        typer.echo(f"error: deploy check {failed[0].name} failed for {result.model_id}: {detail}", err=True)
         raise typer.Exit(1)
 
 
@@ -196,8 +199,11 @@ def rebuild_cmd(
 # ---------------------------------------------------------------------- rendering (human output)
 
 
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: object, spec: str = ".3f") -> str:
+    """A metric for the table; anything that is not a number (a damaged index) shows as '-'."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return format(value, spec)
 
 
 def _short(value: object) -> str:
@@ -216,6 +222,7 @@ def _short(value: object) -> str:
 def _render_list(infos: list[VersionInfo], root: str) -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from aitrader.registry import safe_text
 
@@ -236,18 +243,19 @@ def _render_list(infos: list[VersionInfo], root: str) -> None:
         )
     for i in infos:
         aliases = ", ".join(f"{a}*" if a == "production" else a for a in i.aliases)
-        table.add_row(
+        cells = [
             i.name,
             f"v{i.version}",
             aliases,
             i.created_at[:10],
-            safe_text(i.kind or "-"),
+            i.kind or "-",
             _fmt(i.metrics.get("ic")),
             _fmt(i.metrics.get("hit_rate")),
             _fmt(i.metrics.get("sharpe"), ".2f"),
             i.digest[:10],
-        )
-    console().print(table, markup=False)
+        ]
+        table.add_row(*(Text(safe_text(c)) for c in cells))  # Text: no markup, no escapes from the index
+    console().print(table)
 
 
 def _render_deploy(result: DeployResult) -> None:

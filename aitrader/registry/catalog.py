@@ -202,7 +202,16 @@ class Catalog:
 
     # ------------------------------------------------------------------ queries
 
-    def not_found(self, conn: sqlite3.Connection | None, what: str) -> ModelNotFoundError:
+    def not_found(self, conn: sqlite3.Connection | None, what: str, name: str | None = None) -> ModelNotFoundError:
+        on_disk = disk_versions(self.root).get(name, []) if name else []
+        if on_disk and conn is not None:
+            known = {int(r[0]) for r in conn.execute("SELECT version FROM versions WHERE name=?", (name,))}
+            on_disk = [v for v in on_disk if v not in known]
+        if on_disk:  # the index lost it (a healthy index that lacks a name's folders)
+            return ModelNotFoundError(
+                f"{what}: the index has no row for {name}/v{on_disk[0]}, which is on disk; "
+                f"run `aitrader registry rebuild --registry {self.root}` to re-index it"
+            )
         if conn is None:
             return ModelNotFoundError(
                 f"{what}: the registry at {self.root} is empty; register an artifact first "
@@ -249,7 +258,7 @@ class Catalog:
         else:
             row = conn.execute("SELECT * FROM versions WHERE name=? AND version=?", (ref.name, version)).fetchone()
         if row is None:
-            raise self.not_found(conn, f"unknown model id {safe_text(str(ref))!r}")
+            raise self.not_found(conn, f"unknown model id {safe_text(str(ref))!r}", ref.name)
         return self.info(conn, row)
 
     def resolve(self, ref: ModelRef) -> VersionInfo:
@@ -284,7 +293,7 @@ class Catalog:
             else:
                 rows = conn.execute("SELECT * FROM versions WHERE name=? ORDER BY version", (name,)).fetchall()
                 if not rows:
-                    raise self.not_found(conn, f"unknown model {name!r}")
+                    raise self.not_found(conn, f"unknown model {name!r}", name)
             return [self.info(conn, r) for r in rows]
 
     def unindexed(self, name: str | None = None) -> list[tuple[str, int]]:

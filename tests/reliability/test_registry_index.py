@@ -307,3 +307,25 @@ def test_a_read_only_reader_sees_transactions_still_in_the_wal(tmp_path: Path, a
         ro.close()
     finally:
         writer.close()
+
+
+def test_a_name_the_index_lost_points_to_rebuild(tmp_path: Path, arts) -> None:
+    root = tmp_path / "models"
+    reg = Registry(root)
+    reg.register(arts["c"], "aapl")
+    reg.register(arts["a"], "msft")
+    reg.close()
+    _sql(root, "DELETE FROM files WHERE version_id=(SELECT id FROM versions WHERE name='msft')",
+         "DELETE FROM versions WHERE name='msft'", "DELETE FROM models WHERE name='msft'")
+    for args in (["verify", "msft"], ["history", "msft"], ["deploy", "--model-id", "msft:v1"]):
+        one_line_error(run(root, *args), "no row for msft/v1, which is on disk", "aitrader registry rebuild")
+    one_line_error(run(root, "verify", "aapl:v2"), "registered: aapl (v1)")  # nothing lost: the usual answer
+
+
+def test_valid_json_of_the_wrong_types_in_metrics_still_lists(tmp_path: Path, arts) -> None:
+    root = tmp_path / "models"
+    Registry(root).register(arts["c"], "aapl")
+    _sql(root, """UPDATE versions SET metrics='{"ic": "abc", "hit_rate": [1], "sharpe": true}', kind='[red]x\x1b'""")
+    result = run(root, "list")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "[red]x\\x1b" in result.stdout
