@@ -205,8 +205,8 @@ class Catalog:
     def not_found(self, conn: sqlite3.Connection | None, what: str, name: str | None = None) -> ModelNotFoundError:
         on_disk = disk_versions(self.root).get(name, []) if name else []
         if on_disk and conn is not None:
-            known = {int(r[0]) for r in conn.execute("SELECT version FROM versions WHERE name=?", (name,))}
-            on_disk = [v for v in on_disk if v not in known]
+            indexed = {int(r[0]) for r in conn.execute("SELECT version FROM versions WHERE name=?", (name,))}
+            on_disk = [v for v in on_disk if v not in indexed]
         if on_disk:  # the index lost it (a healthy index that lacks a name's folders)
             return ModelNotFoundError(
                 f"{what}: the index has no row for {name}/v{on_disk[0]}, which is on disk; "
