@@ -8,7 +8,10 @@ What comes back, and from where:
   its list is not indexed and is reported (it was changed after registration);
 - from ``deploy_log.jsonl`` when it exists: tags, trust decisions, who registered each version and
   when (matched by name, version *and* digest), every deploy-log row, and so every alias;
-- without the journal, aliases and the deploy history cannot be recovered (the index was the only
+- from the old index itself, whatever of it can still be read (its deploy log and version rows,
+  table by table): it wins over the journal for the rows it still has, so rebuilding a healthy
+  index loses nothing, and history from before the journal existed is kept;
+- with neither, aliases and the deploy history cannot be recovered (the index was the only
   copy): the report says so, and pickle-based versions come back untrusted (re-register them with
   ``--trust-pickle`` to trust them again).
 
@@ -20,6 +23,7 @@ other registry command is running on the same root.
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -47,6 +51,7 @@ class RebuildReport:
     events: int = 0  # deploy-log rows restored
     journal: bool = False  # deploy_log.jsonl was found
     journal_bad_lines: int = 0
+    old_index: bool = False  # rows were read from the old registry.db
     replaced: str | None = None  # where the old index was moved
     notes: list[str] = field(default_factory=list)
 
@@ -109,6 +114,36 @@ def _replay(events: list[dict[str, Any]]) -> tuple[dict[tuple[str, int], dict[st
     return records, [rows[i] for i in sorted(rows)]
 
 
+def _old_index_events(db: Path) -> list[dict[str, Any]]:
+    """Register and deploy-log events read from an old index, table by table, as far as it is readable."""
+    if not db.is_file() or db.is_symlink():
+        return []
+    try:
+        index = Index(db, create=False, readonly=True)
+    except (RegistryError, OSError):
+        return []
+    events: list[dict[str, Any]] = []
+    try:
+        for table, kind in (("versions", "register"), ("deploy_log", "deploy_log")):
+            try:
+                rows = [dict(r) for r in index.conn.execute(f"SELECT * FROM {table}")]  # noqa: S608 - fixed names
+            except sqlite3.DatabaseError:  # a damaged or missing table: the journal may still have it
+                rows = []
+            for row in rows:
+                try:
+                    if kind == "register":
+                        row["tags"] = json.loads(row.get("tags") or "{}")
+                    else:
+                        row["checks"] = json.loads(row.get("checks") or "[]")
+                        row["details"] = json.loads(row["details"]) if row.get("details") else None
+                except (TypeError, ValueError):
+                    continue
+                events.append({**row, "event": kind})
+    finally:
+        index.close()
+    return events
+
+
 def rebuild(catalog: Catalog) -> RebuildReport:
     """Build a new index from the version folders (+ the journal), then swap it in."""
     root = catalog.root
@@ -117,8 +152,10 @@ def rebuild(catalog: Catalog) -> RebuildReport:
     report = RebuildReport(root=str(root))
     events, report.journal_bad_lines = journal.read(catalog.journal_path)
     report.journal = catalog.journal_path.is_file()
-    records, log_rows = _replay(events)
     catalog.close()
+    old = _old_index_events(catalog.db_path)
+    report.old_index = bool(old)
+    records, log_rows = _replay(events + old)  # the old index's rows come last: they win
     tmp = root / f".rebuild-{uuid.uuid4().hex[:12]}.db"
     try:
         index = Index(tmp, create=True)
@@ -133,7 +170,7 @@ def rebuild(catalog: Catalog) -> RebuildReport:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         raise
-    if not report.journal:
+    if not report.journal and not report.old_index:
         report.notes.append(
             f"no {catalog.journal_path.name}: aliases and the deploy history could not be recovered (the index "
             "was their only copy); pickle-based versions come back untrusted: re-register with --trust-pickle"

@@ -329,3 +329,20 @@ def test_valid_json_of_the_wrong_types_in_metrics_still_lists(tmp_path: Path, ar
     result = run(root, "list")
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout and "[red]x\\x1b" in result.stdout
+
+
+def test_rebuilding_a_readable_index_without_a_journal_loses_nothing(tmp_path: Path, arts) -> None:
+    """A registry from before the journal existed: rebuild reads the old index's own rows."""
+    root = tmp_path / "models"
+    reg = Registry(root)
+    reg.register(arts["a"], "aapl", tags={"k": "v"})
+    reg.register(arts["b"], "aapl")
+    reg.deploy("aapl:v1")
+    reg.deploy("aapl:v2")
+    before = ([i.to_dict() for i in reg.list_versions()], reg.history("aapl").to_dict())
+    reg.close()
+    (root / "deploy_log.jsonl").unlink()
+    doc = json.loads(run(root, "registry", "rebuild", "--json").stdout)
+    assert doc["old_index"] and doc["notes"] == []
+    reg = Registry(root)
+    assert ([i.to_dict() for i in reg.list_versions()], reg.history("aapl").to_dict()) == before
