@@ -70,6 +70,20 @@ def disk_versions(root: Path) -> dict[str, list[int]]:
     return found
 
 
+def registry_root_of(path: Path) -> Path | None:
+    """The registry root that ``path`` is (or is inside), or None.
+
+    A folder is a registry root when it holds ``registry.db`` or ``deploy_log.jsonl``. For other
+    commands that write files (``train --out``, exports): nothing may ever write inside a registry
+    except the registry, so they refuse any ``path`` for which this is not None.
+    """
+    current = Path(path).resolve(strict=False)
+    for folder in (current, *current.parents):
+        if (folder / DB_NAME).exists() or (folder / JOURNAL_NAME).exists():
+            return folder
+    return None
+
+
 def describe(found: dict[str, list[int]], limit: int = 3) -> str:
     """``aapl/v1, aapl/v2, msft/v1 (and 4 more)`` for messages."""
     items = [f"{name}/v{n}" for name, ns in found.items() for n in ns]

@@ -346,3 +346,15 @@ def test_rebuilding_a_readable_index_without_a_journal_loses_nothing(tmp_path: P
     assert doc["old_index"] and doc["notes"] == []
     reg = Registry(root)
     assert ([i.to_dict() for i in reg.list_versions()], reg.history("aapl").to_dict()) == before
+
+
+def test_registry_root_of_finds_the_registry_around_a_path(tmp_path: Path, arts) -> None:
+    from aitrader.registry.layout import registry_root_of
+
+    root = tmp_path / "models"
+    info = Registry(root).register(arts["c"], "aapl")
+    assert registry_root_of(info.path) == root.resolve()
+    assert registry_root_of(info.path / "model.txt") == root.resolve()
+    assert registry_root_of(root / "aapl" / "v9" / "new") == root.resolve()  # not created yet: still inside
+    assert registry_root_of(root) == root.resolve()
+    assert registry_root_of(tmp_path / "artifacts" / "x") is None
