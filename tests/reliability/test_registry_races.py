@@ -164,3 +164,49 @@ def test_concurrent_rollbacks_do_not_undo_each_other(root: Path, arts: list[Path
     assert reg.alias_target("m", "production").version == 1
     moves = [(r["from_version"], r["to_version"]) for r in _success_rows(reg)]
     assert moves == [(None, 1), (1, 2), (2, 1)]
+
+
+def test_concurrent_deploys_of_latest_while_registering_only_move_forward(tmp_path: Path) -> None:
+    """8 threads `deploy m` (latest) while 4 threads register new versions, no window held open:
+    every committed move lands on the latest version at its commit, so production only moves up."""
+    from aitrader.features import FeaturePipeline
+
+    contract = FeaturePipeline(["ret_1", "ret_5"]).contract()
+    pool = [make_real_artifact(tmp_path / f"p{i}", seed=10 + i, contract=contract) for i in range(6)]
+    root = tmp_path / "models"
+    clear_cache()
+    reg = Registry(root)
+    reg.register(pool[0], "m")
+    reg.register(pool[1], "m")
+    errors: list[BaseException] = []
+    start = threading.Barrier(12)
+
+    def deployer() -> None:
+        try:
+            start.wait(30)
+            for _ in range(3):
+                Registry(root).deploy("m")
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    def registrar(art: Path) -> None:
+        try:
+            start.wait(30)
+            Registry(root).register(art, "m")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deployer) for _ in range(8)]
+    threads += [threading.Thread(target=registrar, args=(a,)) for a in pool[2:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    moves = [(r["from_version"], r["to_version"]) for r in deploy_log_rows(reg)]
+    assert all(r["status"] == "success" for r in deploy_log_rows(reg))
+    assert all(frm != to for frm, to in moves)  # no no-op row
+    assert [to for _, to in moves] == sorted({to for _, to in moves})  # strictly forward
+    for (_, prev_to), (frm, _) in zip(moves, moves[1:], strict=False):
+        assert frm == prev_to
+    clear_cache()
