@@ -148,6 +148,14 @@ def db_error(path: Path, exc: BaseException) -> RegistryError:
     )
 
 
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def writable(path: Path) -> bool:
     """Whether this process may write ``path`` (a folder or a file); tests replace this to emulate a read-only mount."""
     return os.access(path, os.W_OK)
@@ -170,6 +178,7 @@ class Index:
                 self.conn = self._open_readonly(path)
             else:
                 self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._inode = _inode(path)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self.conn.execute("PRAGMA foreign_keys=ON")
@@ -257,6 +266,12 @@ class Index:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
             raise db_error(self.path, exc) from exc
+        if _inode(self.path) != self._inode:  # `registry rebuild` swapped the file while we waited
+            self._end("ROLLBACK")
+            raise RegistryError(
+                f"registry index {self.path} was replaced (aitrader registry rebuild) while this command was "
+                "running; nothing was written: run the command again"
+            )
         try:
             yield self.conn
         except BaseException as exc:

@@ -115,32 +115,40 @@ def _replay(events: list[dict[str, Any]]) -> tuple[dict[tuple[str, int], dict[st
 
 
 def _old_index_events(db: Path) -> list[dict[str, Any]]:
-    """Register and deploy-log events read from an old index, table by table, as far as it is readable."""
+    """Register and deploy-log events read from an old index, table by table, as far as it is readable.
+
+    Read-only (``mode=ro`` when a WAL holds pending transactions, else ``immutable=1``): the old file
+    is never written, and a read-only connection never checkpoints or deletes its WAL on close.
+    """
     if not db.is_file() or db.is_symlink():
         return []
     try:
         index = Index(db, create=False, readonly=True)
     except (RegistryError, OSError):
         return []
-    events: list[dict[str, Any]] = []
     try:
-        for table, kind in (("versions", "register"), ("deploy_log", "deploy_log")):
-            try:
-                rows = [dict(r) for r in index.conn.execute(f"SELECT * FROM {table}")]  # noqa: S608 - fixed names
-            except sqlite3.DatabaseError:  # a damaged or missing table: the journal may still have it
-                rows = []
-            for row in rows:
-                try:
-                    if kind == "register":
-                        row["tags"] = json.loads(row.get("tags") or "{}")
-                    else:
-                        row["checks"] = json.loads(row.get("checks") or "[]")
-                        row["details"] = json.loads(row["details"]) if row.get("details") else None
-                except (TypeError, ValueError):
-                    continue
-                events.append({**row, "event": kind})
+        return _read_old(index.conn)
     finally:
         index.close()
+
+
+def _read_old(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for table, kind in (("versions", "register"), ("deploy_log", "deploy_log")):
+        try:
+            rows = [dict(r) for r in conn.execute(f"SELECT * FROM {table}")]  # noqa: S608 - fixed names
+        except sqlite3.DatabaseError:  # a damaged or missing table: the journal may still have it
+            rows = []
+        for row in rows:
+            try:
+                if kind == "register":
+                    row["tags"] = json.loads(row.get("tags") or "{}")
+                else:
+                    row["checks"] = json.loads(row.get("checks") or "[]")
+                    row["details"] = json.loads(row["details"]) if row.get("details") else None
+            except (TypeError, ValueError):
+                continue
+            events.append({**row, "event": kind})
     return events
 
 

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aitrader.cli.main import app
+from aitrader.errors import RegistryError
 from aitrader.registry import Registry, clear_cache
 from aitrader.registry import index as index_mod
 from tests.unit.test_registry_support import flip_byte, make_artifact, make_real_artifact
@@ -358,3 +359,18 @@ def test_registry_root_of_finds_the_registry_around_a_path(tmp_path: Path, arts)
     assert registry_root_of(root / "aapl" / "v9" / "new") == root.resolve()  # not created yet: still inside
     assert registry_root_of(root) == root.resolve()
     assert registry_root_of(tmp_path / "artifacts" / "x") is None
+
+
+def test_a_writer_that_opened_the_index_before_a_rebuild_writes_nothing_after_it(tmp_path: Path, arts) -> None:
+    root = tmp_path / "models"
+    stale = Registry(root)
+    stale.register(arts["c"], "aapl")  # holds a connection to the index that rebuild replaces
+    Registry(root).rebuild()
+    with pytest.raises(RegistryError, match="was replaced"):
+        stale.register(arts["a"], "aapl")
+    replaced = next(root.glob("registry.db.replaced-*"))
+    conn = sqlite3.connect(f"file:{replaced}?mode=ro", uri=True)  # with its own WAL, renamed alongside
+    assert conn.execute("SELECT count(*) FROM versions").fetchone()[0] == 1  # nothing went into the old file
+    conn.close()
+    stale.close()
+    assert Registry(root).register(arts["a"], "aapl").version == 2
