@@ -1,7 +1,10 @@
-"""CLI commands of the model registry: register, list, deploy, verify, history.
+"""CLI commands of the model registry: register, list, deploy, verify, history, registry rebuild.
 
 Each command opens ``aitrader.registry.Registry`` (imported inside the command: the registry
 package is light, but the rule keeps start-up predictable), makes one call and renders it.
+Everything printed from stored text (reasons, tags, user and host names, check details, paths)
+goes through ``safe_text``: a control character or ANSI escape in a stored value cannot forge a
+line or restyle the terminal.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import typer
 from aitrader.cli._output import console, print_json
 
 if TYPE_CHECKING:
-    from aitrader.registry import DeployResult, History, VerifyReport, VersionInfo
+    from aitrader.registry import DeployResult, History, RebuildReport, VerifyReport, VersionInfo
 
 REGISTRY_HELP = "Registry root folder (default: $AITRADER_REGISTRY, else ./models)."
 JSON_HELP = "Print exactly one JSON document on stdout."
@@ -53,7 +56,7 @@ def register_cmd(
     if json_out:
         print_json(info.to_dict())
         return
-    typer.echo(f"{info.model_id} {info.digest}")
+    typer.echo(f"{info.model_id} {info.digest}")  # validated name + hex digest: nothing to escape
     if info.reused:
         trust = "; it is now marked trusted (--trust-pickle)" if trust_pickle else ""
         typer.echo(f"note: the same files were already registered as {info.model_id}; nothing copied{trust}", err=True)
@@ -69,10 +72,19 @@ def list_cmd(
 
     reg = Registry(registry)
     infos = reg.list_versions(name)
+    unindexed = reg.unindexed(name)
     if json_out:
-        print_json({"registry": str(reg.root), "versions": [i.to_dict() for i in infos]})
+        print_json({"registry": str(reg.root), "versions": [i.to_dict() for i in infos], "unindexed": unindexed})
     else:
         _render_list(infos, str(reg.root))
+    if unindexed:  # never silently shorter than what is on disk
+        more = f" (and {len(unindexed) - 3} more)" if len(unindexed) > 3 else ""
+        typer.echo(
+            f"warning: {len(unindexed)} version folder(s) on disk are not in the index: "
+            f"{', '.join(unindexed[:3])}{more}; run `aitrader registry rebuild --registry {reg.root}` "
+            "to re-index them (`aitrader verify` lists them)",
+            err=True,
+        )
 
 
 def deploy_cmd(
@@ -121,7 +133,10 @@ def deploy_cmd(
         typer.echo(f"warning: {warning}", err=True)
     failed = [c for c in result.checks if c.status == "failed"]
     if failed:  # only a dry run returns with a failed check; a real deploy raised already
-        typer.echo(f"error: deploy check {failed[0].name} failed for {result.model_id}: {failed[0].detail}", err=True)
+        from aitrader.registry import safe_text
+
+        detail = safe_text(failed[0].detail)
+        typer.echo(f"error: deploy check {failed[0].name} failed for {result.model_id}: {detail}", err=True)
         raise typer.Exit(1)
 
 
@@ -139,12 +154,21 @@ def verify_cmd(
     else:
         _render_verify(report)
     if not report.ok:
-        bad = sorted({p.model_id for p in report.mismatches})
-        typer.echo(
-            f"error: {len(report.mismatches)} mismatch(es) in {', '.join(bad)}: files changed after registration; "
-            "re-register the original artifacts or deploy other versions",
-            err=True,
-        )
+        lost = sorted({p.model_id for p in report.mismatches if p.problem == "unindexed"})
+        changed = [p for p in report.mismatches if p.problem != "unindexed"]
+        bad = sorted({p.model_id for p in changed})
+        parts = []
+        if changed:
+            parts.append(
+                f"{len(changed)} mismatch(es) in {', '.join(bad)}: files changed after registration; "
+                "re-register the original artifacts or deploy other versions"
+            )
+        if lost:
+            parts.append(
+                f"{len(lost)} version folder(s) on disk are not in the index ({', '.join(lost[:3])}); run "
+                "`aitrader registry rebuild` to re-index them"
+            )
+        typer.echo(f"error: {'; '.join(parts)}", err=True)
         raise typer.Exit(1)
 
 
@@ -166,27 +190,51 @@ def history_cmd(
         _render_history(hist)
 
 
+def rebuild_cmd(
+    registry: str | None = _registry_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Re-create the index (registry.db) from the version folders and deploy_log.jsonl."""
+    from aitrader.registry import Registry
+
+    report = Registry(registry).rebuild()
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        _render_rebuild(report)
+
+
 # ---------------------------------------------------------------------- rendering (human output)
 
 
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: object, spec: str = ".3f") -> str:
+    """A metric for the table; anything that is not a number (a damaged index) shows as '-'."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return format(value, spec)
 
 
 def _short(value: object) -> str:
     """A details value on one line: floats to 4 significant digits, containers as compact JSON."""
+    from aitrader.registry import safe_text
+
     if isinstance(value, float):
         return format(value, ".4g")
     if isinstance(value, dict | list):
         import json
 
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+        return json.dumps(value, separators=(",", ":"))  # ensure_ascii: control characters come out escaped
+    return safe_text(value)
 
 
 def _render_list(infos: list[VersionInfo], root: str) -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
+
+    from aitrader.registry import safe_text
+
+    root = safe_text(root)
 
     if not infos:
         console().print(
@@ -203,7 +251,7 @@ def _render_list(infos: list[VersionInfo], root: str) -> None:
         )
     for i in infos:
         aliases = ", ".join(f"{a}*" if a == "production" else a for a in i.aliases)
-        table.add_row(
+        cells = [
             i.name,
             f"v{i.version}",
             aliases,
@@ -213,7 +261,8 @@ def _render_list(infos: list[VersionInfo], root: str) -> None:
             _fmt(i.metrics.get("hit_rate")),
             _fmt(i.metrics.get("sharpe"), ".2f"),
             i.digest[:10],
-        )
+        ]
+        table.add_row(*(Text(safe_text(c)) for c in cells))  # Text: no markup, no escapes from the index
     console().print(table)
 
 
@@ -221,58 +270,87 @@ def _render_deploy(result: DeployResult) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from aitrader.registry import safe_text
+
     table = Table(title=f"deploy checks: {result.model_id} -> {result.alias}")
     for col in ("check", "status", "detail"):
         table.add_column(col)
     for c in result.checks:
-        table.add_row(c.name, c.status, Text(c.detail))  # Text: a detail may contain [brackets]
+        table.add_row(c.name, c.status, Text(safe_text(c.detail)))  # Text: a detail may contain [brackets]
     out = console()
     if result.registered is not None:
         out.print(f"registered {result.registered.model_id} {result.registered.digest}", markup=False)
     out.print(table)
-    out.print(result.note, markup=False, soft_wrap=True)
+    out.print(safe_text(result.note), markup=False, soft_wrap=True)
 
 
 def _render_verify(report: VerifyReport) -> None:
+    from aitrader.registry import safe_text
+
     out = console()
     for v in report.versions:
         out.print(f"{v.model_id}: {'OK' if v.ok else 'FAILED'} ({v.files} files, {v.bytes} bytes)", markup=False)
         for p in v.problems:
-            if p.problem == "unexpected":
+            if p.problem == "unindexed":
+                what = "on disk but not in the index; `aitrader registry rebuild` re-indexes it"
+            elif p.problem == "unexpected":
                 what = "not part of the registered version"
+            elif p.problem == "not_regular":
+                what = f"{p.found}, not a regular file; not opened"
             elif p.problem in ("missing", "unreadable"):
                 what = f"registered {p.expected}" + (f", {p.found}" if p.found else "")
             else:
                 what = f"registered {p.expected or '-'}, found {p.found or '-'}"
-            out.print(f"  {p.problem}: {p.path} ({what})", soft_wrap=True, markup=False)
+            out.print(safe_text(f"  {p.problem}: {p.path} ({what})"), soft_wrap=True, markup=False)
     mb = sum(v.bytes for v in report.versions) / 1e6
     out.print(f"{len(report.versions)} version(s), {mb:.1f} MB verified in {report.seconds:.2f} s")
 
 
 def _render_history(hist: History) -> None:
+    from aitrader.registry import safe_text as s
+
     out = console()
     if not hist.events:
-        out.print(f"no deploys of {hist.name} yet")
+        out.print(f"no deploys of {hist.name} yet", markup=False)
     for e in hist.events:  # one line per event: a log reads better than a wrapped table
         frm = f"v{e.from_version}" if e.from_version else "-"
-        reason = f"  reason: {e.reason}" if e.reason else ""
+        reason = f"  reason: {s(e.reason)}" if e.reason else ""
         # an evaluation moved nothing: show challenger vs holder, not an arrow
         move = f"v{e.to_version} vs {frm}" if e.action == "evaluate" else f"{frm} -> v{e.to_version}"
         out.print(
-            f"{e.ts[:19].replace('T', ' ')}  {e.user}@{e.host}  {e.action} {e.alias}: {move}  {e.status}{reason}",
+            f"{s(str(e.ts)[:19].replace('T', ' '))}  {s(e.user)}@{s(e.host)}  {s(e.action)} {s(e.alias)}: {move}  "
+            f"{s(e.status)}{reason}",
             soft_wrap=True,
             markup=False,
         )
         for c in e.checks:
-            if c["status"] == "failed":
-                out.print(f"    check {c['name']} failed: {c['detail']}", soft_wrap=True, markup=False)
+            if isinstance(c, dict) and c.get("status") == "failed":
+                out.print(f"    check {s(c.get('name'))} failed: {s(c.get('detail'))}", soft_wrap=True, markup=False)
         if e.details:
-            pairs = ", ".join(f"{k}={_short(v)}" for k, v in e.details.items())
+            pairs = ", ".join(f"{s(k)}={_short(v)}" for k, v in e.details.items())
             out.print(f"    details: {pairs}", soft_wrap=True, markup=False)
     for alias, version in hist.current.items():
         out.print(f"now: {alias} -> {hist.name}:v{version}")
     for alias, held in hist.holders.items():
         out.print(f"at {hist.at}: {alias} -> {f'{hist.name}:v{held}' if held else 'nothing'}")
+
+
+def _render_rebuild(report: RebuildReport) -> None:
+    from aitrader.registry import safe_text
+
+    out = console()
+    out.print(f"rebuilt the index of {safe_text(report.root)}: {len(report.versions)} version(s)", markup=False)
+    for item in report.skipped:
+        line = f"  not indexed: {item['path']}: {item['reason']}"
+        out.print(safe_text(line), soft_wrap=True, markup=False)
+    for key, version in report.aliases.items():
+        out.print(f"  alias {key} -> v{version}", markup=False)
+    restored = f"{report.events} row(s) restored from deploy_log.jsonl" if report.journal else "none"
+    out.print(f"  deploy log: {restored}", markup=False)
+    if report.replaced:
+        out.print(f"  the old index was kept as {safe_text(report.replaced)}", markup=False)
+    for note in report.notes:
+        typer.echo(f"note: {safe_text(note)}", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -282,3 +360,8 @@ def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy_cmd)
     app.command("verify")(verify_cmd)
     app.command("history")(history_cmd)
+    maintenance = typer.Typer(
+        help="Registry maintenance: rebuild the index from the version folders.", no_args_is_help=True
+    )
+    maintenance.command("rebuild")(rebuild_cmd)
+    app.add_typer(maintenance, name="registry")

@@ -6,7 +6,15 @@ when a version is loaded or checked.
 
 from __future__ import annotations
 
-from aitrader.registry.names import DEFAULT_ALIAS, ModelRef, parse_model_id, parse_tag, validate_name
+from aitrader.registry.names import (
+    DEFAULT_ALIAS,
+    ModelRef,
+    parse_model_id,
+    parse_tag,
+    safe_text,
+    validate_name,
+)
+from aitrader.registry.rebuild import RebuildReport
 from aitrader.registry.store import ENV_ROOT, Registry, clear_cache
 from aitrader.registry.types import (
     CheckResult,
@@ -30,6 +38,7 @@ __all__ = [
     "History",
     "LoadedModel",
     "ModelRef",
+    "RebuildReport",
     "Registry",
     "VerifyReport",
     "VersionCheck",
@@ -37,5 +46,6 @@ __all__ = [
     "clear_cache",
     "parse_model_id",
     "parse_tag",
+    "safe_text",
     "validate_name",
 ]

@@ -11,25 +11,35 @@ Checks run in order and stop at the first failure (the rest are reported as skip
 
 A promotion or a rollback, successful or failed, is one INSERT in ``deploy_log``
 (``aitrader.registry.log``); a dry run runs the checks and records nothing.
+
+Races: the checks run outside the write lock (they hash and load the model); then, inside one
+``BEGIN IMMEDIATE`` transaction, the target is resolved again (``NAME`` = latest, ``NAME@alias``,
+or for a rollback the previous different holder from the log) and compared with what the alias
+holds. If the target moved while the checks ran, nothing is written and the deploy starts over
+with the new target; if the alias already holds it, nothing is written either. So concurrent
+deploys never log a no-op row (``v2 -> v2``) and never move an alias backwards.
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aitrader.errors import AitraderError, DeployCheckError, RegistryError
 from aitrader.registry import log
+from aitrader.registry.catalog import Catalog
+from aitrader.registry.loading import load_verified
 from aitrader.registry.log import now_iso
-from aitrader.registry.names import DEFAULT_ALIAS, parse_model_id, validate_alias
+from aitrader.registry.names import DEFAULT_ALIAS, ModelRef, parse_model_id, validate_alias
+from aitrader.registry.register import register
 from aitrader.registry.types import CheckResult, DeployResult, LoadedModel, VersionInfo
-from aitrader.registry.verify import integrity_message
-
-if TYPE_CHECKING:
-    from aitrader.registry.store import Registry
+from aitrader.registry.verify import check_version, integrity_message
 
 CHECKS = ("hashes", "loads", "reproduces_sample", "feature_contract")
+MAX_ATTEMPTS = 25  # a deploy whose target keeps moving under it (other deploys/registers) gives up after this
 NATIVE_TOLERANCE = 1e-9
 DEFAULT_ONNX_TOLERANCE = 1e-3
 
@@ -133,10 +143,10 @@ def _check_features(loaded: LoadedModel) -> CheckResult:
     )
 
 
-def run_checks(registry: Registry, info: VersionInfo) -> list[CheckResult]:
+def run_checks(catalog: Catalog, info: VersionInfo) -> list[CheckResult]:
     """Run the four deploy checks in order; after a failure the rest are skipped."""
     results: list[CheckResult] = []
-    check = registry.check_version(info)
+    check = check_version(catalog, info)
     if check.problems:
         results.append(CheckResult("hashes", "failed", integrity_message(check.problems[0])))
     else:
@@ -144,7 +154,7 @@ def run_checks(registry: Registry, info: VersionInfo) -> list[CheckResult]:
     loaded: LoadedModel | None = None
     if results[-1].passed:
         try:
-            loaded = registry.load_verified(info)
+            loaded = load_verified(info)
             results.append(
                 CheckResult("loads", "passed", f"runner built on the {getattr(loaded.runner, 'backend', '?')} backend")
             )
@@ -164,15 +174,34 @@ def run_checks(registry: Registry, info: VersionInfo) -> list[CheckResult]:
 
 # ---------------------------------------------------------------------- promotion and the log
 
+_RETRY = object()  # the target moved while the checks ran: start over
 
-def _promote(
-    registry: Registry, info: VersionInfo, alias: str, action: str, checks: list[CheckResult], reason: str | None
-) -> DeployResult:
+
+def _commit_move(
+    catalog: Catalog,
+    info: VersionInfo,
+    alias: str,
+    action: str,
+    checks: list[CheckResult],
+    reason: str | None,
+    target_now: Callable[[sqlite3.Connection], int | None],
+) -> Any:
+    """Inside the write transaction: re-resolve, skip a no-op, log the attempt and move the alias.
+
+    Returns a DeployResult, or ``_RETRY`` (nothing written) when ``target_now`` no longer names
+    the version that was checked. Raises DeployCheckError (after logging) when a check failed.
+    """
     ok = all(c.passed for c in checks)
-    index = registry._writer()
-    with index.write() as conn:
+    with catalog.writer().write() as conn:
+        if target_now(conn) != info.version:
+            return _RETRY
         row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (info.name, alias)).fetchone()
-        current = row[0] if row else None
+        current = int(row[0]) if row else None
+        if ok and current == info.version:
+            return DeployResult(
+                info.model_id, info.name, alias, action, current, info.version, checks, False, False,
+                f"{info.model_id} already holds {alias}; checks passed, nothing changed",
+            )
         event = log.append(
             conn,
             name=info.name,
@@ -190,6 +219,7 @@ def _promote(
                 "SET version=excluded.version, updated_at=excluded.updated_at",
                 (info.name, alias, info.version, now_iso()),
             )
+    log.copy_to_journal(catalog, event)
     if not ok:
         failed = next(c for c in checks if c.status == "failed")
         raise DeployCheckError(
@@ -198,17 +228,15 @@ def _promote(
         )
     frm = f"v{current}" if current else "nothing"
     return DeployResult(
-        info.model_id,
-        info.name,
-        alias,
-        action,
-        current,
-        info.version,
-        checks,
-        True,
-        False,
-        f"{alias}: {frm} -> v{info.version}",
-        event.id,
+        info.model_id, info.name, alias, action, current, info.version, checks, True, False,
+        f"{alias}: {frm} -> v{info.version}", event.id,
+    )
+
+
+def _gave_up(what: str) -> RegistryError:
+    return RegistryError(
+        f"{what} changed {MAX_ATTEMPTS} times while its deploy checks ran (other deploys or registers are "
+        "running); nothing was promoted: retry, or deploy an explicit version (--model-id NAME:vN)"
     )
 
 
@@ -237,7 +265,7 @@ def edge_check(info: VersionInfo, checks: list[CheckResult], require_edge: bool)
 
 
 def deploy(
-    registry: Registry, model_id: str, alias: str = DEFAULT_ALIAS, *, dry_run: bool = False, reason: str | None = None,
+    catalog: Catalog, model_id: str, alias: str = DEFAULT_ALIAS, *, dry_run: bool = False, reason: str | None = None,
     require_edge: bool = False,
 ) -> DeployResult:
     """Check ``model_id`` and point ``alias`` at it; DeployCheckError (logged) when a check fails.
@@ -245,91 +273,78 @@ def deploy(
     ``.warnings`` carries a warning when the model's training verdict is not "edge" (or it has
     none); ``require_edge`` turns that into a failed ``edge`` check."""
     validate_alias(alias)
-    info = registry.resolve(model_id)
-    current = registry.alias_target(info.name, alias)
-    checks = run_checks(registry, info)
-    warnings, edge = edge_check(info, checks, require_edge)
-    if require_edge:
-        checks.append(edge)
-    result = _deploy_checked(registry, info, alias, current, checks, dry_run=dry_run, reason=reason)
-    result.warnings = warnings
-    return result
-
-
-def _deploy_checked(
-    registry: Registry, info: VersionInfo, alias: str, current: VersionInfo | None, checks: list[CheckResult], *,
-    dry_run: bool, reason: str | None,
-) -> DeployResult:
-    cur_v = current.version if current else None
-    if dry_run:
-        failed = [c.name for c in checks if c.status == "failed"]
-        note = f"dry run: check {failed[0]} failed" if failed else "dry run: all checks passed"
-        return DeployResult(
-            info.model_id,
-            info.name,
-            alias,
-            "promote",
-            cur_v,
-            info.version,
-            checks,
-            False,
-            True,
-            note + "; nothing promoted or logged",
+    ref = parse_model_id(model_id)
+    for _ in range(MAX_ATTEMPTS):
+        info = catalog.resolve(ref)
+        checks = run_checks(catalog, info)
+        warnings, edge = edge_check(info, checks, require_edge)
+        if require_edge:
+            checks.append(edge)
+        if dry_run:
+            current = catalog.alias_target(info.name, alias)
+            failed = [c.name for c in checks if c.status == "failed"]
+            note = f"dry run: check {failed[0]} failed" if failed else "dry run: all checks passed"
+            dry = DeployResult(
+                info.model_id, info.name, alias, "promote", current.version if current else None, info.version,
+                checks, False, True, note + "; nothing promoted or logged",
+            )
+            dry.warnings = warnings
+            return dry
+        result = _commit_move(
+            catalog, info, alias, "promote", checks, reason, lambda conn: catalog.version_of(conn, ref)
         )
-    if cur_v == info.version and all(c.passed for c in checks):
-        return DeployResult(
-            info.model_id,
-            info.name,
-            alias,
-            "promote",
-            cur_v,
-            info.version,
-            checks,
-            False,
-            False,
-            f"{info.model_id} already holds {alias}; checks passed, nothing changed",
-        )
-    return _promote(registry, info, alias, "promote", checks, reason)
+        if result is not _RETRY:
+            assert isinstance(result, DeployResult)
+            result.warnings = warnings
+            return result
+    raise _gave_up(f"{model_id!r} (resolved to a different version each time)")
 
 
 def rollback(
-    registry: Registry, name: str, alias: str = DEFAULT_ALIAS, *, reason: str | None = None, dry_run: bool = False
+    catalog: Catalog, name: str, alias: str = DEFAULT_ALIAS, *, reason: str | None = None, dry_run: bool = False
 ) -> DeployResult:
-    """Point ``alias`` back at the version it held before its latest successful change."""
+    """Point ``alias`` back at the previous different version it held (from the deploy log's history)."""
     ref = parse_model_id(name)
     if ref.version is not None or ref.alias is not None:
         raise RegistryError(f"--rollback takes a model name, got {name!r}; pass --model-id {ref.name}")
     validate_alias(alias)
-    registry.list_versions(ref.name)  # ModelNotFoundError for an unknown name
-    index = registry._reader()
-    assert index is not None
-    with index.read() as conn:
-        row = log.last_alias_change(conn, ref.name, alias)
-    if row is None or row[0] is None:
-        raise RegistryError(
-            f"no previous {alias} version of {ref.name} to roll back to (the deploy log has no earlier "
-            f"promotion); deploy a version explicitly: aitrader deploy --model-id {ref.name}:vN"
-        )
-    info = registry.resolve(f"{ref.name}:v{row[0]}")
-    checks = run_checks(registry, info)
-    if dry_run:
-        return DeployResult(
-            info.model_id,
-            info.name,
-            alias,
-            "rollback",
-            row[1],
-            info.version,
-            checks,
-            False,
-            True,
-            "dry run: rollback checks only; nothing promoted or logged",
-        )
-    return _promote(registry, info, alias, "rollback", checks, reason)
+    catalog.list_versions(ref.name)  # ModelNotFoundError for an unknown name
+    for _ in range(MAX_ATTEMPTS):
+        index = catalog.reader()
+        assert index is not None
+        with index.read() as conn:
+            current, target = log.rollback_target(conn, ref.name, alias)
+        if target is None:
+            raise RegistryError(
+                f"no previous {alias} version of {ref.name} to roll back to (the deploy log has no earlier "
+                f"promotion to another version); deploy a version explicitly: aitrader deploy --model-id "
+                f"{ref.name}:vN"
+            )
+        info = catalog.resolve(ModelRef(ref.name, version=target))
+        checks = run_checks(catalog, info)
+        if dry_run:
+            return DeployResult(
+                info.model_id, info.name, alias, "rollback", current, info.version, checks, False, True,
+                "dry run: rollback checks only; nothing promoted or logged",
+            )
+
+        def target_now(conn: sqlite3.Connection, seen: int | None = current, want: int = info.version) -> int | None:
+            now, target = log.rollback_target(conn, ref.name, alias)
+            if now == seen:  # nobody moved the alias meanwhile: the same rollback stands
+                return target
+            # another process moved it: already on our target (a concurrent rollback) -> a no-op;
+            # anywhere else -> start over from the new holder (None never equals a version)
+            return want if now == want else None
+
+        result = _commit_move(catalog, info, alias, "rollback", checks, reason, target_now)
+        if result is not _RETRY:
+            assert isinstance(result, DeployResult)
+            return result
+    raise _gave_up(f"the rollback target of {ref.name}@{alias}")
 
 
 def deploy_from_file(
-    registry: Registry,
+    catalog: Catalog,
     artifact_dir: str | Path,
     name: str,
     alias: str = DEFAULT_ALIAS,
@@ -344,7 +359,7 @@ def deploy_from_file(
     ref = parse_model_id(name)
     if ref.version is not None or ref.alias is not None:
         raise RegistryError(f"--from-file needs a model name for --model-id, got {name!r}; pass --model-id {ref.name}")
-    info = registry.register(artifact_dir, ref.name, tags=tags, trust_pickle=trust_pickle)
-    result = deploy(registry, info.model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
+    info = register(catalog, artifact_dir, ref.name, tags=tags, trust_pickle=trust_pickle)
+    result = deploy(catalog, info.model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
     result.registered = info
     return result

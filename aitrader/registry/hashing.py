@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,17 +21,58 @@ CHUNK = 1 << 20
 CHECKSUM_FILE = "checksums.sha256"
 
 
+class NotRegularFileError(OSError):
+    """A path that should be a regular file is a FIFO, socket, device, directory or symbolic link."""
+
+
+def file_kind(mode: int) -> str:
+    """A short word for what a ``st_mode`` is (for messages)."""
+    for test, word in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return word
+    return "special file"
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
-    """(hex digest, size in bytes) of one file, streamed."""
-    h = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    size = 0
-    with path.open("rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return h.hexdigest(), size
+    """(hex digest, size in bytes) of one regular file, streamed.
+
+    Anything else raises :class:`NotRegularFileError` without reading: the path is opened with
+    ``O_NOFOLLOW | O_NONBLOCK`` (a symbolic link fails, a FIFO opens without waiting for a writer)
+    and checked with ``fstat`` before the first read, so a FIFO or a device can never block or
+    stream forever.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if Path(path).is_symlink():
+            raise NotRegularFileError(f"{path} is a symbolic link") from exc
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{path} is a {file_kind(mode)}, not a regular file")
+        h = hashlib.sha256()
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        size = 0
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            fd = -1  # owned by f now
+            while n := f.readinto(buf):
+                h.update(view[:n])
+                size += n
+        return h.hexdigest(), size
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def copy_and_hash(src: Path, dst: Path) -> tuple[str, int]:

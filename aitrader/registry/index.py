@@ -7,21 +7,43 @@ The deploy log is append-only: triggers abort any UPDATE or DELETE on it.
 Schema 2 added ``deploy_log.details`` (JSON, for evaluation entries); a schema 1 index is
 migrated in place the first time a writer opens it (``ALTER TABLE ... ADD COLUMN``: the rows
 are not touched, so the append-only triggers are not involved).
+
+Read-only registries: when the root or the file is not writable (a read-only mount, another
+user's folder), readers open the file with ``immutable=1`` (no lock, no -shm; the file is taken
+as it is), or, when a non-empty ``registry.db-wal`` holds transactions not yet copied into the
+main file, with ``mode=ro`` so they are seen (falling back to ``immutable=1`` if SQLite cannot
+share the WAL without writing: those last transactions are then not visible).
+Any SQLite error becomes one ``RegistryError`` naming the file and the fix
+(``aitrader registry rebuild`` for a damaged or foreign file).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from aitrader.errors import RegistryError
+from aitrader.registry.layout import DB_NAME
 
-DB_NAME = "registry.db"
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "Index",
+    "IndexDamagedError",
+    "db_error",
+    "rebuild_hint",
+    "writable",
+]
+
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
+REQUIRED_TABLES = frozenset({"meta", "models", "versions", "files", "aliases", "deploy_log"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,43 +115,114 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-def _db_error(path: Path, exc: sqlite3.Error) -> RegistryError:
+class IndexDamagedError(RegistryError):
+    """The index file is damaged or is not an aitrader index (``aitrader registry rebuild`` fixes it)."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def rebuild_hint(root: Path) -> str:
+    return (
+        f"run `aitrader registry rebuild --registry {root}` to re-index the version folders (the old file is "
+        "kept aside as registry.db.replaced-*)"
+    )
+
+
+def db_error(path: Path, exc: BaseException) -> RegistryError:
+    """One line for any SQLite failure: what happened to which file and what to do."""
     text = str(exc)
     if "locked" in text or "busy" in text:
         return RegistryError(
             f"registry index {path} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s); "
             "retry when the other register/deploy has finished"
         )
-    return RegistryError(
-        f"registry index {path} cannot be used: {text}; check that the folder is writable and the file "
-        "is an aitrader registry.db (run `aitrader verify`)"
+    if "readonly" in text or "read-only" in text or "unable to open" in text or "permission" in text.lower():
+        return RegistryError(
+            f"registry index {path} cannot be opened for this command ({text}); check that the folder "
+            f"{path.parent} is writable (read commands work on a read-only registry)"
+        )
+    return IndexDamagedError(
+        f"registry index {path} is damaged or not an aitrader index ({text}); {rebuild_hint(path.parent)}", text
     )
 
 
-class Index:
-    """A connection to ``registry.db``; use :meth:`write` and :meth:`read` as context managers."""
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
-    def __init__(self, path: Path, *, create: bool) -> None:
+
+def writable(path: Path) -> bool:
+    """Whether this process may write ``path`` (a folder or a file); tests replace this to emulate a read-only mount."""
+    return os.access(path, os.W_OK)
+
+
+class Index:
+    """A connection to ``registry.db``; use :meth:`write` and :meth:`read` as context managers.
+
+    ``readonly``: open with ``mode=ro`` (falling back to ``immutable=1``); :meth:`write` then fails.
+    """
+
+    def __init__(self, path: Path, *, create: bool, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
+        self.immutable = False
         if not create and not path.is_file():
             raise FileNotFoundError(path)
         try:
-            self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            if readonly:
+                self.conn = self._open_readonly(path)
+            else:
+                self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._inode = _inode(path)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.execute("PRAGMA synchronous=FULL")
+            if not readonly:
+                self.conn.execute("PRAGMA synchronous=FULL")
             if create:
                 self._init_schema()
         except sqlite3.DatabaseError as exc:
-            raise _db_error(path, exc) from exc
+            raise db_error(path, exc) from exc
+
+    def _open_readonly(self, path: Path) -> sqlite3.Connection:
+        """``immutable=1`` when no WAL content is pending (no lock, no -shm: works on a read-only mount);
+        else ``mode=ro`` to see the WAL, falling back to ``immutable=1`` when SQLite cannot share it."""
+        quoted = urllib.parse.quote(str(path.resolve()))
+        wal = Path(f"{path}-wal")
+        pending = wal.is_file() and wal.stat().st_size > 0
+        if pending:
+            conn = sqlite3.connect(
+                f"file:{quoted}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError:  # it needs to write -shm: read the main file as it is
+                conn.close()
+        self.immutable = True
+        return sqlite3.connect(f"file:{quoted}?mode=ro&immutable=1", uri=True, isolation_level=None)
+
+    def tables(self) -> set[str]:
+        """The table names in the file (empty for a new or 0-byte file); RegistryError for a non-database."""
+        try:
+            return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise db_error(self.path, exc) from exc
+
+    def is_aitrader_index(self) -> bool:
+        return REQUIRED_TABLES <= self.tables()
 
     def init_schema(self) -> None:
         """Create the tables, or migrate an older schema (idempotent; takes the write lock)."""
         try:
             self._init_schema()
         except sqlite3.DatabaseError as exc:
-            raise _db_error(self.path, exc) from exc
+            raise db_error(self.path, exc) from exc
 
     def _init_schema(self) -> None:
         # Switching to WAL needs a moment of exclusive access; under a burst of first opens it can
@@ -164,20 +257,33 @@ class Index:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: the write lock is taken at BEGIN, so reads inside it are current."""
+        if self.readonly:
+            raise RegistryError(
+                f"registry index {self.path} is open read-only (the folder or file is not writable); "
+                "run this command where the registry can be written"
+            )
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
-            raise _db_error(self.path, exc) from exc
+            raise db_error(self.path, exc) from exc
+        if _inode(self.path) != self._inode:  # `registry rebuild` swapped the file while we waited
+            self._end("ROLLBACK")
+            raise RegistryError(
+                f"registry index {self.path} was replaced (aitrader registry rebuild) while this command was "
+                "running; nothing was written: run the command again"
+            )
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._end("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.ProgrammingError):
+                raise db_error(self.path, exc) from exc
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            self.conn.execute("ROLLBACK")
-            raise _db_error(self.path, exc) from exc
+            self._end("ROLLBACK")
+            raise db_error(self.path, exc) from exc
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -185,14 +291,30 @@ class Index:
         try:
             self.conn.execute("BEGIN")
             yield self.conn
+        except sqlite3.ProgrammingError:  # misuse (a bug), not a damaged file
+            raise
         except sqlite3.DatabaseError as exc:
-            raise _db_error(self.path, exc) from exc
+            raise db_error(self.path, exc) from exc
         finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
+            self._end("COMMIT")
+
+    def _end(self, statement: str) -> None:
+        """COMMIT/ROLLBACK an open read transaction, or drop it quietly when the file is damaged."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute(statement)
+            except sqlite3.DatabaseError:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.DatabaseError:
+                        pass  # the error that matters is already being raised
 
     def integrity_ok(self) -> bool:
-        return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+        try:
+            return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+        except sqlite3.DatabaseError:
+            return False
 
     def close(self) -> None:
         self.conn.close()

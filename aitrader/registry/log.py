@@ -18,14 +18,14 @@ import math
 import socket
 import sqlite3
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aitrader.errors import RegistryError
-from aitrader.registry.names import DEFAULT_ALIAS, validate_alias, validate_name
+from aitrader.registry import journal
+from aitrader.registry.catalog import Catalog
+from aitrader.registry.index import rebuild_hint
+from aitrader.registry.names import DEFAULT_ALIAS, parse_model_id, validate_alias, validate_name
 from aitrader.registry.types import CheckResult, DeployEvent, History
-
-if TYPE_CHECKING:
-    from aitrader.registry.store import Registry
 
 ALIAS_ACTIONS = ("promote", "rollback")  # the actions that move an alias (when status is success)
 EVALUATE = "evaluate"
@@ -87,14 +87,42 @@ def append(
     )
 
 
-def last_alias_change(conn: sqlite3.Connection, name: str, alias: str) -> sqlite3.Row | None:
-    """The latest successful promote/rollback row of ``alias`` (evaluate rows never count)."""
-    row: sqlite3.Row | None = conn.execute(
-        "SELECT from_version, to_version FROM deploy_log WHERE name=? AND alias=? AND status='success' "
-        "AND action IN (?, ?) ORDER BY id DESC LIMIT 1",
-        (name, alias, *ALIAS_ACTIONS),
-    ).fetchone()
-    return row
+def journal_event(event: DeployEvent) -> dict[str, Any]:
+    """The ``deploy_log.jsonl`` line of a committed deploy-log row."""
+    return {"event": "deploy_log", **event.to_dict()}
+
+
+def copy_to_journal(catalog: Catalog, event: DeployEvent) -> None:
+    """After the commit: append the row to the journal (a failure is logged, never raised)."""
+    journal.append(catalog.journal_path, journal_event(event))
+
+
+def alias_holders(conn: sqlite3.Connection, name: str, alias: str) -> list[int]:
+    """The versions ``alias`` was moved to, oldest first (successful promote/rollback rows only)."""
+    return [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT to_version FROM deploy_log WHERE name=? AND alias=? AND status='success' "
+            "AND action IN (?, ?) ORDER BY id",
+            (name, alias, *ALIAS_ACTIONS),
+        )
+    ]
+
+
+def rollback_target(conn: sqlite3.Connection, name: str, alias: str) -> tuple[int | None, int | None]:
+    """(current holder, the previous DIFFERENT version the alias held) from the log's real history.
+
+    Walks the successful moves backwards and skips every one that landed on the current holder,
+    so a log with a no-op row (``v2 -> v2``, written by older versions under a race) still rolls
+    back to a real earlier version, and rolling back a rollback restores the version it replaced.
+    """
+    row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+    holders = alias_holders(conn, name, alias)
+    current = int(row[0]) if row is not None else (holders[-1] if holders else None)
+    for version in reversed(holders):
+        if version != current:
+            return current, version
+    return current, None
 
 
 def _strict(value: Any, where: str) -> Any:
@@ -121,7 +149,7 @@ def _strict(value: Any, where: str) -> Any:
 
 
 def record_decision(
-    registry: Registry,
+    catalog: Catalog,
     model_id: str,
     *,
     alias: str = DEFAULT_ALIAS,
@@ -147,8 +175,10 @@ def record_decision(
             f"details are {len(json.dumps(clean))} bytes as JSON, above {MAX_DETAILS_BYTES}; record the scores "
             "and a reference to the full report, not the report itself"
         )
-    info = registry.resolve(model_id)
-    with registry._writer().write() as conn:
+    ref = parse_model_id(model_id)
+    catalog.resolve(ref)  # ModelNotFoundError (with the known names) before taking the write lock
+    with catalog.writer().write() as conn:
+        info = catalog.resolve_in(conn, ref)  # resolved under the write lock: "latest" is current
         row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (info.name, alias)).fetchone()
         holder = row[0] if row else None
         if decision == "promoted" and holder != info.version:
@@ -157,7 +187,7 @@ def record_decision(
                 f"cannot record {info.model_id} as promoted: {alias} holds {held}; deploy it first "
                 f"(Registry.deploy / aitrader deploy --model-id {info.model_id}), then record the decision"
             )
-        return append(
+        event = append(
             conn,
             name=info.name,
             alias=alias,
@@ -169,6 +199,8 @@ def record_decision(
             reason=reason.strip(),
             details=clean,
         )
+    copy_to_journal(catalog, event)
+    return event
 
 
 # ---------------------------------------------------------------------- history
@@ -185,8 +217,26 @@ def parse_timestamp(text: str) -> datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
-def _event(r: sqlite3.Row) -> DeployEvent:
-    raw = r["details"] if "details" in r.keys() else None  # a schema 1 index read before any writer migrated it
+def _event(catalog: Catalog, r: sqlite3.Row) -> DeployEvent:
+    def parsed(column: str) -> Any:
+        raw = r[column] if column in r.keys() else None  # details: a schema 1 index read before migration
+        if not raw:
+            return [] if column == "checks" else None
+        try:
+            value = json.loads(raw)
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(
+                f"registry index {catalog.db_path}: column {column} of deploy-log row {r['id']} is not valid JSON "
+                f"({exc}); {rebuild_hint(catalog.root)}"
+            ) from exc
+        expected = list if column == "checks" else dict
+        if not isinstance(value, expected):
+            raise RegistryError(
+                f"registry index {catalog.db_path}: column {column} of deploy-log row {r['id']} is not a JSON "
+                f"{expected.__name__}; {rebuild_hint(catalog.root)}"
+            )
+        return value
+
     return DeployEvent(
         r["id"],
         r["ts"],
@@ -198,25 +248,25 @@ def _event(r: sqlite3.Row) -> DeployEvent:
         r["from_version"],
         r["to_version"],
         r["status"],
-        json.loads(r["checks"]),
+        parsed("checks"),
         r["reason"],
-        json.loads(raw) if raw else None,
+        parsed("details"),
     )
 
 
-def history(registry: Registry, name: str, at: str | None = None) -> History:
+def history(catalog: Catalog, name: str, at: str | None = None) -> History:
     """The deploy log of ``name`` (oldest first) and, with ``at``, which version held each alias then."""
     validate_name(name)
     when = parse_timestamp(at) if at is not None else None  # a bad --at fails before any read
-    registry.list_versions(name)  # ModelNotFoundError for an unknown name
-    index = registry._reader()
+    catalog.list_versions(name)  # ModelNotFoundError for an unknown name
+    index = catalog.reader()
     assert index is not None
     with index.read() as conn:
         rows = conn.execute("SELECT * FROM deploy_log WHERE name=? ORDER BY id", (name,)).fetchall()
         current = {
             r[0]: r[1] for r in conn.execute("SELECT alias, version FROM aliases WHERE name=? ORDER BY alias", (name,))
         }
-    events = [_event(r) for r in rows]
+    events = [_event(catalog, r) for r in rows]
     result = History(name=name, events=events, current=current)
     if when is not None:
         result.at = when.isoformat()
@@ -224,7 +274,15 @@ def history(registry: Registry, name: str, at: str | None = None) -> History:
             held: int | None = None
             for e in events:
                 moved = e.action in ALIAS_ACTIONS and e.status == "success"
-                if e.alias == alias and moved and datetime.fromisoformat(e.ts) <= when:
+                if e.alias == alias and moved and _parse_ts(e.ts) <= when:
                     held = e.to_version
             result.holders[alias] = held
     return result
+
+
+def _parse_ts(text: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return datetime.max.replace(tzinfo=UTC)  # a damaged stamp never counts as "before"
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)

@@ -4,6 +4,8 @@ A register copies into ``NAME/.tmp-<host>-<pid>-<id>`` (hashing the bytes it wri
 then in one ``BEGIN IMMEDIATE`` transaction picks N, renames the folder to ``vN`` and inserts the
 rows. The index is the source of truth: a folder without a row is invisible, so a crash at any
 point leaves no version or a whole one (docs/registry.md, "Atomicity, concurrency and crashes").
+A version number that exists on disk (``vN``, or ``.orphan-vN-*`` moved aside) is never reused.
+After the commit the registration is copied to ``deploy_log.jsonl`` (``journal``) for rebuild.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import sqlite3
@@ -20,24 +21,22 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aitrader._util import pid_alive
 from aitrader.errors import RegistryError
-from aitrader.registry import hashing
+from aitrader.registry import hashing, journal
+from aitrader.registry.catalog import Catalog
 from aitrader.registry.hashing import CHECKSUM_FILE
 from aitrader.registry.index import Index
+from aitrader.registry.layout import version_numbers
 from aitrader.registry.log import now_iso, who
 from aitrader.registry.manifest_check import read_artifact_manifest, summary
 from aitrader.registry.names import validate_name, validate_tags
 from aitrader.registry.types import VersionInfo
 
-if TYPE_CHECKING:
-    from aitrader.registry.store import Registry
-
 # Tests set this to a number of seconds to widen the crash windows of register (never in production).
 TEST_DELAY_ENV = "AITRADER_TEST_REGISTER_DELAY"
-_VDIR = re.compile(r"v([0-9]+)")
 
 
 def _host_token() -> str:
@@ -51,7 +50,7 @@ def _test_pause() -> None:
 
 
 def register(
-    registry: Registry,
+    catalog: Catalog,
     artifact_dir: str | Path,
     name: str,
     *,
@@ -74,8 +73,8 @@ def register(
     if listed is not None:  # checked before anything is written; again on the copy below
         _check_listed(src, listed, {rel: hashing.sha256_file(path)[0] for rel, path in files})
     info = summary(manifest)
-    index = registry._writer()
-    model_dir = registry.root / name
+    index = catalog.writer()
+    model_dir = catalog.root / name
     tmp = model_dir / f".tmp-{_host_token()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         model_dir.mkdir(exist_ok=True)
@@ -89,7 +88,7 @@ def register(
         digest = hashing.digest_of(text)
         _test_pause()
         record = _Record(name, digest, hashes, size, info, tags, trust_pickle, src)
-        return _commit(registry, index, model_dir, tmp, record)
+        result, event = _commit(catalog, index, model_dir, tmp, record)
     except OSError as exc:
         raise RegistryError(
             f"cannot write the new version under {model_dir}: {exc.strerror or exc}; check free space and "
@@ -98,6 +97,24 @@ def register(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if event is not None:
+        journal.append(catalog.journal_path, event)
+    return result
+
+
+def _journal_event(kind: str, row: sqlite3.Row) -> dict[str, Any]:
+    """What rebuild needs beyond the folder: tags, trust, when and by whom (a committed ``versions`` row)."""
+    return {
+        "event": kind,
+        "name": row["name"],
+        "version": row["version"],
+        "digest": row["digest"],
+        "created_at": row["created_at"],
+        "tags": json.loads(row["tags"]),
+        "trusted": bool(row["trusted"]),
+        "registered_by": row["registered_by"],
+        "source": row["source"],
+    }
 
 
 @dataclass
@@ -147,7 +164,13 @@ def _copy_into(files: Iterable[tuple[str, Path]], dest: Path) -> tuple[dict[str,
     return hashes, total
 
 
-def _commit(registry: Registry, index: Index, model_dir: Path, tmp: Path, rec: _Record) -> VersionInfo:
+def _commit(
+    catalog: Catalog, index: Index, model_dir: Path, tmp: Path, rec: _Record
+) -> tuple[VersionInfo, dict[str, Any] | None]:
+    """Inside one write transaction: reuse the digest, or pick N, rename and insert the rows.
+
+    Returns the version and the journal line to append after the commit (None: nothing changed).
+    """
     user, host = who()
     renamed: Path | None = None
     name = rec.name
@@ -155,10 +178,11 @@ def _commit(registry: Registry, index: Index, model_dir: Path, tmp: Path, rec: _
         with index.write() as conn:
             row = conn.execute("SELECT * FROM versions WHERE name=? AND digest=?", (name, rec.digest)).fetchone()
             if row is not None:
-                return _reuse(registry, conn, row, rec.tags, rec.trust_pickle, user, host)
+                return _reuse(catalog, conn, row, rec.tags, rec.trust_pickle, user, host)
             _sweep(conn, name, model_dir)
             top = conn.execute("SELECT MAX(version) FROM versions WHERE name=?", (name,)).fetchone()[0] or 0
-            n = max(top, *_disk_versions(model_dir), 0) + 1
+            # never reuse a number that exists on disk: vN folders, and orphans moved aside
+            n = max(top, *version_numbers(model_dir, orphans=True), 0) + 1
             final = model_dir / f"v{n}"
             tmp.rename(final)  # same filesystem: atomic; refuses a non-empty target
             renamed = final
@@ -190,26 +214,29 @@ def _commit(registry: Registry, index: Index, model_dir: Path, tmp: Path, rec: _
                 [(cur.lastrowid, rel, h, (final / rel).stat().st_size) for rel, h in sorted(rec.hashes.items())],
             )
             new_row = conn.execute("SELECT * FROM versions WHERE id=?", (cur.lastrowid,)).fetchone()
-            result = registry._info(conn, new_row)
+            result = catalog.info(conn, new_row)
+            event = _journal_event("register", new_row)
     except BaseException:
         if renamed is not None and renamed.exists():
             renamed.rename(tmp)  # not committed: take the folder back out of sight
         raise
-    return result
+    return result, event
 
 
 def _reuse(
-    registry: Registry,
+    catalog: Catalog,
     conn: sqlite3.Connection,
     row: sqlite3.Row,
     tags: dict[str, str],
     trust: bool,
     user: str,
     host: str,
-) -> VersionInfo:
-    merged = {**json.loads(row["tags"]), **tags}
+) -> tuple[VersionInfo, dict[str, Any] | None]:
+    old_tags = catalog.info(conn, row).tags
+    merged = {**old_tags, **tags}
     trusted = bool(row["trusted"]) or trust
-    if merged != json.loads(row["tags"]) or trusted != bool(row["trusted"]):
+    event = None
+    if merged != old_tags or trusted != bool(row["trusted"]):
         note = row["registered_by"]
         if trusted != bool(row["trusted"]):
             note = f"{note}; trusted by {user}@{host} {now_iso()}"
@@ -218,28 +245,22 @@ def _reuse(
             (json.dumps(merged, sort_keys=True), int(trusted), note, row["id"]),
         )
         row = conn.execute("SELECT * FROM versions WHERE id=?", (row["id"],)).fetchone()
-    info = registry._info(conn, row)
+        event = _journal_event("update", row)
+    info = catalog.info(conn, row)
     info.reused = True
-    return info
-
-
-def _disk_versions(model_dir: Path) -> list[int]:
-    out = []
-    for entry in model_dir.iterdir():
-        m = _VDIR.fullmatch(entry.name)
-        if m:
-            out.append(int(m.group(1)))
-    return out
+    return info, event
 
 
 def _sweep(conn: sqlite3.Connection, name: str, model_dir: Path) -> None:
     """Inside the write lock: move aside ``vN`` folders with no index row, drop dead temp folders.
 
     Holding the lock matters: every register renames and inserts inside the same lock, so a
-    row-less ``vN`` seen now can only come from a register that died before its commit.
+    row-less ``vN`` seen now can only come from a register that died before its commit (or an index
+    restored from an older copy: ``aitrader verify`` reports those before any register). Its number
+    stays taken: the orphan keeps it in its name and the next version gets a higher one.
     """
     known = {r[0] for r in conn.execute("SELECT version FROM versions WHERE name=?", (name,))}
-    for n in _disk_versions(model_dir):
+    for n in version_numbers(model_dir):
         if n not in known:
             (model_dir / f"v{n}").rename(model_dir / f".orphan-v{n}-{uuid.uuid4().hex[:8]}")
     mine = _host_token()

@@ -263,13 +263,17 @@ def test_orphan_folder_from_a_crash_is_ignored_then_moved_aside(reg: Registry, t
     reg.register(make_artifact(tmp_path / "a1"), "aapl")
     orphan = reg.root / "aapl" / "v2"  # what a register killed between rename and commit leaves
     orphan.mkdir()
-    (orphan / "model.txt").write_bytes(b"half")
+    (orphan / "model.txt").write_bytes(b"whole")
+    (orphan / "checksums.sha256").write_text("0" * 64 + "  model.txt\n")  # written before the rename
     assert [i.model_id for i in reg.list_versions()] == ["aapl:v1"]
-    assert reg.verify().ok
+    report = reg.verify()  # invisible to list/resolve, but verify says the index lacks it
+    assert [(p.model_id, p.problem) for p in report.mismatches] == [("aapl:v2", "unindexed")]
     info = reg.register(make_artifact(tmp_path / "a2", payload=b"new"), "aapl")
-    assert info.version == 2 and (info.path / "model.txt").read_bytes() == b"new"
+    # moved aside, and its number is never reused: the new version is v3
+    assert info.version == 3 and (info.path / "model.txt").read_bytes() == b"new"
     assert reg.verify().ok
     assert len(list((reg.root / "aapl").glob(".orphan-v2-*"))) == 1
+    assert reg.register(make_artifact(tmp_path / "a3", payload=b"newer"), "aapl").version == 4
 
 
 def test_dead_temp_folder_is_cleaned(reg: Registry, tmp_path: Path) -> None:

@@ -135,13 +135,20 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     )
 
 
-def _assert_consistent(reg: Registry) -> None:
-    """Index sound, versions numbered 1..n without gaps, every listed version whole."""
+def _assert_consistent(reg: Registry, *, killed: bool = False) -> None:
+    """Index sound, versions increasing, every listed version whole.
+
+    ``killed``: a register was just killed, possibly between its rename and its commit; its whole
+    folder is then reported as ``unindexed`` (the only problem allowed) and its number never reused,
+    so later versions may skip it.
+    """
     assert reg.integrity_ok()
     infos = reg.list_versions()
-    assert [i.version for i in infos] == list(range(1, len(infos) + 1))
+    versions = [i.version for i in infos]
+    assert versions == sorted(set(versions)) and (not versions or versions[0] == 1)
     report = reg.verify()
-    assert report.ok, report.mismatches
+    problems = [p for p in report.mismatches if not (killed and p.problem == "unindexed")]
+    assert not problems, report.mismatches
     conn = sqlite3.connect(reg.db_path)
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     conn.close()
@@ -195,7 +202,7 @@ def _kill_and_check(root: Path, proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     reg = Registry(root)
-    _assert_consistent(reg)
+    _assert_consistent(reg, killed=True)
     reg.close()
 
 
@@ -225,11 +232,11 @@ def test_sigkill_at_every_stage_of_register(tmp_path: Path) -> None:
             _kill_and_check(root, proc)
         else:
             proc.communicate()
-            _assert_consistent(Registry(root))
+            _assert_consistent(Registry(root), killed=True)
     after = make_artifact(tmp_path / "after", payload=b"after the crashes\n")
     info = Registry(root).register(after, "aapl")
     expected = max(v.version for v in Registry(root).list_versions())
     assert info.version == expected and not info.reused
-    _assert_consistent(Registry(root))
+    _assert_consistent(Registry(root))  # the register moved any unindexed folder aside
     leftovers = [p.name for p in model_dir.iterdir() if p.name.startswith(".tmp-")]
     assert leftovers == []  # dead writers' temp folders are swept by the next register

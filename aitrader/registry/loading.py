@@ -1,0 +1,62 @@
+"""Loading a version: verify every file, check trust, then build a runner (cached per process by digest)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from aitrader.errors import ModelError, RegistryError, TrustError
+from aitrader.registry.catalog import Catalog
+from aitrader.registry.manifest_check import MANIFEST_NAME
+from aitrader.registry.names import parse_model_id
+from aitrader.registry.types import LoadedModel, VersionInfo
+from aitrader.registry.verify import verify_or_raise
+
+_RUNNER_CACHE: dict[str, Any] = {}  # digest -> runner; per process
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every loaded runner of this process."""
+    with _CACHE_LOCK:
+        _RUNNER_CACHE.clear()
+
+
+def load(catalog: Catalog, model_id: str) -> LoadedModel:
+    """Verify every file's SHA256, check trust, then build a runner."""
+    info = catalog.resolve(parse_model_id(model_id))
+    verify_or_raise(catalog, info)  # before anything is deserialised
+    return load_verified(info)
+
+
+def load_verified(info: VersionInfo) -> LoadedModel:
+    """Load a version whose files were verified just now by the caller (deploy checks)."""
+    try:
+        manifest = json.loads((info.path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelError(f"cannot read {info.path / MANIFEST_NAME} of {info.model_id}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{info.path / MANIFEST_NAME} of {info.model_id} is not a JSON object")
+    model = manifest.get("model")
+    pickle_based = info.pickle_based or bool(model.get("pickle_based") if isinstance(model, dict) else False)
+    if pickle_based and not info.trusted:
+        raise TrustError(
+            f"{info.model_id} is pickle-based and was registered without --trust-pickle: loading a pickle "
+            "runs code from the file. If you trust its source, re-register it: aitrader register "
+            f"{info.path} --name {info.name} --trust-pickle"
+        )
+    with _CACHE_LOCK:
+        runner = _RUNNER_CACHE.get(info.digest)
+    if runner is None:
+        from aitrader.models.runner import ModelRunner
+
+        try:
+            runner = ModelRunner.from_artifact(info.path, manifest, trust_pickle=info.trusted)
+        except (RegistryError, ModelError):
+            raise
+        except Exception as exc:  # a verified file that still fails to load: report, do not crash
+            raise ModelError(f"cannot load {info.model_id} from {info.path}: {type(exc).__name__}: {exc}") from exc
+        with _CACHE_LOCK:
+            _RUNNER_CACHE[info.digest] = runner
+    return LoadedModel(info=info, manifest=manifest, runner=runner, path=info.path)
