@@ -226,12 +226,15 @@ class SwapWatcher:
 
     # ------------------------------------------------------------------ the source wrapper
     def wrap(self, steps: Iterable[Step]) -> Iterator[Step]:
+        if not self.watches:  # every model pinned: nothing to watch
+            yield from steps
+            return
         engine = self.engine
         for step in steps:
             ts, _, bars = step
             first = bars[0]
             saved = engine.cursors.get(first[0])
-            if self.watches and (saved is None or first[1] > saved[0]):  # a new bar, not a resume's catch-up
+            if saved is None or first[1] > saved[0]:  # a new bar, not a resumed run's catch-up
                 self.boundary(ts, bars)
             for sym, i, o, h, lo, c, v in bars:
                 buf = self.buffers.get(sym)
