@@ -36,6 +36,8 @@ def paper_trade_cmd(
     end: str | None = typer.Option(None, "--to", help="Trade up to this date/time (a date: the whole day)."),
     allow_in_sample: bool = typer.Option(
         False, "--allow-in-sample", help="Allow trading bars the model was trained on (monitor flags the run)."),
+    pin: bool = typer.Option(
+        False, "--pin", help="With --follow: keep the versions the run started with (no live model swaps)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
@@ -44,7 +46,7 @@ def paper_trade_cmd(
     view = "live" if sys.stdout.isatty() and not json_out else "log"
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
-                          view=view, start=start, end=end, allow_in_sample=allow_in_sample)
+                          view=view, start=start, end=end, allow_in_sample=allow_in_sample, pin=pin)
     _render(summary, json_out, "paper-trade")
 
 

@@ -147,11 +147,12 @@ class Engine:
                     f"{str(want.get('sha256'))[:12]}...); resume with the same bars or start a new run"
                 )
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, meta: dict[str, Any] | None = None) -> None:
+        """Commit the buffered rows with the cursors and state (``meta``: more meta keys, e.g. a swap's models)."""
         if self.ledger is None:
             return
         positions = [(s, p.quantity, p.avg_price, p.realised_pnl) for s, p in sorted(self.broker.positions.items())]
-        self.ledger.checkpoint(self.cursors, positions, self.state())
+        self.ledger.checkpoint(self.cursors, positions, self.state(), meta)
 
     # ------------------------------------------------------------------ the loop
     def _warm(self, ts: str, bar: tuple[str, int, float, float, float, float, float]) -> None:

@@ -28,10 +28,12 @@ class EventType(StrEnum):
     # an earlier prediction; both are persisted by the ledger.
     EQUITY = "EQUITY"
     OUTCOME = "OUTCOME"
+    # A --follow run switched a model to the version its alias now points at (aitrader.trading.swap).
+    MODEL_SWAPPED = "MODEL_SWAPPED"
 
 
 #: Event types stored in the ledger's ``events`` table (the others have tables of their own).
-PERSISTED_EVENT_TYPES = (EventType.ML_ERROR, EventType.RISK_REJECTED, EventType.ALERT)
+PERSISTED_EVENT_TYPES = (EventType.ML_ERROR, EventType.RISK_REJECTED, EventType.ALERT, EventType.MODEL_SWAPPED)
 
 
 @dataclass(slots=True)
@@ -138,6 +140,18 @@ class Alert:
     model_id: str
     reason: str  # model_disabled, ...
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ModelSwapped:
+    """A live swap: from ``bar_index`` on, ``model_id`` (the new version) trades in place of the old one."""
+
+    type = EventType.MODEL_SWAPPED
+    ts: str  # the stamp of the first bar the new version predicts
+    symbol: str
+    model_id: str  # the new version (NAME:vN)
+    reason: str  # the alias that moved, e.g. "production"
+    payload: dict[str, Any] = field(default_factory=dict)  # old/new model_id and digest, bar_index, alias
 
 
 @dataclass(slots=True)

@@ -211,8 +211,10 @@ class Ledger:
         cursors: dict[str, tuple[int, str]],
         positions: list[tuple[str, float, float, float]],
         state: dict[str, Any],
+        meta: dict[str, Any] | None = None,
     ) -> None:
-        """Write every buffered row, the cursors, positions and engine state in one transaction."""
+        """Write every buffered row, the cursors, positions and engine state (and ``meta`` keys) in one
+        transaction."""
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -248,7 +250,7 @@ class Ledger:
             )
             c.execute("DELETE FROM positions")
             c.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", positions)
-            self._put_meta({"state": state, "updated_at": now_iso()})
+            self._put_meta({**(meta or {}), "state": state, "updated_at": now_iso()})
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")

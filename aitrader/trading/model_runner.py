@@ -222,6 +222,29 @@ class ModelSlot:
             return True
         return False
 
+    def replace_model(
+        self, *, model_id: str, digest: str, predictor: Predictor, stream: FeatureStream,
+        strategy: MLRegressionStrategy, horizon: int, train_span: tuple[float, float] | None,
+    ) -> None:
+        """Swap in another version of this slot's model at a bar boundary (a live model swap).
+
+        The vote, its confidence and the counters carry over: the positions reflect the old vote
+        until the new version's first prediction replaces it. The error state is the new version's
+        own (no errors yet, enabled, no previous prediction to fall back on). ``stream`` must already
+        be warm (see :mod:`aitrader.trading.swap`).
+        """
+        self.model_id = model_id
+        self.digest = digest
+        self.predictor = predictor
+        self.stream = stream
+        self.strategy = strategy
+        self.horizon = horizon
+        self.train_span = train_span
+        self.last_valid = None
+        self.previous_age = 0
+        self.consecutive_errors = 0
+        self.disabled = False
+
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         return {

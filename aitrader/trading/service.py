@@ -365,8 +365,12 @@ def paper_trade(
     start: str | None = None,
     end: str | None = None,
     allow_in_sample: bool = False,
+    pin: bool = False,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
+
+    A ``follow`` run swaps in newly deployed versions at bar boundaries unless ``pin`` (recorded, so a
+    resumed run keeps it); see :mod:`aitrader.trading.swap`.
 
     ``start``/``end`` (``--from``/``--to``) pick the bars to trade; by default a run trades from each
     model's first unseen bar, and bars the model was trained on need ``allow_in_sample``.
@@ -385,6 +389,7 @@ def paper_trade(
         saved, cursors, reported = _saved_run(run_dir)
         cfg, request, models = _resumed_config(saved, run_dir)
         data, follow = request.get("data"), bool(request.get("follow"))
+        pin = pin or bool(request.get("pin"))
         if "allow_in_sample" in request:
             window = Window(request.get("from"), request.get("to"), bool(request.get("allow_in_sample")))
         else:  # a run started before windows existed replayed all of --data (the sample: after training)
@@ -401,8 +406,12 @@ def paper_trade(
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)
-    meta: dict[str, Any] = {"request": {"data": data, "follow": follow, **window.to_dict()}}
+    meta: dict[str, Any] = {"request": {"data": data, "follow": follow, **window.to_dict(), "pin": pin}}
     if follow:
+        if not pin:
+            from aitrader.trading.swap import RegistrySource, SwapSettings
+
+            opts.swap = SwapSettings(RegistrySource(registry_root))
         symbol, path = _follow_target(data, specs)
         _follow_window(path, specs, window)
         done = cursors.get(symbol)

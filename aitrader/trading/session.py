@@ -31,6 +31,7 @@ from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor
 from aitrader.trading.signals import UnifiedSignalHandler
 from aitrader.trading.sources import Step
 from aitrader.trading.strategy import ConfidenceModel, MLRegressionStrategy
+from aitrader.trading.swap import SwapSettings, SwapWatcher
 from aitrader.training.backtest import Costs, resolve_costs
 
 REPLAY_COMMIT_EVERY = 2000
@@ -66,6 +67,8 @@ class RunOptions:
     live: bool = False  # --follow: prediction timeouts on the wall clock even at speed 0
     # SHA-256 of the bars consumed up to the cursors ({symbol: {"bars", "sha256"}}), kept in the saved state
     fingerprint: Callable[[dict[str, tuple[int, str]]], dict[str, Any]] | None = None
+    # --follow without --pin: swap in newly deployed versions at bar boundaries (aitrader.trading.swap)
+    swap: SwapSettings | None = None
 
 
 def wall_clock_timeouts(opts: RunOptions) -> bool:
@@ -341,6 +344,10 @@ def run_session(
             raise _ledger_failure(exc, ledger.path) from exc
         if stop_event is not None:  # shared with a follow source, so one request stops both
             engine.stop_event = stop_event
+        if opts.swap is not None:
+            watcher = SwapWatcher.create(engine, specs, opts.swap, ledger.read_meta().get("models") or [],
+                                         buffer_size=cfg.ml_trading.feature_pipeline.buffer_size)
+            steps = watcher.wrap(steps)
         try:
             with _stop_on_signals(engine, opts.handle_signals):
                 status = engine.run(steps, speed=opts.speed, max_bars=opts.max_bars, progress=opts.progress)
