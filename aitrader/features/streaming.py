@@ -11,8 +11,12 @@ Numerics mirror :mod:`aitrader.features.batch` so both agree to float rounding a
   ``x == e``, from the same start bar; Wilder averages are seeded with the mean of the first
   ``window`` values.
 * Rolling mean/variance use the fixed-window Welford update; a run of ``window`` equal values
-  gives the exact mean and a variance of 0 (as pandas does), and every 1024 bars the state is
+  gives the exact mean and a variance of 0 (as pandas does), and every 256 bars the state is
   recomputed exactly from the ring buffer so that rounding cannot drift over millions of bars.
+  The Welford removal step leaves an error proportional to the squares of the values that passed
+  through: after a fall of three orders of magnitude in 600 bars (a 0.1 price at 8% a bar) a
+  1024-bar refresh let ``bb_pctb_20`` drift 1.2e-6 from the exact value; 256 bars bounds the
+  fall between refreshes, at ~0.1 us a bar.
 * Before the first bar the rings are filled with copies of it (a virtual flat history); the
   outputs that still depend on it are inside the warm-up and returned as NaN.
 """
@@ -30,7 +34,7 @@ from aitrader.errors import DataError, FeatureError
 from aitrader.features.batch import FLAT_STD, M2_OF
 from aitrader.features.registry import FeatureSpec
 
-REFRESH_MASK = 1023  # exact recomputation of rolling states every 1024 bars
+REFRESH_MASK = 255  # exact recomputation of rolling states every 256 bars (module docstring)
 
 _SERIES = {"close": "c", "high": "h", "low": "l", "volume": "v", "ret1": "r1", "tr": "tr"}
 
@@ -57,7 +61,7 @@ class _Gen:
         self.state: dict[str, str] = {}  # variable -> initial value (source)
         self.init: list[str] = []  # run on the first bar
         self.body: list[str] = []  # every bar, in order
-        self.refresh: list[str] = []  # every 1024 bars
+        self.refresh: list[str] = []  # every 256 bars
         self.rings: dict[str, int] = {}  # series -> needed history
         self.runs: set[str] = set()
         self.derived: set[str] = set()

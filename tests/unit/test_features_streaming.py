@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aitrader.data.synthetic import generate_bars
@@ -50,8 +50,13 @@ def _assert_equal(df: pd.DataFrame, pipe: FeaturePipeline = PIPE) -> None:
     assert not bad, f"streaming differs from batch: {bad}"
 
 
-# 150 examples up to 1,500 bars: past every warm-up and the streaming side's 1,024-bar refresh.
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 150 examples up to 1,500 bars: past every warm-up and several of the streaming side's 256-bar refreshes.
+# The example: a 0.1 price falling to 1.7e-4 in 663 bars, where a 1024-bar refresh let bb_pctb_20 drift 8.6e-7.
+# Derandomised (a fixed sequence, no example database): nearly flat windows make bb_pctb ill-conditioned
+# in both evaluators (docs/architecture.md, contract 1), and CI must not depend on the series drawn.
+@example(seed=7, n=1046, price=0.1, vol=0.08, flat_volume=False, flat_runs=True)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
+          database=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 1500),
        price=st.sampled_from([0.1, 0.5, 3.0, 100.0, 40_000.0]) | st.floats(0.1, 40_000.0),
        vol=st.floats(0.0005, 0.08), flat_volume=st.booleans(), flat_runs=st.booleans())
