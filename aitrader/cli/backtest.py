@@ -96,7 +96,8 @@ def _render(report: dict[str, Any]) -> None:
     out.print(t)
     trades = report["trades"]
     if trades:
-        tt = Table(box=box.SIMPLE_HEAD, title=f"trades ({len(trades)}{f', last {MAX_TRADE_ROWS}' if len(trades) > MAX_TRADE_ROWS else ''})")
+        shown = f", last {MAX_TRADE_ROWS}" if len(trades) > MAX_TRADE_ROWS else ""
+        tt = Table(box=box.SIMPLE_HEAD, title=f"trades ({len(trades)}{shown})")
         for _, label in TRADE_COLS:
             tt.add_column(label, justify="left" if label in ("entry", "exit", "side") else "right", no_wrap=True)
         for tr in trades[-MAX_TRADE_ROWS:]:

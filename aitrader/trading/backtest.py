@@ -59,7 +59,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     for row in df.to_dict(orient="records"):
-        out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+        out.append({str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
     return out
 
 

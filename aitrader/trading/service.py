@@ -41,8 +41,8 @@ def deployed_models(reg: Any) -> list[str]:
         return []
 
 
-def _deployed_hint(reg: Any, name: str) -> str:
-    deployed = [d for d in deployed_models(reg) if d.split("@")[0] != name]
+def _deployed_hint(reg: Any, name: str, *, others: bool = True) -> str:
+    deployed = [d for d in deployed_models(reg) if not others or d.split("@")[0] != name]
     if not deployed:
         return (f"register and deploy one first: aitrader register ARTIFACT_DIR --name {name} && "
                 f"aitrader deploy --model-id {name}")
@@ -100,7 +100,7 @@ def load_models(
             where = f" ({source})" if source else ""
             name = entry.model_id.split("@")[0].split(":")[0]
             raise TradingError(f"model {entry.model_id}{where}: {str(exc).rstrip('.')}; "
-                               f"{_deployed_hint(reg, name)}") from exc
+                               f"{_deployed_hint(reg, name, others=False)}") from exc
         symbol = entry.symbol
         trained = trained_symbol(loaded.manifest)
         if symbol == SYMBOL_FROM_MANIFEST:
@@ -496,12 +496,12 @@ def paper_trade(
         from aitrader.config import TRADING_CONFIG, resolve_config_path
 
         cfg = load_trading_config(config_path)
-        source = f"from {resolve_config_path(TRADING_CONFIG, config_path)}"
+        origin = f"from {resolve_config_path(TRADING_CONFIG, config_path)}"
         if models:
-            cfg, source = with_models(cfg, models, data), "from --model"
+            cfg, origin = with_models(cfg, models, data), "from --model"
         rid = validate_run_id(run_id) if run_id is not None else new_run_id()
         run_dir = Path(state_dir) if state_dir else Path(runs_dir) / rid
-        specs = load_models(cfg, registry_root, source=source, allow_symbol_mismatch=allow_symbol_mismatch)
+        specs = load_models(cfg, registry_root, source=origin, allow_symbol_mismatch=allow_symbol_mismatch)
         cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
     opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
