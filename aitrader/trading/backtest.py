@@ -196,6 +196,6 @@ def trade_stats(trades: pd.DataFrame) -> dict[str, Any]:
 
 
 def short_duration(value: Any) -> str:
-    """A time span rounded to the second, whole days without the ``00:00:00`` (``3 days``, ``1 days 04:30:00``)."""
+    """A time span rounded to the second: ``3 days``, ``1 days 04:30:00``, ``12:58:12``."""
     text = str(pd.Timedelta(value).round("s"))
-    return text.removesuffix(" 00:00:00")
+    return text.removesuffix(" 00:00:00").removeprefix("0 days ")
