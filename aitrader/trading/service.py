@@ -497,6 +497,9 @@ def paper_trade(
 
         cfg = load_trading_config(config_path)
         origin = f"from {resolve_config_path(TRADING_CONFIG, config_path)}"
+        listed = [m.model_id for m in cfg.ml_trading.models if m.enabled]
+        if len(listed) > 1:
+            origin += f", which lists {', '.join(listed)}"
         if models:
             cfg, origin = with_models(cfg, models, data), "from --model"
         rid = validate_run_id(run_id) if run_id is not None else new_run_id()
