@@ -159,9 +159,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from aitrader.cli import data, features, monitor, registry, trade, train
+    from aitrader.cli import backtest, data, features, monitor, registry, trade, train
 
-    for module in (data, features, train, registry, trade, monitor):
+    for module in (data, features, train, registry, trade, backtest, monitor):
         module.register(app)
 
 

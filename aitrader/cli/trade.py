@@ -11,11 +11,15 @@ from aitrader.cli._output import console, print_json
 
 JSON_HELP = "Print exactly one JSON document on stdout."
 RUNS_HELP = "Folder holding the runs (runs/RUN_ID/ledger.db)."
+MODEL_HELP = ("Trade this registered model (NAME: its production version, NAME:vN, NAME@alias) instead of the "
+              "config's models; repeatable. Its symbol: --data SYMBOL=PATH, else the one it was trained on.")
+MISMATCH_HELP = "Let a model trade another symbol than the one it was trained on."
 
 
 def paper_trade_cmd(
     config: str | None = typer.Option(None, "--config", help="Trading config (default: config/ml_trading_config.yaml).",
     ),
+    model: list[str] = typer.Option(None, "--model", help=MODEL_HELP),
     data: list[str] = typer.Option(
         None, "--data", help="Bars: a file, a directory (one file per symbol) or SYMBOL=PATH; repeatable. "
         "Default: the built-in sample after the model's training period."),
@@ -38,6 +42,7 @@ def paper_trade_cmd(
         False, "--allow-in-sample", help="Allow trading bars the model was trained on (monitor flags the run)."),
     pin: bool = typer.Option(
         False, "--pin", help="With --follow: keep the versions the run started with (no live model swaps)."),
+    allow_symbol_mismatch: bool = typer.Option(False, "--allow-symbol-mismatch", help=MISMATCH_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
@@ -46,7 +51,8 @@ def paper_trade_cmd(
     view = "live" if sys.stdout.isatty() and not json_out else "log"
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
-                          view=view, start=start, end=end, allow_in_sample=allow_in_sample, pin=pin)
+                          view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,
+                          allow_symbol_mismatch=allow_symbol_mismatch, pin=pin)
     _render(summary, json_out, "paper-trade")
 
 
@@ -63,7 +69,8 @@ def status_cmd(
 
 def export_cmd(
     run_id: str = typer.Argument(..., help="Run to export from."),
-    table: str = typer.Argument(..., help="fills | orders | equity | predictions | events | positions."),
+    table: str = typer.Argument(
+        ..., help="fills | orders | equity | predictions | events | positions | trades (round trips)."),
     out: str | None = typer.Option(None, "--out", help="Write .csv, .csv.gz or .parquet here (default: CSV on stdout).",
     ),
     runs_dir: str = typer.Option("runs", "--runs-dir", help=RUNS_HELP),

@@ -29,24 +29,55 @@ DEFAULT_RUNS_DIR = "runs"
 
 
 # ---------------------------------------------------------------------------- models
-def _version_for(reg: Any, name: str, saved: dict[str, Any] | None) -> str:
+#: ``ModelEntry.symbol`` of a ``--model`` given without a symbol: the manifest's ``data.symbol`` fills it.
+SYMBOL_FROM_MANIFEST = "*"
+
+
+def deployed_models(reg: Any) -> list[str]:
+    """``NAME@production`` of every model whose production alias is set (for error messages)."""
+    try:
+        return sorted({f"{v.name}@production" for v in reg.list_versions() if "production" in (v.aliases or [])})
+    except Exception:  # noqa: BLE001 - only a hint in an error message; an unreadable index gives none
+        return []
+
+
+def _deployed_hint(reg: Any, name: str, *, others: bool = True) -> str:
+    deployed = [d for d in deployed_models(reg) if not others or d.split("@")[0] != name]
+    if not deployed:
+        return (f"register and deploy one first: aitrader register ARTIFACT_DIR --name {name} && "
+                f"aitrader deploy --model-id {name}")
+    return f"deployed models: {', '.join(deployed)}; pass --model {deployed[0].split('@')[0]}"
+
+
+def _version_for(reg: Any, name: str, saved: dict[str, Any] | None, source: str = "") -> str:
     if saved is not None:
         return str(saved["model_id"])
     if ":" in name or "@" in name:
         return name
     info = reg.alias_target(name, "production")
     if info is None:
-        raise TradingError(
-            f"model {name} has no production version; register and deploy one first: "
-            f"aitrader register ARTIFACT_DIR --name {name} && aitrader deploy --model-id {name}"
-        )
+        where = f" ({source})" if source else ""
+        raise TradingError(f"model {name}{where} has no production version; {_deployed_hint(reg, name)}")
     return str(info.model_id)
 
 
+def trained_symbol(manifest: dict[str, Any]) -> str | None:
+    """The symbol a model was trained on (``data.symbol`` of its manifest), None when not recorded."""
+    symbol = (manifest.get("data") or {}).get("symbol")
+    return str(symbol) if symbol else None
+
+
 def load_models(
-    cfg: TradingConfig, registry_root: str | None, saved: list[dict[str, Any]] | None = None
+    cfg: TradingConfig, registry_root: str | None, saved: list[dict[str, Any]] | None = None, *,
+    source: str = "", allow_symbol_mismatch: bool = False,
 ) -> list[ModelSpec]:
-    """Verified models of the config's enabled entries (the production version, or the run's own on resume)."""
+    """Verified models of the config's enabled entries (the production version, or the run's own on resume).
+
+    ``source`` (e.g. "from config/ml_trading_config.yaml") names where the entries came from in errors.
+    A model configured for another symbol than the one it was trained on is refused unless
+    ``allow_symbol_mismatch``; an entry with symbol :data:`SYMBOL_FROM_MANIFEST` takes the trained one.
+    """
+    from aitrader.errors import ModelNotFoundError
     from aitrader.features import FeaturePipeline
     from aitrader.registry import Registry
 
@@ -63,7 +94,27 @@ def load_models(
         prior = by_key.get((entry.model_id, entry.symbol)) if saved is not None else None
         if saved is not None and prior is None:
             raise TradingError(f"the run's ledger has no model {entry.model_id} for {entry.symbol}")
-        loaded = reg.load(_version_for(reg, entry.model_id, prior))
+        try:
+            loaded = reg.load(_version_for(reg, entry.model_id, prior, source))
+        except ModelNotFoundError as exc:
+            where = f" ({source})" if source else ""
+            name = entry.model_id.split("@")[0].split(":")[0]
+            raise TradingError(f"model {entry.model_id}{where}: {str(exc).rstrip('.')}; "
+                               f"{_deployed_hint(reg, name, others=False)}") from exc
+        symbol = entry.symbol
+        trained = trained_symbol(loaded.manifest)
+        if symbol == SYMBOL_FROM_MANIFEST:
+            if trained is None:
+                raise TradingError(f"model {loaded.info.model_id} does not record the symbol it was trained on; "
+                                   "pass --data SYMBOL=PATH to name the symbol it trades")
+            symbol = trained
+        elif (prior is None and trained is not None and trained.upper() != symbol.upper()
+              and not allow_symbol_mismatch):
+            raise TradingError(
+                f"model {loaded.info.model_id} was trained on {trained} but is configured to trade {symbol}"
+                f"{f' ({source})' if source else ''}; trade {trained} (--data {trained}=PATH), or pass "
+                f"--allow-symbol-mismatch to trade {symbol} with it anyway"
+            )
         if prior is not None and loaded.info.digest != prior["digest"]:
             raise TradingError(
                 f"{loaded.info.model_id} has digest {loaded.info.digest[:12]} but the run started with "
@@ -76,12 +127,47 @@ def load_models(
         except Exception:  # noqa: BLE001, S110 - a model that fails here fails in the loop, as an ML_ERROR
             pass
         specs.append(ModelSpec(
-            model_id=loaded.info.model_id, name=entry.model_id, symbol=entry.symbol, digest=loaded.info.digest,
+            model_id=loaded.info.model_id, name=entry.model_id, symbol=symbol, digest=loaded.info.digest,
             predictor=runner,
             stream=pipeline.stream(ml.feature_pipeline.buffer_size), manifest=loaded.manifest,
             min_confidence=entry.min_confidence, position_size=entry.position_size, weight=entry.weight,
         ))
     return specs
+
+
+def with_models(cfg: TradingConfig, models: list[str], data: list[str] | None) -> TradingConfig:
+    """``cfg`` with ``ml_trading.models`` replaced by the ``--model`` references (and ml_trading enabled).
+
+    Each entry's symbol: the SYMBOL of the matching ``--data SYMBOL=PATH`` (one model and one pair,
+    or as many pairs as models, in order), else :data:`SYMBOL_FROM_MANIFEST` (the trained symbol).
+    Sizing (min_confidence, position_size, weight) comes from the config's entry of the same name,
+    else its first entry (as ``train``'s holdout backtest picks it), else the entry defaults.
+    """
+    from aitrader.config import ModelEntry
+
+    pairs = [item.partition("=")[0] for item in data or [] if "=" in item and not Path(item).exists()]
+    paired = len(pairs) == len(models)
+    old = list(cfg.ml_trading.models)
+    entries = []
+    for i, ref in enumerate(models):
+        name = ref.split("@")[0].split(":")[0]
+        like = next((m for m in old if m.model_id == name), old[0] if old else None)
+        sizing = ({"min_confidence": like.min_confidence, "position_size": like.position_size,
+                   "weight": like.weight} if like is not None else {})
+        entries.append(ModelEntry(model_id=ref, symbol=pairs[i] if paired else SYMBOL_FROM_MANIFEST, **sizing))
+    ml = cfg.ml_trading.model_copy(update={"models": entries, "enabled": True})
+    return cfg.model_copy(update={"ml_trading": ml})
+
+
+def _resolved_models(cfg: TradingConfig, specs: list[ModelSpec]) -> TradingConfig:
+    """``cfg`` with each :data:`SYMBOL_FROM_MANIFEST` entry's symbol set (what the ledger records)."""
+    entries, it = [], iter(specs)
+    for entry in cfg.ml_trading.models:
+        if entry.enabled:
+            spec = next(it)
+            entry = entry.model_copy(update={"symbol": spec.symbol})
+        entries.append(entry)
+    return cfg.model_copy(update={"ml_trading": cfg.ml_trading.model_copy(update={"models": entries})})
 
 
 # ---------------------------------------------------------------------------- data
@@ -209,6 +295,13 @@ def load_frames(data: list[str] | None, specs: list[ModelSpec],
     symbols = sorted({s.symbol for s in specs})
     frames: dict[str, pd.DataFrame] = {}
     if not data:
+        from aitrader.data.sample import SAMPLE_SYMBOLS
+
+        if unknown := [s for s in symbols if s.upper() not in SAMPLE_SYMBOLS]:
+            raise DataError(
+                f"no bars for {', '.join(unknown)}: the built-in sample has only {', '.join(SAMPLE_SYMBOLS)}; "
+                f"pass --data {unknown[0]}=PATH"
+            )
         frames = {sym: load_sample(sym) for sym in symbols}
         what = "the built-in sample"
     else:
@@ -366,6 +459,9 @@ def paper_trade(
     end: str | None = None,
     allow_in_sample: bool = False,
     pin: bool = False,
+    models: list[str] | None = None,
+    allow_symbol_mismatch: bool = False,
+    collect: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
@@ -374,6 +470,9 @@ def paper_trade(
 
     ``start``/``end`` (``--from``/``--to``) pick the bars to trade; by default a run trades from each
     model's first unseen bar, and bars the model was trained on need ``allow_in_sample``.
+    ``models`` (``--model NAME[:vN|@alias]``) replace the config's model list (:func:`with_models`).
+    ``collect``, when given, receives the replayed frames, each symbol's first traded bar (epoch)
+    and the specs (what ``backtest`` reports on).
     """
     if not math.isfinite(speed) or speed < 0:
         raise TradingError(f"--speed must be a finite number >= 0 (0: as fast as possible), got {speed}")
@@ -387,20 +486,31 @@ def paper_trade(
                                "with the window it started with")
         run_dir = resolve_run(runs_dir, resume, state_dir, "--resume")
         saved, cursors, reported = _saved_run(run_dir)
-        cfg, request, models = _resumed_config(saved, run_dir)
+        if models:
+            raise TradingError("--model cannot change a resumed run; it continues with the models it started with")
+        cfg, request, saved_models = _resumed_config(saved, run_dir)
         data, follow = request.get("data"), bool(request.get("follow"))
         pin = pin or bool(request.get("pin"))
         if "allow_in_sample" in request:
             window = Window(request.get("from"), request.get("to"), bool(request.get("allow_in_sample")))
         else:  # a run started before windows existed replayed all of --data (the sample: after training)
             window = Window(allow_in_sample=bool(data))
-        specs = load_models(cfg, registry_root, models)
+        specs = load_models(cfg, registry_root, saved_models)
         rid = str(saved.get("run_id") or run_dir.name)
     else:
+        from aitrader.config import TRADING_CONFIG, resolve_config_path
+
         cfg = load_trading_config(config_path)
+        origin = f"from {resolve_config_path(TRADING_CONFIG, config_path)}"
+        listed = [m.model_id for m in cfg.ml_trading.models if m.enabled]
+        if len(listed) > 1:
+            origin += f", which lists {', '.join(listed)}"
+        if models:
+            cfg, origin = with_models(cfg, models, data), "from --model"
         rid = validate_run_id(run_id) if run_id is not None else new_run_id()
         run_dir = Path(state_dir) if state_dir else Path(runs_dir) / rid
-        specs = load_models(cfg, registry_root)
+        specs = load_models(cfg, registry_root, source=origin, allow_symbol_mismatch=allow_symbol_mismatch)
+        cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
     opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
     from aitrader.trading.view import attach_view
@@ -434,6 +544,9 @@ def paper_trade(
         steps = replay_steps(series)
         stop_event = None
         indexes = [pd.DatetimeIndex(df.index) for df in frames.values()]
+        if collect is not None:
+            collect.update(frames=frames, specs=specs, calendar=meta["calendar"],
+                           trade_from={s.symbol: s.trade_from for s in specs})
     # Costs by asset class, resolved from the traded bars and recorded in the ledger's meta (a resumed
     # run keeps its recorded costs).
     from aitrader.training.backtest import resolve_costs
@@ -482,12 +595,58 @@ def run_status(run_id: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR, stat
         ) from exc
 
 
+def run_trades(run_dir: Path, frames: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """The round trips of a run (:mod:`aitrader.trading.trades`), MAE/MFE from ``frames`` or the run's
+    recorded ``--data`` (left empty when those bars cannot be read any more)."""
+    from aitrader.trading.trades import round_trips, trades_frame
+
+    cols, rows = read_table(run_dir / LEDGER_NAME, "fills")
+    fills = [dict(zip(cols, r, strict=True)) for r in rows]
+    if frames is None:
+        frames = _recorded_bars(run_dir, sorted({str(f["symbol"]) for f in fills}))
+    return trades_frame(round_trips(fills, frames))
+
+
+def _recorded_bars(run_dir: Path, symbols: list[str]) -> dict[str, pd.DataFrame] | None:
+    from aitrader.data import load_bars, load_sample, load_universe
+    from aitrader.errors import AitraderError
+
+    try:
+        conn = connect(run_dir / LEDGER_NAME, readonly=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'request'").fetchone()
+        finally:
+            conn.close()
+        data = (json.loads(row[0]) if row else {}).get("data")
+        frames: dict[str, pd.DataFrame] = {}
+        if not data:
+            return {s: load_sample(s) for s in symbols}
+        for item in data:
+            sym, sep, path = item.partition("=")
+            if sep and not Path(item).exists():
+                frames[sym] = load_bars(path, symbol=sym)
+            else:
+                frames.update(load_universe(item))
+        if len(frames) == 1 and len(symbols) == 1:
+            frames = {symbols[0]: next(iter(frames.values()))}
+        return frames
+    except (AitraderError, OSError, ValueError, sqlite3.Error):
+        return None
+
+
 def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR,
                  state_dir: str | None = None) -> str | None:
     """CSV text of a ledger table when ``out`` is None; else write CSV or parquet (by extension) atomically."""
+    from aitrader.trading.ledger import EXPORT_TABLES
+
+    if table not in EXPORT_TABLES and table != "trades":
+        raise TradingError(f"unknown table {table!r}; expected one of {', '.join([*EXPORT_TABLES, 'trades'])}")
     run_dir = _existing_run(runs_dir, run_id, state_dir)
-    cols, rows = read_table(run_dir / LEDGER_NAME, table)
-    df = pd.DataFrame.from_records(rows, columns=cols)
+    if table == "trades":
+        df = run_trades(run_dir)
+    else:
+        cols, rows = read_table(run_dir / LEDGER_NAME, table)
+        df = pd.DataFrame.from_records(rows, columns=cols)
     if out is None:
         return df.to_csv(index=False, lineterminator="\n")
     dest = Path(out)

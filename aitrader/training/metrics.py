@@ -28,6 +28,8 @@ Formulas and conventions (docs/metrics.md lists them with the commands that use 
   Costs: ``(fees_bps + slippage_bps) / 1e4`` times ``|position change|`` (entering from flat at
   the first row counts). Sharpe, drawdown and turnover of its P&L go through the functions above,
   exactly as the paper-trade summary does.
+* Backtest report (``aitrader backtest``): :func:`cagr`, :func:`drawdown_duration`,
+  :func:`exposure`, :func:`win_rate` and :func:`profit_factor` (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -110,6 +112,77 @@ def turnover(traded: Any, equity_before: Any) -> float:
     if e.size == 0 or not denominator > 0:
         return 0.0
     return float(np.sum(t) / denominator)
+
+
+def cagr(equity: Any, initial: float, periods_per_year: float) -> float | None:
+    """Compound annual growth rate: ``(e[-1] / initial) ** (periods_per_year / n) - 1`` over ``n`` bars.
+
+    The curve's length in years is ``n / periods_per_year`` (the bars' calendar, :func:`periods_per_year`).
+    None without bars; -1.0 when the final equity is 0 or below (everything lost).
+    """
+    e = np.asarray(equity, dtype=np.float64).ravel()
+    if e.size == 0 or not initial > 0 or not periods_per_year > 0:
+        return None
+    growth = float(e[-1]) / float(initial)
+    if not growth > 0:
+        return -1.0
+    return float(growth ** (periods_per_year / e.size) - 1.0)
+
+
+def drawdown_duration(equity: Any, initial: float | None = None) -> tuple[int, int, int]:
+    """The longest stretch of consecutive bars below the running peak: ``(bars, first, last)``.
+
+    ``first``/``last`` index the first and last underwater bar of ``equity`` (with ``initial``, the
+    initial equity is the first peak and is not itself a bar); ``(0, -1, -1)`` when the curve never
+    fell. A stretch still underwater at the end counts up to the last bar.
+    """
+    e = np.asarray(equity, dtype=np.float64).ravel()
+    path = np.concatenate(([float(initial)], e)) if initial is not None else e
+    offset = 1 if initial is not None else 0
+    if path.size == 0:
+        return 0, -1, -1
+    under = path < np.maximum.accumulate(path)
+    best, best_first, run, first = 0, -1, 0, -1
+    for i, flag in enumerate(under):
+        if flag:
+            if run == 0:
+                first = i
+            run += 1
+            if run > best:
+                best, best_first = run, first
+        else:
+            run = 0
+    if best == 0:
+        return 0, -1, -1
+    return best, best_first - offset, best_first + best - 1 - offset
+
+
+def exposure(positions: Any) -> float:
+    """Share of bars holding a position (any non-zero quantity, long or short); 0.0 without bars."""
+    q = np.asarray(positions, dtype=np.float64).ravel()
+    if q.size == 0:
+        return 0.0
+    return float(np.mean(q != 0.0))
+
+
+def win_rate(pnls: Any) -> float | None:
+    """Share of round trips whose P&L (net of costs) is above 0; None without trades."""
+    p = np.asarray(pnls, dtype=np.float64).ravel()
+    if p.size == 0:
+        return None
+    return float(np.mean(p > 0.0))
+
+
+def profit_factor(pnls: Any) -> float | None:
+    """Gross profit over gross loss of the round trips, ``sum(p > 0) / |sum(p < 0)|``.
+
+    None when no trade lost (undefined: infinite, or no trades); 0.0 when trades lost and none won.
+    """
+    p = np.asarray(pnls, dtype=np.float64).ravel()
+    loss = float(-np.sum(p[p < 0.0]))
+    if not loss > 0:
+        return None
+    return float(np.sum(p[p > 0.0]) / loss)
 
 
 # ---------------------------------------------------------------------------- predictions vs outcomes

@@ -111,8 +111,8 @@ def test_clear_errors(in_tmp: Path, world) -> None:
     bad = runner.invoke(app, ["export", "nope", "fills"])
     assert bad.exit_code == 1 and "not found" in bad.stderr
     trade(world, "--data", str(world["data"]), "--run-id", "x", "--max-bars", "5")
-    table = runner.invoke(app, ["export", "x", "trades"])
-    assert table.exit_code == 1 and "expected one of fills" in table.stderr
+    table = runner.invoke(app, ["export", "x", "trade"])
+    assert table.exit_code == 1 and "expected one of fills" in table.stderr and "trades" in table.stderr
     ext = runner.invoke(app, ["export", "x", "fills", "--out", "f.xlsx"])
     assert ext.exit_code == 1 and ".parquet" in ext.stderr and not (in_tmp / "f.xlsx").exists()
 

@@ -1,0 +1,138 @@
+"""CLI command ``backtest``: replay a model's unseen bars through the paper-trade engine and report.
+
+Logic in :mod:`aitrader.trading.backtest`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from aitrader.cli._output import console, print_json
+from aitrader.cli.trade import JSON_HELP, MISMATCH_HELP, MODEL_HELP, RUNS_HELP
+
+ROWS = (
+    ("total_return", "Total return", "pct"), ("cagr", "CAGR", "pct"), ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"), ("max_drawdown", "Max drawdown", "pct"),
+    ("max_drawdown_bars", "Max drawdown duration (bars)", "int"),
+    ("max_drawdown_duration", "Max drawdown duration (time)", "str"), ("exposure", "Exposure", "pct"),
+    ("turnover", "Turnover (per bar)", "num4"), ("fees", "Fees", "money"), ("trades", "Trades", "int"),
+    ("win_rate", "Win rate", "pct"), ("profit_factor", "Profit factor", "num"),
+    ("avg_trade_return", "Average trade return", "pct"), ("avg_trade_duration", "Average trade duration", "str"),
+    ("avg_trade_bars", "Average trade bars", "num"), ("final_equity", "Final equity", "money"),
+)
+TRADE_COLS = (("entry_ts", "entry"), ("exit_ts", "exit"), ("side", "side"), ("quantity", "qty"),
+              ("pnl", "P&L"), ("return", "return"), ("bars", "bars"), ("mae", "MAE"), ("mfe", "MFE"))
+MAX_TRADE_ROWS = 20
+
+
+def backtest_cmd(
+    model: list[str] = typer.Option(None, "--model", help=MODEL_HELP),
+    data: list[str] = typer.Option(
+        None, "--data", help="Bars: a file, a directory (one file per symbol) or SYMBOL=PATH; repeatable. "
+        "Default: the built-in sample after the model's training period."),
+    start: str | None = typer.Option(
+        None, "--from", help="Trade from this date/time on (default: the model's first unseen bar)."),
+    end: str | None = typer.Option(None, "--to", help="Trade up to this date/time (a date: the whole day)."),
+    allow_in_sample: bool = typer.Option(
+        False, "--allow-in-sample", help="Allow trading bars the model was trained on."),
+    allow_symbol_mismatch: bool = typer.Option(False, "--allow-symbol-mismatch", help=MISMATCH_HELP),
+    config: str | None = typer.Option(
+        None, "--config", help="Trading config: costs, sizing, risk limits (default: config/ml_trading_config.yaml)."),
+    out_run: str | None = typer.Option(
+        None, "--out-run", help="Keep the replay's ledger as this run (RUNS_DIR/RUN_ID; default: none kept)."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", help=RUNS_HELP),
+    registry: str | None = typer.Option(
+        None, "--registry", envvar="AITRADER_REGISTRY", show_envvar=False,
+        help="Registry root folder (default: $AITRADER_REGISTRY, else ./models)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Backtest models on their unseen bars with the paper-trade engine: performance vs buy-and-hold, trades."""
+    from aitrader.trading.backtest import run_backtest
+
+    view = "live" if sys.stdout.isatty() and not json_out else "none"
+    report = run_backtest(models=model or None, data=data or None, config_path=config, registry_root=registry,
+                          start=start, end=end, allow_in_sample=allow_in_sample,
+                          allow_symbol_mismatch=allow_symbol_mismatch, out_run=out_run, runs_dir=runs_dir, view=view)
+    if json_out:
+        print_json(report)
+        return
+    _render(report)
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "pct":
+        return f"{value * 100:,.2f}%"
+    if kind == "num":
+        return f"{value:,.2f}"
+    if kind == "num4":
+        return f"{value:,.4f}"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "money":
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def _render(report: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    perf, run = report["performance"], report["run"]
+    window = perf["window"]
+    out = console()
+    title = (f"backtest {', '.join(report.get('models') or [])}: "
+             f"{window['first_bar']} .. {window['last_bar']} ({window['bars']:,} bars)")
+    t = Table(title=title, box=box.SIMPLE_HEAD)
+    t.add_column("metric")
+    t.add_column("strategy", justify="right")
+    t.add_column("buy & hold", justify="right")
+    for key, label, kind in ROWS:
+        t.add_row(label, _fmt(perf["strategy"].get(key), kind), _fmt(perf["buy_and_hold"].get(key), kind))
+    out.print(t)
+    trades = report["trades"]
+    if trades:
+        shown = f", last {MAX_TRADE_ROWS}" if len(trades) > MAX_TRADE_ROWS else ""
+        tt = Table(box=box.SIMPLE_HEAD, title=f"trades ({len(trades)}{shown})")
+        for _, label in TRADE_COLS:
+            tt.add_column(label, justify="left" if label in ("entry", "exit", "side") else "right", no_wrap=True)
+        for tr in trades[-MAX_TRADE_ROWS:]:
+            tt.add_row(*(_trade_cell(key, tr.get(key)) for key, _ in TRADE_COLS))
+        out.print(tt)
+    costs = window["costs"]
+    kept = f"; ledger kept in {run['state_dir']}" if report.get("kept") else ""
+    out.print(f"costs: {costs['commission_bps']:g} bps commission + {costs['slippage_bps']:g} bps slippage per side "
+              f"({costs['asset_class']}){kept}")
+
+
+def _trade_cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key in ("return", "mae", "mfe"):
+        return f"{value * 100:,.2f}%"
+    if key in ("pnl", "entry_price", "exit_price"):
+        return f"{value:,.2f}"
+    if key == "quantity":
+        return f"{value:,.4g}"
+    if key in ("entry_ts", "exit_ts"):
+        return _short_ts(str(value))
+    return str(value)
+
+
+def _short_ts(value: str) -> str:
+    """``2024-01-02 14:00`` (seconds and zone dropped: the table must fit 100 columns)."""
+    import pandas as pd
+
+    try:
+        return str(pd.Timestamp(value).strftime("%Y-%m-%d %H:%M"))
+    except (TypeError, ValueError):
+        return value
+
+
+def register(app: typer.Typer) -> None:
+    """Attach this module's commands to the root app."""
+    app.command("backtest")(backtest_cmd)

@@ -1,0 +1,117 @@
+"""Round trips (trades) from a run's fills: a pure function over fills and bars.
+
+Matching is FIFO per symbol: a fill against the open side closes the oldest open lots first
+(a partial reduction closes part of a lot), and what is left of a fill after closing every open
+lot opens a new lot on its own side (a flip long -> short closes one trade and opens another).
+Each closed piece of a lot is one round trip:
+
+* ``pnl``: ``(exit_price - entry_price) * quantity`` for a long (negated for a short) minus the
+  entry and exit commissions of that quantity (each fill's commission shared pro rata by quantity);
+  fill prices already include slippage, so the P&L is net of all costs;
+* ``return``: ``pnl / (entry_price * quantity)``;
+* ``duration``: exit time - entry time; ``bars``: the bars from the entry bar up to (not including)
+  the exit bar;
+* ``mae``/``mfe`` (maximum adverse/favourable excursion): the worst and best move of the bars'
+  lows and highs against the entry price over those same bars, as a fraction of the entry price
+  in the trade's favour (``mae <= 0 <= mfe``); None without bars for the symbol.
+
+Lots still open at the end are not round trips (they appear in the run's positions).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+TRADE_COLUMNS = ("symbol", "side", "quantity", "entry_ts", "entry_price", "exit_ts", "exit_price", "pnl",
+                 "return", "duration", "bars", "mae", "mfe")
+_EPS = 1e-12
+
+
+@dataclass
+class _Lot:
+    sign: int  # +1 long, -1 short
+    quantity: float
+    price: float
+    ts: str
+    fee_per_unit: float
+
+
+def round_trips(fills: Iterable[Mapping[str, Any]],
+                bars: Mapping[str, pd.DataFrame] | None = None) -> list[dict[str, Any]]:
+    """The closed round trips of ``fills`` (dicts with ts, symbol, side, quantity, price, commission).
+
+    ``bars`` (symbol -> OHLCV frame indexed by time) gives the MAE/MFE and bar counts. Trades are
+    ordered by exit, then entry.
+    """
+    books: dict[str, deque[_Lot]] = {}
+    out: list[dict[str, Any]] = []
+    for fill in fills:
+        symbol = str(fill["symbol"])
+        qty = float(fill["quantity"])
+        if not qty > 0:
+            continue
+        sign = 1 if str(fill["side"]).lower() == "buy" else -1
+        price = float(fill["price"])
+        fee_per_unit = float(fill.get("commission") or 0.0) / qty
+        ts = str(fill["ts"])
+        book = books.setdefault(symbol, deque())
+        left = qty
+        while left > _EPS and book and book[0].sign != sign:
+            lot = book[0]
+            take = min(lot.quantity, left)
+            out.append(_trade(symbol, lot, take, ts, price, fee_per_unit, bars))
+            lot.quantity -= take
+            left -= take
+            if lot.quantity <= _EPS:
+                book.popleft()
+        if left > _EPS:
+            book.append(_Lot(sign, left, price, ts, fee_per_unit))
+    return out
+
+
+def _trade(symbol: str, lot: _Lot, qty: float, exit_ts: str, exit_price: float, exit_fee: float,
+           bars: Mapping[str, pd.DataFrame] | None) -> dict[str, Any]:
+    gross = (exit_price - lot.price) * qty * lot.sign
+    pnl = gross - (lot.fee_per_unit + exit_fee) * qty
+    entry, leave = pd.Timestamp(lot.ts), pd.Timestamp(exit_ts)
+    n_bars: int | None = None
+    mae = mfe = None
+    frame = bars.get(symbol) if bars is not None else None
+    if frame is not None and len(frame):
+        index = frame.index
+        lo = int(index.searchsorted(_aligned(entry, index), side="left"))
+        hi = int(index.searchsorted(_aligned(leave, index), side="left"))
+        n_bars = hi - lo
+        if hi > lo:
+            low = float(frame["low"].iloc[lo:hi].min())
+            high = float(frame["high"].iloc[lo:hi].max())
+            up, down = high / lot.price - 1.0, low / lot.price - 1.0
+            best, worst = (up, down) if lot.sign > 0 else (-down, -up)
+            mfe, mae = max(0.0, best), min(0.0, worst)
+        else:
+            mfe, mae = 0.0, 0.0
+    return {
+        "symbol": symbol, "side": "long" if lot.sign > 0 else "short", "quantity": qty,
+        "entry_ts": lot.ts, "entry_price": lot.price, "exit_ts": exit_ts, "exit_price": exit_price,
+        "pnl": pnl, "return": pnl / (lot.price * qty), "duration": str(leave - entry), "bars": n_bars,
+        "mae": mae, "mfe": mfe,
+    }
+
+
+def _aligned(ts: pd.Timestamp, index: Any) -> pd.Timestamp:
+    tz = getattr(index, "tz", None)
+    if tz is not None and ts.tz is None:
+        return ts.tz_localize(tz)
+    if tz is None and ts.tz is not None:
+        return ts.tz_convert("UTC").tz_localize(None)
+    return ts
+
+
+def trades_frame(trades: list[dict[str, Any]]) -> pd.DataFrame:
+    """The round trips as a table with :data:`TRADE_COLUMNS` (empty with those columns when none)."""
+    return pd.DataFrame.from_records(trades, columns=list(TRADE_COLUMNS))
