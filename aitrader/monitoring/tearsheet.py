@@ -223,7 +223,7 @@ def bars_from_run(data: RunData) -> tuple[dict[str, pd.DataFrame], list[str]]:
                     frames.update(load_universe(str(item)))
             if len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
                 frames = {symbols[0]: next(iter(frames.values()))}
-    except (AitraderError, OSError, ValueError) as exc:
+    except (AitraderError, OSError, ValueError, ImportError) as exc:
         notes.append(f"the run's bars could not be loaded again ({exc}); buy-and-hold and the price chart "
                      "need them")
         return {}, notes
@@ -395,7 +395,7 @@ def performance(equity: pd.Series, initial: float, periods_per_year: float, *,
         return out
     f = fills if fills is not None else pd.DataFrame(columns=["ts", "symbol", "signed", "quantity", "price",
                                                               "commission", "slippage"])
-    f = f[(f["ts"] > index[0]) & (f["ts"] <= index[-1])] if len(f) else f
+    f = f[(f["ts"] >= index[0]) & (f["ts"] <= index[-1])] if len(f) else f
     before = np.concatenate(([initial], values[:-1]))
     traded = (f["quantity"].abs() * f["price"]).to_numpy(float) if len(f) else np.zeros(0)
     out |= {
