@@ -109,8 +109,9 @@ def _list_detail(reg: Any, model_id: str, json_out: bool) -> None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RegistryError(f"cannot read {path}: {exc}; run `aitrader verify {info.model_id}`") from exc
-    section = manifest.get("importance") if isinstance(manifest, dict) else None
-    feats = section.get("features") if isinstance(section, dict) else None
+    found = manifest.get("importance") if isinstance(manifest, dict) else None
+    section: dict[str, Any] = found if isinstance(found, dict) else {}
+    feats = section.get("features") if isinstance(section.get("features"), dict) else None
     ranked = sorted(((str(k), float(v)) for k, v in (feats or {}).items() if isinstance(v, int | float)),
                     key=lambda kv: -kv[1])
     if json_out:
