@@ -286,18 +286,16 @@ def _longest_drawdown(dd: pd.Series) -> pd.Timedelta | None:
     """The longest stretch below a running peak, from the peak to the recovery (or the end)."""
     if dd.empty:
         return None
-    under = dd.to_numpy() < -1e-12
-    best, start = pd.Timedelta(0), None
-    idx = dd.index
-    for i, u in enumerate(under):
-        if u and start is None:
-            start = max(i - 1, 0)
-        elif not u and start is not None:
-            best = max(best, idx[i] - idx[start])
-            start = None
-    if start is not None:
-        best = max(best, idx[-1] - idx[start])
-    return best
+    under = dd.to_numpy(float) < -1e-12
+    stamps = pd.DatetimeIndex(dd.index).as_unit("ns").asi8
+    pos = np.arange(len(under))
+    # the last bar at a peak, up to each bar (the first bar counts as one: the initial cash is a peak)
+    last_peak = np.maximum.accumulate(np.where(under, 0, pos))
+    spans = np.where(under, stamps - stamps[last_peak], 0)
+    recovered = np.flatnonzero(~under[1:] & under[:-1]) + 1  # a bar back at a peak after being under
+    if recovered.size:
+        spans[recovered] = stamps[recovered] - stamps[last_peak[recovered - 1]]
+    return pd.Timedelta(int(spans.max()), unit="ns")
 
 
 def positions_at(fills: pd.DataFrame, index: pd.DatetimeIndex, symbol: str | None = None) -> pd.DataFrame:
@@ -664,7 +662,7 @@ def chart_trades(closes: Mapping[str, pd.Series], fills: pd.DataFrame, xlabel: s
                    linewidths=0.4, label=f"buy ({len(buys)})")
         ax.scatter(sells["ts"], sells["price"], marker="v", color=_RED, s=36, zorder=3, edgecolors="white",
                    linewidths=0.4, label=f"sell ({len(sells)})")
-        ax.set_title(f"{sym}: fills on the close{note}")
+        ax.set_title(f"{sym}: close, with buy and sell fills at their fill price{note}")
         ax.set_ylabel("price")
         ax.legend(loc="upper left", frameon=False, ncols=3)
         _date_axis(ax, xlabel)
@@ -672,9 +670,12 @@ def chart_trades(closes: Mapping[str, pd.Series], fills: pd.DataFrame, xlabel: s
 
 
 def _groups(preds: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Predictions with a known outcome per (symbol, model), largest first, at most one per colour."""
     known = preds.dropna(subset=["prediction", "outcome"])
-    keys = known[["symbol", "model_id"]].astype(str).agg(" ".join, axis=1) if len(known) else pd.Series(dtype=str)
-    out = [(str(k), g.sort_values("ts", kind="stable")) for k, g in known.groupby(keys)]
+    if not len(known):
+        return []
+    keys = known["symbol"].astype(str) + " " + known["model_id"].astype(str)
+    out = [(str(k), g.sort_values("ts", kind="stable")) for k, g in known.groupby(keys, sort=True)]
     out.sort(key=lambda kg: -len(kg[1]))
     return out[: len(_PALETTE)]
 

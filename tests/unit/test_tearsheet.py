@@ -110,6 +110,24 @@ def test_traded_period_starts_at_the_first_prediction(tmp_path: Path) -> None:
     assert data.start == 3 and list(data.traded) == [50.0, 55.0, 45.0]
 
 
+def test_longest_drawdown_equals_a_bar_by_bar_walk() -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        n = int(rng.integers(2, 60))
+        values = 100 * np.cumprod(1 + rng.normal(0, 0.02, n))
+        idx = pd.DatetimeIndex(pd.Timestamp("2022-01-01") + pd.to_timedelta(np.cumsum(rng.integers(1, 5, n)), "D"))
+        dd = pd.Series(values, index=idx) / np.maximum.accumulate(np.concatenate(([100.0], values)))[1:] - 1
+        best, start = pd.Timedelta(0), None  # the oracle: walk the bars, peak to recovery (or the end)
+        for i, v in enumerate(dd):
+            if v < -1e-12 and start is None:
+                start = max(i - 1, 0)
+            elif v >= -1e-12 and start is not None:
+                best, start = max(best, idx[i] - idx[start]), None
+        if start is not None:
+            best = max(best, idx[-1] - idx[start])
+        assert T._longest_drawdown(dd) == best, trial
+
+
 def test_round_trips_count_closes_and_flips() -> None:
     fills = pd.DataFrame({"symbol": ["A"] * 5 + ["B"] * 2, "signed": [1.0, 1.0, -2.0, -1.0, 2.0, -3.0, 1.0]})
     # A: 0 -> 1 -> 2 -> 0 (close) -> -1 -> 1 (flip); B: 0 -> -3 -> -2 (still open)
