@@ -218,6 +218,10 @@ def test_a_run_without_equity_or_outcomes_still_renders(tmp_path: Path) -> None:
     page, drawn = T.render_tearsheet(run_dir=run, bars={})
     assert "rolling" not in drawn and "scatter" not in drawn
     assert "no prediction has a known outcome yet" in page
+    with sqlite3.connect(run / "ledger.db") as conn:  # a run stopped before its first bar was recorded
+        conn.execute("DELETE FROM equity")
+    page, drawn = T.render_tearsheet(run_dir=run, bars={})
+    assert drawn == [] and "No equity recorded yet" in page
 
 
 def test_not_a_ledger_and_unwritable_target_are_clean_errors(tmp_path: Path) -> None:
