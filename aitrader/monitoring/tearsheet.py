@@ -849,6 +849,15 @@ def _monitor_html(s: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _health_line(s: Mapping[str, Any]) -> str:
+    alerts = s.get("alerts") or []
+    if not alerts:
+        return '<p>Monitor: <span class="ok">healthy</span> (details <a href="#health">below</a>).</p>'
+    codes = ", ".join(sorted({html.escape(str(a.get("code"))) for a in alerts}))
+    return (f'<p>Monitor: <span class="alert">{len(alerts)} alert(s)</span>: {codes} '
+            '(details <a href="#health">below</a>).</p>')
+
+
 def _drift_table(drift: Mapping[str, Any]) -> str:
     def row(rank: Any, r: Mapping[str, Any]) -> list[Any]:
         weight = r.get("weight")
@@ -922,7 +931,8 @@ def render_tearsheet(
     why["drift"] = why_drift or "no live feature values recorded"
 
     models = [m for m in data.meta.get("models") or [] if isinstance(m, dict)]
-    model_text = ", ".join(f"{m.get('model_id')} on {m.get('symbol')}" for m in models) or "-"
+    model_text = ", ".join(str(m.get("model_id")) + (f" on {m['symbol']}" if m.get("symbol") else "")
+                           for m in models) or "-"
     span = f"{traded.index[0]:%Y-%m-%d %H:%M} to {traded.index[-1]:%Y-%m-%d %H:%M}" if len(traded) else "-"
     head = html.escape(title or f"aitrader tearsheet: run {data.run_id}")
     costs = data.meta.get("costs") if isinstance(data.meta.get("costs"), dict) else {}
@@ -935,12 +945,14 @@ def render_tearsheet(
                      f"{data.periods_per_year:,.0f} bars a year"],
         ["initial cash", _Raw(_num(data.initial, 2))], ["costs", _Raw(cost_text)],
     ])
-    bh_text = ("buy and hold: the initial cash split equally between "
+    bh_text = ("Buy and hold: the initial cash split equally between "
                f"{', '.join(html.escape(s) for s in closes)}, bought at the close of the first traded bar, no costs"
-               if closes else "buy and hold: not available (" + html.escape("; ".join(notes) or "no bars given") + ")")
+               if closes else "Buy and hold: not available (" + html.escape("; ".join(notes) or "no bars given") + ")")
     perf_html = _table(["", "strategy", "buy and hold"], _perf_rows(perf, bh_perf), cls="perf") if perf else \
         '<p class="note">No equity recorded yet.</p>'
-    imp_intro = ""
+    imp_intro = ('<p class="small">Each feature\'s share of the final model\'s total importance, recorded in its '
+                 "manifest at train time (also shown by <code>aitrader list --detail NAME</code>).</p>"
+                 if charts.get("importance") else "")
     drift_intro = ""
     if drift:
         drift_intro = (f"<p class=\"small\">Live n={drift.get('n')}; importance-weighted feature drift "
@@ -964,6 +976,7 @@ def render_tearsheet(
 <title>{head}</title><style>{_CSS}</style></head><body>
 <h1>{head}</h1>
 <p class="sub">Written {created} from {html.escape(str(data.run_dir))}.</p>
+{_health_line(monitor_summary) if monitor_summary else ''}
 {info}
 <h2 id="performance">Performance</h2>
 {perf_html}
