@@ -90,7 +90,9 @@ def monitor(
     latest: bool = typer.Option(False, "--latest", help="Monitor the most recently updated run (the default)."),
     model_id: str | None = typer.Option(None, "--model-id", help="Model to monitor when the run traded several."),
     window: int | None = typer.Option(None, "--window", help="Rolling window in outcomes (default: config)."),
-    report: str | None = typer.Option(None, "--report", help="Write a self-contained HTML report to this path."),
+    report: str | None = typer.Option(
+        None, "--report", help="Also write the run's tearsheet (one self-contained HTML file) to this path."
+    ),
     runs_dir: str = typer.Option("runs", "--runs-dir", help="Folder holding the runs."),
     registry: str | None = typer.Option(
         None, "--registry", help="Registry root (default: $AITRADER_REGISTRY or ./models)."

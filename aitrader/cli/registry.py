@@ -64,6 +64,9 @@ def register_cmd(
 
 def list_cmd(
     name: str | None = typer.Option(None, "--name", help="Only this model's versions."),
+    detail: str | None = typer.Option(
+        None, "--detail", help="One version in detail with its feature importance: NAME, NAME:vN or NAME@alias."
+    ),
     registry: str | None = _registry_opt(),
     json_out: bool = _json_opt(),
 ) -> None:
@@ -71,6 +74,11 @@ def list_cmd(
     from aitrader.registry import Registry
 
     reg = Registry(registry)
+    if detail is not None:
+        if name is not None:
+            raise typer.BadParameter("--detail names one version; drop --name", param_hint="--detail")
+        _list_detail(reg, detail, json_out)
+        return
     infos = reg.list_versions(name)
     unindexed = reg.unindexed(name)
     if json_out:
@@ -85,6 +93,56 @@ def list_cmd(
             "to re-index them (`aitrader verify` lists them)",
             err=True,
         )
+
+
+def _list_detail(reg: Any, model_id: str, json_out: bool) -> None:
+    """``list --detail``: the version record and its manifest's feature importance (files verified first)."""
+    import json
+
+    from aitrader.errors import RegistryError
+    from aitrader.registry import safe_text
+
+    info = reg.resolve(model_id)
+    reg.verify_or_raise(info)  # nothing is read from a version before its hashes are checked
+    path = Path(info.path) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"cannot read {path}: {exc}; run `aitrader verify {info.model_id}`") from exc
+    found = manifest.get("importance") if isinstance(manifest, dict) else None
+    section: dict[str, Any] = found if isinstance(found, dict) else {}
+    feats = section.get("features") if isinstance(section.get("features"), dict) else None
+    ranked = sorted(((str(k), float(v)) for k, v in (feats or {}).items() if isinstance(v, int | float)),
+                    key=lambda kv: -kv[1])
+    if json_out:
+        print_json({"version": info.to_dict(),
+                    "importance": {"method": section.get("method"), "features": dict(ranked)} if ranked else None})
+        return
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    aliases = ", ".join(info.aliases) or "-"
+    out.print(f"{safe_text(info.model_id)}: {safe_text(info.kind or '-')} {safe_text(info.task or '-')}, "
+              f"aliases {safe_text(aliases)}", markup=False, highlight=False)
+    out.print(f"created {safe_text(info.created_at[:19].replace('T', ' '))}, digest {info.digest[:16]}",
+              markup=False, highlight=False)
+    out.print(f"holdout: IC {_fmt(info.metrics.get('ic'))}, hit rate {_fmt(info.metrics.get('hit_rate'))}, "
+              f"Sharpe {_fmt(info.metrics.get('sharpe'), '.2f')}", markup=False, highlight=False)
+    if not ranked:
+        out.print("no feature importance recorded (trained before it was stored); retrain to record it",
+                  markup=False)
+        return
+    table = Table(title=f"feature importance ({safe_text(str(section.get('method')))}, share of the total)",
+                  box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
+    for col, justify in (("rank", "right"), ("feature", "left"), ("share", "right"), ("", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    top = ranked[0][1] or 1.0
+    for rank, (feature, share) in enumerate(ranked, 1):
+        bar = "#" * max(int(round(30 * share / top)), 1 if share > 0 else 0)
+        table.add_row(str(rank), Text(safe_text(feature)), f"{100 * share:.1f}%", bar)
+    out.print(table)
 
 
 def deploy_cmd(

@@ -140,7 +140,7 @@ def run_monitor(
     if report is not None:
         from aitrader.monitoring.report import write_report
 
-        result.summary["report"] = str(write_report(result, report))
+        result.summary["report"] = str(write_report(result, report, manifest=man))
     if state_path is not None:
         result.summary["state"] = str(save_state(result.summary, state_path))
     return result

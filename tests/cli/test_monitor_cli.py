@@ -118,11 +118,13 @@ def test_report_is_self_contained_with_valid_pngs(in_tmp: Path) -> None:
     assert json.loads(result.stdout)["report"] == "out/report.html"
     page = path.read_text()
     images = re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert [name for name, _ in images] == ["equity", "rolling", "scatter", "psi"]
+    # the tearsheet: no bars recorded for this hand-built run (no price chart), no importance in the manifest
+    assert [name for name, _ in images] == ["equity", "drawdown", "monthly", "rolling", "scatter", "drift"]
+    assert 'id="missing-trades"' in page and 'id="missing-importance"' in page
     for _, b64 in images:
         w, h = _png_size(base64.b64decode(b64))
         assert 200 < w < 2000 and 150 < h < 2000
-    assert "log_volume" in page and "timeout" in page
+    assert "log_volume" in page and "timeout" in page and "Monitor: " in page
     assert not list((in_tmp / "out").glob(".*tmp"))  # no temporary file left behind
     umask = os.umask(0)
     os.umask(umask)

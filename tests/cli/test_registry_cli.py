@@ -201,3 +201,31 @@ def test_history_shows_evaluations_that_promoted_nothing(in_tmp: Path, arts) -> 
     last = doc["events"][-1]
     assert (last["action"], last["status"], last["from_version"], last["to_version"]) == ("evaluate", "rejected", 1, 2)
     assert last["details"] == {"challenger_score": 0.0123456, "metric": "ic"} and doc["events"][0]["details"] is None
+
+
+def test_list_detail_shows_the_feature_importance(in_tmp: Path) -> None:
+    from tests.unit.test_registry_support import make_artifact
+
+    art = make_artifact(in_tmp / "art")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["importance"] = {"method": "gain", "features": {"ret_1": 0.25, "ret_5": 0.7, "ret_10": 0.05}}
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    assert run("register", str(art), "--name", "imp").exit_code == 0
+    plain = make_artifact(in_tmp / "plain", payload=b"another model\n")
+    assert run("register", str(plain), "--name", "imp").exit_code == 0
+
+    result = run("list", "--detail", "imp:v1")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("imp:v1: ")
+    ranked = [ln.split()[1:3] for ln in lines if ln.strip()[:1].isdigit()]
+    assert ranked == [["ret_5", "70.0%"], ["ret_1", "25.0%"], ["ret_10", "5.0%"]]
+    doc = json.loads(run("list", "--detail", "imp:v1", "--json").stdout)
+    assert doc["version"]["model_id"] == "imp:v1"
+    assert list(doc["importance"]["features"]) == ["ret_5", "ret_1", "ret_10"]
+    assert doc["importance"]["method"] == "gain"
+
+    older = run("list", "--detail", "imp")  # latest: v2, trained before importance was stored
+    assert older.exit_code == 0 and "no feature importance recorded" in older.stdout
+    assert json.loads(run("list", "--detail", "imp", "--json").stdout)["importance"] is None
+    one_line_error(run("list", "--detail", "nope"), "unknown model id 'nope'")
