@@ -47,19 +47,23 @@ def backtest_cmd(
     registry: str | None = typer.Option(
         None, "--registry", envvar="AITRADER_REGISTRY", show_envvar=False,
         help="Registry root folder (default: $AITRADER_REGISTRY, else ./models)."),
+    report: str | None = typer.Option(
+        None, "--report", help="Also write the HTML tearsheet (equity vs buy-and-hold, drawdown, monthly returns, "
+        "trades on price, rolling IC, importance, drift) to this file."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Backtest models on their unseen bars with the paper-trade engine: performance vs buy-and-hold, trades."""
     from aitrader.trading.backtest import run_backtest
 
     view = "live" if sys.stdout.isatty() and not json_out else "none"
-    report = run_backtest(models=model or None, data=data or None, config_path=config, registry_root=registry,
+    result = run_backtest(models=model or None, data=data or None, config_path=config, registry_root=registry,
                           start=start, end=end, allow_in_sample=allow_in_sample,
-                          allow_symbol_mismatch=allow_symbol_mismatch, out_run=out_run, runs_dir=runs_dir, view=view)
+                          allow_symbol_mismatch=allow_symbol_mismatch, out_run=out_run, runs_dir=runs_dir, view=view,
+                          report=report)
     if json_out:
-        print_json(report)
+        print_json(result)
         return
-    _render(report)
+    _render(result)
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -107,6 +111,8 @@ def _render(report: dict[str, Any]) -> None:
     kept = f"; ledger kept in {run['state_dir']}" if report.get("kept") else ""
     out.print(f"costs: {costs['commission_bps']:g} bps commission + {costs['slippage_bps']:g} bps slippage per side "
               f"({costs['asset_class']}){kept}")
+    if report.get("report"):
+        out.print(f"report: {report['report']}")
 
 
 def _trade_cell(key: str, value: Any) -> str:

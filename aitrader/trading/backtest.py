@@ -30,8 +30,12 @@ QTY_DECIMALS = 8  # as the paper broker
 def run_backtest(*, models: list[str] | None, data: list[str] | None, config_path: str | None = None,
                  registry_root: str | None = None, start: str | None = None, end: str | None = None,
                  allow_in_sample: bool = False, allow_symbol_mismatch: bool = False,
-                 out_run: str | None = None, runs_dir: str = "runs", view: str = "none") -> dict[str, Any]:
-    """Replay, then report: ``{"run": paper-trade summary, "performance": {...}, "trades": [...]}``."""
+                 out_run: str | None = None, runs_dir: str = "runs", view: str = "none",
+                 report: str | None = None) -> dict[str, Any]:
+    """Replay, then report: ``{"run": paper-trade summary, "performance": {...}, "trades": [...]}``.
+
+    ``report``: also write the HTML tearsheet there (:func:`aitrader.monitoring.tearsheet.write_tearsheet`,
+    the same report as ``monitor --report``), from the replay's ledger before a temporary one is removed."""
     from aitrader.trading.service import paper_trade, run_trades
 
     collect: dict[str, Any] = {}
@@ -46,6 +50,13 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
         run_dir = Path(summary["state_dir"])
         trades = run_trades(run_dir, collect.get("frames"))
         perf = performance_report(run_dir, collect, summary, trades)
+        if report is not None:
+            from aitrader.monitoring.tearsheet import write_tearsheet
+
+            specs = collect.get("specs") or []
+            write_tearsheet(Path(report), run_dir=run_dir, manifest=specs[0].manifest if specs else None,
+                            bars=collect.get("frames"),
+                            title="backtest " + ", ".join(f"{s.model_id} ({s.symbol})" for s in specs))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -53,7 +64,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
         summary = {**summary, "state_dir": None}
     models = [f"{s.model_id} ({s.symbol})" for s in collect.get("specs") or []]
     return {"models": models, "run": summary, "kept": out_run is not None, "performance": perf,
-            "trades": _records(trades)}
+            "trades": _records(trades), "report": report}
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -145,3 +145,19 @@ def test_errors_name_the_config_and_the_deployed_models(in_tmp: Path, world) -> 
     no_data = cli(world, "backtest", "--model", "syn_lgbm")
     assert no_data.exit_code == 1 and "pass --data SYN=PATH" in no_data.stderr
     assert len(no_data.stderr.strip().splitlines()) == 1
+
+
+def test_backtest_report_writes_the_tearsheet_with_every_chart(in_tmp: Path, world) -> None:
+    from aitrader.monitoring.tearsheet import CHARTS
+    from tests.unit.test_tearsheet import check_png, images
+
+    result = cli(world, "backtest", "--model", "syn_lgbm", "--data", f"SYN={world['data']}",
+                 "--report", "out/bt.html")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["report"] == "out/bt.html"
+    page = (in_tmp / "out" / "bt.html").read_text(encoding="utf-8")
+    pngs = images(page)
+    assert set(pngs) == set(CHARTS), sorted(pngs)
+    for name, data in pngs.items():
+        check_png(name, data)
+    assert not (in_tmp / "runs").exists()  # the temporary ledger is gone, the report stays
