@@ -323,7 +323,11 @@ def decide(metric: str, challenger: float, champion: float | None, min_improveme
 
 def _check_args(metric: str, min_improvement: float, min_scoring_rows: int = DEFAULT_MIN_SCORING_ROWS) -> None:
     if metric not in METRICS:
-        raise ConfigError(f"--metric {metric!r} is not supported; expected one of {', '.join(METRICS)}")
+        import difflib
+
+        close = difflib.get_close_matches(metric.lower(), list(METRICS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"--metric {metric!r} is not supported; {hint}expected one of {', '.join(METRICS)}")
     if min_improvement < 0:
         raise ConfigError(f"--min-improvement must be >= 0, got {min_improvement}")
     if isinstance(min_scoring_rows, bool) or not isinstance(min_scoring_rows, int) or min_scoring_rows < 1:
