@@ -660,7 +660,7 @@ def explain_config(
     by index, ``ml_trading.models[0].weight``) to ``{"value", "source"}``, the source being
     ``default`` (the schema's, the file does not set it), ``file``, ``environment AITRADER__...`` or
     ``flag --set KEY=VALUE``. Validation is the same as :func:`load_config` (same errors)."""
-    model = {TRAIN_CONFIG: TrainConfig, TRADING_CONFIG: TradingConfig}[name]
+    model: type[BaseModel] = {TRAIN_CONFIG: TrainConfig, TRADING_CONFIG: TradingConfig}[name]
     flags = [parse_set(item) for item in sets or []]
     path, from_file, raw, origins = _load_raw(name, explicit, True, flags)
     cfg = build_model(model, raw, path, origins)
