@@ -660,7 +660,8 @@ def explain_config(
     by index, ``ml_trading.models[0].weight``) to ``{"value", "source"}``, the source being
     ``default`` (the schema's, the file does not set it), ``file``, ``environment AITRADER__...`` or
     ``flag --set KEY=VALUE``. Validation is the same as :func:`load_config` (same errors)."""
-    model: type[BaseModel] = {TRAIN_CONFIG: TrainConfig, TRADING_CONFIG: TradingConfig}[name]
+    models: dict[str, type[BaseModel]] = {TRAIN_CONFIG: TrainConfig, TRADING_CONFIG: TradingConfig}
+    model = models[name]
     flags = [parse_set(item) for item in sets or []]
     path, from_file, raw, origins = _load_raw(name, explicit, True, flags)
     cfg = build_model(model, raw, path, origins)
