@@ -108,8 +108,11 @@ def monitor(
 
     if run is not None and latest:
         raise AitraderError("pass either --run RUN_ID or --latest, not both")
-    result = run_monitor(run_id=run, runs_dir=runs_dir, model_id=model_id, window=window, config=config,
-                         registry_root=registry, manifest=manifest, report=report)
+    from aitrader.cli._output import status
+
+    with status(f"monitoring {'run ' + run if run else 'the latest run'} under {runs_dir}/ ..."):
+        result = run_monitor(run_id=run, runs_dir=runs_dir, model_id=model_id, window=window, config=config,
+                             registry_root=registry, manifest=manifest, report=report)
     if as_json:
         print_json(result.summary)
     else:
@@ -149,10 +152,12 @@ def retrain(
     if not math.isfinite(min_improvement):
         raise AitraderError(f"--min-improvement must be a finite number >= 0, got {min_improvement}")
 
-    result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
-                         min_improvement=min_improvement, min_scoring_rows=min_scoring_rows, if_alert=if_alert,
-                         registry_root=registry,
-                         runs_dir=runs_dir)
+    from aitrader.cli._output import status
+
+    with status(f"retraining {name}: training a challenger and scoring it against the champion ..."):
+        result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
+                             min_improvement=min_improvement, min_scoring_rows=min_scoring_rows, if_alert=if_alert,
+                             registry_root=registry, runs_dir=runs_dir)
     if as_json:
         print_json(result)
         return
