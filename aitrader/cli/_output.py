@@ -132,7 +132,8 @@ def render_run_summary(summary: Mapping[str, Any], title: str) -> None:
             t.add_row(k, v)
         return t
 
-    costs = summary.get("costs") if isinstance(summary.get("costs"), Mapping) else {}
+    cost = summary.get("costs")
+    costs: Mapping[str, Any] = cost if isinstance(cost, Mapping) else {}
     cost_text = "-"
     if costs:
         bps = (_real(costs.get("commission_bps")) or 0.0) + (_real(costs.get("slippage_bps")) or 0.0)
@@ -161,7 +162,8 @@ def render_run_summary(summary: Mapping[str, Any], title: str) -> None:
     ])
     out.print(Columns([perf, activity], padding=(0, 4)))
 
-    cursors = summary.get("cursor") if isinstance(summary.get("cursor"), Mapping) else {}
+    cursor = summary.get("cursor")
+    cursors: Mapping[str, Any] = cursor if isinstance(cursor, Mapping) else {}
     positions = {str(p.get("symbol")): p for p in summary.get("positions") or [] if isinstance(p, Mapping)}
     symbols = sorted(set(cursors) | set(positions))
     if symbols:
