@@ -67,4 +67,5 @@ def test_bad_values_are_the_same_clean_errors_as_load(in_tmp: Path) -> None:
     assert _show("train", "--set", "nokey").stderr.startswith("error: --set 'nokey': expected KEY=VALUE")
     assert "pass `train` or `trading`" in _show("--config", "x.yaml").stderr
     env_bad = _show("train", env={"AITRADER__SPLIT__N_FOLDS": "1"})
-    assert env_bad.stderr == "error: environment variable AITRADER__SPLIT__N_FOLDS: split.n_folds: must be >= 2, got 1\n"
+    assert env_bad.stderr == ("error: environment variable AITRADER__SPLIT__N_FOLDS: split.n_folds: must be >= 2, "
+                              "got 1\n")
