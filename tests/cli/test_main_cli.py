@@ -284,3 +284,20 @@ def test_spinners_stay_off_the_output_when_stderr_is_not_a_terminal(capsys) -> N
         pass
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_the_manifest_records_xgboost_installed_as_xgboost_cpu(monkeypatch) -> None:
+    """On Linux the CPU-only wheel (distribution xgboost-cpu) provides the `xgboost` package."""
+    from importlib import metadata
+
+    from aitrader.training import artifact
+
+    real = metadata.version
+
+    def only_cpu_wheel(name: str) -> str:
+        if name == "xgboost":
+            raise metadata.PackageNotFoundError(name)
+        return "9.9.9" if name == "xgboost-cpu" else real(name)
+
+    monkeypatch.setattr(artifact.metadata, "version", only_cpu_wheel)
+    assert artifact.library_versions("xgboost")["xgboost"] == "9.9.9"
