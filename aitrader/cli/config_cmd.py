@@ -60,7 +60,7 @@ def _render(name: str, view: dict[str, Any]) -> None:
     out.print(Text.assemble((name, "bold"), f": {where}"), soft_wrap=True)
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("key", no_wrap=True)
-    table.add_column("value", overflow="fold")
+    table.add_column("value", no_wrap=True, overflow="ellipsis", max_width=40)  # --json has the whole value
     table.add_column("source", overflow="fold")
     styles = {"default": "dim", "file": "", "environment": "yellow", "flag": "cyan"}
     for key, item in view["values"].items():
