@@ -145,7 +145,7 @@ def retrain(
     """Train a challenger, compare it with the production champion, register it, promote if better."""
     import math
 
-    from aitrader.cli._output import console, print_json
+    from aitrader.cli._output import print_json
     from aitrader.errors import AitraderError
     from aitrader.monitoring.retrain import retrain as run_retrain
 
@@ -161,13 +161,31 @@ def retrain(
     if as_json:
         print_json(result)
         return
+    _render_retrain(result)
+
+
+def _render_retrain(result: dict[str, Any]) -> None:
+    """The decision line, then champion and challenger scores side by side in one aligned table."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from aitrader.cli._output import console, fmt_num
+
     out = console()
-    out.print(result["message"])
-    for role in ("champion", "challenger"):
-        entry = result.get(role)
-        if entry and entry.get("scores"):
-            scores = ", ".join(f"{k} {entry['scores'][k]:.4f}" for k in ("ic", "sharpe", "mae"))
-            out.print(f"{role} {entry['model_id']}: {scores}")
+    out.print(Text(str(result["message"])), soft_wrap=False)
+    rows = [(role, result[role]) for role in ("champion", "challenger")
+            if isinstance(result.get(role), dict) and result[role].get("scores")]
+    if not rows:
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("role", "model", "IC", "Sharpe", "MAE"):
+        table.add_column(col, justify="left" if col in ("role", "model") else "right", no_wrap=True)
+    for role, entry in rows:
+        sc = entry["scores"]
+        table.add_row(role, Text(str(entry.get("model_id"))), fmt_num(sc.get("ic"), 4), fmt_num(sc.get("sharpe"), 2),
+                      fmt_num(sc.get("mae"), 5))
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -142,3 +142,18 @@ def test_live_view_of_a_follow_run_has_no_total() -> None:
     view.engine.stats.bars = 7
     out = _draw(view)
     assert "follow" in out and "%" not in out.split("\n")[0]
+
+
+def test_retrain_scores_are_one_aligned_table(monkeypatch, capsys) -> None:
+    from aitrader.cli.monitor import _render_retrain
+
+    monkeypatch.setenv("COLUMNS", "100")
+    _render_retrain({"message": "keep champion: ic 0.0100 vs champion 0.0200 (-0.0100 < margin 0 or not better)",
+                     "champion": {"model_id": "syn:v1",
+                                  "scores": {"ic": 0.0200123, "sharpe": 1.23456, "mae": 0.0123456}},
+                     "challenger": {"model_id": "syn:v2", "scores": {"ic": 0.0100456, "sharpe": -0.5, "mae": 0.013}}})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("keep champion:")
+    rows = {line.split()[0]: line.split() for line in lines if line.strip().startswith(("champion", "challenger"))}
+    assert rows["champion"] == ["champion", "syn:v1", "0.0200", "1.23", "0.01235"]
+    assert rows["challenger"] == ["challenger", "syn:v2", "0.0100", "-0.50", "0.01300"]
