@@ -238,12 +238,12 @@ def _short(value: object, depth: int = 0) -> str:
     return text if len(text) <= 72 else text[:69] + "..."
 
 
-def _wrapped(head: str, parts: list[str], width: int, sep: str = ",") -> list[str]:
-    """``head`` then ``parts`` joined by ``sep`` and a space, wrapped at ``width`` with continuation lines indented
+def _wrapped(head: str, parts: list[str], width: int) -> list[str]:
+    """``head`` then ``parts`` joined by ', ', wrapped at ``width`` with continuation lines indented
     under the first part (a long log stays readable at 100 columns instead of wrapping mid-word)."""
     lines, line, indent = [], head, " " * len(head)
     for i, part in enumerate(parts):
-        piece = part + (sep if i < len(parts) - 1 else "")
+        piece = part + ("," if i < len(parts) - 1 else "")
         if line.strip() and len(line) + len(piece) + 1 > width and line != head:
             lines.append(line.rstrip())
             line = indent
@@ -343,14 +343,12 @@ def _render_history(hist: History) -> None:
         reason = f"  reason: {s(e.reason)}" if e.reason else ""
         # an evaluation moved nothing: show challenger vs holder, not an arrow
         move = f"v{e.to_version} vs {frm}" if e.action == "evaluate" else f"{frm} -> v{e.to_version}"
-        line = (f"{s(str(e.ts)[:19].replace('T', ' '))}  {s(e.user)}@{s(e.host)}  {s(e.action)} {s(e.alias)}: "
-                f"{move}  {s(e.status)}")
-        if len(line) + len(reason) <= width:
-            out.print(line + reason, soft_wrap=True, markup=False)
-        else:  # a long reason goes below, wrapped at word boundaries
-            out.print(line, soft_wrap=True, markup=False)
-            for part in _wrapped("    reason: ", s(e.reason).split(" "), width, sep=""):
-                out.print(part, soft_wrap=True, markup=False)
+        out.print(
+            f"{s(str(e.ts)[:19].replace('T', ' '))}  {s(e.user)}@{s(e.host)}  {s(e.action)} {s(e.alias)}: {move}  "
+            f"{s(e.status)}{reason}",
+            soft_wrap=True,
+            markup=False,
+        )
         for c in e.checks:
             if isinstance(c, dict) and c.get("status") == "failed":
                 out.print(f"    check {s(c.get('name'))} failed: {s(c.get('detail'))}", soft_wrap=True, markup=False)

@@ -287,7 +287,7 @@ def _remove_stale_temp() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alert_gate(name: str, state_path: Path | None, runs_dir: Path) -> str | None:
+def _alert_gate(name: str, state_path: Path | None, runs_dir: Path = Path("runs")) -> str | None:
     """None when a retrain should run, else why it is skipped. The state read is ``state_path`` when
     given, else the newest monitor check of ``name`` among the runs under ``runs_dir``."""
     if state_path is not None:
