@@ -496,12 +496,12 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, list[str], 
             parsed = _load_yaml(value)
         except (yaml.YAMLError, _Refused) as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"environment variable {var}: value {_short(value)} is not valid YAML "
+            raise ConfigError(f"{_who(var)}: value {_short(value)} is not valid YAML "
                               f"({problem}); quote it or fix it") from None
         last = parts[-1]
         if isinstance(node, list):
             if not (last.isdigit() and int(last) < len(node)):
-                raise ConfigError(f"environment variable {var}: {last!r} is not an index of a list of "
+                raise ConfigError(f"{_who(var)}: {last!r} is not an index of a list of "
                                   f"{len(node)}; use 0..{len(node) - 1}")
             node[int(last)] = parsed
         else:
@@ -553,6 +553,11 @@ def format_validation_error(
         # Custom validators (value_error) name the value themselves where it helps.
         if err["type"] not in ("missing", "extra_forbidden", "value_error") and "input" in err:
             msg += f", got {_short(err['input'])}"
+            if err["type"] == "literal_error" and isinstance(err["input"], str):  # --model lightgmb
+                import re
+
+                msg += "; " + _did_you_mean(err["input"], re.findall(r"'([^']*)'", str(ctx.get("expected"))))
+                msg = msg.rstrip("; ").replace("? ", "?")
         line = f"{loc}: {msg}" if loc else msg
         path = tuple(str(p) for p in err["loc"])
         # The override that set this value (or a parent of it) owns the error; overrides below a
@@ -560,9 +565,9 @@ def format_validation_error(
         owner = [name for key, name in (origins or {}).items() if path[: len(key)] == key]
         within = [name for key, name in (origins or {}).items() if len(key) > len(path) and key[: len(path)] == path]
         if owner:
-            from_env.append(f"environment variable {owner[-1]}: {line}")
+            from_env.append(f"{_who(owner[-1])}: {line}")
         elif within:
-            from_file.append(f"{line} (with environment variable {', '.join(within)})")
+            from_file.append(f"{line} (with {', '.join(_who(w) for w in within)})")
         else:
             from_file.append(line)
     lines = []
@@ -599,25 +604,98 @@ def build_model(
                           "deep at most") from None
 
 
-def load_config(model: type[M], name: str, explicit: str | Path | None = None, *, env: bool = True) -> M:
-    """Resolve, read, apply environment overrides and validate one config file."""
+def _who(var: str) -> str:
+    """How an override is named in an error: ``environment variable AITRADER__X`` or ``flag --set x=1``."""
+    return var if var.startswith("--") else f"environment variable {var}"
+
+
+def parse_set(item: str) -> tuple[str, list[str], str]:
+    """``--set split.n_folds=3`` as an override ``(name, path, value)`` (the value parsed as YAML later)."""
+    key, sep, value = item.partition("=")
+    parts = [p.strip().lower() for p in key.split(".")]
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set split.n_folds=3")
+    return f"--set {item}", parts, value
+
+
+def _load_raw(
+    name: str, explicit: str | Path | None, env: bool, flags: list[tuple[str, list[str], str]],
+) -> tuple[Path, dict[str, Any], dict[str, Any], dict[tuple[str, ...], str]]:
+    """The file, its raw mapping, the mapping with overrides applied, and where each override came from."""
+    import copy
+
     path = resolve_config_path(name, explicit)
     raw = read_yaml(path)
+    from_file = copy.deepcopy(raw)
+    overrides = (env_overrides(name=name) if env else []) + list(flags)
+    _apply_overrides(raw, overrides)
     origins: dict[tuple[str, ...], str] = {}
-    if env:
-        overrides = env_overrides(name=name)
-        _apply_overrides(raw, overrides)
-        origins = {tuple(parts): var for var, parts, _ in overrides}
+    for var, parts, _ in overrides:  # a later override of the same key wins, as in _apply_overrides
+        origins.pop(tuple(parts), None)
+        origins[tuple(parts)] = var
     for key, var in origins.items():  # a NUL from the environment names the variable
         try:
             _nul_free(_dig(raw, key), ".".join(key))
         except ConfigError as exc:
-            raise ConfigError(f"environment variable {var}: {exc}") from None
+            raise ConfigError(f"{_who(var)}: {exc}") from None
     try:
         _nul_free(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return path, from_file, raw, origins
+
+
+def load_config(model: type[M], name: str, explicit: str | Path | None = None, *, env: bool = True) -> M:
+    """Resolve, read, apply environment overrides and validate one config file."""
+    path, _, raw, origins = _load_raw(name, explicit, env, [])
     return build_model(model, raw, path, origins)
+
+
+def explain_config(
+    name: str, explicit: str | Path | None = None, *, sets: list[str] | None = None,
+) -> dict[str, Any]:
+    """The effective configuration of file ``name`` and where each value came from.
+
+    Returns ``{"file", "packaged", "config", "values"}``; ``values`` maps each dotted key (list items
+    by index, ``ml_trading.models[0].weight``) to ``{"value", "source"}``, the source being
+    ``default`` (the schema's, the file does not set it), ``file``, ``environment AITRADER__...`` or
+    ``flag --set KEY=VALUE``. Validation is the same as :func:`load_config` (same errors)."""
+    models: dict[str, type[BaseModel]] = {TRAIN_CONFIG: TrainConfig, TRADING_CONFIG: TradingConfig}
+    model = models[name]
+    flags = [parse_set(item) for item in sets or []]
+    path, from_file, raw, origins = _load_raw(name, explicit, True, flags)
+    cfg = build_model(model, raw, path, origins)
+    values: dict[str, dict[str, Any]] = {}
+    for key, value in _leaves(cfg.model_dump(mode="json")):
+        owner = [var for k, var in origins.items() if key[: len(k)] == k]
+        if owner:
+            source = f"flag {owner[-1]}" if owner[-1].startswith("--") else f"environment {owner[-1]}"
+        elif _present(from_file, key):
+            source = "file"
+        else:
+            source = "default"
+        values[_loc(tuple(int(p) if p.isdigit() else p for p in key))] = {"value": value, "source": source}
+    packaged = Path(str(resources.files("aitrader") / "defaults" / name))
+    return {"file": str(path), "packaged": path == packaged, "config": cfg.model_dump(mode="json"), "values": values}
+
+
+def _leaves(node: Any, key: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    if isinstance(node, dict) and node:
+        return [leaf for k, v in node.items() for leaf in _leaves(v, (*key, str(k)))]
+    if isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
+        return [leaf for i, v in enumerate(node) for leaf in _leaves(v, (*key, str(i)))]
+    return [(key, node)]
+
+
+def _present(raw: Any, key: tuple[str, ...]) -> bool:
+    for part in key:
+        if isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and part.isdigit() and int(part) < len(raw):
+            raw = raw[int(part)]
+        else:
+            return False
+    return True
 
 
 def _dig(raw: Any, key: tuple[str, ...]) -> Any:

@@ -28,6 +28,9 @@ class AitraderGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as exc:
+            exc.message = with_suggestion(exc.message)  # a choice typo: "did you mean 'lightgbm'?"
+            raise
         except AitraderError as exc:
             # The traceback goes to the --log-file only (DEBUG); stderr gets the one line below.
             log.debug("command failed: %s", exc, exc_info=True)
@@ -44,6 +47,43 @@ class AitraderGroup(TyperGroup):
             where = f" ({exc.filename})" if exc.filename else ""
             typer.echo(f"error: {exc.strerror or exc}{where}; {fix}".replace("\n", " "), err=True)
             ctx.exit(1)
+
+
+def with_suggestion(message: str) -> str:
+    """``'APPL' is not one of 'aapl', 'msft'.`` + `` Did you mean 'aapl'?`` (closest choice, any case)."""
+    import difflib
+    import re
+
+    match = re.search(r"(?P<value>'[^']*'|\"[^\"]*\") is not one of (?P<choices>.+?)\.?$", message)
+    if match is None:
+        return message
+    value = match["value"][1:-1]
+    choices = re.findall(r"'([^']*)'", match["choices"])
+    close = difflib.get_close_matches(value.lower(), [c.lower() for c in choices], n=1, cutoff=0.5)
+    if not close:
+        return message
+    return f"{message.rstrip()} Did you mean {choices[[c.lower() for c in choices].index(close[0])]!r}?"
+
+
+def _flags_take_no_value() -> None:
+    """Help shows ``--json``, not ``--json <bool>``: typer (0.2x) prints a type column for every
+    option, flags included, which reads as if a flag took a value. A flag's type is left blank."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "aitrader_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if (self.is_flag or self.count) and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich.aitrader_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 #: OS errors a command cannot prevent, with the fix each needs: one ``error:`` line, never a traceback.
@@ -63,7 +103,7 @@ app = typer.Typer(
     "monitor and retrain gradient-boosted models on OHLCV bars.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -159,9 +199,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from aitrader.cli import backtest, data, features, monitor, registry, trade, train
+    from aitrader.cli import backtest, config_cmd, data, features, monitor, registry, trade, train
 
-    for module in (data, features, train, registry, trade, backtest, monitor):
+    for module in (data, features, train, registry, trade, backtest, monitor, config_cmd):
         module.register(app)
 
 

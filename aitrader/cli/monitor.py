@@ -110,8 +110,11 @@ def monitor(
 
     if run is not None and latest:
         raise AitraderError("pass either --run RUN_ID or --latest, not both")
-    result = run_monitor(run_id=run, runs_dir=runs_dir, model_id=model_id, window=window, config=config,
-                         registry_root=registry, manifest=manifest, report=report)
+    from aitrader.cli._output import status
+
+    with status(f"monitoring {'run ' + run if run else 'the latest run'} under {runs_dir}/ ..."):
+        result = run_monitor(run_id=run, runs_dir=runs_dir, model_id=model_id, window=window, config=config,
+                             registry_root=registry, manifest=manifest, report=report)
     if as_json:
         print_json(result.summary)
     else:
@@ -144,27 +147,47 @@ def retrain(
     """Train a challenger, compare it with the production champion, register it, promote if better."""
     import math
 
-    from aitrader.cli._output import console, print_json
+    from aitrader.cli._output import print_json
     from aitrader.errors import AitraderError
     from aitrader.monitoring.retrain import retrain as run_retrain
 
     if not math.isfinite(min_improvement):
         raise AitraderError(f"--min-improvement must be a finite number >= 0, got {min_improvement}")
 
-    result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
-                         min_improvement=min_improvement, min_scoring_rows=min_scoring_rows, if_alert=if_alert,
-                         registry_root=registry,
-                         runs_dir=runs_dir)
+    from aitrader.cli._output import status
+
+    with status(f"retraining {name}: training a challenger and scoring it against the champion ..."):
+        result = run_retrain(name, config=config, data=data, promote_if_better=promote_if_better, metric=metric,
+                             min_improvement=min_improvement, min_scoring_rows=min_scoring_rows, if_alert=if_alert,
+                             registry_root=registry, runs_dir=runs_dir)
     if as_json:
         print_json(result)
         return
+    _render_retrain(result)
+
+
+def _render_retrain(result: dict[str, Any]) -> None:
+    """The decision line, then champion and challenger scores side by side in one aligned table."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from aitrader.cli._output import console, fmt_num
+
     out = console()
-    out.print(result["message"])
-    for role in ("champion", "challenger"):
-        entry = result.get(role)
-        if entry and entry.get("scores"):
-            scores = ", ".join(f"{k} {entry['scores'][k]:.4f}" for k in ("ic", "sharpe", "mae"))
-            out.print(f"{role} {entry['model_id']}: {scores}")
+    out.print(Text(str(result["message"])), soft_wrap=False)
+    rows = [(role, result[role]) for role in ("champion", "challenger")
+            if isinstance(result.get(role), dict) and result[role].get("scores")]
+    if not rows:
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("role", "model", "IC", "Sharpe", "MAE"):
+        table.add_column(col, justify="left" if col in ("role", "model") else "right", no_wrap=True)
+    for role, entry in rows:
+        sc = entry["scores"]
+        table.add_row(role, Text(str(entry.get("model_id"))), fmt_num(sc.get("ic"), 4), fmt_num(sc.get("sharpe"), 2),
+                      fmt_num(sc.get("mae"), 5))
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from aitrader.cli._output import console, print_json
+from aitrader.cli._output import console, print_json, status
 
 if TYPE_CHECKING:
     from aitrader.registry import DeployResult, History, RebuildReport, VerifyReport, VersionInfo
@@ -146,7 +146,9 @@ def _list_detail(reg: Any, model_id: str, json_out: bool) -> None:
 
 
 def deploy_cmd(
-    model_id: str = typer.Option(..., "--model-id", help="NAME (latest version) or NAME:vN; a NAME with --rollback."),
+    model_id: str = typer.Option(
+        ..., "--model-id", help="NAME (latest version), NAME:vN or NAME@alias (the version an alias holds, "
+        "e.g. spy_lgbm@staging); a NAME with --rollback."),
     alias: str = typer.Option("production", "--alias", help="Alias to promote to."),
     from_file: Path | None = typer.Option(
         None, "--from-file", help="Register this artifact folder first, then deploy."
@@ -174,15 +176,16 @@ def deploy_cmd(
     if require_edge and rollback:
         raise typer.BadParameter("--require-edge does not apply to --rollback", param_hint="--require-edge")
     reg = Registry(registry)
-    if rollback:
-        result = reg.rollback(model_id, alias, reason=reason, dry_run=dry_run)
-    elif from_file is not None:
-        result = reg.deploy_from_file(
-            from_file, model_id, alias, dry_run=dry_run, reason=reason, trust_pickle=trust_pickle, tags=_tags(tag),
-            require_edge=require_edge,
-        )
-    else:
-        result = reg.deploy(model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
+    with status(f"checking {model_id} (hashes, load, sample predictions, feature contract) ..."):
+        if rollback:
+            result = reg.rollback(model_id, alias, reason=reason, dry_run=dry_run)
+        elif from_file is not None:
+            result = reg.deploy_from_file(
+                from_file, model_id, alias, dry_run=dry_run, reason=reason, trust_pickle=trust_pickle,
+                tags=_tags(tag), require_edge=require_edge,
+            )
+        else:
+            result = reg.deploy(model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -206,7 +209,8 @@ def verify_cmd(
     """Re-hash every registered file; exit 1 with the list of mismatches."""
     from aitrader.registry import Registry
 
-    report = Registry(registry).verify(model_id)
+    with status(f"re-hashing {model_id or 'every registered version'} ..."):
+        report = Registry(registry).verify(model_id)
     if json_out:
         print_json(report.to_dict())
     else:
@@ -272,17 +276,38 @@ def _fmt(value: object, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
-def _short(value: object) -> str:
-    """A details value on one line: floats to 4 significant digits, containers as compact JSON."""
+def _short(value: object, depth: int = 0) -> str:
+    """A details value, compact and on one line: floats to 4 significant digits (also inside
+    containers), mappings as ``{key: value, ...}``, lists as ``[a, b]``, long values cut with '...'."""
     from aitrader.registry import safe_text
 
     if isinstance(value, float):
         return format(value, ".4g")
-    if isinstance(value, dict | list):
-        import json
+    if isinstance(value, dict) and depth < 3:
+        text = "{" + ", ".join(f"{safe_text(k)}: {_short(v, depth + 1)}" for k, v in value.items()) + "}"
+    elif isinstance(value, list) and depth < 3:
+        text = "[" + ", ".join(_short(v, depth + 1) for v in value) + "]"
+    elif isinstance(value, dict | list):
+        text = "{...}" if isinstance(value, dict) else "[...]"
+    elif value is None:
+        text = "-"
+    else:
+        text = safe_text(value)
+    return text if len(text) <= 72 else text[:69] + "..."
 
-        return json.dumps(value, separators=(",", ":"))  # ensure_ascii: control characters come out escaped
-    return safe_text(value)
+
+def _wrapped(head: str, parts: list[str], width: int) -> list[str]:
+    """``head`` then ``parts`` joined by ', ', wrapped at ``width`` with continuation lines indented
+    under the first part (a long log stays readable at 100 columns instead of wrapping mid-word)."""
+    lines, line, indent = [], head, " " * len(head)
+    for i, part in enumerate(parts):
+        piece = part + ("," if i < len(parts) - 1 else "")
+        if line.strip() and len(line) + len(piece) + 1 > width and line != head:
+            lines.append(line.rstrip())
+            line = indent
+        line += piece if line in (head, indent) else " " + piece
+    lines.append(line.rstrip())
+    return lines
 
 
 def _render_list(infos: list[VersionInfo], root: str) -> None:
@@ -368,6 +393,7 @@ def _render_history(hist: History) -> None:
     from aitrader.registry import safe_text as s
 
     out = console()
+    width = max(out.width, 60)
     if not hist.events:
         out.print(f"no deploys of {hist.name} yet", markup=False)
     for e in hist.events:  # one line per event: a log reads better than a wrapped table
@@ -385,8 +411,9 @@ def _render_history(hist: History) -> None:
             if isinstance(c, dict) and c.get("status") == "failed":
                 out.print(f"    check {s(c.get('name'))} failed: {s(c.get('detail'))}", soft_wrap=True, markup=False)
         if e.details:
-            pairs = ", ".join(f"{s(k)}={_short(v)}" for k, v in e.details.items())
-            out.print(f"    details: {pairs}", soft_wrap=True, markup=False)
+            pairs = [f"{s(k)}={_short(v)}" for k, v in e.details.items()]
+            for part in _wrapped("    details: ", pairs, width):
+                out.print(part, soft_wrap=True, markup=False)
     for alias, version in hist.current.items():
         out.print(f"now: {alias} -> {hist.name}:v{version}")
     for alias, held in hist.holders.items():

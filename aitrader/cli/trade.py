@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from aitrader.cli._output import console, print_json
+from aitrader.cli._output import print_json
 
 JSON_HELP = "Print exactly one JSON document on stdout."
 RUNS_HELP = "Folder holding the runs (runs/RUN_ID/ledger.db)."
@@ -89,15 +89,9 @@ def _render(summary: dict[str, Any], json_out: bool, title: str) -> None:
     if json_out:
         print_json(summary)
         return
-    from rich.table import Table
+    from aitrader.cli._output import render_run_summary
 
-    t = Table(title=f"{title}: run {summary['run_id']} ({summary['status']})", show_header=False)
-    for key in ("state_dir", "bars", "predictions", "in_sample_predictions", "signals", "orders", "fills",
-                "rejections", "errors", "alerts", "final_equity", "total_return", "sharpe", "max_drawdown",
-                "turnover", "fees", "costs", "cursor", "positions", "models"):
-        value = summary.get(key)
-        t.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value if value not in ({}, []) else "-"))
-    console().print(t)
+    render_run_summary(summary, title)
 
 
 def register(app: typer.Typer) -> None:

@@ -55,6 +55,12 @@ def train_command(
     names = [n.strip() for n in features.split(",") if n.strip()] if features is not None else None
     cfg = override_config(load_train_config(config), data=data, symbol=symbol, model=model, features=names,
                           horizon=horizon, task=task, onnx=onnx)
+    if cfg.features.names:  # cheap checks first: a feature typo is named before the data or --out is looked at
+        from aitrader.features.registry import FeatureRegistry
+
+        feature_registry = FeatureRegistry.load()
+        for feature in cfg.features.names:
+            feature_registry.resolve(feature)
     with _progress(enabled=not as_json) as progress:
         result = train(cfg, out_dir=out, progress=progress, overwrite=force,
                        trading=load_trading_config(trading_config))

@@ -3,7 +3,8 @@
 Resolves the run, reads its ledger, finds the traded model's manifest in the registry (files
 verified against their SHA256 first, and the digest checked against the one the run recorded),
 evaluates it, optionally writes the HTML report, and persists the outcome to the monitor state
-file that ``aitrader retrain --if-alert`` reads.
+file that ``aitrader retrain --if-alert`` reads: ``RUN_FOLDER/monitor_state.json``, beside the run's
+ledger, so a command writes only under the folders it was given (``--runs-dir``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aitrader.monitoring.files import write_text_atomic
 from aitrader.monitoring.ledger import DEFAULT_RUNS_DIR, read_ledger, resolve_run
 from aitrader.monitoring.monitor import MonitorResult, model_name, monitor_ledger, select_model
 
-DEFAULT_STATE = Path("logs") / "monitor_state.json"
+STATE_NAME = "monitor_state.json"  # beside the run's ledger: RUNS_DIR/RUN_ID/monitor_state.json
 MANIFEST_NAME = "manifest.json"
 
 
@@ -80,7 +81,7 @@ def manifest_from_path(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def save_state(summary: Mapping[str, Any], path: str | Path = DEFAULT_STATE) -> Path:
+def save_state(summary: Mapping[str, Any], path: str | Path) -> Path:
     """Persist the alert state atomically (``retrain --if-alert`` and cron scripts read it)."""
     target = Path(path)
     state = {
@@ -98,7 +99,7 @@ def save_state(summary: Mapping[str, Any], path: str | Path = DEFAULT_STATE) -> 
     return target
 
 
-def load_state(path: str | Path = DEFAULT_STATE) -> dict[str, Any] | None:
+def load_state(path: str | Path) -> dict[str, Any] | None:
     """The last persisted monitor state, or None when monitor never ran here."""
     p = Path(path)
     if not p.is_file():
@@ -115,6 +116,24 @@ def load_state(path: str | Path = DEFAULT_STATE) -> dict[str, Any] | None:
     return state
 
 
+def latest_state(runs_dir: str | Path, name: str) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest monitor state of model ``name`` among the runs under ``runs_dir`` (by check time),
+    as ``(path, state)``; ``(None, None)`` when no run there was monitored for it."""
+    root = Path(runs_dir)
+    best: tuple[str, Path, dict[str, Any]] | None = None
+    for path in sorted(root.glob(f"*/{STATE_NAME}")) if root.is_dir() else []:
+        state = load_state(path)
+        if state is None:
+            continue
+        model = state.get("model") or {}
+        if model and model_name(model) != name:
+            continue
+        key = str(state.get("checked_at") or "")
+        if best is None or key >= best[0]:
+            best = (key, path, state)
+    return (best[1], best[2]) if best else (None, None)
+
+
 def run_monitor(
     *,
     run_id: str | None = None,
@@ -125,13 +144,14 @@ def run_monitor(
     registry_root: str | Path | None = None,
     manifest: str | Path | None = None,
     report: str | Path | None = None,
-    state_path: str | Path | None = DEFAULT_STATE,
+    state_path: str | Path | None = "",
 ) -> MonitorResult:
     """Monitor one run (``run_id`` or the latest) and return the result; see the module docstring."""
     cfg = load_trading_config(config)
     if window is not None and window < 5:
         raise AitraderError(f"--window must be at least 5 predictions, got {window}")
-    ledger = read_ledger(resolve_run(runs_dir, run_id))
+    run_dir = resolve_run(runs_dir, run_id)
+    ledger = read_ledger(run_dir)
     entry = select_model(ledger, model_id)
     man = manifest_from_path(manifest) if manifest is not None else manifest_from_registry(entry, registry_root)
     result = monitor_ledger(ledger, man, cfg.monitoring, model_id=model_id, window=window,
@@ -141,6 +161,7 @@ def run_monitor(
         from aitrader.monitoring.report import write_report
 
         result.summary["report"] = str(write_report(result, report, manifest=man))
-    if state_path is not None:
-        result.summary["state"] = str(save_state(result.summary, state_path))
+    if state_path is not None:  # "": beside the run; None: not saved
+        target = Path(state_path) if state_path else run_dir / STATE_NAME
+        result.summary["state"] = str(save_state(result.summary, target))
     return result

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from aitrader.errors import AitraderError, ConfigError, DeployCheckError, LockHeldError, ModelNotFoundError
-from aitrader.monitoring.check import DEFAULT_STATE, load_state
+from aitrader.monitoring.check import latest_state, load_state
 from aitrader.monitoring.lock import DEFAULT_LOCK, FileLock
 
 log = logging.getLogger("aitrader.retrain")
@@ -287,11 +287,17 @@ def _remove_stale_temp() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alert_gate(name: str, state_path: Path) -> str | None:
-    """None when a retrain should run, else why it is skipped."""
-    state = load_state(state_path)
-    if state is None:
-        return f"no monitor state at {state_path}: run `aitrader monitor` first"
+def _alert_gate(name: str, state_path: Path | None, runs_dir: Path = Path("runs")) -> str | None:
+    """None when a retrain should run, else why it is skipped. The state read is ``state_path`` when
+    given, else the newest monitor check of ``name`` among the runs under ``runs_dir``."""
+    if state_path is not None:
+        state = load_state(state_path)
+        if state is None:
+            return f"no monitor state at {state_path}: run `aitrader monitor` first"
+    else:
+        _, state = latest_state(runs_dir, name)
+        if state is None:
+            return f"no monitor check of {name} under {runs_dir}/: run `aitrader monitor` first (same --runs-dir)"
     model = (state.get("model") or {}).get("model_id")
     if model not in (None, name):
         return f"the last monitor check ({state.get('checked_at')}) was of model {model}, not {name}"
@@ -317,7 +323,11 @@ def decide(metric: str, challenger: float, champion: float | None, min_improveme
 
 def _check_args(metric: str, min_improvement: float, min_scoring_rows: int = DEFAULT_MIN_SCORING_ROWS) -> None:
     if metric not in METRICS:
-        raise ConfigError(f"--metric {metric!r} is not supported; expected one of {', '.join(METRICS)}")
+        import difflib
+
+        close = difflib.get_close_matches(metric.lower(), list(METRICS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"--metric {metric!r} is not supported; {hint}expected one of {', '.join(METRICS)}")
     if min_improvement < 0:
         raise ConfigError(f"--min-improvement must be >= 0, got {min_improvement}")
     if isinstance(min_scoring_rows, bool) or not isinstance(min_scoring_rows, int) or min_scoring_rows < 1:
@@ -339,7 +349,7 @@ def retrain(
     if_alert: bool = False,
     registry_root: str | Path | None = None,
     runs_dir: str | Path = "runs",
-    state_path: str | Path = DEFAULT_STATE,
+    state_path: str | Path | None = None,
     lock_path: str | Path = DEFAULT_LOCK,
     log_path: str | Path | None = DEFAULT_LOG,
 ) -> dict[str, Any]:
@@ -356,14 +366,15 @@ def retrain(
             raise
         try:
             return _retrain_logged(name, config, data, promote_if_better, metric, min_improvement, if_alert,
-                                   registry_root, Path(runs_dir), Path(state_path), min_scoring_rows)
+                                   registry_root, Path(runs_dir), Path(state_path) if state_path else None,
+                                   min_scoring_rows)
         finally:
             lock.release()
 
 
 def _retrain_logged(name: str, config: str | Path | None, data: str | Path | None, promote_if_better: bool,
                     metric: str, min_improvement: float, if_alert: bool, registry_root: str | Path | None,
-                    runs_dir: Path, state_path: Path, min_scoring_rows: int) -> dict[str, Any]:
+                    runs_dir: Path, state_path: Path | None, min_scoring_rows: int) -> dict[str, Any]:
     log.info("retrain %s started (metric %s, min improvement %g, promote %s)", name, metric,
              min_improvement, promote_if_better)
     try:
@@ -378,14 +389,14 @@ def _retrain_logged(name: str, config: str | Path | None, data: str | Path | Non
 
 def _retrain_locked(name: str, config: str | Path | None, data: str | Path | None, promote: bool, metric: str,
                     min_improvement: float, if_alert: bool, registry_root: str | Path | None, runs_dir: Path,
-                    state_path: Path, min_scoring_rows: int) -> dict[str, Any]:
+                    state_path: Path | None, min_scoring_rows: int) -> dict[str, Any]:
     from aitrader.config import load_train_config
     from aitrader.registry import Registry
     from aitrader.training.trainer import load_training_bars, override_config, train
 
     base = {"name": name, "metric": metric, "min_improvement": min_improvement}
     if if_alert:
-        why = _alert_gate(name, state_path)
+        why = _alert_gate(name, state_path, runs_dir)
         if why is not None:
             return {**base, "status": "skipped", "message": f"skipped: {why}"}
     cfg = load_train_config(config)

@@ -541,6 +541,7 @@ def paper_trade(
         meta["calendar"] = calendar_of([df.index for df in frames.values()])
         series = [BarSeries.from_frame(s, df) for s, df in frames.items()]
         opts.fingerprint = ReplayFingerprint(series)
+        opts.total_bars = sum(len(s.epoch) for s in series)  # the progress view's total
         steps = replay_steps(series)
         stop_event = None
         indexes = [pd.DatetimeIndex(df.index) for df in frames.values()]

@@ -65,6 +65,7 @@ class RunOptions:
     clock: Callable[[], float] | None = None
     handle_signals: bool = True
     live: bool = False  # --follow: prediction timeouts on the wall clock even at speed 0
+    total_bars: int | None = None  # bars in the replayed data, for the progress view (None: --follow)
     # SHA-256 of the bars consumed up to the cursors ({symbol: {"bars", "sha256"}}), kept in the saved state
     fingerprint: Callable[[dict[str, tuple[int, str]]], dict[str, Any]] | None = None
     # --follow without --pin: swap in newly deployed versions at bar boundaries (aitrader.trading.swap)

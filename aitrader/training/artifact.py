@@ -42,19 +42,20 @@ _VERSIONED = ("numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "onnx", 
               "onnxmltools", "skl2onnx")
 
 
+# Distributions that install the same import package under another name (Linux installs xgboost-cpu).
+_SAME_PACKAGE = {"xgboost": ("xgboost-cpu",)}
+
+
 def library_versions(model_library: str) -> dict[str, str]:
     """aitrader, Python and the installed versions of the libraries the artifact depends on."""
     out = {"aitrader": __version__, "python": platform.python_version()}
-    for dist in _VERSIONED:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    if model_library not in out:
-        try:
-            out[model_library] = metadata.version(model_library)
-        except metadata.PackageNotFoundError:
-            pass
+    for dist in dict.fromkeys((*_VERSIONED, model_library) if model_library else _VERSIONED):
+        for name in (dist, *_SAME_PACKAGE.get(dist, ())):
+            try:
+                out[dist] = metadata.version(name)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 

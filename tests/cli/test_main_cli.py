@@ -182,3 +182,122 @@ def test_every_subcommand_help_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"a command's --help imported: {out.stdout.strip()}"
+
+
+# ------------------------------------------------------------------ issue 12: small cuts
+
+
+def _sub(*args: str, cwd=None, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "COLUMNS": "100", **(env_extra or {})}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_python_dash_m_aitrader_runs_the_cli() -> None:
+    out = _sub("-m", "aitrader", "--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"aitrader {__version__}"
+    usage = _sub("-m", "aitrader", "--help")
+    assert "Usage: aitrader " in usage.stdout  # the program name, not "python -m aitrader"
+
+
+def test_shell_completion_is_offered() -> None:
+    result = runner.invoke(cli_main.app, ["--help"], env={"COLUMNS": "120"})
+    assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
+
+
+def test_flags_show_no_value_metavar_in_any_help() -> None:
+    """`--json` not `--json <bool>`: a flag takes no value; options that do still show their type."""
+    import typer.main
+
+    group = typer.main.get_command(cli_main.app)
+    paths: list[list[str]] = [[]]
+    for name, cmd in group.commands.items():
+        paths.append([name])
+        paths.extend([name, sub] for sub in getattr(cmd, "commands", {}))
+    for path in paths:
+        result = runner.invoke(cli_main.app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.stdout, (path, result.stdout)
+    status_help = runner.invoke(cli_main.app, ["status", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "<str>" in status_help  # --runs-dir still shows that it takes a value
+    assert any(line.split("│")[1].split() == ["--json", "Print", "exactly", "one", "JSON", "document", "on", "stdout."]
+               for line in status_help.splitlines() if line.count("│") >= 2)
+
+
+def test_a_mistyped_choice_suggests_the_closest_one() -> None:
+    result = runner.invoke(cli_main.app, ["data", "sample", "--symbol", "APPL"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "Did you mean 'aapl'?" in result.output
+    assert cli_main.with_suggestion("'momentm' is not one of 'price', 'volume'.") == \
+        "'momentm' is not one of 'price', 'volume'."  # nothing close: no suggestion
+    assert cli_main.with_suggestion("'sgnal' is not one of 'price', 'signal'.").endswith("Did you mean 'signal'?")
+
+
+def test_a_mistyped_model_kind_suggests_lightgbm(in_tmp) -> None:
+    result = runner.invoke(cli_main.app, ["train", "--model", "lightgmb"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("got 'lightgmb'; did you mean 'lightgbm'?")
+
+
+def test_a_mistyped_retrain_metric_suggests_sharpe(in_tmp) -> None:
+    result = runner.invoke(cli_main.app, ["retrain", "--name", "syn", "--metric", "shrpe"])
+    assert result.exit_code == 1
+    assert "did you mean 'sharpe'?" in result.stderr
+
+
+def test_an_unknown_feature_is_named_before_the_output_folder(in_tmp) -> None:
+    (in_tmp / "out").mkdir()
+    (in_tmp / "out" / "keep.txt").write_text("not an artifact")
+    result = runner.invoke(cli_main.app, ["train", "--features", "rsi14", "--out", "out"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unknown feature 'rsi14'; did you mean rsi_14")
+
+
+def test_features_list_imports_no_pandas(tmp_path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from typer.testing import CliRunner
+        from aitrader.cli.main import app
+        result = CliRunner().invoke(app, ["features", "list"])
+        assert result.exit_code == 0, result.output
+        assert "rsi_14" in result.stdout
+        print(",".join(m for m in ("pandas", "numpy") if m in sys.modules))
+        """
+    )
+    out = _sub("-c", code, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"features list imported: {out.stdout.strip()}"
+
+
+def test_deploy_help_says_name_at_alias_works() -> None:
+    result = runner.invoke(cli_main.app, ["deploy", "--help"], env={"COLUMNS": "200"})
+    assert "NAME@alias" in result.stdout
+
+
+def test_spinners_stay_off_the_output_when_stderr_is_not_a_terminal(capsys) -> None:
+    from aitrader.cli._output import status
+
+    with status("working ..."):
+        pass
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_the_manifest_records_xgboost_installed_as_xgboost_cpu(monkeypatch) -> None:
+    """On Linux the CPU-only wheel (distribution xgboost-cpu) provides the `xgboost` package."""
+    from importlib import metadata
+
+    from aitrader.training import artifact
+
+    real = metadata.version
+
+    def only_cpu_wheel(name: str) -> str:
+        if name == "xgboost":
+            raise metadata.PackageNotFoundError(name)
+        return "9.9.9" if name == "xgboost-cpu" else real(name)
+
+    monkeypatch.setattr(artifact.metadata, "version", only_cpu_wheel)
+    assert artifact.library_versions("xgboost")["xgboost"] == "9.9.9"

@@ -36,7 +36,7 @@ def test_healthy_run_exits_0_with_json(in_tmp: Path) -> None:
     assert doc["run_id"] == "r1"
     assert doc["accuracy"]["window_size"] == 100
     assert {"features", "prediction", "top"} <= set(doc["drift"])
-    state = json.loads((in_tmp / "logs" / "monitor_state.json").read_text())
+    state = json.loads((in_tmp / "runs" / "r1" / "monitor_state.json").read_text())
     assert state["health"] == "ok" and state["run_id"] == "r1"
 
 
@@ -47,7 +47,7 @@ def test_drifted_run_exits_3_and_state_records_alerts(in_tmp: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["accuracy"]["window_size"] == 50
     assert [a["code"] for a in doc["alerts"]] == ["mae_ratio", "psi_prediction", "feature_drift"]
-    state = json.loads((in_tmp / "logs" / "monitor_state.json").read_text())
+    state = json.loads((in_tmp / "runs" / "r1" / "monitor_state.json").read_text())
     assert state["health"] == "alert"
     assert {f["feature"] for f in state["alerts"][2]["features"]} == {"volatility_20", "ret_1"}
 
@@ -129,3 +129,27 @@ def test_report_is_self_contained_with_valid_pngs(in_tmp: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def test_monitor_writes_its_state_beside_the_run_not_into_the_cwd(in_tmp: Path) -> None:
+    # issue 12: everything a command writes goes under the folders it was given
+    setup_run(in_tmp)
+    (in_tmp / "runs").rename(in_tmp / "elsewhere")
+    result = runner.invoke(app, ["monitor", "--latest", "--runs-dir", "elsewhere", "--manifest", "art", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["state"] == str(Path("elsewhere") / "r1" / "monitor_state.json")
+    assert (in_tmp / "elsewhere" / "r1" / "monitor_state.json").is_file()
+    assert not (in_tmp / "logs").exists()
+
+
+def test_latest_state_picks_the_newest_check_of_the_named_model(tmp_path: Path) -> None:
+    from aitrader.monitoring.check import latest_state
+
+    for run, model, when in (("a", "syn:v1", "2026-01-02T00:00:00+00:00"), ("b", "syn:v2", "2026-01-03T00:00:00+00:00"),
+                             ("c", "other:v1", "2026-01-04T00:00:00+00:00")):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "monitor_state.json").write_text(json.dumps(
+            {"checked_at": when, "run_id": run, "model": {"model_id": model}, "health": "ok", "alerts": []}))
+    path, state = latest_state(tmp_path, "syn")
+    assert path == tmp_path / "b" / "monitor_state.json" and state is not None and state["run_id"] == "b"
+    assert latest_state(tmp_path, "nothing") == (None, None)

@@ -273,7 +273,7 @@ def test_allow_in_sample_trades_training_bars_and_monitor_flags_the_run(in_tmp: 
     n_in = int(want.sum())
     assert n_in > 500 and doc["in_sample_predictions"] == n_in
     status = runner.invoke(app, ["status", "ins"])
-    assert status.exit_code == 0 and "in_sample_predictions" in status.stdout and f"{n_in:,}" in status.stdout
+    assert status.exit_code == 0 and "in-sample" in status.stdout and f"{n_in:,}" in status.stdout
     mon = runner.invoke(app, ["monitor", "--run", "ins", "--registry", str(world["registry"]), "--json"])
     assert mon.exit_code == 3, mon.stderr
     report = json.loads(mon.stdout)

@@ -400,8 +400,8 @@ def test_monitor_on_an_unknown_run_lists_run_ids(in_tmp: Path, world) -> None:
 
 
 def test_a_bad_monitor_state_file_is_a_clean_error(in_tmp: Path) -> None:
-    state = in_tmp / "logs" / "monitor_state.json"
-    state.parent.mkdir()
+    state = in_tmp / "runs" / "r1" / "monitor_state.json"
+    state.parent.mkdir(parents=True)
     for text in ("[1, 2]", '{"model": "m", "alerts": []}', '{"alerts": 3}', "{", "[" * 200_000 + "]" * 200_000):
         state.write_text(text)
         one_error_line(runner.invoke(app, ["retrain", "--name", "syn_lgbm", "--if-alert"]), "monitor state")
@@ -409,7 +409,7 @@ def test_a_bad_monitor_state_file_is_a_clean_error(in_tmp: Path) -> None:
 
 def test_a_monitor_state_path_that_is_a_directory(in_tmp: Path, world) -> None:
     assert trade(world, "--data", str(world["data"]), "--run-id", "m", "--max-bars", "150").exit_code == 0
-    (in_tmp / "logs" / "monitor_state.json").mkdir(parents=True)
+    (in_tmp / "runs" / "m" / "monitor_state.json").mkdir(parents=True)
     one_error_line(runner.invoke(app, ["monitor", "--run", "m", "--registry", str(world["registry"])]),
                    "cannot write monitor state")
 

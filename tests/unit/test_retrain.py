@@ -247,7 +247,7 @@ def test_if_alert_runs_when_the_last_monitor_check_alerted(in_tmp: Path) -> None
     _project(in_tmp)
     alert = {"code": "mae_ratio", "message": "live MAE 1.5x", "value": 1.5, "threshold": 1.2}
     save_state({"run_id": "r1", "model": {"model_id": "syn"}, "health": "alert", "alerts": [alert]},
-               in_tmp / "logs" / "monitor_state.json")
+               in_tmp / "runs" / "r1" / "monitor_state.json")
     doc = _retrain("--config", "good.yaml", "--data", "bars.csv", "--if-alert")
     assert doc["status"] == "registered" and doc["challenger"]["model_id"] == "syn:v1"
     assert doc["logged"]["status"] == "registered"  # first model, but promotion was not asked for
