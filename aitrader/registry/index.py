@@ -262,16 +262,23 @@ class Index:
                 f"registry index {self.path} is open read-only (the folder or file is not writable); "
                 "run this command where the registry can be written"
             )
+        replaced = RegistryError(
+            f"registry index {self.path} was replaced (aitrader registry rebuild) while this command was "
+            "running; nothing was written: run the command again"
+        )
+        # Checked before BEGIN too: SQLite finds the WAL by path, so a connection to the old file must not
+        # touch the new file's -wal at all (that read failed as "file is not a database" under load).
+        if _inode(self.path) != self._inode:
+            raise replaced
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
+            if _inode(self.path) != self._inode:
+                raise replaced from exc
             raise db_error(self.path, exc) from exc
         if _inode(self.path) != self._inode:  # `registry rebuild` swapped the file while we waited
             self._end("ROLLBACK")
-            raise RegistryError(
-                f"registry index {self.path} was replaced (aitrader registry rebuild) while this command was "
-                "running; nothing was written: run the command again"
-            )
+            raise replaced
         try:
             yield self.conn
         except BaseException as exc:

