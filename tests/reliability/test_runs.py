@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aitrader.cli.main import app
-from aitrader.trading.ledger import ledger_content
+from aitrader.trading.ledger import equity_rows, ledger_content
 
 runner = CliRunner()
 CONFIG = """
@@ -144,7 +144,7 @@ def test_follow_skips_bad_live_bars_with_an_alert(in_tmp: Path, world) -> None:
     with sqlite3.connect(in_tmp / "runs" / "live" / "ledger.db") as conn:
         payloads = [json.loads(p) for (p,) in conn.execute(
             "SELECT payload FROM events WHERE type = 'ALERT' AND reason = 'bad_bar' ORDER BY id")]
-        stamps = [t for (t,) in conn.execute("SELECT ts FROM equity ORDER BY bar_index")]
+        stamps = [t for (_, t, _, _) in equity_rows(conn)]
     problems = " | ".join(p["problem"] for p in payloads)
     for words in (("duplicate",), ("out of order",), ("below low", "below max("), ("not finite",), ("time zone",),
                   ("not a bar",)):
