@@ -259,15 +259,22 @@ def _clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> None:
 
 
 def test_paper_trade_on_a_full_disk_stops_cleanly_and_resumes(in_tmp: Path, world) -> None:
+    from aitrader.data.synthetic import generate_bars
+
+    # The ledger is ~100-200 bytes a bar: 12k bars (six checkpoints) so that the limit falls mid-run.
+    data = in_tmp / "SYN.csv"
+    generate_bars(12_000, seed=4, signal=0.3).rename_axis("timestamp").to_csv(data)
     args = ["paper-trade", "--config", str(world["config"]), "--registry", str(world["registry"]),
-            "--data", str(world["data"]), "--run-id", "disk", "--json"]
-    proc = _limited(args, in_tmp, 150_000)
+            "--data", str(data), "--run-id", "disk", "--json"]
+    assert trade(world, "--data", str(data), "--run-id", "ref").exit_code == 0
+    whole = (in_tmp / "runs" / "ref" / "ledger.db").stat().st_size
+    proc = _limited(args, in_tmp, whole // 2)
     _clean_failure(proc, "cannot write the ledger", "--resume disk")
     status = runner.invoke(app, ["status", "disk", "--json"])
     assert status.exit_code == 0 and json.loads(status.stdout)["status"] == "stopped"
+    assert 0 < json.loads(status.stdout)["bars"] < 12_000
     resumed = trade(world, "--resume", "disk")
     assert resumed.exit_code == 0, resumed.stderr
-    assert trade(world, "--data", str(world["data"]), "--run-id", "ref").exit_code == 0
     assert ledger_content(in_tmp / "runs" / "disk" / "ledger.db") == ledger_content(
         in_tmp / "runs" / "ref" / "ledger.db")
 
