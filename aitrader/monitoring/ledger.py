@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from aitrader.errors import TradingError
-from aitrader.trading.ledger import PREDICTION_COLUMNS, ledger_state, prediction_rows, validate_run_id
+from aitrader.trading.ledger import PREDICTION_COLUMNS, equity_rows, ledger_state, prediction_rows, validate_run_id
 
 LEDGER_NAME = "ledger.db"
 DEFAULT_RUNS_DIR = "runs"
@@ -118,7 +118,7 @@ def read_ledger(run_dir: str | Path) -> Ledger:
         # features are lists of floats (or None, or a damaged row's text).
         preds = pd.DataFrame(prediction_rows(conn), columns=list(PREDICTION_COLUMNS), dtype=object)
         events = _read_table(conn, "events", tables, ["ts", "type", "symbol", "model_id", "reason", "payload"])
-        equity = _read_table(conn, "equity", tables, ["bar_index", "ts", "cash", "equity"])
+        equity = pd.DataFrame(equity_rows(conn), columns=["bar_index", "ts", "cash", "equity"], dtype=object)
     except (sqlite3.DatabaseError, zlib.error, ValueError) as exc:
         raise TradingError(f"cannot read ledger {path}: {exc}; the file is damaged or not SQLite") from exc
     finally:

@@ -37,6 +37,9 @@ from aitrader.trading.events import (
 
 LEDGER_NAME = "ledger.db"
 ROWS_PER_INSERT = 64
+#: Feature vectors are stored as float32 (4, the default: what the ONNX and XGBoost runners feed the
+#: model; ~85 bytes per 25-feature row compressed) or float64 (8: every bit of the streaming row, ~175).
+FEATURE_BYTES = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -145,11 +148,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class Ledger:
     """Write side of one run's ledger; subscribes to the bus and commits at checkpoints."""
 
-    def __init__(self, path: Path, *, feature_bytes: int = 4) -> None:
+    def __init__(self, path: Path, *, feature_bytes: int | None = None) -> None:
         self.path = path
-        #: Feature vectors are stored as float32 (4, the default: what the ONNX and XGBoost runners
-        #: feed the model) or float64 (8: every bit of the streaming row).
-        self.feature_bytes = feature_bytes
+        self.feature_bytes = FEATURE_BYTES if feature_bytes is None else feature_bytes
         self.conn = connect(path)
         self.conn.executescript(SCHEMA)
         add_missing_columns(self.conn)
