@@ -443,7 +443,10 @@ def encode_predictions(rows: list[tuple[Any, ...]], feature_bytes: int = 4) -> d
     feats = cols[10]
     lengths = np.array([-1 if f is None else len(f) for f in feats], dtype="<i8")
     values = [f for f in feats if f is not None]
-    flat = np.concatenate([np.asarray(f, dtype=float).ravel() for f in values]) if values else np.empty(0)
+    try:  # arrays or lists of floats: one C-level concatenation
+        flat = np.concatenate(values).astype(float, copy=False) if values else np.empty(0)
+    except ValueError:  # mixed shapes: row by row
+        flat = np.concatenate([np.asarray(f, dtype=float).ravel() for f in values])
     in_sample = np.array([-1 if v is None else int(v) for v in cols[9]], dtype="<i8")
     return {
         "n": len(rows), "ts": pack_text(list(cols[0])), "bar_index": pack_i8(cols[1]),
@@ -500,7 +503,7 @@ def outcome_map(conn: sqlite3.Connection) -> dict[tuple[str, str, int], tuple[fl
     ):
         keys = zip(unpack_text(sym, n), unpack_text(mid, n), unpack_i8(bar, n).tolist(), strict=True)
         for key, v, t in zip(keys, unpack_f8(val, n).tolist(), unpack_text(ts, n), strict=True):
-            out[key] = (v, t)  # type: ignore[assignment]
+            out[key] = (v, t)  # type: ignore[index,assignment]
     return out
 
 
@@ -557,10 +560,9 @@ def prediction_rows(conn: sqlite3.Connection, *, features: str = "list") -> list
 def prediction_count(conn: sqlite3.Connection, where_in_sample: bool = False) -> int:
     """How many predictions (or in-sample ones) the ledger holds, without decoding features."""
     tables = _tables(conn)
-    total = 0
-    if "predictions" in tables:
-        sql = "SELECT COUNT(*) FROM predictions" + (" WHERE in_sample = 1" if where_in_sample else "")
-        total += conn.execute(sql).fetchone()[0]
+    # Every ledger has the predictions table (empty since the blocks): a ledger without it is damaged.
+    sql = "SELECT COUNT(*) FROM predictions" + (" WHERE in_sample = 1" if where_in_sample else "")
+    total = int(conn.execute(sql).fetchone()[0])
     if "prediction_blocks" in tables:
         if where_in_sample:
             for n, blob in conn.execute("SELECT n, in_sample FROM prediction_blocks"):

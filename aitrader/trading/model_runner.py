@@ -162,7 +162,8 @@ class ModelSlot:
         self.n_predictions += 1
         decision = self.strategy.decide(raw)
         if bus.wants(EventType.MODEL_PREDICTION):
-            feats = row.tolist() if source == "model" else None
+            # A copy of the row (the stream reuses its buffer): the ledger packs them into one blob.
+            feats = row.copy() if source == "model" else None
             bus.publish(
                 ModelPrediction(
                     ts, bar_index, self.symbol, self.model_id, self.digest, raw, decision.confidence, source,

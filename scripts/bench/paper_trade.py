@@ -292,7 +292,7 @@ def main() -> None:
         bare = args.bars / t_bare
         print(f"bare loop        {bare:>10,.0f} bars/s  ({1e6 / bare:6.2f} us/bar wall) cpu "
               f"{1e6 * c_bare / args.bars:6.2f} us/bar: streaming features + ONNX + trivial broker  {load()}")
-        print(f"  whole command / bare loop: {rate / bare:.2f}x wall, {args.bars / c_bare / cpu_rate:.2f}x cpu "
+        print(f"  whole command / bare loop: {rate / bare:.2f}x wall, {cpu_rate * c_bare / args.bars:.2f}x cpu "
               "(goal >= 0.5x)")
         got = backtrader_model(w, args.bars)
         if got is None:
