@@ -178,6 +178,10 @@ class EventBus:
         if not handlers:
             self._handlers.pop(event_type, None)
 
+    def only(self, event_type: EventType, handler: Handler) -> bool:
+        """True when ``handler`` is the one listener of ``event_type`` (the hot path then calls it directly)."""
+        return self._handlers.get(event_type) == [handler]
+
     def wants(self, event_type: EventType) -> bool:
         """True when someone listens: callers skip building events nobody reads."""
         return event_type in self._handlers

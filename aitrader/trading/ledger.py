@@ -163,6 +163,9 @@ class Ledger:
         self._events: list[tuple[Any, ...]] = []
         self._predictions: list[tuple[Any, ...]] = []
         self._outcomes: list[tuple[Any, ...]] = []
+        #: The buffers, public for the engine's direct path (cleared in place at each checkpoint).
+        self.prediction_rows = self._predictions
+        self.outcome_rows = self._outcomes
         self._next_id = next_prediction_id(self.conn)
 
     # ------------------------------------------------------------------ subscriptions

@@ -98,6 +98,8 @@ class ModelSlot:
         self.clock = clock
         # None: the timeout reads the latency clock itself (one pair of reads per prediction).
         self.timeout_clock = timeout_clock
+        #: Set by the engine when the ledger is the only MODEL_PREDICTION listener: its buffer's append.
+        self.prediction_rows: Callable[[tuple[Any, ...]], None] | None = None
         self.train_span = train_span
         self.trade_from = trade_from
         # State carried across bars; saved in every checkpoint (see state()).
@@ -161,7 +163,10 @@ class ModelSlot:
             raw, source = fallback
         self.n_predictions += 1
         decision = self.strategy.decide(raw)
-        if bus.wants(EventType.MODEL_PREDICTION):
+        if (sink := self.prediction_rows) is not None:  # the ledger's buffer (Ledger._on_prediction's row)
+            sink((ts, bar_index, self.symbol, self.model_id, self.digest, raw, decision.confidence, source,
+                  latency_us, self.in_sample(epoch), row.copy() if source == "model" else None))
+        elif bus.wants(EventType.MODEL_PREDICTION):
             # A copy of the row (the stream reuses its buffer): the ledger packs them into one blob.
             feats = row.copy() if source == "model" else None
             bus.publish(

@@ -154,3 +154,16 @@ def test_int_and_text_columns_round_trip() -> None:
     text = ["2021-01-04T00:00:00", None, "", "m:v1", "é"]
     assert unpack_text(pack_text(text), len(text)) == text
     assert unpack_i8(pack_i8([]), 0).tolist() == [] and unpack_text(pack_text([]), 0) == []
+
+
+def test_the_direct_rows_give_the_ledger_the_events_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the ledger as the only listener the engine appends prediction and outcome rows directly;
+    # with another listener (forced here) they go through events: the ledger must be the same.
+    from aitrader.trading.events import EventBus
+    from aitrader.trading.ledger import ledger_content
+
+    _session(tmp_path / "direct")
+    monkeypatch.setattr(EventBus, "only", lambda self, event_type, handler: False)
+    _session(tmp_path / "events")
+    a, b = ledger_content(tmp_path / "direct" / "ledger.db"), ledger_content(tmp_path / "events" / "ledger.db")
+    assert len(a["predictions"]) == 124 and a == b
