@@ -167,3 +167,18 @@ def test_the_direct_rows_give_the_ledger_the_events_give(tmp_path: Path, monkeyp
     _session(tmp_path / "events")
     a, b = ledger_content(tmp_path / "direct" / "ledger.db"), ledger_content(tmp_path / "events" / "ledger.db")
     assert len(a["predictions"]) == 124 and a == b
+
+
+@pytest.mark.parametrize("widths", [(3, 3, None, 3), (2, 3, None, 0), (None, None), (0, 0)])
+def test_prediction_blocks_round_trip_any_feature_widths(widths: tuple[int | None, ...]) -> None:
+    from aitrader.trading.ledger import PRED_BLOB_COLUMNS, decode_predictions, encode_predictions
+
+    rng = np.random.default_rng(1)
+    rows = [(f"2021-01-0{k + 1}", 10 + k, "AAA", "m:v1", "d", 0.5 * k, 0.9, "model" if w is not None else "rule",
+             12.5, [None, 0, 1][k % 3], None if w is None else rng.normal(size=w)) for k, w in enumerate(widths)]
+    blobs = encode_predictions(rows, 8)
+    back = decode_predictions(7, len(rows), {k: blobs[k] for k in PRED_BLOB_COLUMNS})
+    for k, (want, got) in enumerate(zip(rows, back, strict=True)):
+        assert got[0] == 7 + k and got[1:6] == list(want[:1]) + [want[1], "AAA", "m:v1", "d"]
+        assert (got[6], got[7], got[8], got[9], got[13]) == (want[5], want[6], want[7], want[8], want[9])
+        assert got[10] == (None if want[10] is None else want[10].tolist())
