@@ -20,6 +20,8 @@ compare figures from the same run only):
    and no model, against backtrader on the same targets; the two must agree on every fill and the
    final value to the cent.
 
+5. The bar-to-order latency (p50/p99) of the streaming path with the 200-tree model.
+
 Usage: .venv/bin/python scripts/bench/paper_trade.py [--bars 120000] [--small 40000] [--engine-bars 50000]
 """
 
@@ -261,6 +263,43 @@ def backtrader_model(w: dict[str, Any], n: int) -> tuple[float, float] | None:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+def latency(n: int, tmp: Path) -> tuple[float, float, str]:
+    """p50/p99 microseconds from a bar to its order decision with a 200-tree LightGBM (ONNX runner)."""
+    from aitrader.config import TrainConfig
+    from aitrader.data.synthetic import generate_bars
+    from aitrader.features import FeaturePipeline
+    from aitrader.models.runner import ModelRunner
+    from aitrader.trading.events import EventBus
+    from aitrader.trading.ledger import Ledger
+    from aitrader.trading.session import ModelSpec, build_engine
+    from aitrader.training.trainer import train
+
+    bars = generate_bars(2000 + n, seed=5, signal=0.3)
+    cfg = TrainConfig.model_validate({"data": {"symbol": "SYN"}, "split": {"n_folds": 2, "min_train": 400},
+                                      "model": {"kind": "lightgbm",
+                                                "params": {"n_estimators": 200, "num_threads": 1}}})
+    res = train(cfg, bars=bars.iloc[:2000], out_dir=tmp / "art")
+    runner = ModelRunner.from_artifact(res.out_dir, res.manifest, prefer="onnx")
+    stream = FeaturePipeline.from_contract(res.manifest["features"]).stream(500)
+    spec = ModelSpec(model_id="syn:v1", symbol="SYN", digest="-", predictor=runner, stream=stream,
+                     manifest=res.manifest, min_confidence=0.6, position_size=0.02)
+    tcfg = TradingConfig.model_validate({"ml_trading": {"models": [{"model_id": "syn", "symbol": "SYN"}]}})
+    bus = EventBus()
+    ledger = Ledger(tmp / "lat.db")
+    ledger.attach(bus)
+    engine = build_engine(tcfg, [spec], bus, ledger, RunOptions())
+    times = []
+    for k, (ts, ep, bars_) in enumerate(replay_steps([BarSeries.from_frame("SYN", bars)])):
+        t0 = time.perf_counter_ns()
+        engine._step(ts, bars_, ep)
+        times.append(time.perf_counter_ns() - t0)
+        if k % 500 == 499:
+            engine.checkpoint()
+    warm = res.manifest["features"]["warmup"] + 10
+    arr = np.array(times[warm:]) / 1000
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), runner.backend
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=120_000, help="bars of the big whole-command run")
@@ -268,6 +307,7 @@ def main() -> None:
     parser.add_argument("--train-bars", type=int, default=5_000)
     parser.add_argument("--engine-bars", type=int, default=50_000, help="engine-only comparison (0: skip)")
     parser.add_argument("--repeat", type=int, default=1, help="timed engine-only runs per engine")
+    parser.add_argument("--latency-bars", type=int, default=3000, help="bar-to-order latency sample (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -305,6 +345,10 @@ def main() -> None:
                   "(goal >= 5x)")
     if args.engine_bars:
         engine_only(args.engine_bars, args.repeat)
+    if args.latency_bars:
+        with tempfile.TemporaryDirectory() as tmp_s:
+            p50, p99, backend = latency(args.latency_bars, Path(tmp_s))
+        print(f"bar->order latency, 200-tree LightGBM ({backend} runner): p50 {p50:.1f} us, p99 {p99:.1f} us  {load()}")
 
 
 def engine_only(n_bars: int, repeat: int) -> None:
