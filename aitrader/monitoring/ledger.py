@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from aitrader.errors import TradingError
-from aitrader.trading.ledger import ledger_state, validate_run_id
+from aitrader.trading.ledger import PREDICTION_COLUMNS, equity_rows, ledger_state, prediction_rows, validate_run_id
 
 LEDGER_NAME = "ledger.db"
 DEFAULT_RUNS_DIR = "runs"
@@ -113,10 +114,12 @@ def read_ledger(run_dir: str | Path) -> Ledger:
                 "expected meta and predictions); pass the folder of a paper-trade run"
             )
         meta = {k: _decode(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        preds = _read_table(conn, "predictions", tables, ["ts", "model_id", "prediction", "outcome"])
+        # Both storage formats (old table rows with JSON features, columnar blocks) decoded alike;
+        # features are lists of floats (or None, or a damaged row's text).
+        preds = pd.DataFrame(prediction_rows(conn), columns=list(PREDICTION_COLUMNS), dtype=object)
         events = _read_table(conn, "events", tables, ["ts", "type", "symbol", "model_id", "reason", "payload"])
-        equity = _read_table(conn, "equity", tables, ["bar_index", "ts", "cash", "equity"])
-    except sqlite3.DatabaseError as exc:
+        equity = pd.DataFrame(equity_rows(conn), columns=["bar_index", "ts", "cash", "equity"], dtype=object)
+    except (sqlite3.DatabaseError, zlib.error, ValueError) as exc:
         raise TradingError(f"cannot read ledger {path}: {exc}; the file is damaged or not SQLite") from exc
     finally:
         conn.close()
@@ -133,17 +136,22 @@ def read_ledger(run_dir: str | Path) -> Ledger:
 
 
 def feature_matrix(features: pd.Series, n_features: int) -> np.ndarray:
-    """Decode the predictions' ``features`` JSON lists into a float matrix (null -> NaN).
+    """The predictions' ``features`` (lists of floats, or the old format's JSON text) as a float matrix (null -> NaN).
 
     Rows whose list has the wrong length (another model version) or is missing become all-NaN, so
     they count as unavailable rather than silently shifting columns.
     """
     raw = features.tolist()
     out = np.full((len(raw), n_features), np.nan)
-    try:  # one parse of the whole column is ~10x faster than a json.loads per row
-        rows = json.loads("[" + ",".join(r if isinstance(r, str) and r.strip() else "null" for r in raw) + "]")
-    except ValueError:  # a damaged row: decode row by row so the others still count
-        rows = [_decode(r) for r in raw]
+    text = [r for r in raw if isinstance(r, str)]
+    if not text:  # decoded rows (lists of floats, None): no JSON to parse
+        rows = raw
+    else:
+        try:  # one parse of the whole column is ~10x faster than a json.loads per row
+            parsed = iter(json.loads("[" + ",".join(r if r.strip() else "null" for r in text) + "]"))
+            rows = [next(parsed) if isinstance(r, str) else r for r in raw]
+        except ValueError:  # a damaged row: decode row by row so the others still count
+            rows = [_decode(r) for r in raw]
     good = [i for i, v in enumerate(rows) if isinstance(v, list) and len(v) == n_features]
     if good:
         # dtype=float turns JSON null (None) into NaN; a non-numeric entry fails the row below.

@@ -30,6 +30,7 @@ import io
 import json
 import math
 import sqlite3
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ import pandas as pd
 
 from aitrader.errors import AitraderError
 from aitrader.monitoring.files import write_text_atomic
+from aitrader.trading.ledger import PREDICTION_COLUMNS, equity_rows, prediction_rows
 from aitrader.training import metrics as M
 
 CHARTS = ("equity", "drawdown", "monthly", "trades", "rolling", "scatter", "importance", "drift")
@@ -151,15 +153,19 @@ def read_run(run_dir: str | Path) -> RunData:
         raise TradingError(f"cannot open ledger {path}: {exc}; check the file's permissions") from exc
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "meta" not in tables or "equity" not in tables:
+        if "meta" not in tables or not tables & {"equity", "equity_blocks"}:
             raise TradingError(f"{path} is not an aitrader ledger (tables found: {sorted(tables) or 'none'}); "
                                "pass the folder of a backtest or paper-trade run")
         meta = {k: _decode(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        eq = _rows(conn, tables, "equity", ["ts", "equity"])
+        # The equity curve and the predictions through the ledger's readers: old row tables and the
+        # per-checkpoint blocks alike (docs/trading.md, *Blocks*).
+        eq = pd.DataFrame([(ts, e) for _, ts, _, e in equity_rows(conn)], columns=["ts", "equity"], dtype=object)
         fills = _rows(conn, tables, "fills", ["ts", "symbol", "side", "quantity", "price", "commission", "slippage"])
-        preds = _rows(conn, tables, "predictions",
-                      ["ts", "symbol", "model_id", "prediction", "outcome", "source", "in_sample"])
-    except sqlite3.DatabaseError as exc:
+        wanted = ["ts", "symbol", "model_id", "prediction", "outcome", "source", "in_sample"]
+        at = [PREDICTION_COLUMNS.index(c) for c in wanted]
+        preds = pd.DataFrame([[r[i] for i in at] for r in prediction_rows(conn, features="none")],
+                             columns=wanted, dtype=object)
+    except (sqlite3.DatabaseError, zlib.error, ValueError) as exc:
         raise TradingError(f"cannot read ledger {path}: {exc}; the file is damaged or not SQLite") from exc
     finally:
         conn.close()

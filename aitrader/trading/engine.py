@@ -83,6 +83,7 @@ class Engine:
         self._caught: dict[str, int] = {}
         self._want_bar = False
         self._want_equity = False
+        self._outcome_rows: Callable[[tuple[Any, ...]], None] | None = None
         # The equity curve goes straight into the ledger's buffer (flat bar_index, ts, cash, equity
         # values): one row per step, the largest table of a replay; an event per row cost more.
         self._equity_rows: Callable[[tuple[int, str, float, float]], None] | None = (
@@ -178,10 +179,13 @@ class Engine:
         return dq
 
     def _outcomes(self, ts: str, sym: str, i: int, c: float, pend: deque[tuple[int, str, int, float]]) -> None:
-        publish = self.bus.publish
+        publish, rows = self.bus.publish, self._outcome_rows
         while pend and pend[0][0] <= i:
             _, model_id, j, c0 = pend.popleft()
-            publish(Outcome(ts, sym, model_id, j, c / c0 - 1.0))
+            if rows is not None:
+                rows((c / c0 - 1.0, ts, sym, model_id, j))  # Ledger._on_outcome's row
+            else:
+                publish(Outcome(ts, sym, model_id, j, c / c0 - 1.0))
 
     def _decide(
         self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, slots: list[ModelSlot], epoch: float
@@ -274,6 +278,17 @@ class Engine:
             self._warm(ts, bar)
         return True
 
+    def _direct_rows(self) -> None:
+        """When the ledger is the one listener, outcomes and predictions go straight into its buffers as
+        plain tuples (the rows it would build from the events): no event object, no dispatch per bar."""
+        ledger, bus = self.ledger, self.bus
+        if ledger is None:
+            return
+        self._outcome_rows = ledger.outcome_rows.append if bus.only(EventType.OUTCOME, ledger._on_outcome) else None
+        direct = bus.only(EventType.MODEL_PREDICTION, ledger._on_prediction)
+        for slot in self.slots:
+            slot.prediction_rows = ledger.prediction_rows.append if direct else None
+
     def run(
         self,
         steps: Iterable[Step],
@@ -286,6 +301,7 @@ class Engine:
         """Run until the source ends ("finished"), max_bars or a stop request ("stopped")."""
         self._want_bar = self.bus.wants(EventType.BAR)
         self._want_equity = self.bus.wants(EventType.EQUITY)
+        self._direct_rows()
         since_commit = processed = 0
         next_progress = time.monotonic() + progress_every_s
         epoch0: float | None = None

@@ -8,7 +8,7 @@ instead of being called by the engine. The publish path is kept cheap: the engin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -70,7 +70,7 @@ class ModelPrediction:
     confidence: float
     source: str  # model | fallback_previous | fallback_rule
     latency_us: float
-    features: list[float] | None
+    features: Sequence[float] | Any  # the model's input row (a float64 array from the runner), None: a fallback
     in_sample: int | None = None  # 1: the bar was one of the model's training rows; None: unknown
 
 
@@ -191,6 +191,10 @@ class EventBus:
             handlers.remove(handler)
         if not handlers:
             self._handlers.pop(event_type, None)
+
+    def only(self, event_type: EventType, handler: Handler) -> bool:
+        """True when ``handler`` is the one listener of ``event_type`` (the hot path then calls it directly)."""
+        return self._handlers.get(event_type) == [handler]
 
     def wants(self, event_type: EventType) -> bool:
         """True when someone listens: callers skip building events nobody reads."""

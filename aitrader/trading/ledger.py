@@ -17,9 +17,12 @@ import json
 import re
 import sqlite3
 import sys
+import zlib
 from array import array
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from aitrader.errors import TradingError
 from aitrader.trading.events import (
@@ -34,6 +37,9 @@ from aitrader.trading.events import (
 
 LEDGER_NAME = "ledger.db"
 ROWS_PER_INSERT = 64
+#: Feature vectors are stored as float32 (4, the default: what the ONNX and XGBoost runners feed the
+#: model; ~85 bytes per 25-feature row compressed) or float64 (8: every bit of the streaming row, ~175).
+FEATURE_BYTES = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -51,6 +57,13 @@ CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY, ts TEXT, bar_ind
     outcome REAL, outcome_ts TEXT, in_sample INTEGER);
 CREATE TABLE IF NOT EXISTS equity_chunks (first_bar INTEGER PRIMARY KEY, equity BLOB);
 CREATE INDEX IF NOT EXISTS predictions_key ON predictions (symbol, model_id, bar_index);
+CREATE TABLE IF NOT EXISTS prediction_blocks (first_id INTEGER PRIMARY KEY, n INTEGER, ts BLOB, bar_index BLOB,
+    symbol BLOB, model_id BLOB, digest BLOB, prediction BLOB, confidence BLOB, source BLOB, latency_us BLOB,
+    in_sample BLOB, n_features BLOB, features BLOB, feature_bytes INTEGER);
+CREATE TABLE IF NOT EXISTS equity_blocks (first_bar INTEGER PRIMARY KEY, n INTEGER, bar_index BLOB, ts BLOB,
+    cash BLOB, equity BLOB);
+CREATE TABLE IF NOT EXISTS outcome_blocks (id INTEGER PRIMARY KEY, n INTEGER, symbol BLOB, model_id BLOB,
+    bar_index BLOB, outcome BLOB, outcome_ts BLOB);
 """
 
 #: Tables ``aitrader export`` can write, with their columns in order.
@@ -135,8 +148,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class Ledger:
     """Write side of one run's ledger; subscribes to the bus and commits at checkpoints."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, feature_bytes: int | None = None) -> None:
         self.path = path
+        self.feature_bytes = FEATURE_BYTES if feature_bytes is None else feature_bytes
         self.conn = connect(path)
         self.conn.executescript(SCHEMA)
         add_missing_columns(self.conn)
@@ -149,6 +163,10 @@ class Ledger:
         self._events: list[tuple[Any, ...]] = []
         self._predictions: list[tuple[Any, ...]] = []
         self._outcomes: list[tuple[Any, ...]] = []
+        #: The buffers, public for the engine's direct path (cleared in place at each checkpoint).
+        self.prediction_rows = self._predictions
+        self.outcome_rows = self._outcomes
+        self._next_id = next_prediction_id(self.conn)
 
     # ------------------------------------------------------------------ subscriptions
     def attach(self, bus: EventBus) -> None:
@@ -176,8 +194,8 @@ class Ledger:
             self._order_updates.append(("filled", e.order_id))
 
     def _on_prediction(self, e: ModelPrediction) -> None:
-        # The feature row is JSON-encoded at checkpoint, not here: this handler runs between the bar
-        # and the order decision, and encoding 25 floats costs more than the model call.
+        # The feature rows are packed into one blob per checkpoint, not here: this handler runs between
+        # the bar and the order decision.
         self._predictions.append(
             (e.ts, e.bar_index, e.symbol, e.model_id, e.digest, e.prediction, e.confidence, e.source, e.latency_us,
              e.in_sample, e.features)
@@ -225,26 +243,28 @@ class Ledger:
             if self._fills:
                 insert_rows(c, "fills", 9, self._fills)
             if self.equity_values:
-                insert_rows(c, "equity", 4, self.equity_values)
-                c.execute("INSERT INTO equity_chunks VALUES (?, ?)",
-                          (self.equity_values[0], pack_floats(self.equity_values[3::4])))
+                ev = self.equity_values
+                c.execute("INSERT INTO equity_blocks VALUES (?, ?, ?, ?, ?, ?)",
+                          (ev[0], len(ev) // 4, pack_i8(ev[0::4]), pack_text(ev[1::4]), pack_f8(ev[2::4]),
+                           pack_f8(ev[3::4])))
             if self._events:
                 c.executemany(
                     "INSERT INTO events (ts, type, symbol, model_id, reason, payload) VALUES (?, ?, ?, ?, ?, ?)",
                     self._events,
                 )
             if self._predictions:
-                c.executemany(
-                    "INSERT INTO predictions (ts, bar_index, symbol, model_id, digest, prediction, confidence, "
-                    "source, latency_us, in_sample, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*row[:10], None if row[10] is None else json.dumps(row[10])) for row in self._predictions],
+                blobs = encode_predictions(self._predictions, self.feature_bytes)
+                c.execute(
+                    f"INSERT INTO prediction_blocks (first_id, n, {', '.join(PRED_BLOB_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * (len(PRED_BLOB_COLUMNS) + 2))})",
+                    (self._next_id, blobs["n"], *(blobs[k] for k in PRED_BLOB_COLUMNS)),
                 )
             if self._outcomes:
-                c.executemany(
-                    "UPDATE predictions SET outcome = ?, outcome_ts = ? WHERE symbol = ? AND model_id = ? "
-                    "AND bar_index = ?",
-                    self._outcomes,
-                )
+                blobs = encode_outcomes(self._outcomes)
+                c.execute("INSERT INTO outcome_blocks (n, symbol, model_id, bar_index, outcome, outcome_ts) "
+                          "VALUES (?, ?, ?, ?, ?, ?)",
+                          (blobs["n"], blobs["symbol"], blobs["model_id"], blobs["bar_index"], blobs["outcome"],
+                           blobs["outcome_ts"]))
             c.executemany(
                 "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", [(s, i, ts) for s, (i, ts) in cursors.items()]
             )
@@ -255,6 +275,7 @@ class Ledger:
         except BaseException:
             c.execute("ROLLBACK")
             raise
+        self._next_id += len(self._predictions)
         self._clear()
 
     def _clear(self) -> None:
@@ -271,6 +292,13 @@ class Ledger:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def next_prediction_id(conn: sqlite3.Connection) -> int:
+    """The id the next prediction gets: after the old table's rows and the blocks' (ids never repeat)."""
+    (old,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM predictions").fetchone()
+    (new,) = conn.execute("SELECT COALESCE(MAX(first_id + n - 1), 0) FROM prediction_blocks").fetchone()
+    return int(max(old, new)) + 1
 
 
 #: Columns added after the first ledgers were written: (table, column, type). Older ledgers get them
@@ -317,11 +345,15 @@ def read_table(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]
     conn = connect(path, readonly=True)
     try:
         cols = EXPORT_TABLES[table]
+        if table == "predictions":  # the old table's rows and the blocks', features as JSON text as before
+            return list(PREDICTION_COLUMNS), [tuple(r) for r in prediction_rows(conn, features="json")]
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         select = ", ".join(c if c in have or not have else f"NULL AS {c}" for c in (x.strip() for x in cols.split(",")))
-        order = "symbol" if table == "positions" else ("bar_index, ts" if table == "equity" else "id")
+        if table == "equity":
+            return [c.strip() for c in cols.split(",")], equity_rows(conn)
+        order = "symbol" if table == "positions" else "id"
         rows = conn.execute(f"SELECT {select} FROM {table} ORDER BY {order}").fetchall()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, zlib.error, ValueError) as exc:
         raise TradingError(f"cannot read {table} from {path}: {exc}; is it an aitrader ledger?") from exc
     finally:
         conn.close()
@@ -333,7 +365,7 @@ def ledger_content(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     conn = connect(path, readonly=True)
     try:
         return _content(conn)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, zlib.error, ValueError) as exc:
         raise TradingError(f"cannot read {path}: {exc}") from exc
     finally:
         conn.close()
@@ -344,8 +376,290 @@ def _content(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     for table in ("cursors", "orders", "fills", "positions", "equity", "events", "predictions", "meta"):
         cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
         keep = [c for c in cols if c not in WALL_CLOCK.get(table, ())]
+        if table == "predictions":  # the decoded rows: the same whatever the storage format
+            drop = PREDICTION_COLUMNS.index("latency_us")
+            out[table] = [tuple(r[:drop] + r[drop + 1 :]) for r in prediction_rows(conn, features="json")]
+            continue
+        if table == "equity":
+            out[table] = equity_rows(conn)
+            continue
         rows = conn.execute(f"SELECT {', '.join(keep)} FROM {table} ORDER BY 1").fetchall()
         if table == "meta":
             rows = [r for r in rows if r[0] not in WALL_CLOCK["meta"]]
         out[table] = rows
     return out
+
+
+# ---------------------------------------------------------------------- columnar prediction blocks
+#: Predictions and outcomes are written as one row per checkpoint (``prediction_blocks``,
+#: ``outcome_blocks``): each column a zlib-compressed blob (floats as little-endian float64 with their
+#: bytes shuffled so that zlib finds the repeated sign/exponent bytes; text as lines). Nothing is
+#: rounded: a decoded row is the row the old ``predictions`` table held. Readers go through
+#: :func:`prediction_rows`, which also reads the old table (JSON features, outcome column), so a
+#: ledger of either format, or one resumed across the change, reads the same.
+ZLIB_LEVEL = 1
+PREDICTION_COLUMNS = ("id", "ts", "bar_index", "symbol", "model_id", "digest", "prediction", "confidence", "source",
+                      "latency_us", "features", "outcome", "outcome_ts", "in_sample")
+
+
+def _z(data: bytes) -> bytes:
+    return zlib.compress(data, ZLIB_LEVEL)
+
+
+def pack_text(values: list[Any]) -> bytes:
+    """Lines of text (no newline may occur in a value: ids, stamps, digests); None is stored as \\x00."""
+    return _z("\n".join("\x00" if v is None else v for v in values).encode())
+
+
+def unpack_text(blob: bytes, n: int) -> list[str | None]:
+    if n == 0:
+        return []
+    out: list[str | None] = list(zlib.decompress(blob).decode().split("\n"))
+    return [None if v == "\x00" else v for v in out]
+
+
+def pack_f8(values: Any, size: int = 8) -> bytes:
+    """float64 (``size`` 8) or float32 (4) values, byte-shuffled (all first bytes, then all second
+    bytes...) then compressed."""
+    a = np.ascontiguousarray(np.asarray(values, dtype=f"<f{size}"))
+    return _z(a.view(np.uint8).reshape(-1, size).T.tobytes())
+
+
+def unpack_f8(blob: bytes, n: int, size: int = 8) -> np.ndarray:
+    """The values :func:`pack_f8` packed, as float64."""
+    raw = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)
+    return np.ascontiguousarray(raw.reshape(size, n).T).view(f"<f{size}").reshape(n).astype(float)
+
+
+def pack_i8(values: Any) -> bytes:
+    """int64 values stored as differences (bar indexes step by one: they compress to nothing)."""
+    a = np.asarray(values, dtype="<i8")
+    return _z(np.diff(a, prepend=np.int64(0)).astype("<i8").tobytes())
+
+
+def unpack_i8(blob: bytes, n: int) -> np.ndarray:
+    return np.cumsum(np.frombuffer(zlib.decompress(blob), dtype="<i8"), dtype=np.int64) if n else np.empty(0, np.int64)
+
+
+def encode_predictions(rows: list[tuple[Any, ...]], feature_bytes: int = 4) -> dict[str, Any]:
+    """Column blobs of buffered predictions: (ts, bar_index, symbol, model_id, digest, prediction,
+    confidence, source, latency_us, in_sample, features) per row; features a float64 row or None.
+
+    When every feature row has the same width the matrix is stored transposed (all first features,
+    then all second...): neighbouring values of one feature share their leading bytes."""
+    cols = list(zip(*rows, strict=True))
+    feats = cols[10]
+    lengths = np.array([-1 if f is None else len(f) for f in feats], dtype="<i8")
+    values = [f for f in feats if f is not None]
+    widths = {len(f) for f in values}
+    if len(widths) == 1:  # one model's rows: stored feature by feature (column-major), ~4% smaller compressed
+        flat = np.asarray(values, dtype=float).T.ravel()
+    else:  # rows of several widths (or none): one after the other
+        flat = np.concatenate([np.asarray(f, dtype=float).ravel() for f in values]) if values else np.empty(0)
+    in_sample = np.array([-1 if v is None else int(v) for v in cols[9]], dtype="<i8")
+    return {
+        "n": len(rows), "ts": pack_text(list(cols[0])), "bar_index": pack_i8(cols[1]),
+        "symbol": pack_text(list(cols[2])), "model_id": pack_text(list(cols[3])), "digest": pack_text(list(cols[4])),
+        "prediction": pack_f8(cols[5]), "confidence": pack_f8(cols[6]), "source": pack_text(list(cols[7])),
+        "latency_us": pack_f8(cols[8], 4), "in_sample": pack_i8(in_sample), "n_features": pack_i8(lengths),
+        "features": pack_f8(flat, feature_bytes), "feature_bytes": feature_bytes,
+    }
+
+
+def decode_predictions(first_id: int, n: int, blobs: dict[str, bytes]) -> list[list[Any]]:
+    """Rows in :data:`PREDICTION_COLUMNS` order (features a list of floats or None; outcome None)."""
+    ts = unpack_text(blobs["ts"], n)
+    bar = unpack_i8(blobs["bar_index"], n).tolist()
+    sym, mid, dig, src = (unpack_text(blobs[k], n) for k in ("symbol", "model_id", "digest", "source"))
+    pred, conf = (unpack_f8(blobs[k], n).tolist() for k in ("prediction", "confidence"))
+    lat = unpack_f8(blobs["latency_us"], n, 4).tolist()  # wall-clock microseconds: float32 is plenty
+    ins = unpack_i8(blobs["in_sample"], n).tolist()
+    lengths = unpack_i8(blobs["n_features"], n).tolist()
+    total = sum(k for k in lengths if k > 0)
+    flat = unpack_f8(blobs["features"], total, int(blobs.get("feature_bytes") or 8))
+    widths = {k for k in lengths if k >= 0}
+    if len(widths) == 1:  # column-major (see encode_predictions): back to one row per prediction
+        (w,) = widths
+        flat = flat.reshape(w, -1).T.ravel() if w else flat
+    flat_list = flat.tolist()
+    rows, at = [], 0
+    for k in range(n):
+        width = lengths[k]
+        feats = None if width < 0 else flat_list[at : at + width]
+        at += max(width, 0)
+        rows.append([first_id + k, ts[k], bar[k], sym[k], mid[k], dig[k], pred[k], conf[k], src[k], lat[k], feats,
+                     None, None, None if ins[k] < 0 else ins[k]])
+    return rows
+
+
+def encode_outcomes(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Blobs of buffered outcomes: (outcome, outcome_ts, symbol, model_id, bar_index) per row."""
+    cols = list(zip(*rows, strict=True))
+    return {"n": len(rows), "outcome": pack_f8(cols[0]), "outcome_ts": pack_text(list(cols[1])),
+            "symbol": pack_text(list(cols[2])), "model_id": pack_text(list(cols[3])), "bar_index": pack_i8(cols[4])}
+
+
+PRED_BLOB_COLUMNS = ("ts", "bar_index", "symbol", "model_id", "digest", "prediction", "confidence", "source",
+                     "latency_us", "in_sample", "n_features", "features", "feature_bytes")
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def outcome_map(conn: sqlite3.Connection) -> dict[tuple[str, str, int], tuple[float, str]]:
+    """(symbol, model_id, bar_index) -> (outcome, outcome_ts) of every outcome block."""
+    out: dict[tuple[str, str, int], tuple[float, str]] = {}
+    if "outcome_blocks" not in _tables(conn):
+        return out
+    for n, sym, mid, bar, val, ts in conn.execute(
+        "SELECT n, symbol, model_id, bar_index, outcome, outcome_ts FROM outcome_blocks ORDER BY id"
+    ):
+        keys = zip(unpack_text(sym, n), unpack_text(mid, n), unpack_i8(bar, n).tolist(), strict=True)
+        for key, v, t in zip(keys, unpack_f8(val, n).tolist(), unpack_text(ts, n), strict=True):
+            out[key] = (v, t)  # type: ignore[index,assignment]
+    return out
+
+
+def _old_prediction_rows(conn: sqlite3.Connection, features: str) -> list[list[Any]]:
+    """The old table's rows (JSON features, outcome column)."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
+    select = ", ".join(c if c in have else f"NULL AS {c}" for c in PREDICTION_COLUMNS)
+    rows = [list(r) for r in conn.execute(f"SELECT {select} FROM predictions ORDER BY id")]  # noqa: S608
+    for row in rows:
+        if features == "none":
+            row[10] = None
+        elif features == "list" and isinstance(row[10], str):
+            try:
+                row[10] = json.loads(row[10])
+            except ValueError:
+                pass  # a damaged row stays text: feature readers count it as unavailable
+    return rows
+
+
+def _block_prediction_rows(conn: sqlite3.Connection, features: str) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    cols = ", ".join(PRED_BLOB_COLUMNS)
+    for first_id, n, *blobs in conn.execute(
+        f"SELECT first_id, n, {cols} FROM prediction_blocks ORDER BY first_id"  # noqa: S608 - fixed names
+    ):
+        block = decode_predictions(first_id, n, dict(zip(PRED_BLOB_COLUMNS, blobs, strict=True)))
+        if features != "list":
+            for row in block:
+                if row[10] is not None:
+                    row[10] = json.dumps(row[10]) if features == "json" else None
+        rows.extend(block)
+    return rows
+
+
+def prediction_rows(conn: sqlite3.Connection, *, features: str = "list") -> list[list[Any]]:
+    """Every prediction in id order, columns :data:`PREDICTION_COLUMNS`, from the old table and the blocks.
+
+    ``features``: ``"list"`` (floats or None), ``"json"`` (the old table's text) or ``"none"`` (skipped).
+    Outcomes come from the old table's column or from the outcome blocks (a resumed old ledger has both).
+    """
+    tables = _tables(conn)
+    rows = _old_prediction_rows(conn, features) if "predictions" in tables else []
+    if "prediction_blocks" in tables:
+        rows += _block_prediction_rows(conn, features)
+    outcomes = outcome_map(conn)
+    if outcomes:
+        for row in rows:
+            got = outcomes.get((row[3], row[4], row[2]))
+            if got is not None:
+                row[11], row[12] = got
+    return rows
+
+
+def prediction_count(conn: sqlite3.Connection, where_in_sample: bool = False) -> int:
+    """How many predictions (or in-sample ones) the ledger holds, without decoding features."""
+    tables = _tables(conn)
+    # Every ledger has the predictions table (empty since the blocks): a ledger without it is damaged.
+    sql = "SELECT COUNT(*) FROM predictions" + (" WHERE in_sample = 1" if where_in_sample else "")
+    total = int(conn.execute(sql).fetchone()[0])
+    if "prediction_blocks" in tables:
+        if where_in_sample:
+            for n, blob in conn.execute("SELECT n, in_sample FROM prediction_blocks"):
+                total += int((unpack_i8(blob, n) == 1).sum())
+        else:
+            total += conn.execute("SELECT COALESCE(SUM(n), 0) FROM prediction_blocks").fetchone()[0]
+    return int(total)
+
+
+# ---------------------------------------------------------------------- the equity curve
+#: The curve is written as one ``equity_blocks`` row per checkpoint (bar_index, ts, cash, equity
+#: columns as blobs); ledgers from before kept a row per step in ``equity`` (and float64 copies of the
+#: equity column in ``equity_chunks``). Readers take both, table rows first (a resumed old run).
+
+
+def _equity_table_rows(conn: sqlite3.Connection, tables: set[str], last: int | None = None) -> list[tuple[Any, ...]]:
+    if "equity" not in tables:
+        return []
+    if last is None:
+        return conn.execute("SELECT bar_index, ts, cash, equity FROM equity ORDER BY bar_index, ts").fetchall()
+    rows = conn.execute("SELECT bar_index, ts, cash, equity FROM equity ORDER BY bar_index DESC, ts DESC LIMIT ?",
+                        (last,)).fetchall()
+    return rows[::-1]
+
+
+def _equity_blocks(conn: sqlite3.Connection, tables: set[str], *, newest_first: bool = False) -> Any:
+    if "equity_blocks" not in tables:
+        return iter(())
+    order = "DESC" if newest_first else ""
+    sql = f"SELECT first_bar, n, bar_index, ts, cash, equity FROM equity_blocks ORDER BY first_bar {order}"
+    return conn.execute(sql)
+
+
+def equity_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    """(bar_index, ts, cash, equity) of every step, in bar order, from either storage format."""
+    tables = _tables(conn)
+    rows = list(_equity_table_rows(conn, tables))
+    for _first, n, bar, ts, cash, eq in _equity_blocks(conn, tables):
+        rows.extend(zip(unpack_i8(bar, n).tolist(), unpack_text(ts, n), unpack_f8(cash, n).tolist(),
+                        unpack_f8(eq, n).tolist(), strict=True))
+    return rows
+
+
+def equity_column(conn: sqlite3.Connection) -> np.ndarray:
+    """The equity column in bar order (float64), decoding no stamps."""
+    tables = _tables(conn)
+    parts = [np.array([r[3] for r in _equity_table_rows(conn, tables)], dtype=float)]
+    parts += [unpack_f8(eq, n) for _f, n, _b, _t, _c, eq in _equity_blocks(conn, tables)]
+    return np.concatenate(parts).astype(float)
+
+
+def equity_stamps(conn: sqlite3.Connection, last: int | None = None) -> list[str]:
+    """The stamps of the steps in bar order; only the ``last`` ones when given (few blocks decoded)."""
+    tables = _tables(conn)
+    newest: list[list[str]] = []
+    have = 0
+    for _f, n, _b, ts, _c, _e in _equity_blocks(conn, tables, newest_first=True):
+        if last is not None and have >= last:
+            break
+        newest.append([str(t) for t in unpack_text(ts, n)])
+        have += n
+    stamps = [t for block in reversed(newest) for t in block]
+    if last is None or have < last:
+        stamps = [str(r[1]) for r in _equity_table_rows(conn, tables, None if last is None else last - have)] + stamps
+    return stamps if last is None else stamps[-last:]
+
+
+def decoded_copy(path: Path) -> sqlite3.Connection:
+    """An in-memory copy of a ledger of either format whose ``predictions`` and ``equity`` tables hold
+    every row decoded (features as JSON text, outcomes filled in): the old one-row-per-item layout, for
+    ad-hoc SQL and tests. The file is only read."""
+    src = connect(path, readonly=True)
+    mem = sqlite3.connect(":memory:")
+    try:
+        src.backup(mem)
+        preds = prediction_rows(src, features="json")
+        equity = equity_rows(src)
+    finally:
+        src.close()
+    mem.executescript("DROP TABLE IF EXISTS predictions; DROP TABLE IF EXISTS equity; " + SCHEMA)
+    if preds:
+        mem.executemany(f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES "
+                        f"({', '.join('?' * len(PREDICTION_COLUMNS))})", preds)
+    if equity:
+        mem.executemany("INSERT INTO equity (bar_index, ts, cash, equity) VALUES (?, ?, ?, ?)", equity)
+    return mem

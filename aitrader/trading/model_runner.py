@@ -19,7 +19,9 @@ call on the wall clock, because a late prediction is late for the market. A repl
 for a core on a loaded machine or other processes do not advance it, so the same inputs give the
 same ledger under any load, while a model that really computes too long still times out. (The
 runner predicts on the calling thread, one ONNX thread, so its work is this thread's CPU time.)
-``latency_us`` always records wall time. Tests inject ``clock``/``timeout_clock``.
+``latency_us`` always records wall time. Tests inject ``clock``/``timeout_clock``. (The CPU clock is
+read only for a call that took longer than the timeout on the wall clock: that call is repeated on
+the CPU clock, since CPU time never exceeds wall time; the first call's result is used.)
 
 Each prediction records ``in_sample``: 1 when its bar lies in the model's training rows (manifest
 ``data.first`` .. ``split.final_train_last``), 0 when not, None when the manifest does not say.
@@ -98,6 +100,8 @@ class ModelSlot:
         self.clock = clock
         # None: the timeout reads the latency clock itself (one pair of reads per prediction).
         self.timeout_clock = timeout_clock
+        #: Set by the engine when the ledger is the only MODEL_PREDICTION listener: its buffer's append.
+        self.prediction_rows: Callable[[tuple[Any, ...]], None] | None = None
         self.train_span = train_span
         self.trade_from = trade_from
         # State carried across bars; saved in every checkpoint (see state()).
@@ -134,19 +138,7 @@ class ModelSlot:
             bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
         if np.isnan(row).any():
             return False  # missing features: skip this bar for this model
-        tclock = self.timeout_clock
-        if tclock is None:
-            t0 = self.clock()
-            reason, detail, raw = self._predict(row)
-            latency_us = (self.clock() - t0) * 1e6
-            timed_us, what = latency_us, "prediction took"
-        else:
-            c0, t0 = tclock(), self.clock()
-            reason, detail, raw = self._predict(row)
-            latency_us = (self.clock() - t0) * 1e6
-            # A thread's CPU time never exceeds the wall time it took: read it only when it matters.
-            timed_us = (tclock() - c0) * 1e6 if latency_us > self.timeout_s * 1e6 else latency_us
-            what = "prediction used CPU time"
+        reason, detail, raw, latency_us, timed_us, what = self._timed_predict(row)
         if reason is None and timed_us > self.timeout_s * 1e6:
             reason, detail = "timeout", f"{what} {timed_us / 1000:.3f} ms > {self.timeout_s * 1000:g} ms"
         if reason is None:
@@ -161,8 +153,12 @@ class ModelSlot:
             raw, source = fallback
         self.n_predictions += 1
         decision = self.strategy.decide(raw)
-        if bus.wants(EventType.MODEL_PREDICTION):
-            feats = row.tolist() if source == "model" else None
+        if (sink := self.prediction_rows) is not None:  # the ledger's buffer (Ledger._on_prediction's row)
+            sink((ts, bar_index, self.symbol, self.model_id, self.digest, raw, decision.confidence, source,
+                  latency_us, self.in_sample(epoch), row.copy() if source == "model" else None))
+        elif bus.wants(EventType.MODEL_PREDICTION):
+            # A copy of the row (the stream reuses its buffer): the ledger packs them into one blob.
+            feats = row.copy() if source == "model" else None
             bus.publish(
                 ModelPrediction(
                     ts, bar_index, self.symbol, self.model_id, self.digest, raw, decision.confidence, source,
@@ -181,6 +177,24 @@ class ModelSlot:
             )
         self._withdraw_if_disabled()
         return True
+
+    def _timed_predict(self, row: np.ndarray) -> tuple[str | None, str, float, float, float, str]:
+        """The prediction, its wall latency, and the time the timeout reads (with what it measured)."""
+        t0 = self.clock()
+        reason, detail, raw = self._predict(row)
+        latency_us = (self.clock() - t0) * 1e6
+        timed_us, what = latency_us, "prediction took"
+        if (tclock := self.timeout_clock) is not None:
+            what = "prediction used CPU time"
+            if reason is None and latency_us > self.timeout_s * 1e6:
+                # A thread's CPU time never exceeds the wall time it took, so only a call late on the
+                # wall clock can have used too much CPU: that one call is repeated on the thread's CPU
+                # clock (the model is a pure function of the row). Reading the CPU clock costs a system
+                # call (~2.6 us here), too much to pay on every bar.
+                c0 = tclock()
+                self._predict(row)
+                timed_us = (tclock() - c0) * 1e6
+        return reason, detail, raw, latency_us, timed_us, what
 
     def _predict(self, row: np.ndarray) -> tuple[str | None, str, float]:
         try:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from aitrader._util import pid_alive
-from aitrader.trading.ledger import connect
+from aitrader.trading.ledger import connect, equity_column, equity_stamps, prediction_count, unpack_text
 from aitrader.training import metrics as M
 
 
@@ -70,8 +70,7 @@ def _inferred_calendar(conn: sqlite3.Connection) -> dict[str, Any]:
     """
     import pandas as pd
 
-    rows = conn.execute("SELECT ts FROM equity ORDER BY rowid DESC LIMIT ?", (INFER_FROM_LAST,)).fetchall()
-    stamps = [t for (t,) in reversed(rows)]
+    stamps = equity_stamps(conn, INFER_FROM_LAST)
     try:
         index = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601"))
     except (ValueError, TypeError):
@@ -93,31 +92,22 @@ def performance(equity: np.ndarray, initial: float, periods_per_year: float) -> 
 
 
 def equity_curve(conn: sqlite3.Connection) -> np.ndarray:
-    """The equity column in bar order, from the ledger's ``equity_chunks`` copy when it is whole.
+    """The equity column in bar order: one blob per checkpoint (``equity_blocks``), so the summary of a
+    long run (and ``status``) decodes a few blobs instead of a Python row per bar; an older ledger's
+    ``equity`` rows come first."""
+    return equity_column(conn)
 
-    Each checkpoint also stores its equity values as one float64 blob, in the same transaction as
-    the rows: reading a few blobs instead of a Python row per bar makes the summary of a long run
-    (and ``status``) cost almost nothing. The blobs are used only when they cover exactly bars
-    0..max(bar_index) (a ledger from before they existed has none); else the rows are read.
-    """
-    (last,) = conn.execute("SELECT MAX(bar_index) FROM equity").fetchone()
-    if last is None:
-        return np.empty(0)
-    try:
-        chunks = conn.execute("SELECT first_bar, equity FROM equity_chunks ORDER BY first_bar").fetchall()
-    except sqlite3.OperationalError:  # no such table: an older ledger
-        chunks = []
-    parts, expected = [], 0
-    for first, blob in chunks:
-        if first != expected:
-            break
-        part = np.frombuffer(blob, dtype="<f8")
-        parts.append(part)
-        expected += len(part)
-    if parts and expected == last + 1:
-        return np.concatenate(parts).astype(float)
-    # rowid order is bar_index order (bar_index is the rowid): no sort needed.
-    return np.array([e for (e,) in conn.execute("SELECT equity FROM equity ORDER BY rowid")], dtype=float)
+
+def _first_last_stamps(conn: sqlite3.Connection) -> list[str]:
+    """The first and the last step's stamps (none when no step was recorded)."""
+    first = conn.execute("SELECT ts FROM equity ORDER BY rowid LIMIT 1").fetchone()
+    if first is None and conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'equity_blocks'"
+    ).fetchone():
+        block = conn.execute("SELECT n, ts FROM equity_blocks ORDER BY first_bar LIMIT 1").fetchone()
+        first = (unpack_text(block[1], block[0])[0],) if block else None
+    last = equity_stamps(conn, 1)
+    return [str(first[0]), last[-1]] if first is not None and last else []
 
 
 def _grouped(conn: Any, sql: str, event_type: str) -> dict[str, int]:
@@ -133,13 +123,10 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         initial = float(meta["config"]["ml_trading"]["execution"]["initial_cash"])
         values = equity_curve(conn)
         calendar = _recorded_calendar(meta) or _inferred_calendar(conn)
-        first_last = conn.execute(
-            "SELECT * FROM (SELECT ts FROM equity ORDER BY rowid LIMIT 1) "
-            "UNION ALL SELECT * FROM (SELECT ts FROM equity ORDER BY rowid DESC LIMIT 1)"
-        ).fetchall()
-        n_pred = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        first_last = _first_last_stamps(conn)
+        n_pred = prediction_count(conn)
         try:  # predictions on bars the model was trained on (None: a ledger from before the column)
-            n_in_sample = conn.execute("SELECT COUNT(*) FROM predictions WHERE in_sample = 1").fetchone()[0]
+            n_in_sample: int | None = prediction_count(conn, where_in_sample=True)
         except sqlite3.OperationalError:
             n_in_sample = None
         n_orders = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
@@ -156,7 +143,7 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         cursors = {s: {"bar_index": i, "ts": t} for s, i, t in conn.execute("SELECT * FROM cursors ORDER BY 1")}
     finally:
         conn.close()
-    stamps = [t for (t,) in first_last]
+    stamps = first_last
     perf = performance(values, initial, calendar["periods_per_year"])
     before = np.concatenate(([initial], values[:-1])) if len(values) else values
     final = float(values[-1]) if len(values) else initial

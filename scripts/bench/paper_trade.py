@@ -1,37 +1,43 @@
-"""Benchmark: aitrader's paper-trading engine vs backtrader on the same bars and precomputed signals.
+"""Benchmark: ``aitrader paper-trade`` with a model, whole command, beside its peers, in one run.
 
-Both engines replay the same bars with the same precomputed target positions (shares per bar),
-market orders filled at the next bar's open with the same slippage and commission; the script
-checks that they produce the same fills and the same final value to the cent, then prints bars/s
-for each and the ratio.
+Printed side by side, each with the machine's load average at the time (the machine may be shared:
+compare figures from the same run only):
 
-What is timed, for aitrader: the library path behind ``aitrader paper-trade`` in this process, i.e.
-``BarSeries.from_frame`` + ``replay_steps`` + ``run_session`` (ledger creation, the engine, every
-SQLite write: orders, fills, the equity curve, cursors and state checkpoints every 2000 steps, then
-the summary read back from the ledger). NOT timed: the Python/CLI process start-up, reading the
-CSV, loading and verifying a model (the bars carry precomputed targets, no model runs). For
-backtrader: Cerebro set-up, the feed and the run. Each engine runs ``--repeat`` times (after one
-small warm-up run each); the best and the median are printed, the ratio from the bests and from
-the medians. The machine may be shared: compare ratios from the same run only.
+1. **Whole command with a model** (the headline): ``aitrader paper-trade`` in a subprocess, with a
+   deployed 200-tree LightGBM (ONNX runner), on synthetic 1-minute bars, at two sizes (``--small``
+   and ``--bars``). bars/s = (big - small) / (t_big - t_small) cancels the start-up (Python, imports,
+   loading and verifying the model, reading the CSV), which is printed separately. Also the ledger's
+   bytes per bar (the big run's ledger.db / bars).
+2. **Bare loop**: the same work in the plainest Python: streaming features + the same ONNX model
+   (``ModelRunner.predict_one``) + a trivial broker (target = sign of the prediction). The limit
+   the whole command is compared with (goal: >= 0.5x).
+3. **backtrader with the same model**: features precomputed by the batch evaluator, the same ONNX
+   runner called once per bar in ``next()``, ``order_target_size`` to the prediction's sign
+   (goal: aitrader >= 5x). backtrader is NOT a dependency: when it is missing this peer (and 4's
+   backtrader half) is skipped with a message; install it for this script only:
+   ``.venv/bin/python -m pip install backtrader``.
+4. **Engine only** (labelled as such): ``run_session`` in-process with precomputed target positions
+   and no model, against backtrader on the same targets; the two must agree on every fill and the
+   final value to the cent.
 
-Then it measures the bar-to-order latency of the streaming path with a 200-tree LightGBM
-(bar -> streaming features -> ONNX runner -> strategy -> signal handler -> order), p50/p99.
+5. The bar-to-order latency (p50/p99) of the streaming path with the 200-tree model.
 
-backtrader is NOT a dependency of aitrader; install it for this script only:
-
-    .venv/bin/python -m pip install backtrader
-
-Usage: .venv/bin/python scripts/bench/paper_trade.py [--bars 50000] [--repeat 3] [--latency-bars 3000]
+Usage: .venv/bin/python scripts/bench/paper_trade.py [--bars 120000] [--small 40000] [--engine-bars 50000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -148,6 +154,115 @@ def compare(a: list[tuple], b: list[tuple], value_a: float, value_b: float) -> N
         sys.exit(f"MISMATCH: final value aitrader {value_a:.2f} vs backtrader {value_b:.2f}")
 
 
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"[load {one:.1f}/{five:.1f} on {os.cpu_count()} cores]"
+
+
+TRADE_CONFIG = """
+ml_trading:
+  models:
+    - {model_id: syn_lgbm, symbol: SYN, min_confidence: 0.6, position_size: 0.02}
+"""
+
+
+def world(tmp: Path, n_train: int, n_trade: int) -> dict[str, Any]:
+    """A 200-tree LightGBM trained on 1-minute synthetic bars, registered and deployed; the later bars."""
+    from aitrader.config import TrainConfig
+    from aitrader.data.synthetic import generate_bars
+    from aitrader.registry import Registry
+    from aitrader.training.trainer import train
+
+    bars = generate_bars(n_train + n_trade, seed=7, signal=0.3, freq="1min")
+    cfg = TrainConfig.model_validate({"data": {"symbol": "SYN"}, "split": {"n_folds": 2, "min_train": 1000},
+                                      "model": {"kind": "lightgbm",
+                                                "params": {"n_estimators": 200, "num_threads": 1}}})
+    res = train(cfg, bars=bars.iloc[:n_train], out_dir=tmp / "art")
+    reg = Registry(tmp / "models")
+    reg.register(tmp / "art", "syn_lgbm")
+    reg.deploy("syn_lgbm", reason="bench")
+    (tmp / "trading.yaml").write_text(TRADE_CONFIG)
+    return {"bars": bars.iloc[n_train:], "res": res, "tmp": tmp}
+
+
+def whole_command(w: dict[str, Any], n: int, run_id: str) -> tuple[float, float, dict[str, Any], int]:
+    """Wall and CPU seconds of ``aitrader paper-trade`` on the first ``n`` trading bars; its summary; ledger bytes."""
+    tmp: Path = w["tmp"]
+    data = tmp / f"n{n}" / "SYN.csv"
+    data.parent.mkdir(exist_ok=True)
+    w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
+    cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(tmp / "trading.yaml"),
+           "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"),
+           "--run-id", run_id, "--json"]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False)
+    elapsed = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    if proc.returncode != 0:
+        sys.exit(f"paper-trade failed: {proc.stderr[-2000:]}")
+    size = sum(p.stat().st_size for p in (tmp / "runs" / run_id).glob("ledger.db*"))
+    return elapsed, cpu, json.loads(proc.stdout), size
+
+
+def bare_loop(w: dict[str, Any], n: int) -> tuple[float, float]:
+    """Streaming features + the same ONNX model + a trivial broker, in the plainest Python."""
+    from aitrader.features import FeaturePipeline
+    from aitrader.models.runner import ModelRunner
+
+    res = w["res"]
+    runner = ModelRunner.from_artifact(res.out_dir, res.manifest, prefer="onnx")
+    stream = FeaturePipeline.from_contract(res.manifest["features"]).stream(500)
+    df = w["bars"].iloc[:n]
+    stamps = [t.isoformat() for t in df.index]
+    cols = [df[c].to_numpy(float).tolist() for c in ("open", "high", "low", "close", "volume")]
+    isnan, predict, update = np.isnan, runner.predict_one, stream.update
+    t0, c0 = time.perf_counter(), time.process_time()
+    cash, pos, trades = 1_000_000.0, 0.0, 0
+    for ts, o, h, lo, c, v in zip(stamps, *cols, strict=True):
+        row = update(ts, o, h, lo, c, v)
+        if isnan(row).any():
+            continue
+        target = 100.0 if predict(row) > 0 else -100.0
+        if target != pos:
+            cash -= (target - pos) * c
+            pos, trades = target, trades + 1
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def backtrader_model(w: dict[str, Any], n: int) -> tuple[float, float] | None:
+    """The same model inside backtrader: precomputed features, the ONNX runner once per bar in next()."""
+    try:
+        import backtrader as bt
+    except ImportError:
+        return None
+    from aitrader.features import FeaturePipeline
+    from aitrader.models.runner import ModelRunner
+
+    res = w["res"]
+    runner = ModelRunner.from_artifact(res.out_dir, res.manifest, prefer="onnx")
+    df = w["bars"].iloc[:n]
+    feats = FeaturePipeline.from_contract(res.manifest["features"]).transform(df).to_numpy(float)
+    predict = runner.predict_one
+
+    class WithModel(bt.Strategy):
+        def next(self) -> None:
+            x = feats[len(self) - 1]
+            if np.isnan(x).any():
+                return
+            self.order_target_size(target=100 if predict(x) > 0 else -100)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=df))
+    cerebro.addstrategy(WithModel)
+    cerebro.broker.setcash(CASH)
+    cerebro.broker.set_checksubmit(False)
+    cerebro.run()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def latency(n: int, tmp: Path) -> tuple[float, float, str]:
     """p50/p99 microseconds from a bar to its order decision with a 200-tree LightGBM (ONNX runner)."""
     from aitrader.config import TrainConfig
@@ -187,16 +302,64 @@ def latency(n: int, tmp: Path) -> tuple[float, float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bars", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per engine (best and median)")
-    parser.add_argument("--latency-bars", type=int, default=3000)
+    parser.add_argument("--bars", type=int, default=120_000, help="bars of the big whole-command run")
+    parser.add_argument("--small", type=int, default=40_000, help="bars of the small run (start-up cancelled)")
+    parser.add_argument("--train-bars", type=int, default=5_000)
+    parser.add_argument("--engine-bars", type=int, default=50_000, help="engine-only comparison (0: skip)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed engine-only runs per engine")
+    parser.add_argument("--latency-bars", type=int, default=3000, help="bar-to-order latency sample (0: skip)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        w = world(tmp, args.train_bars, args.bars)
+        print(f"200-tree LightGBM (ONNX runner), synthetic 1-minute bars; whole command on {args.small:,} and "
+              f"{args.bars:,} bars")
+        whole_command(w, 2_000, "warm")  # first-run disk caches and bytecode
+        t_small, c_small, _, _ = whole_command(w, args.small, "small")
+        ld_small = load()
+        t_big, c_big, summary, size = whole_command(w, args.bars, "big")
+        ld_big = load()
+        diff = args.bars - args.small
+        rate, cpu_rate = diff / (t_big - t_small), diff / (c_big - c_small)
+        print(f"whole command    {rate:>10,.0f} bars/s  ({1e6 / rate:6.2f} us/bar wall; {t_small:.2f} s and "
+              f"{t_big:.2f} s)  cpu {1e6 / cpu_rate:6.2f} us/bar  {ld_small} {ld_big}")
+        print(f"start-up         {t_small - args.small / rate:>10.2f} s wall, "
+              f"{c_small - args.small / cpu_rate:.2f} s cpu "
+              "(before the first bar: imports, model load and verify, reading the CSV)")
+        print(f"ledger           {size / args.bars:>10.1f} bytes/bar ({size / 1e6:.1f} MB for {args.bars:,} bars, "
+              f"{summary['predictions']:,} predictions, {summary['fills']:,} fills)")
+        t_bare, c_bare = bare_loop(w, args.bars)
+        bare = args.bars / t_bare
+        print(f"bare loop        {bare:>10,.0f} bars/s  ({1e6 / bare:6.2f} us/bar wall) cpu "
+              f"{1e6 * c_bare / args.bars:6.2f} us/bar: streaming features + ONNX + trivial broker  {load()}")
+        print(f"  whole command / bare loop: {rate / bare:.2f}x wall, {cpu_rate * c_bare / args.bars:.2f}x cpu "
+              "(goal >= 0.5x)")
+        got = backtrader_model(w, args.bars)
+        if got is None:
+            print("backtrader       skipped: not installed (pip install backtrader, for this script only)")
+        else:
+            btr = args.bars / got[0]
+            print(f"backtrader+model {btr:>10,.0f} bars/s  ({1e6 / btr:6.2f} us/bar wall) cpu "
+                  f"{1e6 * got[1] / args.bars:6.2f} us/bar: the same ONNX model per bar in next()  {load()}")
+            print(f"  whole command / backtrader: {rate / btr:.1f}x wall, {got[1] / args.bars * cpu_rate:.1f}x cpu "
+                  "(goal >= 5x)")
+    if args.engine_bars:
+        engine_only(args.engine_bars, args.repeat)
+    if args.latency_bars:
+        with tempfile.TemporaryDirectory() as tmp_s:
+            p50, p99, backend = latency(args.latency_bars, Path(tmp_s))
+        print(f"bar->order latency, 200-tree LightGBM ({backend} runner): p50 {p50:.1f} us, p99 {p99:.1f} us  {load()}")
+
+
+def engine_only(n_bars: int, repeat: int) -> None:
+    """The engine alone on precomputed targets (no model), against backtrader on the same targets."""
     try:
         import backtrader  # noqa: F401
     except ImportError:
-        sys.exit("backtrader is not installed; for this benchmark only: .venv/bin/python -m pip install backtrader")
-    df = make_bars(args.bars)
-    targets = make_targets(args.bars)
+        print("engine only: backtrader not installed, skipped")
+        return
+    df = make_bars(n_bars)
+    targets = make_targets(n_bars)
     with tempfile.TemporaryDirectory() as tmp:
         # One small warm-up run each (first-call imports and allocations), then the timed runs.
         run_aitrader(df.iloc[:2000], targets[:2000], Path(tmp) / "warm")
@@ -204,25 +367,20 @@ def main() -> None:
         a_times, b_times = [], []
         CPU["aitrader"].clear()
         CPU["backtrader"].clear()
-        for k in range(max(1, args.repeat)):  # interleaved, so a burst of load hits both engines
+        for k in range(max(1, repeat)):  # interleaved, so a burst of load hits both engines
             a_s, a_fills, a_val = run_aitrader(df, targets, Path(tmp) / f"run{k}")
             b_s, b_fills, b_val = run_backtrader(df, targets)
             compare(a_fills, b_fills, a_val, b_val)
             a_times.append(a_s)
             b_times.append(b_s)
-        print(f"same fills ({len(a_fills)}) and final value ({a_val:,.2f}) to the cent, {args.bars:,} bars")
-        print("aitrader: run_session in-process (engine + SQLite ledger + summary; no process start-up, no model)")
+        print(f"ENGINE ONLY (precomputed targets, no model; run_session in-process): same fills ({len(a_fills)}) "
+              f"and final value ({a_val:,.2f}) as backtrader to the cent, {n_bars:,} bars  {load()}")
         for name, times in (("aitrader", a_times), ("backtrader", b_times)):
             best, med = min(times), statistics.median(times)
-            print(f"{name:<10} best {args.bars / best:>10,.0f} bars/s ({1e6 * best / args.bars:6.2f} us/bar)  "
-                  f"median {args.bars / med:>10,.0f} bars/s  ({len(times)} runs)")
-        print(f"ratio      best {min(b_times) / min(a_times):.1f}x  median "
+            print(f"  {name:<10} best {n_bars / best:>10,.0f} bars/s ({1e6 * best / n_bars:6.2f} us/bar)  "
+                  f"median {n_bars / med:>10,.0f} bars/s  ({len(times)} runs)")
+        print(f"  ratio      best {min(b_times) / min(a_times):.1f}x  median "
               f"{statistics.median(b_times) / statistics.median(a_times):.1f}x  (wall clock)")
-        a_cpu, b_cpu = min(CPU["aitrader"]), min(CPU["backtrader"])
-        print(f"cpu time   aitrader {1e6 * a_cpu / args.bars:.2f} us/bar, backtrader {1e6 * b_cpu / args.bars:.2f} "
-              f"us/bar (best): ratio {b_cpu / a_cpu:.1f}x")
-        p50, p99, backend = latency(args.latency_bars, Path(tmp))
-        print(f"bar->order latency, 200-tree LightGBM ({backend} runner): p50 {p50:.1f} us, p99 {p99:.1f} us")
 
 
 if __name__ == "__main__":

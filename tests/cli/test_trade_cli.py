@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from aitrader.cli.main import app
 from aitrader.errors import TradingError
-from aitrader.trading.ledger import ledger_content
+from aitrader.trading.ledger import decoded_copy, ledger_content
 
 runner = CliRunner()
 CONFIG = """
@@ -184,7 +185,6 @@ def test_follow_stops_cleanly_on_sigint_and_resumes_to_the_replayed_ledger(in_tm
 
 def test_default_run_replays_the_sample_holdout_of_a_trained_aapl_model(in_tmp: Path) -> None:
     """train (small) on the built-in sample -> register -> deploy -> paper-trade without --data."""
-    import sqlite3
 
     from aitrader.config import TrainConfig
     from aitrader.data.sample import load_sample
@@ -213,7 +213,7 @@ def test_default_run_replays_the_sample_holdout_of_a_trained_aapl_model(in_tmp: 
     assert doc["status"] == "finished" and doc["bars"] == len(sample) - first_unseen + warmup
     assert pd.Timestamp(doc["first_ts"]) == sample.index[first_unseen - warmup]
     assert pd.Timestamp(doc["last_ts"]) == sample.index[-1]
-    with sqlite3.connect(in_tmp / "runs" / "d" / "ledger.db") as conn:
+    with closing(decoded_copy(in_tmp / "runs" / "d" / "ledger.db")) as conn:
         first_pred, n_pred = conn.execute("SELECT MIN(ts), COUNT(*) FROM predictions").fetchone()
     # Predictions only on bars the model never saw in training, and on every one of them.
     assert pd.Timestamp(first_pred) >= sample.index[first_unseen]
@@ -227,9 +227,7 @@ def _manifest(world) -> dict:
 
 
 def _predictions(run_dir: Path) -> pd.DataFrame:
-    import sqlite3
-
-    with sqlite3.connect(run_dir / "ledger.db") as conn:
+    with closing(decoded_copy(run_dir / "ledger.db")) as conn:
         return pd.read_sql("SELECT ts, in_sample FROM predictions ORDER BY id", conn)
 
 

@@ -109,7 +109,10 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
 
 
 def read(ledger: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=ro", uri=True)
+    """``sql`` on the ledger with its predictions and equity decoded into one-row-per-item tables."""
+    from aitrader.trading.ledger import decoded_copy
+
+    conn = decoded_copy(ledger)
     try:
         return conn.execute(sql).fetchall()
     finally:

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aitrader.cli.main import app
-from aitrader.trading.ledger import ledger_content
+from aitrader.trading.ledger import equity_rows, ledger_content
 
 runner = CliRunner()
 CONFIG = """
@@ -144,7 +144,7 @@ def test_follow_skips_bad_live_bars_with_an_alert(in_tmp: Path, world) -> None:
     with sqlite3.connect(in_tmp / "runs" / "live" / "ledger.db") as conn:
         payloads = [json.loads(p) for (p,) in conn.execute(
             "SELECT payload FROM events WHERE type = 'ALERT' AND reason = 'bad_bar' ORDER BY id")]
-        stamps = [t for (t,) in conn.execute("SELECT ts FROM equity ORDER BY bar_index")]
+        stamps = [t for (_, t, _, _) in equity_rows(conn)]
     problems = " | ".join(p["problem"] for p in payloads)
     for words in (("duplicate",), ("out of order",), ("below low", "below max("), ("not finite",), ("time zone",),
                   ("not a bar",)):
@@ -259,15 +259,22 @@ def _clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> None:
 
 
 def test_paper_trade_on_a_full_disk_stops_cleanly_and_resumes(in_tmp: Path, world) -> None:
+    from aitrader.data.synthetic import generate_bars
+
+    # The ledger is ~100-200 bytes a bar: 12k bars (six checkpoints) so that the limit falls mid-run.
+    data = in_tmp / "SYN.csv"
+    generate_bars(12_000, seed=4, signal=0.3).rename_axis("timestamp").to_csv(data)
     args = ["paper-trade", "--config", str(world["config"]), "--registry", str(world["registry"]),
-            "--data", str(world["data"]), "--run-id", "disk", "--json"]
-    proc = _limited(args, in_tmp, 150_000)
+            "--data", str(data), "--run-id", "disk", "--json"]
+    assert trade(world, "--data", str(data), "--run-id", "ref").exit_code == 0
+    whole = (in_tmp / "runs" / "ref" / "ledger.db").stat().st_size
+    proc = _limited(args, in_tmp, whole // 2)
     _clean_failure(proc, "cannot write the ledger", "--resume disk")
     status = runner.invoke(app, ["status", "disk", "--json"])
     assert status.exit_code == 0 and json.loads(status.stdout)["status"] == "stopped"
+    assert 0 < json.loads(status.stdout)["bars"] < 12_000
     resumed = trade(world, "--resume", "disk")
     assert resumed.exit_code == 0, resumed.stderr
-    assert trade(world, "--data", str(world["data"]), "--run-id", "ref").exit_code == 0
     assert ledger_content(in_tmp / "runs" / "disk" / "ledger.db") == ledger_content(
         in_tmp / "runs" / "ref" / "ledger.db")
 

@@ -7,6 +7,7 @@ import sqlite3
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,10 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trading_helpers import ScriptedPredictor, bars, config, series, spec  # noqa: E402
+from trading_helpers import ScriptedPredictor, bars, config, series, spec, to_old_format  # noqa: E402
 
 from aitrader.trading.engine import TargetSchedule  # noqa: E402
-from aitrader.trading.ledger import ledger_content  # noqa: E402
+from aitrader.trading.ledger import decoded_copy, ledger_content  # noqa: E402
 from aitrader.trading.session import RunOptions, run_session  # noqa: E402
 from aitrader.trading.sources import FollowSource, replay_steps  # noqa: E402
 
@@ -30,7 +31,8 @@ def run(tmp: Path, name: str, frames: dict[str, pd.DataFrame], specs=None, cfg=N
 
 
 def rows(run_dir: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(run_dir / "ledger.db") as conn:
+    """``sql`` on the ledger with its predictions and equity decoded into their one-row-per-item tables."""
+    with closing(decoded_copy(run_dir / "ledger.db")) as conn:
         return conn.execute(sql).fetchall()
 
 
@@ -216,41 +218,43 @@ def test_summary_reads_the_equity_curve_in_bar_order_after_a_resume(tmp_path: Pa
     assert summary["total_return"] == pytest.approx(path[-1] / 100_000 - 1, abs=1e-12)
 
 
-def test_equity_chunks_are_the_equity_column_across_resumes_and_the_rows_are_the_fallback(tmp_path: Path) -> None:
-    # The summary reads the curve from the per-checkpoint blobs; they must be exactly the column, and
-    # a ledger without (whole) blobs must give the same summary from the rows.
+def test_equity_blocks_are_the_equity_column_across_resumes_and_the_old_rows_read_the_same(tmp_path: Path) -> None:
+    # The curve is stored as one block per checkpoint; a ledger of the old layout (a row per step,
+    # equity_chunks) must give the same curve and summary.
     from aitrader.trading.summary import equity_curve, summarise
 
     frames = {"AAA": bars(300, seed=6)}
     run(tmp_path, "part", frames, opts=RunOptions(commit_every=13, max_bars=111, handle_signals=False))
     run(tmp_path, "part", frames, resume=True, commit_every=40)
     column = [e for (e,) in rows(tmp_path / "part", "SELECT equity FROM equity ORDER BY bar_index")]
-    firsts = [f for (f,) in rows(tmp_path / "part", "SELECT first_bar FROM equity_chunks ORDER BY 1")]
+    assert len(column) == 300
+    firsts = [f for (f,) in rows(tmp_path / "part", "SELECT first_bar FROM equity_blocks ORDER BY 1")]
     assert firsts[:3] == [0, 13, 26] and 111 in firsts and len(firsts) > 10
     with sqlite3.connect(tmp_path / "part" / "ledger.db") as conn:
         assert equity_curve(conn).tolist() == column
-    with_chunks = summarise(tmp_path / "part")
+    new = summarise(tmp_path / "part")
+    to_old_format(tmp_path / "part" / "ledger.db")
     with sqlite3.connect(tmp_path / "part" / "ledger.db") as conn:
-        conn.execute("DELETE FROM equity_chunks WHERE first_bar = 26")  # a hole: not whole any more
+        assert conn.execute("SELECT COUNT(*) FROM equity").fetchone() == (300,)
         assert equity_curve(conn).tolist() == column
-    assert summarise(tmp_path / "part") == with_chunks
+    assert summarise(tmp_path / "part") == new
 
 
 def test_a_ledger_with_the_round_1_equity_schema_resumes_to_the_same_ledger(tmp_path: Path) -> None:
-    # Round 1 keyed equity by ``ts TEXT PRIMARY KEY`` and had no equity_chunks: such a run resumes.
+    # Round 1 keyed equity by ``ts TEXT PRIMARY KEY`` and had no equity_chunks (and every later layout
+    # before the blocks had a row per prediction and per step): such a run resumes.
     frames = {"AAA": bars(300, seed=6)}
     full = run(tmp_path, "full", frames)
     run(tmp_path, "old", frames, opts=RunOptions(commit_every=13, max_bars=111, handle_signals=False))
-    with sqlite3.connect(tmp_path / "old" / "ledger.db") as conn:
-        conn.executescript(
-            "ALTER TABLE equity RENAME TO new_equity; DROP TABLE equity_chunks;"
-            "CREATE TABLE equity (bar_index INTEGER, ts TEXT PRIMARY KEY, cash REAL, equity REAL);"
-            "INSERT INTO equity SELECT * FROM new_equity ORDER BY bar_index; DROP TABLE new_equity;"
-        )
+    to_old_format(tmp_path / "old" / "ledger.db", chunks=False,
+                  equity_schema="bar_index INTEGER, ts TEXT PRIMARY KEY, cash REAL, equity REAL")
     resumed = run(tmp_path, "old", frames, resume=True)
-    assert rows(tmp_path / "old", "SELECT pk FROM pragma_table_info('equity') WHERE name = 'ts'") == [(1,)]
+    with sqlite3.connect(tmp_path / "old" / "ledger.db") as conn:
+        assert conn.execute("SELECT pk FROM pragma_table_info('equity') WHERE name = 'ts'").fetchall() == [(1,)]
+        assert conn.execute("SELECT COUNT(*) FROM equity").fetchone() == (111,)  # old rows kept, new in blocks
     assert ledger_content(tmp_path / "old" / "ledger.db") == ledger_content(tmp_path / "full" / "ledger.db")
-    keep = ("final_equity", "total_return", "sharpe", "max_drawdown", "turnover", "fills", "first_ts", "last_ts")
+    keep = ("final_equity", "total_return", "sharpe", "max_drawdown", "turnover", "fills", "first_ts", "last_ts",
+            "predictions")
     assert {k: resumed[k] for k in keep} == {k: full[k] for k in keep}
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from aitrader.trading.ledger import ledger_content
 from aitrader.trading.session import RunOptions, run_session
@@ -110,7 +109,10 @@ def frames() -> dict[str, Any]:
 
 
 def read(run_dir: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(run_dir / "ledger.db")
+    """``sql`` on the ledger with its predictions and equity decoded into one-row-per-item tables."""
+    from aitrader.trading.ledger import decoded_copy
+
+    conn = decoded_copy(run_dir / "ledger.db")
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -184,7 +186,9 @@ def test_a_stream_that_needs_more_than_the_buffer_keeps_the_old_version_until_it
     assert max(i for i, m, _ in rows if m == "m:v1") <= 80 and min(i for i, m, _ in rows if m == "m:v2") == 81
     closes = frames()["AAA"]["close"].to_numpy()
     first = next(json.loads(f) for i, m, f in rows if m == "m:v2")
-    assert first == pytest.approx([closes[81] / closes[11] - 1.0, closes[81] / closes[80] - 1.0], rel=1e-12)
+    # the ledger stores feature vectors as float32 (docs/trading.md, *Blocks*): the hand values rounded the same way
+    expected = np.float32([closes[81] / closes[11] - 1.0, closes[81] / closes[80] - 1.0]).astype(float).tolist()
+    assert first == expected
 
 
 def test_a_version_failing_a_check_is_refused_once_with_an_alert_and_the_old_one_keeps_trading(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from trading_helpers import MANIFEST, MomentumPredictor, bars, config, series, spec  # noqa: E402
 
-from aitrader.trading.ledger import ledger_content  # noqa: E402
+from aitrader.trading.ledger import decoded_copy, ledger_content  # noqa: E402
 from aitrader.trading.session import RunOptions, run_session  # noqa: E402
 from aitrader.trading.sources import replay_steps  # noqa: E402
 
@@ -51,7 +52,7 @@ def test_a_slow_predictor_at_speed_0_gives_the_same_ledger_as_a_fast_one(tmp_pat
     a = ledger_content(tmp_path / "fast" / "ledger.db")
     b = ledger_content(tmp_path / "slow" / "ledger.db")
     assert a == b  # latency_us (wall time) is the one column left out of the comparison
-    with sqlite3.connect(tmp_path / "slow" / "ledger.db") as conn:
+    with closing(decoded_copy(tmp_path / "slow" / "ledger.db")) as conn:
         (min_latency,) = conn.execute("SELECT MIN(latency_us) FROM predictions").fetchone()
     assert min_latency >= SLEEP_S * 1e6  # latency still records the wall time it took
 
@@ -63,7 +64,7 @@ def test_a_slow_predictor_times_out_when_live(tmp_path: Path) -> None:
     for summary in (follow, paced):
         # every prediction was late: 3 in a row (max_consecutive_errors) disable the model
         assert summary["errors"] == {"timeout": 3} and summary["alerts"] == {"model_disabled": 1}
-    with sqlite3.connect(tmp_path / "follow" / "ledger.db") as conn:
+    with closing(decoded_copy(tmp_path / "follow" / "ledger.db")) as conn:
         sources = {s for (s,) in conn.execute("SELECT source FROM predictions")}
         detail = conn.execute("SELECT payload FROM events WHERE type = 'ML_ERROR' LIMIT 1").fetchone()[0]
     assert sources <= {"fallback_previous"} and "prediction took" in detail
@@ -93,7 +94,7 @@ def test_each_prediction_records_whether_its_bar_was_a_training_row(tmp_path: Pa
     s.manifest = manifest
     run_session(config(), [s], replay_steps(series({"AAA": df})), tmp_path / "r", run_id="r",
                 opts=RunOptions(handle_signals=False))
-    with sqlite3.connect(tmp_path / "r" / "ledger.db") as conn:
+    with closing(decoded_copy(tmp_path / "r" / "ledger.db")) as conn:
         got = conn.execute("SELECT bar_index, in_sample FROM predictions ORDER BY bar_index").fetchall()
     assert got == [(i, 1 if 2 <= i <= 14 else 0) for i in range(3, 30)]
 
@@ -104,7 +105,7 @@ def test_bars_before_trade_from_only_warm_the_features(tmp_path: Path) -> None:
     s.trade_from = df.index[10].value / 1e9  # naive stamps count as UTC
     summary = run_session(config(), [s], replay_steps(series({"AAA": df})), tmp_path / "r", run_id="r",
                           opts=RunOptions(handle_signals=False))
-    with sqlite3.connect(tmp_path / "r" / "ledger.db") as conn:
+    with closing(decoded_copy(tmp_path / "r" / "ledger.db")) as conn:
         first, n = conn.execute("SELECT MIN(bar_index), COUNT(*) FROM predictions").fetchone()
     assert (first, n) == (10, 20) and summary["bars"] == 30
     assert summary["in_sample_predictions"] == 0  # the fake manifest says nothing: unknown, not counted

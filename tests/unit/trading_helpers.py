@@ -104,3 +104,31 @@ def series(frames: dict[str, pd.DataFrame]) -> list[BarSeries]:
 
 def ledger_path(run_dir: Path) -> Path:
     return run_dir / "ledger.db"
+
+
+def to_old_format(db: Path, *, equity_schema: str = "bar_index INTEGER PRIMARY KEY, ts TEXT, cash REAL, equity REAL",
+                  chunks: bool = True) -> None:
+    """Rewrite a ledger into the layout written before the columnar blocks: one predictions row per
+    prediction (features as JSON text, outcome and outcome_ts columns), one equity row per step (and
+    the ``equity_chunks`` float64 copy when ``chunks``); the block tables dropped."""
+    import sqlite3
+    from contextlib import closing
+
+    from aitrader.trading.ledger import PREDICTION_COLUMNS, decoded_copy, pack_floats
+
+    with closing(decoded_copy(db)) as mem:
+        preds = mem.execute(f"SELECT {', '.join(PREDICTION_COLUMNS)} FROM predictions ORDER BY id").fetchall()
+        equity = mem.execute("SELECT bar_index, ts, cash, equity FROM equity ORDER BY bar_index").fetchall()
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.executescript(
+            "DROP TABLE prediction_blocks; DROP TABLE outcome_blocks; DROP TABLE equity_blocks;"
+            "DELETE FROM predictions;"
+            f"DROP TABLE equity; CREATE TABLE equity ({equity_schema}); DELETE FROM equity_chunks;"
+        )
+        if not chunks:
+            conn.execute("DROP TABLE equity_chunks")
+        conn.executemany(f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES "
+                         f"({', '.join('?' * len(PREDICTION_COLUMNS))})", preds)
+        conn.executemany("INSERT INTO equity (bar_index, ts, cash, equity) VALUES (?, ?, ?, ?)", equity)
+        if chunks and equity:
+            conn.execute("INSERT INTO equity_chunks VALUES (?, ?)", (0, pack_floats([r[3] for r in equity])))
