@@ -329,7 +329,8 @@ def _known_keys(registry: Any, name: str) -> frozenset[str]:
 
 def build_tasks(entries: list[Entry], base_cfg: Any, trading: Any, registry: Any) -> list[Task]:
     trading_dump = trading.model_dump(mode="json")
-    tasks, names = [], {}
+    tasks: list[Task] = []
+    names: dict[str, str] = {}
     for e in entries:
         cfg = entry_config(base_cfg, e)
         name = model_name(e.name, e.symbol, cfg.model.kind)
@@ -435,6 +436,7 @@ def run_universe(
     mode: str = "retrain",
     template: str | None = None,
     config: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
     trading_config: str | Path | None = None,
     executor: str = "process",
     jobs: int | None = None,
@@ -445,7 +447,10 @@ def run_universe(
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Train (``mode="train"``) or retrain every symbol of ``universe``; returns the JSON-ready summary
-    (``results``: one row per symbol, ``counts``, ``exit_code``). Retrain holds the retrain lock."""
+    (``results``: one row per symbol, ``counts``, ``exit_code``). Retrain holds the retrain lock.
+
+    ``config``: the train config (default: the universe file's ``config``, else config/train.yaml);
+    ``flags``: command-line overrides for every symbol (``trainer.override_config`` keys)."""
     from aitrader.config import load_trading_config, load_train_config
     from aitrader.monitoring.executors import make_executor
     from aitrader.monitoring.lock import DEFAULT_LOCK, FileLock
@@ -460,6 +465,10 @@ def run_universe(
     runner = make_executor(executor, jobs=jobs, scheduler=scheduler)
     entries, own_config = read_universe(universe, template=template)
     base_cfg = load_train_config(config if config is not None else own_config)
+    if flags:
+        from aitrader.training.trainer import override_config
+
+        base_cfg = override_config(base_cfg, **flags)
     trading = load_trading_config(trading_config)
     lock = FileLock(lock_path or DEFAULT_LOCK).acquire() if mode == "retrain" else None
     try:
