@@ -6,7 +6,8 @@ each model while the others still train. Workers never touch the registry.
 
 - ``ProcessExecutor(jobs)``: a ``spawn`` process pool (no fork of a parent that already holds
   native thread pools). A worker killed mid-task (SIGKILL, out of memory) breaks the pool: the
-  unfinished tasks are resubmitted to a fresh pool, each at most ``retries`` more times, then
+  unfinished tasks are resubmitted to a fresh pool; a task that was running when a pool broke
+  (its own crash, or a neighbour's) is retried at most ``retries`` times (default once), then
   reported as failed with :class:`WorkerCrashed`.
 - ``DaskExecutor(scheduler, jobs)``: ``dask.distributed`` (imported only here, only when chosen):
   an existing cluster at ``scheduler`` (``tcp://HOST:8786``) or, without it, a LocalCluster of
@@ -19,8 +20,10 @@ trainer's own fit pool (``AITRADER_FIT_THREADS``) to 1 in every worker process.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from aitrader.errors import AitraderError, ConfigError
@@ -61,36 +64,47 @@ class ProcessExecutor:
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from concurrent.futures.process import BrokenProcessPool
 
         pending = dict(enumerate(items))
         crashes = dict.fromkeys(pending, 0)
         ctx = multiprocessing.get_context("spawn")
-        while pending:
-            workers = max(1, min(self.jobs, len(pending)))
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=single_thread_env) as pool:
-                futures = {pool.submit(fn, item): i for i, item in pending.items()}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        # Some worker died; every unfinished task of this pool is run again in a new one.
+        with tempfile.TemporaryDirectory(prefix="aitrader-pool-") as flags:
+            while pending:
+                yield from self._one_pool(ctx, fn, pending, crashes, Path(flags))
+
+    def _one_pool(self, ctx: Any, fn: Callable[[Any], Any], pending: dict[int, Any], crashes: dict[int, int],
+                  flags: Path) -> Iterator[Outcome]:
+        """Run ``pending`` in one pool until it finishes or breaks; a break costs one attempt to each task
+        that had started (each touches a flag file first) and had not finished."""
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        workers = max(1, min(self.jobs, len(pending)))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=single_thread_env) as pool:
+            futures = {pool.submit(_flagged, fn, item, str(flags / str(i))): i for i, item in pending.items()}
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    # A worker died; the pool's unfinished tasks all run again in a new pool.
+                    flag = flags / str(i)
+                    if flag.exists():
+                        flag.unlink()
                         crashes[i] += 1
-                        if crashes[i] > self.retries:
-                            del pending[i]
-                            yield i, None, WorkerCrashed(
-                                f"a worker process died while running this task ({crashes[i]} times; killed or "
-                                "out of memory); check the machine's memory and rerun: finished symbols are skipped"
-                            )
-                        continue
-                    except Exception as exc:  # the task's own error: reported, never retried
+                    if crashes[i] > self.retries:
                         del pending[i]
-                        yield i, None, exc
-                        continue
+                        yield i, None, WorkerCrashed(
+                            f"a worker process died while running this task ({crashes[i]} times; killed or "
+                            "out of memory); check the machine's memory and rerun: finished symbols are skipped"
+                        )
+                    continue
+                except Exception as exc:  # the task's own error: reported, never retried
                     del pending[i]
-                    yield i, result, None
+                    yield i, None, exc
+                    continue
+                del pending[i]
+                yield i, result, None
 
 
 class DaskExecutor:
@@ -147,6 +161,11 @@ class DaskExecutor:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _flagged(fn: Callable[[Any], Any], item: Any, flag: str) -> Any:
+    Path(flag).touch()
+    return fn(item)
 
 
 def _in_worker(fn: Callable[[Any], Any], item: Any) -> Any:
