@@ -448,6 +448,7 @@ def run_universe(
     registry_root: str | Path | None = None,
     options: Options | None = None,
     lock_path: str | Path | None = None,
+    log_path: str | Path | None = Path("logs") / "retrain.log",
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Train (``mode="train"``) or retrain every symbol of ``universe``; returns the JSON-ready summary
@@ -458,7 +459,7 @@ def run_universe(
     from aitrader.config import load_trading_config, load_train_config
     from aitrader.monitoring.executors import make_executor
     from aitrader.monitoring.lock import DEFAULT_LOCK, FileLock
-    from aitrader.monitoring.retrain import _check_args
+    from aitrader.monitoring.retrain import _check_args, _log_to
     from aitrader.registry import Registry
 
     if mode not in ("train", "retrain"):
@@ -476,11 +477,13 @@ def run_universe(
     trading = load_trading_config(trading_config)
     lock = FileLock(lock_path or DEFAULT_LOCK).acquire() if mode == "retrain" else None
     try:
-        registry = Registry(registry_root)
-        tasks = build_tasks(entries, base_cfg, trading, registry)
-        started = time.perf_counter()
-        rows = run_tasks(tasks, runner, registry, opts, progress)
-        elapsed = time.perf_counter() - started
+        # Retrain keeps its history in logs/retrain.log, as the single-model retrain does.
+        with _log_to(Path(log_path) if mode == "retrain" and log_path else None):
+            registry = Registry(registry_root)
+            tasks = build_tasks(entries, base_cfg, trading, registry)
+            started = time.perf_counter()
+            rows = run_tasks(tasks, runner, registry, opts, progress)
+            elapsed = time.perf_counter() - started
     finally:
         if lock is not None:
             lock.release()
