@@ -136,9 +136,8 @@ class DaskExecutor:
                     f"cannot reach the Dask scheduler {self.scheduler}: {exc}; start it (`dask scheduler`) or "
                     "check --scheduler tcp://HOST:PORT"
                 ) from exc
-        single_thread_env()  # inherited by the LocalCluster's worker processes
         cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0", env=dict.fromkeys(THREAD_VARS, "1"))
         return Client(cluster), cluster
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:

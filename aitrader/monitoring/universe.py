@@ -459,7 +459,7 @@ def run_universe(
     from aitrader.config import load_trading_config, load_train_config
     from aitrader.monitoring.executors import make_executor
     from aitrader.monitoring.lock import DEFAULT_LOCK, FileLock
-    from aitrader.monitoring.retrain import _check_args, _log_to
+    from aitrader.monitoring.retrain import _check_args, _log_to, _remove_stale_temp
     from aitrader.registry import Registry
 
     if mode not in ("train", "retrain"):
@@ -480,6 +480,7 @@ def run_universe(
         # Retrain keeps its history in logs/retrain.log, as the single-model retrain does.
         with _log_to(Path(log_path) if mode == "retrain" and log_path else None):
             registry = Registry(registry_root)
+            _remove_stale_temp()  # a killed run's aitrader-retrain-PID-* folders
             tasks = build_tasks(entries, base_cfg, trading, registry)
             started = time.perf_counter()
             rows = run_tasks(tasks, runner, registry, opts, progress)
