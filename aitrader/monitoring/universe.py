@@ -409,10 +409,12 @@ def run_tasks(tasks: list[Task], executor: Any, registry: Any, opts: Options,
     for done, (i, result, error) in enumerate(executor.run(fit_task, tasks), start=1):
         task = tasks[i]
         if error is None:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 rows[i] = _settle(registry, task, result, opts)
+                # The parent's own cost per model (serial: it bounds the throughput of many workers).
                 rows[i]["settle_s"] = time.perf_counter() - t0  # type: ignore[index]
+                rows[i]["settle_cpu_s"] = time.thread_time() - c0  # type: ignore[index]
                 rows[i]["peak_rss_mb"] = result.get("peak_rss_mb")  # type: ignore[index]
                 rows[i]["pid"] = result.get("pid")  # type: ignore[index]
             except Exception as exc:  # one symbol's failure never stops the batch

@@ -76,6 +76,7 @@ def one_run(universe: Path, root: Path, label: str, executor: str, jobs: int) ->
         "task_wall_s_median": statistics.median(r["duration_s"] for r in rows),
         "overhead_s_per_task": (jobs * wall - task_wall) / len(rows),
         "parent_settle_s_per_task": statistics.fmean(r["settle_s"] for r in rows),
+        "parent_cpu_s_per_task_median": statistics.median(r["settle_cpu_s"] for r in rows),
         "peak_rss_mb_per_worker": max(peak.values()), "worker_processes": len(peak),
     }
 
@@ -97,19 +98,23 @@ def main() -> None:
     base = runs[0]["wall_s"]
     print(f"{args.symbols} symbols, window {args.window} bars, lightgbm {args.trees} trees, 5 folds; "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
-    head = ("run", "wall s", "speedup", "efficiency", "CPU s/task (median, mean)", "overhead s/task",
-            "parent s/task", "peak MB/worker")
+    head = ("run", "wall s", "speedup", "efficiency", "worker CPU s/task (median, mean)", "overhead s/task",
+            "parent s/task (wall, CPU median)", "peak MB/worker")
     print(" | ".join(head))
     for r in runs:
         r["speedup"] = base / r["wall_s"]
         r["efficiency"] = r["speedup"] / r["workers"]
         print(f"{r['label']} | {r['wall_s']:.1f} | {r['speedup']:.2f}x | {r['efficiency']:.2f} | "
               f"{r['cpu_s_per_task_median']:.2f}, {r['cpu_s_per_task_mean']:.2f} | {r['overhead_s_per_task']:.2f} | "
-              f"{r['parent_settle_s_per_task']:.2f} | {r['peak_rss_mb_per_worker']:.0f}"
+              f"{r['parent_settle_s_per_task']:.2f}, {r['parent_cpu_s_per_task_median']:.2f} | "
+              f"{r['peak_rss_mb_per_worker']:.0f}"
               + (f" | FAILED {r['failed']}" if r["failed"] else ""))
-    cpu = runs[0]["cpu_s_per_task_median"] + runs[0]["parent_settle_s_per_task"]
-    print(f"sizing: {cpu:.2f} CPU-s per model (worker median + parent settle) -> {3600 / cpu:.0f} models/hour/core; "
-          f"500 symbols = {500 * cpu / 60:.1f} CPU-minutes")
+    worker = min(r["cpu_s_per_task_median"] for r in runs)
+    parent = min(r["parent_cpu_s_per_task_median"] for r in runs)
+    cpu = worker + parent
+    print(f"sizing: {worker:.2f} worker + {parent:.2f} parent = {cpu:.2f} CPU-s per model -> "
+          f"{3600 / cpu:.0f} models/hour/core; 500 symbols = {500 * cpu / 60:.1f} CPU-minutes; the parent is "
+          f"serial, so more than {worker / parent:.1f} workers wait on it ({3600 / parent:.0f} models/hour at most)")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
 
