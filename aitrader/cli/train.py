@@ -18,7 +18,7 @@ def train_command(
     config: str | None = typer.Option(None, "--config", "-c", help="Training config file "
                                       "(default: ./config/train.yaml, else the packaged defaults)."),
     data: str | None = typer.Option(None, "--data", help="Bars file (CSV/Parquet/...); default: the built-in "
-                                    "sample. A folder of several bar files (no --symbol) trains every symbol."),
+                                    "sample. A folder of several bar files (no --symbol, no --out) trains every symbol."),
     universe: str | None = typer.Option(None, "--universe", help=UNIVERSE_HELP + " Registers each model "
                                         "under the --register template (default {symbol}_{model})."),
     executor: str = typer.Option("process", "--executor", help=EXECUTOR_HELP),
@@ -60,7 +60,7 @@ def train_command(
 
         raise ConfigError("--trust-pickle only applies with --register NAME; add --register or drop --trust-pickle")
     names = [n.strip() for n in features.split(",") if n.strip()] if features is not None else None
-    if universe is not None or (symbol is None and is_universe_folder(data)):
+    if universe is not None or (symbol is None and out is None and is_universe_folder(data)):
         _train_universe(universe or str(data), out=out, template=register_name, config=config, as_json=as_json,
                         flags={"model": model, "features": names, "horizon": horizon, "task": task, "onnx": onnx},
                         trading_config=trading_config, executor=executor, jobs=jobs, scheduler=scheduler,
