@@ -18,7 +18,7 @@ def train_command(
     config: str | None = typer.Option(None, "--config", "-c", help="Training config file "
                                       "(default: ./config/train.yaml, else the packaged defaults)."),
     data: str | None = typer.Option(None, "--data", help="Bars file (CSV/Parquet/...); default: the built-in "
-                                    "sample. A folder of several bar files (no --symbol, no --out) trains every symbol."),
+                                    "sample. A folder of bar files (no --symbol, no --out) trains each symbol."),
     universe: str | None = typer.Option(None, "--universe", help=UNIVERSE_HELP + " Registers each model "
                                         "under the --register template (default {symbol}_{model})."),
     executor: str = typer.Option("process", "--executor", help=EXECUTOR_HELP),
