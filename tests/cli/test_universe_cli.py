@@ -216,3 +216,16 @@ def test_a_held_lock_exits_4(in_tmp: Path) -> None:
     with FileLock(in_tmp / "logs" / "retrain.lock"):
         result = runner.invoke(app, ["retrain", "--universe", str(universe)])
     assert result.exit_code == 4 and "another retrain holds the lock" in result.stderr
+
+
+def test_option_errors_name_the_fix(in_tmp: Path) -> None:
+    result = runner.invoke(app, ["retrain"])
+    assert result.exit_code == 1 and "--name is required" in result.stderr and "--universe" in result.stderr
+    universe = _universe(in_tmp, SYMBOLS[:1])
+    result = runner.invoke(app, ["retrain", "--universe", str(universe), "--if-alert"])
+    assert result.exit_code == 1 and "--if-alert applies to one model" in result.stderr
+    result = runner.invoke(app, ["retrain", "--universe", str(universe), "--scheduler", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 1 and "--scheduler applies only with --executor dask" in result.stderr
+    result = runner.invoke(app, ["train", "--universe", str(universe), "--out", "x"])
+    assert result.exit_code == 1 and "drop --out" in result.stderr
+    assert not (in_tmp / "models").exists()
