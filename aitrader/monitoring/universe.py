@@ -390,10 +390,11 @@ def _settle(registry: Any, task: Task, result: dict[str, Any], opts: Options) ->
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if not isinstance(exc, AitraderError) else (str(exc).strip() or
-                                                                                          type(exc).__name__)
+    """One line: an aitrader error's own message (its lines joined), else the exception type and first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, AitraderError):
+        return "; ".join(lines) or type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def run_tasks(tasks: list[Task], executor: Any, registry: Any, opts: Options,
