@@ -1,14 +1,18 @@
 """CLI commands: ``monitor`` (health, accuracy, drift, alerts of a run) and ``retrain``.
 
 Exit codes for cron: monitor 0 healthy, 3 an alert fired, 1 error; retrain 0 done (promoted,
-kept, unchanged or skipped), 1 error, 4 another retrain holds the lock.
+kept, unchanged or skipped), 1 error, 4 another retrain holds the lock; a universe retrain 0 all
+ok, 3 some challenger rejected, 1 any symbol failed (``aitrader.cli._universe``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
+
+from aitrader.cli._universe import EXECUTOR_HELP, JOBS_HELP, SCHEDULER_HELP, UNIVERSE_HELP
 
 ALERT_EXIT = 3
 
@@ -124,9 +128,15 @@ def monitor(
 
 
 def retrain(
-    name: str = typer.Option(..., "--name", help="Registry name of the model to retrain."),
+    name: str | None = typer.Option(None, "--name", help="Registry name of the model to retrain; for a universe "
+                                    "a template with {symbol} and {model} (default {symbol}_{model})."),
     config: str | None = typer.Option(None, "--config", help="Training config (default: config/train.yaml)."),
-    data: str | None = typer.Option(None, "--data", help="Bars file (overrides data.path of the config)."),
+    data: str | None = typer.Option(None, "--data", help="Bars file (overrides data.path of the config); a "
+                                    "folder of several bar files retrains each symbol (a universe)."),
+    universe: str | None = typer.Option(None, "--universe", help=UNIVERSE_HELP),
+    executor: str = typer.Option("process", "--executor", help=EXECUTOR_HELP),
+    jobs: int | None = typer.Option(None, "--jobs", help=JOBS_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     promote_if_better: bool = typer.Option(
         False, "--promote-if-better", help="Deploy the challenger when it beats the champion by the margin."
     ),
@@ -148,11 +158,23 @@ def retrain(
     import math
 
     from aitrader.cli._output import print_json
+    from aitrader.cli._universe import run as run_universe_cli
     from aitrader.errors import AitraderError
     from aitrader.monitoring.retrain import retrain as run_retrain
+    from aitrader.monitoring.universe import Options, is_universe_folder
 
     if not math.isfinite(min_improvement):
         raise AitraderError(f"--min-improvement must be a finite number >= 0, got {min_improvement}")
+    if universe is not None or is_universe_folder(data):
+        if if_alert:
+            raise AitraderError("--if-alert applies to one model; drop it for a universe retrain")
+        opts = Options(promote_if_better=promote_if_better, metric=metric, min_improvement=min_improvement,
+                       min_scoring_rows=min_scoring_rows, runs_dir=Path(runs_dir))
+        run_universe_cli(universe or str(data), mode="retrain", as_json=as_json, template=name, config=config,
+                         executor=executor, jobs=jobs, scheduler=scheduler, registry_root=registry, options=opts)
+        return
+    if name is None:
+        raise AitraderError("--name is required: the registry name of the model to retrain (or pass --universe)")
 
     from aitrader.cli._output import status
 

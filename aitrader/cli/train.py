@@ -7,6 +7,8 @@ from typing import Any
 import typer
 
 from aitrader.cli._output import console, err_console, print_json
+from aitrader.cli._universe import EXECUTOR_HELP, JOBS_HELP, SCHEDULER_HELP, UNIVERSE_HELP
+from aitrader.monitoring.universe import is_universe_folder
 
 _SIGNAL_METRICS = ("mae", "rmse", "r2", "hit_rate", "ic", "rank_ic", "accuracy", "log_loss", "auc")
 _BACKTEST_METRICS = ("total_return", "sharpe", "max_drawdown", "turnover", "fills", "final_equity", "fees")
@@ -16,7 +18,12 @@ def train_command(
     config: str | None = typer.Option(None, "--config", "-c", help="Training config file "
                                       "(default: ./config/train.yaml, else the packaged defaults)."),
     data: str | None = typer.Option(None, "--data", help="Bars file (CSV/Parquet/...); default: the built-in "
-                                    "sample."),
+                                    "sample. A folder of bar files (no --symbol, no --out) trains each symbol."),
+    universe: str | None = typer.Option(None, "--universe", help=UNIVERSE_HELP + " Registers each model "
+                                        "under the --register template (default {symbol}_{model})."),
+    executor: str = typer.Option("process", "--executor", help=EXECUTOR_HELP),
+    jobs: int | None = typer.Option(None, "--jobs", help=JOBS_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     symbol: str | None = typer.Option(None, "--symbol", help="Symbol: picks it from a multi-symbol file, "
                                       "or the sample (AAPL, MSFT, IBM, GOOG)."),
     model: str | None = typer.Option(None, "--model", help="Model kind: lightgbm, xgboost, ridge or "
@@ -48,11 +55,17 @@ def train_command(
     from aitrader.config import load_trading_config, load_train_config
     from aitrader.training.trainer import override_config, train
 
-    if trust_pickle and not register_name:
+    if trust_pickle and not register_name and universe is None:
         from aitrader.errors import ConfigError
 
         raise ConfigError("--trust-pickle only applies with --register NAME; add --register or drop --trust-pickle")
     names = [n.strip() for n in features.split(",") if n.strip()] if features is not None else None
+    if universe is not None or (symbol is None and out is None and is_universe_folder(data)):
+        _train_universe(universe or str(data), out=out, template=register_name, config=config, as_json=as_json,
+                        flags={"model": model, "features": names, "horizon": horizon, "task": task, "onnx": onnx},
+                        trading_config=trading_config, executor=executor, jobs=jobs, scheduler=scheduler,
+                        registry_root=registry, trust_pickle=trust_pickle)
+        return
     cfg = override_config(load_train_config(config), data=data, symbol=symbol, model=model, features=names,
                           horizon=horizon, task=task, onnx=onnx)
     if cfg.features.names:  # cheap checks first: a feature typo is named before the data or --out is looked at
@@ -75,6 +88,18 @@ def train_command(
     else:
         _render(summary)
     _print_verdict(summary, as_json)
+
+
+def _train_universe(universe: str, *, out: str | None, trust_pickle: bool, **kwargs: Any) -> None:
+    """First fit of every symbol of a universe, each registered (``aitrader.monitoring.universe``)."""
+    from aitrader.cli._universe import run
+    from aitrader.monitoring.universe import Options
+
+    if out is not None:
+        from aitrader.errors import ConfigError
+
+        raise ConfigError("--out names one artifact folder; a universe registers each model (drop --out)")
+    run(universe, mode="train", options=Options(mode="train", trust_pickle=trust_pickle), **kwargs)
 
 
 class _progress:

@@ -407,28 +407,40 @@ def _retrain_locked(name: str, config: str | Path | None, data: str | Path | Non
     _remove_stale_temp()
     with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         trained = train(cfg, bars=bars, out_dir=Path(tmp) / "challenger")
-        out = trained.out_dir
-        fingerprint = artifact_fingerprint(out)
-        try:
-            known = registry.list_versions(name)
-        except ModelNotFoundError:
-            known = []
-        same = next((v for v in known if artifact_fingerprint(v.path) == fingerprint), None)
-        window = {"bars": len(bars), "first": bars.index[0], "last": bars.index[-1],
-                  "data_sha256": trained.manifest["data"]["sha256"]}
-        if same is not None:
-            message = f"unchanged: the same data and config give {same.model_id}; nothing registered"
-            logged = _record(registry, same.model_id, "unchanged", f"retrain: {message}",
-                             {"metric": metric, "data_sha256": window["data_sha256"], "bars": window["bars"]})
-            return {**base, "status": "unchanged", "window": window, "version": same.model_id,
-                    "logged": logged, "message": message}
-        return _compare_and_register(registry, name, cfg, bars, trained, promote, metric, min_improvement,
-                                     min_scoring_rows, runs_dir, base | {"window": window})
+        return settle_challenger(registry, name, cfg, bars, trained, promote=promote, metric=metric,
+                                 min_improvement=min_improvement, min_scoring_rows=min_scoring_rows,
+                                 runs_dir=runs_dir, base=base)
+
+
+def settle_challenger(registry: Any, name: str, cfg: Any, bars: Any, trained: Any, *, promote: bool, metric: str,
+                      min_improvement: float, min_scoring_rows: int, runs_dir: Path, base: dict[str, Any],
+                      extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """The single-model rule for a trained challenger (``trained.out_dir``, ``trained.manifest``):
+    unchanged, or compared with the champion, registered and maybe promoted. The universe retrain
+    (:mod:`aitrader.monitoring.universe`) calls it once per symbol in its parent process;
+    ``extra_tags`` are added to the registered version's tags."""
+    out = trained.out_dir
+    fingerprint = artifact_fingerprint(out)
+    try:
+        known = registry.list_versions(name)
+    except ModelNotFoundError:
+        known = []
+    same = next((v for v in known if artifact_fingerprint(v.path) == fingerprint), None)
+    window = {"bars": len(bars), "first": bars.index[0], "last": bars.index[-1],
+              "data_sha256": trained.manifest["data"]["sha256"]}
+    if same is not None:
+        message = f"unchanged: the same data and config give {same.model_id}; nothing registered"
+        logged = _record(registry, same.model_id, "unchanged", f"retrain: {message}",
+                         {"metric": metric, "data_sha256": window["data_sha256"], "bars": window["bars"]})
+        return {**base, "status": "unchanged", "window": window, "version": same.model_id,
+                "logged": logged, "message": message}
+    return _compare_and_register(registry, name, cfg, bars, trained, promote, metric, min_improvement,
+                                 min_scoring_rows, runs_dir, base | {"window": window}, extra_tags)
 
 
 def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained: Any, promote: bool, metric: str,
                           min_improvement: float, min_scoring_rows: int, runs_dir: Path,
-                          base: dict[str, Any]) -> dict[str, Any]:
+                          base: dict[str, Any], extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     from aitrader.models.runner import ModelRunner
 
     manifest, task = trained.manifest, cfg.target.task
@@ -477,7 +489,7 @@ def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained
     tags = {"role": "challenger", "metric": metric, "challenger_score": "none" if ch is None else f"{ch:.6g}",
             "champion_score": "none" if cp is None else f"{cp:.6g}",
             "champion": champion_info.model_id if champion_info else "none", "decision": decision[:200],
-            "scoring_rows": str(n_rows)}
+            "scoring_rows": str(n_rows)} | dict(extra_tags or {})
     info = registry.register(trained.out_dir, name, tags=tags, trust_pickle=own_pickle)
     feedback = live_feedback(name, runs_dir, champion_info.digest if champion_info else None, challenger,
                              list(manifest["features"]["names"]), task)

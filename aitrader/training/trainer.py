@@ -43,6 +43,7 @@ from aitrader.training.stats import baseline_stats
 
 log = logging.getLogger(__name__)
 
+FIT_THREADS_ENV = "AITRADER_FIT_THREADS"  # at most this many fits side by side (unset: the cores)
 ProgressFn = Callable[[int, int, str], None]
 """``progress(done, total, label)``: called once before the first fit and after every fit."""
 
@@ -206,6 +207,11 @@ def _fit_all(
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
+    # A universe retrain runs one training per worker process: it sets this to 1 so that N
+    # workers use N cores, not N x cores threads (aitrader.monitoring.executors).
+    cap = os.environ.get(FIT_THREADS_ENV, "").strip()
+    if cap.isdigit() and int(cap) >= 1:
+        cores = min(cores, int(cap))
     total = len(jobs)
     # Largest training sets first (longest-processing-time order): the pool does not end waiting
     # on one big fit started last. Results come back in the jobs' own order.
