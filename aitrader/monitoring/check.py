@@ -131,7 +131,7 @@ def run_monitor(
     cfg = load_trading_config(config)
     if window is not None and window < 5:
         raise AitraderError(f"--window must be at least 5 predictions, got {window}")
-    ledger = read_ledger(resolve_run(runs_dir, run_id))
+    ledger = read_ledger(resolve_run(runs_dir, run_id), features=False)  # streamed by monitor_ledger
     entry = select_model(ledger, model_id)
     man = manifest_from_path(manifest) if manifest is not None else manifest_from_registry(entry, registry_root)
     result = monitor_ledger(ledger, man, cfg.monitoring, model_id=model_id, window=window,

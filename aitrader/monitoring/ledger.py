@@ -3,12 +3,18 @@
 The schema is the contract in docs/architecture.md (tables meta, predictions, events, equity...).
 The ledger is opened read-only (``mode=ro``) so that monitoring a live run never blocks or
 modifies the trader, and a missing file is an error rather than a new empty database.
+
+Feature vectors are the bulk of a ledger (~90%). ``read_ledger(..., features=False)`` leaves them
+in the file; :func:`iter_feature_chunks` is the ONE place that reads and decodes them, a chunk of
+rows at a time (bounded memory: no per-row Python lists for the whole run), and
+:func:`feature_rows` gathers the rows a caller selected into one float matrix.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ from aitrader.trading.ledger import ledger_state, validate_run_id
 
 LEDGER_NAME = "ledger.db"
 DEFAULT_RUNS_DIR = "runs"
+FEATURE_CHUNK = 50_000  # rows of feature vectors decoded at a time
 
 
 def resolve_run(runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str | None = None) -> Path:
@@ -67,6 +74,13 @@ class Ledger:
     events: pd.DataFrame  # persisted events (ML_ERROR, RISK_REJECTED, ALERT), payload decoded
     equity: pd.DataFrame  # bar_index, ts, cash, equity
     tables: set[str] = field(default_factory=set)
+    # True when the predictions table has a features column that was left in the file (read it
+    # with feature_rows); False when it was loaded into ``predictions`` or does not exist.
+    features_in_file: bool = False
+
+    @property
+    def has_features(self) -> bool:
+        return self.features_in_file or "features" in self.predictions.columns
 
     @property
     def run_id(self) -> str:
@@ -87,24 +101,45 @@ def _decode(value: Any) -> Any:
         return value  # a plain string stored without JSON quoting
 
 
-def _read_table(conn: sqlite3.Connection, name: str, tables: set[str], columns: list[str]) -> pd.DataFrame:
+def _read_table(conn: sqlite3.Connection, name: str, tables: set[str], columns: list[str],
+                skip: tuple[str, ...] = ()) -> pd.DataFrame:
     if name not in tables:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    cur = conn.execute(f"SELECT * FROM {name} ORDER BY rowid")
-    cols = [d[0] for d in cur.description]
-    return pd.DataFrame(cur.fetchall(), columns=cols, dtype=object)
+    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({name})") if r[1] not in skip]
+    select = ", ".join(f'"{c}"' for c in cols)
+    cur = conn.execute(f"SELECT {select} FROM {name} ORDER BY rowid")
+    chunks = []
+    while rows := cur.fetchmany(FEATURE_CHUNK):  # no whole-table list of tuples next to the frame
+        chunks.append(pd.DataFrame(rows, columns=cols, dtype=object))
+    if not chunks:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
 
 
-def read_ledger(run_dir: str | Path) -> Ledger:
-    """Load the meta, predictions, events and equity tables of one run."""
+def _table_columns(conn: sqlite3.Connection, name: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({name})")]
+
+
+def open_ledger(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a ledger file."""
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise TradingError(f"cannot open ledger {path}: {exc}; check the file's permissions") from exc
+
+
+def read_ledger(run_dir: str | Path, *, features: bool = True) -> Ledger:
+    """Load the meta, predictions, events and equity tables of one run.
+
+    With ``features=False`` the predictions' feature vectors stay in the file (``features_in_file``)
+    and are read in chunks by :func:`feature_rows`: what ``monitor`` does, in bounded memory.
+    """
     run = Path(run_dir)
     path = run / LEDGER_NAME
     if not path.is_file():
         raise TradingError(f"no ledger at {path}; pass the folder of a paper-trade run")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error as exc:
-        raise TradingError(f"cannot open ledger {path}: {exc}; check the file's permissions") from exc
+    conn = open_ledger(path)
+    in_file = False
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables or "predictions" not in tables:
@@ -113,7 +148,9 @@ def read_ledger(run_dir: str | Path) -> Ledger:
                 "expected meta and predictions); pass the folder of a paper-trade run"
             )
         meta = {k: _decode(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        preds = _read_table(conn, "predictions", tables, ["ts", "model_id", "prediction", "outcome"])
+        in_file = not features and "features" in _table_columns(conn, "predictions")
+        preds = _read_table(conn, "predictions", tables, ["ts", "model_id", "prediction", "outcome"],
+                            skip=("features",) if in_file else ())
         events = _read_table(conn, "events", tables, ["ts", "type", "symbol", "model_id", "reason", "payload"])
         equity = _read_table(conn, "equity", tables, ["bar_index", "ts", "cash", "equity"])
     except sqlite3.DatabaseError as exc:
@@ -129,7 +166,51 @@ def read_ledger(run_dir: str | Path) -> Ledger:
         equity["equity"] = pd.to_numeric(equity["equity"], errors="coerce").astype(float)
         equity["ts"] = pd.to_datetime(equity["ts"], utc=True, format="ISO8601")
         equity = equity.sort_values("ts").reset_index(drop=True)
-    return Ledger(run_dir=run, meta=meta, predictions=preds, events=events, equity=equity, tables=tables)
+    return Ledger(run_dir=run, meta=meta, predictions=preds, events=events, equity=equity, tables=tables,
+                  features_in_file=in_file)
+
+
+def iter_feature_chunks(conn: sqlite3.Connection, n_features: int, *,
+                        chunk: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(position of the first row, float matrix)`` per ``chunk`` rows of the predictions table, in
+    rowid order (positions count rows from 0, as ``read_ledger``'s predictions index does).
+
+    The one function that reads and decodes the stored feature vectors: a change of the ledger's
+    feature format changes this function only.
+    """
+    cur = conn.execute("SELECT features FROM predictions ORDER BY rowid")
+    start = 0
+    while rows := cur.fetchmany(chunk or FEATURE_CHUNK):
+        yield start, _decode_rows([r[0] for r in rows], n_features)
+        start += len(rows)
+
+
+def feature_rows(ledger: Ledger, positions: np.ndarray, n_features: int, *,
+                 chunk: int | None = None) -> np.ndarray:
+    """The feature matrix of the predictions rows at ``positions`` (row numbers in rowid order),
+    streamed from the ledger file ``chunk`` rows at a time; memory: the result plus one chunk.
+    """
+    wanted = np.asarray(positions, dtype=np.int64)
+    order = np.argsort(wanted, kind="stable")
+    positions = wanted[order]
+    out = np.full((positions.size, n_features), np.nan)
+    if positions.size == 0 or not ledger.features_in_file:
+        return out
+    conn = open_ledger(ledger.run_dir / LEDGER_NAME)
+    try:
+        for start, mat in iter_feature_chunks(conn, n_features, chunk=chunk):
+            lo, hi = np.searchsorted(positions, [start, start + len(mat)])
+            if hi > lo:
+                out[lo:hi] = mat[positions[lo:hi] - start]
+            if hi >= positions.size:
+                break
+    except sqlite3.DatabaseError as exc:
+        raise TradingError(f"cannot read ledger {ledger.run_dir / LEDGER_NAME}: {exc}; the file is damaged") from exc
+    finally:
+        conn.close()
+    result = np.empty_like(out)
+    result[order] = out
+    return result
 
 
 def feature_matrix(features: pd.Series, n_features: int) -> np.ndarray:
@@ -138,7 +219,10 @@ def feature_matrix(features: pd.Series, n_features: int) -> np.ndarray:
     Rows whose list has the wrong length (another model version) or is missing become all-NaN, so
     they count as unavailable rather than silently shifting columns.
     """
-    raw = features.tolist()
+    return _decode_rows(features.tolist(), n_features)
+
+
+def _decode_rows(raw: list[Any], n_features: int) -> np.ndarray:
     out = np.full((len(raw), n_features), np.nan)
     try:  # one parse of the whole column is ~10x faster than a json.loads per row
         rows = json.loads("[" + ",".join(r if isinstance(r, str) and r.strip() else "null" for r in raw) + "]")

@@ -28,7 +28,7 @@ from aitrader.monitoring.drift import (
     importance_weights,
     lag1_autocorrelation,
 )
-from aitrader.monitoring.ledger import Ledger, feature_matrix
+from aitrader.monitoring.ledger import Ledger, feature_matrix, feature_rows
 
 ERROR_EVENT = "ML_ERROR"
 RISK_EVENT = "RISK_REJECTED"
@@ -238,7 +238,13 @@ def monitor_ledger(
         "window_noise": window_noise(p[-win:], y[-win:], task=task),
     }
 
-    live = feature_matrix(preds["features"], len(names)) if "features" in preds else np.empty((0, len(names)))
+    # Positions in the predictions table (its RangeIndex): streamed from the file when not loaded.
+    if "features" in preds.columns:
+        live = feature_matrix(preds["features"], len(names))
+    elif ledger.features_in_file:
+        live = feature_rows(ledger, preds.index.to_numpy(), len(names))
+    else:
+        live = np.empty((0, len(names)))
     pred_values = model_rows["prediction"].to_numpy(float)
     pred_base = baseline.get("prediction") or {}
     if pred_base:
@@ -259,7 +265,7 @@ def monitor_ledger(
         "importance": weights_from,
         "top": [r["name"] for r in features[:5] if r["psi"] is not None],
     }
-    ops = operational_metrics(ledger, entry, live if "features" in preds else None)
+    ops = operational_metrics(ledger, entry, live if ledger.has_features else None)
     alerts = evaluate_alerts(accuracy, drift, ops, cfg, daily_loss_limit=daily_loss_limit)
     if n_in_sample:
         alerts.append({"code": "in_sample", "value": n_in_sample, "threshold": 0, "message": (

@@ -81,6 +81,7 @@ def test_sklearn_clone_still_works_on_a_model() -> None:
 
     model = RidgeModel(task="regression", random_state=1, params={"alpha": 2.0})
     copy = clone(model)
-    assert copy is not model and copy.get_params() == {"task": "regression", "random_state": 1, "params": {"alpha": 2.0}}
+    assert copy is not model
+    assert copy.get_params() == {"task": "regression", "random_state": 1, "params": {"alpha": 2.0}}
     with pytest.raises(ValueError, match="invalid parameter 'alpah'"):
         model.set_params(alpah=1.0)
