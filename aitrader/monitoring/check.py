@@ -135,7 +135,8 @@ def run_monitor(
     entry = select_model(ledger, model_id)
     man = manifest_from_path(manifest) if manifest is not None else manifest_from_registry(entry, registry_root)
     result = monitor_ledger(ledger, man, cfg.monitoring, model_id=model_id, window=window,
-                            daily_loss_limit=cfg.ml_trading.risk_limits.daily_ml_loss_limit)
+                            daily_loss_limit=cfg.ml_trading.risk_limits.daily_ml_loss_limit,
+                            series=report is not None)
     result.summary["report"] = None
     if report is not None:
         from aitrader.monitoring.report import write_report

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,9 @@ from aitrader.trading.ledger import ledger_state, validate_run_id
 
 LEDGER_NAME = "ledger.db"
 DEFAULT_RUNS_DIR = "runs"
-FEATURE_CHUNK = 50_000  # rows of feature vectors decoded at a time
+#: Rows read at a time: a chunk of JSON feature vectors decodes into ~2.5 KB of Python objects per
+#: row before it becomes a float matrix, so 10k rows peak at ~25 MB whatever the run's length.
+FEATURE_CHUNK = 10_000
 
 
 def resolve_run(runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str | None = None) -> Path:
@@ -102,18 +104,47 @@ def _decode(value: Any) -> Any:
 
 
 def _read_table(conn: sqlite3.Connection, name: str, tables: set[str], columns: list[str],
-                skip: tuple[str, ...] = ()) -> pd.DataFrame:
+                skip: tuple[str, ...] = (), convert: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+                shared: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The table in rowid order, read :data:`FEATURE_CHUNK` rows at a time; ``convert`` types each
+    chunk (so no column of the whole table is held as Python objects), and the strings of the
+    ``shared`` columns (model ids, digests: a few distinct values) are one object per value."""
     if name not in tables:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({name})") if r[1] not in skip]
+    cols = [c for c in _table_columns(conn, name) if c not in skip]
     select = ", ".join(f'"{c}"' for c in cols)
     cur = conn.execute(f"SELECT {select} FROM {name} ORDER BY rowid")
     chunks = []
-    while rows := cur.fetchmany(FEATURE_CHUNK):  # no whole-table list of tuples next to the frame
-        chunks.append(pd.DataFrame(rows, columns=cols, dtype=object))
+    seen: dict[Any, Any] = {}
+    while rows := cur.fetchmany(FEATURE_CHUNK):
+        part = pd.DataFrame(rows, columns=cols, dtype=object)
+        del rows
+        for col in shared:
+            if col in part.columns:
+                part[col] = [seen.setdefault(v, v) for v in part[col].tolist()]
+        chunks.append(convert(part) if convert is not None else part)
     if not chunks:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+        return convert(empty) if convert is not None else empty
     return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+
+
+def _numeric_predictions(df: pd.DataFrame) -> pd.DataFrame:
+    for col in ("prediction", "confidence", "latency_us", "outcome"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df
+
+
+def _typed_equity(df: pd.DataFrame) -> pd.DataFrame:
+    if len(df):
+        df["equity"] = pd.to_numeric(df["equity"], errors="coerce").astype(float)
+        df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+    return df
+
+
+#: predictions columns monitor_ledger does not read: left out by ``read_ledger(features=False)``.
+NOT_MONITORED = ("features", "id", "ts", "bar_index", "symbol", "confidence", "outcome_ts")
 
 
 def _table_columns(conn: sqlite3.Connection, name: str) -> list[str]:
@@ -131,8 +162,9 @@ def open_ledger(path: Path) -> sqlite3.Connection:
 def read_ledger(run_dir: str | Path, *, features: bool = True) -> Ledger:
     """Load the meta, predictions, events and equity tables of one run.
 
-    With ``features=False`` the predictions' feature vectors stay in the file (``features_in_file``)
-    and are read in chunks by :func:`feature_rows`: what ``monitor`` does, in bounded memory.
+    With ``features=False`` (what ``monitor`` does) the predictions' feature vectors stay in the
+    file (``features_in_file``) to be read in chunks by :func:`feature_rows`, and the columns that
+    monitoring does not read (:data:`NOT_MONITORED`) are left out: a few dozen bytes per row remain.
     """
     run = Path(run_dir)
     path = run / LEDGER_NAME
@@ -150,21 +182,18 @@ def read_ledger(run_dir: str | Path, *, features: bool = True) -> Ledger:
         meta = {k: _decode(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         in_file = not features and "features" in _table_columns(conn, "predictions")
         preds = _read_table(conn, "predictions", tables, ["ts", "model_id", "prediction", "outcome"],
-                            skip=("features",) if in_file else ())
+                            skip=() if features else NOT_MONITORED, convert=_numeric_predictions,
+                            shared=("model_id", "digest", "source", "symbol"))
         events = _read_table(conn, "events", tables, ["ts", "type", "symbol", "model_id", "reason", "payload"])
-        equity = _read_table(conn, "equity", tables, ["bar_index", "ts", "cash", "equity"])
+        equity = _read_table(conn, "equity", tables, ["bar_index", "ts", "cash", "equity"],
+                             skip=() if features else ("cash", "bar_index"), convert=_typed_equity)
     except sqlite3.DatabaseError as exc:
         raise TradingError(f"cannot read ledger {path}: {exc}; the file is damaged or not SQLite") from exc
     finally:
         conn.close()
-    for col in ("prediction", "confidence", "latency_us", "outcome"):
-        if col in preds.columns:
-            preds[col] = pd.to_numeric(preds[col], errors="coerce").astype(float)
     if "payload" in events.columns:
         events["payload"] = events["payload"].map(_decode)
     if len(equity):
-        equity["equity"] = pd.to_numeric(equity["equity"], errors="coerce").astype(float)
-        equity["ts"] = pd.to_datetime(equity["ts"], utc=True, format="ISO8601")
         equity = equity.sort_values("ts").reset_index(drop=True)
     return Ledger(run_dir=run, meta=meta, predictions=preds, events=events, equity=equity, tables=tables,
                   features_in_file=in_file)

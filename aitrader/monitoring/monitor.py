@@ -212,8 +212,12 @@ def monitor_ledger(
     model_id: str | None = None,
     window: int | None = None,
     daily_loss_limit: float = 0.02,
+    series: bool = True,
 ) -> MonitorResult:
-    """Evaluate one model of one run against its manifest baseline and the alert thresholds."""
+    """Evaluate one model of one run against its manifest baseline and the alert thresholds.
+
+    ``series=False`` leaves out the per-bar chart data (only the HTML report draws it; on a long
+    run it is the largest part of the result)."""
     entry = select_model(ledger, model_id)
     names, baseline = _check_manifest(manifest)
     target = manifest.get("target") or {}
@@ -288,11 +292,13 @@ def monitor_ledger(
         "warnings": evaluate_warnings(alerts, drift, cfg),
         "thresholds": cfg.model_dump() | {"daily_loss_limit": daily_loss_limit},
     }
-    series = {
+    if not series:
+        return MonitorResult(summary=summary)
+    charts = {
         "equity_ts": ledger.equity["ts"].tolist() if not ledger.equity.empty else [],
         "equity": ledger.equity["equity"].tolist() if not ledger.equity.empty else [],
         "rolling": rolling_metrics(p, y, win, task=task),
         "prediction": p.tolist(),
         "outcome": y.tolist(),
     }
-    return MonitorResult(summary=summary, series=series)
+    return MonitorResult(summary=summary, series=charts)
