@@ -82,14 +82,17 @@ def measure(kind: str, size: int, work: Path) -> dict[str, Any]:
     """Run one child; its result plus its peak RSS (MB) and whole wall time."""
     cmd = [sys.executable, __file__, "--child", kind, str(size), "--work", str(work)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
+    errors = work / f"{kind}_{size}.stderr"
+    with errors.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"{kind} {size} failed (exit {proc.returncode}): {' '.join(cmd)}")
+        tail = errors.read_text()[-2000:]
+        raise SystemExit(f"{kind} {size} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
     doc = json.loads(out.strip().splitlines()[-1])
     peak = doc.pop("vm_hwm_mb") or usage.ru_maxrss / 1024  # ru_maxrss: an upper bound (see _vm_hwm_mb)
     return {"kind": kind, "size": size, **doc, "wall": wall, "peak_rss_mb": peak}
@@ -117,7 +120,7 @@ def prepare(work: Path, paper_sizes: list[int], feature_sizes: list[int]) -> Non
     from aitrader.training.trainer import train
 
     start = "2010-01-01"
-    train_bars = generate_bars(TRAIN_BARS, seed=1, signal=0.3, freq="1min", start=start)
+    train_bars = generate_bars(TRAIN_BARS, seed=1, signal=0.1, volatility=0.001, freq="1min", start=start)
     cfg = TrainConfig.model_validate({
         "data": {"symbol": "SYN"},
         "model": {"kind": "lightgbm", "params": {"n_estimators": 50, "num_threads": 1}},
@@ -130,7 +133,7 @@ def prepare(work: Path, paper_sizes: list[int], feature_sizes: list[int]) -> Non
     (work / "trading.yaml").write_text(CONFIG)
     after = train_bars.index[-1] + (train_bars.index[1] - train_bars.index[0])
     for n in sorted(set(paper_sizes) | set(feature_sizes)):
-        bars = generate_bars(n, seed=2, signal=0.3, freq="1min", start=after)
+        bars = generate_bars(n, seed=2, signal=0.1, volatility=0.001, freq="1min", start=after)
         bars.rename_axis("timestamp").to_parquet(work / f"bars_{n}.parquet")
 
 
