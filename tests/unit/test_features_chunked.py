@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from aitrader.data.synthetic import generate_bars
-from aitrader.features import FeaturePipeline, FeatureRegistry
-from aitrader.features import batch
+from aitrader.features import FeaturePipeline, FeatureRegistry, batch
 from aitrader.features.build import build_features
 from aitrader.features.pipeline import validate_bars
 

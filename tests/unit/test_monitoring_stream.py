@@ -86,3 +86,23 @@ def test_feature_rows_picks_unsorted_positions(tmp_path: Path) -> None:
     expected = np.array([[np.nan if v is None else v for v in json.loads(whole.predictions["features"][p])]
                          for p in pos], dtype=float)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_monitor_json_through_the_cli_equals_the_whole_table_result(in_tmp: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aitrader.cli.main import app
+
+    run = _run(in_tmp)
+    (in_tmp / "art").mkdir()
+    manifest = manifest_for(market(3000, seed=0))
+    (in_tmp / "art" / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(app, ["monitor", "--run", "r1", "--model-id", MODEL["model_id"], "--manifest", "art",
+                                      "--json"])
+    assert result.exit_code in (0, 3), result.stderr
+    doc = json.loads(result.stdout)
+    before = monitor_ledger(read_ledger(Path("runs/r1")), manifest, Monitoring(), model_id=MODEL["model_id"]).summary
+    assert run.resolve() == Path("runs/r1").resolve()
+    for key in ("report", "state"):
+        doc.pop(key, None)
+    assert doc == json.loads(json.dumps(before, default=str))
