@@ -108,9 +108,9 @@ class BarSeries:
         ns, suffix = _utc_ns(df.index)
         ns = np.array(ns, dtype=np.int64)  # a copy: the frame's index may go
         whole = bool(len(ns)) and not (ns % 1_000_000_000).any()
-        cols = [np.ascontiguousarray(df[c].to_numpy(dtype="float64"))
-                for c in ("open", "high", "low", "close", "volume")]
-        return cls(symbol, ns, ns / 1e9, *cols, suffix=suffix, whole_seconds=whole)
+        o, h, lo, c, v = (np.ascontiguousarray(df[c].to_numpy(dtype="float64"))
+                          for c in ("open", "high", "low", "close", "volume"))
+        return cls(symbol, ns, ns / 1e9, o, h, lo, c, v, suffix=suffix, whole_seconds=whole)
 
 
 def replay_steps(series: list[BarSeries], *, chunk: int | None = None) -> Iterator[Step]:
