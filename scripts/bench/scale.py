@@ -8,7 +8,8 @@ includes the parent's size at the fork). Measured:
   with a deployed 50-tree LightGBM through ONNX) on 10k, 100k and 1M one-minute synthetic bars;
 * ``monitor`` (``aitrader.monitoring.check.run_monitor``) on the 1M-bar run, and on the same run the
   previous whole-table read (``read_ledger(features=True)``: every feature row parsed) for comparison;
-* ``features build`` (``aitrader.features.build.build_features``) on 1M and 5M bars.
+* ``features build`` (``aitrader.features.build.build_features``) on 1M and 5M bars, and the
+  previous whole-array path (``FeaturePipeline.transform`` then one ``to_parquet``) for comparison.
 
 For each: size, seconds, per-unit cost (us per bar), peak RSS (MB) and RSS per bar above the
 smallest size. The machine's load average is printed before and after: on a shared machine compare
@@ -75,6 +76,16 @@ def child(kind: str, size: int, work: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         out = build_features(work / f"bars_{size}.parquet", work / f"features_{size}.parquet")
         return {"seconds": time.perf_counter() - t0, "rows": out["rows"]}
+    if kind == "features_whole":  # the previous path: one evaluation over every bar, then one write
+        from aitrader.data import load_bars
+        from aitrader.features.pipeline import FeaturePipeline
+
+        t0 = time.perf_counter()
+        bars = load_bars(work / f"bars_{size}.parquet")
+        frame = FeaturePipeline().transform(bars)
+        frame.index.name = "timestamp"
+        frame.to_parquet(work / f"features_whole_{size}.parquet", engine="pyarrow")
+        return {"seconds": time.perf_counter() - t0, "rows": len(frame)}
     raise SystemExit(f"unknown child kind {kind}")
 
 
@@ -173,7 +184,7 @@ def main() -> None:
         prepare(work, paper, feats)
         print(f"set-up (train, deploy, bar files): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         rows: dict[str, list[dict[str, Any]]] = {"paper-trade": [], "monitor": [], "monitor (whole read, before)": [],
-                                                 "features build": []}
+                                                 "features build": [], "features (whole, before)": []}
         for n in paper:
             rows["paper-trade"].append(measure("paper", n, work))
             print(f"paper-trade {n}: {rows['paper-trade'][-1]['seconds']:.1f} s", file=sys.stderr)
@@ -182,6 +193,8 @@ def main() -> None:
         rows["monitor (whole read, before)"].append(measure("monitor_whole", paper[-1], work))
         for n in feats:
             rows["features build"].append(measure("features", n, work))
+        for n in feats:
+            rows["features (whole, before)"].append(measure("features_whole", n, work))
     load1 = os.getloadavg()
     if args.json:
         print(json.dumps({"load_before": load0, "load_after": load1, "cpus": os.cpu_count(), "rows": rows}, indent=1))
