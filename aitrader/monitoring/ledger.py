@@ -117,11 +117,17 @@ def _read_table(conn: sqlite3.Connection, name: str, tables: set[str], columns: 
     chunks = []
     seen: dict[Any, Any] = {}
     while rows := cur.fetchmany(FEATURE_CHUNK):
-        part = pd.DataFrame(rows, columns=cols, dtype=object)
+        # One array per column (not one 2-D object block whose views would keep every row's Python
+        # objects alive after the numeric columns are converted).
+        values = list(zip(*rows, strict=True))
         del rows
-        for col in shared:
-            if col in part.columns:
-                part[col] = [seen.setdefault(v, v) for v in part[col].tolist()]
+        data: dict[str, Any] = {}
+        for col, column in zip(cols, values, strict=True):
+            if col in shared:
+                column = tuple(seen.setdefault(v, v) for v in column)
+            data[col] = np.array(column, dtype=object)
+        del values
+        part = pd.DataFrame(data, columns=cols, copy=False)
         chunks.append(convert(part) if convert is not None else part)
     if not chunks:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
@@ -237,6 +243,8 @@ def feature_rows(ledger: Ledger, positions: np.ndarray, n_features: int, *,
         raise TradingError(f"cannot read ledger {ledger.run_dir / LEDGER_NAME}: {exc}; the file is damaged") from exc
     finally:
         conn.close()
+    if np.array_equal(order, np.arange(order.size)):  # already ascending (the usual case): no copy
+        return out
     result = np.empty_like(out)
     result[order] = out
     return result
