@@ -10,7 +10,7 @@ computed once per call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -28,9 +28,18 @@ class Bars:
     """The five columns as float64 arrays plus a cache of intermediate series."""
 
     def __init__(self, o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray,
-                 need_m2: frozenset[tuple[str, int]] = frozenset()) -> None:
+                 need_m2: frozenset[tuple[str, int]] = frozenset(), *, offset: int = 0,
+                 prev: Bars | None = None) -> None:
         self.cols = {"open": o, "high": h, "low": low, "close": c, "volume": v}
         self.n = len(c)
+        #: Chunked evaluation (:func:`compute_chunked`): these arrays are bars ``offset:`` of the whole
+        #: series, and ``prev`` (the previous chunk, which covers bar ``offset - 1``) holds the state of
+        #: the recursive averages (EMA, Wilder) and the previous close.
+        self.offset = offset
+        self.prev = prev
+        self.prev_close: float | None = None
+        if prev is not None and offset > 0:
+            self.prev_close = float(prev.cols["close"][offset - 1 - prev.offset])
         #: (series, window) pairs whose variance some feature reads: their mean comes from the same pass.
         self.need_m2 = need_m2
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
@@ -53,7 +62,21 @@ class Bars:
         c = self.cols["close"]
         r = np.zeros(self.n)
         r[1:] = c[1:] / c[:-1] - 1.0
+        if self.prev_close is not None and self.n:
+            r[0] = c[0] / self.prev_close - 1.0
         return r
+
+    def close_diff(self) -> np.ndarray:
+        """close - previous close (0 at bar 0)."""
+        def make() -> np.ndarray:
+            c = self.cols["close"]
+            d = np.zeros(self.n)
+            d[1:] = c[1:] - c[:-1]
+            if self.prev_close is not None and self.n:
+                d[0] = c[0] - self.prev_close
+            return d
+
+        return self._cached(("diff",), make)
 
     def _true_range(self) -> np.ndarray:
         h, low, c = self.cols["high"], self.cols["low"], self.cols["close"]
@@ -61,7 +84,33 @@ class Bars:
         if self.n > 1:
             pc = c[:-1]
             tr[1:] = np.maximum(tr[1:], np.maximum(np.abs(h[1:] - pc), np.abs(low[1:] - pc)))
+        if self.prev_close is not None and self.n:
+            pc0 = self.prev_close
+            tr[0] = max(tr[0], max(abs(h[0] - pc0), abs(low[0] - pc0)))
         return tr
+
+    def _carried(self, key: tuple[Any, ...], start: int) -> float | None:
+        """The previous chunk's value of ``key`` at the bar before this chunk, when the recursion
+        started (absolute bar ``start``) before this chunk; None when it starts inside it."""
+        if self.prev is None or start >= self.offset:
+            return None
+        return float(self.prev._cache[key][self.offset - 1 - self.prev.offset])
+
+    def recursive_ewm(self, key: tuple[Any, ...], x: np.ndarray, com: float, start: int) -> np.ndarray:
+        """:func:`ewm` from absolute bar ``start``, continued from the previous chunk's state."""
+        def make() -> np.ndarray:
+            state = self._carried(key, start)
+            return ewm(x, com, start - self.offset) if state is None else ewm_from(state, x, com)
+
+        return self._cached(key, make)
+
+    def recursive_wilder(self, key: tuple[Any, ...], x: np.ndarray, n: int, first: int) -> np.ndarray:
+        """:func:`wilder` from absolute bar ``first``, continued from the previous chunk's state."""
+        def make() -> np.ndarray:
+            state = self._carried(key, first + n - 1)
+            return wilder(x, n, first - self.offset) if state is None else ewm_from(state, x, n - 1.0)
+
+        return self._cached(key, make)
 
     def _changes(self, name: str) -> np.ndarray:
         """Number of value changes up to each bar (equal counts n-1 bars apart = a flat window)."""
@@ -100,16 +149,13 @@ class Bars:
         return self._cached(("min", name, n), lambda: rolling_extreme(self.series(name), n, np.minimum))
 
     def ema(self, name: str, span: int) -> np.ndarray:
-        return self._cached(("ema", name, span), lambda: ewm(self.series(name), (span - 1) / 2.0, 0))
+        return self.recursive_ewm(("ema", name, span), self.series(name), (span - 1) / 2.0, 0)
 
     def macd_parts(self, fast: int, slow: int, signal: int) -> tuple[np.ndarray, np.ndarray]:
-        def make() -> np.ndarray:
-            raw = self.ema("close", fast) - self.ema("close", slow)
-            # The signal EMA starts where a MACD line first exists (bar slow-1), as in `ta`.
-            return np.stack([raw, ewm(raw, (signal - 1) / 2.0, slow - 1)])
-
-        parts = self._cached(("macd", fast, slow, signal), make)
-        return parts[0], parts[1]
+        raw = self._cached(("macd", fast, slow), lambda: self.ema("close", fast) - self.ema("close", slow))
+        # The signal EMA starts where a MACD line first exists (bar slow-1), as in `ta`.
+        sig = self.recursive_ewm(("macd_signal", fast, slow, signal), raw, (signal - 1) / 2.0, slow - 1)
+        return raw, sig
 
 
 #: Rolling sums are cumulative sums within blocks of this many bars, each centred on its first value:
@@ -183,6 +229,15 @@ def ewm(x: np.ndarray, com: float, start: int) -> np.ndarray:
     return out
 
 
+def ewm_from(state: float, x: np.ndarray, com: float) -> np.ndarray:
+    """``ewm(com, adjust=False)`` of ``x`` continued from ``state`` (the value at the bar before
+    ``x[0]``): the same recursion, so the same floats, as one ewm over the whole series."""
+    y = np.empty(len(x) + 1)
+    y[0] = state
+    y[1:] = x
+    return pd.Series(y, copy=False).ewm(com=com, adjust=False).mean().to_numpy()[1:]
+
+
 def wilder(x: np.ndarray, n: int, first: int) -> np.ndarray:
     """Wilder average (alpha 1/n) of ``x[first:]``, seeded at ``first+n-1`` with the mean of its first n."""
     seed_at = first + n - 1
@@ -201,11 +256,9 @@ def _flat_safe(num: np.ndarray, sd: np.ndarray, mean: np.ndarray, flat: float) -
 
 def _rsi(b: Bars, p: dict[str, Any]) -> np.ndarray:
     n = p["window"]
-    c = b.series("close")
-    d = np.zeros(b.n)
-    d[1:] = c[1:] - c[:-1]
-    ag = wilder(np.maximum(d, 0.0), n, 1)
-    al = wilder(np.maximum(-d, 0.0), n, 1)
+    d = b.close_diff()
+    ag = b.recursive_wilder(("wilder_up", n), np.maximum(d, 0.0), n, 1)
+    al = b.recursive_wilder(("wilder_down", n), np.maximum(-d, 0.0), n, 1)
     tot = ag + al
     return np.where(tot > 0.0, 100.0 * ag / np.where(tot > 0.0, tot, 1.0), 50.0)
 
@@ -264,7 +317,8 @@ BATCH: dict[str, Callable[[Bars, dict[str, Any]], np.ndarray]] = {
     "rsi": _rsi,
     "macd": _macd,
     "bb_pctb": _bb,
-    "atr": lambda b, p: wilder(b.series("tr"), p["window"], 0) / b.series("close"),
+    "atr": lambda b, p: b.recursive_wilder(("wilder_tr", p["window"]), b.series("tr"), p["window"], 0)
+    / b.series("close"),
     "volatility": lambda b, p: b.std("ret1", p["window"], 1),
     "volume_zscore": _zscore,
     "volume_ratio": _volume_ratio,
@@ -281,15 +335,60 @@ BATCH: dict[str, Callable[[Bars, dict[str, Any]], np.ndarray]] = {
 M2_OF = {"bb_pctb": "close", "volatility": "ret1", "volume_zscore": "volume"}
 
 
+def _need_m2(specs: list[FeatureSpec]) -> frozenset[tuple[str, int]]:
+    return frozenset((M2_OF[s.kind], int(s.params["window"])) for s in specs if s.kind in M2_OF)
+
+
+def _fill(bars: Bars, specs: list[FeatureSpec], out: np.ndarray, skip: int) -> None:
+    """Columns of ``specs`` over ``bars``, rows ``skip:`` of it, into ``out``; NaN before the warm-ups."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j, spec in enumerate(specs):
+            out[:, j] = BATCH[spec.kind](bars, spec.params)[skip:]
+            first = bars.offset + skip  # absolute bar of out's first row
+            if spec.warmup > first:
+                out[: spec.warmup - first, j] = np.nan
+
+
 def compute(specs: list[FeatureSpec], o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray,
             v: np.ndarray) -> np.ndarray:
     """Feature matrix (rows = bars, columns = ``specs``), NaN before each feature's warm-up."""
-    need_m2 = frozenset((M2_OF[s.kind], int(s.params["window"])) for s in specs if s.kind in M2_OF)
-    bars = Bars(o, h, low, c, v, need_m2)
+    bars = Bars(o, h, low, c, v, _need_m2(specs))
     out = np.empty((len(c), len(specs)), order="F")  # column writes stay contiguous
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for j, spec in enumerate(specs):
-            col = BATCH[spec.kind](bars, spec.params)
-            out[:, j] = col
-            out[: spec.warmup, j] = np.nan
+    _fill(bars, specs, out, 0)
     return out
+
+
+def lookback(specs: list[FeatureSpec]) -> int:
+    """Bars before a chunk that its rolling windows may read: a bound from the warm-ups and every
+    integer parameter (windows, spans), rounded up to the block size of :func:`rolling_moments`."""
+    need = max((s.warmup + sum(int(v) for v in s.params.values() if isinstance(v, int) and not isinstance(v, bool))
+                for s in specs), default=0) + 2
+    return -(-need // _BLOCK) * _BLOCK
+
+
+def compute_chunked(specs: list[FeatureSpec], o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray,
+                    v: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, feature matrix)`` per ``chunk`` rows: the same floats as :func:`compute` over
+    the whole arrays, in memory bounded by the chunk (plus its look-back).
+
+    Each chunk is evaluated over its bars plus :func:`lookback` bars before it, starting at a
+    multiple of the rolling block (the blocked sums then see the same values in the same order),
+    and the recursive averages (EMA, MACD signal, Wilder) continue from the previous chunk's
+    values instead of restarting.
+    """
+    n = len(c)
+    back = lookback(specs)
+    # A chunk must hold its look-back, and every recursion must have started in the first chunk.
+    chunk = max(int(chunk), 2 * back + _BLOCK)
+    chunk = -(-chunk // _BLOCK) * _BLOCK
+    need_m2 = _need_m2(specs)
+    prev: Bars | None = None
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        offset = max(0, (start - back) // _BLOCK * _BLOCK)
+        bars = Bars(o[offset:stop], h[offset:stop], low[offset:stop], c[offset:stop], v[offset:stop], need_m2,
+                    offset=offset, prev=prev)
+        out = np.empty((stop - start, len(specs)), order="F")
+        _fill(bars, specs, out, start - offset)
+        yield start, out
+        prev = bars

@@ -11,6 +11,7 @@ Adapters implement five hooks: ``_resolve_params`` (defaults + overrides, valida
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import tempfile
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
 from aitrader.errors import ModelError, ModelNotFittedError
 
@@ -137,8 +137,14 @@ def as_matrix(X: Any, n_features: int | None, names: list[str] | None, what: str
     return np.ascontiguousarray(arr)
 
 
-class Model(BaseEstimator):  # type: ignore[misc]
-    """Common behaviour of every adapter; see the module docstring for the hooks."""
+class Model:
+    """Common behaviour of every adapter; see the module docstring for the hooks.
+
+    The scikit-learn estimator contract (``get_params``/``set_params``, ``sklearn.base.clone``,
+    ``fit`` returning self, learned state ending in ``_``) is implemented here rather than by
+    inheriting ``sklearn.base.BaseEstimator``, so that loading a LightGBM/XGBoost/ONNX model does
+    not import scikit-learn and scipy (0.7 s of start-up).
+    """
 
     kind: ClassVar[str] = ""
     library: ClassVar[str] = ""
@@ -151,6 +157,52 @@ class Model(BaseEstimator):  # type: ignore[misc]
         self.task = task
         self.random_state = random_state
         self.params = params
+
+    # ------------------------------------------------------------------ estimator contract
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The keyword hyper-parameters of ``__init__`` (sorted, like scikit-learn's)."""
+        signature = inspect.signature(cls.__init__)
+        return sorted(
+            p.name for p in signature.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters (scikit-learn ``get_params``; nested with ``deep``)."""
+        out: dict[str, Any] = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params: Any) -> Model:
+        """Set constructor parameters (scikit-learn ``set_params``); returns self."""
+        valid = self._get_param_names()
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(
+                    f"invalid parameter {name!r} for {type(self).__name__}; valid parameters are: {valid}"
+                )
+            if sub:
+                getattr(self, name).set_params(**{sub: value})
+            else:
+                setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+        }
+        shown = [
+            f"{name}={value!r}" for name, value in self.get_params(deep=False).items()
+            if not (name in defaults and _same(defaults[name], value))
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     # ------------------------------------------------------------------ hooks (adapters)
 
@@ -306,6 +358,13 @@ class Model(BaseEstimator):  # type: ignore[misc]
             "hyperparameters": _jsonable(self.hyperparameters_),
             "random_state": int(self.random_state),
         }
+
+
+def _same(default: Any, value: Any) -> bool:
+    try:
+        return bool(default is value or default == value)
+    except Exception:  # an array-like value: never equal to a scalar default
+        return False
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,7 +28,7 @@ from aitrader.monitoring.drift import (
     importance_weights,
     lag1_autocorrelation,
 )
-from aitrader.monitoring.ledger import Ledger, feature_matrix
+from aitrader.monitoring.ledger import Ledger, feature_matrix, feature_rows
 
 ERROR_EVENT = "ML_ERROR"
 RISK_EVENT = "RISK_REJECTED"
@@ -212,8 +212,12 @@ def monitor_ledger(
     model_id: str | None = None,
     window: int | None = None,
     daily_loss_limit: float = 0.02,
+    series: bool = True,
 ) -> MonitorResult:
-    """Evaluate one model of one run against its manifest baseline and the alert thresholds."""
+    """Evaluate one model of one run against its manifest baseline and the alert thresholds.
+
+    ``series=False`` leaves out the per-bar chart data (only the HTML report draws it; on a long
+    run it is the largest part of the result)."""
     entry = select_model(ledger, model_id)
     names, baseline = _check_manifest(manifest)
     target = manifest.get("target") or {}
@@ -238,7 +242,13 @@ def monitor_ledger(
         "window_noise": window_noise(p[-win:], y[-win:], task=task),
     }
 
-    live = feature_matrix(preds["features"], len(names)) if "features" in preds else np.empty((0, len(names)))
+    # Positions in the predictions table (its RangeIndex): streamed from the file when not loaded.
+    if "features" in preds.columns:
+        live = feature_matrix(preds["features"], len(names))
+    elif ledger.features_in_file:
+        live = feature_rows(ledger, preds.index.to_numpy(), len(names))
+    else:
+        live = np.empty((0, len(names)))
     pred_values = model_rows["prediction"].to_numpy(float)
     pred_base = baseline.get("prediction") or {}
     if pred_base:
@@ -259,7 +269,7 @@ def monitor_ledger(
         "importance": weights_from,
         "top": [r["name"] for r in features[:5] if r["psi"] is not None],
     }
-    ops = operational_metrics(ledger, entry, live if "features" in preds else None)
+    ops = operational_metrics(ledger, entry, live if ledger.has_features else None)
     alerts = evaluate_alerts(accuracy, drift, ops, cfg, daily_loss_limit=daily_loss_limit)
     if n_in_sample:
         alerts.append({"code": "in_sample", "value": n_in_sample, "threshold": 0, "message": (
@@ -282,11 +292,13 @@ def monitor_ledger(
         "warnings": evaluate_warnings(alerts, drift, cfg),
         "thresholds": cfg.model_dump() | {"daily_loss_limit": daily_loss_limit},
     }
-    series = {
+    if not series:
+        return MonitorResult(summary=summary)
+    charts = {
         "equity_ts": ledger.equity["ts"].tolist() if not ledger.equity.empty else [],
         "equity": ledger.equity["equity"].tolist() if not ledger.equity.empty else [],
         "rolling": rolling_metrics(p, y, win, task=task),
         "prediction": p.tolist(),
         "outcome": y.tolist(),
     }
-    return MonitorResult(summary=summary, series=series)
+    return MonitorResult(summary=summary, series=charts)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import count, repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,22 @@ BarTuple = tuple[str, int, float, float, float, float, float]
 Step = tuple[str, float, Sequence[BarTuple]]
 
 
-def iso_strings(index: pd.DatetimeIndex) -> tuple[list[str], np.ndarray]:
-    """ISO-8601 strings and epoch seconds of a DatetimeIndex, vectorised."""
+REPLAY_CHUNK = 65_536  # bars turned into Python strings/floats at a time by replay_steps
+
+
+def _utc_ns(index: pd.DatetimeIndex) -> tuple[np.ndarray, str]:
+    """Nanoseconds (UTC for an aware index, as given for a naive one) and the ISO suffix."""
     suffix = ""
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
         suffix = "+00:00"
-    ns = index.as_unit("ns").asi8
-    if len(ns) and not (ns % 1_000_000_000).any():
+    return index.as_unit("ns").asi8, suffix
+
+
+def _format_ns(ns: np.ndarray, suffix: str, whole_seconds: bool) -> list[str]:
+    """ISO-8601 strings of nanosecond stamps; ``whole_seconds`` is decided once for a whole series,
+    so that every chunk of it is formatted alike."""
+    if whole_seconds:
         # Whole seconds (the usual bars): each distinct day and time of day is formatted once and
         # the stamps are joined from them, twice as fast as numpy formatting every stamp.
         days, second = np.divmod(ns // 1_000_000_000, 86400)
@@ -44,27 +52,51 @@ def iso_strings(index: pd.DatetimeIndex) -> tuple[list[str], np.ndarray]:
         time_code, time_values = pd.factorize(second)
         day_text = np.datetime_as_string(day_values.astype("datetime64[D]")).tolist()
         time_text = [f"T{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}{suffix}" for t in time_values.tolist()]
-        strings = [day_text[d] + time_text[t] for d, t in zip(day_code.tolist(), time_code.tolist(), strict=True)]
-        return strings, ns / 1e9
+        return [day_text[d] + time_text[t] for d, t in zip(day_code.tolist(), time_code.tolist(), strict=True)]
     values: Any = ns.astype("datetime64[ns]")
     text = np.datetime_as_string(values, unit="us")  # type: ignore[call-overload]
-    strings = [s + suffix for s in text.tolist()] if suffix else text.tolist()
-    return strings, ns / 1e9
+    return [s + suffix for s in text.tolist()] if suffix else text.tolist()
+
+
+def iso_strings(index: pd.DatetimeIndex) -> tuple[list[str], np.ndarray]:
+    """ISO-8601 strings and epoch seconds of a DatetimeIndex, vectorised."""
+    ns, suffix = _utc_ns(index)
+    whole = bool(len(ns)) and not (ns % 1_000_000_000).any()
+    return _format_ns(ns, suffix, whole), ns / 1e9
 
 
 @dataclass
 class BarSeries:
+    """One symbol's bars as compact arrays (~48 bytes a bar); :func:`replay_steps` turns them into
+    Python strings and floats :data:`REPLAY_CHUNK` bars at a time, so a replay's memory does not
+    grow with Python objects per bar."""
+
     symbol: str
-    ts: list[str]
+    ns: np.ndarray  # int64 stamps (UTC when the bars were tz-aware)
     epoch: np.ndarray
-    open: list[float]
-    high: list[float]
-    low: list[float]
-    close: list[float]
-    volume: list[float]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    suffix: str = ""
+    whole_seconds: bool = True
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return len(self.ns)
+
+    def ts_strings(self, lo: int = 0, hi: int | None = None) -> list[str]:
+        """The ISO-8601 stamps of bars ``lo:hi``."""
+        return _format_ns(self.ns[lo:hi], self.suffix, self.whole_seconds)
+
+    @property
+    def ts(self) -> list[str]:
+        """Every stamp as a string (builds the whole list: prefer :meth:`ts_strings` on a slice)."""
+        return self.ts_strings()
+
+    def columns(self, lo: int, hi: int) -> list[list[float]]:
+        """open, high, low, close, volume of bars ``lo:hi`` as Python floats."""
+        return [a[lo:hi].tolist() for a in (self.open, self.high, self.low, self.close, self.volume)]
 
     @classmethod
     def from_frame(cls, symbol: str, df: pd.DataFrame) -> BarSeries:
@@ -73,39 +105,67 @@ class BarSeries:
             raise DataError(f"bars for {symbol} lack columns {missing}; expected open, high, low, close, volume")
         if not isinstance(df.index, pd.DatetimeIndex):
             raise DataError(f"bars for {symbol} must have a DatetimeIndex; load them with aitrader.data.load_bars")
-        ts, epoch = iso_strings(df.index)
-        cols = [df[c].to_numpy(dtype="float64").tolist() for c in ("open", "high", "low", "close", "volume")]
-        return cls(symbol, ts, epoch, *cols)
+        ns, suffix = _utc_ns(df.index)
+        ns = np.array(ns, dtype=np.int64)  # a copy: the frame's index may go
+        whole = bool(len(ns)) and not (ns % 1_000_000_000).any()
+        o, h, lo, c, v = (np.ascontiguousarray(df[c].to_numpy(dtype="float64"))
+                          for c in ("open", "high", "low", "close", "volume"))
+        return cls(symbol, ns, ns / 1e9, o, h, lo, c, v, suffix=suffix, whole_seconds=whole)
 
 
-def replay_steps(series: list[BarSeries]) -> Iterator[Step]:
-    """Merge several symbols' bars by timestamp (ties ordered by symbol)."""
+def replay_steps(series: list[BarSeries], *, chunk: int | None = None) -> Iterator[Step]:
+    """Merge several symbols' bars by timestamp (ties ordered by symbol), ``chunk`` bars of Python
+    objects at a time (default :data:`REPLAY_CHUNK`)."""
     series = sorted(series, key=lambda s: s.symbol)
+    size = int(chunk or REPLAY_CHUNK)
     if len(series) == 1:
         # One symbol (the common replay): the steps are built by zip in C, no Python frame per bar;
         # a step's bars are a 1-tuple here (the engine only iterates and indexes them).
         s = series[0]
-        bars = zip(repeat(s.symbol), count(), s.open, s.high, s.low, s.close, s.volume, strict=False)
-        return zip(s.ts, s.epoch.tolist(), zip(bars, strict=False), strict=True)  # type: ignore[return-value]
-    return _merged_steps(series)
+        return chain.from_iterable(_one_chunk(s, lo, min(lo + size, len(s))) for lo in range(0, len(s), size))
+    return _merged_steps(series, chunk=size)
 
 
-def _merged_steps(series: list[BarSeries]) -> Iterator[Step]:
+def _one_chunk(s: BarSeries, lo: int, hi: int) -> Iterator[Step]:
+    bars = zip(repeat(s.symbol), range(lo, hi), *s.columns(lo, hi), strict=False)
+    return zip(s.ts_strings(lo, hi), s.epoch[lo:hi].tolist(), zip(bars, strict=False), strict=True)  # type: ignore[return-value]
+
+
+def _merged_steps(series: list[BarSeries], *, chunk: int | None = None) -> Iterator[Step]:
+    size = int(chunk or REPLAY_CHUNK)
     epochs = np.concatenate([s.epoch for s in series]) if series else np.empty(0)
     which = np.concatenate([np.full(len(s), k) for k, s in enumerate(series)]) if series else np.empty(0, int)
     local = np.concatenate([np.arange(len(s)) for s in series]) if series else np.empty(0, int)
     order = np.lexsort((which, epochs))
+    del local  # rebuilt per chunk from the offsets
+    offsets = np.cumsum([0] + [len(s) for s in series])
     cur_ep: float | None = None
     cur_ts = ""
     bars: list[BarTuple] = []
-    for ep, k, i in zip(epochs[order].tolist(), which[order].tolist(), local[order].tolist(), strict=True):
-        if ep != cur_ep:
-            if bars:
-                yield cur_ts, cur_ep, bars  # type: ignore[misc]
-            cur_ep, bars = ep, []
-            cur_ts = series[k].ts[i]
-        s = series[k]
-        bars.append((s.symbol, i, s.open[i], s.high[i], s.low[i], s.close[i], s.volume[i]))
+    for lo in range(0, len(order), size):
+        idx = order[lo:lo + size]
+        ks, eps = which[idx], epochs[idx]
+        loc = idx - offsets[ks]
+        ts: list[str | None] = [None] * len(idx)
+        vals = np.empty((len(idx), 5))
+        for k, s in enumerate(series):
+            sel = np.flatnonzero(ks == k)
+            if not sel.size:
+                continue
+            li = loc[sel]
+            for j, col in enumerate((s.open, s.high, s.low, s.close, s.volume)):
+                vals[sel, j] = col[li]
+            for pos, text in zip(sel.tolist(), _format_ns(s.ns[li], s.suffix, s.whole_seconds), strict=True):
+                ts[pos] = text
+        syms = [series[k].symbol for k in ks.tolist()]
+        rows = vals.tolist()
+        for ep, sym, i, stamp, row in zip(eps.tolist(), syms, loc.tolist(), ts, rows, strict=True):
+            if ep != cur_ep:
+                if bars:
+                    yield cur_ts, cur_ep, bars  # type: ignore[misc]
+                cur_ep, bars = ep, []
+                cur_ts = stamp  # type: ignore[assignment]
+            bars.append((sym, i, row[0], row[1], row[2], row[3], row[4]))
     if bars:
         yield cur_ts, cur_ep, bars  # type: ignore[misc]
 

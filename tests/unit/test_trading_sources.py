@@ -44,3 +44,48 @@ def test_one_symbol_replay_equals_the_merged_path() -> None:
     fast = [(ts, ep, list(bars)) for ts, ep, bars in replay_steps(series)]
     assert fast == list(_merged_steps(series))
     assert fast[3] == ("2021-03-01T03:00:00", idx[3].value / 1e9, [("X", 3, 3.0, 4.0, 5.0, 6.0, 7.0)])
+
+
+def _list_reference(series: list[BarSeries]) -> list:
+    """What replay_steps yielded before it streamed: whole Python lists, merged bar by bar."""
+    series = sorted(series, key=lambda s: s.symbol)
+    rows = []
+    for k, s in enumerate(series):
+        ts, _ = iso_strings(pd.DatetimeIndex(s.ns.astype("datetime64[ns]"), tz="UTC" if s.suffix else None))
+        cols = [np.asarray(c).tolist() for c in (s.open, s.high, s.low, s.close, s.volume)]
+        rows += [(float(s.epoch[i]), k, ts[i], (s.symbol, i, *(c[i] for c in cols))) for i in range(len(s))]
+    rows.sort(key=lambda r: (r[0], r[1]))
+    steps: list = []
+    for ep, _, ts_i, bar in rows:
+        if steps and steps[-1][1] == ep:
+            steps[-1][2].append(bar)
+        else:
+            steps.append((ts_i, ep, [bar]))
+    return steps
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=3),
+    chunk=st.integers(1, 17),
+    tz=st.sampled_from([None, "UTC", "America/New_York"]),
+    frac=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_chunked_replay_equals_the_whole_list_replay(sizes: list[int], chunk: int, tz: str | None, frac: bool,
+                                                     seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    series = []
+    for k, n in enumerate(sizes):
+        secs = np.sort(rng.choice(np.arange(0, 200) * 60, size=n, replace=False)).astype(np.int64)
+        ns = secs * 1_000_000_000 + (500_000_000 if frac and k == 0 else 0)
+        idx = pd.DatetimeIndex(ns.astype("datetime64[ns]"))
+        if tz is not None:
+            idx = idx.tz_localize("UTC").tz_convert(tz)
+        df = pd.DataFrame(rng.normal(100, 1, (n, 5)), columns=["open", "high", "low", "close", "volume"], index=idx)
+        series.append(BarSeries.from_frame(f"S{k}", df))
+    expected = _list_reference(series)
+    got = [(ts, ep, list(bars)) for ts, ep, bars in replay_steps(series, chunk=chunk)]
+    assert got == expected
+    for _, ep, bars in got:  # plain Python types, as the hot loop expects
+        assert type(ep) is float and all(type(v) is float for bar in bars for v in bar[2:])

@@ -1,0 +1,212 @@
+"""Benchmark: how time and memory grow with the work (issue 11), printed as curves in one run.
+
+Each measurement runs in its own child process, which reports the seconds of the work itself (after
+its imports) and its own peak RSS (``VmHWM`` from /proc; else ``os.wait4``'s ``ru_maxrss``, which
+includes the parent's size at the fork). Measured:
+
+* ``paper-trade`` (``aitrader.trading.service.paper_trade``, the library path behind the command,
+  with a deployed 50-tree LightGBM through ONNX) on 10k, 100k and 1M one-minute synthetic bars;
+* ``monitor`` (``aitrader.monitoring.check.run_monitor``) on the 1M-bar run, and on the same run the
+  previous whole-table read (``read_ledger(features=True)``: every feature row parsed) for comparison;
+* ``features build`` (``aitrader.features.build.build_features``) on 1M and 5M bars, and the
+  previous whole-array path (``FeaturePipeline.transform`` then one ``to_parquet``) for comparison.
+
+For each: size, seconds, per-unit cost (us per bar), peak RSS (MB) and RSS per bar above the
+smallest size. The machine's load average is printed before and after: on a shared machine compare
+rows of the same run only.
+
+Usage: .venv/bin/python scripts/bench/scale.py [--quick] [--work DIR] [--json]
+``--quick`` uses sizes 100x smaller (a smoke run of a minute); the default takes several minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CONFIG = """
+ml_trading:
+  models:
+    - {model_id: syn_lgbm, symbol: SYN, min_confidence: 0.6, position_size: 0.02}
+  errors: {prediction_timeout_ms: 5000}
+"""
+TRAIN_BARS = 3000
+
+
+# ---------------------------------------------------------------------------- children
+
+
+def child(kind: str, size: int, work: Path) -> dict[str, Any]:
+    """The work measured in a child process; returns its own seconds (imports excluded)."""
+    if kind == "paper":
+        from aitrader.trading.service import paper_trade
+
+        t0 = time.perf_counter()
+        summary = paper_trade(config_path=str(work / "trading.yaml"), data=[str(work / f"bars_{size}.parquet")],
+                              run_id=f"p{size}", registry_root=str(work / "models"), runs_dir=str(work / "runs"))
+        return {"seconds": time.perf_counter() - t0, "bars": summary["bars"],
+                "ledger_bytes": (work / "runs" / f"p{size}" / "ledger.db").stat().st_size}
+    if kind in ("monitor", "monitor_whole"):
+        from aitrader.config import load_trading_config
+        from aitrader.monitoring.check import manifest_from_registry, run_monitor
+        from aitrader.monitoring.ledger import read_ledger
+        from aitrader.monitoring.monitor import monitor_ledger, select_model
+
+        t0 = time.perf_counter()
+        if kind == "monitor":
+            res = run_monitor(run_id=f"p{size}", runs_dir=work / "runs", registry_root=work / "models",
+                              config=work / "trading.yaml", state_path=None)
+        else:  # the previous path: every feature row read and parsed in one go
+            cfg = load_trading_config(work / "trading.yaml")
+            ledger = read_ledger(work / "runs" / f"p{size}", features=True)
+            man = manifest_from_registry(select_model(ledger), work / "models")
+            res = monitor_ledger(ledger, man, cfg.monitoring)
+        return {"seconds": time.perf_counter() - t0, "health": res.summary["health"],
+                "n": res.summary["drift"]["n"]}
+    if kind == "features":
+        from aitrader.features.build import build_features
+
+        t0 = time.perf_counter()
+        out = build_features(work / f"bars_{size}.parquet", work / f"features_{size}.parquet")
+        return {"seconds": time.perf_counter() - t0, "rows": out["rows"]}
+    if kind == "features_whole":  # the previous path: one evaluation over every bar, then one write
+        from aitrader.data import load_bars
+        from aitrader.features.pipeline import FeaturePipeline
+
+        t0 = time.perf_counter()
+        bars = load_bars(work / f"bars_{size}.parquet")
+        frame = FeaturePipeline().transform(bars)
+        frame.index.name = "timestamp"
+        frame.to_parquet(work / f"features_whole_{size}.parquet", engine="pyarrow")
+        return {"seconds": time.perf_counter() - t0, "rows": len(frame)}
+    raise SystemExit(f"unknown child kind {kind}")
+
+
+def measure(kind: str, size: int, work: Path) -> dict[str, Any]:
+    """Run one child; its result plus its peak RSS (MB) and whole wall time."""
+    cmd = [sys.executable, __file__, "--child", kind, str(size), "--work", str(work)]
+    t0 = time.perf_counter()
+    errors = work / f"{kind}_{size}.stderr"
+    with errors.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = errors.read_text()[-2000:]
+        raise SystemExit(f"{kind} {size} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    doc = json.loads(out.strip().splitlines()[-1])
+    peak = doc.pop("vm_hwm_mb") or usage.ru_maxrss / 1024  # ru_maxrss: an upper bound (see _vm_hwm_mb)
+    return {"kind": kind, "size": size, **doc, "wall": wall, "peak_rss_mb": peak}
+
+
+def _vm_hwm_mb() -> float | None:
+    """This process's peak resident set (``VmHWM``: reset by exec, unlike ``ru_maxrss``, which a
+    child inherits from the parent it was forked from)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+# ---------------------------------------------------------------------------- set-up
+
+
+def prepare(work: Path, paper_sizes: list[int], feature_sizes: list[int]) -> None:
+    from aitrader.config import TrainConfig
+    from aitrader.data.synthetic import generate_bars
+    from aitrader.registry import Registry
+    from aitrader.training.trainer import train
+
+    start = "2010-01-01"
+    train_bars = generate_bars(TRAIN_BARS, seed=1, signal=0.1, volatility=0.001, freq="1min", start=start)
+    cfg = TrainConfig.model_validate({
+        "data": {"symbol": "SYN"},
+        "model": {"kind": "lightgbm", "params": {"n_estimators": 50, "num_threads": 1}},
+        "split": {"n_folds": 2, "min_train": 1000, "holdout": 0.2},
+    })
+    train(cfg, bars=train_bars, out_dir=work / "art")
+    reg = Registry(work / "models")
+    reg.register(work / "art", "syn_lgbm")
+    reg.deploy("syn_lgbm", reason="bench")
+    (work / "trading.yaml").write_text(CONFIG)
+    after = train_bars.index[-1] + (train_bars.index[1] - train_bars.index[0])
+    for n in sorted(set(paper_sizes) | set(feature_sizes)):
+        bars = generate_bars(n, seed=2, signal=0.1, volatility=0.001, freq="1min", start=after)
+        bars.rename_axis("timestamp").to_parquet(work / f"bars_{n}.parquet")
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def curve(title: str, rows: list[dict[str, Any]], unit: str) -> list[str]:
+    head = f"  {'size':>10} {'seconds':>9} {'us/' + unit:>9} {'peak RSS MB':>12} {'RSS B/' + unit + ' vs first':>18}"
+    lines = [title, head]
+    first = rows[0]
+    for r in rows:
+        per = r["seconds"] / r["size"] * 1e6
+        grow = ((r["peak_rss_mb"] - first["peak_rss_mb"]) * 2**20 / (r["size"] - first["size"])
+                if r["size"] != first["size"] else float("nan"))
+        lines.append(f"  {r['size']:>10,} {r['seconds']:>9.2f} {per:>9.2f} {r['peak_rss_mb']:>12.1f} {grow:>18.1f}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="sizes 100x smaller (smoke run)")
+    ap.add_argument("--work", default=None, help="folder for bars, models and runs (default: a temp folder)")
+    ap.add_argument("--json", action="store_true", help="print the rows as one JSON document")
+    ap.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        doc = child(args.child[0], int(args.child[1]), Path(args.work))
+        print(json.dumps({**doc, "vm_hwm_mb": _vm_hwm_mb()}))
+        return
+    scale = 100 if args.quick else 1
+    paper = [10_000 // scale, 100_000 // scale, 1_000_000 // scale]
+    feats = [1_000_000 // scale, 5_000_000 // scale]
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="aitrader-scale-", dir=args.work) as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        prepare(work, paper, feats)
+        print(f"set-up (train, deploy, bar files): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        rows: dict[str, list[dict[str, Any]]] = {"paper-trade": [], "monitor": [], "monitor (whole read, before)": [],
+                                                 "features build": [], "features (whole, before)": []}
+        for n in paper:
+            rows["paper-trade"].append(measure("paper", n, work))
+            print(f"paper-trade {n}: {rows['paper-trade'][-1]['seconds']:.1f} s", file=sys.stderr)
+        for n in paper:
+            rows["monitor"].append(measure("monitor", n, work))
+        rows["monitor (whole read, before)"].append(measure("monitor_whole", paper[-1], work))
+        for n in feats:
+            rows["features build"].append(measure("features", n, work))
+        for n in feats:
+            rows["features (whole, before)"].append(measure("features_whole", n, work))
+    load1 = os.getloadavg()
+    if args.json:
+        print(json.dumps({"load_before": load0, "load_after": load1, "cpus": os.cpu_count(), "rows": rows}, indent=1))
+        return
+    print(f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) before {load0[0]:.2f}/{load0[1]:.2f}/"
+          f"{load0[2]:.2f}, after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}")
+    for title, data in rows.items():
+        for line in curve(title, data, "bar"):
+            print(line)
+    for r in rows["paper-trade"]:
+        print(f"  ledger of {r['size']:,} bars: {r['ledger_bytes'] / r['size']:.0f} bytes/bar")
+
+
+if __name__ == "__main__":
+    main()
