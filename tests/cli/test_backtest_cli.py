@@ -13,31 +13,21 @@ from typer.testing import CliRunner
 
 from aitrader.cli.main import app
 from aitrader.trading.trades import TRADE_COLUMNS
+from tests.model_world import deploy_small_model
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from aitrader.config import TrainConfig
     from aitrader.data.synthetic import generate_bars
-    from aitrader.registry import Registry
-    from aitrader.training.trainer import train
 
     base = tmp_path_factory.mktemp("backtest_cli")
     bars = generate_bars(1400, seed=3, signal=0.3)
-    cfg = TrainConfig.model_validate({
-        "data": {"symbol": "SYN"},
-        "model": {"kind": "lightgbm", "params": {"n_estimators": 20, "num_threads": 1}},
-        "split": {"n_folds": 2, "min_train": 300, "holdout": 0.2},
-    })
-    train(cfg, bars=bars.iloc[:1000], out_dir=base / "art")
-    reg = Registry(base / "models")
-    reg.register(base / "art", "syn_lgbm")
-    reg.deploy("syn_lgbm", reason="test")
+    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
     data = base / "SYN.csv"
     bars.iloc[900:].rename_axis("timestamp").to_csv(data)
-    return {"registry": base / "models", "data": data}
+    return {"registry": registry, "data": data}
 
 
 def cli(world: dict[str, Path], *args: str, json_out: bool = True):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from aitrader.cli.main import app
 from aitrader.errors import DataError
+from tests.model_world import deploy_small_model
 
 runner = CliRunner()
 CONFIG = """
@@ -24,25 +25,14 @@ ml_trading:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from aitrader.config import TrainConfig
     from aitrader.data.synthetic import generate_bars
-    from aitrader.registry import Registry
-    from aitrader.training.trainer import train
 
     base = tmp_path_factory.mktemp("poisoned_trade")
     bars = generate_bars(1300, seed=5, signal=0.3)
-    cfg = TrainConfig.model_validate({
-        "data": {"symbol": "SYN"},
-        "model": {"kind": "lightgbm", "params": {"n_estimators": 5, "num_threads": 1}},
-        "split": {"n_folds": 2, "min_train": 300, "holdout": 0.2},
-    })
-    train(cfg, bars=bars.iloc[:1000], out_dir=base / "art")
-    reg = Registry(base / "models")
-    reg.register(base / "art", "syn")
-    reg.deploy("syn", reason="test")
+    registry = deploy_small_model(base, bars, name="syn", n_estimators=5)
     config = base / "trading.yaml"
     config.write_text(CONFIG)
-    return {"registry": base / "models", "config": config, "base": base}
+    return {"registry": registry, "config": config, "base": base}
 
 
 @pytest.mark.parametrize(

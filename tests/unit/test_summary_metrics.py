@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from aitrader.trading.service import export_table
 from aitrader.trading.session import RunOptions, run_session
 from aitrader.trading.sources import replay_steps
+from tests.model_world import deploy_small_model
 from tests.unit.trading_helpers import config, series, spec
 
 INITIAL = 100_000.0
@@ -166,29 +167,18 @@ ml_trading:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 20-tree LightGBM trained on exchange-hour bars, deployed; the bars after its training rows."""
-    from aitrader.config import TrainConfig
     from aitrader.data.synthetic import generate_bars
-    from aitrader.registry import Registry
-    from aitrader.training.trainer import train
 
     base = tmp_path_factory.mktemp("summary_cli")
     index = exchange_hours(220)
     bars = generate_bars(len(index), seed=3, signal=0.3)
     bars.index = index
-    cfg = TrainConfig.model_validate({
-        "data": {"symbol": "SYN"},
-        "model": {"kind": "lightgbm", "params": {"n_estimators": 20, "num_threads": 1}},
-        "split": {"n_folds": 2, "min_train": 300, "holdout": 0.2},
-    })
-    train(cfg, bars=bars.iloc[:1000], out_dir=base / "art")
-    reg = Registry(base / "models")
-    reg.register(base / "art", "syn_lgbm")
-    reg.deploy("syn_lgbm", reason="test")
+    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
     data = base / "SYN.csv"
     bars.iloc[1000:].rename_axis("timestamp").to_csv(data)
     config_path = base / "trading.yaml"
     config_path.write_text(CONFIG)
-    return {"registry": base / "models", "data": data, "config": config_path}
+    return {"registry": registry, "data": data, "config": config_path}
 
 
 def test_paper_trade_and_status_figures_equal_the_recomputation_from_export(in_tmp: Path, world) -> None:

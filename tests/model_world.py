@@ -1,0 +1,28 @@
+"""One small deployed model for the tests that trade through the CLI (several modules share it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def deploy_small_model(base: Path, bars: pd.DataFrame, *, name: str = "syn_lgbm", n_estimators: int = 20,
+                       train_rows: int = 1000, symbol: str = "SYN") -> Path:
+    """Train a LightGBM on ``bars[:train_rows]`` (2 purged folds, 20% holdout), register it as ``name`` in
+    ``base/models`` and deploy it to production; returns the registry root. The artifact is ``base/art``."""
+    from aitrader.config import TrainConfig
+    from aitrader.registry import Registry
+    from aitrader.training.trainer import train
+
+    cfg = TrainConfig.model_validate({
+        "data": {"symbol": symbol},
+        "model": {"kind": "lightgbm", "params": {"n_estimators": n_estimators, "num_threads": 1}},
+        "split": {"n_folds": 2, "min_train": 300, "holdout": 0.2},
+    })
+    train(cfg, bars=bars.iloc[:train_rows], out_dir=base / "art")
+    reg = Registry(base / "models")
+    reg.register(base / "art", name)
+    reg.deploy(name, reason="test")
+    reg.close()
+    return base / "models"
