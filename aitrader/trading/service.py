@@ -14,18 +14,26 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
-from aitrader.config import TradingConfig, load_trading_config
 from aitrader.errors import DataError, TradingError
 from aitrader.trading.ledger import LEDGER_NAME, connect, ledger_state, read_table, validate_run_id
-from aitrader.trading.session import REPLAY_COMMIT_EVERY, ModelSpec, RunOptions, new_run_id, run_session
-from aitrader.trading.sources import BarSeries, FollowSource, ReplayFingerprint, describe, replay_steps
+
+if TYPE_CHECKING:  # the session, the sources, pandas and the config are imported where they are used, so
+    # that `status` and `export` (which only read a ledger) import neither pandas nor pydantic
+    import pandas as pd
+
+    from aitrader.config import TradingConfig
+    from aitrader.trading.session import ModelSpec
 
 DEFAULT_RUNS_DIR = "runs"
+
+
+def run_session(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`aitrader.trading.session.run_session`, imported on the first call (tests replace this name)."""
+    from aitrader.trading.session import run_session as run
+
+    return run(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------- models
@@ -77,9 +85,12 @@ def load_models(
     A model configured for another symbol than the one it was trained on is refused unless
     ``allow_symbol_mismatch``; an entry with symbol :data:`SYMBOL_FROM_MANIFEST` takes the trained one.
     """
+    import numpy as np
+
     from aitrader.errors import ModelNotFoundError
     from aitrader.features import FeaturePipeline
     from aitrader.registry import Registry
+    from aitrader.trading.session import ModelSpec
 
     ml = cfg.ml_trading
     if not ml.enabled:
@@ -196,6 +207,8 @@ def _unseen_start(manifest: dict[str, Any]) -> tuple[Any, int]:
 
 def _aligned(value: Any, index: Any) -> Any:
     """``value`` as a Timestamp comparable with ``index`` (naive stamps take the index's zone)."""
+    import pandas as pd
+
     ts = pd.Timestamp(value)
     tz = getattr(index, "tz", None)
     if tz is not None and ts.tz is None:
@@ -206,6 +219,8 @@ def _aligned(value: Any, index: Any) -> Any:
 
 
 def _parse_when(option: str, value: str) -> pd.Timestamp:
+    import pandas as pd
+
     try:
         ts: Any = pd.Timestamp(value)
     except (TypeError, ValueError, OverflowError):
@@ -241,6 +256,8 @@ def select_window(df: pd.DataFrame, symbol: str, specs: list[ModelSpec], window:
     By default trading starts at the models' first unseen bar (``split.holdout_first``); ``--from``
     earlier than that, or a replay of the whole file, needs ``allow_in_sample``.
     """
+    import pandas as pd
+
     from aitrader.trading.session import to_epoch
 
     warmup = max((_unseen_start(s.manifest)[1] for s in specs), default=0)
@@ -278,6 +295,8 @@ def select_window(df: pd.DataFrame, symbol: str, specs: list[ModelSpec], window:
 
 def _after_training(df: pd.DataFrame, manifest: dict[str, Any], symbol: str) -> pd.DataFrame:
     """The sample's bars from the model's first unseen bar on, led by its feature warm-up bars."""
+    from aitrader.trading.session import ModelSpec
+
     spec = ModelSpec(model_id="model", symbol=symbol, digest="", predictor=None, stream=None,  # type: ignore[arg-type]
                      manifest=manifest)
     return select_window(df, symbol, [spec], Window(), what="the built-in sample")[0]
@@ -419,6 +438,8 @@ RUN_TABLES = ("meta", "cursors", "orders", "fills", "positions", "equity", "even
 def _resumed_config(saved: dict[str, Any], run_dir: Path) -> tuple[TradingConfig, dict[str, Any], list[Any]]:
     from pydantic import ValidationError
 
+    from aitrader.config import TradingConfig
+
     try:
         cfg = TradingConfig.model_validate(saved.get("config"))
     except ValidationError as exc:
@@ -474,6 +495,12 @@ def paper_trade(
     ``collect``, when given, receives the replayed frames, each symbol's first traded bar (epoch)
     and the specs (what ``backtest`` reports on).
     """
+    import pandas as pd
+
+    from aitrader.config import load_trading_config
+    from aitrader.trading.session import REPLAY_COMMIT_EVERY, RunOptions, new_run_id
+    from aitrader.trading.sources import BarSeries, FollowSource, ReplayFingerprint, describe, replay_steps
+
     if not math.isfinite(speed) or speed < 0:
         raise TradingError(f"--speed must be a finite number >= 0 (0: as fast as possible), got {speed}")
     window = Window(start, end, allow_in_sample)
@@ -561,6 +588,8 @@ def paper_trade(
 
 def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:
     """The bars already in a followed file (for the asset class); none when it cannot be read yet."""
+    import pandas as pd
+
     from aitrader.data import load_bars
     from aitrader.errors import AitraderError
 
@@ -647,6 +676,8 @@ def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str 
         df = run_trades(run_dir)
     else:
         cols, rows = read_table(run_dir / LEDGER_NAME, table)
+        import pandas as pd
+
         df = pd.DataFrame.from_records(rows, columns=cols)
     if out is None:
         return df.to_csv(index=False, lineterminator="\n")

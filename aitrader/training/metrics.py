@@ -35,10 +35,12 @@ Formulas and conventions (docs/metrics.md lists them with the commands that use 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where it is used: `status` and `export` summarise runs without it
+    import pandas as pd
 
 REGRESSION_METRICS = (
     "mae", "rmse", "r2", "hit_rate", "ic", "rank_ic", "total_return", "sharpe", "max_drawdown", "turnover",
@@ -196,6 +198,8 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
     # Average ranks for ties, as Spearman's definition needs (no scipy dependency).
     return pd.Series(a).rank(method="average").to_numpy(dtype=np.float64)
 
@@ -273,7 +277,6 @@ CALENDAR_KINDS = ("exchange", "forex", "crypto")
 EXCHANGE_SESSIONS_PER_YEAR = 252.0
 FOREX_DAYS_PER_YEAR = 260.0  # 52.18 weeks x 5 weekdays, less the few days the whole market closes
 CRYPTO_DAYS_PER_YEAR = 365.25
-_DAY = pd.Timedelta(days=1)
 
 
 def _week_ids(days: pd.DatetimeIndex) -> np.ndarray:
@@ -286,6 +289,9 @@ def _week_ids(days: pd.DatetimeIndex) -> np.ndarray:
 
 def _continuous(index: pd.DatetimeIndex, step: pd.Timedelta) -> bool:
     """Trades every day of the week (24x7)."""
+    import pandas as pd
+
+    day = pd.Timedelta(days=1)
     weekday = np.asarray(index.day_of_week)
     if index[-1] - index[0] >= pd.Timedelta(days=7):
         # Every day of the week holds at least half the bars of the median day: a few weekend bars are
@@ -295,11 +301,11 @@ def _continuous(index: pd.DatetimeIndex, step: pd.Timedelta) -> bool:
     # Under a week: a tenth of the bars on a weekend, or a weekend date at least half covered.
     if np.mean(weekday >= 5) >= 0.1:
         return True
-    if step < _DAY:
+    if step < day:
         weekend = pd.DatetimeIndex(index[weekday >= 5])
         if len(weekend):
             per_date = pd.Series(1, index=weekend).groupby(weekend.normalize()).size()
-            return bool(per_date.max() >= 0.5 * (_DAY / step))
+            return bool(per_date.max() >= 0.5 * (day / step))
     return False
 
 
@@ -311,6 +317,8 @@ def _weekdays_without_holidays(index: pd.DatetimeIndex) -> bool:
     short; forex leaves at most Christmas and New Year (<= 4%). Fewer than 26 whole weeks decide
     nothing and stay an exchange (the common convention for daily bars).
     """
+    import pandas as pd
+
     days = pd.DatetimeIndex(index.normalize().unique())
     weeks = _week_ids(days)
     ids, counts = np.unique(weeks, return_counts=True)
@@ -337,21 +345,24 @@ def market_calendar(index: pd.DatetimeIndex) -> tuple[str, float]:
     Fewer than 3 bars: ``("exchange", 252.0)``. Works on any datetime resolution (s, ms, us, ns):
     only Timedelta arithmetic, never raw epoch integers.
     """
+    import pandas as pd
+
+    day = pd.Timedelta(days=1)
     idx = pd.DatetimeIndex(index)
     idx = pd.DatetimeIndex(idx[~np.asarray(idx.isna())].unique().sort_values())
     if len(idx) < 3:
         return "exchange", EXCHANGE_SESSIONS_PER_YEAR
     step = pd.Timedelta(pd.Series(idx).diff().dropna().median())
     if _continuous(idx, step):
-        bars_per_day = _DAY / step
+        bars_per_day = day / step
         return "crypto", float(CRYPTO_DAYS_PER_YEAR * bars_per_day)
-    if step >= 2 * _DAY:  # weekly or monthly bars
+    if step >= 2 * day:  # weekly or monthly bars
         return "exchange", float(pd.Timedelta(days=CRYPTO_DAYS_PER_YEAR) / step)
     per_date = pd.Series(1, index=idx).groupby(idx.normalize()).size()
-    if step < _DAY:
+    if step < day:
         day_of_week = np.asarray(pd.DatetimeIndex(per_date.index).day_of_week)
         weekdays = per_date.to_numpy()[day_of_week < 5]
-        full = _DAY / step
+        full = day / step
         if weekdays.size and float(np.median(weekdays)) >= 0.75 * full:
             return "forex", float(FOREX_DAYS_PER_YEAR * full)
         return "exchange", float(EXCHANGE_SESSIONS_PER_YEAR * float(per_date.median()))
