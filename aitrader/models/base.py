@@ -34,10 +34,12 @@ def default_feature_names(n: int) -> list[str]:
 
 
 def check_params(params: dict[str, Any] | None, valid: Collection[str], kind: str) -> dict[str, Any]:
-    """Reject unknown hyper-parameters (with the closest valid name and the list of valid ones: a
-    typo must not be ignored) and known ones of the wrong type (before the library sees them)."""
-    import difflib
+    """Reject unknown hyper-parameters (with the closest valid names: a typo must not be ignored) and
+    known ones of the wrong type (before the library sees them).
 
+    The message is one line: the closest names (not the full list, ~300 names for LightGBM) and where
+    the valid ones are documented.
+    """
     from aitrader.models.params import param_type_problems
 
     params = dict(params or {})
@@ -48,18 +50,35 @@ def check_params(params: dict[str, Any] | None, valid: Collection[str], kind: st
             )
     unknown = sorted(set(params) - set(valid), key=str)
     if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(str(name), sorted(valid), n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ModelError(
-            f"{kind}: unknown parameter(s) {', '.join(hints)}; valid parameters are: {', '.join(sorted(valid))}"
-        )
+        hints = [f"{name!r} ({_closest(str(name), valid)})" for name in unknown]
+        names = sorted(set(valid))
+        where = (f"valid: {', '.join(names)}" if len(names) <= _LISTED_PARAMS else
+                 f"see the {_LIBRARY.get(kind, kind)} documentation of its {len(names)} parameters")
+        raise ModelError(f"{kind}: unknown parameter(s) {', '.join(hints)}; fix model.params ({where})")
     problems = param_type_problems(kind, params)
     if problems:
         raise ModelError(f"{kind}: " + "; ".join(f"parameter {name!r} {why}" for name, why in problems)
                          + "; fix model.params")
     return params
+
+
+#: An unknown hyper-parameter's error lists the valid names when there are at most this many (else it
+#: names the library's documentation: LightGBM has ~300).
+_LISTED_PARAMS = 20
+_LIBRARY = {"lightgbm": "LightGBM", "xgboost": "XGBoost", "ridge": "scikit-learn", "random_forest": "scikit-learn"}
+
+
+def _closest(name: str, valid: Collection[str]) -> str:
+    """``did you mean 'a', 'b' or 'c'?`` (up to three close valid names by difflib, else the one nearest
+    name that is still similar), or ``no close name``."""
+    import difflib
+
+    names = sorted(set(valid))
+    found = difflib.get_close_matches(name, names, n=3, cutoff=0.75) or difflib.get_close_matches(name, names, n=1)
+    close = [repr(c) for c in found]
+    if not close:
+        return "no close name"
+    return "did you mean " + (close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}") + "?"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
