@@ -182,7 +182,7 @@ def test_unknown_kind_and_task():
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_unknown_param_names_it_and_valid_ones(kind):
-    with pytest.raises(ModelError, match=r"unknown parameter\(s\) 'n_estimatorz' \(.*\); fix model.params \((valid|see) "):
+    with pytest.raises(ModelError, match=r"unknown parameter\(s\) 'n_estimatorz' \(.*\); fix model.params \("):
         create_model(kind, params={"n_estimatorz": 10})
     with pytest.raises(ModelError, match="model.random_state"):
         create_model(kind, params={"random_state": 1})
