@@ -338,10 +338,19 @@ def pack_floats(values: list[float]) -> bytes:
     return packed.tobytes()
 
 
+def unknown_table_message(table: str, tables: list[str]) -> str:
+    """``unknown table 'fill' (did you mean 'fills'?); expected one of fills, orders, ...``."""
+    import difflib
+
+    close = difflib.get_close_matches(table.lower(), tables, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown table {table!r}{hint}; expected one of {', '.join(tables)}"
+
+
 def read_table(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Columns and rows of one exportable table, in id/time order (read-only)."""
     if table not in EXPORT_TABLES:
-        raise TradingError(f"unknown table {table!r}; expected one of {', '.join(EXPORT_TABLES)}")
+        raise TradingError(unknown_table_message(table, list(EXPORT_TABLES)))
     conn = connect(path, readonly=True)
     try:
         cols = EXPORT_TABLES[table]

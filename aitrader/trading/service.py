@@ -667,10 +667,10 @@ def _recorded_bars(run_dir: Path, symbols: list[str]) -> dict[str, pd.DataFrame]
 def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR,
                  state_dir: str | None = None) -> str | None:
     """CSV text of a ledger table when ``out`` is None; else write CSV or parquet (by extension) atomically."""
-    from aitrader.trading.ledger import EXPORT_TABLES
+    from aitrader.trading.ledger import EXPORT_TABLES, unknown_table_message
 
     if table not in EXPORT_TABLES and table != "trades":
-        raise TradingError(f"unknown table {table!r}; expected one of {', '.join([*EXPORT_TABLES, 'trades'])}")
+        raise TradingError(unknown_table_message(table, [*EXPORT_TABLES, "trades"]))
     run_dir = _existing_run(runs_dir, run_id, state_dir)
     if table == "trades":
         df = run_trades(run_dir)
