@@ -12,6 +12,7 @@ import math
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -664,23 +665,86 @@ def _recorded_bars(run_dir: Path, symbols: list[str]) -> dict[str, pd.DataFrame]
         return None
 
 
+_PLAIN_CELL = (type(None), bool, int, float, str)
+
+
+def csv_text(cols: list[str], rows: list[tuple[Any, ...]], lineterminator: str = "\n") -> str | None:
+    """The CSV that ``pandas.DataFrame.from_records(rows, columns=cols).to_csv(index=False)`` writes,
+    without importing pandas (``export`` of a ledger table stays light); None when a value is not a plain
+    Python scalar (then pandas formats it).
+
+    pandas' column inference, reproduced: a column of numbers holding a float or a null becomes float64
+    (every number written as ``repr(float)``, nulls and NaN empty), a column of ints only stays int; any
+    other column is written value by value with ``str`` (None and NaN empty). Checked against pandas on
+    random tables (tests/cli/test_slim.py).
+    """
+    import csv
+    import io
+
+    columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [() for _ in cols]
+    cells: list[list[str]] = []
+    for values in columns:
+        if not all(type(v) in _PLAIN_CELL for v in values) or any(type(v) is int and abs(v) >= 2**63 for v in values):
+            return None
+        nulls = [v is None or (type(v) is float and math.isnan(v)) for v in values]
+        present = [v for v, null in zip(values, nulls, strict=True) if not null]
+        numeric = bool(present) and all(type(v) in (int, float) for v in present)
+        if numeric and (any(nulls) or any(type(v) is float for v in present)):
+            cells.append(["" if null else repr(float(v)) for v, null in zip(values, nulls, strict=True)])
+        else:
+            cells.append(["" if null else str(v) for v, null in zip(values, nulls, strict=True)])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator=lineterminator)
+    writer.writerow(cols)
+    writer.writerows(zip(*cells, strict=True))
+    return buf.getvalue()
+
+
+def _write_export(tmp: Path, suffix: str, plain: str | None, frame: Callable[[], pd.DataFrame]) -> None:
+    """Write ``plain`` CSV text (gzipped for .csv.gz) or, when None, the frame as CSV or parquet."""
+    if plain is not None:
+        import gzip
+
+        with (gzip.open(tmp, "wt", encoding="utf-8", newline="") if suffix == ".csv.gz"
+              else tmp.open("w", encoding="utf-8", newline="")) as fh:
+            fh.write(plain)
+    elif suffix == ".parquet":
+        frame().to_parquet(tmp, index=False)
+    else:
+        frame().to_csv(tmp, index=False, compression="gzip" if suffix == ".csv.gz" else None)
+
+
 def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR,
                  state_dir: str | None = None) -> str | None:
-    """CSV text of a ledger table when ``out`` is None; else write CSV or parquet (by extension) atomically."""
+    """CSV text of a ledger table when ``out`` is None; else write CSV or parquet (by extension) atomically.
+
+    A ledger table goes to CSV without pandas (:func:`csv_text`, the same text); parquet and the
+    ``trades`` table (round trips, MAE/MFE from the bars) use pandas.
+    """
     from aitrader.trading.ledger import EXPORT_TABLES, unknown_table_message
 
     if table not in EXPORT_TABLES and table != "trades":
         raise TradingError(unknown_table_message(table, [*EXPORT_TABLES, "trades"]))
     run_dir = _existing_run(runs_dir, run_id, state_dir)
+    cols: list[str] = []
+    rows: list[tuple[Any, ...]] = []
     if table == "trades":
         df = run_trades(run_dir)
     else:
         cols, rows = read_table(run_dir / LEDGER_NAME, table)
+        df = None
+
+    def frame() -> pd.DataFrame:
         import pandas as pd
 
-        df = pd.DataFrame.from_records(rows, columns=cols)
+        return df if df is not None else pd.DataFrame.from_records(rows, columns=cols)
+
+    def text(lineterminator: str) -> str | None:
+        return csv_text(cols, rows, lineterminator) if df is None else None
+
     if out is None:
-        return df.to_csv(index=False, lineterminator="\n")
+        plain = text("\n")
+        return plain if plain is not None else frame().to_csv(index=False, lineterminator="\n")
     dest = Path(out)
     if dest.is_dir() or out.endswith(("/", os.sep)):
         raise TradingError(f"--out {out} is a directory; pass a file name such as {dest / (table + '.csv')}")
@@ -694,10 +758,7 @@ def export_table(run_id: str, table: str, out: str | None = None, runs_dir: str 
     except OSError as exc:
         raise TradingError(f"cannot write --out {out}: {exc.strerror or exc}; pass a writable path") from exc
     try:
-        if suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False, compression="gzip" if suffix == ".csv.gz" else None)
+        _write_export(Path(tmp), suffix, None if suffix == ".parquet" else text(os.linesep), frame)
         Path(tmp).replace(dest)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
