@@ -259,7 +259,9 @@ class Model:
     def validate(self) -> dict[str, Any]:
         """Check task and hyper-parameters without fitting; returns the resolved parameters."""
         if self.task not in TASKS:
-            raise ModelError(f"{self.kind}: unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+            close = _closest(str(self.task), TASKS)
+            hint = "" if close == "no close name" else f"{close} "
+            raise ModelError(f"{self.kind}: unknown task {self.task!r}; {hint}expected one of {', '.join(TASKS)}")
         if not isinstance(self.random_state, int | np.integer) or isinstance(self.random_state, bool):
             raise ModelError(f"{self.kind}: random_state must be an integer, got {self.random_state!r}")
         return self._resolve_params()

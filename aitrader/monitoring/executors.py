@@ -175,7 +175,11 @@ def _in_worker(fn: Callable[[Any], Any], item: Any) -> Any:
 def make_executor(kind: str, *, jobs: int | None = None, scheduler: str | None = None) -> Any:
     """The executor named ``kind`` (``process`` | ``dask``); options are checked here."""
     if kind not in EXECUTORS:
-        raise ConfigError(f"--executor {kind!r} is not supported; expected one of {', '.join(EXECUTORS)}")
+        import difflib
+
+        close = difflib.get_close_matches(str(kind).lower(), list(EXECUTORS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"--executor {kind!r} is not supported; {hint}expected one of {', '.join(EXECUTORS)}")
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if scheduler and kind != "dask":
