@@ -37,7 +37,11 @@ class Param:
         elif not isinstance(value, str):
             return f"must be a string, got {value!r}"
         if self.choices and value not in self.choices:
-            return f"must be one of {', '.join(self.choices)}, got {value!r}"
+            import difflib
+
+            close = difflib.get_close_matches(value, list(self.choices), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"must be one of {', '.join(self.choices)}, got {value!r}{hint}"
         if self.minimum is not None and value < self.minimum:
             return f"must be >= {self.minimum:g}, got {value!r}"
         return None

@@ -81,6 +81,12 @@ def _definition_problems(kind: Kind | None, params: Any, warmup: Any, has_warmup
     return problems
 
 
+def _hint(value: Any, choices: Any) -> str:
+    """`` (did you mean 'momentum'?)`` for a near miss of a string choice, else nothing."""
+    close = difflib.get_close_matches(value, list(choices), n=1) if isinstance(value, str) else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _parse_entry(raw: Any, where: str) -> FeatureSpec:
     """Validate one entry; raises FeatureError naming every problem with its path."""
     if not isinstance(raw, dict):
@@ -95,10 +101,11 @@ def _parse_entry(raw: Any, where: str) -> FeatureSpec:
     if "description" in raw and not (isinstance(raw["description"], str) and raw["description"].strip()):
         problems.append("description: must be a non-empty string")
     if "group" in raw and raw["group"] not in GROUPS:
-        problems.append(f"group: must be one of {', '.join(GROUPS)}, got {raw['group']!r}")
+        problems.append(f"group: must be one of {', '.join(GROUPS)}, got {raw['group']!r}{_hint(raw['group'], GROUPS)}")
     kind = KINDS.get(raw.get("kind", ""))
     if "kind" in raw and kind is None:
-        problems.append(f"kind: must be one of {', '.join(sorted(KINDS))}, got {raw['kind']!r}")
+        problems.append(f"kind: must be one of {', '.join(sorted(KINDS))}, got {raw['kind']!r}"
+                        f"{_hint(raw['kind'], sorted(KINDS))}")
     params = raw.get("params") if raw.get("params") is not None else {}
     warmup = raw.get("warmup")
     problems += _definition_problems(kind, params, warmup, "warmup" in raw)
