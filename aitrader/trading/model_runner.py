@@ -159,11 +159,11 @@ class ModelSlot:
         No per-bar timeout here (a batch call is not a bar's call; docs/trading.md, "Replay routes")."""
         if self.disabled or (self.trade_from is not None and epoch < self.trade_from):
             return False
-        row = feed.rows[bar_index]
+        row, ready = feed.row(bar_index)
         bus = self.bus
         if bus.wants(EventType.FEATURE_UPDATE):
             bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
-        if not feed.ready[bar_index]:
+        if not ready:
             return False  # missing features: skip this bar for this model
         raw, latency_us, error = feed.prediction(bar_index)
         reason, detail = None, ""

@@ -139,17 +139,17 @@ def test_latency_is_the_batch_time_amortised_over_its_rows() -> None:
     ticks = iter([10.0, 10.5, 20.0, 21.0])  # two chunks: 0.5 s over 4 ready rows, 1 s over 2
     rows = np.arange(14, dtype=float).reshape(7, 2)
     rows[1, 0] = np.nan  # not ready: skipped, not predicted
-    feed = BatchFeed(rows, FirstFeature(), clock=lambda: next(ticks), chunk=5)
+    feed = BatchFeed.from_matrix(rows, FirstFeature(), clock=lambda: next(ticks), chunk=5)
     assert feed.prediction(0) == (0.0, 0.5e6 / 4, None)
     assert feed.prediction(4)[1] == 0.5e6 / 4
-    assert math.isnan(feed.preds[1]) and not feed.ready[1]
+    assert math.isnan(feed.preds[1]) and not feed.row(1)[1]
     assert feed.prediction(5) == (10.0, 1e6 / 2, None)  # the chunk from bar 5: bars 5 and 6
     assert feed.prediction(6) == (12.0, 1e6 / 2, None)
 
 
 def test_a_failing_batch_is_predicted_row_by_row() -> None:
     rows = np.array([[0.01, 0.0], [0.05, 0.0], [-0.05, 0.0], [0.02, 0.0]])
-    feed = BatchFeed(rows, FirstFeature(raise_above=0.03, nan_below=-0.04), clock=lambda: 0.0)
+    feed = BatchFeed.from_matrix(rows, FirstFeature(raise_above=0.03, nan_below=-0.04), clock=lambda: 0.0)
     assert feed.prediction(0) == (0.01, 0.0, None)
     raw, _, error = feed.prediction(1)
     assert math.isnan(raw) and error == "RuntimeError: boom at 0.0500"
@@ -231,3 +231,17 @@ def test_same_orders_fills_and_equity_on_real_data(tmp_path: Path, shared_data: 
     assert [(p[:6], p[8]) for p in bt["predictions"]] == [(p[:6], p[8]) for p in st["predictions"]]
     np.testing.assert_allclose([p[6] for p in bt["predictions"]], [p[6] for p in st["predictions"]],
                                rtol=1e-6, atol=1e-12)
+
+
+def test_feature_chunks_are_read_in_order_and_hold_one_chunk() -> None:
+    """Chunks of 3 bars: bar 4 is row 1 of the second chunk; the first chunk is let go."""
+    rows = np.arange(16, dtype=float).reshape(8, 2)
+    chunks = [(0, rows[0:3]), (3, rows[3:6]), (6, rows[6:8])]
+    feed = BatchFeed(chunks, FirstFeature(), clock=lambda: 0.0)
+    assert feed.prediction(1)[0] == 2.0
+    assert feed.prediction(4)[0] == 8.0 and feed.first == 3 and len(feed.rows) == 3
+    assert feed.row(7)[0].tolist() == [14.0, 15.0]
+    with pytest.raises(IndexError):
+        feed.row(2)
+    with pytest.raises(IndexError):
+        feed.row(8)
