@@ -158,6 +158,6 @@ def attach(engine: Any, specs: Sequence[Any], series: Iterable[Any], *,
         pipeline = pipelines[k] if pipelines is not None else FeaturePipeline.from_contract(spec.manifest["features"])
         chunks = fbatch.compute_chunked(pipeline.specs, bars.open, bars.high, bars.low, bars.close, bars.volume,
                                         FEATURE_CHUNK)
-        slot.feed = BatchFeed(chunks, spec.predictor, clock=clock or slot.clock)
+        slot.feed = BatchFeed(chunks, spec.predictor, clock=clock or slot.clock, chunk=PREDICT_CHUNK)
         n += 1
     return n

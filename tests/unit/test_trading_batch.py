@@ -245,3 +245,20 @@ def test_feature_chunks_are_read_in_order_and_hold_one_chunk() -> None:
         feed.row(2)
     with pytest.raises(IndexError):
         feed.row(8)
+
+
+def test_small_chunks_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feature chunks of the smallest size compute_chunked allows and 7-row prediction batches: the
+    same ledger as the streaming route, and a resume in the middle of a chunk equals the full run."""
+    import aitrader.trading.batch as batch_mod
+
+    monkeypatch.setattr(batch_mod, "FEATURE_CHUNK", 1)
+    monkeypatch.setattr(batch_mod, "PREDICT_CHUNK", 7)
+    df = bars(900, seed=24)
+    model = FirstFeature(raise_above=0.03, nan_below=-0.035)
+    replay(tmp_path, "full", df, "batch", model)
+    replay(tmp_path, "s", df, "streaming", model)
+    assert trading_tables(tmp_path / "full") == trading_tables(tmp_path / "s")
+    replay(tmp_path, "part", df, "batch", model, opts=RunOptions(commit_every=11, max_bars=413, handle_signals=False))
+    replay(tmp_path, "part", df, "batch", model, resume=True)
+    assert ledger_content(tmp_path / "part" / "ledger.db") == ledger_content(tmp_path / "full" / "ledger.db")
