@@ -35,7 +35,7 @@ import numpy as np
 PREDICT_CHUNK = 8192
 #: Bars of features evaluated at a time (``aitrader.features.batch.compute_chunked``: the same floats
 #: as over the whole frame), so a replay's memory does not grow with its length.
-FEATURE_CHUNK = 65_536
+FEATURE_CHUNK = 16_384
 
 Chunks = Iterator[tuple[int, np.ndarray]]
 
