@@ -263,6 +263,9 @@ class MLTrading(StrictModel):
     errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
     feature_pipeline: FeaturePipelineSection = Field(default_factory=FeaturePipelineSection)
     live: LiveSection = Field(default_factory=LiveSection)
+    # A replay at --speed 0 (paper-trade, backtest, train's holdout backtest): batch features and batch
+    # predictions, or the per-bar streaming path of live runs (docs/trading.md, "Replay routes").
+    replay: Literal["batch", "streaming"] = "batch"
 
     @model_validator(mode="after")
     def _position_within_limit(self) -> MLTrading:

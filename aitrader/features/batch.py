@@ -390,5 +390,6 @@ def compute_chunked(specs: list[FeatureSpec], o: np.ndarray, h: np.ndarray, low:
                     offset=offset, prev=prev)
         out = np.empty((stop - start, len(specs)), order="F")
         _fill(bars, specs, out, start - offset)
+        bars.prev = None  # its recursions are continued; keeping it would chain every chunk in memory
         yield start, out
         prev = bars

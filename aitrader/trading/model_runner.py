@@ -34,7 +34,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from aitrader.trading.events import (
     Signal,
 )
 from aitrader.trading.strategy import MLRegressionStrategy
+
+if TYPE_CHECKING:
+    from aitrader.trading.batch import BatchFeed
 
 
 class Predictor(Protocol):
@@ -102,6 +105,8 @@ class ModelSlot:
         self.timeout_clock = timeout_clock
         #: Set by the engine when the ledger is the only MODEL_PREDICTION listener: its buffer's append.
         self.prediction_rows: Callable[[tuple[Any, ...]], None] | None = None
+        #: Set for a replay on the batch route (aitrader.trading.batch): rows and predictions by bar index.
+        self.feed: BatchFeed | None = None
         self.train_span = train_span
         self.trade_from = trade_from
         # State carried across bars; saved in every checkpoint (see state()).
@@ -115,8 +120,10 @@ class ModelSlot:
         self.n_signals = 0
 
     def warm(self, ts: Any, o: float, h: float, l: float, c: float, v: float) -> None:  # noqa: E741
-        """Feed a bar before the run's cursor: features only (resume rebuilds streams from bars)."""
-        self.stream.update(ts, o, h, l, c, v)
+        """Feed a bar before the run's cursor: features only (resume rebuilds streams from bars; the
+        batch route reads its precomputed rows from the cursor on, so it needs nothing)."""
+        if self.feed is None:
+            self.stream.update(ts, o, h, l, c, v)
 
     def in_sample(self, epoch: float) -> int | None:
         """1 when the bar at ``epoch`` was one of the model's training rows, 0 when not, None: unknown."""
@@ -130,6 +137,9 @@ class ModelSlot:
         closes: deque[float], epoch: float = 0.0,
     ) -> bool:
         """Process one bar of this model's symbol; True when the model's vote changed."""
+        feed = self.feed
+        if feed is not None:
+            return self._step_batch(feed, ts, bar_index, c, closes, epoch)
         row = self.stream.update(ts, o, h, l, c, v)
         if self.disabled or (self.trade_from is not None and epoch < self.trade_from):
             return False
@@ -141,6 +151,32 @@ class ModelSlot:
         reason, detail, raw, latency_us, timed_us, what = self._timed_predict(row)
         if reason is None and timed_us > self.timeout_s * 1e6:
             reason, detail = "timeout", f"{what} {timed_us / 1000:.3f} ms > {self.timeout_s * 1000:g} ms"
+        return self._act(ts, bar_index, c, closes, epoch, row, reason, detail, raw, latency_us)
+
+    def _step_batch(self, feed: BatchFeed, ts: str, bar_index: int, c: float, closes: deque[float],
+                    epoch: float) -> bool:
+        """:meth:`step` on the batch route: the bar's row and prediction were computed in batches.
+        No per-bar timeout here (a batch call is not a bar's call; docs/trading.md, "Replay routes")."""
+        if self.disabled or (self.trade_from is not None and epoch < self.trade_from):
+            return False
+        row, ready = feed.row(bar_index)
+        bus = self.bus
+        if bus.wants(EventType.FEATURE_UPDATE):
+            bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
+        if not ready:
+            return False  # missing features: skip this bar for this model
+        raw, latency_us, error = feed.prediction(bar_index)
+        reason, detail = None, ""
+        if error is not None:
+            reason, detail, raw = "exception", error, math.nan
+        elif math.isnan(raw) or math.isinf(raw):
+            reason, detail = "nan", f"prediction is {raw}"
+        return self._act(ts, bar_index, c, closes, epoch, row, reason, detail, raw, latency_us)
+
+    def _act(self, ts: str, bar_index: int, c: float, closes: deque[float], epoch: float, row: np.ndarray,
+             reason: str | None, detail: str, raw: float, latency_us: float) -> bool:
+        """The prediction (or its error and fallback) -> ledger row, strategy decision, vote."""
+        bus = self.bus
         if reason is None:
             self.consecutive_errors = 0
             self.last_valid = raw
@@ -254,6 +290,7 @@ class ModelSlot:
         self.strategy = strategy
         self.horizon = horizon
         self.train_span = train_span
+        self.feed = None  # a swap happens in live runs, which stream
         self.last_valid = None
         self.previous_age = 0
         self.consecutive_errors = 0

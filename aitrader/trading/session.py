@@ -23,6 +23,8 @@ from typing import Any
 from aitrader._util import pid_alive
 from aitrader.config import TradingConfig
 from aitrader.errors import TradingError
+from aitrader.trading.batch import attach as attach_batch
+from aitrader.trading.batch import use_batch
 from aitrader.trading.broker import PaperBroker
 from aitrader.trading.engine import Engine, TargetSchedule
 from aitrader.trading.events import EventBus
@@ -305,6 +307,16 @@ def _ledger_failure(exc: BaseException, path: Path) -> TradingError:
     )
 
 
+def _choose_route(cfg: TradingConfig, engine: Engine, specs: list[ModelSpec], steps: Iterable[Step],
+                  opts: RunOptions) -> str:
+    """``batch`` when the replay's models take the batch route (:mod:`aitrader.trading.batch`), else
+    ``streaming``; recorded in the ledger's meta as ``route``."""
+    series = getattr(steps, "series", None)  # a replay's steps carry their bars (sources.ReplaySteps)
+    if series is None or not use_batch(cfg.ml_trading.replay, speed=opts.speed, live=opts.live, swap=opts.swap):
+        return "streaming"
+    return "batch" if attach_batch(engine, specs, series, clock=opts.clock) else "streaming"
+
+
 def run_session(
     cfg: TradingConfig,
     specs: list[ModelSpec],
@@ -339,8 +351,9 @@ def run_session(
             engine.fingerprint = opts.fingerprint
         if resume:
             _restore(engine, ledger)
+        route = _choose_route(cfg, engine, specs, steps, opts)
         try:
-            ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso()})
+            ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso(), "route": route})
         except sqlite3.Error as exc:
             raise _ledger_failure(exc, ledger.path) from exc
         if stop_event is not None:  # shared with a follow source, so one request stops both

@@ -113,7 +113,23 @@ class BarSeries:
         return cls(symbol, ns, ns / 1e9, o, h, lo, c, v, suffix=suffix, whole_seconds=whole)
 
 
-def replay_steps(series: list[BarSeries], *, chunk: int | None = None) -> Iterator[Step]:
+class ReplaySteps(Iterator[Step]):
+    """The steps of a replay, carrying the replayed :class:`BarSeries` (``.series``), which the batch
+    route (:mod:`aitrader.trading.batch`) computes its features from. Iterating it hands out the
+    underlying iterator itself, so the loop pays nothing per step for the wrapper."""
+
+    def __init__(self, series: list[BarSeries], steps: Iterator[Step]) -> None:
+        self.series = series
+        self._steps = steps
+
+    def __iter__(self) -> Iterator[Step]:
+        return self._steps
+
+    def __next__(self) -> Step:
+        return next(self._steps)
+
+
+def replay_steps(series: list[BarSeries], *, chunk: int | None = None) -> ReplaySteps:
     """Merge several symbols' bars by timestamp (ties ordered by symbol), ``chunk`` bars of Python
     objects at a time (default :data:`REPLAY_CHUNK`)."""
     series = sorted(series, key=lambda s: s.symbol)
@@ -122,8 +138,9 @@ def replay_steps(series: list[BarSeries], *, chunk: int | None = None) -> Iterat
         # One symbol (the common replay): the steps are built by zip in C, no Python frame per bar;
         # a step's bars are a 1-tuple here (the engine only iterates and indexes them).
         s = series[0]
-        return chain.from_iterable(_one_chunk(s, lo, min(lo + size, len(s))) for lo in range(0, len(s), size))
-    return _merged_steps(series, chunk=size)
+        return ReplaySteps(series, chain.from_iterable(_one_chunk(s, lo, min(lo + size, len(s)))
+                                                       for lo in range(0, len(s), size)))
+    return ReplaySteps(series, _merged_steps(series, chunk=size))
 
 
 def _one_chunk(s: BarSeries, lo: int, hi: int) -> Iterator[Step]:

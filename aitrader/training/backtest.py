@@ -211,12 +211,14 @@ def run_backtest(
     costs: Costs,
     periods: float,
     model_id: str = "train",
+    pipeline: Any = None,
 ) -> BacktestRun:
     """Replay ``frame`` through the trading engine with one model; no ledger, no wall clock.
 
     The prediction timeout is judged on a clock that never advances: a backtest (and the artifact
     that records it) must not depend on the machine's load.
     """
+    from aitrader.trading.batch import attach, use_batch
     from aitrader.trading.events import EventBus, EventType
     from aitrader.trading.session import ModelSpec, RunOptions, build_engine
     from aitrader.trading.sources import BarSeries, replay_steps
@@ -234,7 +236,11 @@ def run_backtest(
                      manifest=manifest, name=model_id, min_confidence=min_confidence, position_size=position_size)
     opts = RunOptions(speed=0.0, clock=lambda: 0.0, handle_signals=False)
     engine = build_engine(trading, [spec], bus, None, opts, costs=costs)
-    engine.run(replay_steps([BarSeries.from_frame(symbol, frame)]))
+    steps = replay_steps([BarSeries.from_frame(symbol, frame)])
+    if pipeline is not None and use_batch(trading.ml_trading.replay, speed=opts.speed, live=opts.live):
+        # The route paper-trade takes for the same replay (the naive baselines' tapped streams stream).
+        attach(engine, [spec], steps.series, clock=opts.clock, pipelines=[pipeline])
+    engine.run(steps)
     initial = float(trading.ml_trading.execution.initial_cash)
     equity = np.array([e for _, e in marks], dtype=np.float64)
     perf = equity_metrics(equity, initial, periods, engine.broker.turnover)
@@ -282,7 +288,7 @@ def holdout_backtest(
     common: dict[str, Any] = {"symbol": symbol, "manifest": manifest, "costs": costs, "periods": periods,
               "position_size": entry["position_size"]}
     runs = {"model": run_backtest(trading, frame, predictor=predictor, stream=pipeline.stream(buffer),
-                                  min_confidence=entry["min_confidence"], **common)}
+                                  min_confidence=entry["min_confidence"], pipeline=pipeline, **common)}
     by_direction = M.baseline_predictions(task, y_train, np.array([-1.0, 0.0, 1.0]))
     for name, values in by_direction.items():
         fixed = _FixedPredictor(dict(zip((-1, 0, 1), values.tolist(), strict=True)), horizon, name == "prev_sign")

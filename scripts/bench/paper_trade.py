@@ -5,7 +5,9 @@ compare figures from the same run only):
 
 1. **Whole command with a model** (the headline): ``aitrader paper-trade`` in a subprocess, with a
    deployed 200-tree LightGBM (ONNX runner), on synthetic 1-minute bars, at two sizes (``--small``
-   and ``--bars``). bars/s = (big - small) / (t_big - t_small) cancels the start-up (Python, imports,
+   and ``--bars``), on both replay routes (``ml_trading.replay: batch``, the default: batch features
+   and batch ONNX; ``streaming``: per bar, as live runs), which must agree on the fills and the
+   final equity to the cent. bars/s = (big - small) / (t_big - t_small) cancels the start-up (Python, imports,
    loading and verifying the model, reading the CSV), which is printed separately. Also the ledger's
    bytes per bar (the big run's ledger.db / bars).
 2. **Bare loop**: the same work in the plainest Python: streaming features + the same ONNX model
@@ -162,8 +164,10 @@ def load() -> str:
 TRADE_CONFIG = """
 ml_trading:
   models:
-    - {model_id: syn_lgbm, symbol: SYN, min_confidence: 0.6, position_size: 0.02}
+    - {{model_id: syn_lgbm, symbol: SYN, min_confidence: 0.6, position_size: 0.02}}
+  replay: {route}
 """
+ROUTES = ("batch", "streaming")  # ml_trading.replay: batch features + batch ONNX, or per bar (as live runs)
 
 
 def world(tmp: Path, n_train: int, n_trade: int) -> dict[str, Any]:
@@ -181,17 +185,20 @@ def world(tmp: Path, n_train: int, n_trade: int) -> dict[str, Any]:
     reg = Registry(tmp / "models")
     reg.register(tmp / "art", "syn_lgbm")
     reg.deploy("syn_lgbm", reason="bench")
-    (tmp / "trading.yaml").write_text(TRADE_CONFIG)
+    for route in ROUTES:
+        (tmp / f"trading-{route}.yaml").write_text(TRADE_CONFIG.format(route=route))
     return {"bars": bars.iloc[n_train:], "res": res, "tmp": tmp}
 
 
-def whole_command(w: dict[str, Any], n: int, run_id: str) -> tuple[float, float, dict[str, Any], int]:
+def whole_command(w: dict[str, Any], n: int, run_id: str,
+                  route: str = "batch") -> tuple[float, float, dict[str, Any], int]:
     """Wall and CPU seconds of ``aitrader paper-trade`` on the first ``n`` trading bars; its summary; ledger bytes."""
     tmp: Path = w["tmp"]
     data = tmp / f"n{n}" / "SYN.csv"
     data.parent.mkdir(exist_ok=True)
-    w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
-    cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(tmp / "trading.yaml"),
+    if not data.exists():
+        w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
+    cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(tmp / f"trading-{route}.yaml"),
            "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"),
            "--run-id", run_id, "--json"]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -315,25 +322,35 @@ def main() -> None:
         print(f"200-tree LightGBM (ONNX runner), synthetic 1-minute bars; whole command on {args.small:,} and "
               f"{args.bars:,} bars")
         whole_command(w, 2_000, "warm")  # first-run disk caches and bytecode
-        t_small, c_small, _, _ = whole_command(w, args.small, "small")
-        ld_small = load()
-        t_big, c_big, summary, size = whole_command(w, args.bars, "big")
-        ld_big = load()
         diff = args.bars - args.small
-        rate, cpu_rate = diff / (t_big - t_small), diff / (c_big - c_small)
-        print(f"whole command    {rate:>10,.0f} bars/s  ({1e6 / rate:6.2f} us/bar wall; {t_small:.2f} s and "
-              f"{t_big:.2f} s)  cpu {1e6 / cpu_rate:6.2f} us/bar  {ld_small} {ld_big}")
-        print(f"start-up         {t_small - args.small / rate:>10.2f} s wall, "
-              f"{c_small - args.small / cpu_rate:.2f} s cpu "
-              "(before the first bar: imports, model load and verify, reading the CSV)")
-        print(f"ledger           {size / args.bars:>10.1f} bytes/bar ({size / 1e6:.1f} MB for {args.bars:,} bars, "
-              f"{summary['predictions']:,} predictions, {summary['fills']:,} fills)")
+        rates: dict[str, tuple[float, float]] = {}
+        finals: dict[str, tuple[float, int]] = {}
+        for route in ROUTES:  # ml_trading.replay (docs/trading.md, "Replay routes")
+            t_small, c_small, _, _ = whole_command(w, args.small, f"small-{route}", route)
+            ld_small = load()
+            t_big, c_big, summary, size = whole_command(w, args.bars, f"big-{route}", route)
+            ld_big = load()
+            rate, cpu_rate = diff / (t_big - t_small), diff / (c_big - c_small)
+            rates[route] = (rate, cpu_rate)
+            finals[route] = (summary["final_equity"], summary["fills"])
+            print(f"whole command, {route:9} route {rate:>10,.0f} bars/s  ({1e6 / rate:6.2f} us/bar wall; "
+                  f"{t_small:.2f} s and {t_big:.2f} s)  cpu {1e6 / cpu_rate:6.2f} us/bar  {ld_small} {ld_big}")
+            print(f"  start-up       {t_small - args.small / rate:>10.2f} s wall, "
+                  f"{c_small - args.small / cpu_rate:.2f} s cpu "
+                  "(before the first bar: imports, model load and verify, reading the CSV)")
+            print(f"  ledger         {size / args.bars:>10.1f} bytes/bar ({size / 1e6:.1f} MB for {args.bars:,} bars, "
+                  f"{summary['predictions']:,} predictions, {summary['fills']:,} fills)")
+        (eq_b, f_b), (eq_s, f_s) = finals["batch"], finals["streaming"]
+        print(f"  routes agree: {f_b} vs {f_s} fills, final equity {eq_b:,.2f} vs {eq_s:,.2f} "
+              f"({'same' if f_b == f_s and abs(eq_b - eq_s) < 0.005 else 'DIFFERENT'} to the cent)")
+        rate, cpu_rate = rates["batch"]
         t_bare, c_bare = bare_loop(w, args.bars)
         bare = args.bars / t_bare
         print(f"bare loop        {bare:>10,.0f} bars/s  ({1e6 / bare:6.2f} us/bar wall) cpu "
               f"{1e6 * c_bare / args.bars:6.2f} us/bar: streaming features + ONNX + trivial broker  {load()}")
-        print(f"  whole command / bare loop: {rate / bare:.2f}x wall, {cpu_rate * c_bare / args.bars:.2f}x cpu "
-              "(goal >= 0.5x)")
+        for route, (r, cr) in rates.items():
+            print(f"  whole command ({route}) / bare loop: {r / bare:.2f}x wall, {cr * c_bare / args.bars:.2f}x cpu "
+                  "(goal >= 0.5x)")
         got = backtrader_model(w, args.bars)
         if got is None:
             print("backtrader       skipped: not installed (pip install backtrader, for this script only)")
@@ -341,8 +358,9 @@ def main() -> None:
             btr = args.bars / got[0]
             print(f"backtrader+model {btr:>10,.0f} bars/s  ({1e6 / btr:6.2f} us/bar wall) cpu "
                   f"{1e6 * got[1] / args.bars:6.2f} us/bar: the same ONNX model per bar in next()  {load()}")
-            print(f"  whole command / backtrader: {rate / btr:.1f}x wall, {got[1] / args.bars * cpu_rate:.1f}x cpu "
-                  "(goal >= 5x)")
+            for route, (r, cr) in rates.items():
+                print(f"  whole command ({route}) / backtrader: {r / btr:.1f}x wall, "
+                      f"{got[1] / args.bars * cr:.1f}x cpu (goal >= 5x)")
     if args.engine_bars:
         engine_only(args.engine_bars, args.repeat)
     if args.latency_bars:

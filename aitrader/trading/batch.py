@@ -1,0 +1,163 @@
+"""The batch route of a replay at ``--speed 0``: features and predictions computed per batch.
+
+A replay knows all its bars in advance, so instead of the streaming features and one model call
+per bar, each model slot gets a :class:`BatchFeed`: the feature rows of its symbol's replayed
+frame from the batch evaluator, :data:`FEATURE_CHUNK` bars at a time
+(``aitrader.features.batch.compute_chunked``: the same floats as one evaluation over the whole
+frame; the features of bar ``t`` depend only on bars ``<= t``, so a resumed run computes the same
+rows and reads them from its cursor on), and predictions from ``ModelRunner.predict_batch`` over
+:data:`PREDICT_CHUNK` rows at a time, computed when the loop first asks for a row of the batch.
+The engine loop itself is unchanged (strategy, signal handler, risk, broker, ledger: one execution
+model); the slot reads the row and the prediction of the bar instead of computing them.
+
+What the per-bar path records is kept: the prediction rows with their feature vectors,
+``source=model``, outcomes, ``in_sample``, ML_ERROR and the fallbacks. A chunk whose batch call
+raises (or returns the wrong number of values) is predicted again row by row with ``predict_one``,
+so an exception or a NaN lands on the same bars as in the per-bar path. ``latency_us`` of a batch
+prediction is the chunk's wall time divided by its rows (amortised); a batch has no per-bar
+timeout (docs/trading.md, "Replay routes").
+
+The route is used when ``ml_trading.replay`` is ``batch`` (the default), the run is a replay at
+speed 0 (never ``--follow`` or ``--speed K``), and a slot's model can predict in batches with a
+known feature contract; any other slot (a test's fake predictor, train's naive baselines) streams.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Rows predicted per batch call: large enough to amortise the call, small enough that a short
+#: ``--max-bars`` run does not predict the whole replay.
+PREDICT_CHUNK = 8192
+#: Bars of features evaluated at a time (``aitrader.features.batch.compute_chunked``: the same floats
+#: as over the whole frame), so a replay's memory does not grow with its length.
+FEATURE_CHUNK = 16_384
+
+Chunks = Iterator[tuple[int, np.ndarray]]
+
+
+class BatchFeed:
+    """The feature rows and predictions of one slot over its symbol's replayed bars (by bar index).
+
+    ``chunks`` yields ``(first bar index, feature matrix)`` in order; the loop asks for bars in
+    increasing order, so only the current chunk is held (a resumed run skips the chunks before its
+    cursor)."""
+
+    __slots__ = ("_chunks", "first", "rows", "ready", "preds", "errors", "latency", "done", "predictor", "clock",
+                 "chunk")
+
+    def __init__(self, chunks: Iterable[tuple[int, np.ndarray]], predictor: Any, *,
+                 clock: Callable[[], float] = time.perf_counter, chunk: int = PREDICT_CHUNK) -> None:
+        self._chunks: Chunks = iter(chunks)
+        self.predictor = predictor
+        self.clock = clock
+        self.chunk = max(1, int(chunk))
+        self.first = 0
+        self._load(0, np.empty((0, 0)))
+
+    @classmethod
+    def from_matrix(cls, rows: np.ndarray, predictor: Any, **kw: Any) -> BatchFeed:
+        return cls([(0, rows)], predictor, **kw)
+
+    def _load(self, first: int, rows: np.ndarray) -> None:
+        self.first = first
+        self.rows = np.ascontiguousarray(rows, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            self.ready: list[bool] = (~np.isnan(self.rows).any(axis=1)).tolist()  # type: ignore[assignment]
+        n = len(self.rows)
+        self.preds = np.full(n, np.nan)
+        self.errors: dict[int, str] = {}  # row in the chunk -> "ExcType: message" of a prediction that raised
+        self.latency = np.zeros(n)  # amortised wall microseconds per row of its batch
+        self.done = np.zeros(n, dtype=bool)
+
+    def _at(self, i: int) -> int:
+        """Row of bar ``i`` in the current chunk (advancing to the chunk that holds it)."""
+        k = i - self.first
+        while k >= len(self.rows):
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                raise IndexError(f"bar {i} is past the replayed bars")
+            self._load(*nxt)
+            k = i - self.first
+        if k < 0:
+            raise IndexError(f"bar {i} is before the current chunk (from bar {self.first}): bars come in order")
+        return k
+
+    def row(self, i: int) -> tuple[np.ndarray, bool]:
+        """The feature row of bar ``i`` and whether it is complete (no NaN)."""
+        k = self._at(i)
+        return self.rows[k], self.ready[k]
+
+    def _predict_from(self, k: int) -> None:
+        """Predict the ready rows of the batch starting at row ``k`` of the chunk."""
+        hi = min(len(self.rows), k + self.chunk)
+        idx = np.flatnonzero(np.asarray(self.ready[k:hi], dtype=bool)) + k
+        self.done[k:hi] = True
+        if not idx.size:
+            return
+        X = self.rows[idx]
+        t0 = self.clock()
+        try:
+            out = np.asarray(self.predictor.predict_batch(X), dtype=np.float64).reshape(-1)
+            if out.shape[0] != idx.size:
+                raise ValueError(f"predict_batch returned {out.shape[0]} values for {idx.size} rows")
+        except Exception:  # noqa: BLE001 - row by row instead: the errors land on the bars they belong to
+            out = np.empty(idx.size)
+            for m, j in enumerate(idx.tolist()):
+                try:
+                    out[m] = float(self.predictor.predict_one(self.rows[j]))
+                except Exception as exc:  # noqa: BLE001 - any model failure is an ML_ERROR, never a crash
+                    out[m] = np.nan
+                    self.errors[j] = f"{type(exc).__name__}: {exc}"
+        self.preds[idx] = out
+        self.latency[idx] = (self.clock() - t0) * 1e6 / idx.size
+
+    def prediction(self, i: int) -> tuple[float, float, str | None]:
+        """(raw prediction, latency_us, "ExcType: message" when the model raised on bar ``i``)."""
+        k = self._at(i)
+        if not self.done[k]:
+            self._predict_from(k)
+        return float(self.preds[k]), float(self.latency[k]), self.errors.get(k)
+
+
+def eligible(spec: Any) -> bool:
+    """A model that predicts in batches, with the streaming evaluator of a known feature contract."""
+    from aitrader.features.streaming import StreamingFeatures
+
+    return (callable(getattr(spec.predictor, "predict_batch", None))
+            and isinstance(spec.stream, StreamingFeatures)
+            and isinstance((spec.manifest or {}).get("features"), dict))
+
+
+def use_batch(route: str, *, speed: float, live: bool, swap: Any = None) -> bool:
+    """The batch route applies to replays at speed 0 with ``ml_trading.replay: batch``."""
+    return route == "batch" and speed == 0 and not live and swap is None
+
+
+def attach(engine: Any, specs: Sequence[Any], series: Iterable[Any], *,
+           clock: Callable[[], float] | None = None, pipelines: Sequence[Any] | None = None) -> int:
+    """Give each eligible slot of ``engine`` (built from ``specs``, in order) its :class:`BatchFeed`
+    over the replayed ``series`` (:class:`aitrader.trading.sources.BarSeries`); returns how many.
+
+    ``pipelines``: the FeaturePipeline of each spec when the caller has it (train, before its
+    manifest is complete); else each is rebuilt from ``manifest["features"]``, as paper-trade built
+    the spec's stream."""
+    from aitrader.features import FeaturePipeline
+    from aitrader.features import batch as fbatch
+
+    by_symbol = {s.symbol: s for s in series}
+    n = 0
+    for k, (slot, spec) in enumerate(zip(engine.slots, specs, strict=True)):
+        bars = by_symbol.get(slot.symbol)
+        if bars is None or not eligible(spec):
+            continue
+        pipeline = pipelines[k] if pipelines is not None else FeaturePipeline.from_contract(spec.manifest["features"])
+        chunks = fbatch.compute_chunked(pipeline.specs, bars.open, bars.high, bars.low, bars.close, bars.volume,
+                                        FEATURE_CHUNK)
+        slot.feed = BatchFeed(chunks, spec.predictor, clock=clock or slot.clock, chunk=PREDICT_CHUNK)
+        n += 1
+    return n
