@@ -66,25 +66,23 @@ def sample_max_rel_diff(got: list[float], expected: list[float]) -> float:
         if scale == 0.0 or not math.isfinite(scale):
             scale = max(abs(e) for e in finite)
     scale = scale if scale > 0.0 else 1.0
-    worst = 0.0
-    for g, e in zip(got, expected, strict=True):
-        if math.isnan(e) or math.isnan(g):
-            if not (math.isnan(e) and math.isnan(g)):
-                return math.inf
-            continue
-        worst = max(worst, abs(g - e) / max(abs(e), scale))
-    return worst
+    return _worst(got, expected, lambda g, e: abs(g - e) / max(abs(e), scale))
 
 
 def sample_max_abs_diff(got: list[float], expected: list[float]) -> float:
     """Largest |got - expected|; NaN must match NaN (else inf)."""
+    return _worst(got, expected, lambda g, e: abs(g - e))
+
+
+def _worst(got: list[float], expected: list[float], diff: Callable[[float, float], float]) -> float:
+    """The largest ``diff`` over the pairs; a NaN on one side only is inf (NaN must match NaN)."""
     worst = 0.0
     for g, e in zip(got, expected, strict=True):
         if math.isnan(e) or math.isnan(g):
             if not (math.isnan(e) and math.isnan(g)):
                 return math.inf
             continue
-        worst = max(worst, abs(g - e))
+        worst = max(worst, diff(g, e))
     return worst
 
 

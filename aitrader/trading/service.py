@@ -207,16 +207,10 @@ def _unseen_start(manifest: dict[str, Any]) -> tuple[Any, int]:
 
 
 def _aligned(value: Any, index: Any) -> Any:
-    """``value`` as a Timestamp comparable with ``index`` (naive stamps take the index's zone)."""
-    import pandas as pd
+    """``value`` as a Timestamp comparable with ``index`` (:func:`aitrader.trading.trades.aligned`)."""
+    from aitrader.trading.trades import aligned
 
-    ts = pd.Timestamp(value)
-    tz = getattr(index, "tz", None)
-    if tz is not None and ts.tz is None:
-        return ts.tz_localize(tz)
-    if tz is None and ts.tz is not None:
-        return ts.tz_convert("UTC").tz_localize(None)
-    return ts
+    return aligned(value, index)
 
 
 def _parse_when(option: str, value: str) -> pd.Timestamp:

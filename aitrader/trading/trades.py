@@ -84,8 +84,8 @@ def _trade(symbol: str, lot: _Lot, qty: float, exit_ts: str, exit_price: float, 
     frame = bars.get(symbol) if bars is not None else None
     if frame is not None and len(frame):
         index = frame.index
-        lo = int(index.searchsorted(_aligned(entry, index), side="left"))
-        hi = int(index.searchsorted(_aligned(leave, index), side="left"))
+        lo = int(index.searchsorted(aligned(entry, index), side="left"))
+        hi = int(index.searchsorted(aligned(leave, index), side="left"))
         n_bars = hi - lo
         if hi > lo:
             low = float(frame["low"].iloc[lo:hi].min())
@@ -103,7 +103,10 @@ def _trade(symbol: str, lot: _Lot, qty: float, exit_ts: str, exit_price: float, 
     }
 
 
-def _aligned(ts: pd.Timestamp, index: Any) -> pd.Timestamp:
+def aligned(value: Any, index: Any) -> pd.Timestamp:
+    """``value`` as a Timestamp comparable with ``index`` (naive stamps take the index's zone; an aware
+    stamp against a naive index is compared in UTC)."""
+    ts = pd.Timestamp(value)
     tz = getattr(index, "tz", None)
     if tz is not None and ts.tz is None:
         return ts.tz_localize(tz)
