@@ -86,11 +86,10 @@ def load_models(
     A model configured for another symbol than the one it was trained on is refused unless
     ``allow_symbol_mismatch``; an entry with symbol :data:`SYMBOL_FROM_MANIFEST` takes the trained one.
     """
-    import numpy as np
-
     from aitrader.errors import ModelNotFoundError
     from aitrader.features import FeaturePipeline
     from aitrader.registry import Registry
+    from aitrader.trading.model_runner import warm_up
     from aitrader.trading.session import ModelSpec
 
     ml = cfg.ml_trading
@@ -134,10 +133,7 @@ def load_models(
             )
         pipeline = FeaturePipeline.from_contract(loaded.manifest["features"])
         runner = loaded.runner
-        try:  # first calls are slow (allocation, lazy init): keep them out of the timed loop
-            runner.predict_one(np.zeros(len(pipeline.names)))
-        except Exception:  # noqa: BLE001, S110 - a model that fails here fails in the loop, as an ML_ERROR
-            pass
+        warm_up(runner, len(pipeline.names))
         specs.append(ModelSpec(
             model_id=loaded.info.model_id, name=entry.model_id, symbol=symbol, digest=loaded.info.digest,
             predictor=runner,

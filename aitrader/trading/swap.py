@@ -40,7 +40,7 @@ import numpy as np
 from aitrader.errors import AitraderError
 from aitrader.trading.engine import Engine
 from aitrader.trading.events import Alert, ModelSwapped
-from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor
+from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor, warm_up
 from aitrader.trading.sources import Step
 
 DEFAULT_ALIAS = "production"
@@ -171,10 +171,7 @@ class RegistrySource:
         except (AitraderError, KeyError, TypeError) as exc:
             raise SwapRefused("feature_contract", str(exc)) from exc
         runner = loaded.runner
-        try:  # first calls are slow (lazy init): keep them out of the timed loop
-            runner.predict_one(np.zeros(len(pipeline.names)))
-        except Exception:  # noqa: BLE001, S110 - a model that fails here fails in the loop, as an ML_ERROR
-            pass
+        warm_up(runner, len(pipeline.names))
         return Prepared(loaded.info.model_id, loaded.info.digest, runner, stream, loaded.manifest)
 
 

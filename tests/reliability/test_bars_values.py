@@ -15,27 +15,7 @@ from hypothesis import strategies as st
 from aitrader.data import check_bars, load_bars, validate_bar
 from aitrader.data.validate import RULES
 from aitrader.errors import DataError
-
-HEADER = "timestamp,open,high,low,close,volume\n"
-GOOD = [
-    "2020-01-01,100,101,99,100.5,1000",
-    "2020-01-02,100.5,102,100,101,1200",
-    "2020-01-03,101,103,100.5,102,900",
-    "2020-01-06,102,102.5,101,101.5,1100",
-]
-
-
-def write(tmp_path: Path, rows: list[str]) -> Path:
-    path = tmp_path / "bars.csv"
-    path.write_text(HEADER + "\n".join(rows) + "\n")
-    return path
-
-
-def with_row(index: int, row: str) -> list[str]:
-    rows = list(GOOD)
-    rows[index] = row
-    return rows
-
+from tests.unit.test_data_validate import GOOD, HEADER, with_row, write  # the same four good bars
 
 # (row 2 replaced by, rule, message fragment)
 POISON = {
