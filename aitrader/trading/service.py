@@ -474,6 +474,7 @@ def paper_trade(
     models: list[str] | None = None,
     allow_symbol_mismatch: bool = False,
     collect: dict[str, Any] | None = None,
+    model_endpoint: str | None = None,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
@@ -484,7 +485,9 @@ def paper_trade(
     model's first unseen bar, and bars the model was trained on need ``allow_in_sample``.
     ``models`` (``--model NAME[:vN|@alias]``) replace the config's model list (:func:`with_models`).
     ``collect``, when given, receives the replayed frames, each symbol's first traded bar (epoch)
-    and the specs (what ``backtest`` reports on).
+    and the specs (what ``backtest`` reports on). ``model_endpoint`` (``--model-endpoint``, or
+    ``endpoint:`` per model in the config): predictions come from that ``aitrader serve``
+    (:mod:`aitrader.serve.hook`).
     """
     import pandas as pd
 
@@ -531,6 +534,9 @@ def paper_trade(
         cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
     opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
+    from aitrader.serve.hook import remote_models
+
+    cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)

@@ -1,0 +1,97 @@
+"""paper-trade through a prediction service: ``--model-endpoint`` and ``endpoint:`` per model.
+
+The run still resolves each model in the registry (verified, as always): its manifest gives the
+feature contract the run's streaming features follow, the confidence calibration of the strategy
+and the horizon of the outcomes. Only the prediction moves: the slot's predictor becomes a
+:class:`aitrader.serve.client.RemotePredictor`, which sends the bar's feature row to the service and
+refuses a reply from any other version than the one the run loaded (its digest). The service is
+asked first (``info``): a service that does not serve that version is an error before the run
+starts, not a stream of fallbacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aitrader.errors import TradingError
+
+
+def with_endpoint(cfg: Any, endpoint: str) -> Any:
+    """``cfg`` with ``endpoint`` set on every model entry (``paper-trade --model-endpoint``)."""
+    ml = cfg.ml_trading
+    entries = [m.model_copy(update={"endpoint": endpoint}) for m in ml.models]
+    return cfg.model_copy(update={"ml_trading": ml.model_copy(update={"models": entries})})
+
+
+def remote_models(cfg: Any, specs: list[Any], opts: Any, run_id: str, endpoint: str | None) -> Any:
+    """``cfg`` with ``endpoint`` on every model when given; remote predictors for the models that have one."""
+    if endpoint is not None:
+        cfg = with_endpoint(cfg, endpoint)
+    if any(m.endpoint for m in cfg.ml_trading.models if m.enabled):
+        attach_remote(cfg, specs, opts, run_id)
+    return cfg
+
+
+def attach_remote(cfg: Any, specs: list[Any], opts: Any, run_id: str) -> list[Any]:
+    """Give each spec whose config entry has an ``endpoint`` a remote predictor; returns the clients.
+
+    Adds the feedback sender to the run's bus (``opts.subscribers``) and a final flush and close to
+    ``opts.on_finish``."""
+    from aitrader.serve.client import CircuitBreaker, FeedbackSender, RemotePredictor, ServiceClient, ServiceError
+
+    svc = cfg.ml_trading.service
+    entries = [m for m in cfg.ml_trading.models if m.enabled]
+    clients: dict[str, ServiceClient] = {}
+    remote: dict[str, dict[str, str]] = {}
+    for entry, spec in zip(entries, specs, strict=True):
+        if not entry.endpoint:
+            continue
+        client = clients.get(entry.endpoint)
+        if client is None:
+            client = clients[entry.endpoint] = ServiceClient(entry.endpoint, timeout_ms=svc.timeout_ms)
+        name = (spec.name or spec.model_id).partition("@")[0].partition(":")[0]
+        try:
+            info = client.call("info", timeout_ms=max(svc.timeout_ms, 5000.0))
+        except ServiceError as exc:
+            _close(clients)
+            raise TradingError(f"the prediction service {entry.endpoint} for {spec.model_id} does not answer "
+                               f"({exc}); start it (aitrader serve --model {name} --bind {entry.endpoint}) or drop "
+                               "--model-endpoint") from exc
+        served = (info.get("models") or {}).get(name)
+        if not served or served.get("digest") != spec.digest:
+            _close(clients)
+            have = f"{served.get('model_id')} ({str(served.get('digest'))[:12]})" if served else "not this model"
+            raise TradingError(f"{entry.endpoint} serves {have}, the run trades {spec.model_id} "
+                               f"({spec.digest[:12]}); serve the same version, or reload the service")
+        spec.predictor = RemotePredictor(client, name, spec.digest, len(spec.manifest["features"]["names"]),
+                                         breaker=CircuitBreaker(svc.breaker_failures, svc.breaker_reset_bars),
+                                         cooldown=svc.prediction_cooldown,
+                                         confidence_threshold=svc.prediction_confidence_threshold,
+                                         timeout_ms=svc.timeout_ms)
+        remote.setdefault(entry.endpoint, {})[spec.model_id] = name
+    senders = []
+    if svc.feedback:
+        for endpoint, models in remote.items():
+            sender = FeedbackSender(clients[endpoint], run_id, models, batch_size=svc.feedback_batch_size,
+                                    send_interval=svc.feedback_send_interval, max_buffer=svc.max_feedback_buffer)
+            opts.subscribers.append(sender.attach)
+            senders.append(sender)
+    if clients:
+        previous = opts.on_finish
+
+        def finish() -> None:
+            try:
+                for sender in senders:
+                    sender.flush()
+            finally:
+                _close(clients)
+                if previous is not None:
+                    previous()
+
+        opts.on_finish = finish
+    return list(clients.values())
+
+
+def _close(clients: dict[str, Any]) -> None:
+    for c in clients.values():
+        c.close()
