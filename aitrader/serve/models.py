@@ -20,6 +20,9 @@ from typing import Any
 
 from aitrader.errors import AitraderError, ConfigError
 
+#: Bars of history a served model's streaming features keep (paper-trade's default buffer_size).
+STREAM_BUFFER = 500
+
 
 @dataclass
 class ServedModel:
@@ -118,7 +121,7 @@ def reload(root: str | Path | None, served: ServedModel) -> ReloadResult:
     if offer.digest == served.digest:
         return ReloadResult(False, served, f"{served.name}@{served.alias} still points at {served.model_id}")
     try:
-        prepared = source.prepare(offer, 10)
+        prepared = source.prepare(offer, STREAM_BUFFER)
         new = _build(served.ref, offer.info, prepared.manifest, prepared.predictor)
     except SwapRefused as exc:
         return ReloadResult(False, served, f"{offer.model_id} refused by the {exc.check} check: {exc.detail}; "

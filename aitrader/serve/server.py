@@ -35,7 +35,7 @@ from aitrader.errors import AitraderError
 from aitrader.serve import protocol as P
 from aitrader.serve.feedback import FeedbackStore, check_records
 from aitrader.serve.jobs import Jobs
-from aitrader.serve.models import ServedModel, reload
+from aitrader.serve.models import STREAM_BUFFER, ServedModel, reload
 
 log = logging.getLogger("aitrader.serve")
 
@@ -340,7 +340,7 @@ class Server:
 
         st = self.states.get(key)
         if st is None or st.digest != m.digest:
-            st = _Stream(m.digest, m.pipeline.stream(500))
+            st = _Stream(m.digest, m.pipeline.stream(STREAM_BUFFER))
         prev = st.last_ts
         for t, (o, hi, lo, c, v) in zip(stamps, bars.tolist(), strict=True):
             if prev is not None and t <= prev:
