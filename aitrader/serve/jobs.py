@@ -62,7 +62,7 @@ class Job:
         challenger = doc.get("challenger") if isinstance(doc.get("challenger"), dict) else {}
         return {"state": "finished", "exit_code": 0, "status": status, "promoted": bool(doc.get("promoted")),
                 "decision": doc.get("decision") or doc.get("message"), "challenger": challenger.get("model_id"),
-                "message": doc.get("message")}
+                "message": doc.get("message"), "feedback": doc.get("feedback")}
 
     def to_dict(self) -> dict[str, Any]:
         state = self.poll()

@@ -237,6 +237,10 @@ class Server:
         except concurrent.futures.TimeoutError:
             raise P.ProtocolError("deadline", f"the model call took longer than {self._deadline_s(header) * 1000:g} "
                                   "ms (deadline_ms); the request was abandoned") from None
+        except P.ProtocolError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model that raises is an error reply, never a crash
+            raise P.ProtocolError("model_error", f"the model raised {type(exc).__name__}: {exc}") from exc
 
     def _answer(self, m: ServedModel, raw: np.ndarray, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         threshold = header.get("threshold", self.opts.min_confidence)

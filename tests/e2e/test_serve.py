@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,47 +112,6 @@ def test_feedback_reaches_the_store_that_monitor_and_retrain_read(world: dict[st
     again = resend_feedback(tmp_path / "fb-run", client)
     assert again == {"sent": len(mine), "stored": 0}
     assert {m["name"] for m in store.models} == {"syn_lgbm"}
-
-
-def test_killed_service_means_fallbacks_and_ml_errors_then_predictions_resume(
-        world: dict[str, Any], inproc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aitrader.trading.service as service
-
-    own = ServeProcess(["--model", "syn_lgbm", "--registry", str(world["registry"]), "--runs-dir",
-                        str(tmp_path / "fb")], tmp_path).start()
-    real = service.run_session
-    kill_at, restart_at = 120, 150  # step numbers of the replay (warm-up bars included)
-
-    def run_session(cfg: Any, specs: Any, steps: Any, *args: Any, **kw: Any) -> Any:
-        def interrupted() -> Any:
-            for n, step in enumerate(steps):
-                if n == kill_at:
-                    own.kill()
-                elif n == restart_at:
-                    own.start()  # the same port
-                yield step
-        return real(cfg, specs, interrupted(), *args, **kw)
-
-    monkeypatch.setattr(service, "run_session", run_session)
-    fast = tmp_path / "fast.yaml"  # a dead service costs each probe its timeout: keep it short here
-    fast.write_text(CONFIG.replace("timeout_ms: 3000", "timeout_ms: 300"))
-    try:
-        paper({**world, "config": fast}, "killed", tmp_path, own.endpoint)
-    finally:
-        assert own.stop() == 0
-    rows = ledger_content(tmp_path / "killed" / "ledger.db")["predictions"]
-    events = ledger_content(tmp_path / "killed" / "ledger.db")["events"]
-    errors = [e for e in events if e[2] == "ML_ERROR"]  # (id, ts, type, symbol, model_id, reason, payload)
-    assert errors and all("unreachable" in e[-1] or "circuit_open" in e[-1] or "timeout" in e[-1] for e in errors)
-    assert any("circuit_open" in e[-1] for e in errors)
-    sources = [r[8] for r in rows]
-    assert "fallback_previous" in sources
-    # after the restart the breaker closed: the last predictions are the model's, equal to in-process ones
-    ref = {r[2]: r[6] for r in ledger_content(inproc)["predictions"]}
-    last_error = max(e[1] for e in errors)  # ISO stamps of one format sort in time order
-    tail = [r for r in rows if r[1] > last_error]
-    assert len(tail) > 50 and {r[8] for r in tail} == {"model"}
-    assert all(r[6] == ref[r[2]] for r in tail)
 
 
 # ---------------------------------------------------------------------------------------- operations
@@ -348,38 +308,91 @@ def test_reload_after_deploy_swaps_between_requests_and_a_failed_check_keeps_the
     assert set(digests[:first_new]) <= {digests[0]} and set(digests[first_new:]) == {v2.digest}
 
 
-def test_train_job_decides_by_retrains_rules(world: dict[str, Any], tmp_path: Path) -> None:
+def test_killed_service_means_fallbacks_and_ml_errors_then_predictions_resume(
+        world: dict[str, Any], server: ServeProcess, inproc: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import aitrader.trading.service as service
+
+    own = server  # killed and restarted on its port (the module's later tests use the restarted one)
+    real = service.run_session
+    kill_at, restart_at = 120, 150  # step numbers of the replay (warm-up bars included)
+
+    def run_session(cfg: Any, specs: Any, steps: Any, *args: Any, **kw: Any) -> Any:
+        def interrupted() -> Any:
+            for n, step in enumerate(steps):
+                if n == kill_at:
+                    own.kill()
+                elif n == restart_at:
+                    own.start()  # the same port
+                yield step
+        return real(cfg, specs, interrupted(), *args, **kw)
+
+    monkeypatch.setattr(service, "run_session", run_session)
+    fast = tmp_path / "fast.yaml"  # a dead service costs each probe its timeout: keep it short here
+    fast.write_text(CONFIG.replace("timeout_ms: 3000", "timeout_ms: 300"))
+    paper({**world, "config": fast}, "killed", tmp_path, own.endpoint)
+    assert own.alive()
+    rows = ledger_content(tmp_path / "killed" / "ledger.db")["predictions"]
+    events = ledger_content(tmp_path / "killed" / "ledger.db")["events"]
+    errors = [e for e in events if e[2] == "ML_ERROR"]  # (id, ts, type, symbol, model_id, reason, payload)
+    assert errors and all("unreachable" in e[-1] or "circuit_open" in e[-1] or "timeout" in e[-1] for e in errors)
+    assert any("circuit_open" in e[-1] for e in errors)
+    sources = [r[8] for r in rows]
+    assert "fallback_previous" in sources
+    # after the restart the breaker closed: the last predictions are the model's, equal to in-process ones
+    ref = {r[2]: r[6] for r in ledger_content(inproc)["predictions"]}
+    last_error = max(e[1] for e in errors)  # ISO stamps of one format sort in time order
+    tail = [r for r in rows if r[1] > last_error]
+    assert len(tail) > 50 and {r[8] for r in tail} == {"model"}
+    assert all(r[6] == ref[r[2]] for r in tail)
+
+
+def test_train_job_decides_by_retrains_rules(world: dict[str, Any], server: ServeProcess, tmp_path: Path) -> None:
+    """Last in the module: the job may move the module registry's production alias."""
     from aitrader.monitoring.retrain import retrain
 
-    registry, oracle = tmp_path / "models", tmp_path / "oracle"
-    shutil.copytree(world["registry"], registry)
-    shutil.copytree(world["registry"], oracle)
+    registry, oracle_root = world["registry"], tmp_path / "oracle"
+    shutil.copytree(registry, oracle_root)
     data = tmp_path / "SYN.parquet"
     world["bars"].rename_axis("timestamp").to_parquet(data)
     config = tmp_path / "train.yaml"  # the champion's small settings, so the challenger trains in seconds
     config.write_text("data: {symbol: SYN}\nmodel: {kind: lightgbm, params: {n_estimators: 20, num_threads: 1}}\n"
                       "split: {n_folds: 2, min_train: 300, holdout: 0.2}\n")
-    own = ServeProcess(["--model", "syn_lgbm", "--registry", str(registry), "--runs-dir", str(tmp_path / "runs"),
-                        "--jobs-dir", str(tmp_path / "jobs")], tmp_path).start()
+    expected: dict[str, Any] = {}
+
+    def oracle() -> None:  # retrain itself on an identical registry, while the job runs
+        expected.update(retrain("syn_lgbm", config=config, data=str(data), promote_if_better=True, metric="ic",
+                                min_improvement=0.0, if_alert=False, registry_root=oracle_root,
+                                runs_dir=world["base"] / "fb", state_path="", lock_path=tmp_path / "oracle.lock",
+                                log_path=tmp_path / "oracle.log"))
+
+    own = server
     c = ServiceClient(own.endpoint, timeout_ms=30_000)
+    t = threading.Thread(target=oracle)
     try:
         job = c.call("train", name="syn_lgbm", data=str(data), config=str(config))
+        t.start()
         assert job["state"] == "running"
         with pytest.raises(ServiceError) as busy:
             c.call("train", name="syn_lgbm", data=str(data), config=str(config))
         assert busy.value.code == "busy"
         assert own.alive()
-        import time
-
         deadline = time.monotonic() + 120
         while (state := c.call("job", job=job["job"]))["state"] == "running" and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
+        if t.ident is not None:
+            t.join(120)
         c.close()
-        assert own.stop() == 0
-    expected = retrain("syn_lgbm", config=config, data=str(data), promote_if_better=True, metric="ic",
-                       min_improvement=0.0, if_alert=False, registry_root=oracle, runs_dir=tmp_path / "none",
-                       state_path="", lock_path=tmp_path / "oracle.lock", log_path=tmp_path / "oracle.log")
     assert state["state"] == "finished", state
     assert state["status"] == expected["status"] and state["promoted"] == expected["promoted"]
     assert state["challenger"] == expected["challenger"]["model_id"]
+    # retrain scored the challenger on the outcomes clients fed back to the service too
+    assert state["feedback"]["outcomes"] == expected["feedback"]["outcomes"] > 0
+    # the serving registry holds the decision: production moved exactly when the job says promoted
+    from aitrader.registry import Registry
+
+    reg = Registry(registry)
+    prod = reg.alias_target("syn_lgbm", "production")
+    reg.close()
+    assert (prod.model_id == state["challenger"]) is state["promoted"]
