@@ -8,7 +8,9 @@ waits for the result at most the request's deadline (``deadline_ms``, capped by 
 delays the calls queued behind it, which then time out in turn, so every request gets a reply
 within its deadline whatever the model does. Anything a request can get wrong is an error reply
 (:class:`.protocol.ProtocolError`); an unexpected exception while handling a request is an error
-reply too (``code: internal``), never the end of the server.
+reply too (``code: internal``), never the end of the server. ``--deadline-ms 0`` runs model calls
+on the loop thread instead (no thread hop, ~40 us less per request, but no deadline: a hung model
+hangs the server).
 
 SIGTERM or SIGINT: the loop stops reading new work, answers every request already received (the
 socket is drained without blocking), closes with a linger for the replies to leave, and the
@@ -228,9 +230,16 @@ class Server:
         d = header.get("deadline_ms", self.opts.deadline_ms)
         if isinstance(d, bool) or not isinstance(d, int | float) or not d > 0:
             raise P.ProtocolError("bad_deadline", f"deadline_ms must be a positive number, got {d!r}")
-        return min(float(d), self.opts.deadline_ms) / 1000.0
+        return min(float(d), self.opts.deadline_ms) / 1000.0 if self.opts.deadline_ms else math.inf
 
     def _call(self, header: dict[str, Any], fn: Callable[..., Any], *args: Any) -> Any:
+        if self.opts.deadline_ms == 0:  # --deadline-ms 0: on the loop thread, no deadline (the fastest)
+            try:
+                return fn(*args)
+            except P.ProtocolError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a model that raises is an error reply, never a crash
+                raise P.ProtocolError("model_error", f"the model raised {type(exc).__name__}: {exc}") from exc
         fut = self._pool.submit(fn, *args)
         try:
             return fut.result(timeout=self._deadline_s(header))

@@ -19,8 +19,8 @@ def serve(*, models: list[str], bind: str, registry_root: str | None, runs_dir: 
 
     if not models:
         raise ConfigError("serve needs at least one --model NAME (NAME@alias, NAME:vN)")
-    if not deadline_ms > 0:
-        raise ConfigError(f"--deadline-ms must be > 0, got {deadline_ms}")
+    if not 0 <= deadline_ms <= 3_600_000:
+        raise ConfigError(f"--deadline-ms must be between 0 (no deadline) and 3600000, got {deadline_ms}")
     if max_bytes < 1024:
         raise ConfigError(f"--max-bytes must be at least 1024, got {max_bytes}")
     if not 0 <= min_confidence <= strong_confidence <= 1:
