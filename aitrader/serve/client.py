@@ -244,6 +244,8 @@ class RemotePredictor:
 class FeedbackSender:
     """Collects (prediction, outcome) pairs of the remote models from the run's bus and sends them in batches.
 
+    ``executed``: an order for the symbol was placed at the prediction's bar (an ORDER event).
+
     ``batch_size`` records make a batch; ``send_interval`` bars (outcomes) after the last attempt a
     smaller batch is sent too. A batch the service did not acknowledge stays buffered (at most
     ``max_buffer`` records; the oldest leave the buffer first) and is sent again with the next one;
@@ -269,6 +271,7 @@ class FeedbackSender:
 
         bus.subscribe(EventType.MODEL_PREDICTION, self.on_prediction)
         bus.subscribe(EventType.OUTCOME, self.on_outcome)
+        bus.subscribe(EventType.ORDER, self.on_order)
 
     def on_prediction(self, e: Any) -> None:
         if e.model_id in self.models and e.source == "model":
@@ -291,9 +294,12 @@ class FeedbackSender:
         if len(self.buffer) >= self.batch_size or self._since >= self.send_interval:
             self.flush()
 
-    def mark_executed(self, symbol: str, bar_index: int) -> None:
+    def on_order(self, e: Any) -> None:
+        """An order placed at a bar: the predictions of that symbol and bar led to a trade (``executed``)."""
+        if e.status != "pending":
+            return
         for rec in self.pending.values():
-            if rec["symbol"] == symbol and rec["bar_index"] == bar_index:
+            if rec["symbol"] == e.symbol and rec["ts"] == e.ts:
                 rec["executed"] = True
 
     def flush(self) -> bool:

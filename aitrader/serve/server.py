@@ -196,6 +196,8 @@ class Server:
             log.exception("request %r (%s) failed", rid, op)
             header, body = P.error_reply(rid, "internal", f"{type(exc).__name__}: {exc}"), None
         header["v"], header["id"] = P.VERSION, rid
+        if "digest" not in header:
+            self._name_model(header, rest)
         t_us = (time.perf_counter() - t0) * 1e6
         header["t_us"] = t_us
         self.stats.requests[op] += 1
@@ -213,6 +215,19 @@ class Server:
         return True
 
     # ------------------------------------------------------------------ helpers
+    def _name_model(self, reply: dict[str, Any], frames: list[bytes]) -> None:
+        """``model``/``digest`` on a reply that has none (errors, info): the model the request named, or
+        the only one served."""
+        m = next(iter(self.models.values())) if len(self.models) == 1 else None
+        try:
+            name = P.unpack_header(frames[0]).get("model") if frames else None
+        except P.ProtocolError:
+            name = None
+        if isinstance(name, str):
+            m = self.models.get(name.partition("@")[0].partition(":")[0], m)
+        if m is not None:
+            reply["model"], reply["digest"] = m.model_id, m.digest
+
     def _model(self, header: dict[str, Any]) -> ServedModel:
         name = header.get("model")
         if name is None:

@@ -97,7 +97,10 @@ def test_feedback_reaches_the_store_that_monitor_and_retrain_read(world: dict[st
                                                                  client: ServiceClient, tmp_path: Path) -> None:
     from aitrader.monitoring.ledger import read_ledger
 
-    paper(world, "fb-run", tmp_path, server.endpoint)
+    config = tmp_path / "endpoint.yaml"  # the service named per model in the config, not --model-endpoint
+    config.write_text(CONFIG.replace("position_size: 0.02}", f"position_size: 0.02, endpoint: '{server.endpoint}'}}"))
+    summary = paper({**world, "config": config}, "fb-run", tmp_path)
+    assert summary["fills"] > 5
     ours = read_ledger(tmp_path / "fb-run")
     mine = ours.predictions[ours.predictions["outcome"].notna()]
     store = read_ledger(world["base"] / "fb" / "serve-syn_lgbm")
@@ -112,6 +115,15 @@ def test_feedback_reaches_the_store_that_monitor_and_retrain_read(world: dict[st
     again = resend_feedback(tmp_path / "fb-run", client)
     assert again == {"sent": len(mine), "stored": 0}
     assert {m["name"] for m in store.models} == {"syn_lgbm"}
+    # executed: an order was placed at the prediction's bar (the ledger's orders are the oracle)
+    import sqlite3
+
+    conn = sqlite3.connect(world["base"] / "fb" / "serve-syn_lgbm" / "ledger.db")
+    raw = [json.loads(r) for (r,) in conn.execute("SELECT record FROM serve_feedback WHERE run = 'fb-run'")]
+    conn.close()
+    order_ts = {r[1] for r in ledger_content(tmp_path / "fb-run" / "ledger.db")["orders"]}
+    assert raw and all(r["executed"] == (r["ts"] in order_ts) for r in raw)
+    assert any(r["executed"] for r in raw) and not all(r["executed"] for r in raw)
 
 
 # ---------------------------------------------------------------------------------------- operations
