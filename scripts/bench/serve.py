@@ -10,7 +10,9 @@ rows (the model's real rows):
   against ``ModelRunner.predict_one`` in this process;
 * a 50-symbol bar step (50 rows in one request) against ``predict_batch`` of 50 rows in-process;
 * throughput (requests/s) of 1 client, and of 8 client processes at once, each sending one-row
-  requests back to back for a fixed time.
+  requests back to back for a fixed time;
+* the floor: a bare pyzmq ROUTER echo process (no aitrader, no model) and a bare DEALER client
+  sending the same 200-byte payload, the transport's own round trip on this machine in this run.
 
 The machine load (1-minute load average, cores) is printed beside every figure.
 
@@ -84,6 +86,41 @@ def start(registry: Path, cwd: Path, extra: list[str]) -> tuple[subprocess.Popen
     sys.exit("aitrader serve did not start")
 
 
+ECHO = """
+import sys, zmq
+ctx = zmq.Context(); s = ctx.socket(zmq.ROUTER); port = s.bind_to_random_port("tcp://127.0.0.1")
+print(port, flush=True)
+while True:
+    s.send_multipart(s.recv_multipart())
+"""
+
+
+def echo_round_trip(calls: int) -> tuple[float, float, str]:
+    """p50/p99 us of a bare DEALER -> ROUTER echo (another process) with a 200-byte payload."""
+    import zmq
+
+    proc = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)  # noqa: S603
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        payload = b"x" * 200
+
+        def once(_: int) -> None:
+            sock.send(payload)
+            sock.recv()
+
+        p50, p99 = timed(once, calls)
+        sock.close(0)
+        ctx.term()
+    finally:
+        proc.kill()
+        proc.wait()
+    return p50, p99, load()
+
+
 def timed(fn: Callable[[int], Any], calls: int) -> tuple[float, float]:
     """p50, p99 in microseconds of fn(i)."""
     for i in range(min(500, calls)):
@@ -145,6 +182,7 @@ def main() -> None:
         results["in_process_one_row"] = (*timed(lambda i: runner.predict_one(X[i % n]), a.calls), load())
         results["in_process_50_rows"] = (*timed(lambda i: runner.predict_batch(batches[i % 64]), a.calls // 5),
                                          load())
+        results["zmq_echo_200_bytes"] = echo_round_trip(a.calls)
         servers = {"deadline": start(registry, tmp, []), "inline": start(registry, tmp, ["--deadline-ms", "0"])}
         try:
             for mode, (_, endpoint) in servers.items():
@@ -169,11 +207,14 @@ def main() -> None:
     print(f"{'what':44s} {'p50 us':>9s} {'p99 us':>9s} {'p50 vs in-process':>18s}  load")
     print(f"{'in-process predict_one':44s} {one[0]:9.1f} {one[1]:9.1f} {'1.0x':>18s}  {one[2]}")
     print(f"{'in-process predict_batch(50)':44s} {fifty[0]:9.1f} {fifty[1]:9.1f} {'1.0x':>18s}  {fifty[2]}")
+    echo = results["zmq_echo_200_bytes"]
+    print(f"{'bare pyzmq DEALER/ROUTER echo, 200 bytes':44s} {echo[0]:9.1f} {echo[1]:9.1f} {'':>18s}  {echo[2]}")
     for mode in ("deadline", "inline"):
         for what, ref in (("one_row", one), ("50_rows", fifty)):
             r = results[f"service_{what}_{mode}"]
             label = f"service {what.replace('_', ' ')} ({mode})"
-            print(f"{label:44s} {r[0]:9.1f} {r[1]:9.1f} {r[0] / ref[0]:17.1f}x  {r[2]}")
+            print(f"{label:44s} {r[0]:9.1f} {r[1]:9.1f} {r[0] / ref[0]:17.1f}x  {r[2]}"
+                  + (f"  ({r[0] - echo[0]:+.0f} us over the echo)" if what == "one_row" else ""))
     for mode in ("deadline", "inline"):
         for k in (1, 8):
             r = results[f"throughput_{k}_clients_{mode}"]
