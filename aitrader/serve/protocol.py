@@ -20,6 +20,7 @@ reply (code ``too_large``) without being decoded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,8 @@ def parse_request(frames: list[bytes]) -> Request:
 
 
 def decode_rows(header: dict[str, Any], body: bytes | None) -> np.ndarray:
-    """The float64 ``(rows, columns)`` matrix a header describes, or ProtocolError naming the problem."""
+    """The float64 ``(rows, columns)`` matrix a header describes (a read-only view of ``body`` for f8), or
+    ProtocolError naming the problem."""
     if body is None:
         raise ProtocolError("no_body", "predict with rows needs a second frame: the rows as raw little-endian "
                             "floats (header dtype and shape)")
@@ -101,17 +103,18 @@ def decode_rows(header: dict[str, Any], body: bytes | None) -> np.ndarray:
     if dtype is None:
         raise ProtocolError("bad_dtype", f"dtype {header.get('dtype')!r} is not supported; use 'f8' or 'f4'")
     shape = header.get("shape")
-    if (not isinstance(shape, list | tuple) or len(shape) != 2
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+    if not isinstance(shape, list | tuple) or len(shape) != 2:
         raise ProtocolError("bad_shape", f"shape must be [rows, columns] of non-negative ints, got {shape!r}")
     rows, cols = shape
+    if type(rows) is not int or type(cols) is not int or rows < 0 or cols < 0:  # bool is not int here
+        raise ProtocolError("bad_shape", f"shape must be [rows, columns] of non-negative ints, got {shape!r}")
     if rows == 0 or rows > MAX_ROWS:
         raise ProtocolError("bad_shape", f"rows must be between 1 and {MAX_ROWS}, got {rows}")
     if rows * cols * dtype.itemsize != len(body):
         raise ProtocolError("bad_shape", f"shape {rows}x{cols} of {header.get('dtype', 'f8')} is "
                             f"{rows * cols * dtype.itemsize} bytes, the body has {len(body)}")
-    X = np.frombuffer(body, dtype=dtype).reshape(rows, cols)
-    return X.astype(np.float64)
+    X = np.frombuffer(body, dtype=dtype).reshape(rows, cols)  # read-only view of the frame, no copy
+    return X if dtype.itemsize == 8 else X.astype(np.float64)
 
 
 def encode_rows(X: np.ndarray, dtype: str = "f8") -> tuple[dict[str, Any], bytes]:
@@ -132,7 +135,7 @@ def error_reply(rid: Any, code: str, message: str, **fields: Any) -> dict[str, A
 
 def signal_of(score: float, confidence: float, threshold: float, strong: float) -> str:
     """BUY/SELL (STRONG_ at or past ``strong`` confidence) or NEUTRAL below ``threshold``."""
-    if not np.isfinite(score) or score == 0.0 or confidence < threshold:
+    if not math.isfinite(score) or score == 0.0 or confidence < threshold:
         return "NEUTRAL"
     side = "BUY" if score > 0 else "SELL"
     return f"STRONG_{side}" if confidence >= strong else side

@@ -13,8 +13,8 @@ on the loop thread instead (no thread hop, ~40 us less per request, but no deadl
 hangs the server).
 
 SIGTERM or SIGINT: the loop stops reading new work, answers every request already received (the
-socket is drained without blocking), closes with a linger for the replies to leave, and the
-process exits 0.
+socket is drained without blocking, for at most ``DRAIN_S``), closes with a linger for the replies
+to leave, and the process exits 0. Train jobs are separate processes and finish on their own.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import concurrent.futures
 import logging
 import math
 import signal
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,8 @@ log = logging.getLogger("aitrader.serve")
 
 LATENCY_WINDOW = 10_000
 MAX_STATES = 10_000
+#: Longest a stopping server keeps answering the requests it had already received.
+DRAIN_S = 5.0
 
 
 @dataclass
@@ -140,8 +144,10 @@ class Server:
                 while not self._stop.is_set():
                     if poller.poll(100):
                         self._serve_one(sock, zmq.NOBLOCK)
-                # Finish what was received before the stop: answer every queued request.
-                while self._serve_one(sock, zmq.NOBLOCK):
+                # Finish what was received before the stop: answer the queued requests (bounded, so a
+                # client that keeps sending cannot hold the shutdown open).
+                drain_until = time.monotonic() + DRAIN_S
+                while time.monotonic() < drain_until and self._serve_one(sock, zmq.NOBLOCK):
                     pass
             finally:
                 for s, h in old.items():
@@ -272,18 +278,18 @@ class Server:
         for key, val in (("threshold", threshold), ("strong", strong)):
             if isinstance(val, bool) or not isinstance(val, int | float) or not 0 <= val <= 1:
                 raise P.ProtocolError("bad_threshold", f"{key} must be a number in [0, 1], got {val!r}")
-        out = np.empty((raw.size, 2), dtype="<f8")
+        flat: list[float] = []
         signals = []
         score = m.confidence.score
-        for k, p in enumerate(raw.tolist()):
-            if math.isnan(p):
-                s, c = math.nan, 0.0
-            else:
-                s, c = score(p)
-            out[k, 0], out[k, 1] = p, c
-            signals.append(P.signal_of(s, c, float(threshold), float(strong)))
-        fields, body = P.encode_rows(out)
-        return {"ok": True, "model": m.model_id, "digest": m.digest, "signals": signals, **fields}, body
+        for p in raw.tolist():
+            s, c = (math.nan, 0.0) if math.isnan(p) else score(p)
+            flat += (p, c)
+            signals.append(P.signal_of(s, c, threshold, strong))
+        body = array("d", flat)
+        if sys.byteorder != "little":  # the wire is little-endian
+            body.byteswap()
+        return {"ok": True, "model": m.model_id, "digest": m.digest, "signals": signals, "dtype": "f8",
+                "shape": [len(signals), 2]}, body.tobytes()
 
     # ------------------------------------------------------------------ ops
     def _predict(self, req: P.Request, ident: bytes) -> tuple[dict[str, Any], bytes | None]:
@@ -297,7 +303,9 @@ class Server:
             raise P.ProtocolError("bad_shape", f"{m.model_id} takes {n} features per row ({', '.join(m.names[:5])}"
                                   f"{', ...' if n > 5 else ''}), got {X.shape[1]}")
         names = h.get("features")
-        if names is not None and list(names) != m.names:
+        if names is not None and (not isinstance(names, list) or not all(isinstance(x, str) for x in names)):
+            raise P.ProtocolError("feature_order", "features must be the list of the rows' feature names")
+        if names is not None and names != m.names:
             diff = next((i for i, (a, b) in enumerate(zip(names, m.names, strict=False)) if a != b),
                         min(len(names), n))
             raise P.ProtocolError("feature_order", f"the rows' features differ from {m.model_id}'s contract at "
@@ -307,10 +315,10 @@ class Server:
         if spec_hash is not None and spec_hash != m.contract().get("spec_hash"):
             raise P.ProtocolError("feature_contract", f"spec_hash {spec_hash!r} is not {m.model_id}'s "
                                   f"{m.contract().get('spec_hash')!r}; the client computes other features")
-        bad = ~np.isfinite(X).all(axis=1)
-        if bad.any():
-            raise P.ProtocolError("nan", f"row {int(np.flatnonzero(bad)[0])} has NaN or inf features; send "
-                                  "complete rows only (after the features' warm-up)")
+        if not np.isfinite(X).all():
+            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+            raise P.ProtocolError("nan", f"row {bad} has NaN or inf features; send complete rows only (after the "
+                                  "features' warm-up)")
         raw = self._call(h, _run, m.runner, X)
         self.stats.rows += X.shape[0]
         return self._answer(m, raw, h)
