@@ -248,7 +248,8 @@ class FeedbackSender:
 
     ``batch_size`` records make a batch; ``send_interval`` bars (outcomes) after the last attempt a
     smaller batch is sent too. A batch the service did not acknowledge stays buffered (at most
-    ``max_buffer`` records; the oldest leave the buffer first) and is sent again with the next one;
+    ``max_buffer`` records; the oldest leave the buffer first) and is sent again ``send_interval``
+    bars later;
     every record is in the run's ledger anyway, and :func:`resend_feedback` sends a whole run again
     (the server stores each record once)."""
 
@@ -265,6 +266,7 @@ class FeedbackSender:
     dropped: int = 0
     failures: int = 0
     _since: int = 0
+    _failing: bool = False
 
     def attach(self, bus: Any) -> None:
         from aitrader.trading.events import EventType
@@ -291,7 +293,9 @@ class FeedbackSender:
             self.buffer.popleft()
             self.dropped += 1
         self._since += 1
-        if len(self.buffer) >= self.batch_size or self._since >= self.send_interval:
+        # After a failed send, wait send_interval bars before the next attempt: a dead service costs the
+        # run one timeout per interval, not one per bar.
+        if (len(self.buffer) >= self.batch_size and not self._failing) or self._since >= self.send_interval:
             self.flush()
 
     def on_order(self, e: Any) -> None:
@@ -315,10 +319,12 @@ class FeedbackSender:
                                  records=batch)
             except ServiceError:
                 self.failures += 1
+                self._failing = True
                 return False
-            kept = deque(item for item in self.buffer if item[1] not in batch)
-            self.buffer = kept
+            sent = {id(rec) for rec in batch}
+            self.buffer = deque(item for item in self.buffer if id(item[1]) not in sent)
             self.sent += len(batch)
+        self._failing = False
         return True
 
 

@@ -73,7 +73,8 @@ def attach_remote(cfg: Any, specs: list[Any], opts: Any, run_id: str) -> list[An
     if svc.feedback:
         for endpoint, models in remote.items():
             sender = FeedbackSender(clients[endpoint], run_id, models, batch_size=svc.feedback_batch_size,
-                                    send_interval=svc.feedback_send_interval, max_buffer=svc.max_feedback_buffer)
+                                    send_interval=svc.feedback_send_interval, max_buffer=svc.max_feedback_buffer,
+                                    timeout_ms=max(svc.timeout_ms, 1000.0))
             opts.subscribers.append(sender.attach)
             senders.append(sender)
     if clients:

@@ -270,3 +270,49 @@ def test_curve_server_accepts_only_allowed_client_keys(tmp_path: Path) -> None:
     finally:
         server.stop()
         t.join(30)
+
+
+class _FeedbackClient:
+    """Takes feedback calls; fails while ``down``."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.calls = 0
+        self.records: list[dict[str, Any]] = []
+
+    def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        self.calls += 1
+        if self.down:
+            raise ServiceError("unreachable", "down")
+        self.records += fields["records"]
+        return {"ok": True}
+
+
+def test_feedback_sender_batches_backs_off_while_down_and_loses_nothing() -> None:
+    from aitrader.serve.client import FeedbackSender
+    from aitrader.trading.events import ModelPrediction, Order, Outcome
+
+    c = _FeedbackClient()
+    s = FeedbackSender(c, "run", {"m:v1": "m"}, batch_size=4, send_interval=10, max_buffer=100)  # type: ignore[arg-type]
+
+    def bar(i: int) -> None:
+        s.on_prediction(ModelPrediction(f"t{i}", i, "A", "m:v1", "d", 0.1 * i, 0.7, "model", 5.0, np.array([1.0]), 0))
+        if i % 3 == 0:
+            s.on_order(Order(i, f"t{i}", "A", "buy", 1.0, "pending", "signal"))
+        if i >= 2:  # horizon 2: the outcome of bar i - 2
+            s.on_outcome(Outcome(f"t{i}", "A", "m:v1", i - 2, 0.01))
+
+    for i in range(10):
+        bar(i)
+    assert c.calls == 2 and len(c.records) == 8  # two batches of 4
+    c.down = True
+    for i in range(10, 30):
+        bar(i)
+    assert c.calls == 2 + 2  # a failed send, then one retry 10 bars later (not one per bar)
+    c.down = False
+    for i in range(30, 42):
+        bar(i)
+    s.flush()
+    assert [r["bar_index"] for r in c.records] == list(range(40))  # every outcome once, in order
+    assert [r["executed"] for r in c.records[:7]] == [True, False, False, True, False, False, True]
+    assert c.records[5]["outcome"] == 0.01 and c.records[5]["snapshot"] == [1.0]
