@@ -32,51 +32,66 @@ def remote_models(cfg: Any, specs: list[Any], opts: Any, run_id: str, endpoint: 
     return cfg
 
 
+def remote_predictor(client: Any, name: str, digest: str, n_features: int, svc: Any) -> Any:
+    """The remote predictor of one model version, with the ``ml_trading.service`` settings."""
+    from aitrader.serve.client import CircuitBreaker, RemotePredictor
+
+    return RemotePredictor(client, name, digest, n_features,
+                           breaker=CircuitBreaker(svc.breaker_failures, svc.breaker_reset_bars),
+                           cooldown=svc.prediction_cooldown, confidence_threshold=svc.prediction_confidence_threshold,
+                           timeout_ms=svc.timeout_ms)
+
+
+def _check_served(client: Any, endpoint: str, name: str, spec: Any, timeout_ms: float) -> None:
+    """TradingError unless the service at ``endpoint`` answers and serves ``spec``'s very version."""
+    from aitrader.serve.client import ServiceError
+
+    try:
+        info = client.call("info", timeout_ms=max(timeout_ms, 5000.0))
+    except ServiceError as exc:
+        raise TradingError(f"the prediction service {endpoint} for {spec.model_id} does not answer ({exc}); "
+                           f"start it (aitrader serve --model {name} --bind {endpoint}) or drop --model-endpoint") \
+            from exc
+    served = (info.get("models") or {}).get(name)
+    if not served or served.get("digest") != spec.digest:
+        have = f"{served.get('model_id')} ({str(served.get('digest'))[:12]})" if served else "not this model"
+        raise TradingError(f"{endpoint} serves {have}, the run trades {spec.model_id} ({spec.digest[:12]}); serve "
+                           "the same version, or reload the service")
+
+
 def attach_remote(cfg: Any, specs: list[Any], opts: Any, run_id: str) -> list[Any]:
     """Give each spec whose config entry has an ``endpoint`` a remote predictor; returns the clients.
 
-    Adds the feedback sender to the run's bus (``opts.subscribers``) and a final flush and close to
-    ``opts.on_finish``."""
-    from aitrader.serve.client import CircuitBreaker, FeedbackSender, RemotePredictor, ServiceClient, ServiceError
+    Adds the feedback sender to the run's bus (``opts.subscribers``), a final flush and close to
+    ``opts.on_finish``, and for a ``--follow`` run that swaps versions, remote predictors for the new
+    versions too (:class:`RemoteSwapSource`)."""
+    from aitrader.serve.client import FeedbackSender, ServiceClient
 
     svc = cfg.ml_trading.service
     entries = [m for m in cfg.ml_trading.models if m.enabled]
     clients: dict[str, ServiceClient] = {}
     remote: dict[str, dict[str, str]] = {}
-    for entry, spec in zip(entries, specs, strict=True):
-        if not entry.endpoint:
-            continue
-        client = clients.get(entry.endpoint)
-        if client is None:
-            client = clients[entry.endpoint] = ServiceClient(entry.endpoint, timeout_ms=svc.timeout_ms)
-        name = (spec.name or spec.model_id).partition("@")[0].partition(":")[0]
-        try:
-            info = client.call("info", timeout_ms=max(svc.timeout_ms, 5000.0))
-        except ServiceError as exc:
-            _close(clients)
-            raise TradingError(f"the prediction service {entry.endpoint} for {spec.model_id} does not answer "
-                               f"({exc}); start it (aitrader serve --model {name} --bind {entry.endpoint}) or drop "
-                               "--model-endpoint") from exc
-        served = (info.get("models") or {}).get(name)
-        if not served or served.get("digest") != spec.digest:
-            _close(clients)
-            have = f"{served.get('model_id')} ({str(served.get('digest'))[:12]})" if served else "not this model"
-            raise TradingError(f"{entry.endpoint} serves {have}, the run trades {spec.model_id} "
-                               f"({spec.digest[:12]}); serve the same version, or reload the service")
-        spec.predictor = RemotePredictor(client, name, spec.digest, len(spec.manifest["features"]["names"]),
-                                         breaker=CircuitBreaker(svc.breaker_failures, svc.breaker_reset_bars),
-                                         cooldown=svc.prediction_cooldown,
-                                         confidence_threshold=svc.prediction_confidence_threshold,
-                                         timeout_ms=svc.timeout_ms)
-        remote.setdefault(entry.endpoint, {})[spec.model_id] = name
-    senders = []
-    if svc.feedback:
-        for endpoint, models in remote.items():
-            sender = FeedbackSender(clients[endpoint], run_id, models, batch_size=svc.feedback_batch_size,
-                                    send_interval=svc.feedback_send_interval, max_buffer=svc.max_feedback_buffer,
-                                    timeout_ms=max(svc.timeout_ms, 1000.0))
-            opts.subscribers.append(sender.attach)
-            senders.append(sender)
+    try:
+        for entry, spec in zip(entries, specs, strict=True):
+            if not entry.endpoint:
+                continue
+            client = clients.get(entry.endpoint)
+            if client is None:
+                client = clients[entry.endpoint] = ServiceClient(entry.endpoint, timeout_ms=svc.timeout_ms)
+            name = (spec.name or spec.model_id).partition("@")[0].partition(":")[0]
+            _check_served(client, entry.endpoint, name, spec, svc.timeout_ms)
+            spec.predictor = remote_predictor(client, name, spec.digest, len(spec.manifest["features"]["names"]), svc)
+            remote.setdefault(entry.endpoint, {})[spec.model_id] = name
+    except BaseException:
+        _close(clients)
+        raise
+    if opts.swap is not None and remote:  # a --follow run: a newly deployed version is served remotely too
+        opts.swap.source = RemoteSwapSource(opts.swap.source, clients, remote, svc)
+    senders = [FeedbackSender(clients[endpoint], run_id, models, batch_size=svc.feedback_batch_size,
+                              send_interval=svc.feedback_send_interval, max_buffer=svc.max_feedback_buffer,
+                              timeout_ms=max(svc.timeout_ms, 1000.0))
+               for endpoint, models in remote.items()] if svc.feedback else []
+    opts.subscribers.extend(sender.attach for sender in senders)
     if clients:
         previous = opts.on_finish
 
@@ -91,6 +106,34 @@ def attach_remote(cfg: Any, specs: list[Any], opts: Any, run_id: str) -> list[An
 
         opts.on_finish = finish
     return list(clients.values())
+
+
+class RemoteSwapSource:
+    """A live swap's model source for remote models: the new version is checked and loaded as for an
+    in-process run (its manifest and features), but predicts through the service, which must serve
+    that version (its ``reload``) before the replies are accepted; until then the digest check makes
+    each call a failure with the configured fallback."""
+
+    def __init__(self, inner: Any, clients: dict[str, Any], remote: dict[str, dict[str, str]], svc: Any) -> None:
+        self.inner = inner
+        self.svc = svc
+        # served name -> client of its endpoint
+        self.by_name = {name: clients[ep] for ep, models in remote.items() for name in models.values()}
+
+    def changed(self) -> bool:
+        return bool(self.inner.changed())
+
+    def target(self, name: str, alias: str) -> Any:
+        return self.inner.target(name, alias)
+
+    def prepare(self, offer: Any, buffer_size: int) -> Any:
+        prepared = self.inner.prepare(offer, buffer_size)
+        name = offer.model_id.rpartition(":v")[0]
+        client = self.by_name.get(name)
+        if client is not None:  # else an in-process model of the same run
+            prepared.predictor = remote_predictor(client, name, prepared.digest,
+                                                  len(prepared.manifest["features"]["names"]), self.svc)
+        return prepared
 
 
 def _close(clients: dict[str, Any]) -> None:

@@ -534,9 +534,6 @@ def paper_trade(
         cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
     opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
-    from aitrader.serve.hook import remote_models
-
-    cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)
@@ -572,6 +569,9 @@ def paper_trade(
         if collect is not None:
             collect.update(frames=frames, specs=specs, calendar=meta["calendar"],
                            trade_from={s.symbol: s.trade_from for s in specs})
+    from aitrader.serve.hook import remote_models
+
+    cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`
     # Costs by asset class, resolved from the traded bars and recorded in the ledger's meta (a resumed
     # run keeps its recorded costs).
     from aitrader.training.backtest import resolve_costs

@@ -316,3 +316,29 @@ def test_feedback_sender_batches_backs_off_while_down_and_loses_nothing() -> Non
     assert [r["bar_index"] for r in c.records] == list(range(40))  # every outcome once, in order
     assert [r["executed"] for r in c.records[:7]] == [True, False, False, True, False, False, True]
     assert c.records[5]["outcome"] == 0.01 and c.records[5]["snapshot"] == [1.0]
+
+
+def test_a_live_swap_of_a_remote_model_predicts_through_the_service() -> None:
+    from aitrader.config import ServiceClientSection
+    from aitrader.serve.hook import RemoteSwapSource
+    from aitrader.trading.swap import Offer, Prepared
+
+    local = object()
+
+    class Inner:
+        def changed(self) -> bool:
+            return True
+
+        def target(self, name: str, alias: str) -> Offer:
+            return Offer(f"{name}:v2", "d2")
+
+        def prepare(self, offer: Offer, buffer_size: int) -> Prepared:
+            return Prepared(offer.model_id, offer.digest, local, None, {"features": {"names": ["a", "b"]}})  # type: ignore[arg-type]
+
+    client = _Client([(0.5, 0.9, "d2")])
+    src = RemoteSwapSource(Inner(), {"tcp://x": client}, {"tcp://x": {"m:v1": "m"}}, ServiceClientSection())
+    assert src.changed() and src.target("m", "production").model_id == "m:v2"
+    p = src.prepare(Offer("m:v2", "d2"), 500)
+    assert isinstance(p.predictor, RemotePredictor) and p.predictor.digest == "d2" and p.predictor.client is client
+    assert p.predictor.predict_one(np.zeros(2)) == 0.5
+    assert src.prepare(Offer("other:v1", "dz"), 500).predictor is local  # an in-process model of the run
