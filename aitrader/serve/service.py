@@ -61,9 +61,14 @@ def call(op: str, *, endpoint: str, model: str | None, data: str | None, job: st
     """One operation; the reply header (errors included, as ``ok: false``); ConfigError when unreachable."""
     from aitrader.serve.client import ServiceError
 
-    if op not in ("info", "health", "reload", "train", "job"):
-        raise ConfigError(f"op {op!r} is not one of info, health, reload, train, job (predict and feedback come "
-                          "from a client library or paper-trade)")
+    ops = ("info", "health", "reload", "train", "job")
+    if op not in ops:
+        import difflib
+
+        close = difflib.get_close_matches(op, ops, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"op {op!r} is not supported; {hint}use one of {', '.join(ops)} (predict and feedback "
+                          "come from the client library or paper-trade)")
     fields: dict[str, Any] = {k: v for k, v in (("model", model), ("job", job)) if v is not None}
     if op == "train":
         if model is None or data is None:
