@@ -89,6 +89,11 @@ def test_ledger_through_the_service_equals_the_in_process_ledger(world: dict[str
                                                                  inproc: Path, tmp_path: Path) -> None:
     paper(world, "remote", tmp_path, server.endpoint)
     assert trading_tables(inproc) == trading_tables(tmp_path / "remote" / "ledger.db")
+    # and the default in-process replay route (batch features and predictions) agrees as well
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(CONFIG.replace("replay: streaming", "replay: batch"))
+    paper({**world, "config": batch}, "inproc-batch", tmp_path)
+    assert trading_tables(tmp_path / "inproc-batch" / "ledger.db") == trading_tables(tmp_path / "remote" / "ledger.db")
     sources = {r[8] for r in ledger_content(tmp_path / "remote" / "ledger.db")["predictions"]}
     assert sources == {"model"}
 
@@ -124,6 +129,14 @@ def test_feedback_reaches_the_store_that_monitor_and_retrain_read(world: dict[st
     order_ts = {r[1] for r in ledger_content(tmp_path / "fb-run" / "ledger.db")["orders"]}
     assert raw and all(r["executed"] == (r["ts"] in order_ts) for r in raw)
     assert any(r["executed"] for r in raw) and not all(r["executed"] for r in raw)
+    # monitor reads the store as a run of the model
+    from aitrader.monitoring.check import run_monitor
+
+    checked = run_monitor(run_id="serve-syn_lgbm", runs_dir=world["base"] / "fb", registry_root=world["registry"],
+                          state_path="")
+    summary = checked.summary
+    assert summary["model"]["traded_as"] == "syn_lgbm:v1" and summary["operational"]["errors_total"] == 0
+    assert summary["accuracy"]["run"]["n"] == int(store.predictions["outcome"].notna().sum())
 
 
 # ---------------------------------------------------------------------------------------- operations
