@@ -44,6 +44,8 @@ class ServiceError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        #: The reason of the slot's ML_ERROR event (``monitor`` counts errors by it).
+        self.ml_error_reason = f"service_{code}"
 
 
 class ServiceClient:
