@@ -34,6 +34,9 @@ DTYPES: dict[str, np.dtype[Any]] = {"f8": np.dtype("<f8"), "f4": np.dtype("<f4")
 MAX_BYTES = 64 * 1024 * 1024
 #: Most rows one predict request may carry.
 MAX_ROWS = 100_000
+#: Longest string id, and longest error message (a message quoting a huge value is cut).
+MAX_ID = 256
+MAX_ERROR = 2000
 
 
 class ProtocolError(Exception):
@@ -87,8 +90,9 @@ def parse_request(frames: list[bytes]) -> Request:
     if op not in OPS:
         raise ProtocolError("unknown_op", f"unknown op {op!r}; one of {', '.join(OPS)}")
     rid = header.get("id")
-    if rid is not None and not isinstance(rid, int | str):
-        raise ProtocolError("bad_id", f"id must be an int or a string, got {type(rid).__name__}")
+    if rid is not None and (not isinstance(rid, int | str) or (isinstance(rid, str) and len(rid) > MAX_ID)):
+        raise ProtocolError("bad_id", f"id must be an int or a string of at most {MAX_ID} characters, got a "
+                            f"{type(rid).__name__}")
     return Request(header, frames[1] if len(frames) == 2 else None)
 
 
@@ -130,6 +134,8 @@ def reply(rid: Any, ok: bool, **fields: Any) -> dict[str, Any]:
 
 
 def error_reply(rid: Any, code: str, message: str, **fields: Any) -> dict[str, Any]:
+    if len(message) > MAX_ERROR:
+        message = message[:MAX_ERROR] + " ..."
     return reply(rid, False, code=code, error=message, **fields)
 
 

@@ -195,7 +195,7 @@ class Server:
             header, body = self._handlers[op](req, ident)
             header.setdefault("ok", True)
         except P.ProtocolError as exc:
-            header, body = P.error_reply(rid, exc.code, str(exc)), None
+            header, body = P.error_reply(rid if isinstance(rid, int | str) else None, exc.code, str(exc)), None
         except AitraderError as exc:
             header, body = P.error_reply(rid, "error", str(exc)), None
         except Exception as exc:  # noqa: BLE001 - the server never dies on a request
@@ -225,8 +225,8 @@ class Server:
         """``model``/``digest`` on a reply that has none (errors, info): the model the request named, or
         the only one served."""
         m = next(iter(self.models.values())) if len(self.models) == 1 else None
-        try:
-            name = P.unpack_header(frames[0]).get("model") if frames else None
+        try:  # a small header only: never decode a huge frame twice
+            name = P.unpack_header(frames[0]).get("model") if frames and len(frames[0]) <= 65536 else None
         except P.ProtocolError:
             name = None
         if isinstance(name, str):
