@@ -73,7 +73,14 @@ class ServiceClient:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         if self.curve is not None:
             self.curve.apply(sock)
-        sock.connect(self.endpoint)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            from aitrader.errors import ConfigError
+
+            raise ConfigError(f"{self.endpoint!r} is not a ZeroMQ endpoint to connect to ({exc}); use "
+                              "tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555") from exc
         self.sock = sock
 
     def reset(self) -> None:

@@ -235,11 +235,13 @@ def test_non_loopback_bind_needs_allow_remote_and_curve(in_tmp: Path) -> None:
     assert run.exit_code == 1 and "needs CURVE authentication" in run.output
 
 
-def test_serve_call_names_the_closest_op(in_tmp: Path) -> None:
+def test_serve_call_names_the_closest_op_and_a_bad_endpoint_is_one_error_line(in_tmp: Path) -> None:
     from aitrader.cli.main import app
 
     run = CliRunner().invoke(app, ["serve", "call", "helth"])
     assert run.exit_code == 1 and "op 'helth' is not supported; did you mean 'health'?" in run.output
+    run = CliRunner().invoke(app, ["serve", "call", "health", "--endpoint", "localhost:5555"])
+    assert run.exit_code == 1 and "error: 'localhost:5555' is not a ZeroMQ endpoint" in run.output
 
 
 def test_curve_server_accepts_only_allowed_client_keys(tmp_path: Path) -> None:
