@@ -222,6 +222,8 @@ class ModelEntry(StrictModel):
     position_size: Float = Field(0.02, gt=0, le=1)
     weight: Float = Field(1.0, gt=0, le=1_000)
     enabled: bool = True
+    # tcp://HOST:PORT of an `aitrader serve` that predicts for this model (None: in-process runner)
+    endpoint: Str | None = Field(None, min_length=1)
 
 
 class RiskLimits(StrictModel):
@@ -255,6 +257,20 @@ class LiveSection(StrictModel):
     bad_bar: Literal["skip", "stop"] = "skip"  # --follow: a bar failing validation is skipped with an ALERT, or stops
 
 
+class ServiceClientSection(StrictModel):
+    """The client of a prediction service (a model with ``endpoint``; docs/serving.md, *Client*)."""
+
+    timeout_ms: Float = Field(50, gt=0, le=3_600_000)  # per request, no retry past it
+    breaker_failures: Int = Field(3, ge=1, le=MAX_COUNT)  # failures in a row that open the circuit
+    breaker_reset_bars: Int = Field(20, ge=1, le=MAX_COUNT)  # bars the circuit stays open before a probe
+    prediction_cooldown: Int = Field(0, ge=0, le=MAX_COUNT)  # bars a service prediction is reused without a request
+    prediction_confidence_threshold: Float = Field(0.0, ge=0, le=1)  # below it a reply counts as unsure
+    feedback: bool = True  # send (prediction, outcome) pairs to the service
+    max_feedback_buffer: Int = Field(10_000, ge=1, le=MAX_COUNT)
+    feedback_batch_size: Int = Field(100, ge=1, le=100_000)
+    feedback_send_interval: Int = Field(50, ge=1, le=MAX_COUNT)  # bars (outcomes) between sends
+
+
 class MLTrading(StrictModel):
     enabled: bool = True
     models: list[ModelEntry] = Field(default_factory=list, max_length=10_000)
@@ -263,6 +279,7 @@ class MLTrading(StrictModel):
     errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
     feature_pipeline: FeaturePipelineSection = Field(default_factory=FeaturePipelineSection)
     live: LiveSection = Field(default_factory=LiveSection)
+    service: ServiceClientSection = Field(default_factory=ServiceClientSection)
     # A replay at --speed 0 (paper-trade, backtest, train's holdout backtest): batch features and batch
     # predictions, or the per-bar streaming path of live runs (docs/trading.md, "Replay routes").
     replay: Literal["batch", "streaming"] = "batch"

@@ -199,9 +199,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from aitrader.cli import backtest, config_cmd, data, features, monitor, registry, trade, train
+    from aitrader.cli import backtest, config_cmd, data, features, monitor, registry, serve, trade, train
 
-    for module in (data, features, train, registry, trade, backtest, monitor, config_cmd):
+    for module in (data, features, train, registry, trade, backtest, monitor, config_cmd, serve):
         module.register(app)
 
 

@@ -43,6 +43,8 @@ def paper_trade_cmd(
     pin: bool = typer.Option(
         False, "--pin", help="With --follow: keep the versions the run started with (no live model swaps)."),
     allow_symbol_mismatch: bool = typer.Option(False, "--allow-symbol-mismatch", help=MISMATCH_HELP),
+    model_endpoint: str | None = typer.Option(
+        None, "--model-endpoint", help="Predict through this aitrader serve (tcp://HOST:PORT) instead of in-process."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
@@ -52,7 +54,7 @@ def paper_trade_cmd(
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
                           view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,
-                          allow_symbol_mismatch=allow_symbol_mismatch, pin=pin)
+                          allow_symbol_mismatch=allow_symbol_mismatch, pin=pin, model_endpoint=model_endpoint)
     _render(summary, json_out, "paper-trade")
 
 

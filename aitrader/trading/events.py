@@ -128,7 +128,7 @@ class MLError:
     ts: str
     symbol: str
     model_id: str
-    reason: str  # exception | nan | timeout
+    reason: str  # exception | nan | timeout | service_<code> (a remote predictor, aitrader.serve.client)
     payload: dict[str, Any] = field(default_factory=dict)
 
 

@@ -246,7 +246,8 @@ class ModelSlot:
         try:
             raw = float(self.predictor.predict_one(row))
         except Exception as exc:  # noqa: BLE001 - any model failure is an ML_ERROR, never a crash
-            return "exception", f"{type(exc).__name__}: {exc}", math.nan
+            # a remote predictor's errors name their kind (service_timeout, service_circuit_open, ...)
+            return getattr(exc, "ml_error_reason", "exception"), f"{type(exc).__name__}: {exc}", math.nan
         if math.isnan(raw) or math.isinf(raw):
             return "nan", f"prediction is {raw}", raw
         return None, "", raw

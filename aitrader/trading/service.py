@@ -474,6 +474,7 @@ def paper_trade(
     models: list[str] | None = None,
     allow_symbol_mismatch: bool = False,
     collect: dict[str, Any] | None = None,
+    model_endpoint: str | None = None,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
@@ -484,7 +485,9 @@ def paper_trade(
     model's first unseen bar, and bars the model was trained on need ``allow_in_sample``.
     ``models`` (``--model NAME[:vN|@alias]``) replace the config's model list (:func:`with_models`).
     ``collect``, when given, receives the replayed frames, each symbol's first traded bar (epoch)
-    and the specs (what ``backtest`` reports on).
+    and the specs (what ``backtest`` reports on). ``model_endpoint`` (``--model-endpoint``, or
+    ``endpoint:`` per model in the config): predictions come from that ``aitrader serve``
+    (:mod:`aitrader.serve.hook`).
     """
     import pandas as pd
 
@@ -566,6 +569,9 @@ def paper_trade(
         if collect is not None:
             collect.update(frames=frames, specs=specs, calendar=meta["calendar"],
                            trade_from={s.symbol: s.trade_from for s in specs})
+    from aitrader.serve.hook import remote_models
+
+    cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`
     # Costs by asset class, resolved from the traded bars and recorded in the ledger's meta (a resumed
     # run keeps its recorded costs).
     from aitrader.training.backtest import resolve_costs

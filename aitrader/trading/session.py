@@ -147,7 +147,10 @@ def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledg
             strategy=MLRegressionStrategy(ConfidenceModel.from_manifest(s.manifest), min_confidence=s.min_confidence,
                                           position_size=s.position_size),
             weight=s.weight, horizon=horizon_of(s.manifest), bus=bus, timeout_ms=errs.prediction_timeout_ms,
-            fallback=errs.fallback, max_consecutive_errors=errs.max_consecutive_errors,
+            fallback=errs.fallback,
+            # a remote predictor's circuit breaker replaces the permanent disable (aitrader.serve.client)
+            max_consecutive_errors=errs.max_consecutive_errors if getattr(s.predictor, "breaker", None) is None
+            else 2**62,
             previous_max_bars=errs.previous_max_bars, train_span=training_span(s.manifest),
             trade_from=s.trade_from, **extra,
         )

@@ -1,0 +1,447 @@
+"""``aitrader serve``: a ZeroMQ ROUTER that answers prediction requests (protocol: :mod:`.protocol`).
+
+One thread owns the socket and handles one request at a time, so a reload swaps a model between
+two requests by replacing one reference, and no request ever sees half of a swap. Model calls
+(predict, and the streaming features of a ``bars`` request) run on one worker thread: the loop
+waits for the result at most the request's deadline (``deadline_ms``, capped by the server's
+``--deadline-ms``) and replies ``code: deadline`` when it passes; a call that is still running
+delays the calls queued behind it, which then time out in turn, so every request gets a reply
+within its deadline whatever the model does. Anything a request can get wrong is an error reply
+(:class:`.protocol.ProtocolError`); an unexpected exception while handling a request is an error
+reply too (``code: internal``), never the end of the server. ``--deadline-ms 0`` runs model calls
+on the loop thread instead (no thread hop, ~40 us less per request, but no deadline: a hung model
+hangs the server).
+
+SIGTERM or SIGINT: the loop stops reading new work, answers every request already received (the
+socket is drained without blocking, for at most ``DRAIN_S``), closes with a linger for the replies
+to leave, and the process exits 0. Train jobs are separate processes and finish on their own.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aitrader.errors import AitraderError
+from aitrader.serve import protocol as P
+from aitrader.serve.feedback import FeedbackStore, check_records
+from aitrader.serve.jobs import Jobs
+from aitrader.serve.models import STREAM_BUFFER, ServedModel, reload
+
+log = logging.getLogger("aitrader.serve")
+
+LATENCY_WINDOW = 10_000
+MAX_STATES = 10_000
+#: Longest a stopping server keeps answering the requests it had already received.
+DRAIN_S = 5.0
+
+
+@dataclass
+class ServerOptions:
+    bind: str = "tcp://127.0.0.1:5555"
+    registry_root: str | Path | None = None
+    runs_dir: str | Path = "runs"
+    jobs_dir: str | Path = "logs/serve-jobs"
+    max_bytes: int = P.MAX_BYTES
+    deadline_ms: float = 1000.0
+    min_confidence: float = 0.6
+    strong_confidence: float = 0.85
+    max_states: int = MAX_STATES
+    curve: Any = None  # aitrader.serve.security.CurveSetup, required for a non-loopback bind
+    linger_ms: int = 1000
+
+
+@dataclass
+class _Stream:
+    digest: str
+    stream: Any
+    last_ts: int | None = None
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.time)
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    rows: int = 0
+    latency_us: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
+    reloads: int = 0
+
+    def percentiles(self) -> dict[str, float | None]:
+        if not self.latency_us:
+            return {"p50": None, "p90": None, "p99": None, "max": None, "n": 0}
+        a = np.fromiter(self.latency_us, dtype=float)
+        p50, p90, p99 = np.percentile(a, [50, 90, 99])
+        return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(a.max()), "n": int(a.size)}
+
+
+class Server:
+    """See the module docstring. ``run()`` blocks until ``stop()`` (or SIGTERM) and returns 0."""
+
+    def __init__(self, models: list[ServedModel], opts: ServerOptions) -> None:
+        if not models:
+            raise AitraderError("serve needs at least one --model")
+        self.models: dict[str, ServedModel] = {}
+        for m in models:
+            if m.name in self.models:
+                raise AitraderError(f"--model {m.ref}: {m.name} is given twice; serve each registry name once")
+            self.models[m.name] = m
+        self.opts = opts
+        self.stats = Stats()
+        self.states: collections.OrderedDict[tuple[bytes, str, str], _Stream] = collections.OrderedDict()
+        self.feedback = FeedbackStore(opts.runs_dir)
+        self.jobs = Jobs(Path(opts.jobs_dir), opts.registry_root, opts.runs_dir)
+        self._stop = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="aitrader-model")
+        self.endpoint: str | None = None
+        self._handlers: dict[str, Callable[[P.Request, bytes], tuple[dict[str, Any], bytes | None]]] = {
+            "predict": self._predict, "info": self._info, "health": self._health, "reload": self._reload,
+            "train": self._train, "job": self._job, "feedback": self._feedback,
+        }
+
+    # ------------------------------------------------------------------ the loop
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, ready: Callable[[str], None] | None = None, handle_signals: bool = True) -> int:
+        import zmq
+
+        ctx = zmq.Context()
+        auth = None
+        sock = ctx.socket(zmq.ROUTER)
+        try:
+            sock.setsockopt(zmq.LINGER, self.opts.linger_ms)
+            # A hard guard only: a frame over twice the limit drops the connection; anything between the
+            # limit and that gets an error reply (see _serve_one).
+            sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.opts.max_bytes + (1 << 20))
+            if self.opts.curve is not None:
+                auth = self.opts.curve.apply(ctx, sock)
+            try:
+                sock.bind(self.opts.bind)
+            except zmq.ZMQError as exc:
+                raise AitraderError(f"cannot bind {self.opts.bind}: {exc}; pick a free port or another address") \
+                    from exc
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            old = self._install_signals() if handle_signals else {}
+            try:
+                if ready is not None:
+                    ready(self.endpoint)
+                poller = zmq.Poller()
+                poller.register(sock, zmq.POLLIN)
+                while not self._stop.is_set():
+                    if poller.poll(100):
+                        self._serve_one(sock, zmq.NOBLOCK)
+                # Finish what was received before the stop: answer the queued requests (bounded, so a
+                # client that keeps sending cannot hold the shutdown open).
+                drain_until = time.monotonic() + DRAIN_S
+                while time.monotonic() < drain_until and self._serve_one(sock, zmq.NOBLOCK):
+                    pass
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+        finally:
+            sock.close()
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self.feedback.close()
+        return 0
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def _on(signum: int, frame: Any) -> None:
+            self._stop.set()
+
+        return {s: signal.signal(s, _on) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _serve_one(self, sock: Any, flags: int) -> bool:
+        """Receive one message (False when none is waiting) and send its reply."""
+        import zmq
+
+        try:
+            frames = sock.recv_multipart(flags)
+        except zmq.Again:
+            return False
+        t0 = time.perf_counter()
+        # ROUTER envelope: [identity, (b"" from a REQ client), header, (body)]
+        ident = frames[0]
+        cut = 2 if len(frames) > 1 and frames[1] == b"" else 1
+        envelope, rest = frames[:cut], frames[cut:]
+        rid: Any = None
+        op = "?"
+        try:
+            size = sum(len(f) for f in rest)
+            if size > self.opts.max_bytes:
+                raise P.ProtocolError("too_large", f"the request is {size} bytes, over the server's limit of "
+                                      f"{self.opts.max_bytes} (--max-bytes); send fewer rows per request")
+            req = P.parse_request(rest)
+            rid, op = req.id, req.op
+            header, body = self._handlers[op](req, ident)
+            header.setdefault("ok", True)
+        except P.ProtocolError as exc:
+            header, body = P.error_reply(rid if isinstance(rid, int | str) else None, exc.code, str(exc)), None
+        except AitraderError as exc:
+            header, body = P.error_reply(rid, "error", str(exc)), None
+        except Exception as exc:  # noqa: BLE001 - the server never dies on a request
+            log.exception("request %r (%s) failed", rid, op)
+            header, body = P.error_reply(rid, "internal", f"{type(exc).__name__}: {exc}"), None
+        header["v"], header["id"] = P.VERSION, rid
+        if "digest" not in header:
+            self._name_model(header, rest)
+        t_us = (time.perf_counter() - t0) * 1e6
+        header["t_us"] = t_us
+        self.stats.requests[op] += 1
+        if not header.get("ok"):
+            self.stats.errors[str(header.get("code"))] += 1
+        elif op == "predict":
+            self.stats.latency_us.append(t_us)
+        out = [*envelope, P.pack(header)]
+        if body is not None:
+            out.append(body)
+        try:
+            sock.send_multipart(out, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the peer is gone or its queue is full: the reply is dropped
+            log.warning("reply to %r dropped: %s", rid, exc)
+        return True
+
+    # ------------------------------------------------------------------ helpers
+    def _name_model(self, reply: dict[str, Any], frames: list[bytes]) -> None:
+        """``model``/``digest`` on a reply that has none (errors, info): the model the request named, or
+        the only one served."""
+        m = next(iter(self.models.values())) if len(self.models) == 1 else None
+        try:  # a small header only: never decode a huge frame twice
+            name = P.unpack_header(frames[0]).get("model") if frames and len(frames[0]) <= 65536 else None
+        except P.ProtocolError:
+            name = None
+        if isinstance(name, str):
+            m = self.models.get(name.partition("@")[0].partition(":")[0], m)
+        if m is not None:
+            reply["model"], reply["digest"] = m.model_id, m.digest
+
+    def _model(self, header: dict[str, Any]) -> ServedModel:
+        name = header.get("model")
+        if name is None:
+            if len(self.models) == 1:
+                return next(iter(self.models.values()))
+            raise P.ProtocolError("no_model", f"this server serves {', '.join(self.models)}; name one in model")
+        if not isinstance(name, str):
+            raise P.ProtocolError("no_model", f"model must be a string, got {type(name).__name__}")
+        m = self.models.get(name.partition("@")[0].partition(":")[0])
+        if m is None:
+            raise P.ProtocolError("no_model", f"model {name!r} is not served here; served: {', '.join(self.models)}")
+        return m
+
+    def _deadline_s(self, header: dict[str, Any]) -> float:
+        d = header.get("deadline_ms", self.opts.deadline_ms)
+        if isinstance(d, bool) or not isinstance(d, int | float) or not d > 0:
+            raise P.ProtocolError("bad_deadline", f"deadline_ms must be a positive number, got {d!r}")
+        return min(float(d), self.opts.deadline_ms) / 1000.0 if self.opts.deadline_ms else math.inf
+
+    def _call(self, header: dict[str, Any], fn: Callable[..., Any], *args: Any) -> Any:
+        if self.opts.deadline_ms == 0:  # --deadline-ms 0: on the loop thread, no deadline (the fastest)
+            try:
+                return fn(*args)
+            except P.ProtocolError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a model that raises is an error reply, never a crash
+                raise P.ProtocolError("model_error", f"the model raised {type(exc).__name__}: {exc}") from exc
+        fut = self._pool.submit(fn, *args)
+        try:
+            return fut.result(timeout=self._deadline_s(header))
+        except concurrent.futures.TimeoutError:
+            raise P.ProtocolError("deadline", f"the model call took longer than {self._deadline_s(header) * 1000:g} "
+                                  "ms (deadline_ms); the request was abandoned") from None
+        except P.ProtocolError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model that raises is an error reply, never a crash
+            raise P.ProtocolError("model_error", f"the model raised {type(exc).__name__}: {exc}") from exc
+
+    def _answer(self, m: ServedModel, raw: np.ndarray, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        threshold = header.get("threshold", self.opts.min_confidence)
+        strong = header.get("strong", self.opts.strong_confidence)
+        for key, val in (("threshold", threshold), ("strong", strong)):
+            if isinstance(val, bool) or not isinstance(val, int | float) or not 0 <= val <= 1:
+                raise P.ProtocolError("bad_threshold", f"{key} must be a number in [0, 1], got {val!r}")
+        flat: list[float] = []
+        signals = []
+        score = m.confidence.score
+        for p in raw.tolist():
+            s, c = (math.nan, 0.0) if math.isnan(p) else score(p)
+            flat += (p, c)
+            signals.append(P.signal_of(s, c, threshold, strong))
+        body = array("d", flat)
+        if sys.byteorder != "little":  # the wire is little-endian
+            body.byteswap()
+        return {"ok": True, "model": m.model_id, "digest": m.digest, "signals": signals, "dtype": "f8",
+                "shape": [len(signals), 2]}, body.tobytes()
+
+    # ------------------------------------------------------------------ ops
+    def _predict(self, req: P.Request, ident: bytes) -> tuple[dict[str, Any], bytes | None]:
+        h = req.header
+        m = self._model(h)
+        if h.get("bars"):
+            return self._predict_bars(req, ident, m)
+        X = P.decode_rows(h, req.body)
+        n = len(m.names)
+        if X.shape[1] != n:
+            raise P.ProtocolError("bad_shape", f"{m.model_id} takes {n} features per row ({', '.join(m.names[:5])}"
+                                  f"{', ...' if n > 5 else ''}), got {X.shape[1]}")
+        names = h.get("features")
+        if names is not None and (not isinstance(names, list) or not all(isinstance(x, str) for x in names)):
+            raise P.ProtocolError("feature_order", "features must be the list of the rows' feature names")
+        if names is not None and names != m.names:
+            diff = next((i for i, (a, b) in enumerate(zip(names, m.names, strict=False)) if a != b),
+                        min(len(names), n))
+            raise P.ProtocolError("feature_order", f"the rows' features differ from {m.model_id}'s contract at "
+                                  f"position {diff}: sent {list(names)[diff:diff + 1]}, expected "
+                                  f"{m.names[diff:diff + 1]}; send the columns in the manifest's order")
+        spec_hash = h.get("spec_hash")
+        if spec_hash is not None and spec_hash != m.contract().get("spec_hash"):
+            raise P.ProtocolError("feature_contract", f"spec_hash {spec_hash!r} is not {m.model_id}'s "
+                                  f"{m.contract().get('spec_hash')!r}; the client computes other features")
+        if not np.isfinite(X).all():
+            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+            raise P.ProtocolError("nan", f"row {bad} has NaN or inf features; send complete rows only (after the "
+                                  "features' warm-up)")
+        raw = self._call(h, _run, m.runner, X)
+        self.stats.rows += X.shape[0]
+        return self._answer(m, raw, h)
+
+    def _predict_bars(self, req: P.Request, ident: bytes, m: ServedModel) -> tuple[dict[str, Any], bytes | None]:
+        h = req.header
+        B = P.decode_rows(h, req.body)
+        if B.shape[1] != 5:
+            raise P.ProtocolError("bad_shape", f"bars are rows of open, high, low, close, volume (5 columns), "
+                                  f"got {B.shape[1]}")
+        symbols, stamps = h.get("symbols"), h.get("ts")
+        if not isinstance(symbols, list) or len(symbols) != B.shape[0] or not all(
+                isinstance(s, str) and s for s in symbols):
+            raise P.ProtocolError("bad_bars", "bars need symbols: one non-empty string per row")
+        if not isinstance(stamps, list) or len(stamps) != B.shape[0] or not all(
+                isinstance(t, int) and not isinstance(t, bool) for t in stamps):
+            raise P.ProtocolError("bad_bars", "bars need ts: one epoch-nanosecond int per row")
+        client = h.get("stream")
+        key0 = client.encode() if isinstance(client, str) and client else ident
+        order = list(dict.fromkeys(symbols))
+        groups = {s: [i for i, x in enumerate(symbols) if x == s] for s in order}
+        states = [self._checked_stream((key0, m.name, sym), m, sym, [stamps[i] for i in groups[sym]],
+                                       B[groups[sym]]) for sym in order]
+
+        def work() -> tuple[np.ndarray, list[bool]]:
+            rows, ready = [], []
+            for (_, st), sym in zip(states, order, strict=True):
+                row = None
+                for i in groups[sym]:
+                    row = st.stream.update(stamps[i], *B[i].tolist())
+                    st.last_ts = stamps[i]
+                rows.append(np.array(row, dtype=float))
+                ready.append(bool(np.isfinite(rows[-1]).all()))
+            X = np.vstack(rows)
+            raw = np.full(len(rows), np.nan)
+            if any(ready):
+                raw[np.array(ready)] = _run(m.runner, X[np.array(ready)])
+            return raw, ready
+
+        raw, ready = self._call(h, work)
+        for key, st in states:
+            self.states[key] = st
+            self.states.move_to_end(key)
+        while len(self.states) > self.opts.max_states:
+            self.states.popitem(last=False)
+        self.stats.rows += len(order)
+        head, body = self._answer(m, raw, h)
+        return {**head, "symbols": order, "ready": ready}, body
+
+    def _checked_stream(self, key: tuple[bytes, str, str], m: ServedModel, sym: str, stamps: list[int],
+                        bars: np.ndarray) -> tuple[tuple[bytes, str, str], _Stream]:
+        """The stream of ``key`` (new when absent or of another version) after checking every bar against
+        it, before any state changes: a refused request leaves the streams as they were."""
+        from aitrader.data.validate import validate_bar
+
+        st = self.states.get(key)
+        if st is None or st.digest != m.digest:
+            st = _Stream(m.digest, m.pipeline.stream(STREAM_BUFFER))
+        prev = st.last_ts
+        for t, (o, hi, lo, c, v) in zip(stamps, bars.tolist(), strict=True):
+            if prev is not None and t <= prev:
+                raise P.ProtocolError("bad_bars", f"{sym}: bar ts {t} is not after the previous bar {prev} of "
+                                      "this stream; send each symbol's bars once, in time order")
+            problem = validate_bar(t, o, hi, lo, c, v)
+            if problem is not None:
+                raise P.ProtocolError("bad_bars", f"{sym}: {problem.message}")
+            prev = t
+        return key, st
+
+    def _health(self, req: P.Request, ident: bytes) -> tuple[dict[str, Any], bytes | None]:
+        return {"ok": True, "status": "serving", "uptime_s": time.time() - self.stats.started,
+                "models": {n: {"model_id": m.model_id, "digest": m.digest} for n, m in self.models.items()},
+                "requests": dict(self.stats.requests), "errors": dict(self.stats.errors), "rows": self.stats.rows,
+                "latency_us": self.stats.percentiles(), "reloads": self.stats.reloads}, None
+
+    def _info(self, req: P.Request, ident: bytes) -> tuple[dict[str, Any], bytes | None]:
+        head, _ = self._health(req, ident)
+        return {**head, "protocol": P.VERSION, "ops": list(P.OPS), "bind": self.endpoint,
+                "max_bytes": self.opts.max_bytes, "deadline_ms": self.opts.deadline_ms,
+                "thresholds": {"min_confidence": self.opts.min_confidence,
+                               "strong_confidence": self.opts.strong_confidence},
+                "served": {n: m.describe() for n, m in self.models.items()}, "streams": len(self.states),
+                "jobs": self.jobs.counts()}, None
+
+    def _reload(self, req: P.Request, ident: bytes) -> tuple[dict[str, Any], bytes | None]:
+        names = [self._model(req.header).name] if req.header.get("model") is not None else list(self.models)
+        results, refused = {}, []
+        for name in names:
+            old = self.models[name]
+            r = reload(self.opts.registry_root, old)
+            if r.swapped:
+                self.models[name] = r.model  # between two requests: the loop is single-threaded
+                self.stats.reloads += 1
+                log.info("reloaded %s: %s -> %s", name, old.model_id, r.model.model_id)
+            elif r.check is not None:
+                refused.append(r.reason)
+            results[name] = {"swapped": r.swapped, "model_id": r.model.model_id, "digest": r.model.digest,
+                             "previous": old.model_id, "reason": r.reason, "check": r.check}
+        if refused:
+            return P.error_reply(None, "reload_refused", "; ".join(refused), results=results), None
+        return {"ok": True, "results": results}, None
+
+    def _train(self, req: P.Request, ident: bytes) -> tuple[dict[str, Any], bytes | None]:
+        return {"ok": True, **self.jobs.start(req.header).to_dict()}, None
+
+    def _job(self, req: P.Request, ident: bytes) -> tuple[dict[str, Any], bytes | None]:
+        return {"ok": True, **self.jobs.get(req.header.get("job")).to_dict()}, None
+
+    def _feedback(self, req: P.Request, ident: bytes) -> tuple[dict[str, Any], bytes | None]:
+        h = req.header
+        m = self._model(h)
+        run, batch = h.get("run", ""), h.get("batch", "")
+        for key, val in (("run", run), ("batch", batch)):
+            if not isinstance(val, str) or len(val) > 200:
+                raise P.ProtocolError("bad_feedback", f"{key} must be a string of at most 200 chars (the client's "
+                                      f"run id and batch id), got {val!r}")
+        records = check_records(h.get("records"))
+        out = self.feedback.store(m.name, run, batch, records, m.model_id, m.digest)
+        return {"ok": True, "model": m.model_id, "digest": m.digest, **out}, None
+
+
+def _run(runner: Any, X: np.ndarray) -> np.ndarray:
+    """The model on ``X``: ``predict_one`` for one row (what the in-process loop calls), else a batch."""
+    if X.shape[0] == 1:
+        return np.array([float(runner.predict_one(X[0]))])
+    return np.asarray(runner.predict_batch(X), dtype=np.float64).reshape(-1)
