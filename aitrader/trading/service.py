@@ -139,6 +139,7 @@ def load_models(
             predictor=runner,
             stream=pipeline.stream(ml.feature_pipeline.buffer_size), manifest=loaded.manifest,
             min_confidence=entry.min_confidence, position_size=entry.position_size, weight=entry.weight,
+            strategy=entry.strategy,
         ))
     return specs
 
@@ -161,7 +162,7 @@ def with_models(cfg: TradingConfig, models: list[str], data: list[str] | None) -
         name = ref.split("@")[0].split(":")[0]
         like = next((m for m in old if m.model_id == name), old[0] if old else None)
         sizing = ({"min_confidence": like.min_confidence, "position_size": like.position_size,
-                   "weight": like.weight} if like is not None else {})
+                   "weight": like.weight, "strategy": like.strategy} if like is not None else {})
         entries.append(ModelEntry(model_id=ref, symbol=pairs[i] if paired else SYMBOL_FROM_MANIFEST, **sizing))
     ml = cfg.ml_trading.model_copy(update={"models": entries, "enabled": True})
     return cfg.model_copy(update={"ml_trading": ml})
