@@ -21,9 +21,10 @@ Pure Python: no numpy here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -63,6 +64,7 @@ _lock = threading.RLock()
 _found: dict[str, dict[str, PluginInfo]] = {}
 _loaded: dict[tuple[str, str], Any] = {}
 _broken: dict[tuple[str, str], str] = {}
+_memory: dict[tuple[str, str], tuple[PluginInfo, Any]] = {}  # provide(): in-process plug-ins
 
 
 def reset() -> None:
@@ -71,6 +73,31 @@ def reset() -> None:
         _found.clear()
         _loaded.clear()
         _broken.clear()
+
+
+@contextlib.contextmanager
+def provide(group: str, name: str, obj: Any, *, distribution: str = "<in-process>",
+            version: str = "0") -> Iterator[PluginInfo]:
+    """Make ``obj`` plug-in ``name`` of ``group`` inside the block, as if a distribution advertised
+    it (:mod:`aitrader.testing` checks an uninstalled kind, model or strategy through the same code
+    paths as an installed one). It shadows an installed plug-in of the same name."""
+    info = PluginInfo(group, name, f"<in-process {type(obj).__name__}>", distribution, version)
+    key = (group, name)
+    with _lock:
+        if key in _memory:
+            raise ValueError(f"plug-in {group}/{name} is already provided in-process")
+        _memory[key] = (info, obj)
+        _found.pop(group, None)
+        _loaded.pop(key, None)
+        _broken.pop(key, None)
+    try:
+        yield info
+    finally:
+        with _lock:
+            _memory.pop(key, None)
+            _found.pop(group, None)
+            _loaded.pop(key, None)
+            _broken.pop(key, None)
 
 
 def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
@@ -101,6 +128,9 @@ def discover(group: str) -> dict[str, PluginInfo]:
                                 ep.name, dist, version, found[ep.name].distribution, found[ep.name].version)
                 continue
             found[ep.name] = PluginInfo(group, ep.name, ep.value, dist, version)
+        for (g, name), (info, _obj) in _memory.items():
+            if g == group:
+                found[name] = info
         _found[group] = found
         return found
 
@@ -123,6 +153,11 @@ def load(group: str, name: str, check: Any = None) -> Any:
             return _loaded[key]
         if key in _broken:
             raise PluginError(_broken[key])
+        if key in _memory:
+            problem = check(_memory[key][1]) if check is not None else None
+            if problem:
+                raise PluginError(f"{_WHAT[group]} plug-in {name!r} (in-process) {problem}")
+            return _memory[key][1]
         module, _, attr = info.value.partition(":")
         try:
             import importlib

@@ -36,7 +36,8 @@ def plugin_model_problem(obj: object) -> str | None:
     if not (isinstance(obj, type) and issubclass(obj, Model)):
         return f"is {obj!r}, not a subclass of aitrader.models.base.Model"
     if not obj.kind or obj.kind in MODEL_KINDS or obj.kind == "onnx":
-        return f"has kind {obj.kind!r}; a plug-in model needs its own kind, equal to its entry-point name"
+        return (f"has kind {obj.kind!r}, a built-in kind; a plug-in model needs its own kind, equal to its "
+                "entry-point name")
     return None
 
 
