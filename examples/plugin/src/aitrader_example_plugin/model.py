@@ -48,17 +48,25 @@ class HistGBRModel(Model):
         return {**DEFAULTS, **check_params(self.params, valid, self.kind)}
 
     def _fit_native(self, X: np.ndarray, y: np.ndarray, params: dict[str, Any], names: list[str]) -> None:
+        from threadpoolctl import threadpool_limits
+
         est = self._estimator().set_params(**params, random_state=int(self.random_state))
         try:
-            est.fit(X, y.astype(np.int64) if self.task == "classification" else y)
+            # One OpenMP thread: the trainer already fits the folds side by side in a thread pool.
+            with threadpool_limits(1, user_api="openmp"):
+                est.fit(X, y.astype(np.int64) if self.task == "classification" else y)
         except ValueError as exc:
             raise ModelError(f"{self.kind}: training failed: {exc}; check model.params") from exc
         self.estimator_ = est
 
     def _predict_native(self, X: np.ndarray) -> np.ndarray:
-        if self.task == "classification":
-            return np.asarray(self.estimator_.predict_proba(X)[:, 1], dtype=np.float64)
-        return np.asarray(self.estimator_.predict(X), dtype=np.float64).reshape(-1)
+        from threadpoolctl import threadpool_limits
+
+        # One row at a time in the live loop: a thread team per call costs more than it saves.
+        with threadpool_limits(1, user_api="openmp"):
+            if self.task == "classification":
+                return np.asarray(self.estimator_.predict_proba(X)[:, 1], dtype=np.float64)
+            return np.asarray(self.estimator_.predict(X), dtype=np.float64).reshape(-1)
 
     def _importance(self) -> np.ndarray:
         """Total split gain per feature, summed over the trees."""
