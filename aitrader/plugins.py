@@ -29,17 +29,16 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from aitrader.errors import AitraderError
+from aitrader.errors import PluginError
 
 log = logging.getLogger("aitrader.plugins")
+
+__all__ = ["GROUPS", "PluginError", "PluginInfo", "check_recorded", "discover", "load", "load_all", "names",
+           "provide", "reset", "section"]
 
 #: manifest section key -> entry-point group
 GROUPS = {"features": "aitrader.features", "models": "aitrader.models", "strategies": "aitrader.strategies"}
 _WHAT = {"features": "feature kind", "models": "model kind", "strategies": "strategy"}
-
-
-class PluginError(AitraderError):
-    """A plug-in a command needs is missing, broken, or installed at another version than recorded."""
 
 
 @dataclass(frozen=True)
