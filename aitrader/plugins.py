@@ -229,3 +229,36 @@ def check_recorded(recorded: Any, where: str) -> None:
                                   f"but {info.distribution} {info.version} is installed; "
                                   f"{install_hint(dist, want)} or retrain the model")
             load(group, name)
+
+
+def _shape_check(group: str) -> Any:
+    """The shape check of ``group``'s objects (each lives beside what it checks)."""
+    if group == "features":
+        from aitrader.features.kinds import plugin_kind_problem
+
+        return plugin_kind_problem
+    if group == "models":
+        from aitrader.models import plugin_model_problem
+
+        return plugin_model_problem
+    from aitrader.trading.strategy import plugin_strategy_problem
+
+    return plugin_strategy_problem
+
+
+def report() -> list[dict[str, Any]]:
+    """Every advertised plug-in, imported and checked: ``to_dict()`` plus ``status`` (ok | broken)
+    and ``error`` (the one-line reason, or None). What ``aitrader plugins`` prints."""
+    rows = []
+    for group in GROUPS:
+        for name, info in sorted(discover(group).items()):
+            shape = _shape_check(group)
+            try:
+                obj = load(group, name, shape)
+                own = getattr(obj, "kind" if group == "models" else "name", name) if group != "strategies" else name
+                error = None if own == name else (f"{_WHAT[group]} plug-in {name!r} provides {own!r}; the entry point "
+                                                  "and the object must have the same name")
+            except PluginError as exc:
+                error = str(exc)
+            rows.append({**info.to_dict(), "status": "ok" if error is None else "broken", "error": error})
+    return rows

@@ -215,3 +215,26 @@ def test_help_imports_no_plugin(site: Path, tmp_path: Path) -> None:
     assert listed.returncode == 0 and marker.exists()  # features list loads plug-in kinds ...
     assert "WARNING aitrader.plugins: skipping feature kind plug-in 'loud'" in listed.stderr  # ... skips a bad one
     assert "is a NoneType, not an aitrader.features.kinds.FeatureKind" in listed.stderr
+
+
+def test_plugins_command_lists_each_plugin_with_its_status(site: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from aitrader.cli.main import app
+
+    make_dist(site, "fake-good", "1.2.0", {"aitrader.features": {"roc_pct": "fake_good:KIND",
+                                                                 "misnamed": "fake_good:KIND"}},
+              {"fake_good.py": GOOD_KIND})
+    make_dist(site, "fake-broken", "0.3.0", {"aitrader.strategies": {"bad_strategy": "fake_broken:S"}},
+              {"fake_broken.py": "raise RuntimeError('boom')\n"})
+    result = CliRunner().invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)["plugins"]}
+    assert rows["roc_pct"]["status"] == "ok" and rows["roc_pct"]["error"] is None
+    assert rows["roc_pct"]["distribution"] == "fake-good" and rows["roc_pct"]["version"] == "1.2.0"
+    assert rows["misnamed"]["status"] == "broken" and "provides 'roc_pct'" in rows["misnamed"]["error"]
+    assert rows["bad_strategy"]["error"].startswith("strategy plug-in 'bad_strategy' (fake_broken:S, from "
+                                                    "fake-broken 0.3.0) fails to import: RuntimeError: boom")
+    assert CliRunner().invoke(app, ["plugins", "--strict"]).exit_code == 1
