@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aitrader.errors import DataError, TradingError
 from aitrader.trading.ledger import LEDGER_NAME, connect, ledger_state, read_table, validate_run_id
+from aitrader.trading.strategy import strategy_class
 
 if TYPE_CHECKING:  # the session, the sources, pandas and the config are imported where they are used, so
     # that `status` and `export` (which only read a ledger) import neither pandas nor pydantic
@@ -102,6 +103,7 @@ def load_models(
     by_key = {(m["name"], m["symbol"]): m for m in saved or []}
     specs = []
     for entry in entries:
+        strategy_class(entry.strategy)  # a plug-in strategy that cannot load fails before the run starts
         prior = by_key.get((entry.model_id, entry.symbol)) if saved is not None else None
         if saved is not None and prior is None:
             raise TradingError(f"the run's ledger has no model {entry.model_id} for {entry.symbol}")

@@ -238,3 +238,20 @@ def test_plugins_command_lists_each_plugin_with_its_status(site: Path) -> None:
     assert rows["bad_strategy"]["error"].startswith("strategy plug-in 'bad_strategy' (fake_broken:S, from "
                                                     "fake-broken 0.3.0) fails to import: RuntimeError: boom")
     assert CliRunner().invoke(app, ["plugins", "--strict"]).exit_code == 1
+
+
+def test_paper_trade_with_a_broken_strategy_fails_before_the_run_starts(site: Path, in_tmp: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aitrader.cli.main import app
+
+    make_dist(site, "fake-broken", "0.3.0", {"aitrader.strategies": {"bad_strategy": "fake_broken:S"}},
+              {"fake_broken.py": "raise RuntimeError('boom')\n"})
+    (in_tmp / "config").mkdir()
+    (in_tmp / "config" / "ml_trading_config.yaml").write_text(
+        "ml_trading:\n  models:\n    - {model_id: m, symbol: AAPL, strategy: bad_strategy}\n")
+    result = CliRunner().invoke(app, ["paper-trade", "--run-id", "r1", "--speed", "0"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: strategy plug-in 'bad_strategy' (fake_broken:S, from fake-broken 0.3.0) "
+                                    "fails to import: RuntimeError: boom")
+    assert not (in_tmp / "runs").exists()
