@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from aitrader.features.kinds import is_plugin_kind
 from aitrader.features.registry import FeatureSpec
 
 #: A window whose standard deviation is below this fraction of its mean is treated as flat
@@ -360,7 +361,10 @@ def _fill(bars: Bars, specs: list[FeatureSpec], out: np.ndarray, skip: int) -> N
     with np.errstate(divide="ignore", invalid="ignore"):
         for j, spec in enumerate(specs):
             fn = BATCH.get(spec.kind)
-            out[:, j] = (fn(bars, spec.params) if fn is not None else _plugin(bars, spec))[skip:]
+            if fn is None and is_plugin_kind(spec.kind):
+                out[:, j] = _plugin(bars, spec)[skip:]
+            else:
+                out[:, j] = BATCH[spec.kind](bars, spec.params)[skip:]
             first = bars.offset + skip  # absolute bar of out's first row
             if spec.warmup > first:
                 out[: spec.warmup - first, j] = np.nan
@@ -379,7 +383,8 @@ def lookback(specs: list[FeatureSpec]) -> int:
     """Bars before a chunk that its rolling windows may read: a bound from the warm-ups and every
     integer parameter (windows, spans), rounded up to the block size of :func:`rolling_moments`."""
     need = max((s.warmup + sum(int(v) for v in s.params.values() if isinstance(v, int) and not isinstance(v, bool))
-                + (s.history if s.kind not in BATCH else 0) for s in specs), default=0) + 2
+                + (s.history if s.kind not in BATCH and is_plugin_kind(s.kind) else 0) for s in specs),
+               default=0) + 2
     return -(-need // _BLOCK) * _BLOCK
 
 

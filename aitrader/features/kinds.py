@@ -168,6 +168,11 @@ def get_kind(name: str) -> Kind | None:
     return kind  # type: ignore[no-any-return]
 
 
+def is_plugin_kind(name: str) -> bool:
+    """True for a kind an installed plug-in provides (evaluated by its own batch/stream functions)."""
+    return name not in KINDS and isinstance(get_kind(name), FeatureKind)
+
+
 def all_kinds() -> dict[str, Kind]:
     """Built-in kinds, then the loadable plug-in kinds."""
     return {**KINDS, **plugin_kinds()}

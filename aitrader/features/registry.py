@@ -64,9 +64,7 @@ class FeatureSpec:
 def _kind(name: str) -> Kind:
     found = get_kind(name)
     if found is None:
-        from aitrader.errors import FeatureError as _FeatureError
-
-        raise _FeatureError(f"feature kind {name!r} is neither built in nor provided by an installed plug-in; "
+        raise FeatureError(f"feature kind {name!r} is neither built in nor provided by an installed plug-in; "
                             "install the plug-in that provides it")
     return found
 

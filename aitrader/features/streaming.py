@@ -229,7 +229,9 @@ def _plugin(g: _Gen, spec: FeatureSpec) -> str:
 
 def plugin_specs(specs: list[FeatureSpec]) -> list[FeatureSpec]:
     """The specs of plug-in kinds, in the order of the generated source's ``PX`` updaters."""
-    return [s for s in specs if s.kind not in _EMIT]
+    from aitrader.features.kinds import is_plugin_kind
+
+    return [s for s in specs if s.kind not in _EMIT and is_plugin_kind(s.kind)]
 
 
 def _indent(lines: list[str], n: int) -> str:
@@ -239,7 +241,10 @@ def _indent(lines: list[str], n: int) -> str:
 def generate_source(specs: list[FeatureSpec]) -> tuple[str, dict[str, int]]:
     """Python source of the factory for ``specs``, and the ring lengths it needs."""
     g = _Gen({(M2_OF[s.kind], s.params["window"]) for s in specs if s.kind in M2_OF})
-    outputs = [_EMIT[s.kind](g, s.params) if s.kind in _EMIT else _plugin(g, s) for s in specs]
+    from aitrader.features.kinds import is_plugin_kind
+
+    outputs = [_plugin(g, s) if s.kind not in _EMIT and is_plugin_kind(s.kind) else _EMIT[s.kind](g, s.params)
+               for s in specs]
     rings = [f"B_{name}" for name in g.rings]
     runs = [f"R_{name}" for name in sorted(g.runs)]
     state = list(g.state) + runs
