@@ -99,10 +99,30 @@ class TargetSection(StrictModel):
     task: Literal["regression", "classification"] = "regression"
 
 
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices`` (built-ins and installed plug-ins), else the same error
+    as a ``Literal`` field (``must be one of ..., got 'x'; did you mean 'y'?``)."""
+    if value in choices:
+        return value
+    from pydantic_core import PydanticCustomError
+
+    quoted = [repr(c) for c in choices]
+    expected = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+
+
 class ModelSection(StrictModel):
-    kind: Literal["lightgbm", "xgboost", "ridge", "random_forest"] = "lightgbm"
+    # Built-in kinds (aitrader.models.MODEL_KINDS) or an installed plug-in's (aitrader.models group).
+    kind: Str = "lightgbm"
     params: dict[Annotated[Str, Field(min_length=1)], Any] = Field(default_factory=dict)
     random_state: Int = Field(42, ge=0, le=2**31 - 1)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from aitrader.models import model_kinds  # entry-point metadata only: imports no plug-in
+
+        return _one_of(v, model_kinds())
 
     @field_validator("params")
     @classmethod
@@ -217,13 +237,22 @@ def format_out_template(template: str, *, symbol: str, model: str) -> str:
 class ModelEntry(StrictModel):
     model_id: Str = Field(min_length=1)
     symbol: Str = Field(min_length=1)
-    strategy: Literal["ml_regression"] = "ml_regression"
+    # ml_regression or an installed plug-in's (aitrader.strategies group).
+    strategy: Str = "ml_regression"
     min_confidence: Float = Field(0.6, ge=0, le=1)
     position_size: Float = Field(0.02, gt=0, le=1)
     weight: Float = Field(1.0, gt=0, le=1_000)
     enabled: bool = True
     # tcp://HOST:PORT of an `aitrader serve` that predicts for this model (None: in-process runner)
     endpoint: Str | None = Field(None, min_length=1)
+
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from aitrader import plugins  # entry-point metadata only: imports no plug-in
+
+        return _one_of(v, ("ml_regression", *(n for n in plugins.names("strategies") if n != "ml_regression")))
 
 
 class RiskLimits(StrictModel):

@@ -58,6 +58,10 @@ class DeployCheckError(RegistryError):
     """A pre-deploy check failed; nothing was promoted."""
 
 
+class PluginError(AitraderError):
+    """A plug-in a command needs is missing, broken, or installed at another version than a model recorded."""
+
+
 class RiskLimitError(AitraderError):
     """An order or position would break a configured risk limit."""
 

@@ -26,8 +26,8 @@ def train_command(
     scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     symbol: str | None = typer.Option(None, "--symbol", help="Symbol: picks it from a multi-symbol file, "
                                       "or the sample (AAPL, MSFT, IBM, GOOG)."),
-    model: str | None = typer.Option(None, "--model", help="Model kind: lightgbm, xgboost, ridge or "
-                                     "random_forest."),
+    model: str | None = typer.Option(None, "--model", help="Model kind: lightgbm, xgboost, ridge, "
+                                     "random_forest, or an installed plug-in's (docs/plugins.md)."),
     features: str | None = typer.Option(None, "--features", help="Comma-separated feature names "
                                         "(default: the default feature set)."),
     horizon: int | None = typer.Option(None, "--horizon", help="Target horizon in bars (forward return)."),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from aitrader.features.kinds import is_plugin_kind
 from aitrader.features.registry import FeatureSpec
 
 #: A window whose standard deviation is below this fraction of its mean is treated as flat
@@ -339,11 +340,31 @@ def _need_m2(specs: list[FeatureSpec]) -> frozenset[tuple[str, int]]:
     return frozenset((M2_OF[s.kind], int(s.params["window"])) for s in specs if s.kind in M2_OF)
 
 
+def _plugin(bars: Bars, spec: FeatureSpec) -> np.ndarray:
+    """A plug-in kind's batch evaluator (``FeatureKind.batch``) over these bars, checked for shape."""
+    from aitrader.errors import FeatureError
+    from aitrader.features.kinds import FeatureKind, get_kind
+
+    kind = get_kind(spec.kind)
+    assert isinstance(kind, FeatureKind) and kind.batch is not None  # a spec's kind was validated
+    cols = bars.cols
+    values = np.asarray(kind.batch(cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"],
+                                   dict(spec.params)), dtype=np.float64)
+    if values.shape != (bars.n,):
+        raise FeatureError(f"feature {spec.name}: the {spec.kind} plug-in's batch evaluator returned shape "
+                           f"{values.shape} for {bars.n} bars; it must return one value per bar")
+    return values
+
+
 def _fill(bars: Bars, specs: list[FeatureSpec], out: np.ndarray, skip: int) -> None:
     """Columns of ``specs`` over ``bars``, rows ``skip:`` of it, into ``out``; NaN before the warm-ups."""
     with np.errstate(divide="ignore", invalid="ignore"):
         for j, spec in enumerate(specs):
-            out[:, j] = BATCH[spec.kind](bars, spec.params)[skip:]
+            fn = BATCH.get(spec.kind)
+            if fn is None and is_plugin_kind(spec.kind):
+                out[:, j] = _plugin(bars, spec)[skip:]
+            else:
+                out[:, j] = BATCH[spec.kind](bars, spec.params)[skip:]
             first = bars.offset + skip  # absolute bar of out's first row
             if spec.warmup > first:
                 out[: spec.warmup - first, j] = np.nan
@@ -362,7 +383,8 @@ def lookback(specs: list[FeatureSpec]) -> int:
     """Bars before a chunk that its rolling windows may read: a bound from the warm-ups and every
     integer parameter (windows, spans), rounded up to the block size of :func:`rolling_moments`."""
     need = max((s.warmup + sum(int(v) for v in s.params.values() if isinstance(v, int) and not isinstance(v, bool))
-                for s in specs), default=0) + 2
+                + (s.history if s.kind not in BATCH and is_plugin_kind(s.kind) else 0) for s in specs),
+               default=0) + 2
     return -(-need // _BLOCK) * _BLOCK
 
 

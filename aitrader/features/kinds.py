@@ -9,6 +9,10 @@ to float rounding after warm-up. This module is pure Python (no numpy) so that t
 
 ``version`` is part of every feature's spec hash: bump it when a kind's definition changes so
 that models trained with the old definition refuse the new pipeline.
+
+Installed packages add kinds through the ``aitrader.features`` entry-point group
+(:mod:`aitrader.plugins`): a :class:`FeatureKind` carries its own batch and streaming evaluators.
+:func:`get_kind` and :func:`all_kinds` see the built-in kinds and the plug-in ones.
 """
 
 from __future__ import annotations
@@ -101,6 +105,77 @@ KINDS: dict[str, Kind] = {
         Kind("dist_low", "close / lowest low over window - 1 (>= 0)", _WINDOW, lambda p: _w(p) - 1, _w),
     )
 }
+
+
+@dataclass(frozen=True)
+class FeatureKind(Kind):
+    """A feature kind from a plug-in: the built-in metadata plus its two evaluators.
+
+    ``batch(o, h, low, c, v, params)`` gets the five float64 numpy arrays of a whole series and returns
+    one float64 array of the same length (values before the warm-up are ignored: the pipeline sets
+    them to NaN). ``stream(params)`` returns a fresh ``update(o, h, low, c, v) -> float`` holding its own
+    state, called once per bar in order. Both must agree within 1e-7 after the warm-up, and the value at
+    bar t may read only bars ``t - history(params) .. t`` (the chunked batch evaluator relies on it).
+    ``features``: ``features.yaml`` entries (without ``kind``) the plug-in adds to every registry; the
+    first one's params are what :mod:`aitrader.testing` checks the kind with.
+    """
+
+    batch: Callable[..., Any] | None = None
+    stream: Callable[[dict[str, Any]], Callable[[float, float, float, float, float], float]] | None = None
+    features: tuple[dict[str, Any], ...] = ()
+
+
+def plugin_kind_problem(obj: Any) -> str | None:
+    """Why ``obj`` (an ``aitrader.features`` entry point) is not a usable FeatureKind, or None."""
+    if not isinstance(obj, FeatureKind):
+        return f"is a {type(obj).__name__}, not an aitrader.features.kinds.FeatureKind"
+    if not callable(obj.batch) or not callable(obj.stream):
+        return "has no callable batch and stream evaluators"
+    if obj.name in KINDS:
+        return f"reuses the built-in kind name {obj.name!r}"
+    return None
+
+
+def plugin_kinds() -> dict[str, FeatureKind]:
+    """Every loadable plug-in kind by name (a broken one is warned about and skipped)."""
+    from aitrader import plugins
+
+    loaded = plugins.load_all("features", plugin_kind_problem)
+    out: dict[str, FeatureKind] = {}
+    for name, kind in loaded.items():
+        if kind.name != name:
+            plugins.log.warning("skipping feature kind plug-in %r: its FeatureKind is named %r; the entry "
+                                "point and the kind must have the same name", name, kind.name)
+            continue
+        out[name] = kind
+    return out
+
+
+def get_kind(name: str) -> Kind | None:
+    """The built-in or plug-in kind called ``name``; None when nothing provides it. A plug-in that
+    advertises it but fails to load raises PluginError (it is needed now)."""
+    found = KINDS.get(name)
+    if found is not None:
+        return found
+    from aitrader import plugins
+
+    if name not in plugins.discover("features"):
+        return None
+    kind = plugins.load("features", name, plugin_kind_problem)
+    if kind.name != name:
+        raise plugins.PluginError(f"feature kind plug-in {name!r} provides a kind named {kind.name!r}; the entry "
+                                  "point and the kind must have the same name")
+    return kind  # type: ignore[no-any-return]
+
+
+def is_plugin_kind(name: str) -> bool:
+    """True for a kind an installed plug-in provides (evaluated by its own batch/stream functions)."""
+    return name not in KINDS and isinstance(get_kind(name), FeatureKind)
+
+
+def all_kinds() -> dict[str, Kind]:
+    """Built-in kinds, then the loadable plug-in kinds."""
+    return {**KINDS, **plugin_kinds()}
 
 
 def check_params(kind: Kind, params: dict[str, Any]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aitrader.config import FEATURES_CONFIG, read_yaml, resolve_config_path
 from aitrader.errors import FeatureError
-from aitrader.features.kinds import KINDS, Kind, check_params
+from aitrader.features.kinds import Kind, all_kinds, check_params, get_kind, plugin_kinds
 
 GROUPS = ("price", "volume", "indicator", "signal", "ml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -43,12 +43,12 @@ class FeatureSpec:
     @property
     def version(self) -> int:
         """Implementation version of the kind (part of the spec hash)."""
-        return KINDS[self.kind].version
+        return _kind(self.kind).version
 
     @property
     def history(self) -> int:
         """Bars of history the streaming evaluator needs for this feature."""
-        return KINDS[self.kind].history(self.params)
+        return _kind(self.kind).history(self.params)
 
     def identity(self) -> dict[str, Any]:
         """What defines the values: hashed into the pipeline's ``spec_hash``."""
@@ -59,6 +59,14 @@ class FeatureSpec:
         return {"name": self.name, "description": self.description, "group": self.group, "kind": self.kind,
                 "aliases": list(self.aliases), "params": dict(self.params), "warmup": self.warmup,
                 "unit": self.unit, "dtype": self.dtype, "default": self.default}
+
+
+def _kind(name: str) -> Kind:
+    found = get_kind(name)
+    if found is None:
+        raise FeatureError(f"feature kind {name!r} is neither built in nor provided by an installed plug-in; "
+                            "install the plug-in that provides it")
+    return found
 
 
 def spec_hash(specs: list[FeatureSpec]) -> str:
@@ -102,10 +110,10 @@ def _parse_entry(raw: Any, where: str) -> FeatureSpec:
         problems.append("description: must be a non-empty string")
     if "group" in raw and raw["group"] not in GROUPS:
         problems.append(f"group: must be one of {', '.join(GROUPS)}, got {raw['group']!r}{_hint(raw['group'], GROUPS)}")
-    kind = KINDS.get(raw.get("kind", ""))
+    kind = get_kind(raw["kind"]) if isinstance(raw.get("kind"), str) else None
     if "kind" in raw and kind is None:
-        problems.append(f"kind: must be one of {', '.join(sorted(KINDS))}, got {raw['kind']!r}"
-                        f"{_hint(raw['kind'], sorted(KINDS))}")
+        known = sorted(all_kinds())
+        problems.append(f"kind: must be one of {', '.join(known)}, got {raw['kind']!r}{_hint(raw['kind'], known)}")
     params = raw.get("params") if raw.get("params") is not None else {}
     warmup = raw.get("warmup")
     problems += _definition_problems(kind, params, warmup, "warmup" in raw)
@@ -126,6 +134,33 @@ def _parse_entry(raw: Any, where: str) -> FeatureSpec:
     return FeatureSpec(name=name, description=raw["description"].strip(), group=raw["group"], kind=kind.name,
                        params=dict(params), warmup=int(warmup), aliases=tuple(aliases),
                        unit=str(meta.get("unit", "")), dtype="float64", default=default)
+
+
+def plugin_features(specs: list[FeatureSpec]) -> list[FeatureSpec]:
+    """The features installed plug-in kinds define (``FeatureKind.features``), after the file's.
+
+    A definition that is invalid, or whose name or alias the file (or an earlier plug-in) already
+    uses, is warned about and skipped: the file wins, and a broken plug-in breaks nothing else.
+    """
+    from aitrader import plugins
+
+    taken = {n for s in specs for n in (s.name, *s.aliases)}
+    out: list[FeatureSpec] = []
+    for name, kind in plugin_kinds().items():
+        for i, entry in enumerate(kind.features):
+            where = f"plug-in {name}: features[{i}]"
+            try:
+                spec = _parse_entry({**entry, "kind": name} if isinstance(entry, dict) else entry, where)
+            except FeatureError as exc:
+                plugins.log.warning("skipping %s", exc)
+                continue
+            clash = sorted(taken & {spec.name, *spec.aliases})
+            if clash:
+                plugins.log.warning("skipping %s (%s): %s already defined", where, spec.name, ", ".join(clash))
+                continue
+            taken |= {spec.name, *spec.aliases}
+            out.append(spec)
+    return out
 
 
 class FeatureRegistry:
@@ -169,7 +204,7 @@ class FeatureRegistry:
         if unknown:
             raise FeatureError(f"{file}: {unknown[0]}: unknown top-level key; expected version, features")
         specs = [_parse_entry(entry, f"{file}: features[{i}]") for i, entry in enumerate(entries)]
-        return cls(specs, source=str(file))
+        return cls(specs + plugin_features(specs), source=str(file))
 
     def resolve(self, name: str) -> str:
         """Canonical name for a name or alias; FeatureError with the closest names otherwise."""

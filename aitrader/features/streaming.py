@@ -65,6 +65,7 @@ class _Gen:
         self.rings: dict[str, int] = {}  # series -> needed history
         self.runs: set[str] = set()
         self.derived: set[str] = set()
+        self.plugins: list[FeatureSpec] = []  # plug-in kinds, each evaluated by its own updater PX[k]
         self._done: set[tuple[Any, ...]] = set()
 
     def once(self, key: tuple[Any, ...]) -> bool:
@@ -220,6 +221,19 @@ _EMIT: dict[str, Callable[[_Gen, dict[str, Any]], str]] = {
 }
 
 
+def _plugin(g: _Gen, spec: FeatureSpec) -> str:
+    """A plug-in kind (``FeatureKind.stream``): its own stateful updater, called once per bar."""
+    g.plugins.append(spec)
+    return f"PX[{len(g.plugins) - 1}](o, h, l, c, v)"
+
+
+def plugin_specs(specs: list[FeatureSpec]) -> list[FeatureSpec]:
+    """The specs of plug-in kinds, in the order of the generated source's ``PX`` updaters."""
+    from aitrader.features.kinds import is_plugin_kind
+
+    return [s for s in specs if s.kind not in _EMIT and is_plugin_kind(s.kind)]
+
+
 def _indent(lines: list[str], n: int) -> str:
     return "".join(" " * n + line + "\n" for line in lines)
 
@@ -227,7 +241,10 @@ def _indent(lines: list[str], n: int) -> str:
 def generate_source(specs: list[FeatureSpec]) -> tuple[str, dict[str, int]]:
     """Python source of the factory for ``specs``, and the ring lengths it needs."""
     g = _Gen({(M2_OF[s.kind], s.params["window"]) for s in specs if s.kind in M2_OF})
-    outputs = [_EMIT[s.kind](g, s.params) for s in specs]
+    from aitrader.features.kinds import is_plugin_kind
+
+    outputs = [_plugin(g, s) if s.kind not in _EMIT and is_plugin_kind(s.kind) else _EMIT[s.kind](g, s.params)
+               for s in specs]
     rings = [f"B_{name}" for name in g.rings]
     runs = [f"R_{name}" for name in sorted(g.runs)]
     state = list(g.state) + runs
@@ -237,7 +254,7 @@ def generate_source(specs: list[FeatureSpec]) -> tuple[str, dict[str, int]]:
     # Length of the run of equal values ending at this bar (exact flat windows, like pandas).
     for name in sorted(g.runs):
         pre += [f"if {_SERIES[name]} == B_{name}[p - 1]: R_{name} += 1", f"else: R_{name} = 1"]
-    src = ["def factory(L, out, WU, WMAX, K, nan, sqrt, fsum, _window, _bad):",
+    src = ["def factory(L, out, WU, WMAX, K, nan, sqrt, fsum, _window, _bad, PX):",
            "    i = 0; p = 0; pc = 0.0"]
     src += [f"    {b} = [0.0] * L" for b in rings] + [f"    {v} = {g.state.get(v, '0')}" for v in state]
     nonlocal_vars = ", ".join(["i", "p", "pc", *rings, *state]) if state else "i, p, pc"
@@ -275,6 +292,19 @@ def generate_source(specs: list[FeatureSpec]) -> tuple[str, dict[str, int]]:
     return text, dict(g.rings)
 
 
+def _updater(spec: FeatureSpec) -> Callable[[float, float, float, float, float], float]:
+    """A fresh streaming state of a plug-in kind for ``spec`` (``FeatureKind.stream(params)``)."""
+    from aitrader.features.kinds import FeatureKind, get_kind
+
+    kind = get_kind(spec.kind)
+    assert isinstance(kind, FeatureKind) and kind.stream is not None  # a spec's kind was validated
+    update = kind.stream(dict(spec.params))
+    if not callable(update):
+        raise FeatureError(f"feature {spec.name}: the {spec.kind} plug-in's stream(params) returned "
+                           f"{type(update).__name__}, not an update(o, h, low, c, v) function")
+    return update
+
+
 class StreamingFeatures:
     """Bar-by-bar evaluator of one pipeline's features (create it with ``FeaturePipeline.stream``).
 
@@ -295,12 +325,13 @@ class StreamingFeatures:
                                f"they need {need} bars of history; use buffer_size >= {need}")
         self.buffer_size = buffer_size
         self._out = np.full(len(specs), np.nan)
+        updaters = tuple(_updater(s) for s in plugin_specs(specs))
         namespace: dict[str, Any] = {}
         # The source is generated from validated integer/float parameters only, never from user text.
         exec(compile(self.source, "<aitrader.features.streaming>", "exec"), namespace)  # noqa: S102
         self.update, self._count = namespace["factory"](
             buffer_size, self._out, tuple(self.warmups), self.warmup, len(specs),
-            math.nan, math.sqrt, math.fsum, _window, _bad)
+            math.nan, math.sqrt, math.fsum, _window, _bad, updaters)
 
     @property
     def bars_seen(self) -> int:

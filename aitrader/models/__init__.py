@@ -2,7 +2,9 @@
 
 ``create_model(kind, ...)`` builds an unfitted adapter; ``load_model(directory, model_meta)``
 reads a saved one back (pickle-based artifacts only with ``trust_pickle=True``).
-Library imports happen in the adapter modules, on first use of a kind.
+Library imports happen in the adapter modules, on first use of a kind. Installed packages add
+kinds through the ``aitrader.models`` entry-point group (:mod:`aitrader.plugins`): a
+:class:`~aitrader.models.base.Model` subclass whose ``kind`` is the entry point's name.
 """
 
 from __future__ import annotations
@@ -17,11 +19,30 @@ if TYPE_CHECKING:
 
 MODEL_KINDS = ("lightgbm", "xgboost", "ridge", "random_forest")
 
-__all__ = ["MODEL_KINDS", "create_model", "load_model", "model_class"]
+__all__ = ["MODEL_KINDS", "create_model", "load_model", "model_class", "model_kinds"]
+
+
+def model_kinds() -> tuple[str, ...]:
+    """Built-in kinds, then the plug-in kinds installed (names from metadata: nothing imported)."""
+    from aitrader import plugins
+
+    return MODEL_KINDS + tuple(n for n in plugins.names("models") if n not in MODEL_KINDS)
+
+
+def plugin_model_problem(obj: object) -> str | None:
+    """Why ``obj`` (an ``aitrader.models`` entry point) is not a usable adapter class, or None."""
+    from aitrader.models.base import Model
+
+    if not (isinstance(obj, type) and issubclass(obj, Model)):
+        return f"is {obj!r}, not a subclass of aitrader.models.base.Model"
+    if not obj.kind or obj.kind in MODEL_KINDS or obj.kind == "onnx":
+        return (f"has kind {obj.kind!r}, a built-in kind; a plug-in model needs its own kind, equal to its "
+                "entry-point name")
+    return None
 
 
 def model_class(kind: str) -> type[Model]:
-    """The adapter class for ``kind`` (one of MODEL_KINDS)."""
+    """The adapter class for ``kind`` (one of MODEL_KINDS, or an installed plug-in's)."""
     if kind == "lightgbm":
         from aitrader.models.boosters import LightGBMModel
 
@@ -43,7 +64,15 @@ def model_class(kind: str) -> type[Model]:
             f"'onnx' models are inference-only: open one with aitrader.models.onnx.OnnxModel(path), or "
             f"train one of {', '.join(MODEL_KINDS)}"
         )
-    raise ModelError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    from aitrader import plugins
+
+    if kind in plugins.discover("models"):
+        cls: type[Model] = plugins.load("models", kind, plugin_model_problem)
+        if cls.kind != kind:
+            raise plugins.PluginError(f"model plug-in {kind!r} provides a class of kind {cls.kind!r}; the entry "
+                                      "point and the kind must have the same name")
+        return cls
+    raise ModelError(f"unknown model kind {kind!r}; expected one of {', '.join(model_kinds())}")
 
 
 def _onnx_class() -> type[Model]:
@@ -67,7 +96,7 @@ def load_model(directory: str | Path, model_meta: dict[str, Any], *, trust_pickl
     directory = Path(directory)
     kind = model_meta.get("kind")
     if not isinstance(kind, str):
-        raise ModelError(f"{directory}: manifest model section has no 'kind'; expected one of {MODEL_KINDS}")
+        raise ModelError(f"{directory}: manifest model section has no 'kind'; expected one of {model_kinds()}")
     cls = _onnx_class() if kind == "onnx" else model_class(kind)
     files = model_meta.get("files") or {}
     name = files.get("native", cls.native_file)

@@ -60,6 +60,9 @@ def _convert(model: Model) -> Any:
         final = est[-1] if hasattr(est, "steps") else est
         options = {id(final): {"zipmap": False}} if classifier else None
         return convert_sklearn(est, initial_types=initial, options=options)
+    to_onnx = getattr(model, "to_onnx", None)  # a plug-in adapter's own converter (docs/plugins.md)
+    if callable(to_onnx):
+        return to_onnx(INPUT_NAME, n)
     raise ModelError(f"no ONNX converter for model kind {model.kind!r}")
 
 

@@ -156,7 +156,10 @@ class ModelRunner:
         if model.kind in ("ridge", "random_forest"):
             one, batch = _sklearn_fns(model.estimator_, n, model.task)  # type: ignore[attr-defined]
             return cls(backend="sklearn", task=model.task, feature_names=names, one=one, batch=batch)
-        raise ModelError(f"no runner backend for model kind {model.kind!r}")
+        # A plug-in adapter: its own predict_score, one row at a time or in batches.
+        score = model.predict_score
+        return cls(backend="plugin", task=model.task, feature_names=names,
+                   one=lambda x: float(score(x.reshape(1, -1))[0]), batch=score)
 
 
 Fns = tuple[Callable[[np.ndarray], float], Callable[[np.ndarray], np.ndarray]]

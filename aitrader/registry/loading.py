@@ -38,6 +38,10 @@ def load_verified(info: VersionInfo) -> LoadedModel:
         raise ModelError(f"cannot read {info.path / MANIFEST_NAME} of {info.model_id}: {exc}") from exc
     if not isinstance(manifest, dict):
         raise ModelError(f"{info.path / MANIFEST_NAME} of {info.model_id} is not a JSON object")
+    from aitrader import plugins
+
+    # A plug-in the model was trained with, missing or at another version: refused before the runner builds.
+    plugins.check_recorded(manifest.get("plugins"), info.model_id)
     model = manifest.get("model")
     pickle_based = info.pickle_based or bool(model.get("pickle_based") if isinstance(model, dict) else False)
     if pickle_based and not info.trusted:

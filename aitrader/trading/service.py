@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aitrader.errors import DataError, TradingError
 from aitrader.trading.ledger import LEDGER_NAME, connect, ledger_state, read_table, validate_run_id
+from aitrader.trading.strategy import strategy_class
 
 if TYPE_CHECKING:  # the session, the sources, pandas and the config are imported where they are used, so
     # that `status` and `export` (which only read a ledger) import neither pandas nor pydantic
@@ -102,6 +103,7 @@ def load_models(
     by_key = {(m["name"], m["symbol"]): m for m in saved or []}
     specs = []
     for entry in entries:
+        strategy_class(entry.strategy)  # a plug-in strategy that cannot load fails before the run starts
         prior = by_key.get((entry.model_id, entry.symbol)) if saved is not None else None
         if saved is not None and prior is None:
             raise TradingError(f"the run's ledger has no model {entry.model_id} for {entry.symbol}")
@@ -139,6 +141,7 @@ def load_models(
             predictor=runner,
             stream=pipeline.stream(ml.feature_pipeline.buffer_size), manifest=loaded.manifest,
             min_confidence=entry.min_confidence, position_size=entry.position_size, weight=entry.weight,
+            strategy=entry.strategy,
         ))
     return specs
 
@@ -161,7 +164,7 @@ def with_models(cfg: TradingConfig, models: list[str], data: list[str] | None) -
         name = ref.split("@")[0].split(":")[0]
         like = next((m for m in old if m.model_id == name), old[0] if old else None)
         sizing = ({"min_confidence": like.min_confidence, "position_size": like.position_size,
-                   "weight": like.weight} if like is not None else {})
+                   "weight": like.weight, "strategy": like.strategy} if like is not None else {})
         entries.append(ModelEntry(model_id=ref, symbol=pairs[i] if paired else SYMBOL_FROM_MANIFEST, **sizing))
     ml = cfg.ml_trading.model_copy(update={"models": entries, "enabled": True})
     return cfg.model_copy(update={"ml_trading": ml})

@@ -32,7 +32,7 @@ from aitrader.trading.ledger import LEDGER_NAME, Ledger, ledger_state, now_iso, 
 from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor
 from aitrader.trading.signals import UnifiedSignalHandler
 from aitrader.trading.sources import Step
-from aitrader.trading.strategy import ConfidenceModel, MLRegressionStrategy
+from aitrader.trading.strategy import make_strategy
 from aitrader.trading.swap import SwapSettings, SwapWatcher
 from aitrader.training.backtest import Costs, resolve_costs
 
@@ -54,6 +54,7 @@ class ModelSpec:
     position_size: float = 0.02
     weight: float = 1.0
     trade_from: float | None = None  # epoch seconds: earlier bars only warm the features (no prediction)
+    strategy: str = "ml_regression"  # built-in or plug-in strategy name (aitrader.trading.strategy.make_strategy)
 
 
 @dataclass
@@ -144,8 +145,8 @@ def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledg
     slots = [
         ModelSlot(
             model_id=s.model_id, symbol=s.symbol, digest=s.digest, predictor=s.predictor, stream=s.stream,
-            strategy=MLRegressionStrategy(ConfidenceModel.from_manifest(s.manifest), min_confidence=s.min_confidence,
-                                          position_size=s.position_size),
+            strategy=make_strategy(s.strategy, s.manifest, min_confidence=s.min_confidence,
+                                   position_size=s.position_size),
             weight=s.weight, horizon=horizon_of(s.manifest), bus=bus, timeout_ms=errs.prediction_timeout_ms,
             fallback=errs.fallback,
             # a remote predictor's circuit breaker replaces the permanent disable (aitrader.serve.client)

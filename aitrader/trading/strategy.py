@@ -18,6 +18,11 @@ target scale:
 Direction is the sign of the (signed) prediction. Below ``min_confidence`` the model's vote is
 flat (direction 0, target 0: the model has no conviction, so it holds nothing); at or above it
 the target is ``direction * position_size`` of equity.
+
+A strategy is any class built as ``cls(confidence: ConfidenceModel, *, min_confidence, position_size)``
+whose ``decide(raw_prediction) -> Decision`` gives the vote; the trading config names it per model
+(``ml_trading.models[].strategy``). Installed packages add strategies through the
+``aitrader.strategies`` entry-point group (:mod:`aitrader.plugins`); :func:`make_strategy` builds either.
 """
 
 from __future__ import annotations
@@ -115,3 +120,29 @@ class MLRegressionStrategy:
             return Decision(0, conf, 0.0)
         direction = 1 if score > 0 else -1
         return Decision(direction, conf, direction * self.position_size)
+
+
+BUILTIN_STRATEGIES: dict[str, type] = {"ml_regression": MLRegressionStrategy}
+
+
+def plugin_strategy_problem(obj: Any) -> str | None:
+    """Why ``obj`` (an ``aitrader.strategies`` entry point) is not a usable strategy class, or None."""
+    if not isinstance(obj, type) or not callable(getattr(obj, "decide", None)):
+        return f"is {obj!r}, not a class with a decide(raw_prediction) -> Decision method"
+    return None
+
+
+def strategy_class(name: str) -> type:
+    """The built-in or plug-in strategy class ``name`` (PluginError when a plug-in cannot load)."""
+    found = BUILTIN_STRATEGIES.get(name)
+    if found is not None:
+        return found
+    from aitrader import plugins
+
+    return plugins.load("strategies", name, plugin_strategy_problem)  # type: ignore[no-any-return]
+
+
+def make_strategy(name: str, manifest: dict[str, Any], *, min_confidence: float, position_size: float) -> Any:
+    """Strategy ``name`` for one model: its confidence model from the manifest, the config's sizing."""
+    return strategy_class(name)(ConfidenceModel.from_manifest(manifest), min_confidence=min_confidence,
+                                position_size=position_size)

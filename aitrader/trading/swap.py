@@ -182,6 +182,7 @@ class _Watch:
     alias: str
     min_confidence: float
     position_size: float
+    strategy: str = "ml_regression"
 
 
 @dataclass
@@ -218,7 +219,8 @@ class SwapWatcher:
             name = spec.name or spec.model_id
             alias = watched_alias(name)
             if alias is not None:
-                watches.append(_Watch(slot, name, alias, spec.min_confidence, spec.position_size))
+                watches.append(_Watch(slot, name, alias, spec.min_confidence, spec.position_size,
+                                      getattr(spec, "strategy", "ml_regression")))
         return cls(engine, watches, settings, [dict(m) for m in models], buffer_size)
 
     # ------------------------------------------------------------------ the source wrapper
@@ -260,7 +262,7 @@ class SwapWatcher:
                                       {"alias": w.alias, "running": w.slot.model_id, **payload}))
 
     def _consider(self, k: int, ts: str) -> None:
-        from aitrader.trading.strategy import ConfidenceModel, MLRegressionStrategy
+        from aitrader.trading.strategy import make_strategy
 
         w = self.watches[k]
         try:
@@ -281,8 +283,8 @@ class SwapWatcher:
         self.pending.pop(k, None)
         try:
             prepared = self.settings.source.prepare(offer, self.buffer_size)
-            strategy = MLRegressionStrategy(ConfidenceModel.from_manifest(prepared.manifest),
-                                            min_confidence=w.min_confidence, position_size=w.position_size)
+            strategy = make_strategy(w.strategy, prepared.manifest, min_confidence=w.min_confidence,
+                                     position_size=w.position_size)
         except Exception as exc:  # noqa: BLE001 - a bad deploy never stops a live run
             if isinstance(exc, SwapRefused):
                 check, detail = exc.check, exc.detail

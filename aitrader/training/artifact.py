@@ -138,6 +138,12 @@ def build_manifest(
     if importance is not None:
         extra["importance"] = importance_section(importance, [str(c) for c in data.X.columns],
                                                  str(model_meta.get("kind", "")))
+    from aitrader import plugins
+
+    used = plugins.section(features=[spec.kind for spec in data.pipeline.specs],
+                           models=[str(model_meta.get("kind", ""))])
+    if used:  # only a model trained with plug-ins has the section (docs/plugins.md, the versions rule)
+        extra["plugins"] = used
     return {
         "format_version": FORMAT_VERSION,
         "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
