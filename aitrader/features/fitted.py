@@ -113,8 +113,15 @@ def _fit_hmm(r: np.ndarray, positions: np.ndarray, k: int, iterations: int) -> d
     # Gaps between training rows (purged folds) split the series into separate sequences.
     breaks = np.flatnonzero(np.diff(positions) != 1) + 1
     lengths = np.diff(np.concatenate(([0], breaks, [len(positions)]))).tolist()
+    # Deterministic start instead of hmmlearn's k-means initialisation (slow, and seed-dependent):
+    # zero means, variances spread over the squared returns' quantiles, sticky transitions.
     model = GaussianHMM(n_components=k, covariance_type="diag", n_iter=iterations, random_state=SEED,
-                        tol=1e-4, implementation="log")
+                        tol=1e-4, init_params="", params="stmc")
+    model.startprob_ = np.full(k, 1.0 / k)
+    model.transmat_ = np.full((k, k), 0.05 / (k - 1)) + np.eye(k) * (0.95 - 0.05 / (k - 1))
+    model.means_ = np.zeros((k, 1))
+    spread = np.quantile(z[:, 0] ** 2, (np.arange(k) + 0.5) / k)
+    model.covars_ = np.maximum(spread, 0.05).reshape(k, 1)
     import warnings
 
     with warnings.catch_warnings():
