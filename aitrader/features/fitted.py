@@ -415,3 +415,53 @@ class FittedStreamingFeatures:
                                                     v.tolist(), strict=True)):
             rows[k] = self.update(ts, a, b, x, y, z)
         return rows
+
+
+# ------------------------------------------------------------------------------------------ regimes
+def regime_rule(spec: FeatureSpec) -> tuple[str, int] | None:
+    """How a fitted feature's values map to discrete regimes (rule, number of regimes), or None.
+
+    ``vol_regime`` with ``output: bin``: the bin itself; with ``output: percentile``: the tercile;
+    ``hmm_regime_p``: 1 when the high-volatility state is more likely than not."""
+    if spec.kind == "vol_regime":
+        if spec.params["output"] == "bin":
+            return "bin", int(spec.params["bins"])
+        return "tercile", 3
+    if spec.kind == "hmm_regime_p":
+        return "above_half", 2
+    return None
+
+
+def regime_labels(rule: str, k: int, values: np.ndarray) -> np.ndarray:
+    """Regime index 0..k-1 of each finite value (NaN values are dropped)."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if rule == "bin":
+        labels = np.rint(x)
+    elif rule == "tercile":
+        labels = np.floor(x * 3.0)
+    elif rule == "above_half":
+        labels = (x > 0.5).astype(np.float64)
+    else:
+        raise FeatureError(f"unknown regime rule {rule!r}; expected bin, tercile or above_half")
+    return np.clip(labels, 0, k - 1).astype(np.int64)
+
+
+def regime_shares(rule: str, k: int, values: np.ndarray) -> tuple[list[float], int]:
+    """(share of each regime, number of values) over the finite ``values``."""
+    labels = regime_labels(rule, k, values)
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    n = int(counts.sum())
+    return ((counts / n).tolist() if n else [0.0] * k), n
+
+
+def regime_baseline(specs: list[FeatureSpec], X: Any) -> dict[str, Any]:
+    """``baseline.regimes``: the training rows' regime distribution of each regime feature in ``X``."""
+    out: dict[str, Any] = {}
+    for spec in specs:
+        rule = regime_rule(spec)
+        if rule is None or spec.name not in X.columns:
+            continue
+        shares, n = regime_shares(rule[0], rule[1], X[spec.name].to_numpy(dtype=np.float64))
+        out[spec.name] = {"kind": spec.kind, "rule": rule[0], "regimes": rule[1], "shares": shares, "rows": n}
+    return out

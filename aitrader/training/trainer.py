@@ -351,6 +351,10 @@ def train(
     oof_pred = np.concatenate([pred for _, pred in fold_results])
     baseline = baseline_stats(data.X.iloc[plan.final_train], hold_pred, holdout, data.fwd[plan.holdout], task,
                               oof_pred=oof_pred)
+    if data.pipeline.fitted_specs:  # the monitor's regime-shift alert compares live regimes with these
+        from aitrader.features.fitted import regime_baseline
+
+        baseline["regimes"] = regime_baseline(data.pipeline.fitted_specs, data.X.iloc[plan.final_train])
     report(total, total, "writing artifact")
     t_fit = time.perf_counter()
 
