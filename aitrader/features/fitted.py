@@ -18,6 +18,7 @@ artifact file. See docs/features-fitted.md for the formulas.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -181,8 +182,9 @@ def export_forest(forest: Any) -> dict[str, Any]:
 class Evaluator:
     """One fitted feature: ``batch(inputs) -> values`` over bars, and ``step(row) -> value`` per bar.
 
-    ``step`` keeps whatever state the recursion needs (the HMM filter); ``reset`` clears it. Both
-    follow the same arithmetic, so streaming equals batch."""
+    ``step`` takes the current inputs as a list of Python floats and keeps whatever state the
+    recursion needs (the HMM filter); ``reset`` clears it. Both follow the same arithmetic, so
+    streaming equals batch (bit for bit, or to ~1e-16 where numpy sums in another order)."""
 
     def __init__(self, spec: FeatureSpec, params: dict[str, Any]) -> None:
         self.spec = spec
@@ -191,8 +193,8 @@ class Evaluator:
     def reset(self) -> None:
         """Forget the state (a fresh stream)."""
 
-    def step(self, x: np.ndarray) -> float:
-        return float(self.batch(x.reshape(1, -1))[0])
+    def step(self, x: list[float]) -> float:
+        raise NotImplementedError
 
     def batch(self, inputs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -202,6 +204,7 @@ class VolRegime(Evaluator):
     def __init__(self, spec: FeatureSpec, params: dict[str, Any]) -> None:
         super().__init__(spec, params)
         self.edges = np.asarray(params["edges"], dtype=np.float64)
+        self.edge_list = self.edges.tolist()
         self.percentile = spec.params["output"] == "percentile"
         self.grid = np.linspace(0.0, 1.0, len(self.edges))
 
@@ -214,6 +217,14 @@ class VolRegime(Evaluator):
         out[~np.isfinite(vol)] = np.nan
         return out
 
+    def step(self, x: list[float]) -> float:
+        v = x[0]
+        if not math.isfinite(v):
+            return math.nan
+        if self.percentile:
+            return float(np.interp(v, self.edges, self.grid))
+        return float(bisect.bisect_left(self.edge_list, v))
+
 
 class HmmFilter(Evaluator):
     """Forward filtering: alpha_t ~ N(x_t) * (alpha_{t-1} A), alpha_0 ~ N(x_0) * pi, normalised."""
@@ -222,11 +233,15 @@ class HmmFilter(Evaluator):
         super().__init__(spec, params)
         self.mu, self.sd = float(params["mu"]), float(params["sd"])
         self.pi = [float(p) for p in params["startprob"]]
-        self.a = [[float(p) for p in row] for row in params["transmat"]]
-        self.means = [float(m) for m in params["means"]]
-        self.vars = [float(v) for v in params["vars"]]
         self.k = len(self.pi)
-        self.norm = [-0.5 * math.log(2.0 * math.pi * v) for v in self.vars]
+        a = [[float(p) for p in row] for row in params["transmat"]]
+        if len(a) != self.k or any(len(row) != self.k for row in a) or len(params["means"]) != self.k:
+            raise ValueError(f"transmat/means do not match {self.k} states")
+        self.cols = [[a[i][j] for i in range(self.k)] for j in range(self.k)]  # column j of A
+        self.means = [float(m) for m in params["means"]]
+        self.half_inv = [0.5 / float(v) for v in params["vars"]]
+        self.norm = [-0.5 * math.log(2.0 * math.pi * float(v)) for v in params["vars"]]
+        self.states = list(zip(self.norm, self.means, self.half_inv, strict=True))
         self.alpha: list[float] | None = None
 
     def reset(self) -> None:
@@ -236,24 +251,22 @@ class HmmFilter(Evaluator):
         if not math.isfinite(r):
             return math.nan
         z = (r - self.mu) / self.sd
-        k = self.k
-        logb = [self.norm[j] - 0.5 * (z - self.means[j]) ** 2 / self.vars[j] for j in range(k)]
+        logb = [n - h * (z - m) * (z - m) for n, m, h in self.states]
         top = max(logb)
-        b = [math.exp(x - top) for x in logb]
         prev = self.alpha
         if prev is None:
             pred = self.pi
         else:
-            pred = [sum(prev[i] * self.a[i][j] for i in range(k)) for j in range(k)]
-        alpha = [pred[j] * b[j] for j in range(k)]
+            pred = [sum([p * a for p, a in zip(prev, col, strict=True)]) for col in self.cols]
+        alpha = [p * math.exp(lb - top) for p, lb in zip(pred, logb, strict=True)]
         total = sum(alpha)
         if not total > 0.0:  # every likely state had probability 0: keep the prediction
             alpha, total = list(pred), sum(pred)
-        self.alpha = [x / total for x in alpha]
-        return self.alpha[-1]  # the highest-variance state (states are ordered by variance)
+        self.alpha = alpha = [x / total for x in alpha]
+        return alpha[-1]  # the highest-variance state (states are ordered by variance)
 
-    def step(self, x: np.ndarray) -> float:
-        return self._step(float(x[0]))
+    def step(self, x: list[float]) -> float:
+        return self._step(x[0])
 
     def batch(self, inputs: np.ndarray) -> np.ndarray:
         self.reset()
@@ -263,22 +276,40 @@ class HmmFilter(Evaluator):
 
 
 class Forest(Evaluator):
-    """IsolationForest score 2 ** (-mean path length / c(max_samples)), as sklearn's ``-score_samples``."""
+    """IsolationForest score 2 ** (-mean path length / c(max_samples)), as sklearn's ``-score_samples``.
+
+    The trees are flattened into one node array; a leaf points to itself (threshold +inf), so every
+    tree is walked the same number of levels (the deepest tree's) without masks."""
 
     def __init__(self, spec: FeatureSpec, params: dict[str, Any]) -> None:
         super().__init__(spec, params)
         trees = params["trees"]
-        width = max(len(t["left"]) for t in trees)
-        shape = (len(trees), width)
-        self.left, self.right = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
-        self.feature = np.zeros(shape, np.int64)
-        self.threshold, self.value = np.zeros(shape), np.zeros(shape)
-        for i, t in enumerate(trees):
-            m = len(t["left"])
-            self.left[i, :m], self.right[i, :m] = t["left"], t["right"]
-            self.feature[i, :m], self.threshold[i, :m], self.value[i, :m] = t["feature"], t["threshold"], t["value"]
-        self.rows = np.arange(len(trees))[:, None]
+        sizes = [len(t["left"]) for t in trees]
+        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        left, right, feature, threshold, value = [], [], [], [], []
+        depth = 0
+        for off, t in zip(offsets.tolist(), trees, strict=True):
+            lo = np.asarray(t["left"], dtype=np.int64)
+            ro = np.asarray(t["right"], dtype=np.int64)
+            leaf = lo < 0
+            own = np.arange(len(lo), dtype=np.int64)
+            left.append(np.where(leaf, own, lo) + off)
+            right.append(np.where(leaf, own, ro) + off)
+            feature.append(np.where(leaf, 0, np.asarray(t["feature"], dtype=np.int64)))
+            threshold.append(np.where(leaf, np.inf, np.asarray(t["threshold"], dtype=np.float64)))
+            value.append(np.asarray(t["value"], dtype=np.float64))
+            depth = max(depth, _tree_depth(t["left"], t["right"]))
+        self.left, self.right = np.concatenate(left), np.concatenate(right)
+        self.feature, self.threshold = np.concatenate(feature), np.concatenate(threshold)
+        self.value = np.concatenate(value)
+        self.roots = offsets
+        self.depth = depth
         self.scale = float(len(trees) * average_path_length(np.array([params["max_samples"]]))[0])
+        # Python lists for the per-bar walk (faster than numpy on one row).
+        self._l, self._r = self.left.tolist(), self.right.tolist()
+        self._f, self._t, self._v = self.feature.tolist(), self.threshold.tolist(), self.value.tolist()
+        self._roots = offsets.tolist()
+        self._inner = (self.left != np.arange(len(self.left))).tolist()
 
     def batch(self, inputs: np.ndarray) -> np.ndarray:
         n = len(inputs)
@@ -288,18 +319,37 @@ class Forest(Evaluator):
             return out
         # Trees compare float32 inputs with their thresholds (as scikit-learn does).
         x = inputs[ok].astype(np.float32).astype(np.float64)
-        cols = np.arange(len(x))[None, :]
-        node = np.zeros((len(self.left), len(x)), np.int64)
-        while True:
-            left = self.left[self.rows, node]
-            inner = left >= 0
-            if not inner.any():
-                break
-            go = x[cols, self.feature[self.rows, node]] <= self.threshold[self.rows, node]
-            node = np.where(inner, np.where(go, left, self.right[self.rows, node]), node)
-        depth = self.value[self.rows, node].sum(axis=0)
+        width = x.shape[1]
+        flat = x.ravel()
+        base = (np.arange(len(x), dtype=np.int64) * width)[None, :]
+        node = np.repeat(self.roots[:, None], len(x), axis=1)
+        for _ in range(self.depth):
+            go = flat[base + self.feature[node]] <= self.threshold[node]
+            node = np.where(go, self.left[node], self.right[node])
+        depth = self.value[node].sum(axis=0)
         out[ok] = np.power(2.0, -depth / self.scale)
         return out
+
+    def step(self, x: list[float]) -> float:
+        if not all(math.isfinite(v) for v in x):
+            return math.nan
+        x32 = np.asarray(x, dtype=np.float32).tolist()
+        left, right, feat, thr, inner = self._l, self._r, self._f, self._t, self._inner
+        total = 0.0
+        for node in self._roots:
+            while inner[node]:
+                node = left[node] if x32[feat[node]] <= thr[node] else right[node]
+            total += self._v[node]
+        return float(2.0 ** (-total / self.scale))
+
+
+def _tree_depth(left: list[int], right: list[int]) -> int:
+    """Edges on the longest root-to-leaf path (children come after their parent in sklearn's arrays)."""
+    depth = [0] * len(left)
+    for node, (lo, ro) in enumerate(zip(left, right, strict=True)):
+        if lo >= 0:
+            depth[lo] = depth[ro] = depth[node] + 1
+    return max(depth)
 
 
 _EVALUATORS: dict[str, type[Evaluator]] = {"vol_regime": VolRegime, "hmm_regime_p": HmmFilter,
@@ -381,7 +431,7 @@ class FittedStreamingFeatures:
         self._out = np.full(len(specs), np.nan)
         self._plain = [(j, plain_col[s.name]) for j, s in enumerate(specs) if s.name in plain_col]
         fitted_specs = [(j, s) for j, s in enumerate(specs) if s.name not in plain_col]
-        self._fitted = [(j, np.asarray(inputs[s.name], dtype=np.int64), s.warmup, ev)
+        self._fitted = [(j, list(inputs[s.name]), s.warmup, ev)
                         for (j, s), ev in zip(fitted_specs, evaluators, strict=True)]
         for ev in evaluators:
             ev.reset()
@@ -400,9 +450,12 @@ class FittedStreamingFeatures:
         out = self._out
         for j, k in self._plain:
             out[j] = row[k]
-        for j, cols, warmup, ev in self._fitted:
-            value = ev.step(row[cols])  # always stepped: a recursion (the HMM) runs through the warm-up
-            out[j] = value if i >= warmup else math.nan
+        if self._fitted:
+            values = row.tolist()
+            for j, cols, warmup, ev in self._fitted:
+                # Always stepped: a recursion (the HMM) runs through the warm-up.
+                value = ev.step([values[k] for k in cols])
+                out[j] = value if i >= warmup else math.nan
         return out
 
     def run(self, o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray,

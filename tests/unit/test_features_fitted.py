@@ -236,7 +236,7 @@ def test_hmm_filter_survives_an_extreme_return() -> None:
                             "means": [0.0, 0.0], "vars": [1.0, 4.0]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        p = [ev.step(np.array([x])) for x in (0.1, 1e6, -0.2, float("nan"), 0.3)]
+        p = [ev.step([x]) for x in (0.1, 1e6, -0.2, float("nan"), 0.3)]
     assert p[1] == pytest.approx(1.0) and np.isnan(p[3]) and 0.0 < p[4] < 1.0
     # By hand: from alpha = (0.5, 0.5), x = 0.1: b = N(0.1; 0, 1), N(0.1; 0, 2^2).
     b0, b1 = norm.pdf(0.1, 0, 1), norm.pdf(0.1, 0, 2)
