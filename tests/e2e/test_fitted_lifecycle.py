@@ -49,6 +49,8 @@ def test_fitted_features_train_deploy_paper_trade_and_refuse_tampering(tmp_path:
     contract = result.manifest["features"]
     assert contract["fitted"]["features"] == ["vol_regime", "hmm_regime_p", "anomaly_score"]
     assert (tmp_path / "art" / FITTED_FILE).is_file()
+    # The float32 ONNX model reproduces the native one: hmm_regime_p's 6 decimals keep its splits apart.
+    assert result.manifest["onnx"]["file"] == "model.onnx", result.manifest["onnx"]
     # The training distribution of the regimes is in the baseline (the monitor's regime-shift alert).
     assert set(result.manifest["baseline"]["regimes"]) == {"vol_regime", "hmm_regime_p"}
 
