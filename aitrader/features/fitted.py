@@ -22,6 +22,7 @@ import bisect
 import hashlib
 import json
 import math
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ def export_forest(forest: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ evaluate
-class Evaluator:
+class Evaluator(ABC):
     """One fitted feature: ``batch(inputs) -> values`` over bars, and ``step(row) -> value`` per bar.
 
     ``step`` takes the current inputs as a list of Python floats and keeps whatever state the
@@ -194,14 +195,17 @@ class Evaluator:
         self.spec = spec
         self.params = params
 
+    @abstractmethod
     def reset(self) -> None:
         """Forget the state (a fresh stream)."""
 
+    @abstractmethod
     def step(self, x: list[float]) -> float:
-        raise NotImplementedError
+        """The value at the current bar from its inputs (NaN while an input is unknown)."""
 
+    @abstractmethod
     def batch(self, inputs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The values over bars (rows of ``inputs``), from a fresh state."""
 
 
 class VolRegime(Evaluator):
@@ -211,6 +215,10 @@ class VolRegime(Evaluator):
         self.edge_list = self.edges.tolist()
         self.percentile = spec.params["output"] == "percentile"
         self.grid = np.linspace(0.0, 1.0, len(self.edges))
+
+    def reset(self) -> None:
+        """Stateless (each value reads the current volatility only): nothing to forget."""
+        return None
 
     def batch(self, inputs: np.ndarray) -> np.ndarray:
         vol = inputs[:, 0]
@@ -315,6 +323,10 @@ class Forest(Evaluator):
         self._f, self._t, self._v = self.feature.tolist(), self.threshold.tolist(), self.value.tolist()
         self._roots = offsets.tolist()
         self._inner = (self.left != np.arange(len(self.left))).tolist()
+
+    def reset(self) -> None:
+        """Stateless (each score reads the current vector only): nothing to forget."""
+        return None
 
     def batch(self, inputs: np.ndarray) -> np.ndarray:
         n = len(inputs)
