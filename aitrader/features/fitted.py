@@ -36,8 +36,6 @@ FITTED_FORMAT = 1
 #: Seed of every random fit (HMM initialisation, forest sampling): a retrain on the same rows gives
 #: the same parameters.
 SEED = 0
-#: Quantile grid of ``vol_regime`` with ``output: percentile`` (0, 1, ..., 100 %).
-PERCENTILE_GRID = 101
 #: ``hmm_regime_p`` is rounded to this many decimals (the filter state itself is not): filtered
 #: probabilities saturate (1 - 1e-12, 1e-80) where float32 cannot tell them apart, so a tree split
 #: between two of them sent 126 of 169 holdout rows down other branches in the float32 ONNX model.
@@ -93,7 +91,7 @@ def fit_one(spec: FeatureSpec, inputs: np.ndarray, rows: np.ndarray) -> dict[str
         if spec.params["output"] == "bin":
             edges = np.quantile(vol, np.arange(1, bins) / bins)
         else:
-            edges = np.quantile(vol, np.linspace(0.0, 1.0, PERCENTILE_GRID))
+            edges = np.quantile(vol, np.linspace(0.0, 1.0, bins + 1))  # the CDF's knots, 1/bins apart
         return {"edges": edges.tolist()}
     if spec.kind == "hmm_regime_p":
         use = _finite_rows(inputs[:, 0], rows)

@@ -75,7 +75,7 @@ _WINDOW2 = {"window": Param(int, 2)}
 #: Fitted kinds (parameters learned on the training rows, stored in the artifact): docs/features-fitted.md.
 FITTED_KINDS = (
     Kind("vol_regime", "realised volatility (window) against quantile edges frozen on the training rows: "
-         "bin 0..bins-1 or percentile in [0, 1]",
+         "bin 0..bins-1, or percentile in [0, 1] interpolated between bins+1 training quantiles",
          {"window": Param(int, 2), "bins": Param(int, 2), "output": Param(str, choices=("bin", "percentile"))},
          _w, _w, fitted=True),
     Kind("hmm_regime_p", "causal (forward-filtered) probability of the highest-variance state of a Gaussian "
