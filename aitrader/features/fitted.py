@@ -22,6 +22,7 @@ import bisect
 import hashlib
 import json
 import math
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -126,12 +127,14 @@ def _fit_hmm(r: np.ndarray, positions: np.ndarray, k: int, iterations: int) -> d
     model.means_ = np.zeros((k, 1))
     spread = np.quantile(z[:, 0] ** 2, (np.arange(k) + 0.5) / k)
     model.covars_ = np.maximum(spread, 0.05).reshape(k, 1)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # hmmlearn warns about non-converged EM; the params still stand
         model.fit(z, lengths)
     var = np.asarray(model.covars_, dtype=np.float64).reshape(k, -1)[:, 0]
+    learned = (model.startprob_, model.transmat_, model.means_, var)
+    if not all(np.isfinite(np.asarray(x, dtype=np.float64)).all() for x in learned) or not (var > 0).all():
+        raise FeatureError(f"hmm_regime_p: the {k}-state HMM fit gave non-finite or zero-variance states on "
+                           f"{len(r)} training returns; use fewer states or more data")
     order = np.argsort(var, kind="stable")  # state k-1 = the highest variance, stable across retrains
     return {
         "mu": mu, "sd": sd,
