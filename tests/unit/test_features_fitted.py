@@ -243,3 +243,16 @@ def test_hmm_filter_survives_an_extreme_return() -> None:
     # By hand: from alpha = (0.5, 0.5), x = 0.1: b = N(0.1; 0, 1), N(0.1; 0, 2^2); 6 decimals.
     b0, b1 = norm.pdf(0.1, 0, 1), norm.pdf(0.1, 0, 2)
     assert p[0] == round(b1 / (b0 + b1), 6)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("rel", ["equity_1h/AAPL.csv.gz", "crypto_5m/XMR_BTC.csv.gz"])
+def test_batch_equals_streaming_on_real_data(shared_data, rel: str) -> None:
+    from aitrader.data import load_bars
+
+    df = load_bars(shared_data / rel).iloc[:3000]
+    fitted = FeaturePipeline(FITTED, REGISTRY).fit(df, np.arange(60, 1800))
+    batch, stream = fitted.transform(df), fitted.transform_streaming(df)
+    assert np.array_equal(batch.isna().to_numpy(), stream.isna().to_numpy())
+    assert np.nanmax(np.abs(batch.to_numpy() - stream.to_numpy())) <= TOL
+    assert batch.iloc[100:].notna().all().all()
