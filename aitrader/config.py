@@ -332,6 +332,7 @@ class Monitoring(StrictModel):
     hit_rate_min: Float = Field(0.45, ge=0, le=1)
     error_rate_max: Float = Field(0.05, ge=0, le=1)
     drift_min_samples: Int = Field(100, ge=10, le=MAX_COUNT)  # drift alerts wait for this many live predictions
+    regime_shift_max: Float = Field(0.3, gt=0, le=1)  # regime_shift: live vs training regime shares (TVD) above this
 
 
 class TradingConfig(StrictModel):

@@ -297,6 +297,14 @@ def _range_based(b: Bars, p: dict[str, Any], scale: float, flat: float, from_hig
     return np.where(width > 0.0, scale * num / np.where(width > 0.0, width, 1.0), flat)
 
 
+def _liquidity_shock(b: Bars, p: dict[str, Any]) -> np.ndarray:
+    """volume z-score x (high - low) / Wilder ATR, both over ``window``; 0 when the ATR is 0."""
+    n = p["window"]
+    atr = b.recursive_wilder(("wilder_tr", n), b.series("tr"), n, 0)
+    rng = b.series("high") - b.series("low")
+    return _zscore(b, p) * np.where(atr > 0.0, rng / np.where(atr > 0.0, atr, 1.0), 0.0)
+
+
 def _clv(b: Bars, p: dict[str, Any]) -> np.ndarray:
     h, low, c = b.series("high"), b.series("low"), b.series("close")
     width = h - low
@@ -329,11 +337,12 @@ BATCH: dict[str, Callable[[Bars, dict[str, Any]], np.ndarray]] = {
     "williams_r": lambda b, p: _range_based(b, p, 100.0, -50.0, True),
     "dist_high": lambda b, p: b.series("close") / b.rmax("high", p["window"]) - 1.0,
     "dist_low": lambda b, p: b.series("close") / b.rmin("low", p["window"]) - 1.0,
+    "liquidity_shock": _liquidity_shock,
 }
 
 
 #: Kinds that read a rolling variance, and of which series.
-M2_OF = {"bb_pctb": "close", "volatility": "ret1", "volume_zscore": "volume"}
+M2_OF = {"bb_pctb": "close", "volatility": "ret1", "volume_zscore": "volume", "liquidity_shock": "volume"}
 
 
 def _need_m2(specs: list[FeatureSpec]) -> frozenset[tuple[str, int]]:

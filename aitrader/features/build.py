@@ -42,6 +42,10 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     if not target.parent.is_dir():
         raise FeatureError(f"output folder {target.parent} does not exist; create it first")
     pipeline = FeaturePipeline(names, FeatureRegistry.load(registry_path))
+    if pipeline.fitted_specs:
+        raise FeatureError(f"{', '.join(s.name for s in pipeline.fitted_specs)}: fitted features learn their "
+                           "parameters at train time and live in a model's artifact; `features build` computes "
+                           "plain features only: leave them out of --features")
     bars = load_bars(data, symbol=symbol, repair=repair)
     if len(bars) == 0:
         raise DataError(f"{data}: no bars to compute features from")

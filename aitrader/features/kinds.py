@@ -63,6 +63,10 @@ class Kind:
     #: Bars of history the streaming evaluator keeps (ring-buffer length needed, minus one).
     history: Callable[[dict[str, Any]], int] = lambda p: 1
     version: int = 1
+    #: Fitted kinds (:mod:`aitrader.features.fitted`) learn parameters from the training rows; their
+    #: values come from those parameters and from plain base features, never from the batch/streaming
+    #: code generators directly.
+    fitted: bool = False
 
 
 def _w(p: dict[str, Any]) -> int:
@@ -71,6 +75,20 @@ def _w(p: dict[str, Any]) -> int:
 
 _WINDOW = {"window": Param(int, 1)}
 _WINDOW2 = {"window": Param(int, 2)}
+
+#: Fitted kinds (parameters learned on the training rows, stored in the artifact): docs/features-fitted.md.
+FITTED_KINDS = (
+    Kind("vol_regime", "realised volatility (window) against quantile edges frozen on the training rows: "
+         "bin 0..bins-1, or percentile in [0, 1] interpolated between bins+1 training quantiles",
+         {"window": Param(int, 2), "bins": Param(int, 2), "output": Param(str, choices=("bin", "percentile"))},
+         _w, _w, fitted=True),
+    Kind("hmm_regime_p", "causal (forward-filtered) probability of the highest-variance state of a Gaussian "
+         "HMM on 1-bar returns, fitted on the training rows",
+         {"states": Param(int, 2), "iterations": Param(int, 1)}, lambda p: 1, lambda p: 1, fitted=True),
+    Kind("anomaly_score", "IsolationForest score in (0, 1] (> 0.5 unusual) of (ret_1, hl_range, "
+         "volume_zscore(window), volatility(window)), forest fitted on the training rows",
+         {"window": Param(int, 2), "trees": Param(int, 1)}, _w, _w, fitted=True),
+)
 
 KINDS: dict[str, Kind] = {
     k.name: k
@@ -103,6 +121,9 @@ KINDS: dict[str, Kind] = {
              _WINDOW, lambda p: _w(p) - 1, _w),
         Kind("dist_high", "close / highest high over window - 1 (<= 0)", _WINDOW, lambda p: _w(p) - 1, _w),
         Kind("dist_low", "close / lowest low over window - 1 (>= 0)", _WINDOW, lambda p: _w(p) - 1, _w),
+        Kind("liquidity_shock", "volume z-score over window x (high - low) / Wilder ATR(window); 0 when flat",
+             _WINDOW2, lambda p: _w(p) - 1, _w),
+        *FITTED_KINDS,
     )
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,8 @@ import pandas as pd
 from aitrader.data.validate import MAX_PRICE, MAX_VOLUME, MIN_PRICE
 from aitrader.errors import DataError, FeatureMismatchError
 from aitrader.features import batch
+from aitrader.features import fitted as fitted_mod
+from aitrader.features.kinds import KINDS
 from aitrader.features.registry import FeatureRegistry, FeatureSpec, spec_hash
 from aitrader.features.streaming import StreamingFeatures
 
@@ -24,7 +27,8 @@ def _canon(params: Any) -> str:
 class FeaturePipeline:
     """Features in a fixed order; ``transform`` (batch) and ``stream`` (live) produce the same values."""
 
-    def __init__(self, names: list[str] | None = None, registry: FeatureRegistry | None = None) -> None:
+    def __init__(self, names: list[str] | None = None, registry: FeatureRegistry | None = None,
+                 fitted: dict[str, dict[str, Any]] | None = None) -> None:
         self.registry = registry if registry is not None else FeatureRegistry.load()
         chosen = list(names) if names else self.registry.default_names()
         self.specs: list[FeatureSpec] = []
@@ -36,6 +40,106 @@ class FeaturePipeline:
                 self.specs.append(spec)
         if not self.specs:
             raise FeatureMismatchError("no features selected; name at least one feature or use the default set")
+        self._layout()
+        #: Fitted parameters by feature name (``fitted.entry`` records); None until :meth:`fit`.
+        self.fitted_params: dict[str, dict[str, Any]] | None = None
+        self._evaluators: list[fitted_mod.Evaluator] = []
+        if fitted is not None:
+            self._set_fitted(fitted)
+
+    # ------------------------------------------------------------------------------- fitted features
+    def _layout(self) -> None:
+        """Where each output column comes from: a column of the base evaluation (plain specs, then
+        the distinct base inputs of the fitted specs) or a fitted evaluator over some of them."""
+        self.fitted_specs = [s for s in self.specs if KINDS[s.kind].fitted]
+        base = [s for s in self.specs if not KINDS[s.kind].fitted]
+        position = {fitted_mod.identity_key(s): i for i, s in enumerate(base)}
+        self._inputs: dict[str, list[int]] = {}
+        for spec in self.fitted_specs:
+            cols = []
+            for b in fitted_mod.base_inputs(spec):
+                key = fitted_mod.identity_key(b)
+                if key not in position:
+                    position[key] = len(base)
+                    base.append(b)
+                cols.append(position[key])
+            self._inputs[spec.name] = cols
+        self.base_specs = base
+        self._plain_col = {s.name: position[fitted_mod.identity_key(s)] for s in self.specs
+                           if not KINDS[s.kind].fitted}
+
+    def _set_fitted(self, params: dict[str, dict[str, Any]]) -> None:
+        evaluators = []
+        for spec in self.fitted_specs:
+            rec = params.get(spec.name)
+            expected = fitted_mod.entry(spec, {})
+            if not isinstance(rec, dict) or any(rec.get(k) != expected[k] for k in ("kind", "version", "params")):
+                raise FeatureMismatchError(
+                    f"feature {spec.name}: no fitted parameters for kind {spec.kind} {_canon(spec.params)} "
+                    f"(version {spec.version}); the fitted parameters belong to another definition: retrain the model")
+            try:
+                evaluators.append(fitted_mod.evaluator(spec, rec["values"]))
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise FeatureMismatchError(f"feature {spec.name}: malformed fitted parameters ({exc!r}); "
+                                           "retrain the model") from exc
+        self.fitted_params = {s.name: params[s.name] for s in self.fitted_specs}
+        self._evaluators = evaluators
+
+    @property
+    def needs_fit(self) -> bool:
+        """True when some feature is fitted and this pipeline has no parameters for it yet."""
+        return bool(self.fitted_specs) and self.fitted_params is None
+
+    def _require_fitted(self) -> None:
+        if self.needs_fit:
+            names = ", ".join(s.name for s in self.fitted_specs)
+            raise FeatureMismatchError(
+                f"fitted features {names} have no fitted parameters: they are learned at train time "
+                "(`aitrader train`) and loaded with the model's artifact; a bare pipeline cannot compute them")
+
+    def base_matrix(self, bars: pd.DataFrame) -> np.ndarray:
+        """Batch values of :attr:`base_specs` (plain features and fitted features' inputs) over ``bars``."""
+        return batch.compute(self.base_specs, *validate_bars(bars))
+
+    def fit(self, bars: pd.DataFrame, rows: np.ndarray) -> FeaturePipeline:
+        """A copy of this pipeline with its fitted features learned on bar positions ``rows`` only."""
+        return self.fit_matrix(self.base_matrix(bars), rows)
+
+    def fit_matrix(self, base: np.ndarray, rows: np.ndarray) -> FeaturePipeline:
+        """:meth:`fit` from a :meth:`base_matrix` already computed (the trainer fits once per fold)."""
+        params = {s.name: fitted_mod.entry(s, fitted_mod.fit_one(s, base[:, self._inputs[s.name]], rows))
+                  for s in self.fitted_specs}
+        return FeaturePipeline(self.names, self.registry, params)
+
+    def assemble(self, base: np.ndarray, *, placeholder: bool = False) -> np.ndarray:
+        """Output matrix (``names`` order) from a :meth:`base_matrix`. ``placeholder``: an unfitted
+        pipeline's fitted columns hold 0.0 where their inputs are known (NaN elsewhere), to find the
+        rows a fit will give values to; never used as features."""
+        if not placeholder:
+            self._require_fitted()
+        out = np.empty((len(base), len(self.specs)), order="F")
+        evaluators = iter(self._evaluators)
+        for j, spec in enumerate(self.specs):
+            if spec.name in self._plain_col:
+                out[:, j] = base[:, self._plain_col[spec.name]]
+                continue
+            inputs = base[:, self._inputs[spec.name]]
+            if placeholder:
+                out[:, j] = np.where(np.isfinite(inputs).all(axis=1), 0.0, np.nan)
+            else:
+                out[:, j] = next(evaluators).batch(inputs)
+            out[: spec.warmup, j] = np.nan
+        return out
+
+    def save_fitted(self, folder: str | Path) -> Path | None:
+        """Write the fitted parameters file into the artifact ``folder`` (None: nothing is fitted)."""
+        if not self.fitted_specs:
+            return None
+        self._require_fitted()
+        assert self.fitted_params is not None
+        path = Path(folder) / fitted_mod.FITTED_FILE
+        path.write_bytes(fitted_mod.dumps(self.fitted_params))
+        return path
 
     @property
     def names(self) -> list[str]:
@@ -52,13 +156,24 @@ class FeaturePipeline:
         return spec_hash(self.specs)
 
     def contract(self) -> dict[str, Any]:
-        """What a model trained on this pipeline records: names, params, warm-up and spec hash."""
-        return {"names": self.names, "params": {s.name: dict(s.params) for s in self.specs},
-                "warmup": self.warmup, "spec_hash": self.spec_hash}
+        """What a model trained on this pipeline records: names, params, warm-up and spec hash, and
+        with fitted features the parameters file and its SHA256 (``fitted``)."""
+        out: dict[str, Any] = {"names": self.names, "params": {s.name: dict(s.params) for s in self.specs},
+                               "warmup": self.warmup, "spec_hash": self.spec_hash}
+        if self.fitted_specs:
+            self._require_fitted()
+            assert self.fitted_params is not None
+            out["fitted"] = {"file": fitted_mod.FITTED_FILE, "sha256": fitted_mod.digest(self.fitted_params),
+                             "features": [s.name for s in self.fitted_specs]}
+        return out
 
     @classmethod
-    def from_contract(cls, contract: dict[str, Any], registry: FeatureRegistry | None = None) -> FeaturePipeline:
-        """The pipeline that reproduces ``contract`` exactly, or FeatureMismatchError naming the difference."""
+    def from_contract(cls, contract: dict[str, Any], registry: FeatureRegistry | None = None,
+                      folder: str | Path | None = None) -> FeaturePipeline:
+        """The pipeline that reproduces ``contract`` exactly, or FeatureMismatchError naming the difference.
+
+        ``folder``: the model's artifact folder, where fitted features' parameters are read from
+        (checked against the SHA256 the contract recorded); required when the contract has any."""
         registry = registry if registry is not None else FeatureRegistry.load()
         names = contract.get("names")
         if not isinstance(names, list) or not names:
@@ -70,6 +185,18 @@ class FeaturePipeline:
                 f"{', '.join(missing)}; restore their definitions in features.yaml or retrain the model")
         pipeline = cls(list(names), registry)
         pipeline.check_contract(contract)
+        if pipeline.fitted_specs:
+            if folder is None:
+                raise FeatureMismatchError(
+                    f"features {', '.join(s.name for s in pipeline.fitted_specs)} are fitted: their parameters "
+                    "are in the model's artifact; load the pipeline with the model (its folder)")
+            pipeline._set_fitted(fitted_mod.load(folder, contract))
+            if fitted_mod.digest(pipeline.fitted_params or {}) != contract["fitted"]["sha256"]:
+                raise FeatureMismatchError("the fitted parameters file holds parameters for other features than "
+                                           "the contract's; retrain the model")
+        elif contract.get("fitted"):
+            raise FeatureMismatchError(f"model has fitted features {contract['fitted'].get('features')} that the "
+                                       "pipeline does not define as fitted; restore features.yaml or retrain")
         return pipeline
 
     def check_contract(self, contract: dict[str, Any]) -> None:
@@ -99,13 +226,23 @@ class FeaturePipeline:
     def transform(self, bars: pd.DataFrame) -> pd.DataFrame:
         """Batch evaluation over a whole bar frame: float64 columns ``names``, NaN during warm-up."""
         arrays = validate_bars(bars)
-        values = batch.compute(self.specs, *arrays)
+        if self.fitted_specs:
+            self._require_fitted()
+            values = self.assemble(batch.compute(self.base_specs, *arrays))
+        else:
+            values = batch.compute(self.specs, *arrays)
         # copy=False: the fresh Fortran-ordered matrix becomes the frame's block as it is (pandas 3
         # would otherwise copy it, a quarter of the time on a million bars).
         return pd.DataFrame(values, index=bars.index, columns=self.names, dtype="float64", copy=False)
 
-    def stream(self, buffer_size: int = 500) -> StreamingFeatures:
+    def stream(self, buffer_size: int = 500) -> StreamingFeatures | fitted_mod.FittedStreamingFeatures:
         """A fresh bar-by-bar evaluator of the same features."""
+        if self.fitted_specs:
+            self._require_fitted()
+            assert self.fitted_params is not None
+            return fitted_mod.FittedStreamingFeatures(
+                StreamingFeatures(self.base_specs, buffer_size), self.specs, self._plain_col, self._inputs,
+                [fitted_mod.evaluator(s, self.fitted_params[s.name]["values"]) for s in self.fitted_specs])
         return StreamingFeatures(self.specs, buffer_size)
 
     def transform_streaming(self, bars: pd.DataFrame, buffer_size: int = 500) -> pd.DataFrame:

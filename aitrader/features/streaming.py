@@ -187,6 +187,12 @@ def _zscore(g: _Gen, p: dict[str, Any]) -> str:
     return f"((v - {m}) / {sd} if {sd} > {FLAT_STD!r} * abs({m}) else 0.0)"
 
 
+def _liquidity_shock(g: _Gen, p: dict[str, Any]) -> str:
+    n = p["window"]
+    atr = g.wilder(g.series("tr"), n, 0, f"tr_{n}")
+    return f"({_zscore(g, p)} * ((h - l) / {atr} if {atr} > 0.0 else 0.0))"
+
+
 def _volume_ratio(g: _Gen, p: dict[str, Any]) -> str:
     m = g.stats("volume", p["window"])[0]
     return f"(v / {m} if {m} > 0.0 else 1.0)"
@@ -218,6 +224,7 @@ _EMIT: dict[str, Callable[[_Gen, dict[str, Any]], str]] = {
     "williams_r": _range("(100.0 * (c - {hi}) / ({hi} - {lo}) if {hi} - {lo} > 0.0 else -50.0)"),
     "dist_high": _range("c / {hi} - 1.0"),
     "dist_low": _range("c / {lo} - 1.0"),
+    "liquidity_shock": _liquidity_shock,
 }
 
 

@@ -29,6 +29,7 @@ from aitrader.monitoring.drift import (
     lag1_autocorrelation,
 )
 from aitrader.monitoring.ledger import Ledger, feature_matrix, feature_rows
+from aitrader.monitoring.regime import regime_alerts, regime_rows
 
 ERROR_EVENT = "ML_ERROR"
 RISK_EVENT = "RISK_REJECTED"
@@ -271,6 +272,9 @@ def monitor_ledger(
     }
     ops = operational_metrics(ledger, entry, live if ledger.has_features else None)
     alerts = evaluate_alerts(accuracy, drift, ops, cfg, daily_loss_limit=daily_loss_limit)
+    regimes = regime_rows(baseline, names, live, cfg)  # models with regime features (issue 16)
+    drift["regimes"] = regimes
+    alerts += regime_alerts(regimes, cfg)
     if n_in_sample:
         alerts.append({"code": "in_sample", "value": n_in_sample, "threshold": 0, "message": (
             f"{n_in_sample} prediction(s) were on bars the model was trained on (paper-trade --allow-in-sample); "

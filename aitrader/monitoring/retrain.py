@@ -185,7 +185,7 @@ def _champion_predictions(loaded: Any, bars: Any, X_hold: Any) -> tuple[np.ndarr
     from aitrader.features import FeaturePipeline
 
     contract = loaded.manifest["features"]
-    pipeline = FeaturePipeline.from_contract(contract)
+    pipeline = FeaturePipeline.from_contract(contract, folder=loaded.path)
     feats = pipeline.transform(bars).reindex(X_hold.index)[list(contract["names"])]
     matrix = feats.to_numpy(dtype=np.float64)
     ok = np.isfinite(matrix).all(axis=1)

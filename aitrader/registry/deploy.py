@@ -133,7 +133,7 @@ def _check_features(loaded: LoadedModel) -> CheckResult:
         return CheckResult("feature_contract", "failed", "the manifest has no feature contract; re-train the model")
     from aitrader.features import FeaturePipeline
 
-    pipeline = FeaturePipeline.from_contract(contract)
+    pipeline = FeaturePipeline.from_contract(contract, folder=loaded.path)
     return CheckResult(
         "feature_contract",
         "passed",

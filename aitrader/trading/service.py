@@ -133,7 +133,7 @@ def load_models(
                 f"{loaded.info.model_id} has digest {loaded.info.digest[:12]} but the run started with "
                 f"{str(prior['digest'])[:12]}; resume needs the same model files"
             )
-        pipeline = FeaturePipeline.from_contract(loaded.manifest["features"])
+        pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], folder=loaded.path)
         runner = loaded.runner
         warm_up(runner, len(pipeline.names))
         specs.append(ModelSpec(

@@ -166,7 +166,7 @@ class RegistrySource:
         finally:
             reg.close()
         try:
-            pipeline = FeaturePipeline.from_contract(loaded.manifest["features"])
+            pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], folder=loaded.path)
             stream = pipeline.stream(buffer_size)
         except (AitraderError, KeyError, TypeError) as exc:
             raise SwapRefused("feature_contract", str(exc)) from exc

@@ -71,6 +71,28 @@ class Dataset:
     prev: np.ndarray  # previous h-bar return (the prev_sign baseline)
     pipeline: Any
     symbol: str
+    #: Fitted features only: the base evaluation (``FeaturePipeline.base_matrix``) the fits read, and
+    #: each row of ``X``'s bar position. ``X``'s fitted columns are placeholders until :func:`fit_features`.
+    base: np.ndarray | None = None
+    positions: np.ndarray | None = None
+
+
+def fit_features(data: Dataset, jobs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Dataset, list[pd.DataFrame]]:
+    """Fit the pipeline's fitted features once per job on that job's training rows only, and give
+    each job its feature matrix; the last job (the final model) becomes the dataset's ``X`` and
+    pipeline (written to the artifact). A fold's test rows and the holdout never reach a fit."""
+    from dataclasses import replace
+
+    assert data.base is not None and data.positions is not None
+    out: list[pd.DataFrame] = []
+    fitted = data.pipeline
+    for train_rows, _ in jobs:
+        fitted = data.pipeline.fit_matrix(data.base, data.positions[train_rows])
+        values = fitted.assemble(data.base)[data.positions]
+        if not np.isfinite(values).all():
+            raise DataError("a fitted feature has no value on a usable row; this is a bug, please report it")
+        out.append(pd.DataFrame(values, index=data.X.index, columns=data.X.columns, dtype="float64"))
+    return replace(data, X=out[-1], pipeline=fitted), out
 
 
 def override_config(cfg: TrainConfig, **flags: Any) -> TrainConfig:
@@ -143,7 +165,13 @@ def build_dataset(cfg: TrainConfig, bars: pd.DataFrame) -> Dataset:
 
     pipeline = FeaturePipeline(cfg.features.names or None)
     h = cfg.target.horizon
-    features = pipeline.transform(bars)
+    base = None
+    if pipeline.fitted_specs:  # placeholders mark the rows the fits will give values (fit_features)
+        base = pipeline.base_matrix(bars)
+        features = pd.DataFrame(pipeline.assemble(base, placeholder=True), index=bars.index,
+                                columns=pipeline.names, dtype="float64")
+    else:
+        features = pipeline.transform(bars)
     close = bars["close"]
     fwd = forward_return(close, h)
     usable = fwd.notna() & np.isfinite(features.to_numpy(dtype=np.float64)).all(axis=1)
@@ -170,6 +198,8 @@ def build_dataset(cfg: TrainConfig, bars: pd.DataFrame) -> Dataset:
         prev=prev[usable].to_numpy(dtype=np.float64),
         pipeline=pipeline,
         symbol=symbol,
+        base=base,
+        positions=np.flatnonzero(usable.to_numpy()) if base is not None else None,
     )
 
 
@@ -186,14 +216,16 @@ def _fit(cfg: TrainConfig, X: pd.DataFrame, y: np.ndarray) -> Any:
 
 
 def _fit_and_score(
-    cfg: TrainConfig, data: Any, train_rows: np.ndarray, score_rows: np.ndarray
+    cfg: TrainConfig, data: Any, train_rows: np.ndarray, score_rows: np.ndarray, X: pd.DataFrame | None = None
 ) -> tuple[Any, np.ndarray]:
-    model = _fit(cfg, data.X.iloc[train_rows], data.fwd[train_rows])
-    return model, model.predict_score(data.X.iloc[score_rows])
+    X = data.X if X is None else X  # a job's own features when fitted features were fitted per job
+    model = _fit(cfg, X.iloc[train_rows], data.fwd[train_rows])
+    return model, model.predict_score(X.iloc[score_rows])
 
 
 def _fit_all(
-    cfg: TrainConfig, data: Any, jobs: list[tuple[np.ndarray, np.ndarray]], report: ProgressFn
+    cfg: TrainConfig, data: Any, jobs: list[tuple[np.ndarray, np.ndarray]], report: ProgressFn,
+    job_X: list[pd.DataFrame] | None = None,
 ) -> list[tuple[Any, np.ndarray]]:
     """Fit one model per (train rows, score rows) job and predict its score rows, concurrently.
 
@@ -217,7 +249,8 @@ def _fit_all(
     # on one big fit started last. Results come back in the jobs' own order.
     order = sorted(range(total), key=lambda i: -len(jobs[i][0]))
     with ThreadPoolExecutor(max_workers=max(1, min(cores, total))) as pool:
-        futures = {i: pool.submit(_fit_and_score, cfg, data, *jobs[i]) for i in order}
+        futures = {i: pool.submit(_fit_and_score, cfg, data, *jobs[i], job_X[i] if job_X else None)
+                   for i in order}
         for done, future in enumerate(as_completed(futures.values()), start=1):
             future.result()  # an error in any fit surfaces here, at once
             report(done, total, "fitting" if done < total else "scoring")
@@ -302,7 +335,10 @@ def train(
     folds: list[dict[str, Any]] = []
     report(0, total, "fitting")
     jobs = [(f.train, f.test) for f in plan.folds] + [(plan.final_train, plan.holdout)]
-    *fold_results, (model, hold_pred) = _fit_all(cfg, data, jobs, report)
+    job_X = None
+    if data.base is not None:  # fitted features: learned per job on its training rows only
+        data, job_X = fit_features(data, jobs)
+    *fold_results, (model, hold_pred) = _fit_all(cfg, data, jobs, report, job_X)
     for k, (fold, (_, pred)) in enumerate(zip(plan.folds, fold_results, strict=True)):
         scores = M.evaluate(task, data.fwd[fold.test], pred, data.ret1[fold.test], backtest_kwargs=bt)
         folds.append({"fold": k + 1, "train_rows": int(fold.train.size), "test_rows": int(fold.test.size),
@@ -315,6 +351,10 @@ def train(
     oof_pred = np.concatenate([pred for _, pred in fold_results])
     baseline = baseline_stats(data.X.iloc[plan.final_train], hold_pred, holdout, data.fwd[plan.holdout], task,
                               oof_pred=oof_pred)
+    if data.pipeline.fitted_specs:  # the monitor's regime-shift alert compares live regimes with these
+        from aitrader.features.fitted import regime_baseline
+
+        baseline["regimes"] = regime_baseline(data.pipeline.fitted_specs, data.X.iloc[plan.final_train])
     report(total, total, "writing artifact")
     t_fit = time.perf_counter()
 
@@ -322,6 +362,7 @@ def train(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.tmp-", dir=target_dir.parent))
     try:
         model_meta = model.save(tmp)
+        data.pipeline.save_fitted(tmp)  # fitted features' parameters (hashed in manifest.features.fitted)
         onnx_meta = None
         if cfg.onnx.export:  # an export that does not match the native model is dropped, not fatal
             from aitrader.models.onnx import export_checked

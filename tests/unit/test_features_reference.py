@@ -9,9 +9,11 @@ import ta
 
 from aitrader.data.synthetic import generate_bars
 from aitrader.features import FeaturePipeline, FeatureRegistry
+from aitrader.features.kinds import KINDS
 
 REGISTRY = FeatureRegistry.load()
-ALL = REGISTRY.names()
+# Fitted features (parameters learned at train time) have their own oracles: test_features_fitted.py.
+ALL = [n for n in REGISTRY.names() if not KINDS[REGISTRY.spec(n).kind].fitted]
 
 
 def _sample(shared: bool, shared_path=None) -> pd.DataFrame:
@@ -47,6 +49,8 @@ def _references(df: pd.DataFrame) -> dict[str, pd.Series]:
         "stoch_k_14": ta.momentum.StochasticOscillator(h, low, c, 14, 3).stoch(),
         "williams_r_14": ta.momentum.WilliamsRIndicator(h, low, c, 14).williams_r(),
         "dist_high_20": c / hh - 1, "dist_low_20": c / ll - 1,
+        "liquidity_shock_20": (v - v.rolling(20).apply(np.mean, raw=True)) / vol_std * (h - low)
+        / ta.volatility.AverageTrueRange(h, low, c, 20).average_true_range(),
     }
     return ref
 

@@ -50,9 +50,12 @@ def test_default_set_has_the_named_features(registry: FeatureRegistry) -> None:
 
 def test_every_kind_has_both_evaluators() -> None:
     from aitrader.features.batch import BATCH
+    from aitrader.features.fitted import _EVALUATORS
     from aitrader.features.streaming import _EMIT
 
-    assert set(BATCH) == set(KINDS) == set(_EMIT)
+    plain = {k for k, kind in KINDS.items() if not kind.fitted}
+    assert set(BATCH) == plain == set(_EMIT)
+    assert {k for k, kind in KINDS.items() if kind.fitted} == set(_EVALUATORS)
 
 
 def test_alias_resolves_to_canonical(registry: FeatureRegistry) -> None:
