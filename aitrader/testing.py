@@ -124,6 +124,9 @@ def check_feature_kind(kind: Any, params: dict[str, Any] | None = None, *, warmu
     * independent state: two streams fed alternately give the same rows as one stream alone;
     * NaN input: a bar with a NaN close is refused (DataError) by both evaluators, and the stream
       continues as if it had never seen it.
+
+    A fitted kind (``vol_regime``, ``hmm_regime_p``, ``anomaly_score``) is first fitted on the first
+    half of each seed's bars, as ``aitrader train`` fits on training rows, then checked the same way.
     """
     from aitrader import plugins
     from aitrader.features.kinds import KINDS, FeatureKind, check_params, get_kind, plugin_kind_problem
@@ -161,7 +164,16 @@ def check_feature_kind(kind: Any, params: dict[str, Any] | None = None, *, warmu
             where = f"params {p}, warm-up {wu}"
             report["definitions"].append({"params": p, "warmup": wu})
             for seed in seeds:
-                _check_definition(pipeline, contract_bars(n, seed), f"{where}, seed {seed}", problems, report)
+                bars = contract_bars(n, seed)
+                checked = pipeline
+                if pipeline.fitted_specs:  # a fitted kind: learn its parameters on the first half only
+                    try:
+                        checked = pipeline.fit(bars, np.arange(len(bars) // 2))
+                    except Exception as exc:  # noqa: BLE001 - a failing fit is a broken contract
+                        problems.add(f"{where}, seed {seed}: fit on the first {len(bars) // 2} bars failed: "
+                                     f"{type(exc).__name__}: {exc}")
+                        continue
+                _check_definition(checked, bars, f"{where}, seed {seed}", problems, report)
     problems.raise_if_any()
     return report
 

@@ -24,6 +24,13 @@ def _canon(params: Any) -> str:
     return json.dumps(params, sort_keys=True)
 
 
+
+def _is_fitted(kind: str) -> bool:
+    """True for a built-in fitted kind; plug-in kinds (not in KINDS) are plain: the plug-in
+    interface has batch and streaming functions only, no train-time fit."""
+    found = KINDS.get(kind)
+    return found is not None and found.fitted
+
 class FeaturePipeline:
     """Features in a fixed order; ``transform`` (batch) and ``stream`` (live) produce the same values."""
 
@@ -51,8 +58,8 @@ class FeaturePipeline:
     def _layout(self) -> None:
         """Where each output column comes from: a column of the base evaluation (plain specs, then
         the distinct base inputs of the fitted specs) or a fitted evaluator over some of them."""
-        self.fitted_specs = [s for s in self.specs if KINDS[s.kind].fitted]
-        base = [s for s in self.specs if not KINDS[s.kind].fitted]
+        self.fitted_specs = [s for s in self.specs if _is_fitted(s.kind)]
+        base = [s for s in self.specs if not _is_fitted(s.kind)]
         position = {fitted_mod.identity_key(s): i for i, s in enumerate(base)}
         self._inputs: dict[str, list[int]] = {}
         for spec in self.fitted_specs:
@@ -66,7 +73,7 @@ class FeaturePipeline:
             self._inputs[spec.name] = cols
         self.base_specs = base
         self._plain_col = {s.name: position[fitted_mod.identity_key(s)] for s in self.specs
-                           if not KINDS[s.kind].fitted}
+                           if not _is_fitted(s.kind)}
 
     def _set_fitted(self, params: dict[str, dict[str, Any]]) -> None:
         evaluators = []
