@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from aitrader.data.validate import MAX_PRICE, MAX_VOLUME, MIN_PRICE
-from aitrader.errors import DataError, FeatureMismatchError
+from aitrader.errors import DataError, FeatureError, FeatureMismatchError
 from aitrader.features import batch
 from aitrader.features.registry import FeatureRegistry, FeatureSpec, spec_hash
 from aitrader.features.streaming import StreamingFeatures
@@ -36,6 +36,8 @@ class FeaturePipeline:
                 self.specs.append(spec)
         if not self.specs:
             raise FeatureMismatchError("no features selected; name at least one feature or use the default set")
+        #: Order-book snapshots for the book features (docs/orderbook.md); set with :meth:`with_book`.
+        self.book: Any = None
 
     @property
     def names(self) -> list[str]:
@@ -51,10 +53,37 @@ class FeaturePipeline:
     def spec_hash(self) -> str:
         return spec_hash(self.specs)
 
+    @property
+    def book_features(self) -> list[str]:
+        """Names of the features that read order-book snapshots (empty: bars alone suffice)."""
+        from aitrader.features.kinds import BOOK_KINDS
+
+        return [s.name for s in self.specs if s.kind in BOOK_KINDS]
+
+    @property
+    def needs_book(self) -> bool:
+        return bool(self.book_features)
+
+    def with_book(self, book: Any) -> FeaturePipeline:
+        """Give the book features their snapshots (an :class:`aitrader.data.book.Book`); returns self."""
+        self.book = book
+        return self
+
+    def _require_book(self) -> Any:
+        if self.book is None:
+            from aitrader.features.book import NEEDS_BOOK
+
+            raise FeatureError(f"features {', '.join(self.book_features)} {NEEDS_BOOK}")
+        return self.book
+
     def contract(self) -> dict[str, Any]:
-        """What a model trained on this pipeline records: names, params, warm-up and spec hash."""
-        return {"names": self.names, "params": {s.name: dict(s.params) for s in self.specs},
-                "warmup": self.warmup, "spec_hash": self.spec_hash}
+        """What a model trained on this pipeline records: names, params, warm-up and spec hash
+        (and ``inputs: [bars, book]`` when some feature reads order-book snapshots)."""
+        contract = {"names": self.names, "params": {s.name: dict(s.params) for s in self.specs},
+                    "warmup": self.warmup, "spec_hash": self.spec_hash}
+        if self.needs_book:
+            contract["inputs"] = ["bars", "book"]
+        return contract
 
     @classmethod
     def from_contract(cls, contract: dict[str, Any], registry: FeatureRegistry | None = None) -> FeaturePipeline:
@@ -99,13 +128,22 @@ class FeaturePipeline:
     def transform(self, bars: pd.DataFrame) -> pd.DataFrame:
         """Batch evaluation over a whole bar frame: float64 columns ``names``, NaN during warm-up."""
         arrays = validate_bars(bars)
-        values = batch.compute(self.specs, *arrays)
+        if self.needs_book:
+            from aitrader.features import book
+
+            values = book.transform(self.specs, bars, arrays, self._require_book())
+        else:
+            values = batch.compute(self.specs, *arrays)
         # copy=False: the fresh Fortran-ordered matrix becomes the frame's block as it is (pandas 3
         # would otherwise copy it, a quarter of the time on a million bars).
         return pd.DataFrame(values, index=bars.index, columns=self.names, dtype="float64", copy=False)
 
     def stream(self, buffer_size: int = 500) -> StreamingFeatures:
         """A fresh bar-by-bar evaluator of the same features."""
+        if self.needs_book:
+            from aitrader.features.book import PipelineStream
+
+            return PipelineStream(self.specs, buffer_size, self._require_book())  # type: ignore[return-value]
         return StreamingFeatures(self.specs, buffer_size)
 
     def transform_streaming(self, bars: pd.DataFrame, buffer_size: int = 500) -> pd.DataFrame:
