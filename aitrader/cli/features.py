@@ -20,6 +20,7 @@ class Group(StrEnum):
     indicator = "indicator"
     signal = "signal"
     ml = "ml"
+    book = "book"
 
 
 class Mode(StrEnum):

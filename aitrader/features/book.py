@@ -35,7 +35,7 @@ from aitrader.features.kinds import BOOK_KINDS
 from aitrader.features.registry import FeatureSpec
 from aitrader.features.streaming import StreamingFeatures, _bad
 
-NEEDS_BOOK = ("needs order-book snapshots; pass --book SYMBOL=PATH (paper-trade, train) or set data.book in the "
+NEEDS_BOOK = ("need depth-of-market snapshots; pass --book SYMBOL=PATH (paper-trade, train) or set data.book in the "
               "train config (docs/orderbook.md)")
 
 

@@ -73,7 +73,7 @@ class FeaturePipeline:
         if self.book is None:
             from aitrader.features.book import NEEDS_BOOK
 
-            raise FeatureError(f"features {', '.join(self.book_features)} {NEEDS_BOOK}")
+            raise FeatureError(f"order-book features ({', '.join(self.book_features)}) {NEEDS_BOOK}")
         return self.book
 
     def contract(self) -> dict[str, Any]:

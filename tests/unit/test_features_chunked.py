@@ -9,10 +9,11 @@ import pytest
 from aitrader.data.synthetic import generate_bars
 from aitrader.features import FeaturePipeline, FeatureRegistry, batch
 from aitrader.features.build import build_features
+from aitrader.features.kinds import BOOK_KINDS
 from aitrader.features.pipeline import validate_bars
 
 REGISTRY = FeatureRegistry.load()
-ALL = REGISTRY.names()
+ALL = [n for n in REGISTRY.names() if REGISTRY.spec(n).kind not in BOOK_KINDS]  # book kinds: test_features_book.py
 
 
 def _bars(n: int) -> pd.DataFrame:

@@ -9,9 +9,10 @@ import ta
 
 from aitrader.data.synthetic import generate_bars
 from aitrader.features import FeaturePipeline, FeatureRegistry
+from aitrader.features.kinds import BOOK_KINDS
 
 REGISTRY = FeatureRegistry.load()
-ALL = REGISTRY.names()
+ALL = [n for n in REGISTRY.names() if REGISTRY.spec(n).kind not in BOOK_KINDS]  # book kinds: test_features_book.py
 
 
 def _sample(shared: bool, shared_path=None) -> pd.DataFrame:
