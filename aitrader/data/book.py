@@ -93,8 +93,8 @@ class Book:
         for arr in (self.ts_ns, self.bid_px, self.bid_sz, self.ask_px, self.ask_sz):
             h.update(np.ascontiguousarray(arr).tobytes())
         idx = self.index()
-        return {"sha256": h.hexdigest(), "snapshots": len(self), "levels": self.levels,
-                "first": str(idx[0]) if len(idx) else None, "last": str(idx[-1]) if len(idx) else None}
+        return {"sha256": h.hexdigest(), "source": self.source, "snapshots": len(self), "levels": self.levels,
+                "first": idx[0].isoformat() if len(idx) else None, "last": idx[-1].isoformat() if len(idx) else None}
 
 
 # ------------------------------------------------------------------------------------------ reading

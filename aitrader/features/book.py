@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -286,3 +287,52 @@ def transform(specs: list[FeatureSpec], bars: pd.DataFrame, arrays: tuple[np.nda
     for j in book_cols:
         out[: specs[j].warmup, j] = np.nan
     return out
+
+
+def book_for(books: str | dict[str, str] | None, symbol: str, features: list[str], *, where: str) -> Book:
+    """The snapshots of ``symbol`` from a path (any symbol) or a ``{SYMBOL: path}`` mapping, loaded and
+    validated; FeatureError naming the features and the option to pass when there are none."""
+    from aitrader.data.book import load_book
+
+    path: str | None
+    if isinstance(books, dict):
+        folded = {k.upper(): v for k, v in books.items()}
+        path = folded.get(symbol.upper())
+        if path is None:
+            given = ", ".join(sorted(books)) or "none"
+            raise FeatureError(f"order-book features ({', '.join(features)}) need snapshots for {symbol}, but "
+                               f"{where} names only {given}; pass --book {symbol}=PATH")
+    else:
+        path = books
+    if path is None:
+        hint = " or set data.book in the train config" if where.startswith("data.book") else ""
+        raise FeatureError(f"order-book features ({', '.join(features)}) need depth-of-market snapshots for "
+                           f"{symbol}; pass --book {symbol}=PATH{hint} (docs/orderbook.md)")
+    return load_book(path)
+
+
+def training_book(books: str | dict[str, str] | None, symbol: str, features: list[str]) -> Book:
+    """:func:`book_for` for ``train`` (``data.book`` of the train config, or ``--book``)."""
+    return book_for(books, symbol, features, where="data.book (--book)")
+
+
+def parse_book_options(values: list[str] | None) -> str | dict[str, str] | None:
+    """``--book`` values: one ``PATH`` (any symbol), or ``SYMBOL=PATH`` pairs. ConfigError otherwise."""
+    from aitrader.errors import ConfigError
+
+    if not values:
+        return None
+    pairs: dict[str, str] = {}
+    plain: list[str] = []
+    for value in values:
+        symbol, eq, path = value.partition("=")
+        if eq and symbol.strip() and path.strip() and not Path(value).exists():
+            if symbol.strip().upper() in (k.upper() for k in pairs):
+                raise ConfigError(f"--book {value}: {symbol.strip()} is given twice; pass one file per symbol")
+            pairs[symbol.strip()] = path.strip()
+        else:
+            plain.append(value)
+    if plain and (pairs or len(plain) > 1):
+        raise ConfigError(f"--book {plain[0]}: with several --book options each must be SYMBOL=PATH "
+                          "(e.g. --book AAPL=book/AAPL.jsonl)")
+    return plain[0] if plain else pairs
