@@ -110,7 +110,7 @@ def test_paper_trade_streams_the_batch_features_and_predictions(world: dict) -> 
     assert traded.isna().any(axis=1).sum() == summary["bars"] - manifest["features"]["warmup"] - len(preds) > 0
 
 
-def test_a_resumed_run_rereads_the_recorded_book(world: dict) -> None:
+def test_a_resumed_run_and_backtest_read_the_same_book(world: dict) -> None:
     tmp: Path = world["tmp"]  # type: ignore[assignment]
     env: dict[str, str] = world["env"]  # type: ignore[assignment]
     runs = str(tmp / "runs")
@@ -120,6 +120,9 @@ def test_a_resumed_run_rereads_the_recorded_book(world: dict) -> None:
     resumed, uninterrupted = json.loads(out), world["live"]
     assert resumed["status"] == "finished"
     assert resumed["final_equity"] == uninterrupted["final_equity"] and resumed["fills"] == uninterrupted["fills"]
+    backtest, _ = cli("backtest", "--model", "synbook", "--data", f"SYN={tmp / 'SYN.csv'}", "--book",
+                      f"SYN={tmp / 'SYN_book.jsonl'}", "--json", env=env)
+    assert json.loads(backtest)["run"]["final_equity"] == uninterrupted["final_equity"]
 
 
 def test_train_without_the_book_names_the_option(world: dict) -> None:
