@@ -209,3 +209,22 @@ def test_book_kind_params_are_validated() -> None:
         "max_age: must be >= 0, got -1.0", "levels: must be >= 1, got 0"]
     assert check_params(KINDS["book_mid"], {"max_age": 1, "relative_to": "open"})[0].startswith(
         "relative_to: must be one of none, close")
+
+
+def test_book_options_and_symbol_lookup(tmp_path: Path) -> None:
+    from aitrader.errors import ConfigError
+    from aitrader.features.book import book_for, parse_book_options
+
+    assert parse_book_options(None) is None
+    assert parse_book_options(["b.jsonl"]) == "b.jsonl"
+    assert parse_book_options(["AAPL=a.jsonl", "MSFT=m.csv"]) == {"AAPL": "a.jsonl", "MSFT": "m.csv"}
+    with pytest.raises(ConfigError, match="AAPL is given twice"):
+        parse_book_options(["AAPL=a.jsonl", "aapl=b.jsonl"])
+    with pytest.raises(ConfigError, match="each must be SYMBOL=PATH"):
+        parse_book_options(["a.jsonl", "MSFT=m.csv"])
+    odd = tmp_path / "x=y.csv"  # an existing file whose name has '=' is a path, not a pair
+    odd.write_text(BOOK_CSV)
+    assert parse_book_options([str(odd)]) == str(odd)
+    assert len(book_for({"syn": str(odd)}, "SYN", ["f"], where="--book")) == 3  # symbols match case-insensitively
+    with pytest.raises(FeatureError, match=r"snapshots for SYN, but --book names only AAPL; pass --book SYN=PATH"):
+        book_for({"AAPL": str(odd)}, "SYN", ["f"], where="--book")
