@@ -218,7 +218,7 @@ def test_book_options_and_symbol_lookup(tmp_path: Path) -> None:
     assert parse_book_options(None) is None
     assert parse_book_options(["b.jsonl"]) == "b.jsonl"
     assert parse_book_options(["AAPL=a.jsonl", "MSFT=m.csv"]) == {"AAPL": "a.jsonl", "MSFT": "m.csv"}
-    with pytest.raises(ConfigError, match="AAPL is given twice"):
+    with pytest.raises(ConfigError, match="--book aapl=b.jsonl: aapl is given twice"):
         parse_book_options(["AAPL=a.jsonl", "aapl=b.jsonl"])
     with pytest.raises(ConfigError, match="each must be SYMBOL=PATH"):
         parse_book_options(["a.jsonl", "MSFT=m.csv"])
