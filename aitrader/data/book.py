@@ -24,6 +24,7 @@ prices strictly increasing with the level (``unsorted_levels``); best bid <= bes
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -147,6 +148,8 @@ def _read_wide(path: Path) -> tuple[pd.Series, dict[str, np.ndarray]]:
         arr = np.column_stack([c.to_numpy(dtype="float64") for c in cols])
         # a non-numeric cell (not an empty one) is a bad value, not a missing level: mark it +inf
         for k, (num, orig) in enumerate(zip(cols, raw, strict=True)):
+            if pd.api.types.is_numeric_dtype(orig.dtype):
+                continue  # already numbers (NaN = an empty cell)
             text = orig.astype("string").str.strip()
             bad = num.isna().to_numpy() & orig.notna().to_numpy() & (text.fillna("") != "").to_numpy()
             arr[bad, k] = np.inf
@@ -163,7 +166,8 @@ def _read_jsonl(path: Path) -> tuple[pd.Series, dict[str, np.ndarray]]:
     try:
         with open_bounded(path, max_read_bytes()) as handle:
             row = 0
-            for line_no, raw in enumerate(handle, start=1):
+            # buffered: iterating lines of the raw bounded stream would read one byte per call
+            for line_no, raw in enumerate(io.BufferedReader(handle, 1 << 20), start=1):
                 text = raw.strip()
                 if text:
                     row += 1

@@ -212,6 +212,13 @@ class FileBookFeed:
 
 def _stamp_ns(ts: Any, tz_aware: bool, source: str) -> int:
     """UTC nanoseconds of a bar stamp (an ISO string from the engine, or a Timestamp)."""
+    if isinstance(ts, str):
+        # The engine's stamps: naive ``2024-01-02T10:00:00[.ffffff]`` or UTC with a ``+00:00`` suffix;
+        # numpy parses those 5x faster than pandas. Anything else goes through pandas below.
+        naive = ts[:-6] if ts.endswith("+00:00") else ts
+        if "+" not in naive and "Z" not in naive and naive.count("-") == 2:
+            _check_tz(naive is not ts, tz_aware, source)
+            return int(np.datetime64(naive, "ns").astype(np.int64))
     stamp = ts if isinstance(ts, pd.Timestamp) else pd.Timestamp(ts)
     aware = stamp.tzinfo is not None
     _check_tz(aware, tz_aware, source)
