@@ -21,6 +21,7 @@ Formulas (level 1 = best; ``D_N`` = bid + ask size over the top N levels present
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from pathlib import Path
@@ -134,6 +135,10 @@ class BookFeatures:
         self._hist: list[deque[float] | None] = [
             deque(maxlen=int(s.params["window"]) + 1) if s.kind == "book_depth_change" else None for s in specs]
         self._age = [_max_age_ns(s) for s in specs]
+        self._plan = [(j, _code(s), int(s.params.get("levels", 1)), self._age[j], self._hist[j])
+                      for j, s in enumerate(specs)]
+        self._sums: dict[tuple[int, int], float] = {}
+        self._sums_of: object = None
 
     def push(self, ts_ns: int, bid_px: list[float], bid_sz: list[float], ask_px: list[float],
              ask_sz: list[float]) -> None:
@@ -157,26 +162,54 @@ class BookFeatures:
         age = ts_ns - t
         b1, a1, bs1, as1 = bp[0], ap[0], bs[0], az[0]
         mid = (b1 + a1) / 2.0
-        for j, spec in enumerate(self.specs):
-            p = spec.params
-            fresh = age <= self._age[j]
-            kind = spec.kind
-            if kind == "book_spread_bps":
-                val = 1e4 * (a1 - b1) / mid
-            elif kind == "book_mid":
-                val = mid if p["relative_to"] == "none" else 1e4 * (mid / close - 1.0)
-            elif kind == "book_microprice":
-                val = 1e4 * ((b1 * as1 + a1 * bs1) / (bs1 + as1) / mid - 1.0)
-            elif kind == "book_imbalance":
-                bid, ask = _sum(bs, p["levels"]), _sum(az, p["levels"])
-                val = (bid - ask) / (bid + ask)
-            else:  # book_depth_change
-                hist = self._hist[j]
+        sums = self._sums  # (side, levels) -> size sum of the current snapshot, computed once per snapshot
+        if self._sums_of is not snap:
+            sums.clear()
+            self._sums_of = snap
+        for j, code, levels, limit, hist in self._plan:
+            fresh = age <= limit
+            if code == _DEPTH_CHANGE:
                 assert hist is not None
-                hist.append(_sum(bs, p["levels"]) + _sum(az, p["levels"]) if fresh else math.nan)
+                hist.append(_cached_sum(sums, bs, az, levels, 2) if fresh else math.nan)
                 val = hist[-1] / hist[0] - 1.0 if len(hist) == hist.maxlen else math.nan
+            elif not fresh:
+                val = math.nan
+            elif code == _SPREAD:
+                val = 1e4 * (a1 - b1) / mid
+            elif code == _MID:
+                val = mid
+            elif code == _MID_GAP:
+                val = 1e4 * (mid / close - 1.0)
+            elif code == _MICRO:
+                val = 1e4 * ((b1 * as1 + a1 * bs1) / (bs1 + as1) / mid - 1.0)
+            else:  # imbalance
+                bid, ask = _cached_sum(sums, bs, az, levels, 0), _cached_sum(sums, bs, az, levels, 1)
+                val = (bid - ask) / (bid + ask)
             out[j] = val if fresh else math.nan
         return out
+
+
+_SPREAD, _MID, _MID_GAP, _MICRO, _IMBALANCE, _DEPTH_CHANGE = range(6)
+
+
+def _code(spec: FeatureSpec) -> int:
+    if spec.kind == "book_mid":
+        return _MID if spec.params["relative_to"] == "none" else _MID_GAP
+    return {"book_spread_bps": _SPREAD, "book_microprice": _MICRO, "book_imbalance": _IMBALANCE,
+            "book_depth_change": _DEPTH_CHANGE}[spec.kind]
+
+
+def _cached_sum(sums: dict[tuple[int, int], float], bs: list[float], az: list[float], levels: int,
+                side: int) -> float:
+    """Bid (side 0), ask (1) or bid + ask (2) size over the top ``levels`` levels, bid then ask added
+    level by level as :func:`_depth` does in batch."""
+    key = (side, levels)
+    found = sums.get(key)
+    if found is None:
+        found = (_sum(bs, levels) if side == 0 else _sum(az, levels) if side == 1
+                 else _cached_sum(sums, bs, az, levels, 0) + _cached_sum(sums, bs, az, levels, 1))
+        sums[key] = found
+    return found
 
 
 def _sum(sizes: list[float], levels: int) -> float:
@@ -210,6 +243,11 @@ class FileBookFeed:
             self._next = k
 
 
+@functools.lru_cache(maxsize=4096)
+def _day_ns(day: str) -> int:
+    return int(np.datetime64(day, "ns").astype(np.int64))
+
+
 def _stamp_ns(ts: Any, tz_aware: bool, source: str) -> int:
     """UTC nanoseconds of a bar stamp (an ISO string from the engine, or a Timestamp)."""
     if isinstance(ts, str):
@@ -218,6 +256,12 @@ def _stamp_ns(ts: Any, tz_aware: bool, source: str) -> int:
         naive = ts[:-6] if ts.endswith("+00:00") else ts
         if "+" not in naive and "Z" not in naive and naive.count("-") == 2:
             _check_tz(naive is not ts, tz_aware, source)
+            if len(naive) in (19, 26) and naive[10] == "T" and naive[13] == naive[16] == ":" and (
+                    len(naive) == 19 or naive[19] == "."):
+                # YYYY-MM-DDTHH:MM:SS[.ffffff]: the day parsed once (cached), the time of day by hand
+                seconds = int(naive[11:13]) * 3600 + int(naive[14:16]) * 60 + int(naive[17:19])
+                micro = int(naive[20:26]) if len(naive) == 26 else 0
+                return _day_ns(naive[:10]) + seconds * 1_000_000_000 + micro * 1000
             return int(np.datetime64(naive, "ns").astype(np.int64))
     stamp = ts if isinstance(ts, pd.Timestamp) else pd.Timestamp(ts)
     aware = stamp.tzinfo is not None
@@ -244,6 +288,9 @@ class PipelineStream:
         self._book = BookFeatures([specs[j] for j in self._book_cols], tz_aware=book.tz_aware, source=book.source)
         self._feed = FileBookFeed(book, self._book)
         self._warmups = np.array([s.warmup for s in specs])
+        # the usual layout, bar features then book features: plain slices instead of index lists
+        k = len(self._bar_cols)
+        self._split = k if self._bar_cols == list(range(k)) and self._book_cols == list(range(k, len(specs))) else -1
         self._out = np.full(len(specs), np.nan)
         self._seen = 0
 
@@ -257,16 +304,24 @@ class PipelineStream:
 
     def update(self, ts: Any, o: float, h: float, low: float, c: float, v: float) -> np.ndarray:
         out = self._out
+        k = self._split
         if self._bars is not None:
-            out[self._bar_cols] = self._bars.update(ts, o, h, low, c, v)
+            if k >= 0:
+                out[:k] = self._bars.update(ts, o, h, low, c, v)
+            else:
+                out[self._bar_cols] = self._bars.update(ts, o, h, low, c, v)
         elif not (MIN_PRICE <= min(o, h, low, c) and max(o, h, low, c) <= MAX_PRICE and 0 <= v <= MAX_VOLUME):
             _bad(self._seen, ts, o, h, low, c, v)  # what the bar evaluator refuses, refused here too
         t = _stamp_ns(ts, self.book.tz_aware, self.book.source)
         self._feed.advance(t)
         row = self._book.on_bar(t, c)
-        out[self._book_cols] = row
+        if k >= 0:
+            out[k:] = row
+        else:
+            out[self._book_cols] = row
         self._seen += 1
-        out[self._warmups >= self._seen] = math.nan  # inside a feature's declared warm-up
+        if self._seen <= self.warmup:
+            out[self._warmups >= self._seen] = math.nan  # inside a feature's declared warm-up
         return out
 
     def run(self, o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray,

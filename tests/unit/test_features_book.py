@@ -228,3 +228,18 @@ def test_book_options_and_symbol_lookup(tmp_path: Path) -> None:
     assert len(book_for({"syn": str(odd)}, "SYN", ["f"], where="--book")) == 3  # symbols match case-insensitively
     with pytest.raises(FeatureError, match=r"snapshots for SYN, but --book names only AAPL; pass --book SYN=PATH"):
         book_for({"AAPL": str(odd)}, "SYN", ["f"], where="--book")
+
+
+def test_the_engine_stamps_parse_as_pandas_parses_them() -> None:
+    from aitrader.features.book import _stamp_ns
+    from aitrader.trading.sources import iso_strings
+
+    ns = np.random.default_rng(0).integers(0, 4 * 10**18, 500)
+    for stamps in (ns, ns - ns % 10**9):  # with and without sub-second parts
+        for tz in (None, "UTC"):
+            idx = pd.DatetimeIndex(stamps.astype("datetime64[ns]"), tz=tz)
+            text, _ = iso_strings(idx)
+            expected = [pd.Timestamp(t).tz_convert("UTC").value if tz else pd.Timestamp(t).value for t in text]
+            assert [_stamp_ns(t, tz is not None, "x") for t in text] == expected
+    assert _stamp_ns("2024-01-02T05:00:00-05:00", True, "x") == pd.Timestamp("2024-01-02T10:00:00Z").value
+    assert _stamp_ns(pd.Timestamp("2024-01-02"), False, "x") == pd.Timestamp("2024-01-02").value
