@@ -81,6 +81,9 @@ class DataSection(StrictModel):
     path: Str | None = Field(None, min_length=1)  # None: the built-in sample
     symbol: Str | None = Field(None, min_length=1)  # None: AAPL for the sample; a data file names its own
     repair: bool = False
+    # Order-book snapshots for book features (docs/orderbook.md): a file, or {SYMBOL: file}.
+    book: (Annotated[Str, Field(min_length=1)]
+           | dict[Annotated[Str, Field(min_length=1)], Annotated[Str, Field(min_length=1)]] | None) = None
 
 
 class FeaturesSection(StrictModel):

@@ -127,6 +127,7 @@ def check_feature_kind(kind: Any, params: dict[str, Any] | None = None, *, warmu
 
     A fitted kind (``vol_regime``, ``hmm_regime_p``, ``anomaly_score``) is first fitted on the first
     half of each seed's bars, as ``aitrader train`` fits on training rows, then checked the same way.
+    An order-book kind gets seeded snapshots aligned to the bars (:func:`aitrader.data.synthetic.generate_book`).
     """
     from aitrader import plugins
     from aitrader.features.kinds import KINDS, FeatureKind, check_params, get_kind, plugin_kind_problem
@@ -165,17 +166,30 @@ def check_feature_kind(kind: Any, params: dict[str, Any] | None = None, *, warmu
             report["definitions"].append({"params": p, "warmup": wu})
             for seed in seeds:
                 bars = contract_bars(n, seed)
-                checked = pipeline
-                if pipeline.fitted_specs:  # a fitted kind: learn its parameters on the first half only
-                    try:
-                        checked = pipeline.fit(bars, np.arange(len(bars) // 2))
-                    except Exception as exc:  # noqa: BLE001 - a failing fit is a broken contract
-                        problems.add(f"{where}, seed {seed}: fit on the first {len(bars) // 2} bars failed: "
-                                     f"{type(exc).__name__}: {exc}")
-                        continue
+                checked = _prepared(pipeline, bars, seed, f"{where}, seed {seed}", problems)
+                if checked is None:
+                    continue
                 _check_definition(checked, bars, f"{where}, seed {seed}", problems, report)
     problems.raise_if_any()
     return report
+
+
+def _prepared(pipeline: Any, bars: pd.DataFrame, seed: int, where: str, problems: _Problems) -> Any:
+    """The pipeline ready to evaluate ``bars``: an order-book kind gets seeded snapshots aligned to the
+    bars, with none missing (a stale book is NaN by design; staleness has its own tests); a fitted kind
+    is fitted on the first half of the bars, as ``aitrader train`` fits on training rows. None (and a
+    problem recorded) when the fit fails."""
+    if pipeline.needs_book:
+        from aitrader.data.synthetic import generate_book
+
+        pipeline = pipeline.with_book(generate_book(bars, seed=seed, missing=0.0))
+    if not pipeline.fitted_specs:
+        return pipeline
+    try:
+        return pipeline.fit(bars, np.arange(len(bars) // 2))
+    except Exception as exc:  # noqa: BLE001 - a failing fit is a broken contract
+        problems.add(f"{where}: fit on the first {len(bars) // 2} bars failed: {type(exc).__name__}: {exc}")
+        return None
 
 
 def _check_definition(pipeline: Any, bars: pd.DataFrame, where: str, problems: _Problems,

@@ -50,16 +50,19 @@ def backtest_cmd(
     report: str | None = typer.Option(
         None, "--report", help="Also write the HTML tearsheet (equity vs buy-and-hold, drawdown, monthly returns, "
         "trades on price, rolling IC, importance, drift) to this file."),
+    book: list[str] = typer.Option(None, "--book", help="Order-book snapshots for models with book features: "
+                                   "SYMBOL=PATH (repeatable) or one PATH (docs/orderbook.md)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Backtest models on their unseen bars with the paper-trade engine: performance vs buy-and-hold, trades."""
+    from aitrader.features.book import parse_book_options
     from aitrader.trading.backtest import run_backtest
 
     view = "live" if sys.stdout.isatty() and not json_out else "none"
     result = run_backtest(models=model or None, data=data or None, config_path=config, registry_root=registry,
                           start=start, end=end, allow_in_sample=allow_in_sample,
                           allow_symbol_mismatch=allow_symbol_mismatch, out_run=out_run, runs_dir=runs_dir, view=view,
-                          report=report)
+                          report=report, books=parse_book_options(book))
     if json_out:
         print_json(result)
         return

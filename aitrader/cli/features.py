@@ -20,6 +20,7 @@ class Group(StrEnum):
     indicator = "indicator"
     signal = "signal"
     ml = "ml"
+    book = "book"
 
 
 class Mode(StrEnum):
@@ -70,14 +71,17 @@ def build_command(
     repair: bool = typer.Option(False, "--repair", help="Drop invalid rows, sort, keep the last duplicate "
                                 "(as `data check --repair`) instead of refusing the data."),
     config: str | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    book: list[str] = typer.Option(None, "--book", help="Order-book snapshots for book features: PATH or "
+                                   "SYMBOL=PATH (docs/orderbook.md)."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as one JSON document."),
 ) -> None:
     """Compute features over a bar file and write them to parquet (index timestamp, NaN during warm-up)."""
+    from aitrader.features.book import parse_book_options
     from aitrader.features.build import build_features
 
     names = [n.strip() for n in features.split(",") if n.strip()] if features else None
     summary = build_features(data, out, names=names, mode=mode.value, symbol=symbol, registry_path=config,
-                             repair=repair)
+                             repair=repair, book=parse_book_options(book))
     if as_json:
         print_json(summary)
     else:

@@ -45,16 +45,20 @@ def paper_trade_cmd(
     allow_symbol_mismatch: bool = typer.Option(False, "--allow-symbol-mismatch", help=MISMATCH_HELP),
     model_endpoint: str | None = typer.Option(
         None, "--model-endpoint", help="Predict through this aitrader serve (tcp://HOST:PORT) instead of in-process."),
+    book: list[str] = typer.Option(None, "--book", help="Order-book snapshots for models with book features: "
+                                   "SYMBOL=PATH (repeatable) or one PATH (docs/orderbook.md)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
+    from aitrader.features.book import parse_book_options
     from aitrader.trading.service import paper_trade
 
     view = "live" if sys.stdout.isatty() and not json_out else "log"
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
                           view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,
-                          allow_symbol_mismatch=allow_symbol_mismatch, pin=pin, model_endpoint=model_endpoint)
+                          allow_symbol_mismatch=allow_symbol_mismatch, pin=pin, model_endpoint=model_endpoint,
+                          books=parse_book_options(book))
     _render(summary, json_out, "paper-trade")
 
 

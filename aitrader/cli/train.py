@@ -45,6 +45,8 @@ def train_command(
                                       "artifact (ridge, random_forest) as trusted, so it can be deployed."),
     onnx: bool | None = typer.Option(None, "--onnx/--no-onnx", help="Export model.onnx (kept only if it "
                                      "matches the native model on the holdout; default: train.yaml onnx.export)."),
+    book: list[str] = typer.Option(None, "--book", help="Order-book snapshots for book features: PATH, or "
+                                   "SYMBOL=PATH (docs/orderbook.md); default: data.book of the config."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON document."),
     trading_config: str | None = typer.Option(None, "--trading-config", help="Trading config whose execution "
                                               "(costs, position_size, min_confidence, risk limits) the holdout "
@@ -66,8 +68,10 @@ def train_command(
                         trading_config=trading_config, executor=executor, jobs=jobs, scheduler=scheduler,
                         registry_root=registry, trust_pickle=trust_pickle)
         return
+    from aitrader.features.book import parse_book_options
+
     cfg = override_config(load_train_config(config), data=data, symbol=symbol, model=model, features=names,
-                          horizon=horizon, task=task, onnx=onnx)
+                          horizon=horizon, task=task, onnx=onnx, book=parse_book_options(book))
     if cfg.features.names:  # cheap checks first: a feature typo is named before the data or --out is looked at
         from aitrader.features.registry import FeatureRegistry
 

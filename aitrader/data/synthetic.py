@@ -23,6 +23,8 @@ bars take well under a second.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -153,3 +155,73 @@ def generate_bars(
     )
     df.attrs.update({"symbol": "SYN", "source": f"synthetic(seed={seed})", "repaired_rows": 0})
     return df
+
+
+def generate_book(
+    bars: pd.DataFrame,
+    *,
+    seed: int = 0,
+    levels: int = 5,
+    per_bar: int = 4,
+    spread_bps: float = 4.0,
+    missing: float = 0.05,
+    signal: float = 0.5,
+) -> Any:
+    """Seeded order-book snapshots aligned to ``bars`` (an :class:`aitrader.data.book.Book`).
+
+    Bar ``i`` (stamped ``t_i``, spacing ``d``) gets ``per_bar`` snapshots at ``t_i - j * d / per_bar``
+    for ``j = per_bar - 1 .. 0``: the last one at the bar's own stamp, its mid within a fraction of the
+    spread of the close, the earlier ones on the straight line from the open to the close. A share
+    ``missing`` of the bars gets no snapshot at all (the book then ages past a short staleness limit).
+    The spread is ``spread_bps`` on average (lognormal), levels are 1 to 3 ticks apart (a tick is 1 bp of
+    the mid) and sizes lognormal; ``signal`` tilts the top-of-book sizes toward the side of the next
+    bar's return (a synthetic order-flow lead, so a model has something to find in the book), ``0`` makes
+    the sizes pure noise. Always a valid book: sorted levels, positive sizes, bid < ask.
+    """
+    from aitrader.data.book import MAX_LEVELS, Book
+
+    if not 1 <= levels <= MAX_LEVELS:
+        raise DataError(f"generate_book: levels must be in 1..{MAX_LEVELS}, got {levels!r}")
+    if per_bar < 1 or not 0 <= missing < 1 or not spread_bps > 0 or not 0 <= signal < 1:
+        raise DataError("generate_book: per_bar >= 1, 0 <= missing < 1, spread_bps > 0 and 0 <= signal < 1 are "
+                        f"required, got per_bar={per_bar!r} missing={missing!r} spread_bps={spread_bps!r} "
+                        f"signal={signal!r}")
+    n = len(bars)
+    if n < 2:
+        raise DataError("generate_book: needs at least 2 bars (the spacing of the snapshots comes from them)")
+    rng = np.random.default_rng(seed)
+    idx = pd.DatetimeIndex(bars.index)
+    tz_aware = idx.tz is not None
+    ns = (idx.tz_convert("UTC").tz_localize(None) if tz_aware else idx).as_unit("ns").asi8
+    step = int(np.median(np.diff(ns))) // per_bar
+    if step <= 0:
+        raise DataError("generate_book: the bars' spacing is too small for per_bar snapshots a bar")
+    o = bars["open"].to_numpy(dtype="float64")
+    c = bars["close"].to_numpy(dtype="float64")
+    keep = rng.random(n) >= missing
+    keep[0] = True
+    j = np.arange(per_bar - 1, -1, -1)  # the last snapshot of a bar is at its stamp
+    frac = 1.0 - j / per_bar  # share of the way from the open to the close
+    rows_bar = np.repeat(np.flatnonzero(keep), per_bar)
+    rows_j = np.tile(np.arange(per_bar), int(keep.sum()))
+    ts = ns[rows_bar] - j[rows_j] * step
+    m = len(ts)
+    half = 0.5 * spread_bps * 1e-4 * np.exp(0.25 * rng.standard_normal(m))  # half spread, fraction of mid
+    mid_line = o[rows_bar] + (c[rows_bar] - o[rows_bar]) * frac[rows_j]
+    mid = mid_line * (1.0 + 0.5 * half * rng.uniform(-1.0, 1.0, m))
+    nxt = np.concatenate([np.log(c[1:] / c[:-1]), [0.0]])
+    z = nxt / max(float(np.std(nxt)), 1e-12)
+    tilt = signal * np.tanh(z[rows_bar])  # in (-signal, signal)
+    gaps = 1e-4 * rng.integers(1, 4, size=(m, 2, levels - 1)) if levels > 1 else np.zeros((m, 2, 0))
+    bid_px = np.empty((m, levels))
+    ask_px = np.empty((m, levels))
+    bid_px[:, 0] = mid * (1.0 - half)
+    ask_px[:, 0] = mid * (1.0 + half)
+    if levels > 1:
+        bid_px[:, 1:] = bid_px[:, :1] * (1.0 - np.cumsum(gaps[:, 0], axis=1))
+        ask_px[:, 1:] = ask_px[:, :1] * (1.0 + np.cumsum(gaps[:, 1], axis=1))
+    depth = 100.0 * np.exp(0.5 * rng.standard_normal((m, 2, levels))) * (1.0 + 0.3 * np.arange(levels))
+    bid_sz = np.round(depth[:, 0] * np.where(np.arange(levels) == 0, 1.0 + tilt[:, None], 1.0), 0) + 1.0
+    ask_sz = np.round(depth[:, 1] * np.where(np.arange(levels) == 0, 1.0 - tilt[:, None], 1.0), 0) + 1.0
+    return Book(ts_ns=ts.astype(np.int64), bid_px=bid_px, bid_sz=bid_sz, ask_px=ask_px, ask_sz=ask_sz,
+                tz_aware=tz_aware, source=f"synthetic_book(seed={seed})")

@@ -24,13 +24,14 @@ BUILD_CHUNK = 262_144
 
 def build_features(data: str | Path, out: str | Path, *, names: list[str] | None = None, mode: Mode = "batch",
                    symbol: str | None = None, registry_path: str | Path | None = None,
-                   repair: bool = False) -> dict[str, Any]:
+                   repair: bool = False, book: str | dict[str, str] | None = None) -> dict[str, Any]:
     """Compute features over a bar file and write them to ``out`` (parquet, index ``timestamp``).
 
     ``mode="streaming"`` runs the streaming evaluator bar by bar; it writes the same columns and
     (to float rounding) the same values as ``"batch"``. ``repair`` loads the bars as
     ``aitrader data check --repair`` would (bad rows dropped, sorted, duplicates collapsed).
-    Returns a summary for the CLI.
+    ``book``: order-book snapshots for book features (``--book``; docs/orderbook.md); such a
+    pipeline is evaluated whole (not in chunks). Returns a summary for the CLI.
     """
     from aitrader.data import load_bars
 
@@ -49,6 +50,11 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     bars = load_bars(data, symbol=symbol, repair=repair)
     if len(bars) == 0:
         raise DataError(f"{data}: no bars to compute features from")
+    if pipeline.needs_book:
+        from aitrader.features.book import book_for
+
+        pipeline.with_book(book_for(book, str(bars.attrs.get("symbol") or ""), pipeline.book_features,
+                                    where="--book"))
     log.info("computing %d features (%s, warm-up %d bars) over %d bars", len(pipeline.names), mode,
              pipeline.warmup, len(bars))
     started = time.perf_counter()
@@ -57,10 +63,10 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        if mode == "batch":
+        if mode == "batch" and not pipeline.needs_book:
             rows, ready = _write_chunked(pipeline, bars, tmp)
         else:
-            frame = pipeline.transform_streaming(bars)
+            frame = pipeline.transform(bars) if mode == "batch" else pipeline.transform_streaming(bars)
             frame.index.name = "timestamp"
             frame.to_parquet(tmp, engine="pyarrow")
             rows, ready = len(frame), int(frame.notna().all(axis=1).sum())

@@ -199,6 +199,28 @@ def all_kinds() -> dict[str, Kind]:
     return {**KINDS, **plugin_kinds()}
 
 
+_MAX_AGE = {"max_age": Param(float, 0.0)}  # seconds a snapshot stays usable after its timestamp
+_LEVELS = {"levels": Param(int, 1)}
+
+#: Order-book kinds (aitrader.features.book): they read depth-of-market snapshots aligned to each bar's
+#: close (the last snapshot at or before the bar's stamp, NaN when it is older than ``max_age`` seconds).
+BOOK_KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("book_spread_bps", "quoted spread 1e4 (ask_1 - bid_1) / mid, mid = (bid_1 + ask_1) / 2", _MAX_AGE),
+        Kind("book_mid", "mid price (bid_1 + ask_1) / 2 (relative_to: none), or 1e4 (mid / close - 1) (close)",
+             {**_MAX_AGE, "relative_to": Param(str, choices=("none", "close"))}),
+        Kind("book_microprice", "1e4 (microprice / mid - 1), microprice = (bid_1 ask_sz_1 + ask_1 bid_sz_1) / "
+             "(bid_sz_1 + ask_sz_1)", _MAX_AGE),
+        Kind("book_imbalance", "(bid depth - ask depth) / (bid depth + ask depth) over the top `levels` levels "
+             "(levels 1: top of book)", {**_MAX_AGE, **_LEVELS}),
+        Kind("book_depth_change", "D[t] / D[t - window] - 1, D = bid + ask size over the top `levels` levels of the "
+             "snapshot aligned to each bar", {**_MAX_AGE, **_LEVELS, "window": Param(int, 1)}, _w, _w),
+    )
+}
+KINDS.update(BOOK_KINDS)
+
+
 def check_params(kind: Kind, params: dict[str, Any]) -> list[str]:
     """Problems with ``params`` for ``kind`` as ``key: message`` strings (empty when valid)."""
     problems = [f"{key}: unknown parameter for kind {kind.name}; expected {sorted(kind.params) or 'none'}"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from aitrader.data.validate import MAX_PRICE, MAX_VOLUME, MIN_PRICE
-from aitrader.errors import DataError, FeatureMismatchError
+from aitrader.errors import DataError, FeatureError, FeatureMismatchError
 from aitrader.features import batch
 from aitrader.features import fitted as fitted_mod
 from aitrader.features.kinds import KINDS
@@ -23,6 +23,12 @@ COLUMNS = ("open", "high", "low", "close", "volume")
 def _canon(params: Any) -> str:
     return json.dumps(params, sort_keys=True)
 
+
+
+def _book_kinds() -> Any:
+    from aitrader.features.kinds import BOOK_KINDS
+
+    return BOOK_KINDS
 
 
 def _is_fitted(kind: str) -> bool:
@@ -47,6 +53,8 @@ class FeaturePipeline:
                 self.specs.append(spec)
         if not self.specs:
             raise FeatureMismatchError("no features selected; name at least one feature or use the default set")
+        #: Order-book snapshots for the book features (docs/orderbook.md); set with :meth:`with_book`.
+        self.book: Any = None
         self._layout()
         #: Fitted parameters by feature name (``fitted.entry`` records); None until :meth:`fit`.
         self.fitted_params: dict[str, dict[str, Any]] | None = None
@@ -106,7 +114,21 @@ class FeaturePipeline:
 
     def base_matrix(self, bars: pd.DataFrame) -> np.ndarray:
         """Batch values of :attr:`base_specs` (plain features and fitted features' inputs) over ``bars``."""
-        return batch.compute(self.base_specs, *validate_bars(bars))
+        return self._base_values(bars, validate_bars(bars))
+
+    def _base_values(self, bars: pd.DataFrame, arrays: Any) -> np.ndarray:
+        if any(s.kind in _book_kinds() for s in self.base_specs):
+            from aitrader.features import book
+
+            return book.transform(self.base_specs, bars, arrays, self._require_book())  # type: ignore[no-any-return]
+        return batch.compute(self.base_specs, *arrays)
+
+    def _base_stream(self, buffer_size: int) -> Any:
+        if any(s.kind in _book_kinds() for s in self.base_specs):
+            from aitrader.features.book import PipelineStream
+
+            return PipelineStream(self.base_specs, buffer_size, self._require_book())
+        return StreamingFeatures(self.base_specs, buffer_size)
 
     def fit(self, bars: pd.DataFrame, rows: np.ndarray) -> FeaturePipeline:
         """A copy of this pipeline with its fitted features learned on bar positions ``rows`` only."""
@@ -116,7 +138,7 @@ class FeaturePipeline:
         """:meth:`fit` from a :meth:`base_matrix` already computed (the trainer fits once per fold)."""
         params = {s.name: fitted_mod.entry(s, fitted_mod.fit_one(s, base[:, self._inputs[s.name]], rows))
                   for s in self.fitted_specs}
-        return FeaturePipeline(self.names, self.registry, params)
+        return FeaturePipeline(self.names, self.registry, params).with_book(self.book)
 
     def assemble(self, base: np.ndarray, *, placeholder: bool = False) -> np.ndarray:
         """Output matrix (``names`` order) from a :meth:`base_matrix`. ``placeholder``: an unfitted
@@ -162,11 +184,37 @@ class FeaturePipeline:
     def spec_hash(self) -> str:
         return spec_hash(self.specs)
 
+    @property
+    def book_features(self) -> list[str]:
+        """Names of the features that read order-book snapshots (empty: bars alone suffice)."""
+        from aitrader.features.kinds import BOOK_KINDS
+
+        return [s.name for s in self.specs if s.kind in BOOK_KINDS]
+
+    @property
+    def needs_book(self) -> bool:
+        return bool(self.book_features)
+
+    def with_book(self, book: Any) -> FeaturePipeline:
+        """Give the book features their snapshots (an :class:`aitrader.data.book.Book`); returns self."""
+        self.book = book
+        return self
+
+    def _require_book(self) -> Any:
+        if self.book is None:
+            from aitrader.features.book import NEEDS_BOOK
+
+            raise FeatureError(f"order-book features ({', '.join(self.book_features)}) {NEEDS_BOOK}")
+        return self.book
+
     def contract(self) -> dict[str, Any]:
-        """What a model trained on this pipeline records: names, params, warm-up and spec hash, and
-        with fitted features the parameters file and its SHA256 (``fitted``)."""
+        """What a model trained on this pipeline records: names, params, warm-up and spec hash, with
+        fitted features the parameters file and its SHA256 (``fitted``), and ``inputs: [bars, book]``
+        when some feature reads order-book snapshots."""
         out: dict[str, Any] = {"names": self.names, "params": {s.name: dict(s.params) for s in self.specs},
                                "warmup": self.warmup, "spec_hash": self.spec_hash}
+        if self.needs_book:
+            out["inputs"] = ["bars", "book"]
         if self.fitted_specs:
             self._require_fitted()
             assert self.fitted_params is not None
@@ -235,7 +283,11 @@ class FeaturePipeline:
         arrays = validate_bars(bars)
         if self.fitted_specs:
             self._require_fitted()
-            values = self.assemble(batch.compute(self.base_specs, *arrays))
+            values = self.assemble(self._base_values(bars, arrays))
+        elif self.needs_book:
+            from aitrader.features import book
+
+            values = book.transform(self.specs, bars, arrays, self._require_book())
         else:
             values = batch.compute(self.specs, *arrays)
         # copy=False: the fresh Fortran-ordered matrix becomes the frame's block as it is (pandas 3
@@ -248,8 +300,12 @@ class FeaturePipeline:
             self._require_fitted()
             assert self.fitted_params is not None
             return fitted_mod.FittedStreamingFeatures(
-                StreamingFeatures(self.base_specs, buffer_size), self.specs, self._plain_col, self._inputs,
+                self._base_stream(buffer_size), self.specs, self._plain_col, self._inputs,
                 [fitted_mod.evaluator(s, self.fitted_params[s.name]["values"]) for s in self.fitted_specs])
+        if self.needs_book:
+            from aitrader.features.book import PipelineStream
+
+            return PipelineStream(self.specs, buffer_size, self._require_book())  # type: ignore[return-value]
         return StreamingFeatures(self.specs, buffer_size)
 
     def transform_streaming(self, bars: pd.DataFrame, buffer_size: int = 500) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from aitrader.config import FEATURES_CONFIG, read_yaml, resolve_config_path
 from aitrader.errors import FeatureError
 from aitrader.features.kinds import Kind, all_kinds, check_params, get_kind, plugin_kinds
 
-GROUPS = ("price", "volume", "indicator", "signal", "ml")
+GROUPS = ("price", "volume", "indicator", "signal", "ml", "book")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FIELDS = {"name", "description", "group", "kind", "aliases", "params", "warmup", "metadata", "default"}
 _REQUIRED = ("name", "description", "group", "kind", "params", "warmup", "metadata")

@@ -31,7 +31,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
                  registry_root: str | None = None, start: str | None = None, end: str | None = None,
                  allow_in_sample: bool = False, allow_symbol_mismatch: bool = False,
                  out_run: str | None = None, runs_dir: str = "runs", view: str = "none",
-                 report: str | None = None) -> dict[str, Any]:
+                 report: str | None = None, books: str | dict[str, str] | None = None) -> dict[str, Any]:
     """Replay, then report: ``{"run": paper-trade summary, "performance": {...}, "trades": [...]}``.
 
     ``report``: also write the HTML tearsheet there (:func:`aitrader.monitoring.tearsheet.write_tearsheet`,
@@ -45,7 +45,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
             config_path=config_path, data=data, run_id=out_run or "backtest", state_dir=tmp,
             registry_root=registry_root, runs_dir=runs_dir, view=view, start=start, end=end,
             allow_in_sample=allow_in_sample, models=models, allow_symbol_mismatch=allow_symbol_mismatch,
-            collect=collect,
+            collect=collect, books=books,
         )
         run_dir = Path(summary["state_dir"])
         trades = run_trades(run_dir, collect.get("frames"))

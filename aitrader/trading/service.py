@@ -79,13 +79,15 @@ def trained_symbol(manifest: dict[str, Any]) -> str | None:
 
 def load_models(
     cfg: TradingConfig, registry_root: str | None, saved: list[dict[str, Any]] | None = None, *,
-    source: str = "", allow_symbol_mismatch: bool = False,
+    source: str = "", allow_symbol_mismatch: bool = False, books: str | dict[str, str] | None = None,
 ) -> list[ModelSpec]:
     """Verified models of the config's enabled entries (the production version, or the run's own on resume).
 
     ``source`` (e.g. "from config/ml_trading_config.yaml") names where the entries came from in errors.
     A model configured for another symbol than the one it was trained on is refused unless
     ``allow_symbol_mismatch``; an entry with symbol :data:`SYMBOL_FROM_MANIFEST` takes the trained one.
+    ``books``: order-book snapshots (``--book``: a path, or {SYMBOL: path}) for models whose feature
+    contract reads them (docs/orderbook.md); such a model without its symbol's snapshots is refused.
     """
     from aitrader.errors import ModelNotFoundError
     from aitrader.features import FeaturePipeline
@@ -134,6 +136,10 @@ def load_models(
                 f"{str(prior['digest'])[:12]}; resume needs the same model files"
             )
         pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], folder=loaded.path)
+        if pipeline.needs_book:
+            from aitrader.features.book import book_for
+
+            pipeline.with_book(book_for(books, symbol, pipeline.book_features, where="--book"))
         runner = loaded.runner
         warm_up(runner, len(pipeline.names))
         specs.append(ModelSpec(
@@ -478,6 +484,7 @@ def paper_trade(
     allow_symbol_mismatch: bool = False,
     collect: dict[str, Any] | None = None,
     model_endpoint: str | None = None,
+    books: str | dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
@@ -514,12 +521,13 @@ def paper_trade(
             raise TradingError("--model cannot change a resumed run; it continues with the models it started with")
         cfg, request, saved_models = _resumed_config(saved, run_dir)
         data, follow = request.get("data"), bool(request.get("follow"))
+        books = books if books is not None else request.get("book")
         pin = pin or bool(request.get("pin"))
         if "allow_in_sample" in request:
             window = Window(request.get("from"), request.get("to"), bool(request.get("allow_in_sample")))
         else:  # a run started before windows existed replayed all of --data (the sample: after training)
             window = Window(allow_in_sample=bool(data))
-        specs = load_models(cfg, registry_root, saved_models)
+        specs = load_models(cfg, registry_root, saved_models, books=books)
         rid = str(saved.get("run_id") or run_dir.name)
     else:
         from aitrader.config import TRADING_CONFIG, resolve_config_path
@@ -533,14 +541,19 @@ def paper_trade(
             cfg, origin = with_models(cfg, models, data), "from --model"
         rid = validate_run_id(run_id) if run_id is not None else new_run_id()
         run_dir = Path(state_dir) if state_dir else Path(runs_dir) / rid
-        specs = load_models(cfg, registry_root, source=origin, allow_symbol_mismatch=allow_symbol_mismatch)
+        specs = load_models(cfg, registry_root, source=origin, allow_symbol_mismatch=allow_symbol_mismatch,
+                            books=books)
         cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
     opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)
+    books = {k: str(Path(v).resolve()) for k, v in books.items()} if isinstance(books, dict) else (
+        str(Path(books).resolve()) if books else None)
     meta: dict[str, Any] = {"request": {"data": data, "follow": follow, **window.to_dict(), "pin": pin}}
+    if books:
+        meta["request"]["book"] = books  # a resumed run re-reads the same snapshots
     if follow:
         if not pin:
             from aitrader.trading.swap import RegistrySource, SwapSettings

@@ -111,10 +111,12 @@ def override_config(cfg: TrainConfig, **flags: Any) -> TrainConfig:
         raw["model"]["params"] = {}
     if flags.get("data") is not None and flags.get("symbol") is None:
         raw["data"]["symbol"] = None
+    if flags.get("data") is not None and flags.get("book") is None:
+        raw["data"]["book"] = None  # the config's snapshots were written for the config's bars
     paths = {
         "data": ("data", "path"), "symbol": ("data", "symbol"), "model": ("model", "kind"),
         "features": ("features", "names"), "horizon": ("target", "horizon"), "task": ("target", "task"),
-        "onnx": ("onnx", "export"),
+        "onnx": ("onnx", "export"), "book": ("data", "book"),
     }
     for key, value in flags.items():
         if value is None:
@@ -164,6 +166,10 @@ def build_dataset(cfg: TrainConfig, bars: pd.DataFrame) -> Dataset:
     from aitrader.features.targets import forward_return
 
     pipeline = FeaturePipeline(cfg.features.names or None)
+    if pipeline.needs_book:
+        from aitrader.features.book import training_book
+
+        pipeline.with_book(training_book(cfg.data.book, training_symbol(cfg, bars), pipeline.book_features))
     h = cfg.target.horizon
     base = None
     if pipeline.fitted_specs:  # placeholders mark the rows the fits will give values (fit_features)

@@ -45,7 +45,7 @@ def test_list_unknown_group_is_a_usage_error(in_tmp: Path) -> None:
     result = runner.invoke(app, ["features", "list", "--group", "magic"])
     assert result.exit_code == 2 and result.stdout == ""
     flat = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())  # rich may wrap the box
-    assert "'magic' is not one of 'price', 'volume', 'indicator', 'signal', 'ml'" in flat
+    assert "'magic' is not one of 'price', 'volume', 'indicator', 'signal', 'ml', 'book'" in flat
 
 
 def test_cli_choices_match_the_library() -> None:

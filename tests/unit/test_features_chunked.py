@@ -9,11 +9,13 @@ import pytest
 from aitrader.data.synthetic import generate_bars
 from aitrader.features import FeaturePipeline, FeatureRegistry, batch
 from aitrader.features.build import build_features
-from aitrader.features.kinds import KINDS
+from aitrader.features.kinds import BOOK_KINDS, KINDS
 from aitrader.features.pipeline import validate_bars
 
 REGISTRY = FeatureRegistry.load()
-ALL = [n for n in REGISTRY.names() if not KINDS[REGISTRY.spec(n).kind].fitted]  # fitted: not in `features build`
+# fitted: not in `features build`; book kinds: test_features_book.py
+ALL = [n for n in REGISTRY.names()
+       if not KINDS[REGISTRY.spec(n).kind].fitted and REGISTRY.spec(n).kind not in BOOK_KINDS]
 
 
 def _bars(n: int) -> pd.DataFrame:

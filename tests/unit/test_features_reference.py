@@ -9,11 +9,13 @@ import ta
 
 from aitrader.data.synthetic import generate_bars
 from aitrader.features import FeaturePipeline, FeatureRegistry
-from aitrader.features.kinds import KINDS
+from aitrader.features.kinds import BOOK_KINDS, KINDS
 
 REGISTRY = FeatureRegistry.load()
-# Fitted features (parameters learned at train time) have their own oracles: test_features_fitted.py.
-ALL = [n for n in REGISTRY.names() if not KINDS[REGISTRY.spec(n).kind].fitted]
+# Fitted features (parameters learned at train time) have their own oracles: test_features_fitted.py;
+# book kinds need snapshots: test_features_book.py.
+ALL = [n for n in REGISTRY.names()
+       if not KINDS[REGISTRY.spec(n).kind].fitted and REGISTRY.spec(n).kind not in BOOK_KINDS]
 
 
 def _sample(shared: bool, shared_path=None) -> pd.DataFrame:

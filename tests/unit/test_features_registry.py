@@ -51,9 +51,11 @@ def test_default_set_has_the_named_features(registry: FeatureRegistry) -> None:
 def test_every_kind_has_both_evaluators() -> None:
     from aitrader.features.batch import BATCH
     from aitrader.features.fitted import _EVALUATORS
+    from aitrader.features.kinds import BOOK_KINDS
     from aitrader.features.streaming import _EMIT
 
-    plain = {k for k, kind in KINDS.items() if not kind.fitted}
+    # order-book kinds have their own two evaluators (tests/unit/test_features_book.py runs each)
+    plain = {k for k, kind in KINDS.items() if not kind.fitted} - set(BOOK_KINDS)
     assert set(BATCH) == plain == set(_EMIT)
     assert {k for k, kind in KINDS.items() if kind.fitted} == set(_EVALUATORS)
 
@@ -85,7 +87,7 @@ def test_custom_file_adds_features(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"group": "magic"}, r"features\[0\] \(ret_3\)\.group: must be one of price, volume, indicator, signal, ml, "
+    ({"group": "magic"}, r"features\[0\] \(ret_3\)\.group: must be one of price, volume, indicator, signal, ml, book, "
                          r"got 'magic'"),
     ({"kind": "nope"}, r"features\[0\] \(ret_3\)\.kind: must be one of"),
     ({"params": {"window": 0}}, r"\.params\.window: must be >= 1, got 0"),
