@@ -203,6 +203,9 @@ def _register_commands() -> None:
 
     for module in (data, features, train, registry, trade, backtest, monitor, config_cmd):
         module.register(app)
+    from aitrader.cli import bus
+
+    bus.register(app)
 
 
 _register_commands()

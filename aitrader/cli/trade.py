@@ -43,11 +43,20 @@ def paper_trade_cmd(
     pin: bool = typer.Option(
         False, "--pin", help="With --follow: keep the versions the run started with (no live model swaps)."),
     allow_symbol_mismatch: bool = typer.Option(False, "--allow-symbol-mismatch", help=MISMATCH_HELP),
+    bus: str | None = typer.Option(
+        None, "--bus", help="Trade the predictions of predict-workers over Redis Streams (redis://HOST:PORT/DB or "
+        "unix:///PATH; docs/bus.md) instead of replaying --data."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
     from aitrader.trading.service import paper_trade
 
+    if bus is not None:  # the trading side of the Redis Streams pipeline (aitrader/cli/bus.py)
+        from aitrader.cli.bus import run_trader
+
+        return _render(run_trader(bus=bus, config=config, model=model or None, run_id=run_id, resume=resume,
+                                  registry=registry, runs_dir=runs_dir, state=state,
+                                  allow_in_sample=allow_in_sample), json_out, "paper-trade --bus")
     view = "live" if sys.stdout.isatty() and not json_out else "log"
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
