@@ -1,0 +1,234 @@
+"""The pipeline across processes against a real redis-server: its ledger equals the in-process one.
+
+One deployed 20-tree LightGBM, 300 daily bars. The reference is ``aitrader paper-trade`` in one
+process (the default batch replay route); each test runs ``feed``, ``predict-worker`` and
+``paper-trade --bus`` as separate processes, breaks something (a worker SIGKILLed while it holds
+the shard, the trader SIGKILLed and resumed, redis-server SIGKILLed and restarted from its AOF),
+and compares the exported fills, orders and equity byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from aitrader.cli.main import app
+from tests.bus.conftest import RedisServer, cli
+from tests.model_world import deploy_small_model
+
+runner = CliRunner()
+TABLES = ("fills", "orders", "equity")
+BARS = 300
+DAY_SPEED = "8640000"  # --speed for daily bars: 100 bars a second
+CONFIG = """
+ml_trading:
+  models:
+    - {{model_id: syn_lgbm, symbol: SYN, min_confidence: 0.6, position_size: 0.02}}
+  errors: {{prediction_timeout_ms: 5000}}
+bus:
+  prefix: {prefix}
+  lease_ms: 600
+  claim_idle_ms: 300
+  block_ms: 50
+  batch_size: {batch}
+  breaker: {{failures: 3, reset_seconds: 0.3}}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The deployed model, the bars file and the in-process run's exports (the oracle)."""
+    from aitrader.data.synthetic import generate_bars
+
+    base = tmp_path_factory.mktemp("bus_world")
+    bars = generate_bars(1400, seed=3, signal=0.3)
+    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
+    data = base / "SYN.csv"  # after the model's first unseen bar: both sides trade every bar once warm
+    bars.iloc[900:900 + BARS].rename_axis("timestamp").to_csv(data)
+    config = base / "inproc.yaml"
+    config.write_text(CONFIG.format(prefix="unused", batch=64))
+    runs = base / "runs"
+    result = runner.invoke(app, ["paper-trade", "--config", str(config), "--registry", str(registry), "--data",
+                                 f"SYN={data}", "--run-id", "ref", "--runs-dir", str(runs), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["fills"] > 5  # the comparison means something
+    return {"registry": registry, "data": data, "base": base, "reference": exports(runs, "ref")}
+
+
+def exports(runs: Path, run_id: str) -> dict[str, str]:
+    out = {}
+    for table in TABLES:
+        result = runner.invoke(app, ["export", run_id, table, "--runs-dir", str(runs)])
+        assert result.exit_code == 0, result.stderr
+        out[table] = result.stdout
+    return out
+
+
+class Pipeline:
+    """The processes of one test, in the test's own folder, on the test's own stream prefix."""
+
+    def __init__(self, world: dict[str, Any], folder: Path, url: str, prefix: str, *, batch: int = 16) -> None:
+        self.world, self.folder, self.url, self.prefix = world, folder, url, prefix
+        self.config = folder / "trading.yaml"
+        self.config.write_text(CONFIG.format(prefix=prefix, batch=batch))
+        self.env = {"AITRADER_REGISTRY": str(world["registry"])}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        proc = cli(*args, "--config", str(self.config), "--bus", self.url, cwd=self.folder, env=self.env)
+        self.procs.append(proc)
+        return proc
+
+    def feed(self, *extra: str) -> subprocess.Popen[bytes]:
+        return self.start("feed", "--json", "--data", f"SYN={self.world['data']}", *extra)
+
+    def worker(self) -> subprocess.Popen[bytes]:
+        return self.start("predict-worker", "--max-idle", "8", "--json")
+
+    def trader(self, *extra: str) -> subprocess.Popen[bytes]:
+        return self.start("paper-trade", "--json", *extra)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def count(self, stream: str) -> int:
+        try:
+            client = self.client()
+            try:
+                return int(client.xlen(f"{self.prefix}:{stream}"))
+            finally:
+                client.close()
+        except redis.ConnectionError:
+            return 0
+
+    def shard_holder(self) -> int | None:
+        """pid of the worker holding the lease of SYN's shard."""
+        import zlib
+
+        client = self.client()
+        try:
+            holder = client.get(f"{self.prefix}:lease:{zlib.crc32(b'SYN') % 4}")
+        finally:
+            client.close()
+        return int(holder.decode().rsplit("-", 1)[1]) if holder else None
+
+    def finish(self, proc: subprocess.Popen[bytes], timeout: float = 90) -> dict[str, Any]:
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        assert out.strip(), err.decode()[-3000:]
+        return json.loads(out) if out.strip() else {}
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+@pytest.fixture
+def pipeline(world: dict[str, Any], tmp_path: Path, redis_server: RedisServer, prefix: str) -> Any:
+    made: list[Pipeline] = []
+
+    def make(url: str | None = None, **kw: Any) -> Pipeline:
+        made.append(Pipeline(world, tmp_path, url or redis_server.url, prefix, **kw))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def wait_until(what: str, cond: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll ``cond`` (the timeout only bounds a hung test; nothing here measures time)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_multi_process_ledger_equals_in_process(world: dict[str, Any], pipeline: Any, tmp_path: Path) -> None:
+    p = pipeline()
+    trader = p.trader("--run-id", "bus")  # waits for the feeder's symbol announcement
+    workers = [p.worker(), p.worker()]
+    p.finish(p.feed())
+    summary = p.finish(trader)
+    assert summary["bars"] == BARS and summary["status"] == "finished"
+    assert summary["bus"]["steps"] == BARS and summary["bus"]["dead_letters"] == 0
+    assert exports(tmp_path / "runs", "bus") == world["reference"]
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+        p.finish(w)
+    assert p.count("predictions") == BARS + 1  # every bar predicted once, plus the end marker
+    assert p.count("trades") > 0 and p.count("feedback") > 0
+
+
+def test_worker_sigkilled_while_holding_the_shard(world: dict[str, Any], pipeline: Any, tmp_path: Path) -> None:
+    p = pipeline(batch=4)
+    trader = p.trader("--run-id", "bus")
+    first = p.worker()
+    feeder = p.feed("--speed", DAY_SPEED)
+    wait_until("the first worker's predictions", lambda: p.count("predictions") >= 80)
+    second = p.worker()  # joins while the first holds SYN's shard
+    holder = p.shard_holder()
+    assert holder == first.pid
+    os.kill(holder, signal.SIGKILL)
+    first.wait()
+    p.finish(feeder)
+    summary = p.finish(trader)
+    assert summary["bars"] == BARS
+    assert exports(tmp_path / "runs", "bus") == world["reference"]
+    second.send_signal(signal.SIGTERM)
+    stats = p.finish(second)
+    assert stats["recovered"] >= 1 and stats["warmed"] >= 80  # it rebuilt the features of the dead one
+
+
+def test_trader_sigkilled_then_resumed(world: dict[str, Any], pipeline: Any, tmp_path: Path) -> None:
+    from aitrader.trading.ledger import ledger_content
+
+    p = pipeline()
+    trader = p.trader("--run-id", "bus")
+    p.worker()
+    feeder = p.feed("--speed", DAY_SPEED)
+    ledger = tmp_path / "runs" / "bus" / "ledger.db"
+
+    def cursor() -> int:
+        try:
+            rows = ledger_content(ledger)["cursors"] if ledger.is_file() else []
+        except Exception:  # noqa: BLE001 - the trader may be writing the file right now
+            return -1
+        return int(rows[0][1]) if rows else -1
+
+    wait_until("the trader's cursor", lambda: cursor() >= 100)
+    trader.send_signal(signal.SIGKILL)
+    trader.wait()
+    p.finish(feeder)
+    summary = p.finish(p.trader("--resume", "bus"))
+    assert summary["bars"] == BARS and summary["status"] == "finished"
+    assert exports(tmp_path / "runs", "bus") == world["reference"]
+
+
+def test_redis_server_killed_and_restarted(world: dict[str, Any], pipeline: Any, tmp_path: Path,
+                                           restartable_redis: RedisServer) -> None:
+    p = pipeline(url=restartable_redis.url)
+    trader = p.trader("--run-id", "bus")
+    p.worker()
+    feeder = p.feed("--speed", DAY_SPEED)
+    wait_until("predictions before the crash", lambda: p.count("predictions") >= 100)
+    restartable_redis.kill()
+    time.sleep(0.3)  # the processes see the server gone and retry with backoff
+    restartable_redis.start()  # replays its append-only file
+    p.finish(feeder)
+    summary = p.finish(trader)
+    assert summary["bars"] == BARS
+    assert exports(tmp_path / "runs", "bus") == world["reference"]
