@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
@@ -23,10 +23,10 @@ from aitrader.bus.settings import BusSection, connection_kwargs, redacted
 from aitrader.errors import BusError
 
 log = logging.getLogger("aitrader.bus")
-T = TypeVar("T")
 Entry = tuple[str, str, dict[bytes, bytes]]  # stream, entry id, fields
 # What a dead or restarting server looks like from redis-py (BusyLoadingError: replaying its AOF).
-TRANSIENT: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+TRANSIENT: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+RETRYABLE: tuple[type[Exception], ...] = (BusError, *TRANSIENT)
 
 
 class BusStopped(Exception):
@@ -75,7 +75,7 @@ class Bus:
         self.url = redacted(kwargs["url"])
         self.cfg = cfg
         try:
-            self.redis = client or redis.Redis.from_url(
+            self.redis: Any = client or redis.Redis.from_url(
                 **kwargs, socket_timeout=max(5.0, cfg.block_ms / 1000 + 2), socket_connect_timeout=2.0,
                 health_check_interval=0)
         except ValueError as exc:
@@ -102,7 +102,7 @@ class Bus:
         return zlib.crc32(symbol.encode()) % self.cfg.shards
 
     # ------------------------------------------------------------------ calls
-    def call(self, fn: Callable[[redis.Redis], T], *, retry: bool = True) -> T:
+    def call(self, fn: Callable[..., Any], *, retry: bool = True) -> Any:
         """``fn(redis)`` through the breaker; transient failures retried with backoff until it works
         (or :class:`BusStopped` once ``stop`` is set). ``retry=False``: one try, the error raised."""
         delay = 0.05
@@ -171,7 +171,7 @@ class Bus:
             try:
                 self.call(lambda r, items=items: self._xadd(r.pipeline(transaction=False), items).execute(),
                           retry=block)
-            except (BusError, *TRANSIENT):
+            except RETRYABLE:
                 return
             for _ in items:
                 self.buffer.popleft()
@@ -268,7 +268,7 @@ class Bus:
         alert = {FIELD: encode(ALERT, f"dlq:{stream}:{entry_id}", self.name,
                                {"reason": "dead_letter", "stream": stream, "entry": entry_id, "detail": reason})}
 
-        def run(r: redis.Redis) -> Any:
+        def run(r: Any) -> Any:
             pipe = r.pipeline(transaction=True)
             pipe.xadd(f"{stream}:dlq", dlq, maxlen=self.cfg.maxlen, approximate=True)
             pipe.xadd(self.key("errors"), alert, maxlen=self.cfg.maxlen, approximate=True)
@@ -297,7 +297,7 @@ class Bus:
 
         try:
             self.call(run, retry=False)
-        except (BusError, *TRANSIENT):
+        except RETRYABLE:
             pass  # presence is best effort; the loop's own calls retry
 
     def close(self) -> None:

@@ -93,16 +93,13 @@ def decode(entry: dict[Any, Any], *, max_bytes: int) -> Event:
         raw = raw.encode()
     if len(raw) > max_bytes:
         raise BadEvent(f"oversized: {len(raw)} bytes > max_event_bytes {max_bytes}")
-    try:
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except Exception as exc:  # noqa: BLE001 - any undecodable payload is a dead letter
-        raise BadEvent(f"not msgpack: {type(exc).__name__}: {exc}") from None
-    if not isinstance(obj, dict):
-        raise BadEvent(f"envelope is a {type(obj).__name__}, not a map")
+    obj = _unpack(raw)
     version = obj.get("v")
     if version != SCHEMA_VERSION:
         raise BadEvent(f"schema version {version!r}, this consumer reads {SCHEMA_VERSION}")
-    for key, kinds in (("id", (str,)), ("type", (str,)), ("src", (str,)), ("ts", _NUM), ("data", (dict,))):
+    envelope: tuple[tuple[str, tuple[type, ...]], ...] = (
+        ("id", (str,)), ("type", (str,)), ("src", (str,)), ("ts", _NUM), ("data", (dict,)))
+    for key, kinds in envelope:
         if not isinstance(obj.get(key), kinds) or isinstance(obj.get(key), bool):
             raise BadEvent(f"envelope key {key!r} missing or of the wrong type ({type(obj.get(key)).__name__})")
     type_ = obj["type"]
@@ -117,6 +114,16 @@ def decode(entry: dict[Any, Any], *, max_bytes: int) -> Event:
         if isinstance(value, float) and not math.isfinite(value):
             raise BadEvent(f"{type_}: payload key {key!r} is {value}")
     return Event(type_, obj["id"], obj["src"], float(obj["ts"]), data, version)
+
+
+def _unpack(raw: bytes) -> dict[str, Any]:
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # noqa: BLE001 - any undecodable payload is a dead letter
+        raise BadEvent(f"not msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadEvent(f"envelope is a {type(obj).__name__}, not a map")
+    return obj
 
 
 def check_bar(data: dict[str, Any]) -> str | None:

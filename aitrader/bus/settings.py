@@ -44,7 +44,7 @@ class BusSection(_Strict):
     """Where the bus is and how its consumers read (docs/bus.md)."""
 
     url: str = DEFAULT_URL  # redis://host:port/db or unix:///path/redis.sock; loopback by default
-    password_env: str | None = "AITRADER_BUS_PASSWORD"  # the NAME of the variable holding the password
+    password_env: str | None = "AITRADER_BUS_PASSWORD"  # noqa: S105 - the NAME of the variable holding the password
     username_env: str | None = "AITRADER_BUS_USERNAME"  # ACL user, likewise from the environment
     db: _Int | None = Field(None, ge=0, le=15)  # overrides the url's database
     prefix: str = Field("aitrader", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -195,7 +195,7 @@ class BusSteps:
         bus.ensure_group(self.stream, self.group, "0")
         if self.resume:
             self._history()
-            for s, eid, flds in bus.claim_idle(self.stream, self.group, min_idle_ms=0):
+            for _, eid, flds in bus.claim_idle(self.stream, self.group, min_idle_ms=0):
                 self._take(eid, flds, ack=True)
         idle_since = beat = time.monotonic()
         try:

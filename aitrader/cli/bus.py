@@ -178,7 +178,7 @@ def dlq_cmd(
         print_json(doc)
         return
     for r in doc["dead_letters"]:
-        typer.echo(f"{r['stream']} {r['id']}  {r.get('reason', '')}  (from {r.get('id', '')} by {r.get('consumer', '')})")
+        typer.echo(f"{r['stream']} {r['id']}  {r.get('reason', '')}  (by {r.get('consumer', '')})")
     typer.echo(f"{doc['count']} dead letter(s), {doc['requeued']} requeued", err=True)
 
 

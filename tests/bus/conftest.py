@@ -7,6 +7,7 @@ hide that the pipeline was never exercised.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,10 +18,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from aitrader.cli.main import app
+from tests.model_world import deploy_small_model
 
 REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
 
 
 def redis_binary() -> str:
@@ -130,3 +137,49 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
     full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "aitrader", *args], cwd=cwd, env=full,  # noqa: S603
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+TABLES = ("fills", "orders", "equity")
+BARS = 300
+CONFIG = """
+ml_trading:
+  models:
+    - {{model_id: syn_lgbm, symbol: SYN, min_confidence: 0.6, position_size: 0.02}}
+  errors: {{prediction_timeout_ms: 5000}}
+bus:
+  prefix: {prefix}
+  lease_ms: 600
+  claim_idle_ms: 300
+  block_ms: 50
+  batch_size: {batch}
+  breaker: {{failures: 3, reset_seconds: 0.3}}
+"""
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The deployed model, the bars file and the in-process run's exports (the oracle)."""
+    from aitrader.data.synthetic import generate_bars
+
+    base = tmp_path_factory.mktemp("bus_world")
+    bars = generate_bars(1400, seed=3, signal=0.3)
+    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
+    data = base / "SYN.csv"  # after the model's first unseen bar: both sides trade every bar once warm
+    bars.iloc[900:900 + BARS].rename_axis("timestamp").to_csv(data)
+    config = base / "inproc.yaml"
+    config.write_text(CONFIG.format(prefix="unused", batch=64))
+    runs = base / "runs"
+    result = runner.invoke(app, ["paper-trade", "--config", str(config), "--registry", str(registry), "--data",
+                                 f"SYN={data}", "--run-id", "ref", "--runs-dir", str(runs), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["fills"] > 5  # the comparison means something
+    return {"registry": registry, "data": data, "base": base, "reference": exports(runs, "ref")}
+
+
+def exports(runs: Path, run_id: str) -> dict[str, str]:
+    out = {}
+    for table in TABLES:
+        result = runner.invoke(app, ["export", run_id, table, "--runs-dir", str(runs)])
+        assert result.exit_code == 0, result.stderr
+        out[table] = result.stdout
+    return out
