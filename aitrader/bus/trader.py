@@ -9,11 +9,11 @@ idempotency key is (symbol, bar index)), merges the symbols by timestamp exactly
 the in-process ones. Each model's streaming features and predictor are replaced by
 :class:`RemoteModel`, which answers with what the worker computed for that bar.
 
-Delivery: the ledger commits after every step (``commit_every=1``); an entry is acknowledged in
-the transaction that follows the commit of its step; the downstream events of a step
+Delivery: the trader commits the ledger when its input is drained (before it blocks for more) or
+every ``batch_size`` steps; at each commit it first publishes the steps' downstream events
 (``trade.executed``, ``position.*``, ``feedback.prediction.outcome``, ``performance.update``,
-``ml.error``, ``alert``) are published with deterministic ids just before that commit, so a crash
-repeats them (same ids) rather than losing them. ``--resume`` re-reads the prediction stream
+``ml.error``, ``alert``, deterministic ids: a crash repeats them rather than losing them), then
+commits (``Engine.checkpoint``), then acknowledges the steps' entries. ``--resume`` re-reads the prediction stream
 (XRANGE) to warm the engine up to the ledger's cursors, claims the dead trader's pending entries and
 continues.
 """
@@ -153,7 +153,6 @@ class Publisher:
         self.last_mark = e
         if e.bar_index % self.every == 0:
             self.performance(e)
-        self.flush()
 
     def performance(self, e: Any) -> None:
         self._add(self.trades, PERFORMANCE, f"perf:{e.bar_index}", {
@@ -184,31 +183,38 @@ class BusSteps:
         self.expect: dict[str, int | None] = dict.fromkeys(self.symbols)
         self.ended: dict[str, int] = {}
         self.done: dict[str, int] = {}
-        self.step_ids: list[str] = []
-        self.stats = {"steps": 0, "duplicates": 0, "dead_letters": 0, "skipped_bars": 0}
+        self.step_ids: list[str] = []  # entries of the step handed out last
+        self.uncommitted: list[str] = []  # entries of steps the engine processed since its last checkpoint
+        self.engine: Any = None  # set by RunOptions.on_engine
+        self.commit_every = bus.cfg.batch_size
+        self.stats = {"steps": 0, "commits": 0, "duplicates": 0, "dead_letters": 0, "skipped_bars": 0}
 
     def __iter__(self) -> Iterator[tuple[str, float, list[tuple[Any, ...]]]]:
         return self._steps()
 
     def _steps(self) -> Iterator[tuple[str, float, list[tuple[Any, ...]]]]:
         bus = self.bus
-        bus.ensure_group(self.stream, self.group, "0")
-        if self.resume:
-            self._history()
-            for _, eid, flds in bus.claim_idle(self.stream, self.group, min_idle_ms=0):
-                self._take(eid, flds, ack=True)
+        self._start()
         idle_since = beat = time.monotonic()
+        since = 0
         try:
             while True:
                 step = self._next_step()
                 if step is not None:
                     yield step
-                    # the engine asks for the next step only after it committed this one
-                    self.publisher.acks.extend(self.step_ids)
+                    # the engine asks for the next step only after it processed this one
+                    self.uncommitted.extend(self.step_ids)
                     self.step_ids = []
                     self.stats["steps"] += 1
+                    since += 1
+                    if since >= self.commit_every:
+                        self._commit()
+                        since = 0
                     idle_since = time.monotonic()
                     continue
+                if since:  # the input is drained: commit what was processed before waiting
+                    self._commit()
+                    since = 0
                 if self._finished():
                     return
                 if time.monotonic() - beat > 1.0:
@@ -223,6 +229,23 @@ class BusSteps:
                     return
         except BusStopped:
             return
+
+    def _start(self) -> None:
+        self.bus.ensure_group(self.stream, self.group, "0")
+        if self.resume:
+            self._history()
+            for _, eid, flds in self.bus.claim_idle(self.stream, self.group, min_idle_ms=0):
+                self._take(eid, flds, ack=True)
+
+    def _commit(self) -> None:
+        """The steps' downstream events, then the ledger commit, then the acknowledgement of their entries."""
+        self.publisher.flush()
+        if self.engine is not None:
+            self.engine.checkpoint()
+            self.stats["commits"] += 1
+        self.publisher.acks.extend(self.uncommitted)
+        self.uncommitted = []
+        self.publisher.flush()
 
     def _heartbeat(self) -> None:
         waiting = [s for s in self.symbols if self.expect[s] is None or self.expect[s] not in self.heads[s]]
@@ -412,10 +435,15 @@ def paper_trade_bus(*, url: str | None, config_path: str | None = None, run_id: 
                     "costs": _costs(cfg, metas), "calendar": longest["calendar"]}
         publisher = Publisher(bus, rid, cfg.bus.performance_every)
         steps = BusSteps(bus, group, specs, publisher, resume=resume is not None, max_idle_s=max_idle_s)
-        opts = RunOptions(commit_every=1, subscribers=[publisher.attach])
+        # the engine's own checkpoints only at the end: BusSteps commits when its input is drained or
+        # every batch_size steps
+        opts = RunOptions(commit_every=2**62, subscribers=[publisher.attach],
+                          on_engine=lambda e: setattr(steps, "engine", e))
         summary = run_session(cfg, specs, steps, run_dir, run_id=rid, resume=resume is not None, meta=meta,
                               opts=opts, stop_event=stop)
-        publisher.acks.extend(steps.step_ids)  # the last step is committed by now
+        publisher.acks.extend(steps.uncommitted)  # the engine's final checkpoint committed them
+        if summary.get("status") == "finished":  # else the step handed out last was not processed
+            publisher.acks.extend(steps.step_ids)
         if publisher.last_mark is not None:
             publisher.performance(publisher.last_mark)
         publisher.flush()

@@ -102,14 +102,32 @@ class PredictWorker:
         self.last_i: dict[str, int] = {}
         self.workers_key = self.bus.key("workers")
         self.next_lease = 0.0
+        self.lost: set[int] = set()
+        self._renewer_stop = threading.Event()
         self.stats = {"bars": 0, "predictions": 0, "recovered": 0, "claimed": 0, "warmed": 0, "duplicates": 0}
 
     # ------------------------------------------------------------------ leases
     def lease_key(self, shard: int) -> str:
         return self.bus.key("lease", shard)
 
+    def _renew_loop(self) -> None:
+        """Renew the held leases every ``lease_ms/3`` on a connection of its own, so a long batch (a
+        loaded machine, a slow model) does not let a lease lapse; a lease found lost is dropped."""
+        import redis
+
+        client = redis.Redis(connection_pool=self.bus.redis.connection_pool)
+        period = self.cfg.lease_ms / 3000
+        while not self._renewer_stop.wait(period):
+            for shard in sorted(self.held):
+                try:
+                    kept = client.eval(_RENEW, 1, self.lease_key(shard), self.bus.name, self.cfg.lease_ms)
+                except redis.RedisError:
+                    continue  # the server is away: the main loop's calls wait for it
+                if not kept:
+                    self.lost.add(shard)
+
     def maintain(self) -> None:
-        """Renew held leases, publish presence, give back extras, take free shards up to the fair share."""
+        """Publish presence, give back extras, take free shards up to the fair share."""
         cfg, bus, now_ms = self.cfg, self.bus, int(time.time() * 1000)
 
         def presence(r: Any) -> int:
@@ -121,9 +139,11 @@ class PredictWorker:
 
         live = max(1, bus.call(presence))
         for shard in sorted(self.held):
-            if not bus.call(lambda r, s=shard: r.eval(_RENEW, 1, self.lease_key(s), bus.name, cfg.lease_ms)):
+            if shard in self.lost or not bus.call(
+                    lambda r, s=shard: r.eval(_RENEW, 1, self.lease_key(s), bus.name, cfg.lease_ms)):
                 log.warning("%s lost the lease of shard %d", bus.name, shard)
                 self.held.discard(shard)
+        self.lost.clear()
         target = -(-cfg.shards // live)
         for shard in sorted(self.held, reverse=True)[: max(0, len(self.held) - target)]:
             bus.call(lambda r, s=shard: r.eval(_RELEASE, 1, self.lease_key(s), bus.name))
@@ -191,9 +211,11 @@ class PredictWorker:
     def run(self, *, max_idle_s: float | None = None) -> dict[str, Any]:
         """Until stopped (SIGTERM/SIGINT), or ``max_idle_s`` without a new entry (tests, benchmarks)."""
         idle_since = time.monotonic()
+        renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
+        renewer.start()
         try:
             while not self.bus.stop.is_set():
-                if time.monotonic() >= self.next_lease:
+                if time.monotonic() >= self.next_lease or self.lost:
                     self.maintain()
                     for shard in sorted(self.held):  # entries a lost consumer left behind
                         stale = self.bus.claim_idle(self.bus.bar_stream(shard), self.group)
@@ -210,6 +232,8 @@ class PredictWorker:
         except BusStopped:
             pass
         finally:
+            self._renewer_stop.set()
+            renewer.join()
             self.release()
         return {"consumer": self.bus.name, **self.stats}
 
