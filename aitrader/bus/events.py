@@ -127,10 +127,25 @@ def _unpack(raw: bytes) -> dict[str, Any]:
 
 
 def check_bar(data: dict[str, Any]) -> str | None:
-    """What is wrong with a bar's values (the live-bar rules of aitrader.data), None when it is usable."""
-    from aitrader.data.validate import validate_bar
+    """What is wrong with a bar's values (the live-bar rules of aitrader.data), None when it is usable.
+
+    The common case (every rule met) is decided with float comparisons and ``fromisoformat``;
+    anything else goes through :func:`aitrader.data.validate.validate_bar` for its verdict and message."""
+    import datetime as dt
+
+    from aitrader.data.validate import MAX_PRICE, MAX_VOLUME, MIN_PRICE, validate_bar
 
     if data["i"] < 0:
         return f"bar index {data['i']} < 0"
-    problem = validate_bar(data["ts"], data["o"], data["h"], data["l"], data["c"], data["v"])
-    return None if problem is None else str(problem)
+    o, h, lo, c, v = data["o"], data["h"], data["l"], data["c"], data["v"]
+    try:
+        dt.datetime.fromisoformat(data["ts"])
+        stamp_ok = True
+    except ValueError:
+        stamp_ok = False
+    # NaN fails every comparison and inf the bounds, so only clean bars pass here
+    if (stamp_ok and MIN_PRICE <= lo <= min(o, c) and max(o, c) <= h <= MAX_PRICE and MIN_PRICE <= o <= MAX_PRICE
+            and MIN_PRICE <= c <= MAX_PRICE and 0 <= v <= MAX_VOLUME):
+        return None
+    problem = validate_bar(data["ts"], o, h, lo, c, v)
+    return None if problem is None else str(problem.message)

@@ -98,6 +98,34 @@ def run_trader(*, bus: str, config: str | None, model: list[str] | None, run_id:
                            runs_dir=runs_dir, state_dir=state, models=model, allow_in_sample=allow_in_sample)
 
 
+def monitor_bus(*, bus: str | None, follow: bool, config: str | None, window: int | None, as_json: bool,
+                max_idle_s: float | None = None) -> int:
+    """``monitor --bus URL --follow``: live accuracy from feedback events; 3 when the last state alerted."""
+    import json
+
+    from aitrader.bus.feedback import follow_feedback
+    from aitrader.errors import AitraderError
+
+    if bus is None or not follow:
+        raise AitraderError("--bus and --follow go together: aitrader monitor --bus URL --follow "
+                            "(without them monitor checks a run's ledger)")
+    cfg = _bus_config(config)
+
+    def emit(row: dict[str, Any]) -> None:
+        if as_json:
+            typer.echo(json.dumps(row, allow_nan=False, default=str))
+        else:
+            flag = "  ALERT " + ", ".join(a["code"] for a in row["alerts"]) if row["alerts"] else ""
+            hit = "-" if row["hit_rate"] is None else f"{row['hit_rate']:.3f}"
+            mae = "-" if row["mae"] is None else f"{row['mae']:.5f}"
+            typer.echo(f"{row['run_id']} {row['model_id']} {row['symbol']}: n={row['n']} hit_rate={hit} "
+                       f"mae={mae}{flag}")
+
+    with _stop_on_signals() as stop:
+        result = follow_feedback(cfg, bus, emit=emit, window=window, stop=stop, max_idle_s=max_idle_s)
+    return 3 if result["alerts"] else 0
+
+
 def status_cmd(
     bus: str | None = typer.Option(None, "--bus", help=BUS_HELP),
     config: str | None = typer.Option(None, "--config", help=CONFIG_HELP),

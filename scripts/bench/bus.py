@@ -131,7 +131,10 @@ def done(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
     out, err = proc.communicate(timeout=1800)
     if proc.returncode != 0:
         sys.exit(f"{what} failed: {err.decode()[-2000:]}")
-    return json.loads(out) if out.strip() else {}
+    try:
+        return json.loads(out) if out.strip() else {}
+    except ValueError:
+        sys.exit(f"{what} printed no JSON document: {out.decode()[:300]!r} {err.decode()[-1000:]}")
 
 
 def config(tmp: Path, name: str, *, prefix: str, route: str = "streaming", perf: int = 1000) -> Path:
@@ -204,10 +207,12 @@ def over_bus(w: dict[str, Any], server: Server, workers: int, run: str) -> tuple
     time.sleep(2.0)  # the trader loads its models too
     feeder_args = ["feed", "--config", str(cfg), "--bus", server.url, "--json"]
     feeder_args += [a for s, p in w["files"].items() for a in ("--data", f"{s}={p}")]
-    t0 = time.perf_counter()
     done(aitrader(*feeder_args, cwd=tmp), "feed")
     summary = done(trader, "paper-trade --bus")
-    elapsed = time.perf_counter() - t0
+    t_end = time.time()
+    # from the first bar on the bus (its entry id is the server's clock, ms), not from the feeder's start-up
+    first = min(int(r.xrange(f"{run}:bars:{s}", count=1)[0][0].split(b"-")[0]) for s in (0, 1)) / 1000
+    elapsed = t_end - first
     for p in ws:
         p.send_signal(signal.SIGTERM)
         done(p, "predict-worker")
@@ -223,7 +228,8 @@ def latency(w: dict[str, Any], server: Server, n: int) -> tuple[float, float]:
     tmp = w["tmp"]
     cfg_path = config(tmp, "lat", prefix="lat", perf=1)
     cfg = load_trading_config(cfg_path)
-    worker = aitrader("predict-worker", "--config", str(cfg_path), "--bus", server.url, "--model", "syn_a", cwd=tmp)
+    worker = aitrader("predict-worker", "--config", str(cfg_path), "--bus", server.url, "--model", "syn_a", "--json",
+                      cwd=tmp)
     trader = aitrader("paper-trade", "--bus", server.url, "--config", str(cfg_path), "--model", "syn_a",
                       "--run-id", "lat", "--json", cwd=tmp)
     frame = read_data([f"SYN={w['files']['SYN']}"])["SYN"].iloc[:n]
@@ -330,12 +336,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bars", type=int, default=6000, help="bars per symbol for the throughput runs")
     ap.add_argument("--latency-bars", type=int, default=1000)
+    ap.add_argument("--only", choices=("latency", "recovery", "memory"), help="run one part (with the models)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="aitrader-bench-bus-"))
     server = Server(Path(tempfile.mkdtemp(prefix="rb", dir="/tmp")))
     try:
         print(f"training two 200-tree LightGBM models ...  {load()}", flush=True)
         w = world(tmp, 3000, args.bars)
+        if args.only:
+            {"latency": lambda: print(latency(w, server, args.latency_bars)),
+             "recovery": lambda: print(recovery(w, server)), "memory": lambda: print(memory(server))}[args.only]()
+            return
         raw_redis(server)
         ref_rate, ref_run = in_process(w, "streaming")
         print(f"in-process paper-trade (streaming route, per bar): {ref_rate:,.0f} bars/s "

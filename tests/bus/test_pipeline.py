@@ -9,6 +9,7 @@ and compares the exported fills, orders and equity byte for byte.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.bus.conftest import BARS, CONFIG, RedisServer, cli, exports
+from aitrader.cli.main import app
+from tests.bus.conftest import BARS, CONFIG, RedisServer, cli, exports, runner
 
 DAY_SPEED = "8640000"  # --speed for daily bars: 100 bars a second
 class Pipeline:
@@ -120,7 +122,22 @@ def test_multi_process_ledger_equals_in_process(world: dict[str, Any], pipeline:
         w.send_signal(signal.SIGTERM)
         p.finish(w)
     assert p.count("predictions") == BARS + 1  # every bar predicted once, plus the end marker
-    assert p.count("trades") > 0 and p.count("feedback") > 0
+    assert p.count("trades") > 0
+    # the live feedback equals what the ledger records: the last 100 (prediction, outcome) pairs
+    import numpy as np
+    import pandas as pd
+
+    from aitrader.bus.feedback import follow_feedback
+    from aitrader.config import load_trading_config
+
+    rows: list[dict[str, Any]] = []
+    follow_feedback(load_trading_config(p.config), p.url, emit=rows.append, max_idle_s=0.3)
+    result = runner.invoke(app, ["export", "bus", "predictions", "--runs-dir", str(tmp_path / "runs")])
+    ledger = pd.read_csv(io.StringIO(result.stdout)).dropna(subset=["outcome"]).tail(100)
+    pred, out = ledger["prediction"].to_numpy(), ledger["outcome"].to_numpy()
+    assert rows[-1]["n"] == 100 and rows[-1]["hit_rate"] == pytest.approx(float(np.mean(
+        np.sign(pred[out != 0]) == np.sign(out[out != 0]))), abs=1e-12)
+    assert rows[-1]["mae"] == pytest.approx(float(np.mean(np.abs(pred - out))), rel=1e-12)
 
 
 def test_worker_and_trader_sigkilled_mid_run(world: dict[str, Any], pipeline: Any, tmp_path: Path) -> None:
