@@ -70,34 +70,38 @@ step "3/7 the reference: paper-trade in one process"
 at paper-trade --config demo-bus/trading.yaml --data AAPL=demo-bus/AAPL.csv --run-id inproc --runs-dir demo-bus/runs --json >/dev/null
 
 step "4/7 two predict-workers and a trader, each its own process"
-at predict-worker --bus "$BUS" --config demo-bus/trading.yaml --json > demo-bus/worker1.json &
+# started directly (not through a shell function) so that $! is the python process itself
+"$PY" -m aitrader predict-worker --bus "$BUS" --config demo-bus/trading.yaml --json > demo-bus/worker1.json &
 W1=$!; PIDS+=($W1)
-at predict-worker --bus "$BUS" --config demo-bus/trading.yaml --json > demo-bus/worker2.json &
+"$PY" -m aitrader predict-worker --bus "$BUS" --config demo-bus/trading.yaml --json > demo-bus/worker2.json &
 W2=$!; PIDS+=($W2)
-at paper-trade --bus "$BUS" --config demo-bus/trading.yaml --run-id bus --runs-dir demo-bus/runs --json > demo-bus/trader.json &
+"$PY" -m aitrader paper-trade --bus "$BUS" --config demo-bus/trading.yaml --run-id bus --runs-dir demo-bus/runs \
+    --json > demo-bus/trader.json &
 TRADER=$!; PIDS+=($TRADER)
 
 step "5/7 feed the bars (200 a second); SIGKILL the worker holding AAPL's shard mid-run"
-at feed --bus "$BUS" --config demo-bus/trading.yaml --data AAPL=demo-bus/AAPL.csv --speed 17280000 --json > demo-bus/feed.json &
+"$PY" -m aitrader feed --bus "$BUS" --config demo-bus/trading.yaml --data AAPL=demo-bus/AAPL.csv --speed 17280000 \
+    --json > demo-bus/feed.json &
 FEED=$!; PIDS+=($FEED)
 HOLDER="$("$PY" - "$SOCKDIR/redis.sock" <<'PYEOF'
 import sys, time, zlib, redis
 r = redis.Redis(unix_socket_path=sys.argv[1])
-while r.xlen("demo:predictions") < 150:
+while r.xlen("demo:predictions") < 200:
     time.sleep(0.02)
 print(r.get(f"demo:lease:{zlib.crc32(b'AAPL') % 4}").decode().rsplit("-", 1)[1])
 PYEOF
 )"
 kill -9 "$HOLDER"
 echo "killed predict-worker $HOLDER (it held AAPL's shard)" >&2
-at bus status --bus "$BUS" --config demo-bus/trading.yaml
 wait "$FEED"
-wait "$TRADER"
+wait "$TRADER" || { cat demo-bus/trader.json >&2; exit 1; }
+at bus status --bus "$BUS" --config demo-bus/trading.yaml
 
-step "6/7 the surviving worker took the shard over"
-for w in $W1 $W2; do [ "$w" = "$HOLDER" ] || kill -TERM "$w"; done
-sleep 1
-cat demo-bus/worker1.json demo-bus/worker2.json 2>/dev/null | "$PY" -c 'import sys; print(sys.stdin.read().strip())'
+step "6/7 the surviving worker took the shard over (it recovered the shard and claimed its pending bars)"
+for w in $W1 $W2; do
+    if [ "$w" != "$HOLDER" ]; then kill -TERM "$w"; wait "$w" || true; fi
+done
+cat demo-bus/worker1.json demo-bus/worker2.json
 at bus tail trades -n 3 --bus "$BUS" --config demo-bus/trading.yaml
 
 step "7/7 the ledger over the bus equals the in-process one, byte for byte"

@@ -157,7 +157,8 @@ def _status_tables(doc: dict[str, Any]) -> None:
             t.add_row(s["stream"], str(s["length"]), g.get("group", ""), str(g.get("consumers", "")),
                       str(g.get("pending", "")), str(g.get("lag", "")))
     p = Table(title="processes", box=box.SIMPLE_HEAD)
-    for col in ("name", "role", "breaker", "buffered", "events/s", "consumed", "published", "dead letters", "age s"):
+    p.add_column("name", no_wrap=True)
+    for col in ("role", "breaker", "buffered", "events/s", "consumed", "published", "dead letters", "age s"):
         p.add_column(col)
     for r in doc["processes"]:
         p.add_row(r["name"], r.get("role", ""), r.get("breaker", ""), str(r.get("buffered", "")),

@@ -151,10 +151,11 @@ def test_worker_and_trader_sigkilled_mid_run(world: dict[str, Any], pipeline: An
     feeder = p.feed("--speed", DAY_SPEED)
     wait_until("the first worker's predictions", lambda: p.count("predictions") >= 60)
     second = p.worker()  # joins while the first holds SYN's shard
-    holder = p.shard_holder()
-    assert holder == first.pid
+    holder = p.shard_holder()  # the first one, unless its lease lapsed on a very loaded machine
+    assert holder in (first.pid, second.pid)
+    victim, survivor = (first, second) if holder == first.pid else (second, first)
     os.kill(holder, signal.SIGKILL)
-    first.wait()
+    victim.wait()
     ledger = tmp_path / "runs" / "bus" / "ledger.db"
 
     def cursor() -> int:
@@ -171,9 +172,11 @@ def test_worker_and_trader_sigkilled_mid_run(world: dict[str, Any], pipeline: An
     summary = p.finish(p.trader("--resume", "bus"))
     assert summary["bars"] == BARS and summary["status"] == "finished"
     assert exports(tmp_path / "runs", "bus") == world["reference"]
-    second.send_signal(signal.SIGTERM)
-    stats = p.finish(second)
-    assert stats["recovered"] >= 1 and stats["warmed"] >= 60  # it rebuilt the dead worker's features
+    survivor.send_signal(signal.SIGTERM)
+    stats = p.finish(survivor)
+    assert stats["recovered"] >= 1
+    if survivor is second:
+        assert stats["warmed"] >= 60  # it rebuilt the dead worker's features from the acknowledged bars
 
 
 def test_redis_server_killed_and_restarted(world: dict[str, Any], pipeline: Any, tmp_path: Path,
