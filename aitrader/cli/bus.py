@@ -98,6 +98,32 @@ def run_trader(*, bus: str, config: str | None, model: list[str] | None, run_id:
                            runs_dir=runs_dir, state_dir=state, models=model, allow_in_sample=allow_in_sample)
 
 
+def refuse_plain_resume(*, runs_dir: str, resume: str, state: str | None) -> None:
+    """``paper-trade --resume R`` of a run that was started with ``--bus``: say to pass ``--bus``."""
+    import json
+    import sqlite3
+
+    from aitrader.errors import TradingError
+    from aitrader.trading.ledger import LEDGER_NAME, connect
+    from aitrader.trading.service import resolve_run
+
+    path = resolve_run(runs_dir, resume, state, "--resume") / LEDGER_NAME
+    if not path.is_file():
+        return  # paper-trade's own checks say what is wrong
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'request'").fetchone()
+        finally:
+            conn.close()
+        request = json.loads(row[0]) if row else {}
+    except (sqlite3.Error, ValueError, TypeError, TradingError):
+        return  # likewise
+    if isinstance(request, dict) and isinstance(request.get("bus"), dict):
+        raise TradingError(f"run {resume} was started with --bus (it trades the predict-workers' events, not "
+                           f"--data); resume it with aitrader paper-trade --bus URL --resume {resume}")
+
+
 def monitor_bus(*, bus: str | None, follow: bool, config: str | None, window: int | None, as_json: bool,
                 max_idle_s: float | None = None) -> int:
     """``monitor --bus URL --follow``: live accuracy from feedback events; 3 when the last state alerted."""

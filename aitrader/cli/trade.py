@@ -57,6 +57,10 @@ def paper_trade_cmd(
         return _render(run_trader(bus=bus, config=config, model=model or None, run_id=run_id, resume=resume,
                                   registry=registry, runs_dir=runs_dir, state=state,
                                   allow_in_sample=allow_in_sample), json_out, "paper-trade --bus")
+    if resume is not None:  # a run started with --bus resumes only with --bus
+        from aitrader.cli.bus import refuse_plain_resume
+
+        refuse_plain_resume(runs_dir=runs_dir, resume=resume, state=state)
     view = "live" if sys.stdout.isatty() and not json_out else "log"
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,

@@ -172,6 +172,8 @@ def test_worker_and_trader_sigkilled_mid_run(world: dict[str, Any], pipeline: An
     summary = p.finish(p.trader("--resume", "bus"))
     assert summary["bars"] == BARS and summary["status"] == "finished"
     assert exports(tmp_path / "runs", "bus") == world["reference"]
+    plain = runner.invoke(app, ["paper-trade", "--resume", "bus", "--runs-dir", str(tmp_path / "runs")])
+    assert plain.exit_code == 1 and "resume it with aitrader paper-trade --bus URL --resume bus" in plain.stderr
     survivor.send_signal(signal.SIGTERM)
     stats = p.finish(survivor)
     assert stats["recovered"] >= 1
