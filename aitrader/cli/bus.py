@@ -63,9 +63,9 @@ def feed_cmd(
     from aitrader.bus.feed import feed
 
     cfg = _bus_config(config)
-    with _stop_on_signals() as stop:
+    with _stop_on_signals() as stop:  # rendering inside: a late SIGTERM cannot cut the output short
         result = feed(cfg.bus, bus, data, speed=speed, follow=follow, stop=stop)
-    _render(result, json_out, "feed")
+        _render(result, json_out, "feed")
 
 
 def predict_worker_cmd(
@@ -83,10 +83,10 @@ def predict_worker_cmd(
     from aitrader.bus.worker import PredictWorker
 
     cfg = _bus_config(config)
-    with _stop_on_signals() as stop:
+    with _stop_on_signals() as stop:  # rendering inside: a late SIGTERM cannot cut the output short
         worker = PredictWorker(cfg, bus, registry_root=registry, models=model or None, stop=stop)
         result = worker.run(max_idle_s=max_idle)
-    _render(result, json_out, "predict-worker")
+        _render(result, json_out, "predict-worker")
 
 
 def run_trader(*, bus: str, config: str | None, model: list[str] | None, run_id: str | None, resume: str | None,

@@ -45,7 +45,7 @@ class Pipeline:
         return self.start("feed", "--json", "--data", f"SYN={self.world['data']}", *extra)
 
     def worker(self) -> subprocess.Popen[bytes]:
-        return self.start("predict-worker", "--max-idle", "8", "--json")
+        return self.start("predict-worker", "--json")  # until SIGTERM (see stop)
 
     def trader(self, *extra: str) -> subprocess.Popen[bytes]:
         return self.start("paper-trade", "--json", *extra)
@@ -73,6 +73,11 @@ class Pipeline:
         finally:
             client.close()
         return int(holder.decode().rsplit("-", 1)[1]) if holder else None
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+        """SIGTERM a worker (its loop ends cleanly, exit 0) and read its result."""
+        proc.send_signal(signal.SIGTERM)
+        return self.finish(proc)
 
     def finish(self, proc: subprocess.Popen[bytes], timeout: float = 90) -> dict[str, Any]:
         out, err = proc.communicate(timeout=timeout)
@@ -119,8 +124,7 @@ def test_multi_process_ledger_equals_in_process(world: dict[str, Any], pipeline:
     assert summary["bus"]["steps"] == BARS and summary["bus"]["dead_letters"] == 0
     assert exports(tmp_path / "runs", "bus") == world["reference"]
     for w in workers:
-        w.send_signal(signal.SIGTERM)
-        p.finish(w)
+        p.stop(w)
     assert p.count("predictions") == BARS + 1  # every bar predicted once, plus the end marker
     assert p.count("trades") > 0
     # the live feedback equals what the ledger records: the last 100 (prediction, outcome) pairs
@@ -174,8 +178,7 @@ def test_worker_and_trader_sigkilled_mid_run(world: dict[str, Any], pipeline: An
     assert exports(tmp_path / "runs", "bus") == world["reference"]
     plain = runner.invoke(app, ["paper-trade", "--resume", "bus", "--runs-dir", str(tmp_path / "runs")])
     assert plain.exit_code == 1 and "resume it with aitrader paper-trade --bus URL --resume bus" in plain.stderr
-    survivor.send_signal(signal.SIGTERM)
-    stats = p.finish(survivor)
+    stats = p.stop(survivor)
     assert stats["recovered"] >= 1
     if survivor is second:
         assert stats["warmed"] >= 60  # it rebuilt the dead worker's features from the acknowledged bars
