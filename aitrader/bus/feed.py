@@ -108,7 +108,7 @@ def feed(cfg: BusSection, url: str | None, data: list[str], *, speed: float = 0.
         done = feeder.start_symbols({s: symbol_meta(df) for s, df in frames.items()})
         if follow:
             sym = next(iter(frames))
-            _follow(feeder, sym, Path(data[0].partition("=")[2] or data[0]), done.get(sym, -1), speed, stop)
+            _follow(feeder, sym, Path(data[0].partition("=")[2] or data[0]), done.get(sym, -1), stop)
         else:
             series = [BarSeries.from_frame(s, df) for s, df in frames.items()]
             epoch0: float | None = None
@@ -142,7 +142,7 @@ def feed(cfg: BusSection, url: str | None, data: list[str], *, speed: float = 0.
             "url": feeder.bus.url}
 
 
-def _follow(feeder: Feeder, sym: str, path: Path, done: int, speed: float, stop: threading.Event) -> None:
+def _follow(feeder: Feeder, sym: str, path: Path, done: int, stop: threading.Event) -> None:
     """Tail ``path`` (aitrader.trading.sources.FollowSource: bad lines are skipped) until ``stop``."""
     from aitrader.trading.sources import FollowSource
 
