@@ -184,7 +184,7 @@ class Bus:
 
     def transaction(self, adds: Sequence[tuple[str, dict[bytes, bytes]]],
                     acks: Sequence[tuple[str, str, Sequence[str]]] = (), extra: Callable[[Any], None] | None = None,
-                    ) -> None:
+                    *, retry: bool = True) -> None:
         """XADDs and XACKs (stream, group, ids) in one MULTI/EXEC: the downstream events exist exactly
         when the entries they came from are acknowledged."""
         def run(r: redis.Redis) -> Any:
@@ -196,7 +196,7 @@ class Bus:
                 extra(pipe)
             return pipe.execute()
 
-        self.call(run)
+        self.call(run, retry=retry)
         self.counters["published"] += len(adds)
 
     # ------------------------------------------------------------------ consuming

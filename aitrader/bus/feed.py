@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aitrader.bus.client import Bus
+from aitrader.bus.client import RETRYABLE, Bus
 from aitrader.bus.events import BAR, BAR_END, fields
 from aitrader.bus.settings import BusSection
-from aitrader.errors import DataError
+from aitrader.errors import BusError, DataError
 
 
 def read_data(data: list[str]) -> dict[str, Any]:
@@ -69,23 +69,33 @@ class Feeder:
         self.pending.append((self.bus.bar_stream(self.bus.shard_of(sym)), fields(BAR, f"bar:{sym}:{i}",
                                                                                     self.bus.name, data), sym, i))
         if len(self.pending) >= self.cfg.batch_size:
-            self.flush()
+            self.flush(block=False)
 
     def end(self, sym: str, n: int) -> None:
         self.pending.append((self.bus.bar_stream(self.bus.shard_of(sym)),
                              fields(BAR_END, f"end:{sym}:{n}", self.bus.name, {"symbol": sym, "i": n}), sym, -1))
         self.flush()
 
-    def flush(self) -> None:
-        """The pending bars and the per-symbol last index, in one transaction."""
+    def flush(self, *, block: bool = True) -> None:
+        """The pending bars and the per-symbol last index, in one transaction. ``block=False`` while the
+        bus is down (breaker open, or a failed try): the bars wait in memory, in order, up to
+        ``breaker.buffer_max``, past which the feed stops with a BusError rather than drop one."""
         if not self.pending:
             return
         last: dict[str, int] = {}
         for _, _, sym, i in self.pending:
             if i >= 0:
                 last[sym] = i
-        self.bus.transaction([(s, f) for s, f, _, _ in self.pending],
-                             extra=(lambda p: p.hset(self.last_key, mapping=last)) if last else None)
+        try:
+            self.bus.transaction([(s, f) for s, f, _, _ in self.pending],
+                                 extra=(lambda p: p.hset(self.last_key, mapping=last)) if last else None,
+                                 retry=block)
+        except RETRYABLE:
+            if len(self.pending) >= self.cfg.breaker.buffer_max:
+                raise BusError(f"the bus at {self.bus.url} is unreachable and {len(self.pending)} bars wait in "
+                               "memory (bus.breaker.buffer_max); stopping without dropping any: start redis-server, "
+                               "then run the feed again (it continues after the last bar it published)") from None
+            return
         self.published += sum(1 for *_, i in self.pending if i >= 0)
         self.pending = []
 
@@ -120,7 +130,7 @@ def feed(cfg: BusSection, url: str | None, data: list[str], *, speed: float = 0.
                 if speed > 0:
                     if epoch0 is None:
                         epoch0, wall0 = epoch, time.monotonic()
-                    feeder.flush()
+                    feeder.flush(block=False)  # a paced feed keeps its pace while the bus is down
                     pace(speed, epoch0, wall0, epoch)
                 for sym, i, *vals in bars:
                     if i <= done.get(sym, -1):
@@ -152,7 +162,7 @@ def _follow(feeder: Feeder, sym: str, path: Path, done: int, stop: threading.Eve
         for bar in bars:
             if bar[1] > done:
                 feeder.add(sym, bar[1], _ts, epoch, bar[2:])
-        feeder.flush()  # live bars go out as they come
+        feeder.flush(block=False)  # live bars go out as they come (or wait in memory while the bus is down)
         if time.monotonic() - beat > 1.0:
             feeder.heartbeat()
             beat = time.monotonic()

@@ -110,3 +110,16 @@ def test_settings_validate_and_credentials_come_from_the_environment(monkeypatch
     assert kw == {"url": "redis://127.0.0.1:7/0", "password": "s3cret", "db": 2}
     assert redacted("redis://user:s3cret@127.0.0.1:6379/0") == "redis://user:***@127.0.0.1:6379/0"
     assert BusSection().url.startswith("redis://127.0.0.1")  # loopback by default
+
+
+def test_a_feed_keeps_its_bars_in_memory_while_the_bus_is_down_then_stops(tmp_path: Path) -> None:
+    from aitrader.bus.feed import Feeder
+
+    cfg = BusSection(batch_size=2, breaker={"failures": 1, "reset_seconds": 600, "buffer_max": 5})
+    feeder = Feeder(cfg, f"unix://{tmp_path}/nothing.sock")
+    for i in range(4):
+        feeder.add("SYN", i, "2024-01-02T00:00:00", 1.7e9 + i, [10.0, 11.0, 9.0, 10.5, 100.0])
+    assert [p[3] for p in feeder.pending] == [0, 1, 2, 3] and feeder.published == 0  # kept, in order
+    with pytest.raises(BusError, match="buffer_max"):
+        for i in range(4, 6):
+            feeder.add("SYN", i, "2024-01-02T00:00:00", 1.7e9 + i, [10.0, 11.0, 9.0, 10.5, 100.0])

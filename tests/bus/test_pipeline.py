@@ -63,6 +63,15 @@ class Pipeline:
         except redis.ConnectionError:
             return 0
 
+    def groups(self, stream: str) -> int:
+        client = self.client()
+        try:
+            return len(client.xinfo_groups(f"{self.prefix}:{stream}"))
+        except redis.ResponseError:  # no such stream yet
+            return 0
+        finally:
+            client.close()
+
     def shard_holder(self) -> int | None:
         """pid of the worker holding the lease of SYN's shard."""
         import zlib
@@ -191,6 +200,7 @@ def test_redis_server_killed_and_restarted(world: dict[str, Any], pipeline: Any,
     p.worker()
     feeder = p.feed("--speed", DAY_SPEED)
     wait_until("predictions before the crash", lambda: p.count("predictions") >= 100)
+    wait_until("the trader's consumer group", lambda: p.groups("predictions") > 0)  # it started (and pinged)
     restartable_redis.kill()
     time.sleep(0.3)  # the processes see the server gone and retry with backoff
     restartable_redis.start()  # replays its append-only file
