@@ -148,8 +148,8 @@ ml_trading:
   errors: {{prediction_timeout_ms: 5000}}
 bus:
   prefix: {prefix}
-  lease_ms: 600
-  claim_idle_ms: 300
+  lease_ms: 2000
+  claim_idle_ms: 1000
   block_ms: 50
   batch_size: {batch}
   breaker: {{failures: 3, reset_seconds: 0.3}}
