@@ -231,6 +231,10 @@ class BusSteps:
             return
 
     def _start(self) -> None:
+        if self.engine is not None:  # a resumed run's open positions (restored by now), for position.* events
+            for sym, pos in self.engine.broker.positions.items():
+                if pos.quantity:
+                    self.publisher.positions[sym] = [pos.quantity, pos.avg_price, 0.0]
         self.bus.ensure_group(self.stream, self.group, "0")
         if self.resume:
             self._history()
