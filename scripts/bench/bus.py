@@ -121,10 +121,15 @@ def world(tmp: Path, n_train: int, n_trade: int) -> dict[str, Any]:
     return {"tmp": tmp, "files": files}
 
 
+CHILDREN: list[subprocess.Popen[bytes]] = []  # killed on the way out, whatever happened
+
+
 def aitrader(*args: str, cwd: Path, **kw: Any) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "AITRADER_REGISTRY": str(cwd / "models")}
-    return subprocess.Popen([sys.executable, "-m", "aitrader", *args], cwd=cwd, env=env,  # noqa: S603
+    proc = subprocess.Popen([sys.executable, "-m", "aitrader", *args], cwd=cwd, env=env,  # noqa: S603
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    CHILDREN.append(proc)
+    return proc
 
 
 def done(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
@@ -370,8 +375,13 @@ def main() -> None:
         bar_b, pred_b = memory(server)
         print(f"memory per stream entry: bar {bar_b:.0f} B, prediction (25 features) {pred_b:.0f} B  {load()}")
     finally:
+        for proc in CHILDREN:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(server.sock.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
