@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import redis
 
@@ -70,6 +72,16 @@ class Pipeline:
         client = self.client()
         try:
             return {msgpack.unpackb(f[b"e"])["id"] for _, f in client.xrange(f"{self.prefix}:{stream}")}
+        finally:
+            client.close()
+
+    def events(self, stream: str) -> list[tuple[str, dict[str, Any]]]:
+        import msgpack
+
+        client = self.client()
+        try:
+            return [(ev["type"], ev["data"]) for ev in (msgpack.unpackb(f[b"e"]) for _, f in
+                                                         client.xrange(f"{self.prefix}:{stream}"))]
         finally:
             client.close()
 
@@ -145,11 +157,17 @@ def test_multi_process_ledger_equals_in_process(world: dict[str, Any], pipeline:
     for w in workers:
         p.stop(w)
     assert p.event_ids("predictions") == {f"pred:SYN:{i}" for i in range(BARS)} | {f"end:SYN:{BARS}"}
-    assert p.count("trades") > 0
+    trades = p.events("trades")
+    fills = pd.read_csv(io.StringIO(world["reference"]["fills"]))
+    equity = pd.read_csv(io.StringIO(world["reference"]["equity"]))
+    assert sorted(d["fill_id"] for t, d in trades if t == "trade.executed") == sorted(fills["id"].tolist())
+    assert [d["price"] for t, d in trades if t == "trade.executed"] == fills["price"].tolist()
+    last = [d for t, d in trades if t == "performance.update"][-1]
+    assert (last["step"], last["equity"]) == (len(equity) - 1, equity["equity"].iloc[-1])
+    opened = sum(t == "position.opened" for t, _ in trades)
+    closed = sum(t == "position.closed" for t, _ in trades)
+    assert opened > 0 and opened - closed in (0, 1)  # at most the last one still open
     # the live feedback equals what the ledger records: the last 100 (prediction, outcome) pairs
-    import numpy as np
-    import pandas as pd
-
     from aitrader.bus.feedback import follow_feedback
     from aitrader.config import load_trading_config
 
