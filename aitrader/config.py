@@ -38,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 
+from aitrader.bus.settings import BusSection
 from aitrader.errors import ConfigError
 
 TRAIN_CONFIG = "train.yaml"
@@ -343,6 +344,7 @@ class TradingConfig(StrictModel):
 
     ml_trading: MLTrading = Field(default_factory=MLTrading)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    bus: BusSection = Field(default_factory=BusSection)  # the Redis Streams pipeline (docs/bus.md)
 
     @field_validator("ml_trading", mode="before")
     @classmethod

@@ -70,6 +70,10 @@ class TradingError(AitraderError):
     """The paper-trading loop cannot start or continue (bad run id, ledger mismatch, ...)."""
 
 
+class BusError(AitraderError):
+    """The Redis Streams bus cannot be reached or used (bad url, buffer full while it is down, ...)."""
+
+
 class LockHeldError(AitraderError):
     """Another process holds the lock for this job (e.g. a retrain already running)."""
 

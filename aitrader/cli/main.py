@@ -206,6 +206,9 @@ def _register_commands() -> None:
     from aitrader.cli import plugins_cmd
 
     plugins_cmd.register(app)
+    from aitrader.cli import bus
+
+    bus.register(app)
 
 
 _register_commands()

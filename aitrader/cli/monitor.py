@@ -106,8 +106,19 @@ def monitor(
     ),
     config: str | None = typer.Option(None, "--config", help="Trading config (monitoring: thresholds)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    bus: str | None = typer.Option(None, "--bus", help="With --follow: consume the live feedback events of "
+                                   "paper-trade --bus runs from this Redis url (docs/bus.md)."),
+    follow: bool = typer.Option(False, "--follow", help="With --bus: report rolling accuracy as outcomes arrive, "
+                                "until SIGINT/SIGTERM (--json: one JSON document per line)."),
 ) -> None:
     """Check a paper-trading run: operations, accuracy, drift, alerts. Exit 3 when an alert fires."""
+    if bus is not None or follow:  # the live variant over Redis Streams (aitrader/cli/bus.py)
+        from aitrader.cli.bus import monitor_bus
+
+        code = monitor_bus(bus=bus, follow=follow, config=config, window=window, as_json=as_json)
+        if code:
+            raise typer.Exit(code)
+        return
     from aitrader.cli._output import print_json
     from aitrader.errors import AitraderError
     from aitrader.monitoring.check import run_monitor

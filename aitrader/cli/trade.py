@@ -47,12 +47,25 @@ def paper_trade_cmd(
         None, "--model-endpoint", help="Predict through this aitrader serve (tcp://HOST:PORT) instead of in-process."),
     book: list[str] = typer.Option(None, "--book", help="Order-book snapshots for models with book features: "
                                    "SYMBOL=PATH (repeatable) or one PATH (docs/orderbook.md)."),
+    bus: str | None = typer.Option(
+        None, "--bus", help="Trade the predictions of predict-workers over Redis Streams (redis://HOST:PORT/DB or "
+        "unix:///PATH; docs/bus.md) instead of replaying --data."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
     from aitrader.features.book import parse_book_options
     from aitrader.trading.service import paper_trade
 
+    if bus is not None:  # the trading side of the Redis Streams pipeline (aitrader/cli/bus.py)
+        from aitrader.cli.bus import run_trader
+
+        return _render(run_trader(bus=bus, config=config, model=model or None, run_id=run_id, resume=resume,
+                                  registry=registry, runs_dir=runs_dir, state=state,
+                                  allow_in_sample=allow_in_sample), json_out, "paper-trade --bus")
+    if resume is not None:  # a run started with --bus resumes only with --bus
+        from aitrader.cli.bus import refuse_plain_resume
+
+        refuse_plain_resume(runs_dir=runs_dir, resume=resume, state=state)
     view = "live" if sys.stdout.isatty() and not json_out else "log"
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,

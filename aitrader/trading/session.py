@@ -73,6 +73,8 @@ class RunOptions:
     fingerprint: Callable[[dict[str, tuple[int, str]]], dict[str, Any]] | None = None
     # --follow without --pin: swap in newly deployed versions at bar boundaries (aitrader.trading.swap)
     swap: SwapSettings | None = None
+    # the engine once built (the Redis Streams trader checkpoints when its input is drained: aitrader.bus.trader)
+    on_engine: Callable[[Engine], None] | None = None
 
 
 def wall_clock_timeouts(opts: RunOptions) -> bool:
@@ -157,8 +159,11 @@ def build_engine(cfg: TradingConfig, specs: list[ModelSpec], bus: EventBus, ledg
         )
         for s in specs
     ]
-    return Engine(bus, broker, handler, slots, ledger=ledger, schedules=schedules,
-                  buffer_size=ml.feature_pipeline.buffer_size, commit_every=opts.commit_every)
+    engine = Engine(bus, broker, handler, slots, ledger=ledger, schedules=schedules,
+                    buffer_size=ml.feature_pipeline.buffer_size, commit_every=opts.commit_every)
+    if opts.on_engine is not None:
+        opts.on_engine(engine)
+    return engine
 
 
 @contextlib.contextmanager
