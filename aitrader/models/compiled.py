@@ -294,7 +294,7 @@ def compile_model(backend: str, kind: str, task: str, model_file: str | Path, ou
             if leftover.name != LIB_FILE:
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         (work / RECORD_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(work, out_dir)
+        work.replace(out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
