@@ -14,6 +14,8 @@ RUNS_HELP = "Folder holding the runs (runs/RUN_ID/ledger.db)."
 MODEL_HELP = ("Trade this registered model (NAME: its production version, NAME:vN, NAME@alias) instead of the "
               "config's models; repeatable. Its symbol: --data SYMBOL=PATH, else the one it was trained on.")
 MISMATCH_HELP = "Let a model trade another symbol than the one it was trained on."
+BACKEND_HELP = ("Runner backend: auto (the compiled trees its deploy made, else ONNX), compiled, onnx or native. "
+                "Default: $AITRADER_BACKEND, else auto.")
 
 
 def paper_trade_cmd(
@@ -43,6 +45,7 @@ def paper_trade_cmd(
     pin: bool = typer.Option(
         False, "--pin", help="With --follow: keep the versions the run started with (no live model swaps)."),
     allow_symbol_mismatch: bool = typer.Option(False, "--allow-symbol-mismatch", help=MISMATCH_HELP),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
@@ -52,8 +55,10 @@ def paper_trade_cmd(
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
                           view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,
-                          allow_symbol_mismatch=allow_symbol_mismatch, pin=pin)
+                          allow_symbol_mismatch=allow_symbol_mismatch, pin=pin, backend=backend)
     _render(summary, json_out, "paper-trade")
+    for warning in summary.get("warnings") or []:  # a compiled backend that fell back to ONNX
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def status_cmd(

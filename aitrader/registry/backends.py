@@ -160,35 +160,59 @@ def _load_entry(folder: Path, digest: str, n_features: int) -> Any:
     return load_library(folder, record, n_features)
 
 
+def _checked(predictor: Any, path: Path, manifest: dict[str, Any], X: Any, backend: str) -> dict[str, Any]:
+    """Parity of ``predictor`` against the native model on the sample rows ``X``; ModelError when off."""
+    tol = _tolerance(manifest)
+    figures = parity(_native_reference(path, manifest, X), predictor.predict_batch(X), tol)
+    if figures["max_rel_diff"] > tol:
+        kind = (manifest.get("model") or {}).get("kind")
+        raise ModelError(
+            f"{backend} differs from the native {kind} model on {figures['rows_off']} of {figures['rows']} holdout "
+            f"sample rows (max |diff| {figures['max_abs_diff']:.3g} = {figures['max_rel_diff']:.3g} x the "
+            f"predictions' spread {figures['scale']:.3g} > tolerance {tol:g})")
+    return figures
+
+
+def _describe(backend: str, figures: dict[str, Any], record: dict[str, Any], how: str) -> str:
+    return (f"{backend}: parity max_rel_diff {figures['max_rel_diff']:.2g} of the predictions' spread on "
+            f"{figures['rows']} holdout sample rows (tolerance {figures['tolerance_rel']:g}); library sha256 "
+            f"{record['sha256'][:12]}, {record['bytes']:,} bytes, {how}")
+
+
 def _compile_checked(registry_root: Path, path: Path, digest: str, manifest: dict[str, Any], backend: str,
                      *, keep: bool) -> tuple[Any, dict[str, Any], str]:
-    """Compile with ``backend`` and check parity; the cache folder is kept only with ``keep`` and parity.
+    """The library of ``backend`` for this version, parity-checked against the native model.
 
+    A verified library already in the cache is reused; a missing, unreadable or tampered one is
+    compiled again (into a staging folder, moved into the cache only with ``keep`` and parity).
     Returns (predictor, parity figures, detail); raises ModelError/CompilerUnavailable otherwise."""
-    from aitrader.models.compiled import check_supported, compile_model, load_library
+    from aitrader.models.compiled import check_supported, compile_model, load_library, read_record
 
     meta = manifest.get("model") or {}
     kind, task = meta.get("kind"), meta.get("task")
     check_supported(backend, kind, task)
+    X = _sample(manifest)
     final = entry_dir(registry_root, digest, backend)
-    staging = final.with_name(f".staging-{os.getpid()}-{final.name}")  # per process: concurrent deploys
-    shutil.rmtree(staging, ignore_errors=True)
+    if final.is_dir():
+        try:
+            predictor = _load_entry(final, digest, X.shape[1])
+            record = read_record(final)
+        except AitraderError:  # tampered or damaged: rebuilt below, never loaded
+            pass
+        else:
+            figures = _checked(predictor, path, manifest, X, backend)
+            return predictor, figures, _describe(backend, figures, record, "verified cached build")
     native = (meta.get("files") or {}).get("native")
     if not native:
         raise ModelError(f"{path}: the manifest names no native model file to compile")
-    X = _sample(manifest)
+    staging = final.with_name(f".staging-{os.getpid()}-{final.name}")  # per process: concurrent deploys
+    shutil.rmtree(staging, ignore_errors=True)
     record = compile_model(backend, str(kind), str(task), path / native, staging, extra={"digest": digest})
     try:
         predictor = load_library(staging, record, X.shape[1])
-        tol = _tolerance(manifest)
-        figures = parity(_native_reference(path, manifest, X), predictor.predict_batch(X), tol)
-        if figures["max_rel_diff"] > tol:
-            raise ModelError(
-                f"{backend} differs from the native {kind} model on {figures['rows_off']} of {figures['rows']} holdout "
-                f"sample rows (max |diff| {figures['max_abs_diff']:.3g} = {figures['max_rel_diff']:.3g} x the "
-                f"predictions' spread {figures['scale']:.3g} > tolerance {tol:g})")
+        figures = _checked(predictor, path, manifest, X, backend)
         if keep:
-            shutil.rmtree(final, ignore_errors=True)  # a tampered library of the same key
+            shutil.rmtree(final, ignore_errors=True)  # a tampered or damaged library of the same key
             try:
                 staging.rename(final)
             except OSError:
@@ -197,10 +221,7 @@ def _compile_checked(registry_root: Path, path: Path, digest: str, manifest: dic
                 # A concurrent deploy put its own build there first; a load verifies it against its record.
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    detail = (f"{backend}: parity max_rel_diff {figures['max_rel_diff']:.2g} of the predictions' spread on "
-              f"{figures['rows']} holdout sample rows (tolerance {figures['tolerance_rel']:g}); library sha256 "
-              f"{record['sha256'][:12]}, {record['bytes']:,} bytes, compiled in {record['compile_seconds']:.1f} s")
-    return predictor, figures, detail
+    return predictor, figures, _describe(backend, figures, record, f"compiled in {record['compile_seconds']:.1f} s")
 
 
 def _fallback(path: Path, manifest: dict[str, Any], trust_pickle: bool) -> Any:
