@@ -179,7 +179,7 @@ def deploy_cmd(
     if require_edge and rollback:
         raise typer.BadParameter("--require-edge does not apply to --rollback", param_hint="--require-edge")
     reg = Registry(registry)
-    with status(f"checking {model_id} (hashes, load, sample predictions, feature contract) ..."):
+    with status(f"checking {model_id} (hashes, load, sample predictions, feature contract, backend) ..."):
         if rollback:
             result = reg.rollback(model_id, alias, reason=reason, dry_run=dry_run, backend=backend)
         elif from_file is not None:

@@ -248,7 +248,11 @@ def _compile_first(registry_root: Path, path: Path, digest: str, manifest: dict[
         except AitraderError as exc:
             reasons.append(f"{backend}: {exc}")
             continue
-        return BackendChoice(_runner(predictor, manifest), backend, why + detail, parity=figures)
+        except Exception as exc:  # noqa: BLE001 - a compiler's own error (LLVM, treelite, OS): fall back, say why
+            reasons.append(f"{backend}: {type(exc).__name__}: {exc}")
+            continue
+        skipped = f" (not {'; '.join(reasons)})" if reasons else ""
+        return BackendChoice(_runner(predictor, manifest), backend, why + detail + skipped, parity=figures)
     kind = (manifest.get("model") or {}).get("kind")
     if not order:
         reasons.append(f"no compiled backend handles {kind} models (lleaves: lightgbm; treelite: lightgbm, xgboost)")

@@ -74,7 +74,8 @@ def load_verified(info: VersionInfo, *, backend: str = "onnx", root: Path | None
         except Exception as exc:  # a verified file that still fails to load: report, do not crash
             raise ModelError(f"cannot load {info.model_id} from {info.path}: {type(exc).__name__}: {exc}") from exc
         if cached.failed:
-            raise ModelError(f"{info.model_id}: {cached.detail}; deploy it with --backend auto to run it on ONNX")
+            raise ModelError(f"{info.model_id}: {cached.detail}; run it with --backend auto (ONNX when the trees "
+                             "cannot run compiled) or install the 'compiled' extra")
         with _CACHE_LOCK:
             _RUNNER_CACHE[key] = cached
     warnings = [f"{info.model_id}: {cached.warning}"] if cached.warning else []

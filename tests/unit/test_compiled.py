@@ -178,6 +178,22 @@ def test_deploy_falls_back_to_onnx_when_the_compilers_do_not_import(reg: Registr
     assert reg.resolve("aapl:v1").aliases == ["production"]
 
 
+def test_a_compiler_crash_moves_on_to_the_next_backend(reg: Registry, contract: dict, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from aitrader.models import compiled
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("LLVM ERROR: out of memory")
+
+    monkeypatch.setattr(compiled, "_lleaves_object", broken)
+    reg.register(make_real_artifact(tmp_path / "a", onnx=True, contract=contract), "aapl")
+    detail = _check(reg.deploy("aapl")).detail
+    assert detail.startswith("treelite: parity max_rel_diff 0 ")
+    assert detail.endswith("(not lleaves: RuntimeError: LLVM ERROR: out of memory)")
+    clear_cache()
+    assert reg.load("aapl", backend="auto").runner.backend == "treelite"
+
+
 def test_parity_off_keeps_onnx_with_a_warning(reg: Registry, contract: dict, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from aitrader.models import compiled
