@@ -251,7 +251,7 @@ def bare_loop(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[float, 
         if target != pos:
             cash -= (target - pos) * c
             pos, trades = target, trades + 1
-    return time.perf_counter() - t0, time.process_time() - c0
+    return time.perf_counter() - t0, time.process_time() - c0, runner.backend
 
 
 def backtrader_model(w: dict[str, Any], n: int) -> tuple[float, float] | None:
