@@ -170,7 +170,10 @@ def _lleaves_object(model_file: Path, work: Path) -> Path:
     forest = parse_to_ast(str(model_file))
     forest.raw_score = False  # apply the objective's link (sigmoid for binary), as Booster.predict does
     ir = llvmlite.ir.Module(name="forest")
-    # No cache blocking (block = all trees): lleaves' advice for single-row prediction, the runner's case.
+    # No cache blocking (block = all trees): lleaves' advice for single-row prediction, the runner's case,
+    # and it keeps LightGBM's summation order, so the doubles are the native ones. Blocks of 34 trees
+    # (lleaves' default) compiled a 200-tree model in 11 s instead of 28 s, but ran 25% slower per row
+    # and changed the last bit of some predictions (3.9e-16).
     gen_forest(forest, ir, max(1, len(forest.trees)), "forest_root", True)
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
