@@ -9,6 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AITRADER_SHARED_DATA", REPO.parent / "shared" / "data"))
+# Deploys and paper-trade runs of the suite use the ONNX runner unless a test asks for another
+# backend: compiling every test model (~0.5-1 s each) would add minutes. tests/unit/test_compiled.py
+# covers the default (auto) with its own monkeypatched environment.
+os.environ["AITRADER_BACKEND"] = "onnx"
 
 
 @pytest.fixture(scope="session")

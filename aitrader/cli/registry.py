@@ -163,10 +163,13 @@ def deploy_cmd(
     require_edge: bool = typer.Option(
         False, "--require-edge", help="Refuse a model whose training verdict is not 'edge' (else only a warning)."
     ),
+    backend: str | None = typer.Option(
+        None, "--backend", help="Runner backend: auto (compile the trees when they match, else ONNX), compiled, "
+        "onnx or native. Default: $AITRADER_BACKEND, else auto."),
     registry: str | None = _registry_opt(),
     json_out: bool = _json_opt(),
 ) -> None:
-    """Check a version (hashes, loads, sample predictions, feature contract), then promote it."""
+    """Check a version (hashes, loads, sample predictions, feature contract, backend), then promote it."""
     from aitrader.registry import Registry
 
     if rollback and from_file is not None:
@@ -176,21 +179,22 @@ def deploy_cmd(
     if require_edge and rollback:
         raise typer.BadParameter("--require-edge does not apply to --rollback", param_hint="--require-edge")
     reg = Registry(registry)
-    with status(f"checking {model_id} (hashes, load, sample predictions, feature contract) ..."):
+    with status(f"checking {model_id} (hashes, load, sample predictions, feature contract, backend) ..."):
         if rollback:
-            result = reg.rollback(model_id, alias, reason=reason, dry_run=dry_run)
+            result = reg.rollback(model_id, alias, reason=reason, dry_run=dry_run, backend=backend)
         elif from_file is not None:
             result = reg.deploy_from_file(
                 from_file, model_id, alias, dry_run=dry_run, reason=reason, trust_pickle=trust_pickle,
-                tags=_tags(tag), require_edge=require_edge,
+                tags=_tags(tag), require_edge=require_edge, backend=backend,
             )
         else:
-            result = reg.deploy(model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
+            result = reg.deploy(model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge,
+                                backend=backend)
     if json_out:
         print_json(result.to_dict())
     else:
         _render_deploy(result)
-    for warning in result.warnings:  # the training verdict says no edge (in --json: "warnings")
+    for warning in result.warnings:  # no edge by the training verdict, a compiled backend not used (--json: "warnings")
         typer.echo(f"warning: {warning}", err=True)
     failed = [c for c in result.checks if c.status == "failed"]
     if failed:  # only a dry run returns with a failed check; a real deploy raised already

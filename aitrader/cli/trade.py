@@ -14,6 +14,8 @@ RUNS_HELP = "Folder holding the runs (runs/RUN_ID/ledger.db)."
 MODEL_HELP = ("Trade this registered model (NAME: its production version, NAME:vN, NAME@alias) instead of the "
               "config's models; repeatable. Its symbol: --data SYMBOL=PATH, else the one it was trained on.")
 MISMATCH_HELP = "Let a model trade another symbol than the one it was trained on."
+BACKEND_HELP = ("Runner backend: auto (the compiled trees its deploy made, else ONNX), compiled, onnx or native. "
+                "Default: $AITRADER_BACKEND, else auto.")
 
 
 def paper_trade_cmd(
@@ -50,6 +52,7 @@ def paper_trade_cmd(
     bus: str | None = typer.Option(
         None, "--bus", help="Trade the predictions of predict-workers over Redis Streams (redis://HOST:PORT/DB or "
         "unix:///PATH; docs/bus.md) instead of replaying --data."),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
@@ -71,8 +74,10 @@ def paper_trade_cmd(
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
                           view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,
                           allow_symbol_mismatch=allow_symbol_mismatch, pin=pin, model_endpoint=model_endpoint,
-                          books=parse_book_options(book))
+                          books=parse_book_options(book), backend=backend)
     _render(summary, json_out, "paper-trade")
+    for warning in summary.get("warnings") or []:  # a compiled backend that fell back to ONNX
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def status_cmd(

@@ -7,6 +7,8 @@ Backends, in the order ``prefer="onnx"`` tries them:
   (measured ~15% faster than ``session.run`` with a feed dict; ``run_with_ort_values`` was slower).
 - ``lightgbm``: native ``Booster.predict`` with ``num_threads=1`` on a preallocated (1, n) array.
 - ``xgboost``: native ``Booster.inplace_predict`` (no per-row DMatrix) with ``nthread=1``.
+- ``lleaves`` / ``treelite``: a compiled library of the trees (:meth:`from_compiled`), chosen by
+  the registry (``aitrader.registry.backends``), never by ``from_artifact``.
 - ``sklearn``: only with ``trust_pickle``; a standardised linear model is folded into one dot
   product, other estimators predict on a preallocated array.
 
@@ -138,6 +140,16 @@ class ModelRunner:
             return out[:, 1] if col else out.reshape(-1)
 
         return cls(backend="onnx", task=model.task_, feature_names=list(model.feature_names_in_), one=one, batch=batch)
+
+    @classmethod
+    def from_compiled(cls, predictor: Any, *, task: str, feature_names: list[str]) -> ModelRunner:
+        """A runner over a verified compiled library (``aitrader.models.compiled.CompiledPredictor``):
+        one ctypes call per row or per batch; backend ``lleaves`` or ``treelite``."""
+        if len(feature_names) != predictor.n_features:
+            raise ModelError(f"compiled library takes {predictor.n_features} features, the manifest lists "
+                             f"{len(feature_names)}; the artifact is inconsistent, retrain it")
+        return cls(backend=predictor.backend, task=task, feature_names=feature_names, one=predictor.predict_one,
+                   batch=predictor.predict_batch)
 
     @classmethod
     def from_model(cls, model: Model, *, batch_threads: int = 1) -> ModelRunner:

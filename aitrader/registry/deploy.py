@@ -7,7 +7,12 @@ Checks run in order and stop at the first failure (the rest are reported as skip
 3. ``reproduces_sample``: the runner reproduces the manifest's sample predictions (native within
    1e-9 relative, ONNX within the manifest's ``onnx.tolerance_abs``, the trainer's parity bound;
    older manifests: ``onnx.tolerance_rel`` relative);
-4. ``feature_contract``: the configured feature pipeline can produce the manifest's contract.
+4. ``feature_contract``: the configured feature pipeline can produce the manifest's contract;
+5. ``backend``: the runner backend paper-trade will use (``--backend``, ``aitrader.registry.backends``):
+   with ``auto`` the trees are compiled (lleaves, else treelite) into the registry's ``.compiled/``
+   cache and kept when they match the native model on the holdout sample (the ONNX tolerance); a
+   backend that is missing or off falls back to ONNX, passed with a warning naming why. Fails only
+   with ``--backend compiled``. Its detail (parity, library sha256) is in the deploy log.
 
 A promotion or a rollback, successful or failed, is one INSERT in ``deploy_log``
 (``aitrader.registry.log``); a dry run runs the checks and records nothing.
@@ -38,9 +43,10 @@ from aitrader.registry.register import register
 from aitrader.registry.types import CheckResult, DeployResult, LoadedModel, VersionInfo
 from aitrader.registry.verify import check_version, integrity_message
 
-CHECKS = ("hashes", "loads", "reproduces_sample", "feature_contract")
+CHECKS = ("hashes", "loads", "reproduces_sample", "feature_contract", "backend")
 MAX_ATTEMPTS = 25  # a deploy whose target keeps moving under it (other deploys/registers) gives up after this
 NATIVE_TOLERANCE = 1e-9
+DEFAULT_BACKEND: str | None = None  # $AITRADER_BACKEND, else auto (aitrader.registry.backends.default_mode)
 DEFAULT_ONNX_TOLERANCE = 1e-3
 
 
@@ -141,8 +147,30 @@ def _check_features(loaded: LoadedModel) -> CheckResult:
     )
 
 
-def run_checks(catalog: Catalog, info: VersionInfo) -> list[CheckResult]:
-    """Run the four deploy checks in order; after a failure the rest are skipped."""
+def _check_backend(catalog: Catalog, loaded: LoadedModel, mode: str, commit: bool, notes: list[str]) -> CheckResult:
+    from aitrader.registry import backends
+    from aitrader.registry.loading import forget
+
+    info = loaded.info
+    choice = backends.for_deploy(catalog.root, info.path, info.digest, loaded.manifest, mode,
+                                 trust_pickle=info.trusted, commit=commit)
+    if commit:
+        forget(info.digest)  # this process's runners of the version follow the new choice
+    if choice.warning:
+        notes.append(f"{info.model_id}: {choice.warning}")
+    return CheckResult("backend", "failed" if choice.failed else "passed", choice.detail)
+
+
+def run_checks(catalog: Catalog, info: VersionInfo, *, backend: str | None = None, commit: bool = True,
+               notes: list[str] | None = None) -> list[CheckResult]:
+    """Run the five deploy checks in order; after a failure the rest are skipped.
+
+    ``backend``: the mode of the backend check (default ``$AITRADER_BACKEND``, else auto); ``commit``
+    False (a dry run) leaves the compiled cache as it was; ``notes`` collects warnings."""
+    from aitrader.registry.backends import default_mode, validate_mode
+
+    mode = validate_mode(backend) if backend is not None else default_mode()
+    notes = notes if notes is not None else []
     results: list[CheckResult] = []
     check = check_version(catalog, info)
     if check.problems:
@@ -158,7 +186,10 @@ def run_checks(catalog: Catalog, info: VersionInfo) -> list[CheckResult]:
             )
         except Exception as exc:  # any failure to load is a failed check, reported with its reason
             results.append(CheckResult("loads", "failed", _describe(exc)))
-    for name, fn in (("reproduces_sample", _check_sample), ("feature_contract", _check_features)):
+    steps: tuple[tuple[str, Callable[[LoadedModel], CheckResult]], ...] = (
+        ("reproduces_sample", _check_sample), ("feature_contract", _check_features),
+        ("backend", lambda m: _check_backend(catalog, m, mode, commit, notes)))
+    for name, fn in steps:
         if loaded is None or not results[-1].passed:
             break
         try:
@@ -264,18 +295,21 @@ def edge_check(info: VersionInfo, checks: list[CheckResult], require_edge: bool)
 
 def deploy(
     catalog: Catalog, model_id: str, alias: str = DEFAULT_ALIAS, *, dry_run: bool = False, reason: str | None = None,
-    require_edge: bool = False,
+    require_edge: bool = False, backend: str | None = DEFAULT_BACKEND,
 ) -> DeployResult:
     """Check ``model_id`` and point ``alias`` at it; DeployCheckError (logged) when a check fails.
 
     ``.warnings`` carries a warning when the model's training verdict is not "edge" (or it has
-    none); ``require_edge`` turns that into a failed ``edge`` check."""
+    none), and when ``backend`` auto fell back to ONNX; ``require_edge`` turns the first into a
+    failed ``edge`` check. ``backend`` None: ``$AITRADER_BACKEND``, else auto."""
     validate_alias(alias)
     ref = parse_model_id(model_id)
     for _ in range(MAX_ATTEMPTS):
         info = catalog.resolve(ref)
-        checks = run_checks(catalog, info)
+        notes: list[str] = []
+        checks = run_checks(catalog, info, backend=backend, commit=not dry_run, notes=notes)
         warnings, edge = edge_check(info, checks, require_edge)
+        warnings = notes + warnings
         if require_edge:
             checks.append(edge)
         if dry_run:
@@ -299,7 +333,8 @@ def deploy(
 
 
 def rollback(
-    catalog: Catalog, name: str, alias: str = DEFAULT_ALIAS, *, reason: str | None = None, dry_run: bool = False
+    catalog: Catalog, name: str, alias: str = DEFAULT_ALIAS, *, reason: str | None = None, dry_run: bool = False,
+    backend: str | None = DEFAULT_BACKEND,
 ) -> DeployResult:
     """Point ``alias`` back at the previous different version it held (from the deploy log's history)."""
     ref = parse_model_id(name)
@@ -319,7 +354,7 @@ def rollback(
                 f"{ref.name}:vN"
             )
         info = catalog.resolve(ModelRef(ref.name, version=target))
-        checks = run_checks(catalog, info)
+        checks = run_checks(catalog, info, backend=backend, commit=not dry_run)
         if dry_run:
             return DeployResult(
                 info.model_id, info.name, alias, "rollback", current, info.version, checks, False, True,
@@ -352,12 +387,14 @@ def deploy_from_file(
     trust_pickle: bool = False,
     tags: dict[str, str] | None = None,
     require_edge: bool = False,
+    backend: str | None = DEFAULT_BACKEND,
 ) -> DeployResult:
     """Register an artifact folder (idempotent by digest) and deploy the version it became."""
     ref = parse_model_id(name)
     if ref.version is not None or ref.alias is not None:
         raise RegistryError(f"--from-file needs a model name for --model-id, got {name!r}; pass --model-id {ref.name}")
     info = register(catalog, artifact_dir, ref.name, tags=tags, trust_pickle=trust_pickle)
-    result = deploy(catalog, info.model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
+    result = deploy(catalog, info.model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge,
+                    backend=backend)
     result.registered = info
     return result

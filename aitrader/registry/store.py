@@ -115,24 +115,29 @@ class Registry:
         """IntegrityError naming the first bad file unless every hash matches."""
         return _verify.verify_or_raise(self.catalog, info)
 
-    def load(self, model_id: str) -> LoadedModel:
-        """Verify every file's SHA256, check trust, then build a runner (cached per process by digest)."""
-        return load(self.catalog, model_id)
+    def load(self, model_id: str, *, backend: str = "onnx") -> LoadedModel:
+        """Verify every file's SHA256, check trust, then build a runner (cached per process by digest).
 
-    def load_verified(self, info: VersionInfo) -> LoadedModel:
+        ``backend``: auto | compiled | onnx | native (``aitrader.registry.backends``)."""
+        return load(self.catalog, model_id, backend=backend)
+
+    def load_verified(self, info: VersionInfo, *, backend: str = "onnx") -> LoadedModel:
         """Load a version whose files were verified just now by the caller (deploy checks)."""
-        return load_verified(info)
+        return load_verified(info, backend=backend, root=self.root)
 
     # ------------------------------------------------------------------ deploy (aitrader.registry.deploy)
 
     def deploy(
         self, model_id: str, alias: str = DEFAULT_ALIAS, dry_run: bool = False, reason: str | None = None,
-        require_edge: bool = False,
+        require_edge: bool = False, backend: str | None = _deploy.DEFAULT_BACKEND,
     ) -> DeployResult:
         """Run the deploy checks on ``model_id`` and point ``alias`` at it; every attempt is logged.
 
-        ``require_edge``: also fail unless the training verdict says edge (else only a warning)."""
-        return _deploy.deploy(self.catalog, model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge)
+        ``require_edge``: also fail unless the training verdict says edge (else only a warning).
+        ``backend``: the runner backend check (auto compiles the trees when it can; see
+        ``aitrader.registry.backends``)."""
+        return _deploy.deploy(self.catalog, model_id, alias, dry_run=dry_run, reason=reason, require_edge=require_edge,
+                              backend=backend)
 
     def deploy_from_file(
         self,
@@ -145,6 +150,7 @@ class Registry:
         trust_pickle: bool = False,
         tags: dict[str, str] | None = None,
         require_edge: bool = False,
+        backend: str | None = _deploy.DEFAULT_BACKEND,
     ) -> DeployResult:
         """Register ``artifact_dir`` under ``name`` then deploy that version."""
         return _deploy.deploy_from_file(
@@ -157,13 +163,15 @@ class Registry:
             trust_pickle=trust_pickle,
             tags=tags,
             require_edge=require_edge,
+            backend=backend,
         )
 
     def rollback(
-        self, name: str, alias: str = DEFAULT_ALIAS, reason: str | None = None, dry_run: bool = False
+        self, name: str, alias: str = DEFAULT_ALIAS, reason: str | None = None, dry_run: bool = False,
+        backend: str | None = _deploy.DEFAULT_BACKEND,
     ) -> DeployResult:
         """Restore the previous different version ``alias`` held, from the deploy log (checks run first)."""
-        return _deploy.rollback(self.catalog, name, alias, reason=reason, dry_run=dry_run)
+        return _deploy.rollback(self.catalog, name, alias, reason=reason, dry_run=dry_run, backend=backend)
 
     def history(self, name: str, at: str | None = None) -> History:
         """The append-only deploy log of ``name`` and, with ``at``, which version held each alias then."""

@@ -104,6 +104,8 @@ class LoadedModel:
     manifest: dict[str, Any]
     runner: Any  # aitrader.models.runner.ModelRunner (imported lazily: it pulls in numpy)
     path: Path
+    backend: str = ""  # how the runner's backend was chosen (aitrader.registry.backends)
+    warnings: list[str] = field(default_factory=list)  # e.g. a compiled backend that fell back to ONNX
 
 
 @dataclass

@@ -80,6 +80,7 @@ def trained_symbol(manifest: dict[str, Any]) -> str | None:
 def load_models(
     cfg: TradingConfig, registry_root: str | None, saved: list[dict[str, Any]] | None = None, *,
     source: str = "", allow_symbol_mismatch: bool = False, books: str | dict[str, str] | None = None,
+    backend: str = "onnx", notes: list[str] | None = None,
 ) -> list[ModelSpec]:
     """Verified models of the config's enabled entries (the production version, or the run's own on resume).
 
@@ -88,6 +89,7 @@ def load_models(
     ``allow_symbol_mismatch``; an entry with symbol :data:`SYMBOL_FROM_MANIFEST` takes the trained one.
     ``books``: order-book snapshots (``--book``: a path, or {SYMBOL: path}) for models whose feature
     contract reads them (docs/orderbook.md); such a model without its symbol's snapshots is refused.
+    ``backend``: the runner mode (``aitrader.registry.backends``); ``notes`` collects its warnings.
     """
     from aitrader.errors import ModelNotFoundError
     from aitrader.features import FeaturePipeline
@@ -110,7 +112,7 @@ def load_models(
         if saved is not None and prior is None:
             raise TradingError(f"the run's ledger has no model {entry.model_id} for {entry.symbol}")
         try:
-            loaded = reg.load(_version_for(reg, entry.model_id, prior, source))
+            loaded = reg.load(_version_for(reg, entry.model_id, prior, source), backend=backend)
         except ModelNotFoundError as exc:
             where = f" ({source})" if source else ""
             name = entry.model_id.split("@")[0].split(":")[0]
@@ -142,6 +144,8 @@ def load_models(
             pipeline.with_book(book_for(books, symbol, pipeline.book_features, where="--book"))
         runner = loaded.runner
         warm_up(runner, len(pipeline.names))
+        if notes is not None:
+            notes.extend(loaded.warnings)
         specs.append(ModelSpec(
             model_id=loaded.info.model_id, name=entry.model_id, symbol=symbol, digest=loaded.info.digest,
             predictor=runner,
@@ -485,6 +489,7 @@ def paper_trade(
     collect: dict[str, Any] | None = None,
     model_endpoint: str | None = None,
     books: str | dict[str, str] | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
@@ -497,17 +502,22 @@ def paper_trade(
     ``collect``, when given, receives the replayed frames, each symbol's first traded bar (epoch)
     and the specs (what ``backtest`` reports on). ``model_endpoint`` (``--model-endpoint``, or
     ``endpoint:`` per model in the config): predictions come from that ``aitrader serve``
-    (:mod:`aitrader.serve.hook`).
+    (:mod:`aitrader.serve.hook`). ``backend``: the runner mode (``--backend``;
+    None: ``$AITRADER_BACKEND``, else auto: the compiled library a deploy made, else ONNX); the
+    summary's ``runners`` names each model's backend and ``warnings`` any fallback.
     """
     import pandas as pd
 
     from aitrader.config import load_trading_config
+    from aitrader.registry.backends import default_mode, validate_mode
     from aitrader.trading.session import REPLAY_COMMIT_EVERY, RunOptions, new_run_id
     from aitrader.trading.sources import BarSeries, FollowSource, ReplayFingerprint, describe, replay_steps
 
     if not math.isfinite(speed) or speed < 0:
         raise TradingError(f"--speed must be a finite number >= 0 (0: as fast as possible), got {speed}")
     window = Window(start, end, allow_in_sample)
+    mode = validate_mode(backend) if backend is not None else default_mode()
+    notes: list[str] = []
     cursors: dict[str, tuple[int, str]] = {}
     reported: set[int] = set()
     saved: dict[str, Any] = {}
@@ -527,7 +537,7 @@ def paper_trade(
             window = Window(request.get("from"), request.get("to"), bool(request.get("allow_in_sample")))
         else:  # a run started before windows existed replayed all of --data (the sample: after training)
             window = Window(allow_in_sample=bool(data))
-        specs = load_models(cfg, registry_root, saved_models, books=books)
+        specs = load_models(cfg, registry_root, saved_models, books=books, backend=mode, notes=notes)
         rid = str(saved.get("run_id") or run_dir.name)
     else:
         from aitrader.config import TRADING_CONFIG, resolve_config_path
@@ -542,7 +552,7 @@ def paper_trade(
         rid = validate_run_id(run_id) if run_id is not None else new_run_id()
         run_dir = Path(state_dir) if state_dir else Path(runs_dir) / rid
         specs = load_models(cfg, registry_root, source=origin, allow_symbol_mismatch=allow_symbol_mismatch,
-                            books=books)
+                            books=books, backend=mode, notes=notes)
         cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
     opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
@@ -558,7 +568,7 @@ def paper_trade(
         if not pin:
             from aitrader.trading.swap import RegistrySource, SwapSettings
 
-            opts.swap = SwapSettings(RegistrySource(registry_root))
+            opts.swap = SwapSettings(RegistrySource(registry_root, backend=mode))
         symbol, path = _follow_target(data, specs)
         _follow_window(path, specs, window)
         done = cursors.get(symbol)
@@ -596,7 +606,8 @@ def paper_trade(
     meta["costs"] = costs
     summary = run_session(cfg, specs, steps, run_dir, run_id=rid, resume=resume is not None, meta=meta, opts=opts,
                           stop_event=stop_event)
-    return {**summary, "costs": costs}
+    runners = {s.model_id: str(getattr(s.predictor, "backend", "?")) for s in specs}
+    return {**summary, "costs": costs, "runners": runners, **({"warnings": notes} if notes else {})}
 
 
 def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:

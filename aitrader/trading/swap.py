@@ -115,11 +115,12 @@ def registry_name(name: str) -> str:
 class RegistrySource:
     """Deployments as the registry at ``root`` records them; checks are the deploy checks."""
 
-    def __init__(self, root: str | Path | None) -> None:
+    def __init__(self, root: str | Path | None, *, backend: str = "onnx") -> None:
         from aitrader.registry import Registry
 
         reg = Registry(root)
         self.root = reg.root
+        self.backend = backend  # the run's runner mode (aitrader.registry.backends)
         self.paths = (reg.catalog.db_path, Path(f"{reg.catalog.db_path}-wal"), reg.catalog.journal_path)
         reg.close()
         self._signature = self._stat()
@@ -158,11 +159,13 @@ class RegistrySource:
 
         reg = Registry(self.root)
         try:
-            checks = run_checks(reg.catalog, offer.info)
+            # commit=False: a trading run checks the deployed choice, it does not change the compiled cache
+            checks = run_checks(reg.catalog, offer.info, backend=self.backend, commit=False)
             bad = next((c for c in checks if not c.passed), None)
             if bad is not None:
                 raise SwapRefused(bad.name, bad.detail)
-            loaded = reg.load_verified(offer.info)  # verified by the hashes check just now; runner cached
+            # verified by the hashes check just now; runner cached
+            loaded = reg.load_verified(offer.info, backend=self.backend)
         finally:
             reg.close()
         try:

@@ -4,15 +4,18 @@ Printed side by side, each with the machine's load average at the time (the mach
 compare figures from the same run only):
 
 1. **Whole command with a model** (the headline): ``aitrader paper-trade`` in a subprocess, with a
-   deployed 200-tree LightGBM (ONNX runner), on synthetic 1-minute bars, at two sizes (``--small``
+   deployed 200-tree LightGBM (ONNX runner: ``--backend onnx``), on synthetic 1-minute bars, at two sizes (``--small``
    and ``--bars``), on both replay routes (``ml_trading.replay: batch``, the default: batch features
    and batch ONNX; ``streaming``: per bar, as live runs), which must agree on the fills and the
    final equity to the cent. bars/s = (big - small) / (t_big - t_small) cancels the start-up (Python, imports,
    loading and verifying the model, reading the CSV), which is printed separately. Also the ledger's
    bytes per bar (the big run's ledger.db / bars).
+   **The same with compiled trees** (``--backend auto``: the lleaves library the deploy compiled),
+   both routes, same sizes, same run; the start-up, the ledger and the agreement with the ONNX runs
+   (fills and final equity; the predictions differ by ONNX's float32 rounding) are printed too.
 2. **Bare loop**: the same work in the plainest Python: streaming features + the same ONNX model
    (``ModelRunner.predict_one``) + a trivial broker (target = sign of the prediction). The limit
-   the whole command is compared with (goal: >= 0.5x).
+   the whole command is compared with (goal: >= 0.5x). Also with the compiled trees' runner.
 3. **backtrader with the same model**: features precomputed by the batch evaluator, the same ONNX
    runner called once per bar in ``next()``, ``order_target_size`` to the prediction's sign
    (goal: aitrader >= 5x). backtrader is NOT a dependency: when it is missing this peer (and 4's
@@ -168,6 +171,7 @@ ml_trading:
   replay: {route}
 """
 ROUTES = ("batch", "streaming")  # ml_trading.replay: batch features + batch ONNX, or per bar (as live runs)
+BACKENDS = ("onnx", "auto")  # paper-trade --backend: ONNX, and the compiled trees the deploy made
 
 
 def world(tmp: Path, n_train: int, n_trade: int) -> dict[str, Any]:
@@ -184,14 +188,21 @@ def world(tmp: Path, n_train: int, n_trade: int) -> dict[str, Any]:
     res = train(cfg, bars=bars.iloc[:n_train], out_dir=tmp / "art")
     reg = Registry(tmp / "models")
     reg.register(tmp / "art", "syn_lgbm")
-    reg.deploy("syn_lgbm", reason="bench")
+    t0 = time.perf_counter()
+    result = reg.deploy("syn_lgbm", reason="bench", backend="auto")  # compiles the trees (lleaves, else treelite)
+    deploy_s = time.perf_counter() - t0
+    backend = next(c for c in result.checks if c.name == "backend")
+    onnx = res.manifest.get("onnx") or {}
+    print(f"train: model.onnx {'kept' if onnx.get('file') else 'dropped: ' + str(onnx.get('warning'))}")
+    print(f"deploy --backend auto {deploy_s:.1f} s: {backend.detail}  {load()}")
+    reg.close()
     for route in ROUTES:
         (tmp / f"trading-{route}.yaml").write_text(TRADE_CONFIG.format(route=route))
     return {"bars": bars.iloc[n_train:], "res": res, "tmp": tmp}
 
 
-def whole_command(w: dict[str, Any], n: int, run_id: str,
-                  route: str = "batch") -> tuple[float, float, dict[str, Any], int]:
+def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
+                  backend: str = "onnx") -> tuple[float, float, dict[str, Any], int]:
     """Wall and CPU seconds of ``aitrader paper-trade`` on the first ``n`` trading bars; its summary; ledger bytes."""
     tmp: Path = w["tmp"]
     data = tmp / f"n{n}" / "SYN.csv"
@@ -200,7 +211,7 @@ def whole_command(w: dict[str, Any], n: int, run_id: str,
         w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
     cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(tmp / f"trading-{route}.yaml"),
            "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"),
-           "--run-id", run_id, "--json"]
+           "--run-id", run_id, "--backend", backend, "--json"]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False)
@@ -213,13 +224,18 @@ def whole_command(w: dict[str, Any], n: int, run_id: str,
     return elapsed, cpu, json.loads(proc.stdout), size
 
 
-def bare_loop(w: dict[str, Any], n: int) -> tuple[float, float]:
-    """Streaming features + the same ONNX model + a trivial broker, in the plainest Python."""
+def bare_loop(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[float, float, str]:
+    """Streaming features + the same model (ONNX, or ``auto``: the deployed compiled trees) + a trivial
+    broker, in the plainest Python."""
     from aitrader.features import FeaturePipeline
     from aitrader.models.runner import ModelRunner
+    from aitrader.registry import Registry
 
     res = w["res"]
-    runner = ModelRunner.from_artifact(res.out_dir, res.manifest, prefer="onnx")
+    if backend == "onnx":  # the artifact's model.onnx; its native model when the trainer dropped the export
+        runner = ModelRunner.from_artifact(res.out_dir, res.manifest, prefer="onnx")
+    else:
+        runner = Registry(w["tmp"] / "models").load("syn_lgbm", backend=backend).runner
     stream = FeaturePipeline.from_contract(res.manifest["features"]).stream(500)
     df = w["bars"].iloc[:n]
     stamps = [t.isoformat() for t in df.index]
@@ -235,7 +251,7 @@ def bare_loop(w: dict[str, Any], n: int) -> tuple[float, float]:
         if target != pos:
             cash -= (target - pos) * c
             pos, trades = target, trades + 1
-    return time.perf_counter() - t0, time.process_time() - c0
+    return time.perf_counter() - t0, time.process_time() - c0, runner.backend
 
 
 def backtrader_model(w: dict[str, Any], n: int) -> tuple[float, float] | None:
@@ -319,38 +335,51 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         w = world(tmp, args.train_bars, args.bars)
-        print(f"200-tree LightGBM (ONNX runner), synthetic 1-minute bars; whole command on {args.small:,} and "
-              f"{args.bars:,} bars")
+        print(f"200-tree LightGBM, synthetic 1-minute bars; whole command on {args.small:,} and {args.bars:,} bars")
         whole_command(w, 2_000, "warm")  # first-run disk caches and bytecode
         diff = args.bars - args.small
         rates: dict[str, tuple[float, float]] = {}
         finals: dict[str, tuple[float, int]] = {}
-        for route in ROUTES:  # ml_trading.replay (docs/trading.md, "Replay routes")
-            t_small, c_small, _, _ = whole_command(w, args.small, f"small-{route}", route)
-            ld_small = load()
-            t_big, c_big, summary, size = whole_command(w, args.bars, f"big-{route}", route)
-            ld_big = load()
-            rate, cpu_rate = diff / (t_big - t_small), diff / (c_big - c_small)
-            rates[route] = (rate, cpu_rate)
-            finals[route] = (summary["final_equity"], summary["fills"])
-            print(f"whole command, {route:9} route {rate:>10,.0f} bars/s  ({1e6 / rate:6.2f} us/bar wall; "
-                  f"{t_small:.2f} s and {t_big:.2f} s)  cpu {1e6 / cpu_rate:6.2f} us/bar  {ld_small} {ld_big}")
-            print(f"  start-up       {t_small - args.small / rate:>10.2f} s wall, "
-                  f"{c_small - args.small / cpu_rate:.2f} s cpu "
-                  "(before the first bar: imports, model load and verify, reading the CSV)")
-            print(f"  ledger         {size / args.bars:>10.1f} bytes/bar ({size / 1e6:.1f} MB for {args.bars:,} bars, "
-                  f"{summary['predictions']:,} predictions, {summary['fills']:,} fills)")
-        (eq_b, f_b), (eq_s, f_s) = finals["batch"], finals["streaming"]
-        print(f"  routes agree: {f_b} vs {f_s} fills, final equity {eq_b:,.2f} vs {eq_s:,.2f} "
-              f"({'same' if f_b == f_s and abs(eq_b - eq_s) < 0.005 else 'DIFFERENT'} to the cent)")
-        rate, cpu_rate = rates["batch"]
-        t_bare, c_bare = bare_loop(w, args.bars)
-        bare = args.bars / t_bare
-        print(f"bare loop        {bare:>10,.0f} bars/s  ({1e6 / bare:6.2f} us/bar wall) cpu "
-              f"{1e6 * c_bare / args.bars:6.2f} us/bar: streaming features + ONNX + trivial broker  {load()}")
-        for route, (r, cr) in rates.items():
-            print(f"  whole command ({route}) / bare loop: {r / bare:.2f}x wall, {cr * c_bare / args.bars:.2f}x cpu "
-                  "(goal >= 0.5x)")
+        for backend in BACKENDS:
+            for route in ROUTES:  # ml_trading.replay (docs/trading.md, "Replay routes")
+                key = f"{route}/{backend}"
+                t_small, c_small, _, _ = whole_command(w, args.small, f"small-{route}-{backend}", route, backend)
+                ld_small = load()
+                t_big, c_big, summary, size = whole_command(w, args.bars, f"big-{route}-{backend}", route, backend)
+                ld_big = load()
+                rate, cpu_rate = diff / (t_big - t_small), diff / (c_big - c_small)
+                rates[key] = (rate, cpu_rate)
+                finals[key] = (summary["final_equity"], summary["fills"])
+                runner = summary["runners"]["syn_lgbm:v1"]
+                print(f"whole command, {route:9} route, {runner:8} runner {rate:>10,.0f} bars/s  ({1e6 / rate:6.2f} "
+                      f"us/bar wall; {t_small:.2f} s and {t_big:.2f} s)  cpu {1e6 / cpu_rate:6.2f} us/bar  "
+                      f"{ld_small} {ld_big}")
+                print(f"  start-up       {t_small - args.small / rate:>10.2f} s wall, "
+                      f"{c_small - args.small / cpu_rate:.2f} s cpu "
+                      "(before the first bar: imports, model load and verify, reading the CSV)")
+                print(f"  ledger         {size / args.bars:>10.1f} bytes/bar ({size / 1e6:.1f} MB for {args.bars:,} "
+                      f"bars, {summary['predictions']:,} predictions, {summary['fills']:,} fills)")
+        for backend in BACKENDS:
+            (eq_b, f_b), (eq_s, f_s) = finals[f"batch/{backend}"], finals[f"streaming/{backend}"]
+            print(f"  routes agree ({backend}): {f_b} vs {f_s} fills, final equity {eq_b:,.2f} vs {eq_s:,.2f} "
+                  f"({'same' if f_b == f_s and abs(eq_b - eq_s) < 0.005 else 'DIFFERENT'} to the cent)")
+        (eq_o, f_o), (eq_c, f_c) = finals["batch/onnx"], finals["batch/auto"]
+        same = f_c == f_o and abs(eq_c - eq_o) < 0.005
+        print(f"  compiled vs ONNX (batch): {f_c} vs {f_o} fills, final equity {eq_c:,.2f} vs {eq_o:,.2f} "
+              f"({'same' if same else 'DIFFERENT: float32 rounding at a threshold'})")
+        bares: dict[str, tuple[float, float]] = {}
+        for backend in BACKENDS:
+            t_bare, c_bare, name = bare_loop(w, args.bars, backend)
+            bares[backend] = (args.bars / t_bare, c_bare)
+            print(f"bare loop, {name:8} runner {args.bars / t_bare:>10,.0f} bars/s  "
+                  f"({1e6 * t_bare / args.bars:6.2f} us/bar wall) cpu {1e6 * c_bare / args.bars:6.2f} us/bar: "
+                  f"streaming features + model + trivial broker  {load()}")
+        bare, c_bare = bares["onnx"]
+        for key, (r, cr) in rates.items():
+            route, backend = key.split("/")
+            b_rate, b_cpu = bares[backend]
+            print(f"  whole command ({route}, {backend}) / bare loop ({backend}): {r / b_rate:.2f}x wall, "
+                  f"{cr * b_cpu / args.bars:.2f}x cpu; / bare loop (onnx): {r / bare:.2f}x wall (goal >= 0.5x)")
         got = backtrader_model(w, args.bars)
         if got is None:
             print("backtrader       skipped: not installed (pip install backtrader, for this script only)")
@@ -358,8 +387,8 @@ def main() -> None:
             btr = args.bars / got[0]
             print(f"backtrader+model {btr:>10,.0f} bars/s  ({1e6 / btr:6.2f} us/bar wall) cpu "
                   f"{1e6 * got[1] / args.bars:6.2f} us/bar: the same ONNX model per bar in next()  {load()}")
-            for route, (r, cr) in rates.items():
-                print(f"  whole command ({route}) / backtrader: {r / btr:.1f}x wall, "
+            for key, (r, cr) in rates.items():
+                print(f"  whole command ({key}) / backtrader: {r / btr:.1f}x wall, "
                       f"{got[1] / args.bars * cr:.1f}x cpu (goal >= 5x)")
     if args.engine_bars:
         engine_only(args.engine_bars, args.repeat)

@@ -57,7 +57,8 @@ def test_no_edge_deploys_with_a_warning_on_stderr_and_in_json(reg):
     assert "production: nothing -> v1" in result.stdout
     doc = json.loads(deploy(reg, "--model-id", "flat", "--json").stdout)  # already holds it: warned again
     assert doc["warnings"] == [result.stderr.splitlines()[0].removeprefix("warning: ")]
-    assert [c["name"] for c in doc["checks"]] == ["hashes", "loads", "reproduces_sample", "feature_contract"]
+    assert [c["name"] for c in doc["checks"]] == ["hashes", "loads", "reproduces_sample", "feature_contract",
+                                                  "backend"]
 
 
 def test_an_old_manifest_without_a_verdict_warns_to_retrain(reg):

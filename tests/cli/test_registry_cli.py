@@ -101,7 +101,7 @@ def test_deploy_rollback_history(in_tmp: Path, arts) -> None:
     first = run("deploy", "--model-id", "aapl:v1", "--json", "--reason", "initial")
     assert first.exit_code == 0, first.stderr
     doc = json.loads(first.stdout)
-    assert doc["promoted"] and [c["status"] for c in doc["checks"]] == ["passed"] * 4
+    assert doc["promoted"] and [c["status"] for c in doc["checks"]] == ["passed"] * 5
     human = run("deploy", "--model-id", "aapl")
     assert human.exit_code == 0 and "production: v1 -> v2" in human.stdout and "reproduces_sample" in human.stdout
     back = json.loads(run("deploy", "--model-id", "aapl", "--rollback", "--json", "--reason", "drift").stdout)

@@ -21,7 +21,7 @@ MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 # bottom-up: a module may import only modules of a strictly lower layer
 LAYERS = [
     {"names", "types", "hashing"},
-    {"layout", "manifest_check", "journal"},
+    {"layout", "manifest_check", "journal", "backends"},
     {"index"},
     {"catalog"},
     {"log", "verify"},

@@ -40,8 +40,8 @@ def _held_checks(monkeypatch: pytest.MonkeyPatch, gate: threading.Event, arrived
     """Every run_checks call signals ``arrived`` then waits for ``gate`` (the race window, held open)."""
     real = deploy_mod.run_checks
 
-    def slow(catalog: Any, info: Any) -> Any:
-        result = real(catalog, info)
+    def slow(catalog: Any, info: Any, **kw: Any) -> Any:
+        result = real(catalog, info, **kw)
         arrived.release()
         assert gate.wait(30)
         return result

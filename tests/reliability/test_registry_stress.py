@@ -47,7 +47,7 @@ if light:
     from aitrader.registry.types import CheckResult
     from aitrader.registry.verify import check_version
 
-    def hashes_only(catalog, info):
+    def hashes_only(catalog, info, **kw):
         check = check_version(catalog, info)
         return [CheckResult("hashes", "failed" if check.problems else "passed", "stress: hashes only")]
 
@@ -186,7 +186,7 @@ from aitrader.registry.types import CheckResult
 from aitrader.registry.verify import check_version
 
 
-def hashes_only(catalog, info):
+def hashes_only(catalog, info, **kw):
     check = check_version(catalog, info)
     return [CheckResult("hashes", "failed" if check.problems else "passed", "kill test: hashes only")]
 

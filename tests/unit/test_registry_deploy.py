@@ -43,6 +43,7 @@ def test_deploy_runs_every_check_and_promotes(reg: Registry, artifacts: dict[str
         ("loads", "passed"),
         ("reproduces_sample", "passed"),
         ("feature_contract", "passed"),
+        ("backend", "passed"),
     ]
     assert (result.promoted, result.from_version, result.to_version, result.alias) == (True, None, 1, "production")
     assert reg.resolve("aapl@production").version == 1
@@ -56,7 +57,7 @@ def test_deploy_runs_every_check_and_promotes(reg: Registry, artifacts: dict[str
         "first",
     )
     assert row["user"] and row["host"]
-    assert [c["status"] for c in json.loads(row["checks"])] == ["passed"] * 4
+    assert [c["status"] for c in json.loads(row["checks"])] == ["passed"] * 5
 
 
 def test_onnx_backend_is_checked_within_its_tolerance(reg: Registry, artifacts: dict[str, Path]) -> None:
@@ -87,7 +88,8 @@ def test_wrong_sample_predictions_fail_and_are_logged(reg: Registry, artifacts: 
     last = deploy_log_rows(reg)[-1]
     assert (last["status"], last["from_version"], last["to_version"]) == ("failed", 1, 2)
     statuses = [(c["name"], c["status"]) for c in json.loads(last["checks"])]
-    assert statuses[2:] == [("reproduces_sample", "failed"), ("feature_contract", "skipped")]
+    assert statuses[2:] == [("reproduces_sample", "failed"), ("feature_contract", "skipped"),
+                            ("backend", "skipped")]
 
 
 def test_unknown_feature_fails_the_contract_check(reg: Registry, artifacts: dict[str, Path], tmp_path) -> None:
@@ -100,7 +102,7 @@ def test_unknown_feature_fails_the_contract_check(reg: Registry, artifacts: dict
     write_manifest(art, manifest)
     reg.register(art, "aapl")
     result = reg.deploy("aapl", dry_run=True)
-    assert [c.status for c in result.checks] == ["passed", "passed", "passed", "failed"]
+    assert [c.status for c in result.checks] == ["passed", "passed", "passed", "failed", "skipped"]
     assert result.promoted is False and deploy_log_rows(reg) == []
 
 
