@@ -327,6 +327,25 @@ def _choose_route(cfg: TradingConfig, engine: Engine, specs: list[ModelSpec], st
     return "batch" if attach_batch(engine, specs, series, clock=opts.clock, pool=pool) else "streaming"
 
 
+def _start_route(cfg: TradingConfig, engine: Engine, specs: list[ModelSpec], steps: Iterable[Step],
+                 opts: RunOptions) -> tuple[str, Any]:
+    """The route and, with ``opts.workers > 1``, the batch route's worker threads (shut down by the caller)."""
+    pool = worker_pool(opts.workers)
+    try:
+        return _choose_route(cfg, engine, specs, steps, opts, pool), pool
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        raise
+
+
+def _finish(pool: Any, opts: RunOptions) -> None:
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
+    if opts.on_finish is not None:
+        opts.on_finish()
+
+
 def run_session(
     cfg: TradingConfig,
     specs: list[ModelSpec],
@@ -361,13 +380,7 @@ def run_session(
             engine.fingerprint = opts.fingerprint
         if resume:
             _restore(engine, ledger)
-        pool = worker_pool(opts.workers)
-        try:
-            route = _choose_route(cfg, engine, specs, steps, opts, pool)
-        except BaseException:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-            raise
+        route, pool = _start_route(cfg, engine, specs, steps, opts)
         try:
             ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso(), "route": route})
         except sqlite3.Error as exc:
@@ -388,10 +401,7 @@ def run_session(
                 raise _ledger_failure(exc, ledger.path) from exc
             raise
         finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-            if opts.on_finish is not None:
-                opts.on_finish()
+            _finish(pool, opts)
         try:
             ledger.write_meta({"status": status, "updated_at": now_iso()})
         except sqlite3.Error as exc:
