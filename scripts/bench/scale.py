@@ -6,16 +6,22 @@ includes the parent's size at the fork). Measured:
 
 * ``paper-trade`` (``aitrader.trading.service.paper_trade``, the library path behind the command,
   with a deployed 50-tree LightGBM through ONNX) on 10k, 100k and 1M one-minute synthetic bars;
-* ``monitor`` (``aitrader.monitoring.check.run_monitor``) on the 1M-bar run, and on the same run the
+* ``monitor`` (``aitrader.monitoring.check.run_monitor``: the streamed pass of
+  ``aitrader.monitoring.stream``) on the 10k, 100k and 1M-bar runs, and on the 1M-bar run the
   previous whole-table read (``read_ledger(features=True)``: every feature row parsed) for comparison;
 * ``features build`` (``aitrader.features.build.build_features``) on 1M and 5M bars, and the
   previous whole-array path (``FeaturePipeline.transform`` then one ``to_parquet``) for comparison.
 
-For each: size, seconds, per-unit cost (us per bar), peak RSS (MB) and RSS per bar above the
-smallest size. The machine's load average is printed before and after: on a shared machine compare
+* several symbols: ``paper_trade`` on the 10 symbols of ``../shared/data/crypto_5m`` and on the first
+  alone, with ``workers`` 1 and 2 (median of ``--repeat`` runs): the loop's wall time, its CPU per
+  bar (all threads, and the loop's own thread: the bound on what a second core can give), and whether
+  the ledgers of 1 and 2 workers are identical. Skipped when the folder is absent.
+
+For each: size, seconds, per-unit cost (us per bar), peak RSS (MB), RSS per bar above the smallest
+size, the ratio of the peak to the smallest size's and the 1-minute load average at the time. The machine's load average is printed before and after: on a shared machine compare
 rows of the same run only.
 
-Usage: .venv/bin/python scripts/bench/scale.py [--quick] [--work DIR] [--json]
+Usage: .venv/bin/python scripts/bench/scale.py [--quick] [--work DIR] [--json] [--only PARTS] [--repeat N]
 ``--quick`` uses sizes 100x smaller (a smoke run of a minute); the default takes several minutes.
 """
 
