@@ -18,8 +18,9 @@ includes the parent's size at the fork). Measured:
   the ledgers of 1 and 2 workers are identical. Skipped when the folder is absent.
 
 For each: size, seconds, per-unit cost (us per bar), peak RSS (MB), RSS per bar above the smallest
-size, the ratio of the peak to the smallest size's and the 1-minute load average at the time. The machine's load average is printed before and after: on a shared machine compare
-rows of the same run only.
+size, the ratio of the peak to the smallest size's and the 1-minute load average at the time. The
+machine's load average is printed before and after too: on a shared machine compare rows of the
+same run only.
 
 Usage: .venv/bin/python scripts/bench/scale.py [--quick] [--work DIR] [--json] [--only PARTS] [--repeat N]
 ``--quick`` uses sizes 100x smaller (a smoke run of a minute); the default takes several minutes.
