@@ -198,3 +198,26 @@ def test_streamed_monitor_on_a_block_ledger_written_by_paper_trade(tmp_path: Pat
         got = monitor_run(folder, manifest, Monitoring()).summary
         got["run_dir"], got["run_id"] = want["run_dir"], want["run_id"]
         assert_same_summary(json.loads(json.dumps(got, default=str)), json.loads(json.dumps(want, default=str)))
+
+
+def test_a_damaged_block_is_one_clean_error(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_trading_batch import FirstFeature, replay
+    from trading_helpers import bars
+
+    from aitrader.errors import TradingError
+
+    replay(tmp_path, "run", bars(300, seed=4, freq="1h"), "batch", FirstFeature())
+    conn = sqlite3.connect(tmp_path / "run" / "ledger.db")
+    conn.execute("UPDATE prediction_blocks SET prediction = x'00ff' WHERE first_id = "
+                 "(SELECT MAX(first_id) FROM prediction_blocks)")
+    conn.commit()
+    conn.close()
+    names = ["ret_1", "ret_5", "sma_ratio_10", "rsi_14"]
+    flat = make_baseline(np.linspace(-1, 1, 200))
+    manifest = {"target": {"horizon": 3}, "features": {"names": names},
+                "baseline": {"features": dict.fromkeys(names, flat), "prediction": flat}}
+    with pytest.raises(TradingError, match=r"cannot read ledger .*ledger\.db: .*the file is damaged"):
+        monitor_run(tmp_path / "run", manifest, Monitoring())
