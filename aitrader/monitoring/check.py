@@ -156,7 +156,7 @@ def run_monitor(
         from aitrader.monitoring.stream import monitor_run, read_meta
 
         info = read_meta(run_dir)
-        entry = select_model(info, model_id)  # type: ignore[arg-type]
+        entry = select_model(info, model_id)
         man = manifest_from_path(manifest) if manifest is not None else manifest_from_registry(entry, registry_root)
         result = monitor_run(run_dir, man, cfg.monitoring, model_id=model_id, window=window,
                              daily_loss_limit=limit, info=info)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,17 @@ def model_name(entry: Mapping[str, Any]) -> str:
     return re.split(r"[:@]", str(entry.get("model_id") or ""), maxsplit=1)[0]
 
 
-def select_model(ledger: Ledger, model_id: str | None = None) -> dict[str, Any]:
+class RunModels(Protocol):
+    """What :func:`select_model` reads: a :class:`Ledger`, or the streamed monitor's meta."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def models(self) -> list[dict[str, Any]]: ...
+
+
+def select_model(ledger: RunModels, model_id: str | None = None) -> dict[str, Any]:
     """The ledger's model entry to monitor: the one named ``model_id`` or the only one."""
     models = ledger.models
     if not models:

@@ -665,7 +665,7 @@ def monitor_run(
 ) -> MonitorResult:
     """:func:`aitrader.monitoring.monitor.monitor_ledger`'s summary (``series=False``) in bounded memory."""
     info = info or read_meta(run_dir)
-    entry = select_model(info, model_id)  # type: ignore[arg-type]
+    entry = select_model(info, model_id)
     names, baseline = _check_manifest(manifest)
     task = str((manifest.get("target") or {}).get("task") or "regression")
     path = Path(run_dir) / LEDGER_NAME
