@@ -186,7 +186,8 @@ def multi_symbol(work: Path, repeat: int) -> list[str]:
             content["meta"] = [r for r in content["meta"] if r[0] != "run_id"]
             contents[(n, workers)] = content
             rows.append((n, workers, med, [r["loop_seconds"] for r in runs]))
-    lines = [f"several symbols: 5-minute crypto bars ({CRYPTO.resolve()}), 50-tree LightGBM (ONNX), batch route; "
+    lines = [f"several symbols: 5-minute crypto bars ({CRYPTO.resolve()}), 50-tree LightGBM (runner: backend auto), "
+             "batch route; "
              f"median of {repeat} runs by loop wall time; bars/s = bars / loop seconds (start-up apart); CPU us/bar "
              "= the process's CPU time in the loop (all threads) / bars, loop thread = the loop's own thread's: "
              "what the load does not change"]
