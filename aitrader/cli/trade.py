@@ -54,6 +54,8 @@ def paper_trade_cmd(
         "unix:///PATH; docs/bus.md) instead of replaying --data."),
     backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    workers: int = typer.Option(1, "--workers", min=1, help=(
+        "Threads for a replay's batch features and predictions (1: none; 2 uses a second core).")),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
     from aitrader.features.book import parse_book_options
@@ -74,7 +76,8 @@ def paper_trade_cmd(
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
                           view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,
                           allow_symbol_mismatch=allow_symbol_mismatch, pin=pin, model_endpoint=model_endpoint,
-                          books=parse_book_options(book), backend=backend)
+                          books=parse_book_options(book), backend=backend,
+                          workers=workers)
     _render(summary, json_out, "paper-trade")
     for warning in summary.get("warnings") or []:  # a compiled backend that fell back to ONNX
         typer.echo(f"warning: {warning}", err=True)

@@ -151,12 +151,21 @@ def run_monitor(
     if window is not None and window < 5:
         raise AitraderError(f"--window must be at least 5 predictions, got {window}")
     run_dir = resolve_run(runs_dir, run_id)
-    ledger = read_ledger(run_dir, features=False)  # feature vectors streamed by monitor_ledger
-    entry = select_model(ledger, model_id)
-    man = manifest_from_path(manifest) if manifest is not None else manifest_from_registry(entry, registry_root)
-    result = monitor_ledger(ledger, man, cfg.monitoring, model_id=model_id, window=window,
-                            daily_loss_limit=cfg.ml_trading.risk_limits.daily_ml_loss_limit,
-                            series=report is not None)
+    limit = cfg.ml_trading.risk_limits.daily_ml_loss_limit
+    if report is None:  # one streamed pass in bounded memory (aitrader.monitoring.stream)
+        from aitrader.monitoring.stream import monitor_run, read_meta
+
+        info = read_meta(run_dir)
+        entry = select_model(info, model_id)
+        man = manifest_from_path(manifest) if manifest is not None else manifest_from_registry(entry, registry_root)
+        result = monitor_run(run_dir, man, cfg.monitoring, model_id=model_id, window=window,
+                             daily_loss_limit=limit, info=info)
+    else:  # the report draws every prediction: the in-memory reader
+        ledger = read_ledger(run_dir, features=False)  # feature vectors streamed by monitor_ledger
+        entry = select_model(ledger, model_id)
+        man = manifest_from_path(manifest) if manifest is not None else manifest_from_registry(entry, registry_root)
+        result = monitor_ledger(ledger, man, cfg.monitoring, model_id=model_id, window=window,
+                                daily_loss_limit=limit, series=True)
     result.summary["report"] = None
     if report is not None:
         from aitrader.monitoring.report import write_report

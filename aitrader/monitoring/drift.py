@@ -40,7 +40,7 @@ CDF. The approximation error is at most one percentile (0.01) from the reconstru
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -232,9 +232,16 @@ def drift_stats(baseline: Mapping[str, Any], live: Sequence[float] | np.ndarray,
     n = int(np.isfinite(col).sum())
     p = psi(baseline, col, name=name)
     k = ks_statistic(baseline.get("quantiles") or [], col)
+    return drift_verdict(baseline, psi_value=p, ks=k, n=n, rho=lag1_autocorrelation(col),
+                         tau=autocorrelation_time(col), psi_max=psi_max)
+
+
+def drift_verdict(baseline: Mapping[str, Any], *, psi_value: float, ks: float, n: int, rho: float, tau: float,
+                  psi_max: float) -> dict[str, Any]:
+    """The :func:`drift_stats` dict from its parts (shared with the streamed monitor,
+    :mod:`aitrader.monitoring.stream`, which computes the parts chunk by chunk)."""
+    p, k = psi_value, ks
     counts = np.asarray(baseline.get("counts") or [], dtype=float)
-    rho = lag1_autocorrelation(col)
-    tau = autocorrelation_time(col)
     n_eff = effective_sample_size(n, rho, tau)
     n_base = effective_sample_size(float(counts.sum()), rho, tau)
     noise = float("nan")
@@ -313,17 +320,31 @@ def drift_table(
             f"live feature matrix has shape {matrix.shape}, expected (rows, {len(names)}) for the "
             "manifest's features; the run was made with another model version"
         )
+    return rank_drift_rows(
+        baselines, names, lambda j, name: drift_stats(baselines[name], matrix[:, j], psi_max=psi_max, name=name),
+        [int(np.isfinite(matrix[:, j]).sum()) for j in range(len(names))], weights=weights)
+
+
+def rank_drift_rows(
+    baselines: Mapping[str, Mapping[str, Any]],
+    names: Sequence[str],
+    stats_of: Callable[[int, str], dict[str, Any]],
+    counts: Sequence[int],
+    *,
+    weights: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`drift_table`'s rows from each column's :func:`drift_stats` (``stats_of(j, name)``,
+    called for the columns with a baseline) and its count of finite values (``counts[j]``)."""
     w = dict(weights) if weights is not None else {n: 1.0 / max(1, len(names)) for n in names}
     rows: list[dict[str, Any]] = []
     for j, name in enumerate(names):
-        col = matrix[:, j]
         base = baselines.get(name)
         weight = float(w.get(name, 0.0))
         if not base:
-            rows.append({"name": name, "psi": None, "ks": None, "n": int(np.isfinite(col).sum()), "weight": weight,
+            rows.append({"name": name, "psi": None, "ks": None, "n": int(counts[j]), "weight": weight,
                          "weighted_psi": None, "contribution": 0.0, "significant": False, "note": "no baseline"})
             continue
-        stats = drift_stats(base, col, psi_max=psi_max, name=name)
+        stats = stats_of(j, name)
         wpsi = None if stats["psi"] is None else weight * stats["psi"]
         rows.append({"name": name, **stats, "weight": weight, "weighted_psi": wpsi,
                      "contribution": (wpsi or 0.0) if stats["significant"] else 0.0})

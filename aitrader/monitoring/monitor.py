@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,17 @@ def model_name(entry: Mapping[str, Any]) -> str:
     return re.split(r"[:@]", str(entry.get("model_id") or ""), maxsplit=1)[0]
 
 
-def select_model(ledger: Ledger, model_id: str | None = None) -> dict[str, Any]:
+class RunModels(Protocol):
+    """What :func:`select_model` reads: a :class:`Ledger`, or the streamed monitor's meta."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def models(self) -> list[dict[str, Any]]: ...
+
+
+def select_model(ledger: RunModels, model_id: str | None = None) -> dict[str, Any]:
     """The ledger's model entry to monitor: the one named ``model_id`` or the only one."""
     models = ledger.models
     if not models:
@@ -131,25 +141,33 @@ def operational_metrics(ledger: Ledger, entry: Mapping[str, Any], feats: np.ndar
     latency_ms = (model_rows["latency_us"].dropna().to_numpy() / 1000.0) if "latency_us" in preds else np.array([])
     available = float(np.mean(np.all(np.isfinite(feats), axis=1))) if feats is not None and len(feats) else None
 
-    etype = events["type"].astype(str) if not events.empty else pd.Series(dtype=str)
-    errors = events[etype == ERROR_EVENT]
-    rejections = events[etype == RISK_EVENT]
-    errors_by_type = {str(k): int(v) for k, v in errors["reason"].fillna("unknown").value_counts().items()}
-    attempts = len(model_rows) + len(errors)
-    rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in events.to_dict("records")]
-    disabled = [r for r in rows if r.get("type") == ALERT_EVENT and "disabl" in _text(r)]
-    loss_events = [r for r in rows if "daily" in _text(r) and "loss" in _text(r)]
-    worst_loss, worst_day = _daily_losses(ledger.equity)
     return {
         "predictions": len(preds),
         "by_source": by_source,
         "fallbacks": int(len(preds) - len(model_rows)),
         "latency_ms_p50": float(np.percentile(latency_ms, 50)) if latency_ms.size else None,
         "latency_ms_p99": float(np.percentile(latency_ms, 99)) if latency_ms.size else None,
+        "feature_availability": available,
+        **event_metrics(events, len(model_rows), _daily_losses(ledger.equity)),
+    }
+
+
+def event_metrics(events: pd.DataFrame, model_predictions: int,
+                  daily_loss: tuple[float | None, str | None]) -> dict[str, Any]:
+    """The operational figures that come from the events table (shared with the streamed monitor)."""
+    etype = events["type"].astype(str) if not events.empty else pd.Series(dtype=str)
+    errors = events[etype == ERROR_EVENT]
+    rejections = events[etype == RISK_EVENT]
+    errors_by_type = {str(k): int(v) for k, v in errors["reason"].fillna("unknown").value_counts().items()}
+    attempts = model_predictions + len(errors)
+    rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in events.to_dict("records")]
+    disabled = [r for r in rows if r.get("type") == ALERT_EVENT and "disabl" in _text(r)]
+    loss_events = [r for r in rows if "daily" in _text(r) and "loss" in _text(r)]
+    worst_loss, worst_day = daily_loss
+    return {
         "errors_total": len(errors),
         "errors_by_type": errors_by_type,
         "error_rate": (len(errors) / attempts) if attempts else None,
-        "feature_availability": available,
         "risk_rejections": {str(k): int(v) for k, v in rejections["reason"].fillna("unknown").value_counts().items()},
         "disabled": bool(disabled),
         "disabled_reason": disabled[-1].get("reason") if disabled else None,
@@ -259,43 +277,11 @@ def monitor_ledger(
     importance = (manifest.get("importance") or {}).get("features")
     weights, weights_from = importance_weights(names, importance if isinstance(importance, Mapping) else None)
     features = drift_table(baseline["features"], names, live, psi_max=cfg.psi_max, weights=weights)
-    drift = {
-        "n": len(live),
-        "min_samples": cfg.drift_min_samples,
-        "enough_samples": len(live) >= cfg.drift_min_samples,
-        "features": features,
-        "prediction": pred_drift,
-        # sum of importance x PSI over the features whose PSI is past max(psi_max, noise at n_eff)
-        "feature_score": feature_drift_score(features),
-        "importance": weights_from,
-        "top": [r["name"] for r in features[:5] if r["psi"] is not None],
-    }
     ops = operational_metrics(ledger, entry, live if ledger.has_features else None)
-    alerts = evaluate_alerts(accuracy, drift, ops, cfg, daily_loss_limit=daily_loss_limit)
-    regimes = regime_rows(baseline, names, live, cfg)  # models with regime features (issue 16)
-    drift["regimes"] = regimes
-    alerts += regime_alerts(regimes, cfg)
-    if n_in_sample:
-        alerts.append({"code": "in_sample", "value": n_in_sample, "threshold": 0, "message": (
-            f"{n_in_sample} prediction(s) were on bars the model was trained on (paper-trade --allow-in-sample); "
-            "they are left out of accuracy and drift: judge the model on a run of unseen bars")})
-    ops["in_sample_predictions"] = n_in_sample
-    summary = {
-        "run_id": ledger.run_id,
-        "run_dir": str(ledger.run_dir),
-        "run_status": ledger.meta.get("status"),
-        "updated_at": ledger.meta.get("updated_at"),
-        "model": {"model_id": model_name(entry), **{k: entry.get(k) for k in ("version", "digest")},
-                  "traded_as": entry.get("model_id"), "task": task,
-                  "horizon": target.get("horizon")},
-        "health": "alert" if alerts else "ok",
-        "operational": ops,
-        "accuracy": accuracy,
-        "drift": drift,
-        "alerts": alerts,
-        "warnings": evaluate_warnings(alerts, drift, cfg),
-        "thresholds": cfg.model_dump() | {"daily_loss_limit": daily_loss_limit},
-    }
+    summary = assemble_summary(ledger.run_id, ledger.run_dir, ledger.meta, entry, manifest, cfg, accuracy=accuracy,
+                               features=features, pred_drift=pred_drift, n_live=len(live), weights_from=weights_from,
+                               ops=ops, n_in_sample=n_in_sample, daily_loss_limit=daily_loss_limit,
+                               regimes=regime_rows(baseline, names, live, cfg))  # regime features (issue 16)
     if not series:
         return MonitorResult(summary=summary)
     charts = {
@@ -306,3 +292,48 @@ def monitor_ledger(
         "outcome": y.tolist(),
     }
     return MonitorResult(summary=summary, series=charts)
+
+
+def assemble_summary(run_id: str, run_dir: Any, meta: Mapping[str, Any], entry: Mapping[str, Any],
+                     manifest: Mapping[str, Any], cfg: Monitoring, *, accuracy: dict[str, Any],
+                     features: list[dict[str, Any]], pred_drift: dict[str, Any], n_live: int, weights_from: str,
+                     ops: dict[str, Any], n_in_sample: int, daily_loss_limit: float,
+                     regimes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The monitor's summary (drift section, alerts, warnings) from its computed parts; shared by
+    :func:`monitor_ledger` and the streamed :func:`aitrader.monitoring.stream.monitor_run`."""
+    target = manifest.get("target") or {}
+    drift = {
+        "n": n_live,
+        "min_samples": cfg.drift_min_samples,
+        "enough_samples": n_live >= cfg.drift_min_samples,
+        "features": features,
+        "prediction": pred_drift,
+        # sum of importance x PSI over the features whose PSI is past max(psi_max, noise at n_eff)
+        "feature_score": feature_drift_score(features),
+        "importance": weights_from,
+        "top": [r["name"] for r in features[:5] if r["psi"] is not None],
+    }
+    alerts = evaluate_alerts(accuracy, drift, ops, cfg, daily_loss_limit=daily_loss_limit)
+    drift["regimes"] = regimes
+    alerts += regime_alerts(regimes, cfg)
+    if n_in_sample:
+        alerts.append({"code": "in_sample", "value": n_in_sample, "threshold": 0, "message": (
+            f"{n_in_sample} prediction(s) were on bars the model was trained on (paper-trade --allow-in-sample); "
+            "they are left out of accuracy and drift: judge the model on a run of unseen bars")})
+    ops["in_sample_predictions"] = n_in_sample
+    return {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "run_status": meta.get("status"),
+        "updated_at": meta.get("updated_at"),
+        "model": {"model_id": model_name(entry), **{k: entry.get(k) for k in ("version", "digest")},
+                  "traded_as": entry.get("model_id"), "task": str(target.get("task") or "regression"),
+                  "horizon": target.get("horizon")},
+        "health": "alert" if alerts else "ok",
+        "operational": ops,
+        "accuracy": accuracy,
+        "drift": drift,
+        "alerts": alerts,
+        "warnings": evaluate_warnings(alerts, drift, cfg),
+        "thresholds": cfg.model_dump() | {"daily_loss_limit": daily_loss_limit},
+    }

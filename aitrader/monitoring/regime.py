@@ -22,22 +22,30 @@ from aitrader.features.fitted import regime_shares
 def regime_rows(baseline: Mapping[str, Any], names: Sequence[str], live: np.ndarray,
                 cfg: Monitoring) -> list[dict[str, Any]]:
     """One row per regime feature of the baseline: training and live shares, TVD, and whether it shifted."""
+    rows = []
+    for name, base in regime_features(baseline, names):
+        values = live[:, list(names).index(name)] if len(live) else np.empty(0)
+        shares, n = regime_shares(str(base["rule"]), int(base["regimes"]), values)
+        rows.append(regime_row(name, base, shares, n, cfg))
+    return rows
+
+
+def regime_features(baseline: Mapping[str, Any], names: Sequence[str]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, baseline entry) of each regime feature :func:`regime_rows` reports on, in its order."""
     regimes = baseline.get("regimes")
     if not isinstance(regimes, Mapping):
         return []
-    rows = []
-    for name, base in regimes.items():
-        if name not in names or not isinstance(base, Mapping):
-            continue
-        k = int(base["regimes"])
-        train = np.asarray(base["shares"], dtype=np.float64)
-        values = live[:, list(names).index(name)] if len(live) else np.empty(0)
-        shares, n = regime_shares(str(base["rule"]), k, values)
-        tvd = 0.5 * float(np.abs(np.asarray(shares) - train).sum()) if n else None
-        rows.append({"name": name, "kind": base.get("kind"), "rule": base["rule"], "train": train.tolist(),
-                     "live": shares, "n": n, "tvd": tvd, "threshold": cfg.regime_shift_max,
-                     "shifted": bool(tvd is not None and n >= cfg.drift_min_samples and tvd > cfg.regime_shift_max)})
-    return rows
+    return [(name, base) for name, base in regimes.items() if name in names and isinstance(base, Mapping)]
+
+
+def regime_row(name: str, base: Mapping[str, Any], shares: Sequence[float], n: int, cfg: Monitoring) -> dict[str, Any]:
+    """One row of :func:`regime_rows` from the live shares over ``n`` values (also used by the streamed
+    monitor, which counts the regimes chunk by chunk)."""
+    train = np.asarray(base["shares"], dtype=np.float64)
+    tvd = 0.5 * float(np.abs(np.asarray(shares) - train).sum()) if n else None
+    return {"name": name, "kind": base.get("kind"), "rule": base["rule"], "train": train.tolist(),
+            "live": list(shares), "n": n, "tvd": tvd, "threshold": cfg.regime_shift_max,
+            "shifted": bool(tvd is not None and n >= cfg.drift_min_samples and tvd > cfg.regime_shift_max)}
 
 
 def _fmt(shares: Sequence[float]) -> str:

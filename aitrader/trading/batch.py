@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
@@ -48,16 +49,23 @@ class BatchFeed:
     cursor)."""
 
     __slots__ = ("_chunks", "first", "rows", "ready", "preds", "errors", "latency", "done", "predictor", "clock",
-                 "chunk")
+                 "chunk", "_pool", "_next")
 
     def __init__(self, chunks: Iterable[tuple[int, np.ndarray]], predictor: Any, *,
-                 clock: Callable[[], float] = time.perf_counter, chunk: int = PREDICT_CHUNK) -> None:
+                 clock: Callable[[], float] = time.perf_counter, chunk: int = PREDICT_CHUNK,
+                 pool: Executor | None = None) -> None:
         self._chunks: Chunks = iter(chunks)
         self.predictor = predictor
         self.clock = clock
         self.chunk = max(1, int(chunk))
         self.first = 0
+        # pool: the next chunk's features and every prediction of it are computed ahead on a worker
+        # thread (the evaluator's numpy and the model's batch call release the GIL), one chunk ahead.
+        self._pool = pool
+        self._next: Future[BatchFeed | None] | None = None
         self._load(0, np.empty((0, 0)))
+        if pool is not None:
+            self._next = pool.submit(self._ahead)
 
     @classmethod
     def from_matrix(cls, rows: np.ndarray, predictor: Any, **kw: Any) -> BatchFeed:
@@ -74,14 +82,39 @@ class BatchFeed:
         self.latency = np.zeros(n)  # amortised wall microseconds per row of its batch
         self.done = np.zeros(n, dtype=bool)
 
+    def _ahead(self) -> BatchFeed | None:
+        """(On a worker thread) the next chunk with every prediction made, as a detached feed; None at the end."""
+        nxt = next(self._chunks, None)
+        if nxt is None:
+            return None
+        part = BatchFeed((), self.predictor, clock=self.clock, chunk=self.chunk)
+        part._load(*nxt)
+        for k in range(0, len(part.rows), part.chunk):
+            part._predict_from(k)
+        return part
+
+    def _advance(self) -> bool:
+        if self._next is None:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return False
+            self._load(*nxt)
+            return True
+        part = self._next.result()
+        if part is None:
+            return False
+        for name in ("first", "rows", "ready", "preds", "errors", "latency", "done"):
+            setattr(self, name, getattr(part, name))
+        assert self._pool is not None
+        self._next = self._pool.submit(self._ahead)
+        return True
+
     def _at(self, i: int) -> int:
         """Row of bar ``i`` in the current chunk (advancing to the chunk that holds it)."""
         k = i - self.first
         while k >= len(self.rows):
-            nxt = next(self._chunks, None)
-            if nxt is None:
+            if not self._advance():
                 raise IndexError(f"bar {i} is past the replayed bars")
-            self._load(*nxt)
             k = i - self.first
         if k < 0:
             raise IndexError(f"bar {i} is before the current chunk (from bar {self.first}): bars come in order")
@@ -93,7 +126,10 @@ class BatchFeed:
         return self.rows[k], self.ready[k]
 
     def _predict_from(self, k: int) -> None:
-        """Predict the ready rows of the batch starting at row ``k`` of the chunk."""
+        """Predict the ready rows of the batch holding row ``k`` of the chunk. Batches are aligned to
+        multiples of ``chunk`` rows in the chunk, so a resumed run and a prefetched one call the model
+        on exactly the same rows as an uninterrupted one."""
+        k -= k % self.chunk
         hi = min(len(self.rows), k + self.chunk)
         idx = np.flatnonzero(np.asarray(self.ready[k:hi], dtype=bool)) + k
         self.done[k:hi] = True
@@ -139,13 +175,15 @@ def use_batch(route: str, *, speed: float, live: bool, swap: Any = None) -> bool
 
 
 def attach(engine: Any, specs: Sequence[Any], series: Iterable[Any], *,
-           clock: Callable[[], float] | None = None, pipelines: Sequence[Any] | None = None) -> int:
+           clock: Callable[[], float] | None = None, pipelines: Sequence[Any] | None = None,
+           pool: Executor | None = None) -> int:
     """Give each eligible slot of ``engine`` (built from ``specs``, in order) its :class:`BatchFeed`
     over the replayed ``series`` (:class:`aitrader.trading.sources.BarSeries`); returns how many.
 
     ``pipelines``: the FeaturePipeline of each spec when the caller has it (train, before its
     manifest is complete); else each is rebuilt from ``manifest["features"]``, as paper-trade built
-    the spec's stream."""
+    the spec's stream. ``pool``: worker threads that compute each slot's next chunk ahead
+    (``paper-trade --workers N``); the same rows and predictions either way."""
     from aitrader.features import FeaturePipeline
     from aitrader.features import batch as fbatch
 
@@ -158,6 +196,22 @@ def attach(engine: Any, specs: Sequence[Any], series: Iterable[Any], *,
         pipeline = pipelines[k] if pipelines is not None else FeaturePipeline.from_contract(spec.manifest["features"])
         chunks = fbatch.compute_chunked(pipeline.specs, bars.open, bars.high, bars.low, bars.close, bars.volume,
                                         FEATURE_CHUNK)
-        slot.feed = BatchFeed(chunks, spec.predictor, clock=clock or slot.clock, chunk=PREDICT_CHUNK)
+        # A model behind `aitrader serve` (a client with a circuit breaker) keeps its socket on the loop's thread.
+        ahead = pool if getattr(spec.predictor, "breaker", None) is None else None
+        slot.feed = BatchFeed(chunks, spec.predictor, clock=clock or slot.clock, chunk=PREDICT_CHUNK, pool=ahead)
         n += 1
     return n
+
+
+def worker_pool(workers: int) -> Executor | None:
+    """The threads that compute the batch route's chunks ahead (``paper-trade --workers N``: N - 1
+    of them beside the loop's own thread); None for 1 (everything on the loop's thread)."""
+    from aitrader.errors import ConfigError
+
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be a whole number >= 1 (1: no worker threads), got {workers!r}")
+    if workers == 1:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="aitrader-batch")

@@ -490,8 +490,11 @@ def paper_trade(
     model_endpoint: str | None = None,
     books: str | dict[str, str] | None = None,
     backend: str | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
+
+    ``workers`` (``--workers N``): threads of the batch replay route (docs/trading.md, *Workers*).
 
     A ``follow`` run swaps in newly deployed versions at bar boundaries unless ``pin`` (recorded, so a
     resumed run keeps it); see :mod:`aitrader.trading.swap`.
@@ -555,7 +558,8 @@ def paper_trade(
                             books=books, backend=mode, notes=notes)
         cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
-    opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow)
+    opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow,
+                      workers=workers)
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)

@@ -24,7 +24,7 @@ from aitrader._util import pid_alive
 from aitrader.config import TradingConfig
 from aitrader.errors import TradingError
 from aitrader.trading.batch import attach as attach_batch
-from aitrader.trading.batch import use_batch
+from aitrader.trading.batch import use_batch, worker_pool
 from aitrader.trading.broker import PaperBroker
 from aitrader.trading.engine import Engine, TargetSchedule
 from aitrader.trading.events import EventBus
@@ -75,6 +75,7 @@ class RunOptions:
     swap: SwapSettings | None = None
     # the engine once built (the Redis Streams trader checkpoints when its input is drained: aitrader.bus.trader)
     on_engine: Callable[[Engine], None] | None = None
+    workers: int = 1  # --workers: threads of the batch route (aitrader.trading.batch.worker_pool)
 
 
 def wall_clock_timeouts(opts: RunOptions) -> bool:
@@ -317,13 +318,32 @@ def _ledger_failure(exc: BaseException, path: Path) -> TradingError:
 
 
 def _choose_route(cfg: TradingConfig, engine: Engine, specs: list[ModelSpec], steps: Iterable[Step],
-                  opts: RunOptions) -> str:
+                  opts: RunOptions, pool: Any = None) -> str:
     """``batch`` when the replay's models take the batch route (:mod:`aitrader.trading.batch`), else
     ``streaming``; recorded in the ledger's meta as ``route``."""
     series = getattr(steps, "series", None)  # a replay's steps carry their bars (sources.ReplaySteps)
     if series is None or not use_batch(cfg.ml_trading.replay, speed=opts.speed, live=opts.live, swap=opts.swap):
         return "streaming"
-    return "batch" if attach_batch(engine, specs, series, clock=opts.clock) else "streaming"
+    return "batch" if attach_batch(engine, specs, series, clock=opts.clock, pool=pool) else "streaming"
+
+
+def _start_route(cfg: TradingConfig, engine: Engine, specs: list[ModelSpec], steps: Iterable[Step],
+                 opts: RunOptions) -> tuple[str, Any]:
+    """The route and, with ``opts.workers > 1``, the batch route's worker threads (shut down by the caller)."""
+    pool = worker_pool(opts.workers)
+    try:
+        return _choose_route(cfg, engine, specs, steps, opts, pool), pool
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        raise
+
+
+def _finish(pool: Any, opts: RunOptions) -> None:
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
+    if opts.on_finish is not None:
+        opts.on_finish()
 
 
 def run_session(
@@ -360,7 +380,7 @@ def run_session(
             engine.fingerprint = opts.fingerprint
         if resume:
             _restore(engine, ledger)
-        route = _choose_route(cfg, engine, specs, steps, opts)
+        route, pool = _start_route(cfg, engine, specs, steps, opts)
         try:
             ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso(), "route": route})
         except sqlite3.Error as exc:
@@ -381,8 +401,7 @@ def run_session(
                 raise _ledger_failure(exc, ledger.path) from exc
             raise
         finally:
-            if opts.on_finish is not None:
-                opts.on_finish()
+            _finish(pool, opts)
         try:
             ledger.write_meta({"status": status, "updated_at": now_iso()})
         except sqlite3.Error as exc:

@@ -6,16 +6,23 @@ includes the parent's size at the fork). Measured:
 
 * ``paper-trade`` (``aitrader.trading.service.paper_trade``, the library path behind the command,
   with a deployed 50-tree LightGBM through ONNX) on 10k, 100k and 1M one-minute synthetic bars;
-* ``monitor`` (``aitrader.monitoring.check.run_monitor``) on the 1M-bar run, and on the same run the
+* ``monitor`` (``aitrader.monitoring.check.run_monitor``: the streamed pass of
+  ``aitrader.monitoring.stream``) on the 10k, 100k and 1M-bar runs, and on the 1M-bar run the
   previous whole-table read (``read_ledger(features=True)``: every feature row parsed) for comparison;
 * ``features build`` (``aitrader.features.build.build_features``) on 1M and 5M bars, and the
   previous whole-array path (``FeaturePipeline.transform`` then one ``to_parquet``) for comparison.
 
-For each: size, seconds, per-unit cost (us per bar), peak RSS (MB) and RSS per bar above the
-smallest size. The machine's load average is printed before and after: on a shared machine compare
-rows of the same run only.
+* several symbols: ``paper_trade`` on the 10 symbols of ``../shared/data/crypto_5m`` and on the first
+  alone, with ``workers`` 1 and 2 (median of ``--repeat`` runs): the loop's wall time, its CPU per
+  bar (all threads, and the loop's own thread: the bound on what a second core can give), and whether
+  the ledgers of 1 and 2 workers are identical. Skipped when the folder is absent.
 
-Usage: .venv/bin/python scripts/bench/scale.py [--quick] [--work DIR] [--json]
+For each: size, seconds, per-unit cost (us per bar), peak RSS (MB), RSS per bar above the smallest
+size, the ratio of the peak to the smallest size's and the 1-minute load average at the time. The
+machine's load average is printed before and after too: on a shared machine compare rows of the
+same run only.
+
+Usage: .venv/bin/python scripts/bench/scale.py [--quick] [--work DIR] [--json] [--only PARTS] [--repeat N]
 ``--quick`` uses sizes 100x smaller (a smoke run of a minute); the default takes several minutes.
 """
 
@@ -86,7 +93,125 @@ def child(kind: str, size: int, work: Path) -> dict[str, Any]:
         frame.index.name = "timestamp"
         frame.to_parquet(work / f"features_whole_{size}.parquet", engine="pyarrow")
         return {"seconds": time.perf_counter() - t0, "rows": len(frame)}
+    if kind.startswith("multi"):  # multiN: N crypto symbols, `size` = --workers
+        return multi_child(int(kind[5:]), size, work)
     raise SystemExit(f"unknown child kind {kind}")
+
+
+# ---------------------------------------------------------------------------- several symbols
+
+CRYPTO = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "crypto_5m"
+
+
+def crypto_symbols() -> list[str]:
+    return sorted(p.name.split(".")[0] for p in CRYPTO.glob("*.csv.gz"))
+
+
+def prepare_multi(work: Path) -> None:
+    """One 50-tree LightGBM trained on synthetic 5-minute bars before 2018 (so every crypto bar is
+    unseen) and deployed as ``crypto``; a config trading it on each of the 10 symbols."""
+    from aitrader.config import TrainConfig
+    from aitrader.data.synthetic import generate_bars
+    from aitrader.registry import Registry
+    from aitrader.training.trainer import train
+
+    bars = generate_bars(TRAIN_BARS, seed=3, signal=0.1, volatility=0.002, freq="5min", start="2017-06-01")
+    cfg = TrainConfig.model_validate({
+        "data": {"symbol": "SYN"},
+        "model": {"kind": "lightgbm", "params": {"n_estimators": 50, "num_threads": 1}},
+        "split": {"n_folds": 2, "min_train": 1000, "holdout": 0.2},
+    })
+    train(cfg, bars=bars, out_dir=work / "art5")
+    reg = Registry(work / "models")
+    reg.register(work / "art5", "crypto")
+    reg.deploy("crypto", reason="bench")
+    for n, syms in ((1, crypto_symbols()[:1]), (len(crypto_symbols()), crypto_symbols())):
+        lines = "\n".join(f"    - {{model_id: crypto, symbol: {s}, min_confidence: 0.6, position_size: 0.02}}"
+                          for s in syms)
+        text = f"ml_trading:\n  models:\n{lines}\n  errors: {{prediction_timeout_ms: 5000}}\n"
+        (work / f"multi{n}.yaml").write_text(text)
+
+
+def multi_child(n_symbols: int, workers: int, work: Path) -> dict[str, Any]:
+    """``paper_trade`` on ``n_symbols`` crypto symbols; the loop (Engine.run: batch features,
+    predictions, strategy, broker, ledger) timed apart from start-up (model load, CSV reading)."""
+    import aitrader.trading.engine as engine_mod
+    from aitrader.trading.service import paper_trade
+
+    loop: dict[str, float] = {}
+    run = engine_mod.Engine.run
+
+    def timed(self: Any, *a: Any, **k: Any) -> Any:
+        # process CPU: the worker threads' too; thread CPU: the loop's own thread only
+        t, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
+        try:
+            return run(self, *a, **k)
+        finally:
+            loop["s"], loop["cpu"] = time.perf_counter() - t, time.process_time() - cpu
+            loop["main"] = time.thread_time() - main
+
+    engine_mod.Engine.run = timed  # type: ignore[method-assign]
+    syms = crypto_symbols()[:n_symbols]
+    rid = f"multi{n_symbols}_w{workers}_{os.getpid()}"
+    t0 = time.perf_counter()
+    summary = paper_trade(config_path=str(work / f"multi{n_symbols}.yaml"),
+                          data=[f"{s}={CRYPTO / (s + '.csv.gz')}" for s in syms], run_id=rid,
+                          registry_root=str(work / "models"), runs_dir=str(work / "runs"),
+                          allow_symbol_mismatch=True, workers=workers)
+    return {"seconds": time.perf_counter() - t0, "loop_seconds": loop["s"], "loop_cpu": loop["cpu"],
+            "loop_main_cpu": loop["main"],
+            "bars": summary["bars"],
+            "ledger": str(work / "runs" / rid / "ledger.db")}
+
+
+def multi_symbol(work: Path, repeat: int) -> list[str]:
+    """Bars/s of the loop on 1 and 10 symbols, with 1 and 2 workers (median of ``repeat`` runs each)."""
+    from aitrader.trading.ledger import ledger_content
+
+    prepare_multi(work)
+    n_all = len(crypto_symbols())
+    rows = []
+    contents = {}
+    for n in (1, n_all):
+        for workers in (1, 2):
+            runs = []
+            for _ in range(repeat):
+                load = os.getloadavg()[0]
+                r = measure(f"multi{n}", workers, work)
+                r["load"] = load
+                runs.append(r)
+            runs.sort(key=lambda r: r["loop_seconds"])
+            med = runs[len(runs) // 2]
+            content = ledger_content(Path(med["ledger"]))  # the run id (in meta) differs by design
+            content["meta"] = [r for r in content["meta"] if r[0] != "run_id"]
+            contents[(n, workers)] = content
+            rows.append((n, workers, med, [r["loop_seconds"] for r in runs]))
+    lines = [f"several symbols: 5-minute crypto bars ({CRYPTO.resolve()}), 50-tree LightGBM (runner: backend auto), "
+             "batch route; "
+             f"median of {repeat} runs by loop wall time; bars/s = bars / loop seconds (start-up apart); CPU us/bar "
+             "= the process's CPU time in the loop (all threads) / bars, loop thread = the loop's own thread's: "
+             "what the load does not change"]
+    lines.append(f"  {'symbols':>7} {'workers':>7} {'bars':>7} {'loop s':>7} {'bars/s':>9} {'CPU us/bar':>10} "
+                 f"{'loop thread':>11} {'whole s':>8} {'peak MB':>8} {'load':>5}  runs (loop s)")
+    for n, workers, m, all_runs in rows:
+        rate = m["bars"] / m["loop_seconds"]
+        lines.append(f"  {n:>7} {workers:>7} {m['bars']:>7} {m['loop_seconds']:>7.2f} {rate:>9,.0f} "
+                     f"{m['loop_cpu'] / m['bars'] * 1e6:>10.1f} {m['loop_main_cpu'] / m['bars'] * 1e6:>11.1f} "
+                     f"{m['seconds']:>8.2f} {m['peak_rss_mb']:>8.0f} {m['load']:>5.2f}  "
+                     + " ".join(f"{v:.2f}" for v in all_runs))
+    rate = {(n, w): m["bars"] / m["loop_seconds"] for n, w, m, _ in rows}
+    cpu = {(n, w): m["loop_cpu"] / m["bars"] for n, w, m, _ in rows}
+    lines.append(f"  {n_all} symbols vs 1 symbol, bars/s of the loop: workers=1 {rate[n_all, 1] / rate[1, 1]:.2f}x "
+                 f"(CPU per bar {cpu[1, 1] / cpu[n_all, 1]:.2f}x), workers=2 {rate[n_all, 2] / rate[1, 2]:.2f}x; "
+                 f"workers=2 vs 1: {rate[n_all, 2] / rate[n_all, 1]:.2f}x on {n_all} symbols, "
+                 f"{rate[1, 2] / rate[1, 1]:.2f}x on 1 symbol")
+    main2 = {n: m["loop_main_cpu"] / m["bars"] for n, w, m, _ in rows if w == 2}
+    lines.append(f"  with a free core, workers=2 could reach at most {cpu[1, 1] / main2[1]:.2f}x (1 symbol) and "
+                 f"{cpu[n_all, 1] / main2[n_all]:.2f}x ({n_all} symbols): workers=1 CPU per bar / the loop thread's "
+                 "CPU per bar with workers=2")
+    same = all(contents[(n, 2)] == contents[(n, 1)] for n in (1, n_all))
+    lines.append(f"  ledgers with --workers 2 identical to --workers 1 (ledger_content): {same}")
+    return lines
 
 
 def measure(kind: str, size: int, work: Path) -> dict[str, Any]:
@@ -152,14 +277,16 @@ def prepare(work: Path, paper_sizes: list[int], feature_sizes: list[int]) -> Non
 
 
 def curve(title: str, rows: list[dict[str, Any]], unit: str) -> list[str]:
-    head = f"  {'size':>10} {'seconds':>9} {'us/' + unit:>9} {'peak RSS MB':>12} {'RSS B/' + unit + ' vs first':>18}"
+    head = (f"  {'size':>10} {'seconds':>9} {'us/' + unit:>9} {'peak RSS MB':>12} {'RSS B/' + unit + ' vs first':>18}"
+            f" {'vs first':>8} {'load':>5}")
     lines = [title, head]
     first = rows[0]
     for r in rows:
         per = r["seconds"] / r["size"] * 1e6
         grow = ((r["peak_rss_mb"] - first["peak_rss_mb"]) * 2**20 / (r["size"] - first["size"])
                 if r["size"] != first["size"] else float("nan"))
-        lines.append(f"  {r['size']:>10,} {r['seconds']:>9.2f} {per:>9.2f} {r['peak_rss_mb']:>12.1f} {grow:>18.1f}")
+        lines.append(f"  {r['size']:>10,} {r['seconds']:>9.2f} {per:>9.2f} {r['peak_rss_mb']:>12.1f} {grow:>18.1f}"
+                     f" {r['peak_rss_mb'] / first['peak_rss_mb']:>7.2f}x {r.get('load', float('nan')):>5.2f}")
     return lines
 
 
@@ -168,16 +295,21 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="sizes 100x smaller (smoke run)")
     ap.add_argument("--work", default=None, help="folder for bars, models and runs (default: a temp folder)")
     ap.add_argument("--json", action="store_true", help="print the rows as one JSON document")
+    ap.add_argument("--only", default="paper,monitor,features,multi",
+                    help="comma-separated parts: paper, monitor (needs paper), features, multi (default: all)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per multi-symbol figure (the median is shown)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         doc = child(args.child[0], int(args.child[1]), Path(args.work))
         print(json.dumps({**doc, "vm_hwm_mb": _vm_hwm_mb()}))
         return
+    parts = set(args.only.split(","))
     scale = 100 if args.quick else 1
-    paper = [10_000 // scale, 100_000 // scale, 1_000_000 // scale]
-    feats = [1_000_000 // scale, 5_000_000 // scale]
+    paper = [10_000 // scale, 100_000 // scale, 1_000_000 // scale] if parts & {"paper", "monitor"} else []
+    feats = [1_000_000 // scale, 5_000_000 // scale] if "features" in parts else []
     load0 = os.getloadavg()
+    multi: list[str] = []
     with tempfile.TemporaryDirectory(prefix="aitrader-scale-", dir=args.work) as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
@@ -186,26 +318,39 @@ def main() -> None:
         rows: dict[str, list[dict[str, Any]]] = {"paper-trade": [], "monitor": [], "monitor (whole read, before)": [],
                                                  "features build": [], "features (whole, before)": []}
         for n in paper:
-            rows["paper-trade"].append(measure("paper", n, work))
+            r = measure("paper", n, work)
+            r["load"] = os.getloadavg()[0]
+            rows["paper-trade"].append(r)
             print(f"paper-trade {n}: {rows['paper-trade'][-1]['seconds']:.1f} s", file=sys.stderr)
-        for n in paper:
-            rows["monitor"].append(measure("monitor", n, work))
-        rows["monitor (whole read, before)"].append(measure("monitor_whole", paper[-1], work))
+        if "monitor" in parts:
+            for n in paper:
+                rows["monitor"].append(measure("monitor", n, work) | {"load": os.getloadavg()[0]})
+            rows["monitor (whole read, before)"].append(measure("monitor_whole", paper[-1], work)
+                                                        | {"load": os.getloadavg()[0]})
         for n in feats:
-            rows["features build"].append(measure("features", n, work))
+            rows["features build"].append(measure("features", n, work) | {"load": os.getloadavg()[0]})
         for n in feats:
-            rows["features (whole, before)"].append(measure("features_whole", n, work))
+            rows["features (whole, before)"].append(measure("features_whole", n, work) | {"load": os.getloadavg()[0]})
+        if "multi" in parts:
+            if not CRYPTO.is_dir():
+                multi = [f"several symbols: skipped ({CRYPTO} not found)"]
+            else:
+                multi = multi_symbol(work, args.repeat)
     load1 = os.getloadavg()
+    rows = {k: v for k, v in rows.items() if v}
     if args.json:
-        print(json.dumps({"load_before": load0, "load_after": load1, "cpus": os.cpu_count(), "rows": rows}, indent=1))
+        print(json.dumps({"load_before": load0, "load_after": load1, "cpus": os.cpu_count(), "rows": rows,
+                          "multi": multi}, indent=1))
         return
     print(f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) before {load0[0]:.2f}/{load0[1]:.2f}/"
           f"{load0[2]:.2f}, after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}")
     for title, data in rows.items():
         for line in curve(title, data, "bar"):
             print(line)
-    for r in rows["paper-trade"]:
+    for r in rows.get("paper-trade", []):
         print(f"  ledger of {r['size']:,} bars: {r['ledger_bytes'] / r['size']:.0f} bytes/bar")
+    for line in multi:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""``paper-trade --workers N`` (issue 11): the batch route's chunks computed ahead on worker threads
+give the ledger of the single-threaded run, on synthetic multi-symbol replays and on real crypto bars."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_trading_batch import NAMES, FirstFeature  # noqa: E402
+from trading_helpers import MANIFEST, bars, config, series  # noqa: E402
+
+from aitrader.errors import ConfigError  # noqa: E402
+from aitrader.features import FeaturePipeline  # noqa: E402
+from aitrader.trading import batch as batch_mod  # noqa: E402
+from aitrader.trading.ledger import ledger_content  # noqa: E402
+from aitrader.trading.session import ModelSpec, RunOptions, run_session  # noqa: E402
+from aitrader.trading.sources import replay_steps  # noqa: E402
+
+SYMBOLS = ("AAA", "BBB", "CCC")
+
+
+class BatchSized(FirstFeature):
+    """Like FirstFeature, plus 1e-9 x the size of the batch it was called with: any change in how the
+    rows are cut into batches changes the stored predictions (a model that is not row-independent)."""
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        return super().predict_batch(X) + 1e-9 * len(X)
+
+
+def _content(run_dir: Path) -> dict[str, Any]:
+    content = ledger_content(run_dir / "ledger.db")
+    content["meta"] = [r for r in content["meta"] if r[0] != "run_id"]
+    return content
+
+
+def _run(tmp: Path, name: str, frames: dict[str, pd.DataFrame], workers: int, *, max_bars: int | None = None,
+         resume: bool = False) -> Path:
+    pipeline = FeaturePipeline(NAMES)
+    specs = [ModelSpec(model_id=f"m{k}:v1", symbol=sym, digest="d" * 8,
+                       predictor=BatchSized(raise_above=0.035, nan_below=-0.03), stream=pipeline.stream(500),
+                       manifest={**MANIFEST, "features": pipeline.contract()}, min_confidence=0.6,
+                       position_size=0.05) for k, sym in enumerate(frames)]
+    cfg = config(models=[{"model_id": f"m{k}", "symbol": sym, "min_confidence": 0.6, "position_size": 0.05}
+                         for k, sym in enumerate(frames)])
+    opts = RunOptions(commit_every=40, handle_signals=False, workers=workers, max_bars=max_bars)
+    run_session(cfg, specs, replay_steps(series(frames)), tmp / name, run_id=name, opts=opts, resume=resume)
+    return tmp / name
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch_mod, "PREDICT_CHUNK", 37)  # many batches per feature chunk
+    monkeypatch.setattr(batch_mod, "FEATURE_CHUNK", 128)
+
+
+def _frames() -> dict[str, pd.DataFrame]:
+    # Different lengths and start times: the symbols' bars interleave unevenly.
+    return {sym: bars(500 + 60 * k, seed=20 + k, start=f"2021-01-0{4 + k}", freq="1h") for k, sym in enumerate(SYMBOLS)}
+
+
+def test_workers_give_the_single_thread_ledger(tmp_path: Path, small_chunks: None) -> None:
+    frames = _frames()
+    one = _content(_run(tmp_path, "w1", frames, 1))
+    assert len(one["fills"]) > 5 and len(one["predictions"]) > 1000
+    for workers in (2, 3):
+        assert _content(_run(tmp_path, f"w{workers}", frames, workers)) == one
+
+
+def test_resumed_run_with_workers_equals_the_uninterrupted_one(tmp_path: Path, small_chunks: None) -> None:
+    frames = _frames()
+    whole = _content(_run(tmp_path, "whole", frames, 1))
+    _run(tmp_path, "cut", frames, 2, max_bars=555)  # stopped mid-batch, then resumed with another count
+    resumed = _content(_run(tmp_path, "cut", frames, 2, resume=True))
+    assert resumed == whole
+
+
+def test_bad_worker_count_is_a_config_error() -> None:
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="--workers must be a whole number >= 1"):
+            batch_mod.worker_pool(bad)
+    assert batch_mod.worker_pool(1) is None
+
+
+def test_real_crypto_bars_with_a_real_model(tmp_path: Path, shared_data: Path) -> None:
+    from aitrader.data import load_bars
+    from aitrader.trading.service import paper_trade
+    from tests.model_world import deploy_small_model
+
+    folder = shared_data / "crypto_5m"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    syms = sorted(p.name.split(".")[0] for p in folder.glob("*.csv.gz"))[:3]
+    registry = deploy_small_model(tmp_path, load_bars(folder / f"{syms[0]}.csv.gz").iloc[:1200], symbol=syms[0])
+    lines = "\n".join(f"    - {{model_id: syn_lgbm, symbol: {s}}}" for s in syms)
+    (tmp_path / "cfg.yaml").write_text(f"ml_trading:\n  models:\n{lines}\n")
+    data = [f"{s}={folder / (s + '.csv.gz')}" for s in syms]
+    runs = {}
+    for workers in (1, 2):
+        summary = paper_trade(config_path=str(tmp_path / "cfg.yaml"), data=data, run_id=f"w{workers}",
+                              registry_root=str(registry), runs_dir=str(tmp_path / "runs"),
+                              allow_symbol_mismatch=True, workers=workers, max_bars=4500)
+        assert 4500 <= summary["bars"] < 4510  # stops at the end of a step of 3 symbols
+        runs[workers] = _content(tmp_path / "runs" / f"w{workers}")
+    assert len(runs[1]["predictions"]) > 3000 and len({p[3] for p in runs[1]["predictions"]}) == 3
+    assert runs[2] == runs[1]
