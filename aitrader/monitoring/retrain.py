@@ -180,12 +180,19 @@ def scoring_rows(bars_index: Any, hold_index: Any, manifests: list[dict[str, Any
     return positions >= first, first
 
 
-def _champion_predictions(loaded: Any, bars: Any, X_hold: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The champion's predictions on the holdout timestamps, through its own feature contract."""
+def _champion_predictions(loaded: Any, bars: Any, X_hold: Any, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The champion's predictions on the holdout timestamps, through its own feature contract. A
+    champion with order-book features reads the snapshots the retrain config names (``data.book``),
+    the same ones the challenger is trained with."""
     from aitrader.features import FeaturePipeline
 
     contract = loaded.manifest["features"]
     pipeline = FeaturePipeline.from_contract(contract, folder=loaded.path)
+    if pipeline.needs_book:
+        from aitrader.features.book import training_book
+        from aitrader.training.trainer import training_symbol
+
+        pipeline.with_book(training_book(cfg.data.book, training_symbol(cfg, bars), pipeline.book_features))
     feats = pipeline.transform(bars).reindex(X_hold.index)[list(contract["names"])]
     matrix = feats.to_numpy(dtype=np.float64)
     ok = np.isfinite(matrix).all(axis=1)
@@ -457,7 +464,7 @@ def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained
     champ_pred, champ_task = None, task
     if loaded is not None:
         champ_task = str(loaded.manifest["target"]["task"])
-        champ_pred, computable = _champion_predictions(loaded, bars, hold["X"])
+        champ_pred, computable = _champion_predictions(loaded, bars, hold["X"], cfg)
         ok &= computable
     n_rows = int(ok.sum())
     window_rows = hold["X"].index[ok]

@@ -139,3 +139,22 @@ def test_train_without_the_book_names_the_option(world: dict) -> None:
     assert err == ("error: bad_book.csv: row 1 (2020-01-01): crossed book: best bid 101.0 > best ask 100.0; drop the "
                    "snapshot or fix its levels (a book with bid > ask cannot be traded)\n")
     assert not (tmp / "art3").exists()
+
+
+def test_retrain_scores_a_book_champion_on_the_configured_snapshots(world: dict) -> None:
+    """retrain's champion is evaluated through its own feature contract; with book features that needs
+    the snapshots the retrain config names (data.book), or the comparison would have no champion."""
+    tmp: Path = world["tmp"]  # type: ignore[assignment]
+    names = FEATURES.split(",")
+    (tmp / "retrain.yaml").write_text(
+        TRAIN.replace("n_estimators: 40", "n_estimators: 41")  # another config: not the 'unchanged' shortcut
+        + f"features: {{names: [{', '.join(names)}]}}\n"
+        + f"data: {{path: {tmp / 'SYN.csv'}, book: {{SYN: {tmp / 'SYN_book.jsonl'}}}}}\n")
+    out, _ = cli("retrain", "--name", "synbook", "--config", str(tmp / "retrain.yaml"), "--runs-dir",
+                 str(tmp / "runs"), "--json", env=world["env"])  # type: ignore[arg-type]
+    result = json.loads(out)
+    assert result["status"] != "skipped", result
+    # the champion (synbook:v1, 40 trees) and the challenger (41 trees) are both scored on the holdout
+    champion, challenger = result["champion"]["scores"]["ic"], result["challenger"]["scores"]["ic"]
+    assert np.isfinite(champion) and np.isfinite(challenger) and champion != challenger, result
+    assert result["holdout_rows"] > 100 and result["decision"].startswith(("keep champion", "promote")), result
