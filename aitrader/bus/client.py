@@ -218,12 +218,14 @@ class Bus:
 
     def read(self, streams: dict[str, str], group: str, *, count: int | None = None,
              block: int | None = None) -> list[Entry]:
-        """XREADGROUP as this process's consumer (ids ``>``: new entries; ``0``: its own pending)."""
+        """XREADGROUP as this process's consumer (ids ``>``: new entries; ``0``: its own pending), waiting
+        up to ``block`` ms (default ``block_ms``; 0: not at all) for an entry."""
+        wait = self.cfg.block_ms if block is None else block
         if not streams:
-            self._sleep((block or self.cfg.block_ms) / 1000)
+            self._sleep(wait / 1000)
             return []
         got = self.call(lambda r: r.xreadgroup(group, self.name, streams, count=count or self.cfg.batch_size,
-                                               block=self.cfg.block_ms if block is None else block))
+                                               block=wait or None))
         out: list[Entry] = []
         for stream, entries in got or []:
             s = stream.decode() if isinstance(stream, bytes) else stream
