@@ -11,7 +11,7 @@ dead consumer's pending entries are claimed (XAUTOCLAIM) and processed, then new
 
 Each prediction event carries the bar and, per model of the symbol, the prediction (or the
 error), its latency and the feature row (float64 bytes): the trader needs nothing else. The
-output and the acknowledgement of the bars it came from are one MULTI/EXEC transaction.
+output and the acknowledgement of the bars it came from are one atomic script (``Bus.transaction``).
 """
 
 from __future__ import annotations
