@@ -404,7 +404,9 @@ def _send(r: Any, args: list[bytes]) -> Any:
     try:
         conn.send_packed_command([buf])
         return conn.read_response()
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
+    except redis.ResponseError:
+        raise  # the whole reply was read: the connection stays usable
+    except BaseException:  # a half-read reply (a lost socket, an interrupt) must not reach the next caller
         conn.disconnect()
         raise
     finally:
