@@ -88,7 +88,7 @@ class Feeder:
                 last[sym] = i
         try:
             self.bus.transaction([(s, f) for s, f, _, _ in self.pending],
-                                 extra=(lambda p: p.hset(self.last_key, mapping=last)) if last else None,
+                                 hashes=[(self.last_key, last)],
                                  retry=block)
         except RETRYABLE:
             if len(self.pending) >= self.cfg.breaker.buffer_max:

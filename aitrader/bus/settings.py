@@ -52,6 +52,9 @@ class BusSection(_Strict):
     maxlen: _Int = Field(1_000_000, ge=100, le=1_000_000_000)  # approximate cap of every stream
     block_ms: _Int = Field(200, ge=1, le=60_000)
     batch_size: _Int = Field(256, ge=1, le=100_000)
+    # the trader commits its ledger once its input stayed empty this long (or after batch_size steps,
+    # or block_ms after the oldest step not committed): back-to-back bars share one commit
+    commit_idle_ms: _Int = Field(2, ge=0, le=60_000)
     consumer_group: str = Field("ml-pipeline", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     max_deliveries: _Int = Field(3, ge=1, le=1000)
     claim_idle_ms: _Int = Field(5_000, ge=10, le=3_600_000)

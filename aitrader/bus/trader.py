@@ -9,9 +9,10 @@ idempotency key is (symbol, bar index)), merges the symbols by timestamp exactly
 the in-process ones. Each model's streaming features and predictor are replaced by
 :class:`RemoteModel`, which answers with what the worker computed for that bar.
 
-Delivery: the trader commits the ledger when its input is drained (before it blocks for more) or
-every ``batch_size`` steps; at each commit it first publishes the steps' downstream events
-(``trade.executed``, ``position.*``, ``feedback.prediction.outcome``, ``performance.update``,
+Delivery: the trader commits the ledger when its input is drained (no entry for ``commit_idle_ms``,
+before it blocks for more), every ``batch_size`` steps, or ``block_ms`` after the oldest step not
+committed yet. The steps' downstream events are published as soon as the input is drained, and at
+each commit first (``trade.executed``, ``position.*``, ``feedback.prediction.outcome``, ``performance.update``,
 ``ml.error``, ``alert``, deterministic ids: a crash repeats them rather than losing them), then
 commits (``Engine.checkpoint``), then acknowledges the steps' entries. ``--resume`` re-reads the prediction stream
 (XRANGE) to warm the engine up to the ledger's cursors, claims the dead trader's pending entries and
@@ -187,6 +188,7 @@ class BusSteps:
         self.uncommitted: list[str] = []  # entries of steps the engine processed since its last checkpoint
         self.engine: Any = None  # set by RunOptions.on_engine
         self.commit_every = bus.cfg.batch_size
+        self.commit_idle_ms = bus.cfg.commit_idle_ms
         self.stats = {"steps": 0, "commits": 0, "duplicates": 0, "dead_letters": 0, "skipped_bars": 0}
 
     def __iter__(self) -> Iterator[tuple[str, float, list[tuple[Any, ...]]]]:
@@ -197,6 +199,7 @@ class BusSteps:
         self._start()
         idle_since = beat = time.monotonic()
         since = 0
+        commit_by = 0.0  # the oldest uncommitted step's commit is due then
         try:
             while True:
                 step = self._next_step()
@@ -206,13 +209,21 @@ class BusSteps:
                     self.uncommitted.extend(self.step_ids)
                     self.step_ids = []
                     self.stats["steps"] += 1
+                    if not since:
+                        commit_by = time.monotonic() + bus.cfg.block_ms / 1000
                     since += 1
                     if since >= self.commit_every:
                         self._commit()
                         since = 0
                     idle_since = time.monotonic()
                     continue
-                if since:  # the input is drained: commit what was processed before waiting
+                if since:  # the input is drained
+                    # the steps' events go out now (events before the commit, as ever); the commit waits
+                    # commit_idle_ms for more input, so back-to-back bars share one SQLite transaction
+                    self.publisher.flush()
+                    if self.commit_idle_ms and time.monotonic() < commit_by and self._read(self.commit_idle_ms):
+                        idle_since = time.monotonic()
+                        continue
                     self._commit()
                     since = 0
                 if self._finished():
@@ -220,15 +231,19 @@ class BusSteps:
                 if time.monotonic() - beat > 1.0:
                     self._heartbeat()
                     beat = time.monotonic()
-                entries = bus.read({self.stream: ">"}, self.group)
-                for _, eid, flds in entries:
-                    self._take(eid, flds, ack=True)
-                if entries:
+                if self._read(None):
                     idle_since = time.monotonic()
                 elif self.max_idle_s is not None and time.monotonic() - idle_since > self.max_idle_s:
                     return
         except BusStopped:
             return
+
+    def _read(self, block: int | None) -> bool:
+        """Take the next entries (waiting up to ``block`` ms, default ``block_ms``); False: none came."""
+        entries = self.bus.read({self.stream: ">"}, self.group, block=block)
+        for _, eid, flds in entries:
+            self._take(eid, flds, ack=True)
+        return bool(entries)
 
     def _start(self) -> None:
         if self.engine is not None:  # a resumed run's open positions (restored by now), for position.* events
