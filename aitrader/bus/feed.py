@@ -25,15 +25,9 @@ from aitrader.errors import BusError, DataError
 
 def read_data(data: list[str]) -> dict[str, Any]:
     """``--data`` items (SYMBOL=PATH, a file, a directory) as validated frames by symbol."""
-    from aitrader.data import load_bars, load_universe
+    from aitrader.data import load_data_items
 
-    frames: dict[str, Any] = {}
-    for item in data:
-        sym, sep, path = item.partition("=")
-        if sep and not Path(item).exists():
-            frames[sym] = load_bars(path, symbol=sym)
-        else:
-            frames.update(load_universe(item))
+    frames: dict[str, Any] = load_data_items(data)[0]
     if not frames:
         raise DataError("no bars: pass --data SYMBOL=PATH (repeatable)")
     return frames

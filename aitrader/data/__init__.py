@@ -5,7 +5,14 @@ See docs/architecture.md (``aitrader.data``) for the contract.
 
 from __future__ import annotations
 
-from aitrader.data.loader import bars_fingerprint, infer_interval, load_bars, load_universe, write_bars
+from aitrader.data.loader import (
+    bars_fingerprint,
+    infer_interval,
+    load_bars,
+    load_data_items,
+    load_universe,
+    write_bars,
+)
 from aitrader.data.report import DataReport, SymbolReport, check_bars
 from aitrader.data.sample import SAMPLE_SYMBOLS, load_sample
 from aitrader.data.synthetic import generate_bars
@@ -25,6 +32,7 @@ __all__ = [
     "infer_interval",
     "load_bars",
     "load_sample",
+    "load_data_items",
     "load_universe",
     "validate_bar",
     "write_bars",

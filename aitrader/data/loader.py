@@ -123,6 +123,21 @@ def load_bars(path: str | Path, *, symbol: str | None = None, repair: bool = Fal
     return bars
 
 
+def load_data_items(items: list[str]) -> tuple[dict[str, pd.DataFrame], bool]:
+    """``--data`` items as validated frames by symbol: ``SYMBOL=PATH`` (that symbol), or a file or a
+    directory (:func:`load_universe`). Also says whether any item named its symbol explicitly."""
+    frames: dict[str, pd.DataFrame] = {}
+    explicit = False
+    for item in items:
+        sym, sep, path = item.partition("=")
+        if sep and not Path(item).exists():
+            frames[sym] = load_bars(path, symbol=sym)
+            explicit = True
+        else:
+            frames.update(load_universe(item))
+    return frames, explicit
+
+
 def load_universe(path: str | Path, *, repair: bool = False) -> dict[str, pd.DataFrame]:
     """Bars of every symbol: a directory (symbol = file name without suffixes), a long file with a
     ``symbol``/``ticker`` column, or a single file (one symbol named after it). Sorted by symbol.

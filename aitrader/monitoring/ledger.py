@@ -172,6 +172,25 @@ def open_ledger(path: Path) -> sqlite3.Connection:
         raise TradingError(f"cannot open ledger {path}: {exc}; check the file's permissions") from exc
 
 
+def open_run_ledger(run: Path) -> tuple[Path, sqlite3.Connection]:
+    """The ledger file of a run folder and a read-only connection to it (TradingError if none)."""
+    path = run / LEDGER_NAME
+    if not path.is_file():
+        raise TradingError(f"no ledger at {path}; pass the folder of a paper-trade run")
+    return path, open_ledger(path)
+
+
+def ledger_tables(conn: sqlite3.Connection, path: Path) -> set[str]:
+    """The ledger's table names, or TradingError when the file is not an aitrader ledger."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" not in tables or "predictions" not in tables:
+        raise TradingError(
+            f"{path} is not an aitrader ledger (tables found: {sorted(tables) or 'none'}; "
+            "expected meta and predictions); pass the folder of a paper-trade run"
+        )
+    return tables
+
+
 def read_ledger(run_dir: str | Path, *, features: bool = True) -> Ledger:
     """Load the meta, predictions, events and equity tables of one run.
 
@@ -180,18 +199,10 @@ def read_ledger(run_dir: str | Path, *, features: bool = True) -> Ledger:
     monitoring does not read (:data:`NOT_MONITORED`) are left out: a few dozen bytes per row remain.
     """
     run = Path(run_dir)
-    path = run / LEDGER_NAME
-    if not path.is_file():
-        raise TradingError(f"no ledger at {path}; pass the folder of a paper-trade run")
-    conn = open_ledger(path)
+    path, conn = open_run_ledger(run)
     in_file = False
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "meta" not in tables or "predictions" not in tables:
-            raise TradingError(
-                f"{path} is not an aitrader ledger (tables found: {sorted(tables) or 'none'}; "
-                "expected meta and predictions); pass the folder of a paper-trade run"
-            )
+        tables = ledger_tables(conn, path)
         meta = {k: _decode(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         # Both storage formats (old table rows with JSON features, columnar blocks) decoded alike.
         # features=False (monitor): the vectors stay in the file, read block by block by

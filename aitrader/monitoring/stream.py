@@ -58,7 +58,16 @@ from aitrader.monitoring.drift import (
     psi_from_counts,
     rank_drift_rows,
 )
-from aitrader.monitoring.ledger import LEDGER_NAME, _decode, _decode_rows, _read_table, _table_columns, open_ledger
+from aitrader.monitoring.ledger import (
+    LEDGER_NAME,
+    _decode,
+    _decode_rows,
+    _read_table,
+    _table_columns,
+    ledger_tables,
+    open_ledger,
+    open_run_ledger,
+)
 from aitrader.monitoring.monitor import (
     MonitorResult,
     _check_manifest,
@@ -546,17 +555,9 @@ def _equity_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
 def read_meta(run_dir: str | Path) -> _Meta:
     """The run's meta and events (small tables), checking that the file is a ledger."""
     run = Path(run_dir)
-    path = run / LEDGER_NAME
-    if not path.is_file():
-        raise TradingError(f"no ledger at {path}; pass the folder of a paper-trade run")
-    conn = open_ledger(path)
+    path, conn = open_run_ledger(run)
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "meta" not in tables or "predictions" not in tables:
-            raise TradingError(
-                f"{path} is not an aitrader ledger (tables found: {sorted(tables) or 'none'}; "
-                "expected meta and predictions); pass the folder of a paper-trade run"
-            )
+        tables = ledger_tables(conn, path)
         meta = {k: _decode(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         events = _read_table(conn, "events", tables, ["ts", "type", "symbol", "model_id", "reason", "payload"])
     except sqlite3.DatabaseError as exc:

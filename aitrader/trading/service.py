@@ -312,7 +312,7 @@ def load_frames(data: list[str] | None, specs: list[ModelSpec],
 
     Each frame is cut to the window (see :func:`select_window`); the specs' ``trade_from`` is set.
     """
-    from aitrader.data import load_bars, load_sample, load_universe
+    from aitrader.data import load_data_items, load_sample
 
     window = window or Window()
     symbols = sorted({s.symbol for s in specs})
@@ -329,14 +329,7 @@ def load_frames(data: list[str] | None, specs: list[ModelSpec],
         what = "the built-in sample"
     else:
         what = "--data"
-        explicit = False
-        for item in data:
-            sym, sep, path = item.partition("=")
-            if sep and not Path(item).exists():
-                frames[sym] = load_bars(path, symbol=sym)
-                explicit = True
-            else:
-                frames.update(load_universe(item))
+        frames, explicit = load_data_items(data)
         if not explicit and len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
             frames = {symbols[0]: next(iter(frames.values()))}  # one file for the one traded symbol
         missing = [s for s in symbols if s not in frames]
@@ -666,7 +659,7 @@ def run_trades(run_dir: Path, frames: dict[str, pd.DataFrame] | None = None) -> 
 
 
 def _recorded_bars(run_dir: Path, symbols: list[str]) -> dict[str, pd.DataFrame] | None:
-    from aitrader.data import load_bars, load_sample, load_universe
+    from aitrader.data import load_data_items, load_sample
     from aitrader.errors import AitraderError
 
     try:
@@ -679,12 +672,7 @@ def _recorded_bars(run_dir: Path, symbols: list[str]) -> dict[str, pd.DataFrame]
         frames: dict[str, pd.DataFrame] = {}
         if not data:
             return {s: load_sample(s) for s in symbols}
-        for item in data:
-            sym, sep, path = item.partition("=")
-            if sep and not Path(item).exists():
-                frames[sym] = load_bars(path, symbol=sym)
-            else:
-                frames.update(load_universe(item))
+        frames = load_data_items(data)[0]
         if len(frames) == 1 and len(symbols) == 1:
             frames = {symbols[0]: next(iter(frames.values()))}
         return frames
