@@ -52,8 +52,10 @@ def _predictions(content: dict[str, list[tuple[Any, ...]]], symbol: str) -> list
     return [(r[1], r[3], r[4], r[5], r[6], r[7], r[8], r[10]) for r in content["predictions"] if r[3] == symbol]
 
 
-def test_ten_entries_of_one_model_load_it_once(world: dict[str, Any], tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def runs(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The 10-symbol run (Registry.load calls counted) and two of its symbols each traded alone."""
+    tmp = tmp_path_factory.mktemp("multisym_runs")
     calls: list[str] = []
     load = Registry.load
 
@@ -61,11 +63,45 @@ def test_ten_entries_of_one_model_load_it_once(world: dict[str, Any], tmp_path: 
         calls.append(model_id)
         return load(self, model_id, **kw)
 
-    monkeypatch.setattr(Registry, "load", counted)
-    many = _run(world, tmp_path, SYMBOLS, "all")
-    assert calls == ["syn_lgbm:v1"]
-    for sym in (SYMBOLS[0], SYMBOLS[7]):
-        alone = _run(world, tmp_path, [sym], f"one_{sym}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Registry, "load", counted)
+        many = _run(world, tmp, SYMBOLS, "all")
+    alone = {sym: _run(world, tmp, [sym], f"one_{sym}") for sym in (SYMBOLS[0], SYMBOLS[7])}
+    return {"calls": calls, "many": many, "alone": alone}
+
+
+def test_ten_entries_of_one_model_load_it_once(runs: dict[str, Any]) -> None:
+    assert runs["calls"] == ["syn_lgbm:v1"]
+    for sym, alone in runs["alone"].items():
         expected = _predictions(alone, sym)
         assert len(expected) > 100
-        assert _predictions(many, sym) == expected
+        assert _predictions(runs["many"], sym) == expected
+
+
+def test_each_symbols_trades_are_its_own_runs_when_no_limit_binds(runs: dict[str, Any]) -> None:
+    # Orders are sized on the whole account's equity, which the other symbols move, so the quantities
+    # differ; when and which way each symbol trades depends on its own bars only.
+    def trades(content: dict[str, list[tuple[Any, ...]]], sym: str) -> list[tuple[Any, ...]]:
+        return [(r[2], r[3], r[4]) for r in content["fills"] if r[3] == sym]  # (ts, symbol, side)
+
+    for sym, alone in runs["alone"].items():
+        expected = trades(alone, sym)
+        assert len(expected) >= 4
+        assert trades(runs["many"], sym) == expected
+    rejected = [r for r in runs["many"]["events"] if "REJECT" in str(r[2]).upper()]
+    assert rejected == []  # no risk limit bound in the 10-symbol run
+
+
+def test_the_loop_hands_the_frozen_heap_back(runs: dict[str, Any]) -> None:
+    import gc
+
+    from aitrader.trading.heap import frozen_depth, frozen_heap
+
+    assert frozen_depth() == 0 and gc.get_freeze_count() == 0  # after the runs above
+    with frozen_heap():
+        inner = object.__new__(type("Probe", (), {}))  # made after the freeze: not frozen
+        assert gc.get_freeze_count() > 0
+        with frozen_heap():  # a nested loop keeps the outer one's freeze
+            pass
+        assert frozen_depth() == 1 and gc.get_freeze_count() > 0
+    assert frozen_depth() == 0 and gc.get_freeze_count() == 0 and gc.is_tracked(inner)
