@@ -112,6 +112,7 @@ def load_models(
     ``backend``: the runner mode (``aitrader.registry.backends``); ``notes`` collects its warnings.
     """
     from aitrader.features import FeaturePipeline
+    from aitrader.features.registry import FeatureRegistry
     from aitrader.registry import Registry
     from aitrader.trading.model_runner import warm_up
     from aitrader.trading.session import ModelSpec
@@ -128,6 +129,7 @@ def load_models(
     # One load (SHA256 verify, trust check, manifest, runner) and one warm-up per distinct version: entries
     # of the same model share the runner; each entry still gets its own feature pipeline and stream.
     loaded_versions: dict[str, Any] = {}
+    features: FeatureRegistry | None = None
     warmed: set[int] = set()
     for entry in entries:
         strategy_class(entry.strategy)  # a plug-in strategy that cannot load fails before the run starts
@@ -154,7 +156,9 @@ def load_models(
                 f"{loaded.info.model_id} has digest {loaded.info.digest[:12]} but the run started with "
                 f"{str(prior['digest'])[:12]}; resume needs the same model files"
             )
-        pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], folder=loaded.path)
+        if features is None:  # features.yaml parsed once per call, not once per entry
+            features = FeatureRegistry.load()
+        pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], registry=features, folder=loaded.path)
         if pipeline.needs_book:
             from aitrader.features.book import book_for
 
