@@ -299,6 +299,21 @@ class Engine:
         progress_every_s: float = 0.25,
     ) -> str:
         """Run until the source ends ("finished"), max_bars or a stop request ("stopped")."""
+        from aitrader.trading.heap import frozen_heap
+
+        with frozen_heap():  # the loaded bars and model stay out of the collector's full passes
+            return self._loop(steps, speed=speed, max_bars=max_bars, progress=progress,
+                              progress_every_s=progress_every_s)
+
+    def _loop(
+        self,
+        steps: Iterable[Step],
+        *,
+        speed: float,
+        max_bars: int | None,
+        progress: Callable[[Engine], None] | None,
+        progress_every_s: float,
+    ) -> str:
         self._want_bar = self.bus.wants(EventType.BAR)
         self._want_equity = self.bus.wants(EventType.EQUITY)
         self._direct_rows()

@@ -77,6 +77,26 @@ def trained_symbol(manifest: dict[str, Any]) -> str | None:
     return str(symbol) if symbol else None
 
 
+def _load_once(reg: Any, loaded_versions: dict[str, Any], model_id: str, prior: dict[str, Any] | None,
+               source: str, backend: str, notes: list[str] | None) -> Any:
+    """The loaded version an entry names, loaded (verified, runner built) on its first use in this call."""
+    from aitrader.errors import ModelNotFoundError
+
+    try:
+        version = _version_for(reg, model_id, prior, source)
+        loaded = loaded_versions.get(version)
+        if loaded is None:
+            loaded = loaded_versions[version] = reg.load(version, backend=backend)
+            if notes is not None:
+                notes.extend(loaded.warnings)
+    except ModelNotFoundError as exc:
+        where = f" ({source})" if source else ""
+        name = model_id.split("@")[0].split(":")[0]
+        raise TradingError(f"model {model_id}{where}: {str(exc).rstrip('.')}; "
+                           f"{_deployed_hint(reg, name, others=False)}") from exc
+    return loaded
+
+
 def load_models(
     cfg: TradingConfig, registry_root: str | None, saved: list[dict[str, Any]] | None = None, *,
     source: str = "", allow_symbol_mismatch: bool = False, books: str | dict[str, str] | None = None,
@@ -91,8 +111,8 @@ def load_models(
     contract reads them (docs/orderbook.md); such a model without its symbol's snapshots is refused.
     ``backend``: the runner mode (``aitrader.registry.backends``); ``notes`` collects its warnings.
     """
-    from aitrader.errors import ModelNotFoundError
     from aitrader.features import FeaturePipeline
+    from aitrader.features.registry import FeatureRegistry
     from aitrader.registry import Registry
     from aitrader.trading.model_runner import warm_up
     from aitrader.trading.session import ModelSpec
@@ -106,18 +126,17 @@ def load_models(
     reg = Registry(registry_root)
     by_key = {(m["name"], m["symbol"]): m for m in saved or []}
     specs = []
+    # One load (SHA256 verify, trust check, manifest, runner) and one warm-up per distinct version: entries
+    # of the same model share the runner; each entry still gets its own feature pipeline and stream.
+    loaded_versions: dict[str, Any] = {}
+    features: FeatureRegistry | None = None
+    warmed: set[int] = set()
     for entry in entries:
         strategy_class(entry.strategy)  # a plug-in strategy that cannot load fails before the run starts
         prior = by_key.get((entry.model_id, entry.symbol)) if saved is not None else None
         if saved is not None and prior is None:
             raise TradingError(f"the run's ledger has no model {entry.model_id} for {entry.symbol}")
-        try:
-            loaded = reg.load(_version_for(reg, entry.model_id, prior, source), backend=backend)
-        except ModelNotFoundError as exc:
-            where = f" ({source})" if source else ""
-            name = entry.model_id.split("@")[0].split(":")[0]
-            raise TradingError(f"model {entry.model_id}{where}: {str(exc).rstrip('.')}; "
-                               f"{_deployed_hint(reg, name, others=False)}") from exc
+        loaded = _load_once(reg, loaded_versions, entry.model_id, prior, source, backend, notes)
         symbol = entry.symbol
         trained = trained_symbol(loaded.manifest)
         if symbol == SYMBOL_FROM_MANIFEST:
@@ -137,15 +156,17 @@ def load_models(
                 f"{loaded.info.model_id} has digest {loaded.info.digest[:12]} but the run started with "
                 f"{str(prior['digest'])[:12]}; resume needs the same model files"
             )
-        pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], folder=loaded.path)
+        if features is None:  # features.yaml parsed once per call, not once per entry
+            features = FeatureRegistry.load()
+        pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], registry=features, folder=loaded.path)
         if pipeline.needs_book:
             from aitrader.features.book import book_for
 
             pipeline.with_book(book_for(books, symbol, pipeline.book_features, where="--book"))
         runner = loaded.runner
-        warm_up(runner, len(pipeline.names))
-        if notes is not None:
-            notes.extend(loaded.warnings)
+        if id(runner) not in warmed:
+            warm_up(runner, len(pipeline.names))
+            warmed.add(id(runner))
         specs.append(ModelSpec(
             model_id=loaded.info.model_id, name=entry.model_id, symbol=symbol, digest=loaded.info.digest,
             predictor=runner,
