@@ -26,6 +26,7 @@ import collections
 import logging
 import math
 import signal
+import struct
 import sys
 import threading
 import time
@@ -46,6 +47,8 @@ from aitrader.serve.models import STREAM_BUFFER, ServedModel, reload
 log = logging.getLogger("aitrader.serve")
 
 LATENCY_WINDOW = 10_000
+#: One reply row (prediction, confidence): two little-endian float64.
+_PAIR = struct.Struct("<2d")
 MAX_STATES = 10_000
 #: Longest a stopping server keeps answering the requests it had already received.
 DRAIN_S = 5.0
@@ -59,7 +62,7 @@ class _Abandoned(BaseException):
     handler's ``except Exception`` turns it into a reply)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Armed:
     """The model call in progress: what the watchdog needs to answer it at ``deadline``."""
 
@@ -205,10 +208,9 @@ class Server:
 
         try:
             try:
-                poller = zmq.Poller()
-                poller.register(sock, zmq.POLLIN)
+                items, poll = [(sock, zmq.POLLIN)], zmq.zmq_poll  # zmq_poll: no Poller object per wait
                 while not self._stop.is_set():
-                    if poller.poll(100):
+                    if poll(items, 100):
                         self._serve_one(sock, zmq.NOBLOCK)
                 # Finish what was received before the stop: answer the queued requests (bounded, so a
                 # client that keeps sending cannot hold the shutdown open).
@@ -362,7 +364,7 @@ class Server:
             raise P.ProtocolError("bad_deadline", f"deadline_ms must be a positive number, got {d!r}")
         return min(float(d), self.opts.deadline_ms) / 1000.0 if self.opts.deadline_ms else math.inf
 
-    def _call(self, header: dict[str, Any], fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, header: dict[str, Any], m: ServedModel, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` inline, under the watchdog (module docstring); model errors become error replies."""
         try:
             if self.opts.deadline_ms == 0:  # --deadline-ms 0: no watchdog, no deadline
@@ -373,7 +375,7 @@ class Server:
                 raise P.ProtocolError("deadline", f"the model is still busy with an earlier call that overran "
                                       f"its deadline; this call waited {limit * 1000:g} ms (deadline_ms)")
             envelope, rid, op, t0 = self._current
-            armed = _Armed(deadline, limit * 1000, envelope, rid, op, t0, self._served_for(header))
+            armed = _Armed(deadline, limit * 1000, envelope, rid, op, t0, m)
             with self._guard:
                 self._armed = armed
                 wake = deadline < self._watch_until
@@ -393,22 +395,25 @@ class Server:
         except Exception as exc:  # noqa: BLE001 - a model that raises is an error reply, never a crash
             raise P.ProtocolError("model_error", f"the model raised {type(exc).__name__}: {exc}") from exc
 
-    def _served_for(self, header: dict[str, Any]) -> ServedModel | None:
-        try:
-            return self._model(header)
-        except P.ProtocolError:
-            return None
-
-    def _answer(self, m: ServedModel, raw: np.ndarray, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        threshold = header.get("threshold", self.opts.min_confidence)
-        strong = header.get("strong", self.opts.strong_confidence)
-        for key, val in (("threshold", threshold), ("strong", strong)):
-            if isinstance(val, bool) or not isinstance(val, int | float) or not 0 <= val <= 1:
-                raise P.ProtocolError("bad_threshold", f"{key} must be a number in [0, 1], got {val!r}")
+    def _answer(self, m: ServedModel, raw: np.ndarray | list[float],
+                header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        threshold, strong = self.opts.min_confidence, self.opts.strong_confidence
+        if "threshold" in header or "strong" in header:  # the server's own were checked at start
+            threshold, strong = header.get("threshold", threshold), header.get("strong", strong)
+            for key, val in (("threshold", threshold), ("strong", strong)):
+                if isinstance(val, bool) or not isinstance(val, int | float) or not 0 <= val <= 1:
+                    raise P.ProtocolError("bad_threshold", f"{key} must be a number in [0, 1], got {val!r}")
+        score = m.confidence.score
+        values = raw.tolist() if isinstance(raw, np.ndarray) else raw
+        if len(values) == 1:  # one row: no loop, no array (the latency path)
+            p = values[0]
+            s, c = (math.nan, 0.0) if math.isnan(p) else score(p)
+            return {"ok": True, "model": m.model_id, "digest": m.digest,
+                    "signals": [P.signal_of(s, c, threshold, strong)], "dtype": "f8", "shape": [1, 2]}, \
+                _PAIR.pack(p, c)
         flat: list[float] = []
         signals = []
-        score = m.confidence.score
-        for p in raw.tolist():
+        for p in values:
             s, c = (math.nan, 0.0) if math.isnan(p) else score(p)
             flat += (p, c)
             signals.append(P.signal_of(s, c, threshold, strong))
@@ -446,7 +451,7 @@ class Server:
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise P.ProtocolError("nan", f"row {bad} has NaN or inf features; send complete rows only (after the "
                                   "features' warm-up)")
-        raw = self._call(h, _run, m.runner, X)
+        raw = self._call(h, m, _run, m.runner, X)
         self.stats.rows += X.shape[0]
         return self._answer(m, raw, h)
 
@@ -485,7 +490,7 @@ class Server:
                 raw[np.array(ready)] = _run(m.runner, X[np.array(ready)])
             return raw, ready
 
-        raw, ready = self._call(h, work)
+        raw, ready = self._call(h, m, work)
         for key, st in states:
             self.states[key] = st
             self.states.move_to_end(key)
@@ -567,8 +572,8 @@ class Server:
         return {"ok": True, "model": m.model_id, "digest": m.digest, **out}, None
 
 
-def _run(runner: Any, X: np.ndarray) -> np.ndarray:
+def _run(runner: Any, X: np.ndarray) -> np.ndarray | list[float]:
     """The model on ``X``: ``predict_one`` for one row (what the in-process loop calls), else a batch."""
     if X.shape[0] == 1:
-        return np.array([float(runner.predict_one(X[0]))])
+        return [float(runner.predict_one(X[0]))]
     return np.asarray(runner.predict_batch(X), dtype=np.float64).reshape(-1)
