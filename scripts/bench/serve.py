@@ -2,8 +2,8 @@
 
 One 200-tree LightGBM (the default 25 features, 5-bar target) is trained on synthetic 1-minute
 bars, registered and deployed in a temporary registry; two real ``aitrader serve`` processes on
-127.0.0.1 serve it, one with the default per-call deadline (model calls on a worker thread) and one
-with ``--deadline-ms 0`` (calls on the loop thread). Measured in the same run, on the same feature
+127.0.0.1 serve it, one with the default per-call deadline (model calls inline under the watchdog)
+and one with ``--deadline-ms 0`` (inline, no watchdog). Measured in the same run, on the same feature
 rows (the model's real rows):
 
 * one row: p50/p99 round trip of ``ServiceClient.predict_rows`` (DEALER -> ROUTER -> model -> reply),
