@@ -204,11 +204,16 @@ def test_a_hung_model_call_is_answered_by_the_watchdog_which_serves_on(threaded:
         return float(x.sum())
 
     runner.predict_one = hung  # type: ignore[method-assign]
+    rec = {"symbol": "A", "ts": "2024-01-02", "bar_index": 1, "prediction": 0.02, "outcome": 0.01}
+    first = client.call("feedback", model="fake", run="r1", batch="b1", records=[rec])
     with pytest.raises(ServiceError) as err:
         client.predict_rows(np.array([[0.25, 0.5]]), deadline_ms=50)
     assert err.value.code == "deadline" and entered.is_set()
     # the hung call still holds the model: the server answers other ops, and a model call gets deadline
     assert client.call("health")["errors"] == {"deadline": 1}
+    # the loop runs on another thread now: the feedback ledger opened by the first one is still the same file
+    again = client.call("feedback", model="fake", run="r1", batch="b2", records=[rec])
+    assert (first["stored"], again["stored"], again["duplicates"]) == (1, 0, 1)
     with pytest.raises(ServiceError) as busy:
         client.predict_rows(np.array([[1.0, 2.0]]), deadline_ms=50)
     assert busy.value.code == "deadline" and "busy" in str(busy.value)
