@@ -29,8 +29,8 @@ def serve_cmd(
                                  "train jobs score live outcomes from here."),
     jobs_dir: str = typer.Option("logs/serve-jobs", "--jobs-dir", help="Folder of the train jobs' output."),
     deadline_ms: float = typer.Option(1000.0, "--deadline-ms", help="Longest a model call may take before its "
-                                      "request gets an error reply (a request may ask for less); 0: no deadline, "
-                                      "model calls on the loop thread (fastest)."),
+                                      "request gets an error reply (a request may ask for less; a watchdog answers it "
+                                      "and serves on); 0: no deadline."),
     max_bytes: int = typer.Option(64 * 1024 * 1024, "--max-bytes", help="Largest request accepted (bytes)."),
     min_confidence: float = typer.Option(0.6, "--min-confidence", help="Confidence below which a signal is NEUTRAL."),
     strong_confidence: float = typer.Option(0.85, "--strong-confidence", help="Confidence from which a signal is "

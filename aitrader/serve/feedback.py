@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,16 @@ class FeedbackStore:
 
     def __init__(self, runs_dir: str | Path) -> None:
         self.runs_dir = Path(runs_dir)
-        self._conns: dict[str, sqlite3.Connection] = {}
+        # One connection per (thread, name): the server's loop may move to another thread (the watchdog's
+        # takeover, aitrader.serve.server), and a SQLite connection belongs to the thread that opened it.
+        self._conns: dict[tuple[int, str], sqlite3.Connection] = {}
 
     def path(self, name: str) -> Path:
         return self.runs_dir / f"serve-{name}" / "ledger.db"
 
     def _conn(self, name: str) -> sqlite3.Connection:
-        conn = self._conns.get(name)
+        key = (threading.get_ident(), name)
+        conn = self._conns.get(key)
         if conn is None:
             from aitrader.trading.ledger import Ledger, now_iso
 
@@ -98,7 +102,7 @@ class FeedbackStore:
             if "run_id" not in ledger.read_meta():
                 ledger.write_meta({"run_id": path.parent.name, "models": [], "status": "running",
                                    "source": "serve-feedback", "started_at": now_iso(), "updated_at": now_iso()})
-            self._conns[name] = conn
+            self._conns[key] = conn
         return conn
 
     def store(self, name: str, run: str, batch: str, records: list[dict[str, Any]], model_id: str,
@@ -169,6 +173,10 @@ class FeedbackStore:
                          [("models", json.dumps(models, sort_keys=True)), ("updated_at", json.dumps(now_iso()))])
 
     def close(self) -> None:
-        for conn in self._conns.values():
-            conn.close()
+        """Close this thread's connections; drop the others (no transaction is open on them between two
+        requests; a connection is closed when collected)."""
+        me = threading.get_ident()
+        for (thread, _), conn in self._conns.items():
+            if thread == me:
+                conn.close()
         self._conns.clear()

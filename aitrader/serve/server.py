@@ -1,16 +1,19 @@
 """``aitrader serve``: a ZeroMQ ROUTER that answers prediction requests (protocol: :mod:`.protocol`).
 
-One thread owns the socket and handles one request at a time, so a reload swaps a model between
-two requests by replacing one reference, and no request ever sees half of a swap. Model calls
-(predict, and the streaming features of a ``bars`` request) run on one worker thread: the loop
-waits for the result at most the request's deadline (``deadline_ms``, capped by the server's
-``--deadline-ms``) and replies ``code: deadline`` when it passes; a call that is still running
-delays the calls queued behind it, which then time out in turn, so every request gets a reply
-within its deadline whatever the model does. Anything a request can get wrong is an error reply
-(:class:`.protocol.ProtocolError`); an unexpected exception while handling a request is an error
-reply too (``code: internal``), never the end of the server. ``--deadline-ms 0`` runs model calls
-on the loop thread instead (no thread hop, ~40 us less per request, but no deadline: a hung model
-hangs the server).
+One thread at a time owns the socket and handles one request at a time, so a reload swaps a model
+between two requests by replacing one reference, and no request ever sees half of a swap. Model
+calls (predict, and the streaming features of a ``bars`` request) run inline on that thread, with a
+watchdog: before the call the loop arms the watchdog with the call's deadline (a timestamp under a
+lock; no thread hop, no queue), and disarms it after. A call still running at its deadline
+(``deadline_ms`` in the request, capped by the server's ``--deadline-ms``) makes the watchdog
+thread take the socket over: it replies ``code: deadline``, starts a new watchdog and goes on
+serving, while the overrunning call finishes on the old thread, which then drops its result and
+ends. Until it has finished the model is busy: a later model call waits for it at most its own
+deadline and then gets ``deadline`` too, so every request gets a reply within its deadline whatever
+the model does (a Python call cannot be interrupted). Anything a request can get wrong is an error
+reply (:class:`.protocol.ProtocolError`); an unexpected exception while handling a request is an
+error reply too (``code: internal``), never the end of the server. ``--deadline-ms 0``: no
+watchdog, no deadline (a hung model hangs the server).
 
 SIGTERM or SIGINT: the loop stops reading new work, answers every request already received (the
 socket is drained without blocking, for at most ``DRAIN_S``), closes with a linger for the replies
@@ -20,10 +23,10 @@ to leave, and the process exits 0. Train jobs are separate processes and finish 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import logging
 import math
 import signal
+import struct
 import sys
 import threading
 import time
@@ -44,9 +47,32 @@ from aitrader.serve.models import STREAM_BUFFER, ServedModel, reload
 log = logging.getLogger("aitrader.serve")
 
 LATENCY_WINDOW = 10_000
+#: One reply row (prediction, confidence): two little-endian float64.
+_PAIR = struct.Struct("<2d")
 MAX_STATES = 10_000
 #: Longest a stopping server keeps answering the requests it had already received.
 DRAIN_S = 5.0
+#: Longest the watchdog sleeps without looking at the armed call (arming a shorter deadline wakes it).
+WATCH_TICK_S = 0.05
+
+
+class _Abandoned(BaseException):
+    """Raised on the thread whose model call overran once the call returns: the watchdog answered the
+    request and owns the socket now; this thread drops the result and ends (BaseException, so no
+    handler's ``except Exception`` turns it into a reply)."""
+
+
+@dataclass(slots=True)
+class _Armed:
+    """The model call in progress: what the watchdog needs to answer it at ``deadline``."""
+
+    deadline: float  # time.monotonic()
+    limit_ms: float
+    envelope: list[bytes]
+    rid: Any
+    op: str
+    t0: float
+    model: Any
 
 
 @dataclass
@@ -105,7 +131,18 @@ class Server:
         self.feedback = FeedbackStore(opts.runs_dir)
         self.jobs = Jobs(Path(opts.jobs_dir), opts.registry_root, opts.runs_dir)
         self._stop = threading.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="aitrader-model")
+        # The watchdog (see the module docstring): _armed is the model call in progress, _free is clear
+        # while an abandoned call still holds the model, _watch_until is when the watchdog next looks.
+        self._guard = threading.Lock()
+        self._armed: _Armed | None = None
+        self._free = threading.Event()
+        self._free.set()
+        self._wake = threading.Event()
+        self._watch_until = 0.0
+        self._done = threading.Event()
+        self._current: tuple[list[bytes], Any, str, float] = ([], None, "?", 0.0)
+        self.takeovers = 0
+        self._sock: Any = None
         self.endpoint: str | None = None
         self._handlers: dict[str, Callable[[P.Request, bytes], tuple[dict[str, Any], bytes | None]]] = {
             "predict": self._predict, "info": self._info, "health": self._health, "reload": self._reload,
@@ -135,31 +172,96 @@ class Server:
                 raise AitraderError(f"cannot bind {self.opts.bind}: {exc}; pick a free port or another address") \
                     from exc
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._sock = sock
             old = self._install_signals() if handle_signals else {}
             try:
                 if ready is not None:
                     ready(self.endpoint)
-                poller = zmq.Poller()
-                poller.register(sock, zmq.POLLIN)
+                self._done.clear()
+                if self.opts.deadline_ms:
+                    self._spawn(self._watch, "aitrader-watchdog")
+                # The loop runs on a thread of its own: the thread that runs a model call may be left behind
+                # in it (see the module docstring), while this one only waits for the end (and takes signals).
+                self._spawn(self._loop, "aitrader-serve", sock)
+                while not self._done.wait(0.5):
+                    pass
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+        finally:
+            self._done.set()  # a watchdog ends with the server
+            sock.close()
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+            self.feedback.close()
+        return 0
+
+    @staticmethod
+    def _spawn(target: Callable[..., None], name: str, *args: Any) -> None:
+        threading.Thread(target=target, args=args, name=name, daemon=True).start()
+
+    def _loop(self, sock: Any) -> None:
+        """Serve until stop(), then answer what was already received; sets _done. Returns early, leaving
+        the loop to the watchdog's thread, when a model call on this thread overran its deadline."""
+        import zmq
+
+        try:
+            try:
+                items, poll = [(sock, zmq.POLLIN)], zmq.zmq_poll  # zmq_poll: no Poller object per wait
                 while not self._stop.is_set():
-                    if poller.poll(100):
+                    if poll(items, 100):
                         self._serve_one(sock, zmq.NOBLOCK)
                 # Finish what was received before the stop: answer the queued requests (bounded, so a
                 # client that keeps sending cannot hold the shutdown open).
                 drain_until = time.monotonic() + DRAIN_S
                 while time.monotonic() < drain_until and self._serve_one(sock, zmq.NOBLOCK):
                     pass
-            finally:
-                for s, h in old.items():
-                    signal.signal(s, h)
-        finally:
-            sock.close()
-            if auth is not None:
-                auth.stop()
-            ctx.term()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self.feedback.close()
-        return 0
+            except _Abandoned:
+                self._free.set()  # the overrunning call is over: the model is free for the next one
+                return
+        except BaseException:
+            log.exception("the serve loop failed")
+            self._stop.set()
+        self.feedback.close()
+        self._done.set()
+
+    def _watch(self) -> None:
+        """The watchdog thread: sleeps until the armed call's deadline (or WATCH_TICK_S); a call still armed
+        at its deadline is answered ``deadline`` from here, and this thread becomes the loop."""
+        import zmq
+
+        while not self._done.is_set():
+            with self._guard:
+                armed, now = self._armed, time.monotonic()
+                if armed is not None and now >= armed.deadline:
+                    self._armed = None
+                    self._free.clear()  # set again by the abandoned thread when its call returns
+                else:
+                    armed = None
+                    until = now + WATCH_TICK_S
+                    if self._armed is not None:
+                        until = min(until, self._armed.deadline)
+                    self._watch_until = until
+                    self._wake.clear()
+            if armed is None:
+                self._wake.wait(max(0.0, until - now))
+                continue
+            # Take over: the loop thread is stuck in the model call and will not touch the socket again.
+            self.takeovers += 1
+            log.warning("a model call overran its %g ms deadline; answering it and serving on", armed.limit_ms)
+            self._spawn(self._watch, "aitrader-watchdog")
+            sock = self._sock
+            try:
+                header = P.error_reply(armed.rid, "deadline", f"the model call took longer than {armed.limit_ms:g} "
+                                       "ms (deadline_ms); the request was abandoned")
+                if armed.model is not None:
+                    header["model"], header["digest"] = armed.model.model_id, armed.model.digest
+                self._send(sock, armed.envelope, armed.rid, header, None, armed.op, armed.t0, zmq.NOBLOCK)
+            except BaseException:
+                log.exception("the deadline reply failed")
+            self._loop(sock)
+            return
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -185,6 +287,7 @@ class Server:
         envelope, rest = frames[:cut], frames[cut:]
         rid: Any = None
         op = "?"
+        self._current = (envelope, rid, op, t0)
         try:
             size = sum(len(f) for f in rest)
             if size > self.opts.max_bytes:
@@ -192,6 +295,7 @@ class Server:
                                       f"{self.opts.max_bytes} (--max-bytes); send fewer rows per request")
             req = P.parse_request(rest)
             rid, op = req.id, req.op
+            self._current = (envelope, rid, op, t0)
             header, body = self._handlers[op](req, ident)
             header.setdefault("ok", True)
         except P.ProtocolError as exc:
@@ -201,9 +305,17 @@ class Server:
         except Exception as exc:  # noqa: BLE001 - the server never dies on a request
             log.exception("request %r (%s) failed", rid, op)
             header, body = P.error_reply(rid, "internal", f"{type(exc).__name__}: {exc}"), None
-        header["v"], header["id"] = P.VERSION, rid
         if "digest" not in header:
             self._name_model(header, rest)
+        self._send(sock, envelope, rid, header, body, op, t0, zmq.NOBLOCK)
+        return True
+
+    def _send(self, sock: Any, envelope: list[bytes], rid: Any, header: dict[str, Any], body: bytes | None,
+              op: str, t0: float, flags: int) -> None:
+        """Stamp, count and send one reply (dropped when the peer is gone or its queue is full)."""
+        import zmq
+
+        header["v"], header["id"] = P.VERSION, rid
         t_us = (time.perf_counter() - t0) * 1e6
         header["t_us"] = t_us
         self.stats.requests[op] += 1
@@ -215,10 +327,9 @@ class Server:
         if body is not None:
             out.append(body)
         try:
-            sock.send_multipart(out, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # the peer is gone or its queue is full: the reply is dropped
+            sock.send_multipart(out, flags)
+        except zmq.ZMQError as exc:
             log.warning("reply to %r dropped: %s", rid, exc)
-        return True
 
     # ------------------------------------------------------------------ helpers
     def _name_model(self, reply: dict[str, Any], frames: list[bytes]) -> None:
@@ -253,35 +364,56 @@ class Server:
             raise P.ProtocolError("bad_deadline", f"deadline_ms must be a positive number, got {d!r}")
         return min(float(d), self.opts.deadline_ms) / 1000.0 if self.opts.deadline_ms else math.inf
 
-    def _call(self, header: dict[str, Any], fn: Callable[..., Any], *args: Any) -> Any:
-        if self.opts.deadline_ms == 0:  # --deadline-ms 0: on the loop thread, no deadline (the fastest)
+    def _call(self, header: dict[str, Any], m: ServedModel, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` inline, under the watchdog (module docstring); model errors become error replies."""
+        try:
+            if self.opts.deadline_ms == 0:  # --deadline-ms 0: no watchdog, no deadline
+                return fn(*args)
+            limit = self._deadline_s(header)
+            deadline = time.monotonic() + limit
+            if not self._free.is_set() and not self._free.wait(limit):
+                raise P.ProtocolError("deadline", f"the model is still busy with an earlier call that overran "
+                                      f"its deadline; this call waited {limit * 1000:g} ms (deadline_ms)")
+            envelope, rid, op, t0 = self._current
+            armed = _Armed(deadline, limit * 1000, envelope, rid, op, t0, m)
+            with self._guard:
+                self._armed = armed
+                wake = deadline < self._watch_until
+            if wake:
+                self._wake.set()
             try:
                 return fn(*args)
-            except P.ProtocolError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a model that raises is an error reply, never a crash
-                raise P.ProtocolError("model_error", f"the model raised {type(exc).__name__}: {exc}") from exc
-        fut = self._pool.submit(fn, *args)
-        try:
-            return fut.result(timeout=self._deadline_s(header))
-        except concurrent.futures.TimeoutError:
-            raise P.ProtocolError("deadline", f"the model call took longer than {self._deadline_s(header) * 1000:g} "
-                                  "ms (deadline_ms); the request was abandoned") from None
+            finally:
+                with self._guard:
+                    lost = self._armed is not armed
+                    if not lost:
+                        self._armed = None
+                if lost:
+                    raise _Abandoned
         except P.ProtocolError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model that raises is an error reply, never a crash
             raise P.ProtocolError("model_error", f"the model raised {type(exc).__name__}: {exc}") from exc
 
-    def _answer(self, m: ServedModel, raw: np.ndarray, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        threshold = header.get("threshold", self.opts.min_confidence)
-        strong = header.get("strong", self.opts.strong_confidence)
-        for key, val in (("threshold", threshold), ("strong", strong)):
-            if isinstance(val, bool) or not isinstance(val, int | float) or not 0 <= val <= 1:
-                raise P.ProtocolError("bad_threshold", f"{key} must be a number in [0, 1], got {val!r}")
+    def _answer(self, m: ServedModel, raw: np.ndarray | list[float],
+                header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        threshold, strong = self.opts.min_confidence, self.opts.strong_confidence
+        if "threshold" in header or "strong" in header:  # the server's own were checked at start
+            threshold, strong = header.get("threshold", threshold), header.get("strong", strong)
+            for key, val in (("threshold", threshold), ("strong", strong)):
+                if isinstance(val, bool) or not isinstance(val, int | float) or not 0 <= val <= 1:
+                    raise P.ProtocolError("bad_threshold", f"{key} must be a number in [0, 1], got {val!r}")
+        score = m.confidence.score
+        values = raw.tolist() if isinstance(raw, np.ndarray) else raw
+        if len(values) == 1:  # one row: no loop, no array (the latency path)
+            p = values[0]
+            s, c = (math.nan, 0.0) if math.isnan(p) else score(p)
+            return {"ok": True, "model": m.model_id, "digest": m.digest,
+                    "signals": [P.signal_of(s, c, threshold, strong)], "dtype": "f8", "shape": [1, 2]}, \
+                _PAIR.pack(p, c)
         flat: list[float] = []
         signals = []
-        score = m.confidence.score
-        for p in raw.tolist():
+        for p in values:
             s, c = (math.nan, 0.0) if math.isnan(p) else score(p)
             flat += (p, c)
             signals.append(P.signal_of(s, c, threshold, strong))
@@ -319,7 +451,7 @@ class Server:
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise P.ProtocolError("nan", f"row {bad} has NaN or inf features; send complete rows only (after the "
                                   "features' warm-up)")
-        raw = self._call(h, _run, m.runner, X)
+        raw = self._call(h, m, _run, m.runner, X)
         self.stats.rows += X.shape[0]
         return self._answer(m, raw, h)
 
@@ -358,7 +490,7 @@ class Server:
                 raw[np.array(ready)] = _run(m.runner, X[np.array(ready)])
             return raw, ready
 
-        raw, ready = self._call(h, work)
+        raw, ready = self._call(h, m, work)
         for key, st in states:
             self.states[key] = st
             self.states.move_to_end(key)
@@ -440,8 +572,8 @@ class Server:
         return {"ok": True, "model": m.model_id, "digest": m.digest, **out}, None
 
 
-def _run(runner: Any, X: np.ndarray) -> np.ndarray:
+def _run(runner: Any, X: np.ndarray) -> np.ndarray | list[float]:
     """The model on ``X``: ``predict_one`` for one row (what the in-process loop calls), else a batch."""
     if X.shape[0] == 1:
-        return np.array([float(runner.predict_one(X[0]))])
+        return [float(runner.predict_one(X[0]))]
     return np.asarray(runner.predict_batch(X), dtype=np.float64).reshape(-1)

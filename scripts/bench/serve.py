@@ -2,12 +2,12 @@
 
 One 200-tree LightGBM (the default 25 features, 5-bar target) is trained on synthetic 1-minute
 bars, registered and deployed in a temporary registry; two real ``aitrader serve`` processes on
-127.0.0.1 serve it, one with the default per-call deadline (model calls on a worker thread) and one
-with ``--deadline-ms 0`` (calls on the loop thread). Measured in the same run, on the same feature
+127.0.0.1 serve it, one with the default per-call deadline (model calls inline under the watchdog)
+and one with ``--deadline-ms 0`` (inline, no watchdog). Measured in the same run, on the same feature
 rows (the model's real rows):
 
 * one row: p50/p99 round trip of ``ServiceClient.predict_rows`` (DEALER -> ROUTER -> model -> reply),
-  against ``ModelRunner.predict_one`` in this process;
+  against ``ModelRunner.predict_one`` in this process; the two servers in 10 alternating rounds;
 * a 50-symbol bar step (50 rows in one request) against ``predict_batch`` of 50 rows in-process;
 * throughput (requests/s) of 1 client, and of 8 client processes at once, each sending one-row
   requests back to back for a fixed time;
@@ -121,8 +121,8 @@ def echo_round_trip(calls: int) -> tuple[float, float, str]:
     return p50, p99, load()
 
 
-def timed(fn: Callable[[int], Any], calls: int) -> tuple[float, float]:
-    """p50, p99 in microseconds of fn(i)."""
+def timed_all(fn: Callable[[int], Any], calls: int) -> np.ndarray:
+    """Microseconds of each of ``calls`` calls fn(i), after up to 500 untimed ones."""
     for i in range(min(500, calls)):
         fn(i)
     out = np.empty(calls)
@@ -131,7 +131,13 @@ def timed(fn: Callable[[int], Any], calls: int) -> tuple[float, float]:
         t0 = clock()
         fn(i)
         out[i] = clock() - t0
-    return float(np.percentile(out, 50)) / 1e3, float(np.percentile(out, 99)) / 1e3
+    return out / 1e3
+
+
+def timed(fn: Callable[[int], Any], calls: int) -> tuple[float, float]:
+    """p50, p99 in microseconds of fn(i)."""
+    out = timed_all(fn, calls)
+    return float(np.percentile(out, 50)), float(np.percentile(out, 99))
 
 
 def _client_loop(endpoint: str, rows: np.ndarray, seconds: float, barrier: Any, out: Any) -> None:
@@ -185,11 +191,22 @@ def main() -> None:
         results["zmq_echo_200_bytes"] = echo_round_trip(a.calls)
         servers = {"deadline": start(registry, tmp, []), "inline": start(registry, tmp, ["--deadline-ms", "0"])}
         try:
+            # One-row latency of both servers in alternating rounds, so a change in the machine's load
+            # during the run weighs on both alike.
+            rows = [X[i].reshape(1, -1) for i in range(min(n, 4096))]
+            clients = {mode: ServiceClient(endpoint, timeout_ms=10_000) for mode, (_, endpoint) in servers.items()}
+            samples: dict[str, list[np.ndarray]] = {mode: [] for mode in servers}
+            for _ in range(10):
+                for mode, c in clients.items():
+                    samples[mode].append(timed_all(lambda i, c=c: c.predict_rows(rows[i % len(rows)]),
+                                                   max(1, a.calls // 10)))
+            for mode in servers:
+                both = np.concatenate(samples[mode])
+                results[f"service_one_row_{mode}"] = (float(np.percentile(both, 50)), float(np.percentile(both, 99)),
+                                                      load())
+                clients[mode].close()
             for mode, (_, endpoint) in servers.items():
                 c = ServiceClient(endpoint, timeout_ms=10_000)
-                rows = [X[i].reshape(1, -1) for i in range(min(n, 4096))]
-                one_row = timed(lambda i, c=c, rows=rows: c.predict_rows(rows[i % len(rows)]), a.calls)
-                results[f"service_one_row_{mode}"] = (*one_row, load())
                 results[f"service_50_rows_{mode}"] = (*timed(lambda i, c=c: c.predict_rows(batches[i % 64]),
                                                              a.calls // 5), load())
                 c.close()

@@ -192,6 +192,39 @@ def test_a_slow_model_call_gets_a_deadline_reply_and_the_server_goes_on(threaded
     assert client.call("health")["errors"] == {"deadline": 1}
 
 
+def test_a_hung_model_call_is_answered_by_the_watchdog_which_serves_on(threaded: Any) -> None:
+    """The call runs inline on the loop thread; when it overruns, the watchdog thread answers it and takes the
+    loop over. The model is gated by an Event the test holds, so what happens while it hangs is certain."""
+    server, runner, client = threaded
+    gate, entered = threading.Event(), threading.Event()
+
+    def hung(x: np.ndarray) -> float:
+        entered.set()
+        gate.wait(60)
+        return float(x.sum())
+
+    runner.predict_one = hung  # type: ignore[method-assign]
+    rec = {"symbol": "A", "ts": "2024-01-02", "bar_index": 1, "prediction": 0.02, "outcome": 0.01}
+    first = client.call("feedback", model="fake", run="r1", batch="b1", records=[rec])
+    with pytest.raises(ServiceError) as err:
+        client.predict_rows(np.array([[0.25, 0.5]]), deadline_ms=50)
+    assert err.value.code == "deadline" and entered.is_set()
+    # the hung call still holds the model: the server answers other ops, and a model call gets deadline
+    assert client.call("health")["errors"] == {"deadline": 1}
+    # the loop runs on another thread now: the feedback ledger opened by the first one is still the same file
+    again = client.call("feedback", model="fake", run="r1", batch="b2", records=[rec])
+    assert (first["stored"], again["stored"], again["duplicates"]) == (1, 0, 1)
+    with pytest.raises(ServiceError) as busy:
+        client.predict_rows(np.array([[1.0, 2.0]]), deadline_ms=50)
+    assert busy.value.code == "deadline" and "busy" in str(busy.value)
+    runner.predict_one = lambda x: float(x.sum()) * 10  # type: ignore[method-assign]
+    gate.set()  # the hung call returns on its abandoned thread; its result (0.75) is dropped
+    reply, out = client.predict_rows(np.array([[0.25, 0.5]]))
+    assert out[0, 0] == 7.5 and reply["ok"]
+    assert server.takeovers == 1
+    assert client.call("health")["errors"] == {"deadline": 2}
+
+
 def test_a_model_that_raises_gets_an_error_reply(threaded: Any) -> None:
     _, runner, client = threaded
     runner.predict_one = lambda x: 1 / 0  # type: ignore[method-assign]
