@@ -331,6 +331,8 @@ def main() -> None:
     parser.add_argument("--engine-bars", type=int, default=50_000, help="engine-only comparison (0: skip)")
     parser.add_argument("--repeat", type=int, default=1, help="timed engine-only runs per engine")
     parser.add_argument("--latency-bars", type=int, default=3000, help="bar-to-order latency sample (0: skip)")
+    parser.add_argument("--whole-repeat", type=int, default=3,
+                        help="whole-command runs per size (medians: one pair of runs swung 30k-79k bars/s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -343,16 +345,22 @@ def main() -> None:
         for backend in BACKENDS:
             for route in ROUTES:  # ml_trading.replay (docs/trading.md, "Replay routes")
                 key = f"{route}/{backend}"
-                t_small, c_small, _, _ = whole_command(w, args.small, f"small-{route}-{backend}", route, backend)
-                ld_small = load()
-                t_big, c_big, summary, size = whole_command(w, args.bars, f"big-{route}-{backend}", route, backend)
-                ld_big = load()
+                smalls, bigs = [], []
+                for i in range(max(1, args.whole_repeat)):  # alternate sizes so drifting load hits both
+                    smalls.append(whole_command(w, args.small, f"small-{route}-{backend}-{i}", route, backend))
+                    ld_small = load()
+                    bigs.append(whole_command(w, args.bars, f"big-{route}-{backend}-{i}", route, backend))
+                    ld_big = load()
+                t_small, c_small = (statistics.median(r[k] for r in smalls) for k in (0, 1))
+                t_big, c_big = (statistics.median(r[k] for r in bigs) for k in (0, 1))
+                summary, size = bigs[-1][2], bigs[-1][3]
                 rate, cpu_rate = diff / (t_big - t_small), diff / (c_big - c_small)
                 rates[key] = (rate, cpu_rate)
                 finals[key] = (summary["final_equity"], summary["fills"])
                 runner = summary["runners"]["syn_lgbm:v1"]
                 print(f"whole command, {route:9} route, {runner:8} runner {rate:>10,.0f} bars/s  ({1e6 / rate:6.2f} "
-                      f"us/bar wall; {t_small:.2f} s and {t_big:.2f} s)  cpu {1e6 / cpu_rate:6.2f} us/bar  "
+                      f"us/bar wall; medians of {len(bigs)}: {t_small:.2f} s and {t_big:.2f} s)  "
+                      f"cpu {1e6 / cpu_rate:6.2f} us/bar  "
                       f"{ld_small} {ld_big}")
                 print(f"  start-up       {t_small - args.small / rate:>10.2f} s wall, "
                       f"{c_small - args.small / cpu_rate:.2f} s cpu "
