@@ -63,6 +63,17 @@ def paper_trade_cmd(
 
     if bus is not None:  # the trading side of the Redis Streams pipeline (aitrader/cli/bus.py)
         from aitrader.cli.bus import run_trader
+        from aitrader.errors import ConfigError
+
+        ignored = [name for name, given in (
+            ("--data", bool(data)), ("--speed", speed != 0.0), ("--follow", follow), ("--max-bars", max_bars),
+            ("--from", start), ("--to", end), ("--pin", pin), ("--allow-symbol-mismatch", allow_symbol_mismatch),
+            ("--model-endpoint", model_endpoint), ("--book", bool(book)), ("--backend", backend),
+            ("--workers", workers != 1)) if given]
+        if ignored:  # silently dropping them would trade something else than the user asked for
+            raise ConfigError(f"paper-trade --bus takes its bars and predictions from the bus, so {', '.join(ignored)} "
+                              "would be ignored; drop them (bars go to `aitrader feed`, model options to "
+                              "`aitrader predict-worker`; docs/bus.md)")
 
         return _render(run_trader(bus=bus, config=config, model=model or None, run_id=run_id, resume=resume,
                                   registry=registry, runs_dir=runs_dir, state=state,
