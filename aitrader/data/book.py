@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aitrader._util import atomic_path
 from aitrader.data.validate import MAX_PRICE, MAX_VOLUME, MIN_PRICE, format_ts
 from aitrader.errors import DataError
 
@@ -335,21 +334,13 @@ def write_book(book: Book, path: str | Path) -> Path:
     if not name.endswith(BOOK_SUFFIXES):
         raise DataError(f"{path}: unsupported order-book output type; use one of {', '.join(BOOK_SUFFIXES)}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with atomic_path(path) as tmp:
             if name.endswith(JSONL_SUFFIXES):
                 _write_jsonl(book, tmp, gz=name.endswith(".gz"))
             elif name.endswith(".parquet"):
                 book.to_frame().to_parquet(tmp)
             else:
                 book.to_frame().to_csv(tmp, compression="gzip" if name.endswith(".gz") else None)
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}; pass a writable --out path") from exc
     return path

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from aitrader._util import atomic_path
 from aitrader.data._read import BAR_COLUMNS, RawFrame, file_symbol, is_bar_file, read_raw
 from aitrader.data.suspect import find_warnings
 from aitrader.data.validate import Problem, Validated, validate
@@ -217,20 +216,12 @@ def write_bars(df: pd.DataFrame, path: str | Path) -> Path:
     if not name.endswith((".csv", ".csv.gz", ".parquet")):
         raise DataError(f"{path}: unsupported output type; use a .csv, .csv.gz or .parquet file name")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with atomic_path(path) as tmp:
             out = df[list(BAR_COLUMNS)].rename_axis("timestamp")
             if name.endswith(".parquet"):
                 out.to_parquet(tmp)
             else:
                 out.to_csv(tmp, compression="gzip" if name.endswith(".gz") else None)
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}; pass a writable --out path") from exc
     return path
