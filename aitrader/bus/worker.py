@@ -85,7 +85,6 @@ class _Model:
 class PredictWorker:
     def __init__(self, cfg: Any, url: str | None, *, registry_root: str | None = None,
                  models: list[str] | None = None, stop: threading.Event | None = None) -> None:
-        from aitrader.features import FeaturePipeline
         from aitrader.trading.service import load_models, with_models
 
         if models:
@@ -97,10 +96,10 @@ class PredictWorker:
         buffer = cfg.ml_trading.feature_pipeline.buffer_size
         self.models: dict[str, list[_Model]] = {}
         for spec in specs:
-            contract = spec.manifest["features"]
-
-            def factory(c: dict[str, Any] = contract) -> Any:
-                return FeaturePipeline.from_contract(c).stream(buffer)
+            # load_models' own pipeline: rebuilding it from the bare contract would lose fitted parameters
+            # (read from the artifact folder) and order-book snapshots
+            def factory(p: Any = spec.pipeline) -> Any:
+                return p.stream(buffer)
 
             self.models.setdefault(spec.symbol, []).append(
                 _Model(spec, factory, cfg.ml_trading.errors.prediction_timeout_ms))

@@ -3,7 +3,8 @@
 ``load_served(root, ref)``: the version ``ref`` names (``NAME`` = its production version,
 ``NAME@alias``, ``NAME:vN``) through ``Registry.load`` (every file's SHA256 verified before anything
 is deserialised; the runner built on ONNX when the artifact has it, else natively), its feature
-pipeline rebuilt from the manifest's contract (``FeaturePipeline.from_contract``) and one throw-away
+pipeline rebuilt from the manifest's contract and the artifact folder (``FeaturePipeline.from_contract``,
+which reads fitted features' parameters from it) and one throw-away
 prediction (``trading.model_runner.warm_up``).
 
 ``reload(served)``: the alias read again; a version that differs from the served one gets the
@@ -60,16 +61,13 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return registry_name(ref), watched_alias(ref)
 
 
-def _build(ref: str, info: Any, manifest: dict[str, Any], runner: Any) -> ServedModel:
+def _build(ref: str, info: Any, manifest: dict[str, Any], runner: Any, pipeline: Any) -> ServedModel:
+    """``pipeline``: built from the contract with the artifact folder (fitted parameters), runner warmed."""
     import time
 
-    from aitrader.features import FeaturePipeline
-    from aitrader.trading.model_runner import warm_up
     from aitrader.trading.strategy import ConfidenceModel
 
     name, alias = parse_ref(ref)
-    pipeline = FeaturePipeline.from_contract(manifest["features"])
-    warm_up(runner, len(pipeline.names))
     return ServedModel(ref=ref, name=name, alias=alias, model_id=info.model_id, digest=info.digest, runner=runner,
                        manifest=manifest, pipeline=pipeline, confidence=ConfidenceModel.from_manifest(manifest),
                        names=list(pipeline.names), loaded_at=time.time())
@@ -93,7 +91,12 @@ def load_served(root: str | Path | None, ref: str) -> ServedModel:
         loaded = reg.load(model_id)
     finally:
         reg.close()
-    return _build(ref, loaded.info, loaded.manifest, loaded.runner)
+    from aitrader.features import FeaturePipeline
+    from aitrader.trading.model_runner import warm_up
+
+    pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], folder=loaded.path)
+    warm_up(loaded.runner, len(pipeline.names))
+    return _build(ref, loaded.info, loaded.manifest, loaded.runner, pipeline)
 
 
 @dataclass
@@ -122,7 +125,8 @@ def reload(root: str | Path | None, served: ServedModel) -> ReloadResult:
         return ReloadResult(False, served, f"{served.name}@{served.alias} still points at {served.model_id}")
     try:
         prepared = source.prepare(offer, STREAM_BUFFER)
-        new = _build(served.ref, offer.info, prepared.manifest, prepared.predictor)
+        # prepare() built the pipeline from the artifact and warmed the runner already
+        new = _build(served.ref, offer.info, prepared.manifest, prepared.predictor, prepared.pipeline)
     except SwapRefused as exc:
         return ReloadResult(False, served, f"{offer.model_id} refused by the {exc.check} check: {exc.detail}; "
                             f"kept {served.model_id}", exc.check)

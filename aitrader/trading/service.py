@@ -172,7 +172,7 @@ def load_models(
             predictor=runner,
             stream=pipeline.stream(ml.feature_pipeline.buffer_size), manifest=loaded.manifest,
             min_confidence=entry.min_confidence, position_size=entry.position_size, weight=entry.weight,
-            strategy=entry.strategy,
+            strategy=entry.strategy, pipeline=pipeline,
         ))
     return specs
 

@@ -55,6 +55,9 @@ class ModelSpec:
     weight: float = 1.0
     trade_from: float | None = None  # epoch seconds: earlier bars only warm the features (no prediction)
     strategy: str = "ml_regression"  # built-in or plug-in strategy name (aitrader.trading.strategy.make_strategy)
+    # the FeaturePipeline ``stream`` came from (fitted parameters and order-book snapshots attached), for
+    # whoever needs another stream of the same features (a predict-worker taking over a shard)
+    pipeline: Any = None
 
 
 @dataclass

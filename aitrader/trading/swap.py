@@ -66,6 +66,7 @@ class Prepared:
     predictor: Predictor
     stream: FeatureStream
     manifest: dict[str, Any]
+    pipeline: Any = None  # the FeaturePipeline the stream came from (fitted parameters attached)
 
 
 class SwapRefused(Exception):
@@ -175,7 +176,7 @@ class RegistrySource:
             raise SwapRefused("feature_contract", str(exc)) from exc
         runner = loaded.runner
         warm_up(runner, len(pipeline.names))
-        return Prepared(loaded.info.model_id, loaded.info.digest, runner, stream, loaded.manifest)
+        return Prepared(loaded.info.model_id, loaded.info.digest, runner, stream, loaded.manifest, pipeline)
 
 
 @dataclass

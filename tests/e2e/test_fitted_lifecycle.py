@@ -96,6 +96,14 @@ def test_fitted_features_train_deploy_paper_trade_and_refuse_tampering(tmp_path:
     assert streamed.shape == (len(got), len(FEATURES))
     np.testing.assert_allclose(streamed, batch.loc[got.index].to_numpy(), rtol=1.2e-7, atol=1e-30)
 
+    # `aitrader serve` loads the same model with its fitted parameters (it rebuilt the pipeline from the
+    # bare contract before, which refuses fitted features): its pipeline gives the batch oracle's rows.
+    from aitrader.serve.models import load_served
+
+    served = load_served(tmp_path / "reg", "syn")
+    assert served.names == FEATURES and served.model_id == loaded.info.model_id
+    np.testing.assert_array_equal(served.pipeline.transform(replayed).to_numpy(), batch.to_numpy())
+
     # Tamper with the registered fitted parameters: refused by hash before the model or pipeline loads.
     params = loaded.path / FITTED_FILE
     os.chmod(params, 0o644)
