@@ -370,10 +370,7 @@ def _fill(bars: Bars, specs: list[FeatureSpec], out: np.ndarray, skip: int) -> N
     with np.errstate(divide="ignore", invalid="ignore"):
         for j, spec in enumerate(specs):
             fn = BATCH.get(spec.kind)
-            if fn is None and is_plugin_kind(spec.kind):
-                out[:, j] = _plugin(bars, spec)[skip:]
-            else:
-                out[:, j] = BATCH[spec.kind](bars, spec.params)[skip:]
+            out[:, j] = (fn(bars, spec.params) if fn is not None else _plugin(bars, spec))[skip:]
             first = bars.offset + skip  # absolute bar of out's first row
             if spec.warmup > first:
                 out[: spec.warmup - first, j] = np.nan
