@@ -220,9 +220,8 @@ def _merged_steps(series: list[BarSeries], *, chunk: int | None = None) -> Itera
     """
     size = int(chunk or REPLAY_CHUNK)
     heads = [_Head(k, s, size) for k, s in enumerate(series)]
-    cur_ep: float | None = None
-    cur_ts = ""
-    bars: list[BarTuple] = []
+    names = np.array([s.symbol for s in series], dtype=object)
+    carry: list[Any] = [None, "", []]  # the step being gathered: epoch, stamp, bars
     while True:
         open_ = [h for h in heads if not h.done]
         bound = min((float(h.epoch[-1]) for h in open_), default=math.inf)
@@ -231,26 +230,42 @@ def _merged_steps(series: list[BarSeries], *, chunk: int | None = None) -> Itera
         if parts:
             ks = np.concatenate([np.full(len(ns), k) for k, _, ns, _ in parts])
             ns = np.concatenate([ns for _, _, ns, _ in parts])
-            eps = ns / 1e9
-            order = np.lexsort((ks, eps))
-            loc = np.concatenate([np.arange(first, first + len(ns)) for _, first, ns, _ in parts])[order]
-            rows = np.concatenate([v for *_, v in parts], axis=1)[:, order].T.tolist()
-            text = [t for k, _, ns, _ in parts for t in _format_ns(ns, series[k].suffix, series[k].whole_seconds)]
-            syms = [series[k].symbol for k in ks[order].tolist()]
-            for ep, sym, i, j, row in zip(eps[order].tolist(), syms, loc.tolist(), order.tolist(), rows, strict=True):
-                if ep != cur_ep:
-                    if bars:
-                        yield cur_ts, cur_ep, bars  # type: ignore[misc]
-                    cur_ep, bars = ep, []
-                    cur_ts = text[j]
-                bars.append((sym, i, row[0], row[1], row[2], row[3], row[4]))
+            loc = np.concatenate([np.arange(first, first + len(ns)) for _, first, ns, _ in parts])
+            values = np.concatenate([v for *_, v in parts], axis=1)
+            order = np.lexsort((ks, ns / 1e9))
+            for a in range(0, len(order), size):  # Python objects for `size` bars at a time
+                yield from _merge_piece(series, names, order[a:a + size], ks, ns, loc, values, carry)
         if not open_:
             break
         for h in open_:
             if not len(h.epoch) or h.epoch[-1] <= bound:
                 h.extend()
-    if bars:
-        yield cur_ts, cur_ep, bars  # type: ignore[misc]
+    if carry[2]:
+        yield carry[1], carry[0], carry[2]
+
+
+def _merge_piece(series: list[BarSeries], names: np.ndarray, idx: np.ndarray, ks: np.ndarray, ns: np.ndarray,
+                 loc: np.ndarray, values: np.ndarray, carry: list[Any]) -> Iterator[Step]:
+    """The steps of merged rows ``idx`` (in order); the last one stays in ``carry`` (the next piece
+    may add bars to it). The bar tuples are built by zip in C; Python runs once per step."""
+    kk, eps = ks[idx], ns[idx] / 1e9
+    bars = list(zip(names[kk].tolist(), loc[idx].tolist(), *values[:, idx].tolist(), strict=True))
+    cuts = (np.flatnonzero(eps[1:] != eps[:-1]) + 1).tolist()
+    starts = np.array([0, *cuts], dtype=np.int64)
+    stamps: list[str] = [""] * len(starts)
+    first_k = kk[starts]
+    for k in np.unique(first_k).tolist():  # the step's stamp: its first bar's, formatted as its symbol's
+        sel = np.flatnonzero(first_k == k)
+        s = series[k]
+        for pos, text in zip(sel.tolist(), _format_ns(ns[idx[starts[sel]]], s.suffix, s.whole_seconds), strict=True):
+            stamps[pos] = text
+    for lo, hi, ep, ts in zip(starts.tolist(), [*cuts, len(idx)], eps[starts].tolist(), stamps, strict=True):
+        if ep == carry[0]:
+            carry[2].extend(bars[lo:hi])
+            continue
+        if carry[2]:
+            yield carry[1], carry[0], carry[2]
+        carry[0], carry[1], carry[2] = ep, ts, bars[lo:hi]
 
 
 def bar_bytes(epoch: Any, o: Any, h: Any, lo: Any, c: Any, v: Any) -> bytes:
