@@ -3,6 +3,10 @@
 Both yield *steps*: all the bars sharing one timestamp, ordered by symbol, as plain Python floats
 (the hot loop never touches pandas). Timestamps become ISO-8601 strings once, vectorised: naive
 stamps stay naive, tz-aware ones are written in UTC (``+00:00``).
+
+A replay reads its bars in blocks (:class:`BarSeries`: a window of a
+:class:`aitrader.data.stream.BarFile`): it holds the stamps of its bars, never their prices, and
+turns one block at a time into Python objects.
 """
 
 from __future__ import annotations
@@ -470,7 +474,8 @@ class _BadBar(Exception):
 
 
 def describe(frames: dict[str, Any]) -> dict[str, Any]:
-    """Short description of replayed data for the run's meta."""
+    """Short description of replayed data for the run's meta (frames or :class:`BarSeries`: their
+    length and stamps)."""
     return {s: {"rows": len(df), "first": str(df.index[0]) if len(df) else None,
                 "last": str(df.index[-1]) if len(df) else None} for s, df in sorted(frames.items())}
 
