@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,15 +191,22 @@ def _epoch_unit(values: np.ndarray) -> str:
     return "ns"
 
 
-def _parse_numeric_time(col: pd.Series) -> pd.Series:
-    values = col.to_numpy(dtype="float64", na_value=np.nan)
+def numeric_time_kind(values: np.ndarray) -> str:
+    """How numbers in a timestamp column are read: ``"yyyymmdd"`` or the epoch unit."""
     finite = values[np.isfinite(values)]
     # YYYYMMDD integers (e.g. 20200131) are dates, not seconds in 1970.
     if finite.size and finite.min() >= 1e7 and finite.max() < 1e8 and np.all(finite == np.round(finite)):
+        return "yyyymmdd"
+    return _epoch_unit(values)
+
+
+def _parse_numeric_time(col: pd.Series) -> pd.Series:
+    values = col.to_numpy(dtype="float64", na_value=np.nan)
+    unit = numeric_time_kind(values)
+    if unit == "yyyymmdd":
         as_text = pd.Series(np.where(np.isfinite(values), values, 0).astype("int64").astype(str))
         parsed = pd.to_datetime(as_text, format="%Y%m%d", errors="coerce")
         return parsed.where(pd.Series(np.isfinite(values)))
-    unit = _epoch_unit(values)
     # Epoch numbers are UTC instants by definition.
     return pd.to_datetime(pd.Series(values), unit=unit, utc=True, errors="coerce")  # type: ignore[call-overload]
 
@@ -281,13 +289,22 @@ def read_raw(path: Path, *, source: str | None = None) -> RawFrame:
     duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
     if duplicated:  # parquet allows them (CSV headers are de-duplicated by the parser)
         raise DataError(f"{source}: duplicate column name(s) {', '.join(duplicated)}; keep one column of each")
-    cols = _map_columns(df, source)
+    return raw_frame(df, source, _map_columns(df, source))
+
+
+def raw_frame(df: pd.DataFrame, source: str, cols: dict[str, str],
+              parse: Callable[[pd.Series], pd.Series] | None = None) -> RawFrame:
+    """Canonical columns and parsed timestamps of rows ``df`` of a file (``cols``: :func:`_map_columns`).
+
+    ``parse`` replaces :func:`parse_timestamps` (:mod:`aitrader.data.stream` parses a block with rules
+    that cannot depend on the other blocks).
+    """
     column, kind = cols["timestamp"], "timestamps"
     try:
         ts_raw = df[column]
         if "time_of_day" in cols:
             ts_raw = ts_raw.astype("string") + " " + df[cols["time_of_day"]].astype("string")
-        ts = parse_timestamps(ts_raw)
+        ts = (parse or parse_timestamps)(ts_raw)
         out = pd.DataFrame(index=df.index)
         for name in (*BAR_COLUMNS, "adj_close"):
             if name in cols:

@@ -13,15 +13,40 @@ a :class:`DataError`, never a silent mix.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
+import warnings
 from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from aitrader.data._open import CORRUPT_ERRORS, is_compressed, max_read_bytes, open_bounded, require_regular_file
+from aitrader.data._read import (
+    _EXACT_FLOATS,
+    PARQUET_SUFFIXES,
+    SUPPORTED_SUFFIXES,
+    _map_columns,
+    file_symbol,
+    numeric_time_kind,
+    parse_timestamps,
+    raw_frame,
+)
+from aitrader.data.loader import _pick, bar_files, load_bars, load_universe
+from aitrader.data.suspect import QUANTISED_MIN_RETURNS, QUANTISED_SHARE, find_warnings, split_candidates
+from aitrader.data.validate import bars_of, validate
 from aitrader.errors import DataError
 
-#: Rows read, validated and yielded at a time.
+log = logging.getLogger(__name__)
+
+#: Rows yielded at a time by default.
 BLOCK_ROWS = 65_536
+#: Rows of the file read and validated at a time.
+READ_ROWS = 16_384
 
 #: ``(first row, values)``: ``values`` is a C-contiguous float64 array of shape ``(5, n)``; its rows
 #: are open, high, low, close and volume of bars ``first .. first + n - 1`` (each row contiguous).
@@ -88,3 +113,354 @@ class BarFile:
 
         attrs = {k: v for k, v in df.attrs.items() if k not in ("symbol", "source")}
         return cls(symbol, str(df.attrs.get("source") or symbol), df.index, read, attrs)
+
+    @classmethod
+    def from_frame_of(cls, df: pd.DataFrame) -> BarFile:
+        """A frame :func:`load_bars` returned (its ``attrs`` name the symbol)."""
+        return cls.from_frame(str(df.attrs.get("symbol") or ""), df)
+
+
+# ---------------------------------------------------------------------------- reading files in blocks
+
+
+class _Whole(Exception):
+    """A block the block reader does not decide alone (a broken rule, a timestamp format that could
+    depend on the other blocks, an order across blocks): the whole-file loader decides instead."""
+
+
+def _raw_blocks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    """The file's data rows as read (no conversion), ``rows`` at a time, labelled by data row - 1.
+
+    The same bounds as :func:`aitrader.data.loader.load_bars`: regular files only, at most
+    ``max_read_bytes`` (after decompression) read."""
+    name = path.name.lower()
+    if not name.endswith(SUPPORTED_SUFFIXES):
+        raise _Whole("unsupported file type")
+    info = require_regular_file(path)
+    limit = max_read_bytes()
+    offset = 0
+    if name.endswith(PARQUET_SUFFIXES):
+        import pyarrow.parquet as pq
+
+        if info.st_size > limit:
+            raise _Whole("too big")
+        pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # pages streamed, not whole row groups
+        meta = pf.metadata
+        if sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) > limit:
+            raise _Whole("too big")
+        for batch in pf.iter_batches(batch_size=rows):
+            df = batch.to_pandas()
+            if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None:
+                df = df.reset_index()
+            df.index = pd.RangeIndex(offset, offset + len(df))
+            offset += len(df)
+            yield df
+        return
+    if not is_compressed(path) and info.st_size > limit:
+        raise _Whole("too big")
+    with open_bounded(path, limit) as handle:
+        with pd.read_csv(handle, engine="c", skipinitialspace=True, chunksize=rows, **_EXACT_FLOATS) as reader:
+            for df in reader:
+                df.index = pd.RangeIndex(offset, offset + len(df))
+                offset += len(df)
+                yield df
+
+
+def _block_timestamps(col: pd.Series) -> tuple[pd.Series, str]:
+    """Parsed stamps of one block and the rule that read them, which must be the same in every block.
+
+    Only rules that read each cell on its own qualify: stamps stored as datetimes, epoch numbers (the
+    unit, guessed from the magnitude, must agree between blocks), YYYYMMDD numbers and ISO 8601 text
+    with one offset. Anything else (other formats, inferred from the first cell; mixed offsets,
+    converted to UTC; unreadable cells) is left to the whole-file parse.
+    """
+    if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
+        parsed, rule = col, "datetime"
+    elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        values = col.to_numpy(dtype="float64", na_value=np.nan)
+        if not np.isfinite(values).all():
+            raise _Whole("empty or infinite stamps")
+        parsed, rule = parse_timestamps(col), "number:" + numeric_time_kind(values)
+    else:
+        text = col.astype("string")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                parsed = pd.to_datetime(text, format="ISO8601")
+        except (ValueError, TypeError, OverflowError, Warning) as exc:
+            raise _Whole("not ISO 8601 with one offset") from exc
+        rule = "iso"
+        parsed = pd.Series(parsed.to_numpy(), index=col.index) if not isinstance(parsed, pd.Series) else parsed
+    try:
+        parsed = parsed.dt.as_unit("ns").set_axis(col.index)
+    except (ValueError, OverflowError) as exc:
+        raise _Whole("out of range") from exc
+    if parsed.isna().any():
+        raise _Whole("unreadable stamps")
+    return parsed, f"{rule}:{parsed.dtype}"
+
+
+#: What makes the first read hand a file to the whole-file loader, which words the error (or, for a
+#: file it reads in another way, returns its bars).
+_WHOLE: tuple[type[BaseException], ...] = (_Whole, DataError, ValueError, TypeError, KeyError, OSError, *CORRUPT_ERRORS)
+
+
+class _Block(NamedTuple):
+    """One block's validated bars of one symbol."""
+
+    symbol: str | None
+    ns: np.ndarray  # int64 stamps (UTC ns when tz-aware)
+    values: np.ndarray  # (5, n) open, high, low, close, volume
+    rule: str  # how the stamps were read (must agree between blocks)
+    adjusted: bool  # prices multiplied by adj_close / close
+    tz: Any
+
+
+class _Track:
+    """What the first pass keeps of one symbol: its stamps, and how they were read."""
+
+    __slots__ = ("parts", "digests", "last", "rule", "tz", "rows", "adjusted", "close", "zeros", "returns", "split")
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.digests: list[bytes] = []  # of each block's stamps and values: the second read must match
+        self.last: int | None = None
+        self.rule: str | None = None
+        self.tz: Any = None
+        self.rows = 0
+        self.adjusted = False
+        # what the data warnings (aitrader.data.suspect) are decided from
+        self.close: float | None = None
+        self.zeros = self.returns = 0
+        self.split = False
+
+    def add(self, ns: np.ndarray, values: np.ndarray) -> None:
+        if self.last is not None and ns[0] <= self.last:
+            raise _Whole("unsorted or duplicate across blocks")
+        self.last = int(ns[-1])
+        self.parts.append(ns)
+        self.digests.append(_digest(ns, values))
+        self.rows += len(ns)
+        close = values[3] if self.close is None else np.concatenate(([self.close], values[3]))
+        if len(close) > 1:
+            diff = np.diff(close)
+            self.zeros += int((diff == 0.0).sum())
+            self.returns += len(diff)
+            self.split = self.split or bool(split_candidates(close))
+        self.close = float(values[3][-1])
+
+    def suspect(self) -> bool:
+        """Would :func:`aitrader.data.suspect.find_warnings` warn about these bars?"""
+        quantised = self.returns >= QUANTISED_MIN_RETURNS and self.zeros / self.returns > QUANTISED_SHARE
+        return quantised or (self.split and not self.adjusted)
+
+
+def _validated_blocks(path: Path, source: str, symbol: str | None, rows: int, *,
+                      check: bool = True) -> Iterator[_Block]:
+    """:class:`_Block` s per block of the file and symbol: the bars
+    :func:`aitrader.data.validate.validate` keeps; ``symbol`` picks one symbol of a long file
+    (None: all). Raises :class:`_Whole` on anything the whole-file loader must decide.
+
+    ``check=False`` (the second read) skips the rules: the digests of the first read, whose bars
+    broke none, vouch for the bars (a bar that changed is an error there)."""
+    cols: dict[str, str] | None = None
+    for df in _raw_blocks(path, rows):
+        if cols is None:
+            if df.columns.duplicated().any():
+                raise _Whole("duplicate columns")
+            try:
+                cols = _map_columns(df, source)
+            except DataError as exc:
+                raise _Whole(str(exc)) from exc
+        rules: list[str] = []
+        raw = raw_frame(df, source, cols, parse=partial(_record, rules=rules))
+        groups: list[tuple[str | None, pd.Index]]
+        if "symbol" in raw.frame.columns:
+            sym = raw.frame["symbol"]
+            if (sym.isna() | (sym == "")).any():
+                raise _Whole("empty symbol cell")
+            if symbol is not None:
+                keep = sym == symbol
+                groups = [(symbol, raw.frame.index[keep.to_numpy()])] if keep.any() else []
+            else:
+                groups = [(str(k), v) for k, v in sorted(raw.frame.groupby("symbol", sort=True).groups.items())]
+        else:
+            groups = [(None, raw.frame.index)]
+        for sym_name, labels in groups:
+            if check:
+                where = source if sym_name is None else f"{source} [{sym_name}]"
+                checked = validate(raw, labels, where=where)
+                if checked.problems:
+                    raise _Whole(checked.problems[0].message)
+                bars, adjusted = checked.bars, checked.adjusted
+            else:
+                bars, adjusted = bars_of(raw.frame.loc[labels], raw.ts.loc[labels]), "adj_close" in raw.frame.columns
+            stamps = pd.DatetimeIndex(bars.index)
+            ns = np.asarray(stamps.asi8, dtype=np.int64)
+            values = np.ascontiguousarray(np.vstack([bars[c].to_numpy(dtype="float64") for c in _COLUMNS]))
+            yield _Block(sym_name, ns, values, rules[0], adjusted, stamps.tz)
+
+
+def _record(col: pd.Series, rules: list[str]) -> pd.Series:
+    parsed, rule = _block_timestamps(col)
+    rules.append(rule)
+    return parsed
+
+
+def _digest(ns: np.ndarray, values: np.ndarray) -> bytes:
+    h = hashlib.blake2b(ns.tobytes(), digest_size=16)
+    h.update(values.tobytes())
+    return h.digest()
+
+
+def _first_pass(path: Path, source: str) -> tuple[dict[str | None, _Track], bool]:
+    """Every symbol's stamps; a problem anywhere (or across blocks) raises :class:`_Whole`. Also says
+    whether the file has a symbol column."""
+    tracks: dict[str | None, _Track] = {}
+    for b in _validated_blocks(path, source, None, READ_ROWS):
+        t = tracks.setdefault(b.symbol, _Track())
+        if t.rule is None:
+            t.rule, t.tz = b.rule, b.tz
+        elif t.rule != b.rule:
+            raise _Whole("stamps read by another rule in a later block")
+        t.adjusted = b.adjusted
+        if len(b.ns):
+            t.add(b.ns, b.values)
+    if not tracks or any(t.rows == 0 for t in tracks.values()):
+        raise _Whole("no rows")
+    return tracks, None not in tracks
+
+
+def _index(track: _Track) -> pd.DatetimeIndex:
+    ns = np.concatenate(track.parts) if track.parts else np.empty(0, np.int64)
+    index = pd.DatetimeIndex(ns.view("M8[ns]"), name="timestamp")
+    return index if track.tz is None else index.tz_localize("UTC").tz_convert(track.tz)
+
+
+def _reader(path: Path, source: str, symbol: str | None, track: _Track
+            ) -> Callable[[int, int, int], Iterator[Block]]:
+    """Blocks of the validated bars of ``symbol`` (None: the file's only symbol), read again from
+    the file and checked against the digests of the first read: a changed file is an error, never a
+    replay of other bars than the ones validated (or than another reader of the same run saw)."""
+    digests, total, rows = track.digests, track.rows, READ_ROWS
+
+    def read(lo: int, hi: int, size: int) -> Iterator[Block]:
+        pos = 0
+        for k, block in enumerate(_blocks_or_error(path, source, symbol, rows)):
+            ns, values = block.ns, block.values
+            n = len(ns)
+            if k >= len(digests) or _digest(ns, values) != digests[k]:
+                raise DataError(f"{source}: the file changed while it was read (the bars from row {pos + 1} differ "
+                                "from the first read); leave it unchanged during the run and start it again")
+            a, b = max(lo, pos), min(hi, pos + n)
+            for start in range(a, b, size):
+                stop = min(start + size, b)
+                yield start, np.ascontiguousarray(values[:, start - pos:stop - pos])
+            pos += n
+            if pos >= hi:
+                return
+        if pos < hi:
+            raise DataError(f"{source}: the file changed while it was read (it ends after {pos} of {total} "
+                            "bars); leave it unchanged during the run and start it again")
+
+    return read
+
+
+def _blocks_or_error(path: Path, source: str, symbol: str | None, rows: int) -> Iterator[_Block]:
+    try:
+        yield from _validated_blocks(path, source, symbol, rows, check=False)
+    except _WHOLE as exc:
+        raise DataError(f"{source}: the file changed while it was read ({exc}); leave it unchanged during the run "
+                        "and start it again") from exc
+
+
+def _bar_file(path: Path, symbol: str, file_symbol_: str | None, track: _Track, where: str) -> BarFile:
+    index = _index(track)
+    track.parts = []  # the index holds the stamps now
+    reader = _reader(path, where, file_symbol_, track)
+    bf = BarFile(symbol, str(path), index, reader, {"repaired_rows": 0})
+    if track.suspect():
+        # a file that shows a data warning is read whole once more, to word it as load_bars does
+        for warning in find_warnings(bf.frame(), where=where, adjusted=track.adjusted):
+            log.warning("%s (see `aitrader data check`)", warning.message)
+    return bf
+
+
+def scan_bars(path: str | Path, *, symbol: str | None = None) -> BarFile:
+    """:func:`aitrader.data.load_bars` (without repair) held as a :class:`BarFile`: the same bars and
+    the same errors, only the stamps kept in memory. A file the block reader cannot decide alone (a
+    broken rule, other timestamp formats) is loaded whole by ``load_bars`` and wrapped."""
+    path = Path(path)
+    started = time.perf_counter()
+    target, picked = path, symbol
+    if path.is_dir():
+        files = bar_files(path)
+        by_symbol = {file_symbol(f): f for f in files}
+        if symbol is None:
+            if len(files) > 1:
+                return BarFile.from_frame_of(load_bars(path, symbol=symbol))  # its error
+            target = files[0]
+        else:
+            picked = _pick(list(by_symbol), symbol, str(path))
+            target = by_symbol[picked]
+    if not target.is_file():
+        return BarFile.from_frame_of(load_bars(path, symbol=symbol))
+    source = target.name
+    try:
+        tracks, long = _first_pass(target, source)
+        if long:
+            names = [str(k) for k in tracks]
+            if picked is None and len(names) > 1:
+                raise _Whole("several symbols")
+            picked = names[0] if picked is None else _pick(names, picked, source)
+            track, where, file_sym = tracks[picked], f"{source} [{picked}]", picked
+        else:
+            picked = picked or file_symbol(target)
+            track, where, file_sym = tracks[None], source, None
+    except _WHOLE:
+        return BarFile.from_frame_of(load_bars(path, symbol=symbol))
+    bf = _bar_file(target, picked, file_sym, track, where)
+    log.info("%s: scanned %d bars, %s .. %s, in %.2f s (held: their stamps)", where, len(bf), bf.index[0],
+             bf.index[-1], time.perf_counter() - started)
+    return bf
+
+
+def scan_universe(path: str | Path) -> dict[str, BarFile]:
+    """:func:`aitrader.data.load_universe` (without repair) as :class:`BarFile` s, sorted by symbol."""
+    path = Path(path)
+    out: dict[str, BarFile] = {}
+    try:
+        if path.is_dir():
+            for f in bar_files(path):
+                tracks, long = _first_pass(f, f.name)
+                if long and len(tracks) > 1:
+                    raise _Whole("several symbols in one file of a directory")
+                key = next(iter(tracks))
+                sym = file_symbol(f)
+                out[sym] = _bar_file(f, sym, key, tracks[key], f.name)
+        elif path.is_file():
+            tracks, long = _first_pass(path, path.name)
+            for key, track in tracks.items():
+                sym = file_symbol(path) if key is None else key
+                where = path.name if key is None else f"{path.name} [{key}]"
+                out[sym] = _bar_file(path, sym, key, track, where)
+        else:
+            raise _Whole("not a file or directory")
+    except _WHOLE:
+        return {s: BarFile.from_frame_of(df) for s, df in load_universe(path).items()}
+    return dict(sorted(out.items()))
+
+
+def scan_data_items(items: list[str]) -> tuple[dict[str, BarFile], bool]:
+    """:func:`aitrader.data.load_data_items` as :class:`BarFile` s (``SYMBOL=PATH``, files, directories)."""
+    found: dict[str, BarFile] = {}
+    explicit = False
+    for item in items:
+        sym, sep, path = item.partition("=")
+        if sep and not Path(item).exists():
+            found[sym] = scan_bars(path, symbol=sym)
+            found[sym].symbol = sym
+            explicit = True
+        else:
+            found.update(scan_universe(item))
+    return found, explicit

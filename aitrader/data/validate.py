@@ -283,13 +283,7 @@ def validate(raw: RawFrame, labels: pd.Index | None = None, *, where: str | None
     check.problems.sort(key=lambda p: (p.row or 0, order[p.rule]))
 
     frame = check.frame[kept]
-    ts = check.ts[kept]
-    bars = frame[list(BAR_COLUMNS)].copy()
-    if "adj_close" in frame.columns:
-        ratio = frame["adj_close"] / frame["close"]
-        bars[list(PRICE_COLUMNS)] = bars[list(PRICE_COLUMNS)].mul(ratio, axis=0)
-        bars["volume"] = bars["volume"] / ratio
-    bars.index = pd.DatetimeIndex(ts, name="timestamp")
+    bars = bars_of(frame, check.ts[kept])
     if n_unsorted:
         bars = bars.sort_index(kind="stable")
     if n_dup:
@@ -307,6 +301,19 @@ def validate(raw: RawFrame, labels: pd.Index | None = None, *, where: str | None
         rows_in_file=len(labels),
         adjusted="adj_close" in frame.columns,
     )
+
+
+def bars_of(frame: pd.DataFrame, ts: pd.Series) -> pd.DataFrame:
+    """The bars of rows that pass every rule: the five columns indexed by their stamps, prices
+    adjusted by ``adj_close / close`` when an adjusted close exists (volume divided by the same
+    ratio so that price x volume is unchanged across splits)."""
+    bars = frame[list(BAR_COLUMNS)].copy()
+    if "adj_close" in frame.columns:
+        ratio = frame["adj_close"] / frame["close"]
+        bars[list(PRICE_COLUMNS)] = bars[list(PRICE_COLUMNS)].mul(ratio, axis=0)
+        bars["volume"] = bars["volume"] / ratio
+    bars.index = pd.DatetimeIndex(ts, name="timestamp")
+    return bars
 
 
 def _implausible(name: str, value: float, kind: str) -> str:
