@@ -385,12 +385,11 @@ def _sample_files(symbols: list[str]) -> dict[str, BarFile]:
 
 def _data_files(data: list[str]) -> tuple[dict[str, BarFile], bool]:
     """The ``--data`` items as :class:`aitrader.data.stream.BarFile` (same symbols, same errors as
-    :func:`aitrader.data.load_data_items`), and whether their symbols were named explicitly."""
-    from aitrader.data import load_data_items
-    from aitrader.data.stream import BarFile
+    :func:`aitrader.data.load_data_items`: validated block by block, only the stamps held), and
+    whether their symbols were named explicitly."""
+    from aitrader.data.stream import scan_data_items
 
-    frames, explicit = load_data_items(data)
-    return {sym: BarFile.from_frame(sym, frames.pop(sym)) for sym in list(frames)}, explicit
+    return scan_data_items(data)
 
 
 def _follow_window(path: Path, specs: list[ModelSpec], window: Window) -> None:
