@@ -305,3 +305,109 @@ def test_a_replay_holds_no_price_arrays() -> None:
     s = BarSeries(blocky("X", bars(100), 10), 5, 95)
     assert not any(isinstance(getattr(s, name), np.ndarray) for name in s.__slots__)
     assert sum(v.shape[1] for _, _, v in s.blocks()) == 90
+
+
+# ---------------------------------------------------------------------------- one pass, several readers
+def _counted(df: pd.DataFrame, size: int, fail_after: int | None = None) -> tuple[BarFile, list[int]]:
+    """A BarFile in blocks of ``size`` that counts its passes (and raises DataError after
+    ``fail_after`` blocks of a pass, like a file changed under the reader)."""
+    from aitrader.errors import DataError
+
+    inner = blocky("X", df, size)._reader
+    passes: list[int] = []
+
+    def read(lo: int, hi: int, asked: int) -> Iterator[tuple[int, np.ndarray]]:
+        passes.append(lo)
+        for k, block in enumerate(inner(lo, hi, asked)):
+            if fail_after is not None and k >= fail_after:
+                raise DataError("X: the file changed while it was read")
+            yield block
+
+    return BarFile("X", "X", pd.DatetimeIndex(df.index), read), passes
+
+
+def _flat(blocks: Iterator[tuple[int, np.ndarray, np.ndarray]]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    got = list(blocks)
+    return ([f for f, _, _ in got], np.concatenate([ns for _, ns, _ in got]),
+            np.concatenate([v for _, _, v in got], axis=1))
+
+
+def test_readers_at_their_own_pace_share_one_pass() -> None:
+    df = bars(500, seed=50)
+    expected_ns = df.index.as_unit("ns").asi8
+    expected = np.vstack([df[c].to_numpy() for c in COLUMNS])
+    f, passes = _counted(df, 7)
+    s = BarSeries(f)
+    readers = [s.blocks() for _ in range(3)]
+    out: list[list[Any]] = [[], [], []]
+    rng = np.random.default_rng(0)
+    live = [0, 1, 2]
+    while live:  # interleaved at random: each reader takes 0-3 blocks per turn
+        k = int(rng.choice(live))
+        for _ in range(int(rng.integers(0, 4))):
+            block = next(readers[k], None)
+            if block is None:
+                live.remove(k)
+                break
+            out[k].append(block)
+    assert passes == [0]
+    for got in out:
+        _, ns, values = _flat(iter(got))
+        assert np.array_equal(ns, expected_ns) and np.array_equal(values, expected)
+
+
+def test_a_reader_left_behind_reads_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aitrader.trading.sources as src
+
+    monkeypatch.setattr(src, "SHARED_LAG", 20)
+    df = bars(300, seed=51)
+    f, passes = _counted(df, 7)
+    s = BarSeries(f)
+    lagging, leading = s.blocks(), s.blocks()
+    assert next(lagging)[0] == 0
+    firsts, _, values = _flat(leading)
+    held = s._shared._held_bars  # type: ignore[union-attr]
+    assert held <= 20 + 7  # the pass let go of what the lagging reader had not taken
+    rest = list(lagging)
+    assert rest[0][0] == 7 and len(passes) == 2 and passes[1] == 7  # its own pass, from its next bar
+    assert np.array_equal(np.concatenate([v for _, _, v in rest], axis=1), values[:, 7:])
+    assert firsts == list(range(0, 300, 7))
+
+
+def test_a_reader_started_late_reads_on_its_own() -> None:
+    df = bars(100, seed=52)
+    f, passes = _counted(df, 10)
+    s = BarSeries(f)
+    first = s.blocks()
+    list(first)  # the pass is over and let every block go
+    _, _, values = _flat(s.blocks())
+    assert passes == [0, 0]
+    assert np.array_equal(values, np.vstack([df[c].to_numpy() for c in COLUMNS]))
+
+
+def test_a_reader_on_another_thread_gets_the_same_blocks() -> None:
+    import threading
+
+    df = bars(2000, seed=53)
+    f, passes = _counted(df, 3)
+    s = BarSeries(f)
+    mine, theirs = s.blocks(), s.blocks()
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(_flat(theirs)))
+    t.start()
+    got = _flat(mine)
+    t.join(timeout=60)
+    assert passes == [0]
+    assert got[0] == box[0][0] and np.array_equal(got[2], box[0][2])
+
+
+def test_an_error_of_the_pass_reaches_every_reader() -> None:
+    from aitrader.errors import DataError
+
+    f, _ = _counted(bars(100, seed=54), 10, fail_after=3)
+    s = BarSeries(f)
+    a, b = s.blocks(), s.blocks()
+    with pytest.raises(DataError, match="changed"):
+        list(a)
+    with pytest.raises(DataError, match="changed"):
+        list(b)  # not a silently shorter replay
