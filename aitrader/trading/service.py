@@ -547,7 +547,6 @@ def paper_trade(
     None: ``$AITRADER_BACKEND``, else auto: the compiled library a deploy made, else ONNX); the
     summary's ``runners`` names each model's backend and ``warnings`` any fallback.
     """
-
     from aitrader.config import load_trading_config
     from aitrader.registry.backends import default_mode, validate_mode
     from aitrader.trading.session import REPLAY_COMMIT_EVERY, RunOptions, new_run_id
