@@ -27,7 +27,10 @@ command) and ``Registry.load`` (SHA-256 of every file, trust check, ONNX session
 before that import, with the heavy modules it imported (scikit-learn, scipy, lightgbm and pandas
 should not be: the runner is ONNX).
 
-Usage: .venv/bin/python scripts/bench/startup.py [--repeat 7] [--baseline REF|none]
+``--imports`` adds where this tree's imports go (``-X importtime`` self times summed by library) for
+``status``, ``export``, ``list`` and the 500-bar ``paper-trade``.
+
+Usage: .venv/bin/python scripts/bench/startup.py [--repeat 7] [--baseline REF|none] [--imports]
 """
 
 from __future__ import annotations
@@ -175,9 +178,63 @@ def median_row(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), min(values)
 
 
+GROUPS = {"pandas": "pandas", "pyarrow": "pyarrow", "numpy": "numpy", "typer": "typer (CLI parsing)",
+          "pydantic": "pydantic (typer's option coercion, config models)",
+          "pydantic_core": "pydantic (typer's option coercion, config models)",
+          "annotated_types": "pydantic (typer's option coercion, config models)",
+          "typing_inspection": "pydantic (typer's option coercion, config models)",
+          "rich": "rich", "markdown_it": "rich", "yaml": "yaml", "onnxruntime": "onnxruntime"}
+
+
+def import_breakdown(argv: list[str], env: dict[str, str], cwd: Path, runs: int = 3) -> list[tuple[str, float]]:
+    """Where a command's imports go: ``-X importtime`` self times (median of ``runs``), summed by library
+    (aitrader by subpackage; the standard library and the rest as "other")."""
+    import re
+    from collections import defaultdict
+
+    per_run: list[dict[str, float]] = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, env=env,
+                             cwd=cwd, timeout=300)
+        sums: dict[str, float] = defaultdict(float)
+        for line in out.stderr.splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+\d+ \| +(\S+)", line)
+            if m is None:
+                continue
+            parts = m[2].split(".")
+            if parts[0] == "aitrader":
+                group = ".".join(parts[:2])
+            elif parts[0] == "email" or m[2].startswith("importlib.metadata"):
+                group = "importlib.metadata (entry points)"
+            else:
+                group = GROUPS.get(parts[0], "other (stdlib, ...)")
+            sums[group] += int(m[1]) / 1e6
+        per_run.append(sums)
+    keys = {k for r in per_run for k in r}
+    med = {k: statistics.median(r.get(k, 0.0) for r in per_run) for k in keys}
+    return sorted(med.items(), key=lambda kv: -kv[1])
+
+
+def breakdown_lines(envs: dict[str, dict[str, str]], work: Path, cmds: dict[str, list[str]]) -> list[str]:
+    env = envs["this"]
+    argv = {**{k: ["-m", "aitrader", *v] for k, v in cmds.items() if k in ("status s1", "export s1 fills", "list")},
+            "paper-trade 500 bars": ["-m", "aitrader", "paper-trade", "--config", str(work / "trading.yaml"),
+                                     "--data", str(work / "bars_500.parquet"), "--registry", str(work / "models"),
+                                     "--runs-dir", str(work / "runs-imports"), "--json"]}
+    lines = [f"imports of this tree by library, ms (-X importtime self times, median of 3, load {load1():.2f}):"]
+    for what, args in argv.items():
+        rows = import_breakdown(args, env, work)
+        total = sum(v for _, v in rows)
+        shown = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in rows if v >= 0.004)
+        lines.append(f"  {what}: {total * 1e3:.0f} ms: {shown}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7, help="runs of each command per tree (median printed)")
+    ap.add_argument("--imports", action="store_true",
+                    help="also print where this tree's imports go, by library, for status, export, list, paper-trade")
     ap.add_argument("--baseline", default=BASELINE,
                     help=f"git commit to compare with (default {BASELINE}, main before the start-up work); none: skip")
     args = ap.parse_args()
@@ -231,6 +288,7 @@ def main() -> None:
                 contents.append(content)
             same = contents[0] == contents[1]
 
+        breakdown = breakdown_lines(envs, work, cmds) if args.imports else []
         child: dict[str, list[float]] = {"import aitrader.registry": [], "load+verify (Registry.load, ONNX)": []}
         heavy: list[str] = []
         backend = ""
@@ -274,6 +332,8 @@ def main() -> None:
         med, best = median_row(values)
         print(f"{what:<52} {med:>7.3f} {best:>6.3f}")
     print(f"runner backend: {backend}; heavy modules imported by load+verify: {', '.join(heavy) or 'none'}")
+    if breakdown:
+        print("\n".join(breakdown))
     floor = [run([sys.executable, "-c", "pass"], dict(os.environ), ROOT)[0] for _ in range(5)]
     print(f"python -c pass (the interpreter alone): {statistics.median(floor):.3f} s")
 
