@@ -27,7 +27,8 @@ command) and ``Registry.load`` (SHA-256 of every file, trust check, ONNX session
 before that import, with the heavy modules it imported (scikit-learn, scipy, lightgbm and pandas
 should not be: the runner is ONNX).
 
-``--imports`` adds where this tree's imports go (``-X importtime`` self times summed by library) for
+``mods``: how many modules the command imports (``-X importtime``, one run): the one figure here that
+no load changes. ``--imports`` adds where this tree's imports go (``-X importtime`` self times summed by library) for
 ``status``, ``export``, ``list`` and the 500-bar ``paper-trade``.
 
 Usage: .venv/bin/python scripts/bench/startup.py [--repeat 7] [--baseline REF|none] [--imports]
@@ -215,6 +216,15 @@ def import_breakdown(argv: list[str], env: dict[str, str], cwd: Path, runs: int 
     return sorted(med.items(), key=lambda kv: -kv[1])
 
 
+def imported_modules(argv: list[str], env: dict[str, str], cwd: Path) -> int:
+    """How many modules a command imports (``-X importtime`` lines): a figure no load changes."""
+    out = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, env=env,
+                         cwd=cwd, timeout=300)
+    import re
+
+    return sum(1 for line in out.stderr.splitlines() if re.match(r"import time:\s+\d+ \|", line))
+
+
 def breakdown_lines(envs: dict[str, dict[str, str]], work: Path, cmds: dict[str, list[str]]) -> list[str]:
     env = envs["this"]
     argv = {**{k: ["-m", "aitrader", *v] for k, v in cmds.items() if k in ("status s1", "export s1 fills", "list")},
@@ -264,11 +274,14 @@ def main() -> None:
         loads: dict[tuple[str, str], list[float]] = {}
         last_run: dict[str, Path] = {}
         for i in range(args.repeat):
+            # the trees alternate run by run, and which goes first alternates too (ABBA), so that a
+            # drifting load or the page cache favour neither
+            order = list(envs.items()) if i % 2 == 0 else list(envs.items())[::-1]
             for what, argv in cmds.items():
-                for name, env in envs.items():  # alternate the trees run by run
+                for name, env in order:
                     loads.setdefault((what, name), []).append(load1())
                     wall.setdefault((what, name), []).append(run([*py, *argv], env, work, f"{what}|{name}")[0])
-            for name, env in envs.items():
+            for name, env in order:
                 ld = load1()
                 first, whole, last_run[name] = paper_trade_once(
                     env, work, name, i, f"paper-trade 500 bars: whole command|{name}")
@@ -288,6 +301,11 @@ def main() -> None:
                 contents.append(content)
             same = contents[0] == contents[1]
 
+        pt_argv = ["paper-trade", "--config", str(work / "trading.yaml"), "--data", str(work / "bars_500.parquet"),
+                   "--registry", str(work / "models"), "--runs-dir", str(work / "runs-count"), "--json"]
+        modules = {(what, name): imported_modules([*py[1:], *argv], env, work)
+                   for name, env in envs.items()
+                   for what, argv in [*cmds.items(), ("paper-trade 500 bars: whole command", pt_argv)]}
         breakdown = breakdown_lines(envs, work, cmds) if args.imports else []
         child: dict[str, list[float]] = {"import aitrader.registry": [], "load+verify (Registry.load, ONNX)": []}
         heavy: list[str] = []
@@ -307,20 +325,22 @@ def main() -> None:
     for name, desc in described.items():
         print(f"  {name:<8} {desc}")
     has_base = "baseline" in trees
-    head = f"{'what':<52} {'this s':>7} {'best':>6} {'CPU s':>6} {'load':>5}"
+    head = f"{'what':<52} {'this s':>7} {'best':>6} {'CPU s':>6} {'load':>5} {'mods':>5}"
     if has_base:
-        head += f" {'baseline s':>10} {'best':>6} {'CPU s':>6} {'load':>5} {'ratio':>6} {'CPU ratio':>9}"
+        head += f" {'baseline s':>10} {'best':>6} {'CPU s':>6} {'load':>5} {'mods':>5} {'ratio':>6} {'CPU ratio':>9}"
     print(head + "  target (this)")
-    order = [*cmds, "paper-trade 500 bars: start-up before the first bar", "paper-trade 500 bars: whole command"]
-    for what in order:
+    rows = [*cmds, "paper-trade 500 bars: start-up before the first bar", "paper-trade 500 bars: whole command"]
+    for what in rows:
         med, best = median_row(wall[(what, "this")])
         cpu = statistics.median(CPU.get(f"{what}|this", [float("nan")]))
-        line = f"{what:<52} {med:>7.3f} {best:>6.3f} {cpu:>6.3f} {statistics.median(loads[(what, 'this')]):>5.2f}"
+        mods = modules.get((what, "this"), "")
+        line = (f"{what:<52} {med:>7.3f} {best:>6.3f} {cpu:>6.3f} {statistics.median(loads[(what, 'this')]):>5.2f}"
+                f" {mods:>5}")
         if has_base:
             bmed, bbest = median_row(wall[(what, "baseline")])
             bcpu = statistics.median(CPU.get(f"{what}|baseline", [float("nan")]))
             line += (f" {bmed:>10.3f} {bbest:>6.3f} {bcpu:>6.3f} {statistics.median(loads[(what, 'baseline')]):>5.2f}"
-                     f" {bmed / med:>5.2f}x {bcpu / cpu:>8.2f}x")
+                     f" {modules.get((what, 'baseline'), ''):>5} {bmed / med:>5.2f}x {bcpu / cpu:>8.2f}x")
         target = "" if what.startswith("paper-trade") or what.startswith("monitor") else (
             f"<= {TARGET_S} s: {'met' if med <= TARGET_S else 'not met'}")
         print(line + "  " + target)
