@@ -426,7 +426,7 @@ def paper_trade_bus(*, url: str | None, config_path: str | None = None, run_id: 
             raise TradingError(f"run {run_dir.name} was not started with --bus; resume it with aitrader paper-trade "
                                f"--resume {run_dir.name}")
         allow_in_sample = bool(request.get("allow_in_sample"))
-        specs = S.load_models(cfg, registry_root, saved_models)
+        specs = S.load_models(cfg, registry_root, saved_models, remote=RemoteModel)
         rid = str(saved.get("run_id") or run_dir.name)
     else:
         cfg = load_trading_config(config_path)
@@ -434,12 +434,9 @@ def paper_trade_bus(*, url: str | None, config_path: str | None = None, run_id: 
             cfg = S.with_models(cfg, models, None)
         rid = validate_run_id(run_id) if run_id is not None else new_run_id()
         run_dir = Path(state_dir) if state_dir else Path(runs_dir) / rid
-        specs = S.load_models(cfg, registry_root, source="for paper-trade --bus")
+        specs = S.load_models(cfg, registry_root, source="for paper-trade --bus", remote=RemoteModel)
         cfg = S._resolved_models(cfg, specs)
     S._follow_window(Path(), specs, S.Window(allow_in_sample=allow_in_sample))
-    for spec in specs:
-        remote = RemoteModel(len(spec.manifest["features"]["names"]))
-        spec.predictor = spec.stream = remote
     bus = Bus(cfg.bus, url, role="trader", stop=stop)
     bus.ping()
     group = f"{cfg.bus.consumer_group}:{rid}"

@@ -84,7 +84,10 @@ class _Model:
 
 class PredictWorker:
     def __init__(self, cfg: Any, url: str | None, *, registry_root: str | None = None,
-                 models: list[str] | None = None, stop: threading.Event | None = None) -> None:
+                 models: list[str] | None = None, stop: threading.Event | None = None,
+                 books: str | dict[str, str] | None = None) -> None:
+        """``books``: order-book snapshots (``--book``) for models with book features: every worker that may
+        hold a book model's shard needs them (features are computed here, not in the trader)."""
         from aitrader.trading.service import load_models, with_models
 
         if models:
@@ -92,7 +95,7 @@ class PredictWorker:
         self.cfg = cfg.bus
         self.bus = Bus(cfg.bus, url, role="worker", stop=stop)
         self.bus.ping()
-        specs = load_models(cfg, registry_root, source="for predict-worker")
+        specs = load_models(cfg, registry_root, source="for predict-worker", books=books)
         buffer = cfg.ml_trading.feature_pipeline.buffer_size
         self.models: dict[str, list[_Model]] = {}
         for spec in specs:

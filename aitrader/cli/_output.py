@@ -11,11 +11,12 @@ import contextlib
 import math
 import sys
 from collections.abc import Iterator, Mapping
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from aitrader._json import to_json
+
+if TYPE_CHECKING:  # rich is imported by the helpers that draw: `--json`, `export` and `status --json` need none
+    from rich.console import Console
 
 __all__ = ["console", "err_console", "fmt_count", "fmt_money", "fmt_num", "fmt_pct", "print_json",
            "render_run_summary", "status", "to_json"]
@@ -29,11 +30,15 @@ def print_json(obj: Any) -> None:
 
 def console() -> Console:
     """Console for human output (stdout)."""
+    from rich.console import Console
+
     return Console(highlight=False)
 
 
 def err_console() -> Console:
     """Console for progress bars and notes (stderr), so stdout stays clean for pipes."""
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 

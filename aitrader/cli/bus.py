@@ -77,14 +77,18 @@ def predict_worker_cmd(
                                         help="Registry root folder (default: $AITRADER_REGISTRY, else ./models)."),
     max_idle: float | None = typer.Option(None, "--max-idle", min=0.1,
                                           help="Exit after this many seconds without a new bar (default: run on)."),
+    book: list[str] = typer.Option(None, "--book", help="Order-book snapshots for models with book features: "
+                                   "SYMBOL=PATH (repeatable) or one PATH (docs/orderbook.md)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Consume bars, keep streaming features, publish ml.prediction.ready (shards leased among workers)."""
     from aitrader.bus.worker import PredictWorker
+    from aitrader.features.book import parse_book_options
 
     cfg = _bus_config(config)
+    books = parse_book_options(book)
     with _stop_on_signals() as stop:  # rendering inside: a late SIGTERM cannot cut the output short
-        worker = PredictWorker(cfg, bus, registry_root=registry, models=model or None, stop=stop)
+        worker = PredictWorker(cfg, bus, registry_root=registry, models=model or None, stop=stop, books=books)
         result = worker.run(max_idle_s=max_idle)
         _render(result, json_out, "predict-worker")
 

@@ -58,7 +58,6 @@ def paper_trade_cmd(
         "Threads for a replay's batch features and predictions (1: none; 2 uses a second core).")),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
-    from aitrader.features.book import parse_book_options
     from aitrader.trading.service import paper_trade
 
     if bus is not None:  # the trading side of the Redis Streams pipeline (aitrader/cli/bus.py)
@@ -83,6 +82,8 @@ def paper_trade_cmd(
 
         refuse_plain_resume(runs_dir=runs_dir, resume=resume, state=state)
     view = "live" if sys.stdout.isatty() and not json_out else "log"
+    from aitrader.features.book import parse_book_options
+
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
                           view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,

@@ -8,7 +8,6 @@ import typer
 
 from aitrader.cli._output import console, err_console, print_json
 from aitrader.cli._universe import EXECUTOR_HELP, JOBS_HELP, SCHEDULER_HELP, UNIVERSE_HELP
-from aitrader.monitoring.universe import is_universe_folder
 
 _SIGNAL_METRICS = ("mae", "rmse", "r2", "hit_rate", "ic", "rank_ic", "accuracy", "log_loss", "auc")
 _BACKTEST_METRICS = ("total_return", "sharpe", "max_drawdown", "turnover", "fills", "final_equity", "fees")
@@ -55,6 +54,7 @@ def train_command(
 ) -> None:
     """Train a model with purged walk-forward evaluation and write its artifact folder."""
     from aitrader.config import load_trading_config, load_train_config
+    from aitrader.monitoring.universe import is_universe_folder
     from aitrader.training.trainer import override_config, train
 
     if trust_pickle and not register_name and universe is None:

@@ -144,11 +144,11 @@ def _raw_blocks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
 
         if info.st_size > limit:
             raise _Whole("too big")
-        pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # pages streamed, not whole row groups
+        pf = pq.ParquetFile(path, buffer_size=1 << 16, pre_buffer=False)  # pages streamed, not whole row groups
         meta = pf.metadata
         if sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) > limit:
             raise _Whole("too big")
-        for batch in pf.iter_batches(batch_size=rows):
+        for batch in pf.iter_batches(batch_size=rows, use_threads=False):
             df = batch.to_pandas()
             if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None:
                 df = df.reset_index()

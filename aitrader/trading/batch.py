@@ -181,8 +181,9 @@ def attach(engine: Any, specs: Sequence[Any], series: Iterable[Any], *,
     over the replayed ``series`` (:class:`aitrader.trading.sources.BarSeries`); returns how many.
 
     ``pipelines``: the FeaturePipeline of each spec when the caller has it (train, before its
-    manifest is complete); else each is rebuilt from ``manifest["features"]``, as paper-trade built
-    the spec's stream. ``pool``: worker threads that compute each slot's next chunk ahead
+    manifest is complete); else the spec's own (``ModelSpec.pipeline``: the one paper-trade built the
+    spec's stream with, so ``features.yaml`` is not parsed again), else each is rebuilt from
+    ``manifest["features"]``. ``pool``: worker threads that compute each slot's next chunk ahead
     (``paper-trade --workers N``); the same rows and predictions either way."""
     from aitrader.features import FeaturePipeline
     from aitrader.features import batch as fbatch
@@ -193,8 +194,10 @@ def attach(engine: Any, specs: Sequence[Any], series: Iterable[Any], *,
         bars = by_symbol.get(slot.symbol)
         if bars is None or not eligible(spec):
             continue
-        pipeline = pipelines[k] if pipelines is not None else FeaturePipeline.from_contract(spec.manifest["features"])
-        # The slot's own pass over its symbol's blocks: only the current block and chunk are held.
+        pipeline = pipelines[k] if pipelines is not None else getattr(spec, "pipeline", None)
+        if pipeline is None:
+            pipeline = FeaturePipeline.from_contract(spec.manifest["features"])
+        # The slot's reader of its symbol's blocks (shared with the steps: sources.SharedPass).
         blocks = ((first, values) for first, _, values in bars.blocks(size=FEATURE_CHUNK))
         chunks = fbatch.compute_stream(pipeline.specs, blocks, FEATURE_CHUNK)
         # A model behind `aitrader serve` (a client with a circuit breaker) keeps its socket on the loop's thread.

@@ -20,10 +20,9 @@ import sys
 import zlib
 from array import array
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from aitrader._lazy import lazy_module
 from aitrader.errors import TradingError
 from aitrader.trading.events import (
     PERSISTED_EVENT_TYPES,
@@ -34,6 +33,11 @@ from aitrader.trading.events import (
     Order,
     Outcome,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported by the first block (de)coded: `export` of fills, orders, events or positions needs no numpy
+    np = lazy_module("numpy", globals(), "np")
 
 LEDGER_NAME = "ledger.db"
 ROWS_PER_INSERT = 64

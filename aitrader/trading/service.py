@@ -102,7 +102,7 @@ def _load_once(reg: Any, loaded_versions: dict[str, Any], model_id: str, prior: 
 def load_models(
     cfg: TradingConfig, registry_root: str | None, saved: list[dict[str, Any]] | None = None, *,
     source: str = "", allow_symbol_mismatch: bool = False, books: str | dict[str, str] | None = None,
-    backend: str = "onnx", notes: list[str] | None = None,
+    backend: str = "onnx", notes: list[str] | None = None, remote: Callable[[int], Any] | None = None,
 ) -> list[ModelSpec]:
     """Verified models of the config's enabled entries (the production version, or the run's own on resume).
 
@@ -112,11 +112,13 @@ def load_models(
     ``books``: order-book snapshots (``--book``: a path, or {SYMBOL: path}) for models whose feature
     contract reads them (docs/orderbook.md); such a model without its symbol's snapshots is refused.
     ``backend``: the runner mode (``aitrader.registry.backends``); ``notes`` collects its warnings.
+    ``remote(n_features)``: the predictions come from elsewhere (``paper-trade --bus``: predict-workers compute
+    the features and predict); it makes each spec's predictor and feature stream, so the model is not warmed
+    here and a book model needs no snapshots.
     """
     from aitrader.features import FeaturePipeline
     from aitrader.features.registry import FeatureRegistry
     from aitrader.registry import Registry
-    from aitrader.trading.model_runner import warm_up
     from aitrader.trading.session import ModelSpec
 
     ml = cfg.ml_trading
@@ -161,22 +163,33 @@ def load_models(
         if features is None:  # features.yaml parsed once per call, not once per entry
             features = FeatureRegistry.load()
         pipeline = FeaturePipeline.from_contract(loaded.manifest["features"], registry=features, folder=loaded.path)
-        if pipeline.needs_book:
-            from aitrader.features.book import book_for
-
-            pipeline.with_book(book_for(books, symbol, pipeline.book_features, where="--book"))
-        runner = loaded.runner
-        if id(runner) not in warmed:
-            warm_up(runner, len(pipeline.names))
-            warmed.add(id(runner))
+        if remote is not None:
+            predictor = stream = remote(len(pipeline.names))
+        else:
+            predictor, stream = _local_model(loaded.runner, pipeline, symbol, books, warmed,
+                                             ml.feature_pipeline.buffer_size)
         specs.append(ModelSpec(
             model_id=loaded.info.model_id, name=entry.model_id, symbol=symbol, digest=loaded.info.digest,
-            predictor=runner,
-            stream=pipeline.stream(ml.feature_pipeline.buffer_size), manifest=loaded.manifest,
+            predictor=predictor, stream=stream, manifest=loaded.manifest,
             min_confidence=entry.min_confidence, position_size=entry.position_size, weight=entry.weight,
             strategy=entry.strategy, pipeline=pipeline,
         ))
     return specs
+
+
+def _local_model(runner: Any, pipeline: Any, symbol: str, books: str | dict[str, str] | None, warmed: set[int],
+                 buffer: int) -> tuple[Any, Any]:
+    """The runner (warmed once per distinct runner) and a feature stream with the symbol's snapshots."""
+    from aitrader.trading.model_runner import warm_up
+
+    if pipeline.needs_book:
+        from aitrader.features.book import book_for
+
+        pipeline.with_book(book_for(books, symbol, pipeline.book_features, where="--book"))
+    if id(runner) not in warmed:
+        warm_up(runner, len(pipeline.names))
+        warmed.add(id(runner))
+    return runner, pipeline.stream(buffer)
 
 
 def with_models(cfg: TradingConfig, models: list[str], data: list[str] | None) -> TradingConfig:

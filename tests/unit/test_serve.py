@@ -225,6 +225,57 @@ def test_a_hung_model_call_is_answered_by_the_watchdog_which_serves_on(threaded:
     assert client.call("health")["errors"] == {"deadline": 2}
 
 
+def test_sigterm_answers_the_call_in_flight_and_the_requests_already_received(threaded: Any) -> None:
+    """SIGTERM while a model call runs and another request waits in the socket: both get their answer,
+    then the server ends by itself. The call is gated by the test, and (running on the loop thread, which
+    owns the socket) it holds until the second request is in the socket, so the order is certain."""
+    import os
+    import signal
+
+    import zmq
+
+    server, runner, client = threaded
+    entered, gate = threading.Event(), threading.Event()
+    calls: list[float] = []
+
+    def gated(x: np.ndarray) -> float:
+        if not calls:  # the first call: hold it until the second request waits behind it
+            entered.set()
+            while not server._sock.poll(20, zmq.POLLIN):
+                pass
+            gate.wait(60)
+        calls.append(float(x.sum()))
+        return calls[-1]
+
+    runner.predict_one = gated  # type: ignore[method-assign]
+    other = ServiceClient(str(server.endpoint), timeout_ms=20_000)
+    replies: dict[str, Any] = {}
+
+    def ask(name: str, c: ServiceClient, row: list[float]) -> None:
+        replies[name] = c.predict_rows(np.array([row]))
+
+    first = threading.Thread(target=ask, args=("first", client, [0.25, 0.5]))
+    first.start()
+    assert entered.wait(30)
+    second = threading.Thread(target=ask, args=("second", other, [1.0, 2.0]))
+    second.start()
+    old = server._install_signals()  # the server's own handlers, on this (main) thread
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert server._stop.wait(10)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    gate.set()
+    first.join(30)
+    second.join(30)
+    other.close()
+    assert replies["first"][1][0, 0] == 0.75 and replies["first"][0]["ok"]
+    assert replies["second"][1][0, 0] == 3.0 and replies["second"][0]["ok"]
+    assert calls == [0.75, 3.0]
+    assert server._done.wait(30)  # the loop ended after the drain, without server.stop()
+
+
 def test_a_model_that_raises_gets_an_error_reply(threaded: Any) -> None:
     _, runner, client = threaded
     runner.predict_one = lambda x: 1 / 0  # type: ignore[method-assign]
