@@ -19,8 +19,9 @@ import sqlite3
 import sys
 import zlib
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from aitrader.trading.events import (
     Order,
     Outcome,
 )
+
+if TYPE_CHECKING:
+    from aitrader.trading.ledger_writer import LedgerWriter
 
 LEDGER_NAME = "ledger.db"
 ROWS_PER_INSERT = 64
@@ -167,6 +171,8 @@ class Ledger:
         self.prediction_rows = self._predictions
         self.outcome_rows = self._outcomes
         self._next_id = next_prediction_id(self.conn)
+        #: The thread committing the checkpoints when started (:meth:`start_writer`); None: this thread.
+        self.writer: LedgerWriter | None = None
 
     # ------------------------------------------------------------------ subscriptions
     def attach(self, bus: EventBus) -> None:
@@ -209,20 +215,31 @@ class Ledger:
         self._events.append((e.ts, e.type.value, e.symbol, e.model_id, e.reason, payload))
 
     # ------------------------------------------------------------------ meta and checkpoints
+    def start_writer(self, depth: int | None = None) -> None:
+        """Commit the next checkpoints on a writer thread (:mod:`aitrader.trading.ledger_writer`)."""
+        from aitrader.trading.ledger_writer import DEPTH, LedgerWriter
+
+        if self.writer is None:
+            self.writer = LedgerWriter(self.path, depth=DEPTH if depth is None else depth)
+
+    def flush(self) -> None:
+        """Wait until the writer thread (if any) has committed every checkpoint taken; its error is raised."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def read_meta(self) -> dict[str, Any]:
+        self.flush()
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
 
     def write_meta(self, values: dict[str, Any]) -> None:
         """Write meta keys in their own transaction (run start, status changes)."""
+        self.flush()
         self.conn.execute("BEGIN IMMEDIATE")
         self._put_meta(values)
         self.conn.execute("COMMIT")
 
     def _put_meta(self, values: dict[str, Any]) -> None:
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()],
-        )
+        self.conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta_rows(values))
 
     def checkpoint(
         self,
@@ -232,51 +249,33 @@ class Ledger:
         meta: dict[str, Any] | None = None,
     ) -> None:
         """Write every buffered row, the cursors, positions and engine state (and ``meta`` keys) in one
-        transaction."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            if self._orders:
-                insert_rows(c, "orders", 7, [x for row in self._orders.values() for x in row])
-            if self._order_updates:
-                c.executemany("UPDATE orders SET status = ? WHERE id = ?", self._order_updates)
-            if self._fills:
-                insert_rows(c, "fills", 9, self._fills)
-            if self.equity_values:
-                ev = self.equity_values
-                c.execute("INSERT INTO equity_blocks VALUES (?, ?, ?, ?, ?, ?)",
-                          (ev[0], len(ev) // 4, pack_i8(ev[0::4]), pack_text(ev[1::4]), pack_f8(ev[2::4]),
-                           pack_f8(ev[3::4])))
-            if self._events:
-                c.executemany(
-                    "INSERT INTO events (ts, type, symbol, model_id, reason, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                    self._events,
-                )
-            if self._predictions:
-                blobs = encode_predictions(self._predictions, self.feature_bytes)
-                c.execute(
-                    f"INSERT INTO prediction_blocks (first_id, n, {', '.join(PRED_BLOB_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * (len(PRED_BLOB_COLUMNS) + 2))})",
-                    (self._next_id, blobs["n"], *(blobs[k] for k in PRED_BLOB_COLUMNS)),
-                )
-            if self._outcomes:
-                blobs = encode_outcomes(self._outcomes)
-                c.execute("INSERT INTO outcome_blocks (n, symbol, model_id, bar_index, outcome, outcome_ts) "
-                          "VALUES (?, ?, ?, ?, ?, ?)",
-                          (blobs["n"], blobs["symbol"], blobs["model_id"], blobs["bar_index"], blobs["outcome"],
-                           blobs["outcome_ts"]))
-            c.executemany(
-                "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", [(s, i, ts) for s, (i, ts) in cursors.items()]
-            )
-            c.execute("DELETE FROM positions")
-            c.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", positions)
-            self._put_meta({**(meta or {}), "state": state, "updated_at": now_iso()})
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+        transaction: here, or on the ledger writer thread when one is started (:meth:`start_writer`),
+        which commits the checkpoints in the order they were taken."""
+        writer = self.writer
+        if writer is not None:
+            writer.raise_error(always=True)  # after a failed checkpoint nothing later may commit
+            writer.submit(self._take(cursors, positions, state, meta, copy=True))
+        else:
+            write_checkpoint(self.conn, self._take(cursors, positions, state, meta, copy=False))
         self._next_id += len(self._predictions)
         self._clear()
+
+    def _take(self, cursors: dict[str, tuple[int, str]], positions: list[tuple[str, float, float, float]],
+              state: dict[str, Any], meta: dict[str, Any] | None, *, copy: bool) -> Checkpoint:
+        """The checkpoint's rows; with ``copy``, lists of their own (the buffers are cleared next while the
+        writer thread still reads them). The meta values (the engine state) are JSON-encoded here, on the
+        loop's thread: they are live objects the next bars change."""
+        def own(values: list[Any]) -> list[Any]:
+            return list(values) if copy else values
+
+        return Checkpoint(
+            orders=[x for row in self._orders.values() for x in row],
+            order_updates=own(self._order_updates), fills=own(self._fills), equity=own(self.equity_values),
+            events=own(self._events), predictions=own(self._predictions), outcomes=own(self._outcomes),
+            first_id=self._next_id, feature_bytes=self.feature_bytes,
+            cursors=[(s, i, ts) for s, (i, ts) in cursors.items()], positions=list(positions),
+            meta=meta_rows({**(meta or {}), "state": state, "updated_at": now_iso()}),
+        )
 
     def _clear(self) -> None:
         self._orders.clear()
@@ -288,10 +287,86 @@ class Ledger:
         self._outcomes.clear()
 
     def cursors(self) -> dict[str, tuple[int, str]]:
+        self.flush()
         return {s: (int(i), ts) for s, i, ts in self.conn.execute("SELECT symbol, bar_index, ts FROM cursors")}
 
     def close(self) -> None:
-        self.conn.close()
+        """Close the connection; a writer thread first commits what is queued (its error not yet raised is)."""
+        writer, self.writer = self.writer, None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            self.conn.close()
+
+
+def meta_rows(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, JSON text) rows of the meta table."""
+    return [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()]
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """One checkpoint's rows, as :meth:`Ledger.checkpoint` hands them to :func:`write_checkpoint`.
+
+    ``orders`` flat (7 values per order), ``fills`` flat (9 per fill), ``equity`` flat (bar_index, ts,
+    cash, equity per step); ``first_id``: the id of the first prediction; ``meta``: (key, JSON) rows."""
+
+    orders: list[Any]
+    order_updates: list[tuple[str, int]]
+    fills: list[Any]
+    equity: list[Any]
+    events: list[tuple[Any, ...]]
+    predictions: list[tuple[Any, ...]]
+    outcomes: list[tuple[Any, ...]]
+    first_id: int
+    feature_bytes: int
+    cursors: list[tuple[str, int, str]]
+    positions: list[tuple[str, float, float, float]]
+    meta: list[tuple[str, str]]
+
+
+def write_checkpoint(c: sqlite3.Connection, cp: Checkpoint) -> None:
+    """Encode and write one checkpoint in one transaction (rolled back, and the error raised, on failure)."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        if cp.orders:
+            insert_rows(c, "orders", 7, cp.orders)
+        if cp.order_updates:
+            c.executemany("UPDATE orders SET status = ? WHERE id = ?", cp.order_updates)
+        if cp.fills:
+            insert_rows(c, "fills", 9, cp.fills)
+        if cp.equity:
+            ev = cp.equity
+            c.execute("INSERT INTO equity_blocks VALUES (?, ?, ?, ?, ?, ?)",
+                      (ev[0], len(ev) // 4, pack_i8(ev[0::4]), pack_text(ev[1::4]), pack_f8(ev[2::4]),
+                       pack_f8(ev[3::4])))
+        if cp.events:
+            c.executemany(
+                "INSERT INTO events (ts, type, symbol, model_id, reason, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                cp.events,
+            )
+        if cp.predictions:
+            blobs = encode_predictions(cp.predictions, cp.feature_bytes)
+            c.execute(
+                f"INSERT INTO prediction_blocks (first_id, n, {', '.join(PRED_BLOB_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * (len(PRED_BLOB_COLUMNS) + 2))})",
+                (cp.first_id, blobs["n"], *(blobs[k] for k in PRED_BLOB_COLUMNS)),
+            )
+        if cp.outcomes:
+            blobs = encode_outcomes(cp.outcomes)
+            c.execute("INSERT INTO outcome_blocks (n, symbol, model_id, bar_index, outcome, outcome_ts) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
+                      (blobs["n"], blobs["symbol"], blobs["model_id"], blobs["bar_index"], blobs["outcome"],
+                       blobs["outcome_ts"]))
+        c.executemany("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", cp.cursors)
+        c.execute("DELETE FROM positions")
+        c.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", cp.positions)
+        c.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", cp.meta)
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
 
 
 def next_prediction_id(conn: sqlite3.Connection) -> int:
