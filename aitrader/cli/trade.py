@@ -56,8 +56,8 @@ def paper_trade_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     workers: int = typer.Option(1, "--workers", min=1, help=(
         "Threads for a replay's batch features and predictions (1: none; 2 uses a second core).")),
-    ledger_thread: bool | None = typer.Option(None, "--ledger-thread/--no-ledger-thread", help=(
-        "A replay at --speed 0 commits its ledger on a writer thread (default: when the process has 2+ cores).")),
+    ledger_thread: bool = typer.Option(False, "--ledger-thread", help=(
+        "A replay at --speed 0 commits its ledger on a writer thread (the same ledger; docs/trading.md).")),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
     from aitrader.features.book import parse_book_options
@@ -71,7 +71,7 @@ def paper_trade_cmd(
             ("--data", bool(data)), ("--speed", speed != 0.0), ("--follow", follow), ("--max-bars", max_bars),
             ("--from", start), ("--to", end), ("--pin", pin), ("--allow-symbol-mismatch", allow_symbol_mismatch),
             ("--model-endpoint", model_endpoint), ("--book", bool(book)), ("--backend", backend),
-            ("--workers", workers != 1), ("--ledger-thread", ledger_thread is not None)) if given]
+            ("--workers", workers != 1), ("--ledger-thread", ledger_thread)) if given]
         if ignored:  # silently dropping them would trade something else than the user asked for
             raise ConfigError(f"paper-trade --bus takes its bars and predictions from the bus, so {', '.join(ignored)} "
                               "would be ignored; drop them (bars go to `aitrader feed`, model options to "

@@ -1,11 +1,12 @@
 """The ledger writer thread: a replay's checkpoints encoded and committed off the loop's thread.
 
-At a checkpoint the loop hands the writer the buffered rows (its own copies of the lists), the
-cursors, positions and the engine state already JSON-encoded (:meth:`Ledger._take`), and goes on
-with the next bars; the writer encodes the blocks (numpy, zlib) and writes them in ONE transaction
-on its own SQLite connection (:func:`aitrader.trading.ledger.write_checkpoint`, the code the loop's
-thread runs without a writer), in the order the checkpoints were taken. zlib and SQLite release the
-GIL while they work, so that part runs on a second core (docs/trading.md, "Ledger writer").
+At a checkpoint the loop builds the blocks' columns (the Python part of the encoding, which holds
+the GIL anyway), copies the other buffered rows and JSON-encodes the cursors, positions and engine
+state (:meth:`Ledger._take`), hands that to the writer and goes on with the next bars; the writer
+compresses the columns (zlib) and writes everything in ONE transaction on its own SQLite connection
+(:func:`aitrader.trading.ledger.write_checkpoint`, the code the loop's thread runs without a writer),
+in the order the checkpoints were taken. zlib and SQLite release the GIL while they work, so that
+part can run on a second core (docs/trading.md, "Ledger writer").
 
 The durability contract is the one of the synchronous ledger: each checkpoint is one transaction
 holding its rows with the cursors and the state of the same bar boundary, and they commit in order,
@@ -21,14 +22,15 @@ error is raised on the loop's thread at its next checkpoint, or when the loop wa
 (:meth:`LedgerWriter.flush`: before any other use of the ledger, and at the end of the run) or
 closes it; the session turns a disk error into one ``TradingError`` naming ``--resume``.
 
-Used for replays at ``--speed 0`` only (:func:`wanted`): a ``--follow`` run commits every bar
-before it processes the next, and ``paper-trade --bus`` acknowledges its input only after the commit,
-so both keep the synchronous write.
+Opt-in (``paper-trade --ledger-thread``, ``RunOptions.ledger_thread``): on the shared 2-core machine
+it was measured on, it took 15-25% of the CPU off the loop's thread but gave no wall-clock gain
+(docs/trading.md, "Ledger writer"). Used for replays at ``--speed 0`` only (:func:`wanted`): a
+``--follow`` run commits every bar before it processes the next, and ``paper-trade --bus``
+acknowledges its input only after the commit, so both keep the synchronous write.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from pathlib import Path
@@ -113,18 +115,10 @@ class LedgerWriter:
         self.raise_error()
 
 
-def cores() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def wanted(choice: bool | None, *, steps: Any, speed: float, live: bool, swap: Any) -> bool:
-    """Whether a run writes its ledger on a writer thread: only a replay (steps with ``series``) at speed 0
-    without --follow or a version swap; then ``choice`` (``RunOptions.ledger_thread``), or, when None, when
-    the process has a second core."""
+def wanted(choice: bool, *, steps: Any, speed: float, live: bool, swap: Any) -> bool:
+    """Whether a run writes its ledger on a writer thread: when asked (``RunOptions.ledger_thread``,
+    ``paper-trade --ledger-thread``), for a replay (steps with ``series``) at speed 0 without --follow or a
+    version swap; never otherwise."""
     if getattr(steps, "series", None) is None or speed != 0 or live or swap is not None:
         return False
-    return cores() >= 2 if choice is None else bool(choice)
+    return bool(choice)

@@ -505,12 +505,12 @@ def paper_trade(
     books: str | dict[str, str] | None = None,
     backend: str | None = None,
     workers: int = 1,
-    ledger_thread: bool | None = None,
+    ledger_thread: bool = False,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
     ``workers`` (``--workers N``): threads of the batch replay route (docs/trading.md, *Workers*).
-    ``ledger_thread``: a replay at speed 0 commits on a writer thread (None: when the process has 2+ cores).
+    ``ledger_thread`` (``--ledger-thread``): a replay at speed 0 commits its ledger on a writer thread.
 
     A ``follow`` run swaps in newly deployed versions at bar boundaries unless ``pin`` (recorded, so a
     resumed run keeps it); see :mod:`aitrader.trading.swap`.

@@ -80,9 +80,8 @@ class RunOptions:
     # the engine once built (the Redis Streams trader checkpoints when its input is drained: aitrader.bus.trader)
     on_engine: Callable[[Engine], None] | None = None
     workers: int = 1  # --workers: threads of the batch route (aitrader.trading.batch.worker_pool)
-    # a replay at speed 0 commits its checkpoints on a writer thread (aitrader.trading.ledger_writer):
-    # None = when the process has a second core, True/False = always/never
-    ledger_thread: bool | None = None
+    # --ledger-thread: a replay at speed 0 commits its checkpoints on a writer thread (aitrader.trading.ledger_writer)
+    ledger_thread: bool = False
 
 
 def wall_clock_timeouts(opts: RunOptions) -> bool:

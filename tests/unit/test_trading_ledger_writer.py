@@ -59,7 +59,7 @@ def _batch_specs(frames: dict[str, pd.DataFrame]) -> list[ModelSpec]:
             for k, sym in enumerate(frames)]
 
 
-def _run(tmp: Path, name: str, frames: dict[str, pd.DataFrame], thread: bool | None, *, batch: bool = True,
+def _run(tmp: Path, name: str, frames: dict[str, pd.DataFrame], thread: bool, *, batch: bool = True,
          max_bars: int | None = None, resume: bool = False, commit_every: int = 40) -> Path:
     specs = _batch_specs(frames) if batch else [spec(sym, model_id=f"m{k}:v1") for k, sym in enumerate(frames)]
     cfg = config(models=[{"model_id": f"m{k}", "symbol": sym, "min_confidence": 0.6, "position_size": 0.05}
@@ -205,7 +205,8 @@ def test_a_kill_while_the_writer_holds_uncommitted_checkpoints_resumes_to_the_un
 
 def _failing(monkeypatch: pytest.MonkeyPatch, fail_at: int, exc: BaseException, behind: int = 0) -> dict[str, int]:
     """The writer thread's ``fail_at``-th write raises ``exc`` (after an insert, rolled back), once ``behind``
-    more checkpoints wait in its queue (which must then be dropped, not written)."""
+    more checkpoints wait in its queue and the loop waits to queue one more (all to be dropped, not written).
+    Submissions are counted before they queue, so ``fail_at + behind + 1`` counted means the queue is full."""
     calls = {"n": 0, "submitted": 0}
     submit = ledger_writer.LedgerWriter.submit
 
@@ -219,7 +220,7 @@ def _failing(monkeypatch: pytest.MonkeyPatch, fail_at: int, exc: BaseException, 
             write_checkpoint(conn, cp)
             return
         deadline = time.monotonic() + 20
-        while calls["submitted"] < fail_at + behind and time.monotonic() < deadline:
+        while calls["submitted"] < fail_at + (behind + 1 if behind else 0) and time.monotonic() < deadline:
             time.sleep(0.002)
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT OR REPLACE INTO cursors VALUES ('AAA', 999999, 'x')")
@@ -259,31 +260,45 @@ def test_a_writer_error_is_one_trading_error_and_the_ledger_resumes(tmp_path: Pa
     assert _content(_run(tmp_path, "cut", frames, True, resume=True)) == whole
 
 
-def test_a_writer_error_in_paper_trade_is_one_error_line(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _limited(args: list[str], cwd: Path, limit: int) -> subprocess.CompletedProcess[str]:
+    """The CLI with ``ulimit -f`` = ``limit`` bytes and SIGXFSZ ignored (writes fail with EFBIG)."""
+    import resource
+
+    def preexec() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "aitrader.cli.main", *args], cwd=cwd, preexec_fn=preexec,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_paper_trade_with_the_writer_on_a_full_disk_is_one_error_line_and_resumes(in_tmp: Path) -> None:
     from typer.testing import CliRunner
 
     from aitrader.cli.main import app
     from aitrader.data.synthetic import generate_bars
     from tests.model_world import deploy_small_model
 
-    all_bars = generate_bars(1000 + 5000, seed=3, signal=0.3)
+    all_bars = generate_bars(1000 + 9000, seed=3, signal=0.3)
     registry = deploy_small_model(in_tmp, all_bars.iloc[:1000], name="syn_lgbm", n_estimators=10)
     all_bars.iloc[1000:].rename_axis("timestamp").to_csv(in_tmp / "SYN.csv")
     (in_tmp / "trading.yaml").write_text("ml_trading:\n  models:\n    - {model_id: syn_lgbm, symbol: SYN}\n")
     args = ["paper-trade", "--config", "trading.yaml", "--registry", str(registry), "--data", "SYN.csv", "--json"]
     runner = CliRunner()
-    monkeypatch.setattr(ledger_writer, "cores", lambda: 1)  # the synchronous reference
-    assert runner.invoke(app, [*args, "--run-id", "ref"]).exit_code == 0
-    monkeypatch.setattr(ledger_writer, "cores", lambda: 2)  # the default with a second core: the writer
-    _failing(monkeypatch, 2, OSError(28, "No space left on device"))
-    res = runner.invoke(app, [*args, "--run-id", "disk"])
-    assert res.exit_code == 1 and res.stdout == ""
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot write the ledger"), res.stderr
-    assert "No space left on device" in lines[0] and "--resume disk" in lines[0]
-    monkeypatch.setattr(ledger_writer, "write_checkpoint", write_checkpoint)
-    assert runner.invoke(app, ["paper-trade", "--config", "trading.yaml", "--registry", str(registry), "--data",
-                               "SYN.csv", "--resume", "disk", "--json"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--run-id", "ref"]).exit_code == 0  # the synchronous reference
+    whole = (in_tmp / "runs" / "ref" / "ledger.db").stat().st_size
+    proc = _limited([*args, "--run-id", "disk", "--ledger-thread"], in_tmp, whole // 2)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write the ledger"), proc.stderr[-2000:]
+    assert "--resume disk" in lines[0]
+    status = runner.invoke(app, ["status", "disk", "--json"])
+    assert status.exit_code == 0 and json.loads(status.stdout)["status"] == "stopped"
+    assert 0 < json.loads(status.stdout)["bars"] < 9000
+    resumed = runner.invoke(app, ["paper-trade", "--config", "trading.yaml", "--registry", str(registry),
+                                  "--resume", "disk", "--json", "--ledger-thread"])
+    assert resumed.exit_code == 0, resumed.stderr
     assert ledger_content(in_tmp / "runs" / "disk" / "ledger.db") == ledger_content(
         in_tmp / "runs" / "ref" / "ledger.db")
 
@@ -292,16 +307,12 @@ class _Steps:
     series = ()  # what a replay's steps carry (sources.ReplaySteps)
 
 
-def test_the_writer_is_used_for_replays_at_speed_0_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_writer_is_used_for_replays_at_speed_0_only_and_when_asked() -> None:
     replay = _Steps()
-    monkeypatch.setattr(ledger_writer, "cores", lambda: 2)
-    assert ledger_writer.wanted(None, steps=replay, speed=0, live=False, swap=None)
-    assert not ledger_writer.wanted(False, steps=replay, speed=0, live=False, swap=None)
+    assert ledger_writer.wanted(True, steps=replay, speed=0, live=False, swap=None)
+    assert not ledger_writer.wanted(False, steps=replay, speed=0, live=False, swap=None)  # opt-in
     # --follow (commits every bar before the next), --speed K, a version swap, the bus's steps: never
     for kw in ({"speed": 0, "live": True, "swap": None}, {"speed": 2.0, "live": False, "swap": None},
                {"speed": 0, "live": False, "swap": object()}):
         assert not ledger_writer.wanted(True, steps=replay, **kw)
     assert not ledger_writer.wanted(True, steps=iter(()), speed=0, live=False, swap=None)
-    monkeypatch.setattr(ledger_writer, "cores", lambda: 1)  # no second core: the default keeps one thread
-    assert not ledger_writer.wanted(None, steps=replay, speed=0, live=False, swap=None)
-    assert ledger_writer.wanted(True, steps=replay, speed=0, live=False, swap=None)
