@@ -9,9 +9,9 @@ compare figures from the same run only):
    and batch ONNX; ``streaming``: per bar, as live runs), which must agree on the fills and the
    final equity to the cent. bars/s = (big - small) / (t_big - t_small) cancels the start-up (Python, imports,
    loading and verifying the model, reading the CSV), which is printed separately. Also the ledger's
-   bytes per bar (the big run's ledger.db / bars). Every run passes ``--ledger-thread`` (the ledger
-   committed by the writer thread, the default with 2+ cores); the batch route also runs with
-   ``--no-ledger-thread``, alternating within each round, and the ratio of the two is printed.
+   bytes per bar (the big run's ledger.db / bars). The batch route also runs with ``--ledger-thread``
+   (the ledger compressed and committed by a writer thread, opt-in), alternating with the default
+   within each round, and the ratio of the two is printed.
    **The same with compiled trees** (``--backend auto``: the lleaves library the deploy compiled),
    both routes, same sizes, same run; the start-up, the ledger and the agreement with the ONNX runs
    (fills and final equity; the predictions differ by ONNX's float32 rounding) are printed too.
@@ -204,9 +204,9 @@ def world(tmp: Path, n_train: int, n_trade: int) -> dict[str, Any]:
 
 
 def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
-                  backend: str = "onnx", thread: bool = True) -> tuple[float, float, dict[str, Any], int]:
+                  backend: str = "onnx", thread: bool = False) -> tuple[float, float, dict[str, Any], int]:
     """Wall and CPU seconds of ``aitrader paper-trade`` on the first ``n`` trading bars; its summary; ledger bytes.
-    ``thread``: ``--ledger-thread`` (the ledger committed by a writer thread) or ``--no-ledger-thread``."""
+    ``thread``: with ``--ledger-thread`` (the ledger committed by a writer thread)."""
     tmp: Path = w["tmp"]
     data = tmp / f"n{n}" / "SYN.csv"
     data.parent.mkdir(exist_ok=True)
@@ -214,7 +214,7 @@ def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
         w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
     cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(tmp / f"trading-{route}.yaml"),
            "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"),
-           "--run-id", run_id, "--backend", backend, "--json", "--ledger-thread" if thread else "--no-ledger-thread"]
+           "--run-id", run_id, "--backend", backend, "--json", *(["--ledger-thread"] if thread else [])]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False)
@@ -348,7 +348,7 @@ def main() -> None:
         for backend in BACKENDS:
             for route in ROUTES:  # ml_trading.replay (docs/trading.md, "Replay routes")
                 # the batch route with and without the ledger writer thread, alternating within each round
-                threads = (True, False) if route == "batch" else (True,)
+                threads = (False, True) if route == "batch" else (False,)
                 runs: dict[bool, tuple[list[Any], list[Any]]] = {t: ([], []) for t in threads}
                 for i in range(max(1, args.whole_repeat)):  # alternate sizes so drifting load hits both
                     for thread in threads:
@@ -359,7 +359,7 @@ def main() -> None:
                         ld_big = load()
                 for thread in threads:
                     smalls, bigs = runs[thread]
-                    key = f"{route}/{backend}" + ("" if thread else "/no-thread")
+                    key = f"{route}/{backend}" + ("/ledger-thread" if thread else "")
                     t_small, c_small = (statistics.median(r[k] for r in smalls) for k in (0, 1))
                     t_big, c_big = (statistics.median(r[k] for r in bigs) for k in (0, 1))
                     summary, size = bigs[-1][2], bigs[-1][3]
@@ -378,8 +378,8 @@ def main() -> None:
                     print(f"  ledger         {size / args.bars:>10.1f} bytes/bar ({size / 1e6:.1f} MB for "
                           f"{args.bars:,} bars, {summary['predictions']:,} predictions, {summary['fills']:,} fills)")
         for backend in BACKENDS:
-            (r_t, c_t), (r_n, c_n) = rates[f"batch/{backend}"], rates[f"batch/{backend}/no-thread"]
-            same = finals[f"batch/{backend}"] == finals[f"batch/{backend}/no-thread"]
+            (r_t, c_t), (r_n, c_n) = rates[f"batch/{backend}/ledger-thread"], rates[f"batch/{backend}"]
+            same = finals[f"batch/{backend}"] == finals[f"batch/{backend}/ledger-thread"]
             print(f"  ledger writer thread ({backend}, batch): {r_t / r_n:.2f}x bars/s wall, CPU of all threads per "
                   f"bar {c_n / c_t:.2f}x; fills and final equity {'the same' if same else 'DIFFERENT'}")
         for backend in BACKENDS:
