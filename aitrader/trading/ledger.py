@@ -252,8 +252,7 @@ class Ledger:
         transaction: here, or on the ledger writer thread when one is started (:meth:`start_writer`),
         which commits the checkpoints in the order they were taken."""
         writer = self.writer
-        if writer is not None:
-            writer.raise_error(always=True)  # after a failed checkpoint nothing later may commit
+        if writer is not None:  # (it raises the error of a failed checkpoint: nothing later may commit)
             writer.submit(self._take(cursors, positions, state, meta, copy=True))
         else:
             write_checkpoint(self.conn, self._take(cursors, positions, state, meta, copy=False))
