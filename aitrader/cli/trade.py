@@ -56,6 +56,8 @@ def paper_trade_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     workers: int = typer.Option(1, "--workers", min=1, help=(
         "Threads for a replay's batch features and predictions (1: none; 2 uses a second core).")),
+    ledger_thread: bool = typer.Option(False, "--ledger-thread", help=(
+        "A replay at --speed 0 commits its ledger on a writer thread (the same ledger; docs/trading.md).")),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
     from aitrader.trading.service import paper_trade
@@ -68,7 +70,7 @@ def paper_trade_cmd(
             ("--data", bool(data)), ("--speed", speed != 0.0), ("--follow", follow), ("--max-bars", max_bars),
             ("--from", start), ("--to", end), ("--pin", pin), ("--allow-symbol-mismatch", allow_symbol_mismatch),
             ("--model-endpoint", model_endpoint), ("--book", bool(book)), ("--backend", backend),
-            ("--workers", workers != 1)) if given]
+            ("--workers", workers != 1), ("--ledger-thread", ledger_thread)) if given]
         if ignored:  # silently dropping them would trade something else than the user asked for
             raise ConfigError(f"paper-trade --bus takes its bars and predictions from the bus, so {', '.join(ignored)} "
                               "would be ignored; drop them (bars go to `aitrader feed`, model options to "
@@ -89,7 +91,7 @@ def paper_trade_cmd(
                           view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,
                           allow_symbol_mismatch=allow_symbol_mismatch, pin=pin, model_endpoint=model_endpoint,
                           books=parse_book_options(book), backend=backend,
-                          workers=workers)
+                          workers=workers, ledger_thread=ledger_thread)
     _render(summary, json_out, "paper-trade")
     for warning in summary.get("warnings") or []:  # a compiled backend that fell back to ONNX
         typer.echo(f"warning: {warning}", err=True)

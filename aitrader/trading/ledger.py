@@ -19,6 +19,7 @@ import sqlite3
 import sys
 import zlib
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ from aitrader.trading.events import (
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from aitrader.trading.ledger_writer import LedgerWriter
 else:  # imported by the first block (de)coded: `export` of fills, orders, events or positions needs no numpy
     np = lazy_module("numpy", globals(), "np")
 
@@ -171,6 +174,8 @@ class Ledger:
         self.prediction_rows = self._predictions
         self.outcome_rows = self._outcomes
         self._next_id = next_prediction_id(self.conn)
+        #: The thread committing the checkpoints when started (:meth:`start_writer`); None: this thread.
+        self.writer: LedgerWriter | None = None
 
     # ------------------------------------------------------------------ subscriptions
     def attach(self, bus: EventBus) -> None:
@@ -213,20 +218,31 @@ class Ledger:
         self._events.append((e.ts, e.type.value, e.symbol, e.model_id, e.reason, payload))
 
     # ------------------------------------------------------------------ meta and checkpoints
+    def start_writer(self, depth: int | None = None) -> None:
+        """Commit the next checkpoints on a writer thread (:mod:`aitrader.trading.ledger_writer`)."""
+        from aitrader.trading.ledger_writer import DEPTH, LedgerWriter
+
+        if self.writer is None:
+            self.writer = LedgerWriter(self.path, depth=DEPTH if depth is None else depth)
+
+    def flush(self) -> None:
+        """Wait until the writer thread (if any) has committed every checkpoint taken; its error is raised."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def read_meta(self) -> dict[str, Any]:
+        self.flush()
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
 
     def write_meta(self, values: dict[str, Any]) -> None:
         """Write meta keys in their own transaction (run start, status changes)."""
+        self.flush()
         self.conn.execute("BEGIN IMMEDIATE")
         self._put_meta(values)
         self.conn.execute("COMMIT")
 
     def _put_meta(self, values: dict[str, Any]) -> None:
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()],
-        )
+        self.conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta_rows(values))
 
     def checkpoint(
         self,
@@ -236,51 +252,35 @@ class Ledger:
         meta: dict[str, Any] | None = None,
     ) -> None:
         """Write every buffered row, the cursors, positions and engine state (and ``meta`` keys) in one
-        transaction."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            if self._orders:
-                insert_rows(c, "orders", 7, [x for row in self._orders.values() for x in row])
-            if self._order_updates:
-                c.executemany("UPDATE orders SET status = ? WHERE id = ?", self._order_updates)
-            if self._fills:
-                insert_rows(c, "fills", 9, self._fills)
-            if self.equity_values:
-                ev = self.equity_values
-                c.execute("INSERT INTO equity_blocks VALUES (?, ?, ?, ?, ?, ?)",
-                          (ev[0], len(ev) // 4, pack_i8(ev[0::4]), pack_text(ev[1::4]), pack_f8(ev[2::4]),
-                           pack_f8(ev[3::4])))
-            if self._events:
-                c.executemany(
-                    "INSERT INTO events (ts, type, symbol, model_id, reason, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                    self._events,
-                )
-            if self._predictions:
-                blobs = encode_predictions(self._predictions, self.feature_bytes)
-                c.execute(
-                    f"INSERT INTO prediction_blocks (first_id, n, {', '.join(PRED_BLOB_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * (len(PRED_BLOB_COLUMNS) + 2))})",
-                    (self._next_id, blobs["n"], *(blobs[k] for k in PRED_BLOB_COLUMNS)),
-                )
-            if self._outcomes:
-                blobs = encode_outcomes(self._outcomes)
-                c.execute("INSERT INTO outcome_blocks (n, symbol, model_id, bar_index, outcome, outcome_ts) "
-                          "VALUES (?, ?, ?, ?, ?, ?)",
-                          (blobs["n"], blobs["symbol"], blobs["model_id"], blobs["bar_index"], blobs["outcome"],
-                           blobs["outcome_ts"]))
-            c.executemany(
-                "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", [(s, i, ts) for s, (i, ts) in cursors.items()]
-            )
-            c.execute("DELETE FROM positions")
-            c.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", positions)
-            self._put_meta({**(meta or {}), "state": state, "updated_at": now_iso()})
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+        transaction: here, or on the ledger writer thread when one is started (:meth:`start_writer`),
+        which commits the checkpoints in the order they were taken."""
+        writer = self.writer
+        if writer is not None:  # (it raises the error of a failed checkpoint: nothing later may commit)
+            writer.submit(self._take(cursors, positions, state, meta, copy=True))
+        else:
+            write_checkpoint(self.conn, self._take(cursors, positions, state, meta, copy=False))
         self._next_id += len(self._predictions)
         self._clear()
+
+    def _take(self, cursors: dict[str, tuple[int, str]], positions: list[tuple[str, float, float, float]],
+              state: dict[str, Any], meta: dict[str, Any] | None, *, copy: bool) -> Checkpoint:
+        """The checkpoint's rows; with ``copy``, lists of their own (the buffers are cleared next while the
+        writer thread still reads them). The blocks' columns are built here (Python work that holds the GIL:
+        a writer thread would only compete with the loop for it) and compressed by :func:`write_checkpoint`.
+        The meta values (the engine state) are JSON-encoded here: they are live objects the next bars change."""
+        def own(values: list[Any]) -> list[Any]:
+            return list(values) if copy else values
+
+        return Checkpoint(
+            orders=[x for row in self._orders.values() for x in row],
+            order_updates=own(self._order_updates), fills=own(self._fills), events=own(self._events),
+            equity=equity_columns(self.equity_values) if self.equity_values else None,
+            predictions=prediction_columns(self._predictions, self.feature_bytes) if self._predictions else None,
+            outcomes=outcome_columns(self._outcomes) if self._outcomes else None,
+            first_id=self._next_id,
+            cursors=[(s, i, ts) for s, (i, ts) in cursors.items()], positions=list(positions),
+            meta=meta_rows({**(meta or {}), "state": state, "updated_at": now_iso()}),
+        )
 
     def _clear(self) -> None:
         self._orders.clear()
@@ -292,10 +292,87 @@ class Ledger:
         self._outcomes.clear()
 
     def cursors(self) -> dict[str, tuple[int, str]]:
+        self.flush()
         return {s: (int(i), ts) for s, i, ts in self.conn.execute("SELECT symbol, bar_index, ts FROM cursors")}
 
     def close(self) -> None:
-        self.conn.close()
+        """Close the connection; a writer thread first commits what is queued (its error not yet raised is)."""
+        writer, self.writer = self.writer, None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            self.conn.close()
+
+
+def meta_rows(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, JSON text) rows of the meta table."""
+    return [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()]
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """One checkpoint's rows, as :meth:`Ledger.checkpoint` hands them to :func:`write_checkpoint`.
+
+    ``orders`` flat (7 values per order), ``fills`` flat (9 per fill); the blocks' columns built but not
+    compressed (the part of the encoding that holds the GIL is done where the checkpoint is taken, the
+    compression and SQLite, which release it, where it is written); ``first_id``: the id of the first
+    prediction; ``meta``: (key, JSON) rows."""
+
+    orders: list[Any]
+    order_updates: list[tuple[str, int]]
+    fills: list[Any]
+    events: list[tuple[Any, ...]]
+    # the blocks' columns, uncompressed (equity_columns, prediction_columns, outcome_columns); None: no rows
+    equity: dict[str, Any] | None
+    predictions: dict[str, Any] | None
+    outcomes: dict[str, Any] | None
+    first_id: int
+    cursors: list[tuple[str, int, str]]
+    positions: list[tuple[str, float, float, float]]
+    meta: list[tuple[str, str]]
+
+
+def write_checkpoint(c: sqlite3.Connection, cp: Checkpoint) -> None:
+    """Encode and write one checkpoint in one transaction (rolled back, and the error raised, on failure)."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        if cp.orders:
+            insert_rows(c, "orders", 7, cp.orders)
+        if cp.order_updates:
+            c.executemany("UPDATE orders SET status = ? WHERE id = ?", cp.order_updates)
+        if cp.fills:
+            insert_rows(c, "fills", 9, cp.fills)
+        if cp.equity:
+            ev = compress(cp.equity)
+            c.execute("INSERT INTO equity_blocks VALUES (?, ?, ?, ?, ?, ?)",
+                      (ev["first_bar"], ev["n"], ev["bar_index"], ev["ts"], ev["cash"], ev["equity"]))
+        if cp.events:
+            c.executemany(
+                "INSERT INTO events (ts, type, symbol, model_id, reason, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                cp.events,
+            )
+        if cp.predictions:
+            blobs = compress(cp.predictions)
+            c.execute(
+                f"INSERT INTO prediction_blocks (first_id, n, {', '.join(PRED_BLOB_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * (len(PRED_BLOB_COLUMNS) + 2))})",
+                (cp.first_id, blobs["n"], *(blobs[k] for k in PRED_BLOB_COLUMNS)),
+            )
+        if cp.outcomes:
+            blobs = compress(cp.outcomes)
+            c.execute("INSERT INTO outcome_blocks (n, symbol, model_id, bar_index, outcome, outcome_ts) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
+                      (blobs["n"], blobs["symbol"], blobs["model_id"], blobs["bar_index"], blobs["outcome"],
+                       blobs["outcome_ts"]))
+        c.executemany("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", cp.cursors)
+        c.execute("DELETE FROM positions")
+        c.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", cp.positions)
+        c.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", cp.meta)
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
 
 
 def next_prediction_id(conn: sqlite3.Connection) -> int:
@@ -419,9 +496,14 @@ def _z(data: bytes) -> bytes:
     return zlib.compress(data, ZLIB_LEVEL)
 
 
+def text_bytes(values: list[Any]) -> bytes:
+    """:func:`pack_text`'s bytes before compression."""
+    return "\n".join("\x00" if v is None else v for v in values).encode()
+
+
 def pack_text(values: list[Any]) -> bytes:
     """Lines of text (no newline may occur in a value: ids, stamps, digests); None is stored as \\x00."""
-    return _z("\n".join("\x00" if v is None else v for v in values).encode())
+    return _z(text_bytes(values))
 
 
 def unpack_text(blob: bytes, n: int) -> list[str | None]:
@@ -431,11 +513,16 @@ def unpack_text(blob: bytes, n: int) -> list[str | None]:
     return [None if v == "\x00" else v for v in out]
 
 
+def f8_bytes(values: Any, size: int = 8) -> bytes:
+    """:func:`pack_f8`'s bytes before compression."""
+    a = np.ascontiguousarray(np.asarray(values, dtype=f"<f{size}"))
+    return a.view(np.uint8).reshape(-1, size).T.tobytes()
+
+
 def pack_f8(values: Any, size: int = 8) -> bytes:
     """float64 (``size`` 8) or float32 (4) values, byte-shuffled (all first bytes, then all second
     bytes...) then compressed."""
-    a = np.ascontiguousarray(np.asarray(values, dtype=f"<f{size}"))
-    return _z(a.view(np.uint8).reshape(-1, size).T.tobytes())
+    return _z(f8_bytes(values, size))
 
 
 def unpack_f8(blob: bytes, n: int, size: int = 8) -> np.ndarray:
@@ -444,10 +531,21 @@ def unpack_f8(blob: bytes, n: int, size: int = 8) -> np.ndarray:
     return np.ascontiguousarray(raw.reshape(size, n).T).view(f"<f{size}").reshape(n).astype(float)
 
 
+def i8_bytes(values: Any) -> bytes:
+    """:func:`pack_i8`'s bytes before compression."""
+    a = np.asarray(values, dtype="<i8")
+    return np.diff(a, prepend=np.int64(0)).astype("<i8").tobytes()
+
+
 def pack_i8(values: Any) -> bytes:
     """int64 values stored as differences (bar indexes step by one: they compress to nothing)."""
-    a = np.asarray(values, dtype="<i8")
-    return _z(np.diff(a, prepend=np.int64(0)).astype("<i8").tobytes())
+    return _z(i8_bytes(values))
+
+
+def compress(columns: dict[str, Any]) -> dict[str, Any]:
+    """The blobs of columns from :func:`prediction_columns` / :func:`outcome_columns` /
+    :func:`equity_columns`: each ``bytes`` value compressed (zlib releases the GIL while it works)."""
+    return {k: _z(v) if isinstance(v, bytes) else v for k, v in columns.items()}
 
 
 def unpack_i8(blob: bytes, n: int) -> np.ndarray:
@@ -456,7 +554,12 @@ def unpack_i8(blob: bytes, n: int) -> np.ndarray:
 
 def encode_predictions(rows: list[tuple[Any, ...]], feature_bytes: int = 4) -> dict[str, Any]:
     """Column blobs of buffered predictions: (ts, bar_index, symbol, model_id, digest, prediction,
-    confidence, source, latency_us, in_sample, features) per row; features a float64 row or None.
+    confidence, source, latency_us, in_sample, features) per row; features a float64 row or None."""
+    return compress(prediction_columns(rows, feature_bytes))
+
+
+def prediction_columns(rows: list[tuple[Any, ...]], feature_bytes: int = 4) -> dict[str, Any]:
+    """:func:`encode_predictions` before compression (the Python part: it needs the GIL throughout).
 
     When every feature row has the same width the matrix is stored transposed (all first features,
     then all second...): neighbouring values of one feature share their leading bytes."""
@@ -471,11 +574,11 @@ def encode_predictions(rows: list[tuple[Any, ...]], feature_bytes: int = 4) -> d
         flat = np.concatenate([np.asarray(f, dtype=float).ravel() for f in values]) if values else np.empty(0)
     in_sample = np.array([-1 if v is None else int(v) for v in cols[9]], dtype="<i8")
     return {
-        "n": len(rows), "ts": pack_text(list(cols[0])), "bar_index": pack_i8(cols[1]),
-        "symbol": pack_text(list(cols[2])), "model_id": pack_text(list(cols[3])), "digest": pack_text(list(cols[4])),
-        "prediction": pack_f8(cols[5]), "confidence": pack_f8(cols[6]), "source": pack_text(list(cols[7])),
-        "latency_us": pack_f8(cols[8], 4), "in_sample": pack_i8(in_sample), "n_features": pack_i8(lengths),
-        "features": pack_f8(flat, feature_bytes), "feature_bytes": feature_bytes,
+        "n": len(rows), "ts": text_bytes(list(cols[0])), "bar_index": i8_bytes(cols[1]),
+        "symbol": text_bytes(list(cols[2])), "model_id": text_bytes(list(cols[3])),
+        "digest": text_bytes(list(cols[4])), "prediction": f8_bytes(cols[5]), "confidence": f8_bytes(cols[6]),
+        "source": text_bytes(list(cols[7])), "latency_us": f8_bytes(cols[8], 4), "in_sample": i8_bytes(in_sample),
+        "n_features": i8_bytes(lengths), "features": f8_bytes(flat, feature_bytes), "feature_bytes": feature_bytes,
     }
 
 
@@ -507,9 +610,22 @@ def decode_predictions(first_id: int, n: int, blobs: dict[str, bytes]) -> list[l
 
 def encode_outcomes(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     """Blobs of buffered outcomes: (outcome, outcome_ts, symbol, model_id, bar_index) per row."""
+    return compress(outcome_columns(rows))
+
+
+def outcome_columns(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """:func:`encode_outcomes` before compression."""
     cols = list(zip(*rows, strict=True))
-    return {"n": len(rows), "outcome": pack_f8(cols[0]), "outcome_ts": pack_text(list(cols[1])),
-            "symbol": pack_text(list(cols[2])), "model_id": pack_text(list(cols[3])), "bar_index": pack_i8(cols[4])}
+    return {"n": len(rows), "outcome": f8_bytes(cols[0]), "outcome_ts": text_bytes(list(cols[1])),
+            "symbol": text_bytes(list(cols[2])), "model_id": text_bytes(list(cols[3])),
+            "bar_index": i8_bytes(cols[4])}
+
+
+def equity_columns(flat: list[Any]) -> dict[str, Any]:
+    """The columns of an ``equity_blocks`` row before compression, from the flat (bar_index, ts, cash,
+    equity, ...) buffer."""
+    return {"first_bar": flat[0], "n": len(flat) // 4, "bar_index": i8_bytes(flat[0::4]), "ts": text_bytes(flat[1::4]),
+            "cash": f8_bytes(flat[2::4]), "equity": f8_bytes(flat[3::4])}
 
 
 PRED_BLOB_COLUMNS = ("ts", "bar_index", "symbol", "model_id", "digest", "prediction", "confidence", "source",

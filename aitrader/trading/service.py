@@ -542,10 +542,12 @@ def paper_trade(
     books: str | dict[str, str] | None = None,
     backend: str | None = None,
     workers: int = 1,
+    ledger_thread: bool = False,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
     ``workers`` (``--workers N``): threads of the batch replay route (docs/trading.md, *Workers*).
+    ``ledger_thread`` (``--ledger-thread``): a replay at speed 0 commits its ledger on a writer thread.
 
     A ``follow`` run swaps in newly deployed versions at bar boundaries unless ``pin`` (recorded, so a
     resumed run keeps it); see :mod:`aitrader.trading.swap`.
@@ -608,7 +610,7 @@ def paper_trade(
         cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
     opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow,
-                      workers=workers)
+                      workers=workers, ledger_thread=ledger_thread)
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)

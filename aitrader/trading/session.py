@@ -29,6 +29,7 @@ from aitrader.trading.broker import PaperBroker
 from aitrader.trading.engine import Engine, TargetSchedule
 from aitrader.trading.events import EventBus
 from aitrader.trading.ledger import LEDGER_NAME, Ledger, ledger_state, now_iso, remove_ledger
+from aitrader.trading.ledger_writer import wanted as wanted_writer
 from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor
 from aitrader.trading.signals import UnifiedSignalHandler
 from aitrader.trading.sources import Step
@@ -79,6 +80,8 @@ class RunOptions:
     # the engine once built (the Redis Streams trader checkpoints when its input is drained: aitrader.bus.trader)
     on_engine: Callable[[Engine], None] | None = None
     workers: int = 1  # --workers: threads of the batch route (aitrader.trading.batch.worker_pool)
+    # --ledger-thread: a replay at speed 0 commits its checkpoints on a writer thread (aitrader.trading.ledger_writer)
+    ledger_thread: bool = False
 
 
 def wall_clock_timeouts(opts: RunOptions) -> bool:
@@ -394,11 +397,14 @@ def run_session(
             watcher = SwapWatcher.create(engine, specs, opts.swap, ledger.read_meta().get("models") or [],
                                          buffer_size=cfg.ml_trading.feature_pipeline.buffer_size)
             steps = watcher.wrap(steps)
+        if wanted_writer(opts.ledger_thread, steps=steps, speed=opts.speed, live=opts.live, swap=opts.swap):
+            ledger.start_writer()
         try:
             with _stop_on_signals(engine, opts.handle_signals):
                 status = engine.run(steps, speed=opts.speed, max_bars=opts.max_bars, progress=opts.progress)
+            ledger.flush()  # the final checkpoint committed (a writer thread's error raised here)
         except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):  # the disk may be what failed
+            with contextlib.suppress(sqlite3.Error, OSError):  # the disk may be what failed
                 ledger.write_meta({"status": "stopped", "updated_at": now_iso()})
             if isinstance(exc, sqlite3.Error | OSError):
                 raise _ledger_failure(exc, ledger.path) from exc

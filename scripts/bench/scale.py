@@ -13,9 +13,10 @@ includes the parent's size at the fork). Measured:
   previous whole-array path (``FeaturePipeline.transform`` then one ``to_parquet``) for comparison.
 
 * several symbols: ``paper_trade`` on the 10 symbols of ``../shared/data/crypto_5m`` and on the first
-  alone, with ``workers`` 1 and 2 (median of ``--repeat`` runs): the loop's wall time, its CPU per
-  bar (all threads, and the loop's own thread: the bound on what a second core can give), and whether
-  the ledgers of 1 and 2 workers are identical. Skipped when the folder is absent.
+  alone, on one thread, with the ledger writer thread, and with that plus ``workers`` 2 (median of
+  ``--repeat`` runs): the loop's wall time, its CPU per bar (all threads, and the loop's own thread:
+  the bound on what a second core can give), and whether the ledgers of the variants are identical.
+  Skipped when the folder is absent.
 
 For each: size, seconds, per-unit cost (us per bar), peak RSS (MB), RSS per bar above the smallest
 size, the ratio of the peak to the smallest size's and the 1-minute load average at the time. The
@@ -93,8 +94,9 @@ def child(kind: str, size: int, work: Path) -> dict[str, Any]:
         frame.index.name = "timestamp"
         frame.to_parquet(work / f"features_whole_{size}.parquet", engine="pyarrow")
         return {"seconds": time.perf_counter() - t0, "rows": len(frame)}
-    if kind.startswith("multi"):  # multiN: N crypto symbols, `size` = --workers
-        return multi_child(int(kind[5:]), size, work)
+    if kind.startswith("multi"):  # multiN:T: N crypto symbols, T = --ledger-thread (1/0), `size` = --workers
+        n, _, thread = kind[5:].partition(":")
+        return multi_child(int(n), size, work, thread == "1")
     raise SystemExit(f"unknown child kind {kind}")
 
 
@@ -132,7 +134,7 @@ def prepare_multi(work: Path) -> None:
         (work / f"multi{n}.yaml").write_text(text)
 
 
-def multi_child(n_symbols: int, workers: int, work: Path) -> dict[str, Any]:
+def multi_child(n_symbols: int, workers: int, work: Path, ledger_thread: bool) -> dict[str, Any]:
     """``paper_trade`` on ``n_symbols`` crypto symbols; the loop (Engine.run: batch features,
     predictions, strategy, broker, ledger) timed apart from start-up (model load, CSV reading)."""
     import aitrader.trading.engine as engine_mod
@@ -142,30 +144,39 @@ def multi_child(n_symbols: int, workers: int, work: Path) -> dict[str, Any]:
     run = engine_mod.Engine.run
 
     def timed(self: Any, *a: Any, **k: Any) -> Any:
-        # process CPU: the worker threads' too; thread CPU: the loop's own thread only
+        # process CPU: the worker and ledger threads' too; thread CPU: the loop's own thread only
         t, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
         try:
-            return run(self, *a, **k)
+            out = run(self, *a, **k)
+            if self.ledger is not None:
+                self.ledger.flush()  # the ledger writer's last commit belongs to the loop's time
+            return out
         finally:
             loop["s"], loop["cpu"] = time.perf_counter() - t, time.process_time() - cpu
             loop["main"] = time.thread_time() - main
 
     engine_mod.Engine.run = timed  # type: ignore[method-assign]
     syms = crypto_symbols()[:n_symbols]
-    rid = f"multi{n_symbols}_w{workers}_{os.getpid()}"
+    rid = f"multi{n_symbols}_w{workers}_t{int(ledger_thread)}_{os.getpid()}"
     t0 = time.perf_counter()
     summary = paper_trade(config_path=str(work / f"multi{n_symbols}.yaml"),
                           data=[f"{s}={CRYPTO / (s + '.csv.gz')}" for s in syms], run_id=rid,
                           registry_root=str(work / "models"), runs_dir=str(work / "runs"),
-                          allow_symbol_mismatch=True, workers=workers)
+                          allow_symbol_mismatch=True, workers=workers, ledger_thread=ledger_thread)
     return {"seconds": time.perf_counter() - t0, "loop_seconds": loop["s"], "loop_cpu": loop["cpu"],
             "loop_main_cpu": loop["main"],
             "bars": summary["bars"],
             "ledger": str(work / "runs" / rid / "ledger.db")}
 
 
+#: (label, --workers, --ledger-thread): everything on the loop's thread; the ledger written by the
+#: writer thread (aitrader.trading.ledger_writer); that plus a batch-route worker thread.
+MULTI_VARIANTS = (("one thread", 1, False), ("ledger thread", 1, True), ("ledger+worker", 2, True))
+
+
 def multi_symbol(work: Path, repeat: int) -> list[str]:
-    """Bars/s of the loop on 1 and 10 symbols, with 1 and 2 workers (median of ``repeat`` runs each)."""
+    """Bars/s of the loop on 1 and 10 symbols, for each of :data:`MULTI_VARIANTS` (median of ``repeat``
+    runs each; the variants alternate within each round, so a change of load weighs on all alike)."""
     from aitrader.trading.ledger import ledger_content
 
     prepare_multi(work)
@@ -173,44 +184,48 @@ def multi_symbol(work: Path, repeat: int) -> list[str]:
     rows = []
     contents = {}
     for n in (1, n_all):
-        for workers in (1, 2):
-            runs = []
-            for _ in range(repeat):
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in MULTI_VARIANTS}
+        for _ in range(repeat):
+            for label, workers, thread in MULTI_VARIANTS:
                 load = os.getloadavg()[0]
-                r = measure(f"multi{n}", workers, work)
+                r = measure(f"multi{n}:{int(thread)}", workers, work)
                 r["load"] = load
-                runs.append(r)
-            runs.sort(key=lambda r: r["loop_seconds"])
-            med = runs[len(runs) // 2]
+                runs[label].append(r)
+        for label, workers, _ in MULTI_VARIANTS:
+            got = sorted(runs[label], key=lambda r: r["loop_seconds"])
+            med = got[len(got) // 2]
             content = ledger_content(Path(med["ledger"]))  # the run id (in meta) differs by design
             content["meta"] = [r for r in content["meta"] if r[0] != "run_id"]
-            contents[(n, workers)] = content
-            rows.append((n, workers, med, [r["loop_seconds"] for r in runs]))
+            contents[(n, label)] = content
+            rows.append((n, label, workers, med, [r["loop_seconds"] for r in got]))
     lines = [f"several symbols: 5-minute crypto bars ({CRYPTO.resolve()}), 50-tree LightGBM (runner: backend auto), "
              "batch route; "
-             f"median of {repeat} runs by loop wall time; bars/s = bars / loop seconds (start-up apart); CPU us/bar "
-             "= the process's CPU time in the loop (all threads) / bars, loop thread = the loop's own thread's: "
-             "what the load does not change"]
-    lines.append(f"  {'symbols':>7} {'workers':>7} {'bars':>7} {'loop s':>7} {'bars/s':>9} {'CPU us/bar':>10} "
-                 f"{'loop thread':>11} {'whole s':>8} {'peak MB':>8} {'load':>5}  runs (loop s)")
-    for n, workers, m, all_runs in rows:
+             f"median of {repeat} runs by loop wall time; bars/s = bars / loop seconds (start-up apart; the loop ends "
+             "with the ledger's last commit); CPU us/bar = the process's CPU time in the loop (all threads) / bars, "
+             "loop thread = the loop's own thread's: what the load does not change"]
+    lines.append(f"  {'symbols':>7} {'variant':>13} {'workers':>7} {'bars':>7} {'loop s':>7} {'bars/s':>9} "
+                 f"{'CPU us/bar':>10} {'loop thread':>11} {'whole s':>8} {'peak MB':>8} {'load':>5}  runs (loop s)")
+    for n, label, workers, m, all_runs in rows:
         rate = m["bars"] / m["loop_seconds"]
-        lines.append(f"  {n:>7} {workers:>7} {m['bars']:>7} {m['loop_seconds']:>7.2f} {rate:>9,.0f} "
+        lines.append(f"  {n:>7} {label:>13} {workers:>7} {m['bars']:>7} {m['loop_seconds']:>7.2f} {rate:>9,.0f} "
                      f"{m['loop_cpu'] / m['bars'] * 1e6:>10.1f} {m['loop_main_cpu'] / m['bars'] * 1e6:>11.1f} "
                      f"{m['seconds']:>8.2f} {m['peak_rss_mb']:>8.0f} {m['load']:>5.2f}  "
                      + " ".join(f"{v:.2f}" for v in all_runs))
-    rate = {(n, w): m["bars"] / m["loop_seconds"] for n, w, m, _ in rows}
-    cpu = {(n, w): m["loop_cpu"] / m["bars"] for n, w, m, _ in rows}
-    lines.append(f"  {n_all} symbols vs 1 symbol, bars/s of the loop: workers=1 {rate[n_all, 1] / rate[1, 1]:.2f}x "
-                 f"(CPU per bar {cpu[1, 1] / cpu[n_all, 1]:.2f}x), workers=2 {rate[n_all, 2] / rate[1, 2]:.2f}x; "
-                 f"workers=2 vs 1: {rate[n_all, 2] / rate[n_all, 1]:.2f}x on {n_all} symbols, "
-                 f"{rate[1, 2] / rate[1, 1]:.2f}x on 1 symbol")
-    main2 = {n: m["loop_main_cpu"] / m["bars"] for n, w, m, _ in rows if w == 2}
-    lines.append(f"  with a free core, workers=2 could reach at most {cpu[1, 1] / main2[1]:.2f}x (1 symbol) and "
-                 f"{cpu[n_all, 1] / main2[n_all]:.2f}x ({n_all} symbols): workers=1 CPU per bar / the loop thread's "
-                 "CPU per bar with workers=2")
-    same = all(contents[(n, 2)] == contents[(n, 1)] for n in (1, n_all))
-    lines.append(f"  ledgers with --workers 2 identical to --workers 1 (ledger_content): {same}")
+    rate = {(n, label): m["bars"] / m["loop_seconds"] for n, label, _, m, _ in rows}
+    cpu = {(n, label): m["loop_cpu"] / m["bars"] for n, label, _, m, _ in rows}
+    main = {(n, label): m["loop_main_cpu"] / m["bars"] for n, label, _, m, _ in rows}
+    one = MULTI_VARIANTS[0][0]
+    lines.append(f"  {n_all} symbols vs 1 symbol, bars/s of the loop: "
+                 + ", ".join(f"{label} {rate[n_all, label] / rate[1, label]:.2f}x" for label, _, _ in MULTI_VARIANTS)
+                 + f" (CPU per bar, one thread: {cpu[1, one] / cpu[n_all, one]:.2f}x)")
+    for label, _, _ in MULTI_VARIANTS[1:]:
+        lines.append(f"  {label} vs {one}: bars/s {rate[n_all, label] / rate[n_all, one]:.2f}x on {n_all} symbols, "
+                     f"{rate[1, label] / rate[1, one]:.2f}x on 1; with a free core at most "
+                     f"{cpu[n_all, one] / main[n_all, label]:.2f}x / {cpu[1, one] / main[1, label]:.2f}x "
+                     f"(one thread's CPU per bar / the loop thread's); CPU of all threads "
+                     f"{cpu[n_all, label] / cpu[n_all, one]:.2f}x / {cpu[1, label] / cpu[1, one]:.2f}x")
+    same = all(contents[(n, label)] == contents[(n, one)] for n in (1, n_all) for label, _, _ in MULTI_VARIANTS)
+    lines.append(f"  ledgers of every variant identical to {one}'s (ledger_content): {same}")
     return lines
 
 
