@@ -10,7 +10,7 @@ computed once per call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -396,28 +396,85 @@ def lookback(specs: list[FeatureSpec]) -> int:
 
 def compute_chunked(specs: list[FeatureSpec], o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray,
                     v: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, feature matrix)`` per ``chunk`` rows: the same floats as :func:`compute` over
-    the whole arrays, in memory bounded by the chunk (plus its look-back).
+    """``(first row, feature matrix)`` per ``chunk`` rows of whole arrays: :func:`compute_stream`
+    over one block that holds them all (no copy of the arrays)."""
+    return compute_stream(specs, [(0, (o, h, low, c, v))], chunk)
+
+
+def compute_stream(specs: list[FeatureSpec], blocks: Iterable[tuple[int, Sequence[np.ndarray]]],
+                   chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, feature matrix)`` per ``chunk`` rows of bars that arrive in ``blocks``: the same
+    floats as :func:`compute` over the whole arrays, in memory bounded by the chunk (plus its
+    look-back and one block), whatever the blocks' sizes.
+
+    ``blocks`` yields ``(first row, values)`` in order, rows consecutive from 0; ``values`` holds the
+    open, high, low, close and volume of its rows (a ``(5, n)`` array, as
+    :meth:`aitrader.data.stream.BarFile.blocks` yields, or five arrays).
 
     Each chunk is evaluated over its bars plus :func:`lookback` bars before it, starting at a
     multiple of the rolling block (the blocked sums then see the same values in the same order),
     and the recursive averages (EMA, MACD signal, Wilder) continue from the previous chunk's
-    values instead of restarting.
+    values instead of restarting. Chunk boundaries are multiples of ``chunk`` (rounded up to the
+    rolling block), whatever the blocks: so the rows are the same as from whole arrays.
     """
-    n = len(c)
     back = lookback(specs)
     # A chunk must hold its look-back, and every recursion must have started in the first chunk.
     chunk = max(int(chunk), 2 * back + _BLOCK)
     chunk = -(-chunk // _BLOCK) * _BLOCK
     need_m2 = _need_m2(specs)
+    held = _Held(iter(blocks))
     prev: Bars | None = None
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
+    start = 0
+    while True:
+        stop = held.reach(start + chunk)
+        if stop <= start:
+            return
         offset = max(0, (start - back) // _BLOCK * _BLOCK)
-        bars = Bars(o[offset:stop], h[offset:stop], low[offset:stop], c[offset:stop], v[offset:stop], need_m2,
-                    offset=offset, prev=prev)
+        o, h, low, c, v = held.rows(offset, stop)
+        bars = Bars(o, h, low, c, v, need_m2, offset=offset, prev=prev)
         out = np.empty((stop - start, len(specs)), order="F")
         _fill(bars, specs, out, start - offset)
         bars.prev = None  # its recursions are continued; keeping it would chain every chunk in memory
         yield start, out
-        prev = bars
+        prev, start = bars, stop
+        held.drop(max(0, (start - back) // _BLOCK * _BLOCK))  # rows before the next chunk's look-back
+
+
+class _Held:
+    """The bars of :func:`compute_stream` held between chunks: five columns covering rows
+    ``lo .. lo + len``, extended from the blocks when a chunk needs more, cut when it is done."""
+
+    def __init__(self, blocks: Iterator[tuple[int, Sequence[np.ndarray]]]) -> None:
+        self.blocks = blocks
+        self.lo = 0
+        self.cols: list[np.ndarray] = [np.empty(0) for _ in range(5)]
+        self.pending: list[Sequence[np.ndarray]] = []
+        self.end = 0  # one past the last row read (held or pending)
+
+    def reach(self, stop: int) -> int:
+        """Read blocks until row ``stop - 1`` is held (or the bars end); the rows held end there."""
+        while self.end < stop:
+            nxt = next(self.blocks, None)
+            if nxt is None:
+                break
+            first, values = nxt
+            if int(first) != self.end:
+                raise ValueError(f"bar blocks must be consecutive: a block starts at row {first}, expected {self.end}")
+            self.pending.append(values)
+            self.end += len(values[0])
+        if self.pending:  # one concatenation per chunk, not one per block (blocks may be a single row)
+            parts = ([self.cols] if len(self.cols[0]) else []) + self.pending
+            if len(parts) == 1:
+                self.cols = [np.asarray(parts[0][k], dtype=np.float64) for k in range(5)]
+            else:
+                self.cols = [np.concatenate([np.asarray(q[k], dtype=np.float64) for q in parts]) for k in range(5)]
+            self.pending = []
+        return min(stop, self.end)
+
+    def rows(self, a: int, b: int) -> list[np.ndarray]:
+        return [col[a - self.lo:b - self.lo] for col in self.cols]
+
+    def drop(self, before: int) -> None:
+        if before > self.lo:
+            self.cols = [col[before - self.lo:] for col in self.cols]
+            self.lo = before

@@ -2,8 +2,8 @@
 
 A replay knows all its bars in advance, so instead of the streaming features and one model call
 per bar, each model slot gets a :class:`BatchFeed`: the feature rows of its symbol's replayed
-frame from the batch evaluator, :data:`FEATURE_CHUNK` bars at a time
-(``aitrader.features.batch.compute_chunked``: the same floats as one evaluation over the whole
+bars from the batch evaluator, :data:`FEATURE_CHUNK` bars at a time as the symbol's blocks are
+read (``aitrader.features.batch.compute_stream``: the same floats as one evaluation over the whole
 frame; the features of bar ``t`` depend only on bars ``<= t``, so a resumed run computes the same
 rows and reads them from its cursor on), and predictions from ``ModelRunner.predict_batch`` over
 :data:`PREDICT_CHUNK` rows at a time, computed when the loop first asks for a row of the batch.
@@ -34,7 +34,7 @@ import numpy as np
 #: Rows predicted per batch call: large enough to amortise the call, small enough that a short
 #: ``--max-bars`` run does not predict the whole replay.
 PREDICT_CHUNK = 8192
-#: Bars of features evaluated at a time (``aitrader.features.batch.compute_chunked``: the same floats
+#: Bars of features evaluated at a time (``aitrader.features.batch.compute_stream``: the same floats
 #: as over the whole frame), so a replay's memory does not grow with its length.
 FEATURE_CHUNK = 16_384
 
@@ -197,8 +197,9 @@ def attach(engine: Any, specs: Sequence[Any], series: Iterable[Any], *,
         pipeline = pipelines[k] if pipelines is not None else getattr(spec, "pipeline", None)
         if pipeline is None:
             pipeline = FeaturePipeline.from_contract(spec.manifest["features"])
-        chunks = fbatch.compute_chunked(pipeline.specs, bars.open, bars.high, bars.low, bars.close, bars.volume,
-                                        FEATURE_CHUNK)
+        # The slot's reader of its symbol's blocks (shared with the steps: sources.SharedPass).
+        blocks = ((first, values) for first, _, values in bars.blocks(size=FEATURE_CHUNK))
+        chunks = fbatch.compute_stream(pipeline.specs, blocks, FEATURE_CHUNK)
         # A model behind `aitrader serve` (a client with a circuit breaker) keeps its socket on the loop's thread.
         ahead = pool if getattr(spec.predictor, "breaker", None) is None else None
         slot.feed = BatchFeed(chunks, spec.predictor, clock=clock or slot.clock, chunk=PREDICT_CHUNK, pool=ahead)

@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # the session, the sources, pandas and the config are importe
     import pandas as pd
 
     from aitrader.config import TradingConfig
+    from aitrader.data.stream import BarFile
     from aitrader.trading.session import ModelSpec
+    from aitrader.trading.sources import BarSeries
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -272,24 +274,25 @@ def _is_date(value: str) -> bool:
     return len(value.strip()) == 10  # YYYY-MM-DD: the whole day
 
 
-def _first_unseen(df: pd.DataFrame, specs: list[ModelSpec]) -> tuple[int, str, str]:
-    """Position in ``df`` of the first bar every model of this symbol never saw, its stamp and the model."""
+def _first_unseen(index: pd.DatetimeIndex, specs: list[ModelSpec]) -> tuple[int, str, str]:
+    """Position in ``index`` of the first bar every model of this symbol never saw, its stamp and the model."""
     best, stamp, model = 0, "", ""
     for spec in specs:
         start, _ = _unseen_start(spec.manifest)
         if not start:
             continue
         unseen_from_cut = "holdout_first" in (spec.manifest.get("split") or {})  # else cut is the last seen bar
-        pos = int(df.index.searchsorted(_aligned(str(start), df.index), side="left" if unseen_from_cut else "right"))
+        pos = int(index.searchsorted(_aligned(str(start), index), side="left" if unseen_from_cut else "right"))
         if pos >= best:
             best, model = pos, spec.model_id
-            stamp = str(df.index[pos]) if pos < len(df) else f"after {start}"
+            stamp = str(index[pos]) if pos < len(index) else f"after {start}"
     return best, stamp, model
 
 
-def select_window(df: pd.DataFrame, symbol: str, specs: list[ModelSpec], window: Window, *,
-                  what: str) -> tuple[pd.DataFrame, float | None]:
-    """The bars to replay (led by the feature warm-up) and the epoch of the first bar to trade.
+def select_window(index: pd.DatetimeIndex, symbol: str, specs: list[ModelSpec], window: Window, *,
+                  what: str) -> tuple[int, int, float | None]:
+    """The rows ``lo:hi`` of the bars stamped ``index`` to replay (led by the feature warm-up) and
+    the epoch of the first bar to trade: decided from the stamps alone, no bar is read or copied.
 
     By default trading starts at the models' first unseen bar (``split.holdout_first``); ``--from``
     earlier than that, or a replay of the whole file, needs ``allow_in_sample``.
@@ -299,10 +302,10 @@ def select_window(df: pd.DataFrame, symbol: str, specs: list[ModelSpec], window:
     from aitrader.trading.session import to_epoch
 
     warmup = max((_unseen_start(s.manifest)[1] for s in specs), default=0)
-    unseen, unseen_ts, model = _first_unseen(df, specs)
+    unseen, unseen_ts, model = _first_unseen(index, specs)
     if window.start is not None:
-        start_ts = _aligned(_parse_when("--from", window.start), df.index)
-        start = int(df.index.searchsorted(start_ts, side="left"))
+        start_ts = _aligned(_parse_when("--from", window.start), index)
+        start = int(index.searchsorted(start_ts, side="left"))
         if start < unseen and not window.allow_in_sample:
             raise TradingError(
                 f"--from {window.start} reaches into the training period of {model} ({symbol}): its first unseen "
@@ -311,16 +314,16 @@ def select_window(df: pd.DataFrame, symbol: str, specs: list[ModelSpec], window:
             )
     else:
         start = 0 if window.allow_in_sample else unseen
-    stop = len(df)
+    stop = len(index)
     if window.end is not None:
-        end = _aligned(_parse_when("--to", window.end), df.index)
+        end = _aligned(_parse_when("--to", window.end), index)
         whole_day = _is_date(window.end)
-        stop = int(df.index.searchsorted(end + pd.Timedelta(days=1) if whole_day else end,
+        stop = int(index.searchsorted(end + pd.Timedelta(days=1) if whole_day else end,
                                          side="left" if whole_day else "right"))
     if start >= stop:
-        if window.start is None and window.end is None and len(df):
+        if window.start is None and window.end is None and len(index):
             raise DataError(
-                f"{what} for {symbol} ({df.index[0]} .. {df.index[-1]}) has no bars after the model's training "
+                f"{what} for {symbol} ({index[0]} .. {index[-1]}) has no bars after the model's training "
                 f"period ({model}: first unseen bar {unseen_ts}); pass bars after it with --data PATH, or "
                 "--allow-in-sample to replay bars the model was trained on (monitor will flag the run)"
             )
@@ -328,29 +331,33 @@ def select_window(df: pd.DataFrame, symbol: str, specs: list[ModelSpec], window:
             f"{what} for {symbol} has no bar to trade in the window --from {window.start or unseen_ts} "
             f"--to {window.end or 'the end'}; widen the window"
         )
-    return df.iloc[max(0, start - warmup):stop], to_epoch(df.index[start])
+    return max(0, start - warmup), stop, to_epoch(index[start])
 
 
 def _after_training(df: pd.DataFrame, manifest: dict[str, Any], symbol: str) -> pd.DataFrame:
     """The sample's bars from the model's first unseen bar on, led by its feature warm-up bars."""
+    import pandas as pd
+
     from aitrader.trading.session import ModelSpec
 
     spec = ModelSpec(model_id="model", symbol=symbol, digest="", predictor=None, stream=None,  # type: ignore[arg-type]
                      manifest=manifest)
-    return select_window(df, symbol, [spec], Window(), what="the built-in sample")[0]
+    lo, hi, _ = select_window(pd.DatetimeIndex(df.index), symbol, [spec], Window(), what="the built-in sample")
+    return df.iloc[lo:hi]
 
 
 def load_frames(data: list[str] | None, specs: list[ModelSpec],
-                window: Window | None = None) -> dict[str, pd.DataFrame]:
+                window: Window | None = None) -> dict[str, BarSeries]:
     """Bars of every traded symbol: ``--data`` items (file, directory, SYMBOL=PATH) or the sample.
 
-    Each frame is cut to the window (see :func:`select_window`); the specs' ``trade_from`` is set.
+    Each symbol's bars are a :class:`aitrader.trading.sources.BarSeries`: the rows of its file in
+    the window (see :func:`select_window`), prices read in blocks as the replay goes; the specs'
+    ``trade_from`` is set.
     """
-    from aitrader.data import load_data_items, load_sample
+    from aitrader.trading.sources import BarSeries
 
     window = window or Window()
     symbols = sorted({s.symbol for s in specs})
-    frames: dict[str, pd.DataFrame] = {}
     if not data:
         from aitrader.data.sample import SAMPLE_SYMBOLS
 
@@ -359,26 +366,43 @@ def load_frames(data: list[str] | None, specs: list[ModelSpec],
                 f"no bars for {', '.join(unknown)}: the built-in sample has only {', '.join(SAMPLE_SYMBOLS)}; "
                 f"pass --data {unknown[0]}=PATH"
             )
-        frames = {sym: load_sample(sym) for sym in symbols}
+        files = _sample_files(symbols)
         what = "the built-in sample"
     else:
         what = "--data"
-        frames, explicit = load_data_items(data)
-        if not explicit and len(frames) == 1 and len(symbols) == 1 and symbols[0] not in frames:
-            frames = {symbols[0]: next(iter(frames.values()))}  # one file for the one traded symbol
-        missing = [s for s in symbols if s not in frames]
+        files, explicit = _data_files(data)
+        if not explicit and len(files) == 1 and len(symbols) == 1 and symbols[0] not in files:
+            files = {symbols[0]: next(iter(files.values()))}  # one file for the one traded symbol
+        missing = [s for s in symbols if s not in files]
         if missing:
             raise DataError(
-                f"no bars for {', '.join(missing)} in --data (found: {', '.join(sorted(frames)) or 'none'}); "
+                f"no bars for {', '.join(missing)} in --data (found: {', '.join(sorted(files)) or 'none'}); "
                 "pass SYMBOL=PATH for each traded symbol"
             )
-    out: dict[str, pd.DataFrame] = {}
+    out: dict[str, BarSeries] = {}
     for sym in symbols:
         mine = [s for s in specs if s.symbol == sym]
-        out[sym], trade_from = select_window(frames[sym], sym, mine, window, what=what)
+        lo, hi, trade_from = select_window(files[sym].index, sym, mine, window, what=what)
+        out[sym] = BarSeries(files[sym], lo, hi, symbol=sym)
         for spec in mine:
             spec.trade_from = trade_from
     return out
+
+
+def _sample_files(symbols: list[str]) -> dict[str, BarFile]:
+    from aitrader.data import load_sample
+    from aitrader.data.stream import BarFile
+
+    return {sym: BarFile.from_frame(sym, load_sample(sym)) for sym in symbols}
+
+
+def _data_files(data: list[str]) -> tuple[dict[str, BarFile], bool]:
+    """The ``--data`` items as :class:`aitrader.data.stream.BarFile` (same symbols, same errors as
+    :func:`aitrader.data.load_data_items`: validated block by block, only the stamps held), and
+    whether their symbols were named explicitly."""
+    from aitrader.data.stream import scan_data_items
+
+    return scan_data_items(data)
 
 
 def _follow_window(path: Path, specs: list[ModelSpec], window: Window) -> None:
@@ -538,12 +562,10 @@ def paper_trade(
     None: ``$AITRADER_BACKEND``, else auto: the compiled library a deploy made, else ONNX); the
     summary's ``runners`` names each model's backend and ``warnings`` any fallback.
     """
-    import pandas as pd
-
     from aitrader.config import load_trading_config
     from aitrader.registry.backends import default_mode, validate_mode
     from aitrader.trading.session import REPLAY_COMMIT_EVERY, RunOptions, new_run_id
-    from aitrader.trading.sources import BarSeries, FollowSource, ReplayFingerprint, describe, replay_steps
+    from aitrader.trading.sources import FollowSource, ReplayFingerprint, describe, replay_steps
 
     if not math.isfinite(speed) or speed < 0:
         raise TradingError(f"--speed must be a finite number >= 0 (0: as fast as possible), got {speed}")
@@ -613,21 +635,21 @@ def paper_trade(
         stop_event = source.stop_event
         indexes = _follow_index(path, symbol)
     else:
-        frames = load_frames(data, specs, window)
-        meta["data"] = describe(frames)
+        replayed = load_frames(data, specs, window)
+        meta["data"] = describe(replayed)
         # the traded bars' calendar, so the summary annualises with it (docs/metrics.md)
         from aitrader.trading.summary import calendar_of
 
-        meta["calendar"] = calendar_of([df.index for df in frames.values()])
-        series = [BarSeries.from_frame(s, df) for s, df in frames.items()]
+        indexes = [s.index for s in replayed.values()]
+        meta["calendar"] = calendar_of(indexes)
+        series = list(replayed.values())
         opts.fingerprint = ReplayFingerprint(series)
-        opts.total_bars = sum(len(s.epoch) for s in series)  # the progress view's total
+        opts.total_bars = sum(len(s) for s in series)  # the progress view's total
         steps = replay_steps(series)
         stop_event = None
-        indexes = [pd.DatetimeIndex(df.index) for df in frames.values()]
-        if collect is not None:
-            collect.update(frames=frames, specs=specs, calendar=meta["calendar"],
-                           trade_from={s.symbol: s.trade_from for s in specs})
+        if collect is not None:  # backtest reports on frames (built here, for it alone)
+            collect.update(frames={sym: s.frame() for sym, s in replayed.items()}, specs=specs,
+                           calendar=meta["calendar"], trade_from={s.symbol: s.trade_from for s in specs})
     from aitrader.serve.hook import remote_models
 
     cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`

@@ -245,11 +245,11 @@ def latency(w: dict[str, Any], server: Server, n: int) -> tuple[float, float]:
     time.sleep(3.0)  # worker and trader load their models
     last = "$"
     times = []
-    ts = s.ts
+    ts, epochs = s.ts, (s.ns() / 1e9).tolist()
+    cols = [frame[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close", "volume")]
     for i in range(n):
         t0 = time.perf_counter()
-        feeder.add("SYN", i, ts[i], float(s.epoch[i]), [float(a[i]) for a in (s.open, s.high, s.low, s.close,
-                                                                                s.volume)])
+        feeder.add("SYN", i, ts[i], epochs[i], [float(a[i]) for a in cols])
         feeder.flush()
         while True:
             got = r.xread({"lat:trades": last}, block=10_000)

@@ -38,8 +38,9 @@ def test_bad_events_are_dead_lettered_and_nothing_crashes(world: dict[str, Any],
     s = BarSeries.from_frame("SYN", frame)
     feeder = Feeder(cfg.bus, url)
     feeder.start_symbols({"SYN": symbol_meta(frame)})
-    for i, (ts, ep) in enumerate(zip(s.ts, s.epoch.tolist(), strict=True)):
-        vals = [float(a[i]) for a in (s.open, s.high, s.low, s.close, s.volume)]
+    cols = [frame[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close", "volume")]
+    for i, (ts, ep) in enumerate(zip(s.ts, (s.ns() / 1e9).tolist(), strict=True)):
+        vals = [float(a[i]) for a in cols]
         if i == 50:
             vals[2] = vals[3] = -1.0  # a negative low and close: breaks the price rules
         feeder.add("SYN", i, ts, ep, vals)

@@ -51,9 +51,10 @@ def _list_reference(series: list[BarSeries]) -> list:
     series = sorted(series, key=lambda s: s.symbol)
     rows = []
     for k, s in enumerate(series):
-        ts, _ = iso_strings(pd.DatetimeIndex(s.ns.astype("datetime64[ns]"), tz="UTC" if s.suffix else None))
-        cols = [np.asarray(c).tolist() for c in (s.open, s.high, s.low, s.close, s.volume)]
-        rows += [(float(s.epoch[i]), k, ts[i], (s.symbol, i, *(c[i] for c in cols))) for i in range(len(s))]
+        ts, epoch = iso_strings(s.index)
+        df = s.frame()
+        cols = [df[c].tolist() for c in ("open", "high", "low", "close", "volume")]
+        rows += [(float(epoch[i]), k, ts[i], (s.symbol, i, *(c[i] for c in cols))) for i in range(len(s))]
     rows.sort(key=lambda r: (r[0], r[1]))
     steps: list = []
     for ep, _, ts_i, bar in rows:
