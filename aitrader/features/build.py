@@ -6,9 +6,11 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from aitrader.data.stream import BarFile
 from aitrader.errors import DataError, FeatureError
 from aitrader.features.pipeline import FeaturePipeline
 from aitrader.features.registry import FeatureRegistry
@@ -34,6 +36,7 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     pipeline is evaluated whole (not in chunks). Returns a summary for the CLI.
     """
     from aitrader.data import load_bars
+    from aitrader.data.stream import scan_bars
 
     if mode not in ("batch", "streaming"):
         raise FeatureError(f"unknown mode {mode!r}; expected batch or streaming")
@@ -47,16 +50,20 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
         raise FeatureError(f"{', '.join(s.name for s in pipeline.fitted_specs)}: fitted features learn their "
                            "parameters at train time and live in a model's artifact; `features build` computes "
                            "plain features only: leave them out of --features")
-    bars = load_bars(data, symbol=symbol, repair=repair)
-    if len(bars) == 0:
+    # Without repair the bars are read in blocks (only their stamps held: data.stream); a repair sorts and
+    # collapses the whole file, so it loads it whole.
+    source = (BarFile.from_frame_of(load_bars(data, symbol=symbol, repair=True)) if repair
+              else scan_bars(data, symbol=symbol))
+    if len(source) == 0:
         raise DataError(f"{data}: no bars to compute features from")
+    attrs = {"symbol": source.symbol, **source.attrs}
     if pipeline.needs_book:
         from aitrader.features.book import book_for
 
-        pipeline.with_book(book_for(book, str(bars.attrs.get("symbol") or ""), pipeline.book_features,
+        pipeline.with_book(book_for(book, str(attrs.get("symbol") or ""), pipeline.book_features,
                                     where="--book"))
     log.info("computing %d features (%s, warm-up %d bars) over %d bars", len(pipeline.names), mode,
-             pipeline.warmup, len(bars))
+             pipeline.warmup, len(source))
     started = time.perf_counter()
     # Write next to the target, then rename: a failure never leaves a half-written file behind.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -64,8 +71,9 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     tmp = Path(tmp_name)
     try:
         if mode == "batch" and not pipeline.needs_book:
-            rows, ready = _write_chunked(pipeline, bars, tmp)
+            rows, ready = _write_chunked(pipeline, source, tmp)
         else:
+            bars = source.frame()
             frame = pipeline.transform(bars) if mode == "batch" else pipeline.transform_streaming(bars)
             frame.index.name = "timestamp"
             frame.to_parquet(tmp, engine="pyarrow")
@@ -78,30 +86,30 @@ def build_features(data: str | Path, out: str | Path, *, names: list[str] | None
     seconds = time.perf_counter() - started  # now includes writing the file
     log.info("wrote %s: %d rows x %d features in %.2f s (spec hash %s)", target, rows, len(pipeline.names),
              seconds, pipeline.spec_hash[:12])
-    return {"out": str(target), "data": str(data), "symbol": bars.attrs.get("symbol"), "mode": mode,
-            "rows": rows, "repaired_rows": int(bars.attrs.get("repaired_rows", 0)), "complete_rows": ready,
+    return {"out": str(target), "data": str(data), "symbol": attrs.get("symbol"), "mode": mode,
+            "rows": rows, "repaired_rows": int(attrs.get("repaired_rows", 0)), "complete_rows": ready,
             "features": pipeline.names, "warmup": pipeline.warmup,
             "spec_hash": pipeline.spec_hash, "seconds": round(seconds, 4),
             "bars_per_second": round(rows / seconds) if seconds > 0 else None}
 
 
-def _write_chunked(pipeline: FeaturePipeline, bars: Any, path: Path) -> tuple[int, int]:
-    """The batch features of ``bars`` into the parquet file ``path``, :data:`BUILD_CHUNK` rows (one row
-    group) at a time; the same file content as writing ``pipeline.transform(bars)`` whole.
+def _write_chunked(pipeline: FeaturePipeline, source: BarFile, path: Path) -> tuple[int, int]:
+    """The batch features of ``source`` into the parquet file ``path``, :data:`BUILD_CHUNK` rows (one row
+    group) at a time, the bars read block by block (``features.batch.compute_stream``): the same file
+    content as writing ``pipeline.transform(bars)`` whole, in memory bounded by the chunk.
     Returns (rows, rows with every feature known)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from aitrader.features import batch
-    from aitrader.features.pipeline import validate_bars
 
-    arrays = validate_bars(bars)
-    index = bars.index
+    index = source.index
     writer: Any = None
     ready = 0
     try:
-        for start, values in batch.compute_chunked(pipeline.specs, *arrays, chunk=BUILD_CHUNK):
+        blocks: Iterable[tuple[int, Any]] = source.blocks()  # (first row, (5, n) values): a row per column
+        for start, values in batch.compute_stream(pipeline.specs, blocks, chunk=BUILD_CHUNK):
             part = pd.DataFrame(values, index=index[start:start + len(values)], columns=pipeline.names,
                                 dtype="float64", copy=False)
             part.index.name = "timestamp"

@@ -58,3 +58,29 @@ def test_features_build_in_chunks_writes_the_unchunked_file(tmp_path, monkeypatc
     got = pd.read_parquet(tmp_path / "out.parquet")
     pd.testing.assert_frame_equal(got, expected, check_exact=True, check_freq=False)
     assert summary["rows"] == 6000 and summary["complete_rows"] == int(expected.notna().all(axis=1).sum())
+
+
+@pytest.mark.parametrize("read_rows", [7, 1000])
+def test_features_build_from_blocks_of_the_file_writes_the_whole_evaluation(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, read_rows: int) -> None:
+    """``features build`` reads the bars in blocks (aitrader.data.stream): blocks of any size give the
+    file the whole-frame evaluation gives, and the bars are never held whole (the loader is not called)."""
+    import aitrader.data.loader as loader
+    from aitrader.data import stream
+
+    df = _bars(3000)
+    data = tmp_path / "bars.csv"
+    df.rename_axis("timestamp").to_csv(data)
+    expected = FeaturePipeline(None, REGISTRY).transform(df)
+    expected.index.name = "timestamp"
+    monkeypatch.setattr(stream, "READ_ROWS", read_rows)
+
+    def no_whole_load(*a: object, **k: object) -> None:
+        raise AssertionError("the bars were loaded whole")
+
+    monkeypatch.setattr(loader, "load_bars", no_whole_load)
+    monkeypatch.setattr(stream, "load_bars", no_whole_load)
+    summary = build_features(data, tmp_path / "out.parquet")
+    got = pd.read_parquet(tmp_path / "out.parquet")
+    pd.testing.assert_frame_equal(got, expected, check_exact=True, check_freq=False)
+    assert summary["rows"] == 3000
