@@ -312,6 +312,65 @@ class Engine:
         stats.equity = equity
         stats.last_ts = ts
 
+    def _step_one(self, ts: str, bars: Sequence[BarTuple], epoch: float = 0.0) -> None:  # noqa: C901 - hot path
+        """:meth:`_step` for a step of one bar (every step of a one-symbol replay): the same work in the
+        same order without the loops over the step's bars and the list of requests."""
+        if self._want_bar:
+            self._publish_bars(ts, bars)
+        bar = bars[0]
+        sym = bar[0]
+        broker = self.broker
+        if broker.pending and sym in broker.pending:
+            broker.on_open(ts, sym, bar[2])
+        last_close = broker.last_close
+        c = bar[5]
+        last_close[sym] = c
+        equity = broker.cash  # broker.equity(), inlined
+        for s, pos in broker.positions.items():
+            if pos.quantity:
+                equity += pos.quantity * last_close.get(s, pos.avg_price)
+        handler = self.handler
+        day = ts[:10]
+        if day != handler.day:
+            handler.check_day(day, self.last_equity)
+        i = bar[1]
+        outcomes = self.pending_outcomes
+        if outcomes and (pend := outcomes.get(sym)) and pend[0][0] <= i:
+            if (out_rows := self._outcome_rows) is not None:
+                while pend and pend[0][0] <= i:
+                    _, model_id, j, c0 = pend.popleft()
+                    out_rows((c / c0 - 1.0, ts, sym, model_id, j))
+            else:
+                self._outcomes(ts, sym, i, c, pend)
+        req = None
+        if slots := self.by_symbol.get(sym):
+            if len(slots) == 1:
+                req = self._decide_one(ts, sym, i, bar, equity, slots[0], epoch)
+            else:
+                req = self._decide(ts, sym, i, bar, equity, slots, epoch)
+        sched = None
+        schedules = self.schedules
+        if schedules and (targets := schedules.get(sym)) is not None and i < len(targets):
+            q = targets[i]
+            if q == q and handler.last_key.get(sym, 0.0) != q:  # not NaN, and the target changed
+                sched = Request(sym, q, 1.0, q, "schedule")
+        self.cursors[sym] = (i, ts)
+        if req is not None:
+            handler.process(ts, [req] if sched is None else [req, sched], equity, last_close)
+        elif sched is not None:
+            handler.process(ts, [sched], equity, last_close)
+        stats = self.stats
+        n = stats.steps
+        if self._equity_rows is not None:
+            self._equity_rows((n, ts, broker.cash, equity))
+        if self._want_equity:
+            self.bus.publish(EquityMark(n, ts, broker.cash, equity))
+        self.last_equity = equity
+        stats.steps = n + 1
+        stats.bars += 1
+        stats.equity = equity
+        stats.last_ts = ts
+
     def _publish_bars(self, ts: str, bars: Sequence[BarTuple]) -> None:
         for bar in bars:
             self.bus.publish(Bar(ts, *bar))
@@ -327,8 +386,13 @@ class Engine:
 
     def _direct_rows(self) -> None:
         """When the ledger is the one listener, outcomes and predictions go straight into its buffers as
-        plain tuples (the rows it would build from the events): no event object, no dispatch per bar."""
+        plain tuples (the rows it would build from the events): no event object, no dispatch per bar.
+        Slots also learn whether anyone listens to their FEATURE_UPDATE and SIGNAL events (the
+        subscriptions are made before the loop starts)."""
         ledger, bus = self.ledger, self.bus
+        for slot in self.slots:
+            slot.may_publish_features = bus.wants(EventType.FEATURE_UPDATE)
+            slot.may_publish_signals = bus.wants(EventType.SIGNAL)
         if ledger is None:
             return
         self._outcome_rows = ledger.outcome_rows.append if bus.only(EventType.OUTCOME, ledger._on_outcome) else None
@@ -370,7 +434,7 @@ class Engine:
         wall0 = 0.0
         status = "finished"
         stop_requested = self.stop_event.is_set
-        step = self._step
+        step, step_one = self._step, self._step_one
         commit_every = self.commit_every
         # Only a resumed run has bars at or before its cursors, and they all come first.
         catching_up = bool(self.cursors)
@@ -387,7 +451,7 @@ class Engine:
                 if epoch0 is None:
                     epoch0, wall0 = epoch, time.monotonic()
                 pace(speed, epoch0, wall0, epoch)
-            step(ts, bars, epoch)
+            (step_one if len(bars) == 1 else step)(ts, bars, epoch)
             processed += len(bars)
             since_commit += 1
             if since_commit >= commit_every:

@@ -118,6 +118,10 @@ class ModelSlot:
         self.timeout_clock = timeout_clock
         #: Set by the engine when the ledger is the only MODEL_PREDICTION listener: its buffer's append.
         self.prediction_rows: Callable[[tuple[Any, ...]], None] | None = None
+        #: False when the engine found no FEATURE_UPDATE / SIGNAL listener as its loop started (the batch
+        #: route then skips asking the bus on every bar); True: ask the bus.
+        self.may_publish_features = True
+        self.may_publish_signals = True
         #: Set for a replay on the batch route (aitrader.trading.batch): rows and predictions by bar index.
         self.feed: BatchFeed | None = None
         # The batch route's current prediction batch as Python lists (see _load_batch): bar index of its
@@ -204,7 +208,7 @@ class ModelSlot:
             k = bar_index - self._b_first
         row = self._b_rows[k]  # a view: the chunk is never written after it is loaded
         bus = self.bus
-        if bus.wants(_FEATURE_UPDATE):
+        if self.may_publish_features and bus.wants(_FEATURE_UPDATE):
             bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
         if not self._b_ready[k]:
             return False  # missing features: skip this bar for this model
@@ -239,7 +243,7 @@ class ModelSlot:
             return False  # not disabled: only an error disables, and this bar had none
         self.vote = target
         self.n_signals += 1
-        if bus.wants(_SIGNAL):
+        if self.may_publish_signals and bus.wants(_SIGNAL):
             bus.publish(Signal(ts, self.symbol, self.model_id, decisions[0][k], conf, conf, target))
         return True
 
