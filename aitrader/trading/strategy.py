@@ -117,7 +117,7 @@ class ConfidenceModel:
         n = len(q) - 1
         i = np.clip(np.searchsorted(q, x, side="left"), 1, n)  # clipped where the ends decide anyway
         lo, hi = q[i - 1], q[i]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # in rows the ends decide
             frac = np.where(hi > lo, (x - lo) / (hi - lo), 1.0)
         out = ((i - 1) + frac) / n
         return np.where(x <= q[0], 0.0, np.where(x >= q[-1], 1.0, out))
