@@ -173,9 +173,12 @@ class ModelSlot:
         if self.disabled or (self.trade_from is not None and epoch < self.trade_from):
             return False
         bus = self.bus
-        if bus.wants(EventType.FEATURE_UPDATE):
+        if self.may_publish_features and bus.wants(_FEATURE_UPDATE):
             bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
-        if np.isnan(row).any():
+        # max() is NaN iff a feature is NaN (numpy's maximum propagates NaN; no arithmetic, so no
+        # overflow): one numpy call instead of isnan().any()'s two
+        top = row.max() if row.size else 0.0
+        if top != top:
             return False  # missing features: skip this bar for this model
         reason, detail, raw, latency_us, timed_us, what = self._timed_predict(row)
         if reason is None and timed_us > self.timeout_s * 1e6:
@@ -266,7 +269,7 @@ class ModelSlot:
         if (sink := self.prediction_rows) is not None:  # the ledger's buffer (Ledger._on_prediction's row)
             sink((ts, bar_index, self.symbol, self.model_id, self.digest, raw, decision.confidence, source,
                   latency_us, self.in_sample(epoch), row.copy() if source == "model" else None))
-        elif bus.wants(EventType.MODEL_PREDICTION):
+        elif bus.wants(_MODEL_PREDICTION):
             # A copy of the row (the stream reuses its buffer): the ledger packs them into one blob.
             feats = row.copy() if source == "model" else None
             bus.publish(
@@ -280,7 +283,7 @@ class ModelSlot:
             return self._withdraw_if_disabled()
         self.vote = decision.target_fraction
         self.n_signals += 1
-        if bus.wants(EventType.SIGNAL):
+        if self.may_publish_signals and bus.wants(_SIGNAL):
             bus.publish(
                 Signal(ts, self.symbol, self.model_id, decision.direction, decision.confidence, decision.confidence,
                        decision.target_fraction)

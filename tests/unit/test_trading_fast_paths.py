@@ -226,3 +226,35 @@ def test_closed_positions_do_not_count_toward_max_positions() -> None:
                      {"C": 100.0, "D": 100.0})
     assert sorted(broker2.pending) == ["D"]
     assert [(r.reason, r.symbol, r.payload["open_positions"]) for r in rejected2] == [("max_positions", "C", 2)]
+
+
+class Rows:
+    """A feature stream replaying given rows."""
+
+    def __init__(self, rows: list[list[float]]) -> None:
+        self.rows = iter(np.array(r, dtype=float) for r in rows)
+
+    def update(self, ts: Any, o: float, h: float, l: float, c: float, v: float) -> np.ndarray:  # noqa: E741
+        return next(self.rows)
+
+
+def test_the_streaming_nan_check_skips_exactly_the_rows_with_a_nan() -> None:
+    from collections import deque
+
+    rows = [[math.inf, -math.inf], [math.nan, 1.0], [1e200, -1e200], [0.0, -0.0], [-math.inf, math.nan], [],
+            [1.0, 2.0]]
+    seen: list[np.ndarray] = []
+
+    class Record:
+        def predict_one(self, x: np.ndarray) -> float:
+            seen.append(x.copy())
+            return 0.01
+
+    slot = model_runner.ModelSlot(
+        model_id="m", symbol="A", digest="d", predictor=Record(), stream=Rows(rows),
+        strategy=MLRegressionStrategy(MODELS["residual"], min_confidence=0.5, position_size=0.02), weight=1.0,
+        horizon=1, bus=EventBus(), timeout_ms=1e6, fallback="skip", max_consecutive_errors=3, previous_max_bars=1)
+    for k in range(len(rows)):
+        slot.step(f"t{k}", k, 1.0, 1.0, 1.0, 1.0, 1.0, deque())
+    want = [r for r in rows if not np.isnan(np.array(r, dtype=float)).any()]  # the oracle: isnan().any()
+    assert [x.tolist() for x in seen] == want and len(want) == 5
