@@ -258,3 +258,28 @@ def test_the_streaming_nan_check_skips_exactly_the_rows_with_a_nan() -> None:
         slot.step(f"t{k}", k, 1.0, 1.0, 1.0, 1.0, 1.0, deque())
     want = [r for r in rows if not np.isnan(np.array(r, dtype=float)).any()]  # the oracle: isnan().any()
     assert [x.tolist() for x in seen] == want and len(want) == 5
+
+
+def test_the_loop_raises_the_young_generation_threshold_and_gives_it_back() -> None:
+    import gc
+
+    from aitrader.trading.heap import LOOP_GEN0_THRESHOLD, frozen_heap
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with frozen_heap():
+            assert gc.get_threshold() == (LOOP_GEN0_THRESHOLD, 10, 10)
+            with frozen_heap():  # a nested loop changes nothing
+                assert gc.get_threshold() == (LOOP_GEN0_THRESHOLD, 10, 10)
+            assert gc.get_threshold() == (LOOP_GEN0_THRESHOLD, 10, 10)
+        assert gc.get_threshold() == (700, 10, 10)
+        gc.set_threshold(0, 10, 10)  # threshold 0: automatic collection off, and it stays off
+        with frozen_heap():
+            assert gc.get_threshold() == (0, 10, 10)
+        gc.set_threshold(50_000, 10, 10)  # a higher threshold is kept
+        with frozen_heap():
+            assert gc.get_threshold() == (50_000, 10, 10)
+        assert gc.get_threshold() == (50_000, 10, 10)
+    finally:
+        gc.set_threshold(*before)
