@@ -34,11 +34,12 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from aitrader.errors import TradingError
+
+if TYPE_CHECKING:  # numpy is imported by the batch methods only: `export` of a plain table loads no numpy
+    import numpy as np
 
 RESIDUAL_K = 0.5
 
@@ -113,6 +114,8 @@ class ConfidenceModel:
     def _cdf_many(self, x: np.ndarray) -> np.ndarray:
         """:meth:`_cdf` of each finite value of ``x``: the same operations in the same order, so the
         same float64 (``searchsorted`` is ``bisect_left``; int + float and float / int as in Python)."""
+        import numpy as np
+
         q = np.asarray(self.quantiles, dtype=np.float64)
         n = len(q) - 1
         i = np.clip(np.searchsorted(q, x, side="left"), 1, n)  # clipped where the ends decide anyway
@@ -126,6 +129,8 @@ class ConfidenceModel:
         """:meth:`score` of each finite value of ``raw`` (float64), float for float. ``max(0.0, d)``
         and ``min(1.0, d)`` are written as the ``where`` that Python's max/min evaluate (the first
         argument on a tie), so signed zeros come out the same too."""
+        import numpy as np
+
         if self.task == "classification":
             s = raw - 0.5
             d = np.abs(2.0 * s)
@@ -159,6 +164,8 @@ class MLRegressionStrategy:
         """:meth:`decide` of every value of ``raw`` at once: (directions, confidences, target
         fractions), float for float what ``decide`` gives one value at a time. Non-finite values, and
         a confidence model whose ``score`` is not the one ``score_many`` mirrors, go value by value."""
+        import numpy as np
+
         x = np.asarray(raw, dtype=np.float64).reshape(-1)
         scorer = _paired(type(self.confidence), "score", "score_many")
         finite = np.isfinite(x)
