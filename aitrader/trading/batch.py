@@ -159,6 +159,21 @@ class BatchFeed:
             self._predict_from(k)
         return float(self.preds[k]), float(self.latency[k]), self.errors.get(k)
 
+    def batch(self, i: int) -> tuple[int, np.ndarray, list[bool], list[float], list[float], dict[int, str]]:
+        """The prediction batch holding bar ``i``, predicted: (its first bar, feature rows, ready flags,
+        raw predictions, latency_us, errors by row of the batch), for a caller that walks the bars in
+        order (``ModelSlot`` on this route): the values :meth:`row` and :meth:`prediction` give bar by
+        bar, from the same model calls, as Python lists read without a numpy call per bar. The rows
+        are a view of the chunk, which is never written after it is loaded."""
+        k = self._at(i)
+        lo = k - k % self.chunk
+        hi = min(len(self.rows), lo + self.chunk)
+        if not self.done[lo]:
+            self._predict_from(lo)  # the whole aligned batch (done is set for all its rows at once)
+        errors = {j - lo: e for j, e in self.errors.items() if lo <= j < hi}
+        return (self.first + lo, self.rows[lo:hi], self.ready[lo:hi], self.preds[lo:hi].tolist(),
+                self.latency[lo:hi].tolist(), errors)
+
 
 def eligible(spec: Any) -> bool:
     """A model that predicts in batches, with the streaming evaluator of a known feature contract."""

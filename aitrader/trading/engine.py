@@ -205,14 +205,51 @@ class Engine:
         qty = frac * equity / c if c > 0 else 0.0
         return Request(sym, qty, conf, frac, ",".join(s.model_id for s in slots))
 
+    def _decide_one(self, ts: str, sym: str, i: int, bar: tuple[Any, ...], equity: float, slot: ModelSlot,
+                    epoch: float) -> Request | None:
+        """:meth:`_decide` for a symbol traded by one model (the common case), float for float: the
+        batch route's slot step called directly, and combine_votes of one vote written out."""
+        c = bar[5]
+        closes = self.closes.get(sym)
+        if closes is None:
+            closes = self._closes(sym)
+        before = slot.n_predictions
+        feed = slot.feed
+        if feed is not None:
+            slot.step_batch(feed, ts, i, c, closes, epoch)
+        else:
+            slot.step(ts, i, bar[2], bar[3], bar[4], c, bar[6], closes, epoch)
+        if slot.n_predictions != before:
+            pend = self.pending_outcomes.get(sym)
+            if pend is None:
+                pend = self.pending_outcomes[sym] = deque()
+            pend.append((i + slot.horizon, slot.model_id, i, c))
+        closes.append(c)
+        vote = slot.vote
+        last_key = self.handler.last_key
+        if vote is None:  # combine_votes: no vote -> flat, no confidence
+            if last_key.get(sym, 0.0) == 0.0:  # handler.unchanged()
+                return None
+            frac = conf = 0.0
+        else:  # combine_votes of one (vote, weight, confidence): the same additions and divisions
+            weight = slot.weight
+            total = 0.0 + weight
+            frac = (0.0 + weight * vote) / total
+            if last_key.get(sym, 0.0) == frac:
+                return None
+            conf = (0.0 + weight * slot.confidence) / total
+        qty = frac * equity / c if c > 0 else 0.0
+        return Request(sym, qty, conf, frac, slot.model_id)
+
     def _step(self, ts: str, bars: Sequence[BarTuple], epoch: float = 0.0) -> None:  # noqa: C901 - one flat hot path
         """One timestamp: fills at the open, marks, decisions, orders, the equity mark.
 
         This runs once per bar of a replay, so it is written for speed (see docs/trading.md,
         "Throughput"): per-bar work that is provably a no-op is skipped (no pending order for the
         symbol, no model on it, no outcome due), events are built only when someone subscribes,
-        attributes are read once into locals, and the equity row goes to the ledger's buffer as
-        plain values instead of an event.
+        attributes are read once into locals, due outcomes go to the ledger's buffer as plain rows,
+        a symbol with one model takes :meth:`_decide_one`, and the equity row goes to the ledger's
+        buffer as plain values instead of an event.
         """
         if self._want_bar:
             self._publish_bars(ts, bars)
@@ -237,12 +274,22 @@ class Engine:
         outcomes = self.pending_outcomes
         by_symbol = self.by_symbol
         schedules = self.schedules
+        out_rows = self._outcome_rows
         for bar in bars:
             sym, i = bar[0], bar[1]
             if outcomes and (pend := outcomes.get(sym)) and pend[0][0] <= i:
-                self._outcomes(ts, sym, i, bar[5], pend)
+                if out_rows is not None:  # _outcomes(), inlined: Ledger._on_outcome's rows
+                    c = bar[5]
+                    while pend and pend[0][0] <= i:
+                        _, model_id, j, c0 = pend.popleft()
+                        out_rows((c / c0 - 1.0, ts, sym, model_id, j))
+                else:
+                    self._outcomes(ts, sym, i, bar[5], pend)
             if by_symbol and (slots := by_symbol.get(sym)):
-                req = self._decide(ts, sym, i, bar, equity, slots, epoch)
+                if len(slots) == 1:
+                    req = self._decide_one(ts, sym, i, bar, equity, slots[0], epoch)
+                else:
+                    req = self._decide(ts, sym, i, bar, equity, slots, epoch)
                 if req is not None:
                     requests.append(req)
             if schedules and (targets := schedules.get(sym)) is not None and i < len(targets):
@@ -265,6 +312,65 @@ class Engine:
         stats.equity = equity
         stats.last_ts = ts
 
+    def _step_one(self, ts: str, bars: Sequence[BarTuple], epoch: float = 0.0) -> None:  # noqa: C901 - hot path
+        """:meth:`_step` for a step of one bar (every step of a one-symbol replay): the same work in the
+        same order without the loops over the step's bars and the list of requests."""
+        if self._want_bar:
+            self._publish_bars(ts, bars)
+        bar = bars[0]
+        sym = bar[0]
+        broker = self.broker
+        if broker.pending and sym in broker.pending:
+            broker.on_open(ts, sym, bar[2])
+        last_close = broker.last_close
+        c = bar[5]
+        last_close[sym] = c
+        equity = broker.cash  # broker.equity(), inlined
+        for s, pos in broker.positions.items():
+            if pos.quantity:
+                equity += pos.quantity * last_close.get(s, pos.avg_price)
+        handler = self.handler
+        day = ts[:10]
+        if day != handler.day:
+            handler.check_day(day, self.last_equity)
+        i = bar[1]
+        outcomes = self.pending_outcomes
+        if outcomes and (pend := outcomes.get(sym)) and pend[0][0] <= i:
+            if (out_rows := self._outcome_rows) is not None:
+                while pend and pend[0][0] <= i:
+                    _, model_id, j, c0 = pend.popleft()
+                    out_rows((c / c0 - 1.0, ts, sym, model_id, j))
+            else:
+                self._outcomes(ts, sym, i, c, pend)
+        req = None
+        if slots := self.by_symbol.get(sym):
+            if len(slots) == 1:
+                req = self._decide_one(ts, sym, i, bar, equity, slots[0], epoch)
+            else:
+                req = self._decide(ts, sym, i, bar, equity, slots, epoch)
+        sched = None
+        schedules = self.schedules
+        if schedules and (targets := schedules.get(sym)) is not None and i < len(targets):
+            q = targets[i]
+            if q == q and handler.last_key.get(sym, 0.0) != q:  # not NaN, and the target changed
+                sched = Request(sym, q, 1.0, q, "schedule")
+        self.cursors[sym] = (i, ts)
+        if req is not None:
+            handler.process(ts, [req] if sched is None else [req, sched], equity, last_close)
+        elif sched is not None:
+            handler.process(ts, [sched], equity, last_close)
+        stats = self.stats
+        n = stats.steps
+        if self._equity_rows is not None:
+            self._equity_rows((n, ts, broker.cash, equity))
+        if self._want_equity:
+            self.bus.publish(EquityMark(n, ts, broker.cash, equity))
+        self.last_equity = equity
+        stats.steps = n + 1
+        stats.bars += 1
+        stats.equity = equity
+        stats.last_ts = ts
+
     def _publish_bars(self, ts: str, bars: Sequence[BarTuple]) -> None:
         for bar in bars:
             self.bus.publish(Bar(ts, *bar))
@@ -280,8 +386,13 @@ class Engine:
 
     def _direct_rows(self) -> None:
         """When the ledger is the one listener, outcomes and predictions go straight into its buffers as
-        plain tuples (the rows it would build from the events): no event object, no dispatch per bar."""
+        plain tuples (the rows it would build from the events): no event object, no dispatch per bar.
+        Slots also learn whether anyone listens to their FEATURE_UPDATE and SIGNAL events (the
+        subscriptions are made before the loop starts)."""
         ledger, bus = self.ledger, self.bus
+        for slot in self.slots:
+            slot.may_publish_features = bus.wants(EventType.FEATURE_UPDATE)
+            slot.may_publish_signals = bus.wants(EventType.SIGNAL)
         if ledger is None:
             return
         self._outcome_rows = ledger.outcome_rows.append if bus.only(EventType.OUTCOME, ledger._on_outcome) else None
@@ -323,7 +434,7 @@ class Engine:
         wall0 = 0.0
         status = "finished"
         stop_requested = self.stop_event.is_set
-        step = self._step
+        step, step_one = self._step, self._step_one
         commit_every = self.commit_every
         # Only a resumed run has bars at or before its cursors, and they all come first.
         catching_up = bool(self.cursors)
@@ -340,7 +451,7 @@ class Engine:
                 if epoch0 is None:
                     epoch0, wall0 = epoch, time.monotonic()
                 pace(speed, epoch0, wall0, epoch)
-            step(ts, bars, epoch)
+            (step_one if len(bars) == 1 else step)(ts, bars, epoch)
             processed += len(bars)
             since_commit += 1
             if since_commit >= commit_every:

@@ -47,10 +47,13 @@ from aitrader.trading.events import (
     ModelPrediction,
     Signal,
 )
-from aitrader.trading.strategy import MLRegressionStrategy
+from aitrader.trading.strategy import MLRegressionStrategy, batch_decider
 
 if TYPE_CHECKING:
     from aitrader.trading.batch import BatchFeed
+
+# module constants: an enum member lookup per bar costs more than a global
+_FEATURE_UPDATE, _MODEL_PREDICTION, _SIGNAL = EventType.FEATURE_UPDATE, EventType.MODEL_PREDICTION, EventType.SIGNAL
 
 
 class Predictor(Protocol):
@@ -115,8 +118,24 @@ class ModelSlot:
         self.timeout_clock = timeout_clock
         #: Set by the engine when the ledger is the only MODEL_PREDICTION listener: its buffer's append.
         self.prediction_rows: Callable[[tuple[Any, ...]], None] | None = None
+        #: False when the engine found no FEATURE_UPDATE / SIGNAL listener as its loop started (the batch
+        #: route then skips asking the bus on every bar); True: ask the bus.
+        self.may_publish_features = True
+        self.may_publish_signals = True
         #: Set for a replay on the batch route (aitrader.trading.batch): rows and predictions by bar index.
         self.feed: BatchFeed | None = None
+        # The batch route's current prediction batch as Python lists (see _load_batch): bar index of its
+        # first row, its length, rows, ready flags, raw predictions, latency_us, errors, and the
+        # strategy's decisions (directions, confidences, target fractions; None: decided bar by bar).
+        self._b_feed: BatchFeed | None = None
+        self._b_first = 0
+        self._b_n = 0
+        self._b_rows: Any = None
+        self._b_ready: list[bool] = []
+        self._b_preds: list[float] = []
+        self._b_latency: list[float] = []
+        self._b_errors: dict[int, str] = {}
+        self._b_decisions: tuple[list[int], list[float], list[float]] | None = None
         self.train_span = train_span
         self.trade_from = trade_from
         # State carried across bars; saved in every checkpoint (see state()).
@@ -149,39 +168,87 @@ class ModelSlot:
         """Process one bar of this model's symbol; True when the model's vote changed."""
         feed = self.feed
         if feed is not None:
-            return self._step_batch(feed, ts, bar_index, c, closes, epoch)
+            return self.step_batch(feed, ts, bar_index, c, closes, epoch)
         row = self.stream.update(ts, o, h, l, c, v)
         if self.disabled or (self.trade_from is not None and epoch < self.trade_from):
             return False
         bus = self.bus
-        if bus.wants(EventType.FEATURE_UPDATE):
+        if self.may_publish_features and bus.wants(_FEATURE_UPDATE):
             bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
-        if np.isnan(row).any():
+        # max() is NaN iff a feature is NaN (numpy's maximum propagates NaN; no arithmetic, so no
+        # overflow): one numpy call instead of isnan().any()'s two
+        top = row.max() if row.size else 0.0
+        if top != top:
             return False  # missing features: skip this bar for this model
         reason, detail, raw, latency_us, timed_us, what = self._timed_predict(row)
         if reason is None and timed_us > self.timeout_s * 1e6:
             reason, detail = "timeout", f"{what} {timed_us / 1000:.3f} ms > {self.timeout_s * 1000:g} ms"
         return self._act(ts, bar_index, c, closes, epoch, row, reason, detail, raw, latency_us)
 
-    def _step_batch(self, feed: BatchFeed, ts: str, bar_index: int, c: float, closes: deque[float],
+    def _load_batch(self, feed: BatchFeed, bar_index: int) -> None:
+        """Read the prediction batch holding ``bar_index`` from the feed, and decide all its valid
+        predictions at once when the strategy can (``decide_many``: the same floats as ``decide``)."""
+        first, rows, ready, preds, latency, errors = feed.batch(bar_index)
+        self._b_feed, self._b_first, self._b_n = feed, first, len(ready)
+        self._b_rows, self._b_ready, self._b_preds = rows, ready, preds
+        self._b_latency, self._b_errors = latency, errors
+        many = batch_decider(self.strategy)
+        self._b_decisions = many(np.asarray(preds, dtype=np.float64)) if many is not None else None
+
+    def step_batch(self, feed: BatchFeed, ts: str, bar_index: int, c: float, closes: deque[float],
                     epoch: float) -> bool:
         """:meth:`step` on the batch route: the bar's row and prediction were computed in batches.
-        No per-bar timeout here (a batch call is not a bar's call; docs/trading.md, "Replay routes")."""
+        No per-bar timeout here (a batch call is not a bar's call; docs/trading.md, "Replay routes").
+
+        A valid prediction (no error, finite) takes the short path below, which does what
+        :meth:`_act` does for one (same ledger row, counters, vote, events) with the batch's
+        precomputed decision; an error, NaN or inf goes through :meth:`_act` and its fallbacks."""
         if self.disabled or (self.trade_from is not None and epoch < self.trade_from):
             return False
-        row, ready = feed.row(bar_index)
+        k = bar_index - self._b_first
+        if k < 0 or k >= self._b_n or feed is not self._b_feed:
+            self._load_batch(feed, bar_index)
+            k = bar_index - self._b_first
+        row = self._b_rows[k]  # a view: the chunk is never written after it is loaded
         bus = self.bus
-        if bus.wants(EventType.FEATURE_UPDATE):
+        if self.may_publish_features and bus.wants(_FEATURE_UPDATE):
             bus.publish(FeatureUpdate(ts, self.symbol, self.model_id, row.tolist()))
-        if not ready:
+        if not self._b_ready[k]:
             return False  # missing features: skip this bar for this model
-        raw, latency_us, error = feed.prediction(bar_index)
-        reason, detail = None, ""
-        if error is not None:
-            reason, detail, raw = "exception", error, math.nan
-        elif math.isnan(raw) or math.isinf(raw):
-            reason, detail = "nan", f"prediction is {raw}"
-        return self._act(ts, bar_index, c, closes, epoch, row, reason, detail, raw, latency_us)
+        raw = self._b_preds[k]
+        latency_us = self._b_latency[k]
+        decisions = self._b_decisions
+        if (self._b_errors and k in self._b_errors) or raw - raw != 0.0 or decisions is None:
+            # raw - raw is NaN for NaN and +-inf: the error path (or a strategy deciding bar by bar)
+            reason, detail = None, ""
+            if (error := self._b_errors.get(k)) is not None:
+                reason, detail, raw = "exception", error, math.nan
+            elif math.isnan(raw) or math.isinf(raw):
+                reason, detail = "nan", f"prediction is {raw}"
+            return self._act(ts, bar_index, c, closes, epoch, row, reason, detail, raw, latency_us)
+        # _act for a valid model prediction, with the batch's decision
+        self.consecutive_errors = 0
+        self.last_valid = raw
+        self.previous_age = 0
+        self.n_predictions += 1
+        conf = decisions[1][k]
+        if (sink := self.prediction_rows) is not None:  # the ledger's buffer (Ledger._on_prediction's row)
+            span = self.train_span
+            in_sample = None if span is None else (1 if span[0] <= epoch <= span[1] else 0)
+            sink((ts, bar_index, self.symbol, self.model_id, self.digest, raw, conf, "model", latency_us, in_sample,
+                  row))
+        elif bus.wants(_MODEL_PREDICTION):
+            bus.publish(ModelPrediction(ts, bar_index, self.symbol, self.model_id, self.digest, raw, conf, "model",
+                                        latency_us, row, self.in_sample(epoch)))
+        self.confidence = conf
+        target = decisions[2][k]
+        if target == self.vote:
+            return False  # not disabled: only an error disables, and this bar had none
+        self.vote = target
+        self.n_signals += 1
+        if self.may_publish_signals and bus.wants(_SIGNAL):
+            bus.publish(Signal(ts, self.symbol, self.model_id, decisions[0][k], conf, conf, target))
+        return True
 
     def _act(self, ts: str, bar_index: int, c: float, closes: deque[float], epoch: float, row: np.ndarray,
              reason: str | None, detail: str, raw: float, latency_us: float) -> bool:
@@ -202,7 +269,7 @@ class ModelSlot:
         if (sink := self.prediction_rows) is not None:  # the ledger's buffer (Ledger._on_prediction's row)
             sink((ts, bar_index, self.symbol, self.model_id, self.digest, raw, decision.confidence, source,
                   latency_us, self.in_sample(epoch), row.copy() if source == "model" else None))
-        elif bus.wants(EventType.MODEL_PREDICTION):
+        elif bus.wants(_MODEL_PREDICTION):
             # A copy of the row (the stream reuses its buffer): the ledger packs them into one blob.
             feats = row.copy() if source == "model" else None
             bus.publish(
@@ -216,7 +283,7 @@ class ModelSlot:
             return self._withdraw_if_disabled()
         self.vote = decision.target_fraction
         self.n_signals += 1
-        if bus.wants(EventType.SIGNAL):
+        if self.may_publish_signals and bus.wants(_SIGNAL):
             bus.publish(
                 Signal(ts, self.symbol, self.model_id, decision.direction, decision.confidence, decision.confidence,
                        decision.target_fraction)

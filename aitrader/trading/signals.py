@@ -97,10 +97,14 @@ class UnifiedSignalHandler:
         if target < 0 and not self.allow_short:
             self._reject(ts, req, "short_not_allowed")
             target = 0.0
-        cap_qty = round(self.max_position_size * max(equity, 0.0) / price, QTY_DECIMALS) if price > 0 else 0.0
-        if abs(target) > cap_qty:
-            self._reject(ts, req, "position_size", cap_qty=cap_qty, equity=equity, price=price)
-            target = cap_qty if target > 0 else -cap_qty
+        raw_cap = self.max_position_size * max(equity, 0.0) / price if price > 0 else 0.0
+        # round(raw_cap, 8) is within 0.5e-8 plus an ulp of raw_cap, so a target this far below it is
+        # below the rounded cap too: the (slow) decimal rounding is only needed near or above the cap.
+        if not abs(target) < raw_cap * (1.0 - 1e-12) - 1e-8:
+            cap_qty = round(raw_cap, QTY_DECIMALS) if price > 0 else 0.0
+            if abs(target) > cap_qty:
+                self._reject(ts, req, "position_size", cap_qty=cap_qty, equity=equity, price=price)
+                target = cap_qty if target > 0 else -cap_qty
         grows = abs(target) > abs(cur) or (target * cur < 0)
         if grows and equity < self.day_start_equity * (1.0 - self.daily_loss_limit):
             self._reject(ts, req, "daily_loss_limit", equity=equity, day_start_equity=self.day_start_equity)
@@ -125,12 +129,17 @@ class UnifiedSignalHandler:
         if not openings:
             return
         broker = self.broker
+        if len(openings) > 1:
+            openings.sort(key=lambda r: (-r.confidence, r.symbol))
+        if len(broker.positions) + len(broker.pending) + len(openings) <= self.max_positions:
+            # at most that many symbols can be open, so no opening can reach the limit: no need to count
+            for req in openings:
+                self._order(ts, req, 0.0)
+            return
         open_now = 0
         for s in set(broker.positions) | set(broker.pending):
             if broker.effective_qty(s):
                 open_now += 1
-        if len(openings) > 1:
-            openings.sort(key=lambda r: (-r.confidence, r.symbol))
         for req in openings:
             if open_now >= self.max_positions:
                 self._reject(ts, req, "max_positions", open_positions=open_now, limit=self.max_positions)

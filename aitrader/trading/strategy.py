@@ -21,7 +21,10 @@ the target is ``direction * position_size`` of equity.
 
 A strategy is any class built as ``cls(confidence: ConfidenceModel, *, min_confidence, position_size)``
 whose ``decide(raw_prediction) -> Decision`` gives the vote; the trading config names it per model
-(``ml_trading.models[].strategy``). Installed packages add strategies through the
+(``ml_trading.models[].strategy``). A class may also define ``decide_many(raw: np.ndarray)`` beside
+its ``decide``: (directions, confidences, target fractions) as lists, the decisions ``decide`` gives
+value by value, float for float; the batch replay route then decides a whole batch of predictions at
+once (:func:`batch_decider`; ``MLRegressionStrategy`` has one). Installed packages add strategies through the
 ``aitrader.strategies`` entry-point group (:mod:`aitrader.plugins`); :func:`make_strategy` builds either.
 """
 
@@ -29,11 +32,14 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitrader.errors import TradingError
+
+if TYPE_CHECKING:  # numpy is imported by the batch methods only: `export` of a plain table loads no numpy
+    import numpy as np
 
 RESIDUAL_K = 0.5
 
@@ -105,6 +111,39 @@ class ConfidenceModel:
         assert self.residual_std is not None
         return raw, min(1.0, a / (self.k * self.residual_std))
 
+    def _cdf_many(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`_cdf` of each finite value of ``x``: the same operations in the same order, so the
+        same float64 (``searchsorted`` is ``bisect_left``; int + float and float / int as in Python)."""
+        import numpy as np
+
+        q = np.asarray(self.quantiles, dtype=np.float64)
+        n = len(q) - 1
+        i = np.clip(np.searchsorted(q, x, side="left"), 1, n)  # clipped where the ends decide anyway
+        lo, hi = q[i - 1], q[i]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # in rows the ends decide
+            frac = np.where(hi > lo, (x - lo) / (hi - lo), 1.0)
+        out = ((i - 1) + frac) / n
+        return np.where(x <= q[0], 0.0, np.where(x >= q[-1], 1.0, out))
+
+    def score_many(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`score` of each finite value of ``raw`` (float64), float for float. ``max(0.0, d)``
+        and ``min(1.0, d)`` are written as the ``where`` that Python's max/min evaluate (the first
+        argument on a tie), so signed zeros come out the same too."""
+        import numpy as np
+
+        if self.task == "classification":
+            s = raw - 0.5
+            d = np.abs(2.0 * s)
+            return s, np.where(d < 1.0, d, 1.0)
+        a = np.abs(raw)
+        if self.quantiles is not None:
+            d = self._cdf_many(a) - self._cdf_many(-a)
+            d = np.where(d < 1.0, d, 1.0)
+            return raw, np.where(d > 0.0, d, 0.0)
+        assert self.residual_std is not None
+        d = a / (self.k * self.residual_std)
+        return raw, np.where(d < 1.0, d, 1.0)
+
 
 class MLRegressionStrategy:
     """Turns one model's predictions into votes: a signed target fraction of equity."""
@@ -120,6 +159,50 @@ class MLRegressionStrategy:
             return Decision(0, conf, 0.0)
         direction = 1 if score > 0 else -1
         return Decision(direction, conf, direction * self.position_size)
+
+    def decide_many(self, raw: np.ndarray) -> tuple[list[int], list[float], list[float]]:
+        """:meth:`decide` of every value of ``raw`` at once: (directions, confidences, target
+        fractions), float for float what ``decide`` gives one value at a time. Non-finite values, and
+        a confidence model whose ``score`` is not the one ``score_many`` mirrors, go value by value."""
+        import numpy as np
+
+        x = np.asarray(raw, dtype=np.float64).reshape(-1)
+        scorer = _paired(type(self.confidence), "score", "score_many")
+        finite = np.isfinite(x)
+        if scorer is None or not finite.any():
+            return _one_by_one(self.decide, x)
+        xs = np.where(finite, x, 0.0)
+        score, conf = scorer(self.confidence, xs)
+        act = (conf >= self.min_confidence) & (score != 0.0)  # decide(): flat below min_confidence or at 0
+        direction = np.where(act, np.where(score > 0, 1, -1), 0)
+        # direction * position_size: +-1 * p is exact, so the product of the int and the float
+        target = np.where(act, direction * self.position_size, 0.0)
+        dirs, confs, targets = direction.tolist(), conf.tolist(), target.tolist()
+        if not finite.all():
+            for k in np.flatnonzero(~finite).tolist():
+                d = self.decide(float(x[k]))
+                dirs[k], confs[k], targets[k] = d.direction, d.confidence, d.target_fraction
+        return dirs, confs, targets
+
+
+def _paired(cls: type, one: str, many: str) -> Any:
+    """``cls``'s ``many`` method when the class defining ``one`` (first in the MRO) defines it too;
+    else None: a subclass that overrides ``one`` alone must not get its parent's ``many``."""
+    for klass in cls.__mro__:
+        if one in klass.__dict__:
+            return klass.__dict__.get(many)
+    return None
+
+
+def _one_by_one(decide: Callable[[float], Decision], x: np.ndarray) -> tuple[list[int], list[float], list[float]]:
+    out = [decide(v) for v in x.tolist()]
+    return [d.direction for d in out], [d.confidence for d in out], [d.target_fraction for d in out]
+
+
+def batch_decider(strategy: Any) -> Callable[[np.ndarray], tuple[list[int], list[float], list[float]]] | None:
+    """``strategy.decide_many`` when its class defines it beside ``decide`` (see the module doc), else None."""
+    method = _paired(type(strategy), "decide", "decide_many")
+    return None if method is None else method.__get__(strategy)
 
 
 BUILTIN_STRATEGIES: dict[str, type] = {"ml_regression": MLRegressionStrategy}

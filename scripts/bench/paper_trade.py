@@ -29,7 +29,13 @@ compare figures from the same run only):
 
 5. The bar-to-order latency (p50/p99) of the streaming path with the 200-tree model.
 
+6. With ``--against DIR`` (another checkout, e.g. ``git worktree add /tmp/main main``): the batch
+   route's whole command with that checkout's code and with this one, alternating run by run on the
+   same world, printed beside each other and against backtrader: a change measured in the same
+   minutes as the code it changes.
+
 Usage: .venv/bin/python scripts/bench/paper_trade.py [--bars 120000] [--small 40000] [--engine-bars 50000]
+       [--against DIR]
 """
 
 from __future__ import annotations
@@ -227,6 +233,47 @@ def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
     return elapsed, cpu, json.loads(proc.stdout), size
 
 
+def against(w: dict[str, Any], other: Path, small: int, big: int, repeat: int) -> dict[str, tuple[float, float]]:
+    """The batch route's whole command with another checkout's code (``--against DIR``: its folder goes
+    first on PYTHONPATH) and with this one, alternating run by run on the same world and bars, so a
+    change is measured in the same minutes as the code it changes. Prints wall and CPU us/bar of
+    both (the two-size difference of medians of ``repeat`` runs per size); returns {key: (wall, cpu)}."""
+    here = str(Path(__file__).resolve().parents[2])
+    saved = os.environ.get("PYTHONPATH")
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        for backend in BACKENDS:
+            runs: dict[str, dict[int, list[tuple[float, float]]]] = {"other": {small: [], big: []},
+                                                                     "this": {small: [], big: []}}
+            fills: dict[str, tuple[int, float]] = {}
+            loads = []
+            for i in range(max(1, repeat)):
+                order = [("other", str(other)), ("this", here)]
+                for n in (small, big):
+                    for who, path in order if i % 2 == 0 else order[::-1]:
+                        os.environ["PYTHONPATH"] = path
+                        t, cpu, summary, _ = whole_command(w, n, f"ab-{who}-{backend}-{n}-{i}", "batch", backend)
+                        runs[who][n].append((t, cpu))
+                        fills[who] = (summary["fills"], round(summary["final_equity"], 2))
+                        loads.append(os.getloadavg()[0])
+            for who in ("other", "this"):
+                per = [1e6 * (statistics.median(r[k] for r in runs[who][big])
+                              - statistics.median(r[k] for r in runs[who][small])) / (big - small) for k in (0, 1)]
+                out[f"{who}/{backend}"] = (per[0], per[1])
+                label = f"{other}" if who == "other" else "this checkout"
+                print(f"  --against, batch route, {backend:4}: {label:<28} {per[0]:6.2f} us/bar wall "
+                      f"({1e6 / per[0]:>9,.0f} bars/s), {per[1]:6.2f} us/bar cpu; {fills[who][0]:,} fills, "
+                      f"final equity {fills[who][1]:,.2f}")
+            print(f"  (alternating run by run, medians of {max(1, repeat)} per size) [load {min(loads):.1f}-"
+                  f"{max(loads):.1f} on {os.cpu_count()} cores]")
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    return out
+
+
 def bare_loop(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[float, float, str]:
     """Streaming features + the same model (ONNX, or ``auto``: the deployed compiled trees) + a trivial
     broker, in the plainest Python."""
@@ -336,6 +383,9 @@ def main() -> None:
     parser.add_argument("--latency-bars", type=int, default=3000, help="bar-to-order latency sample (0: skip)")
     parser.add_argument("--whole-repeat", type=int, default=3,
                         help="whole-command runs per size (medians: one pair of runs swung 30k-79k bars/s)")
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="also run the batch route with the code of another checkout (e.g. a worktree of main), "
+                             "alternating run by run with this one, and print both beside backtrader")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -390,6 +440,7 @@ def main() -> None:
         same = f_c == f_o and abs(eq_c - eq_o) < 0.005
         print(f"  compiled vs ONNX (batch): {f_c} vs {f_o} fills, final equity {eq_c:,.2f} vs {eq_o:,.2f} "
               f"({'same' if same else 'DIFFERENT: float32 rounding at a threshold'})")
+        ab = against(w, args.against, args.small, args.bars, args.whole_repeat) if args.against else {}
         bares: dict[str, tuple[float, float]] = {}
         for backend in BACKENDS:
             t_bare, c_bare, name = bare_loop(w, args.bars, backend)
@@ -413,6 +464,11 @@ def main() -> None:
             for key, (r, cr) in rates.items():
                 print(f"  whole command ({key}) / backtrader: {r / btr:.1f}x wall, "
                       f"{got[1] / args.bars * cr:.1f}x cpu (goal >= 5x)")
+            for key, (wall_us, cpu_us) in ab.items():
+                who, backend = key.split("/")
+                name = str(args.against) if who == "other" else "this checkout"
+                print(f"  --against, batch/{backend}, {name}: {1e6 / btr / wall_us:.1f}x backtrader wall, "
+                      f"{1e6 * got[1] / args.bars / cpu_us:.1f}x cpu")
     if args.engine_bars:
         engine_only(args.engine_bars, args.repeat)
     if args.latency_bars:
