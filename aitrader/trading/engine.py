@@ -300,17 +300,7 @@ class Engine:
             cursors[sym] = (i, ts)
         if requests:
             handler.process(ts, requests, equity, last_close)
-        stats = self.stats
-        n = stats.steps
-        if self._equity_rows is not None:
-            self._equity_rows((n, ts, broker.cash, equity))
-        if self._want_equity:
-            self.bus.publish(EquityMark(n, ts, broker.cash, equity))
-        self.last_equity = equity
-        stats.steps = n + 1
-        stats.bars += len(bars)
-        stats.equity = equity
-        stats.last_ts = ts
+        self._end_step(ts, broker.cash, equity, len(bars))
 
     def _step_one(self, ts: str, bars: Sequence[BarTuple], epoch: float = 0.0) -> None:  # noqa: C901 - hot path
         """:meth:`_step` for a step of one bar (every step of a one-symbol replay): the same work in the
@@ -359,15 +349,19 @@ class Engine:
             handler.process(ts, [req] if sched is None else [req, sched], equity, last_close)
         elif sched is not None:
             handler.process(ts, [sched], equity, last_close)
+        self._end_step(ts, broker.cash, equity, 1)
+
+    def _end_step(self, ts: str, cash: float, equity: float, nbars: int) -> None:
+        """The step's equity row and mark, and the counters (the end of :meth:`_step` and :meth:`_step_one`)."""
         stats = self.stats
         n = stats.steps
         if self._equity_rows is not None:
-            self._equity_rows((n, ts, broker.cash, equity))
+            self._equity_rows((n, ts, cash, equity))
         if self._want_equity:
-            self.bus.publish(EquityMark(n, ts, broker.cash, equity))
+            self.bus.publish(EquityMark(n, ts, cash, equity))
         self.last_equity = equity
         stats.steps = n + 1
-        stats.bars += 1
+        stats.bars += nbars
         stats.equity = equity
         stats.last_ts = ts
 
