@@ -280,6 +280,23 @@ def test_max_drawdown_is_the_worst_pairwise_fall(growth):
     assert max_drawdown(path[1:], initial=1.0) <= 0.0
 
 
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(0.5, 2.0)), st.integers(1, 7))
+def test_max_drawdown_in_pieces_is_the_worst_pairwise_fall(growth, piece):
+    # max_drawdown walks the curve in pieces with the running peak carried: tiny pieces give the brute force
+    import aitrader.training.metrics as M
+
+    path = np.concatenate(([1.0], np.cumprod(growth)))
+    worst = min(0.0, min(path[j] / path[i] - 1 for i in range(path.size) for j in range(i, path.size)))
+    old = M._DRAWDOWN_PIECE
+    M._DRAWDOWN_PIECE = piece
+    try:
+        assert M.max_drawdown(path[1:], initial=1.0) == pytest.approx(worst, rel=1e-12, abs=1e-15)
+        assert M.max_drawdown(path, initial=None) == pytest.approx(worst, rel=1e-12, abs=1e-15)
+    finally:
+        M._DRAWDOWN_PIECE = old
+
+
 @settings(max_examples=40, deadline=None)
 @given(arrays(np.float64, st.integers(2, 50), elements=finite), st.floats(0.1, 10.0))
 def test_sharpe_matches_the_textbook_formula_and_ignores_scale(r, scale):
