@@ -115,7 +115,7 @@ def test_verbose_logs_progress_on_stderr_and_keeps_stdout_json(in_tmp) -> None:
     loud = runner.invoke(cli_main.app, ["--verbose", *args])
     assert loud.exit_code == 0, loud.stderr
     assert json.loads(loud.stdout)["rows"] == 200  # still exactly one JSON document on stdout
-    assert "INFO aitrader.data.loader: bars.csv: loaded 200 bars" in loud.stderr
+    assert "INFO aitrader.data.stream: bars.csv: scanned 200 bars" in loud.stderr  # read in blocks
     assert "INFO aitrader.features.build: wrote f.parquet: 200 rows" in loud.stderr
 
 
