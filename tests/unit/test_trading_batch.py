@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trading_helpers import MANIFEST, bars, config, series, spec  # noqa: E402
+from trading_helpers import MANIFEST, FirstFeature, bars, config, series, spec  # noqa: E402
 
 from aitrader.errors import ConfigError  # noqa: E402
 from aitrader.features import FeaturePipeline  # noqa: E402
@@ -30,27 +30,6 @@ from tests.model_world import deploy_small_model  # noqa: E402
 
 NAMES = ["ret_1", "ret_5", "sma_ratio_10", "rsi_14"]
 CENT = 0.005
-
-
-class FirstFeature:
-    """Predicts the first feature (ret_1, the same float in both evaluators); raises above
-    ``raise_above``, returns NaN below ``nan_below``: by value, so on the same bars on both routes.
-    A batch holding a raising row raises as a whole (the route must then go row by row)."""
-
-    def __init__(self, raise_above: float = math.inf, nan_below: float = -math.inf) -> None:
-        self.raise_above = raise_above
-        self.nan_below = nan_below
-
-    def _one(self, v: float) -> float:
-        if v > self.raise_above:
-            raise RuntimeError(f"boom at {v:.4f}")
-        return math.nan if v < self.nan_below else v
-
-    def predict_one(self, x: np.ndarray) -> float:
-        return self._one(float(x[0]))
-
-    def predict_batch(self, X: np.ndarray) -> np.ndarray:
-        return np.array([self._one(float(v)) for v in X[:, 0]])
 
 
 def real_spec(predictor: Any, symbol: str = "AAA") -> ModelSpec:

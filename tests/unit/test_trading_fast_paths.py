@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trading_helpers import bars, config, series  # noqa: E402
+from trading_helpers import FirstFeature, bars, config, series  # noqa: E402
 
 from aitrader.features import FeaturePipeline  # noqa: E402
 from aitrader.trading import model_runner  # noqa: E402
@@ -86,24 +86,6 @@ def test_only_a_class_defining_decide_many_beside_decide_decides_in_batches() ->
     assert batch_decider(object()) is None
     own = MLRegressionStrategy(OwnScore(residual_std=1.0), min_confidence=0.5, position_size=0.02)
     assert own.decide_many(np.array([1e-9, -2.0]))[1:] == ([1.0, 1.0], [0.02, -0.02])  # went value by value
-
-
-class FirstFeature:
-    """Predicts the first feature; raises above ``raise_above``, NaN below ``nan_below`` (by value)."""
-
-    def __init__(self, raise_above: float = math.inf, nan_below: float = -math.inf) -> None:
-        self.raise_above, self.nan_below = raise_above, nan_below
-
-    def _one(self, v: float) -> float:
-        if v > self.raise_above:
-            raise RuntimeError(f"boom at {v:.4f}")
-        return math.nan if v < self.nan_below else v
-
-    def predict_one(self, x: np.ndarray) -> float:
-        return self._one(float(x[0]))
-
-    def predict_batch(self, X: np.ndarray) -> np.ndarray:
-        return np.array([self._one(float(v)) for v in X[:, 0]])
 
 
 def test_batch_is_row_and_prediction_bar_by_bar() -> None:

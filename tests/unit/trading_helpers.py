@@ -132,3 +132,24 @@ def to_old_format(db: Path, *, equity_schema: str = "bar_index INTEGER PRIMARY K
         conn.executemany("INSERT INTO equity (bar_index, ts, cash, equity) VALUES (?, ?, ?, ?)", equity)
         if chunks and equity:
             conn.execute("INSERT INTO equity_chunks VALUES (?, ?)", (0, pack_floats([r[3] for r in equity])))
+
+
+class FirstFeature:
+    """Predicts the first feature (ret_1, the same float in both evaluators); raises above
+    ``raise_above``, returns NaN below ``nan_below``: by value, so on the same bars on both routes.
+    A batch holding a raising row raises as a whole (the route must then go row by row)."""
+
+    def __init__(self, raise_above: float = math.inf, nan_below: float = -math.inf) -> None:
+        self.raise_above = raise_above
+        self.nan_below = nan_below
+
+    def _one(self, v: float) -> float:
+        if v > self.raise_above:
+            raise RuntimeError(f"boom at {v:.4f}")
+        return math.nan if v < self.nan_below else v
+
+    def predict_one(self, x: np.ndarray) -> float:
+        return self._one(float(x[0]))
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        return np.array([self._one(float(v)) for v in X[:, 0]])
