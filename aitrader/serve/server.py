@@ -16,8 +16,10 @@ error reply too (``code: internal``), never the end of the server. ``--deadline-
 watchdog, no deadline (a hung model hangs the server).
 
 SIGTERM or SIGINT: the loop stops reading new work, answers every request already received (the
-socket is drained without blocking, for at most ``DRAIN_S``), closes with a linger for the replies
-to leave, and the process exits 0. Train jobs are separate processes and finish on their own.
+socket is drained without blocking, for at most ``DRAIN_S``), keeps its connections open
+``CLOSE_GRACE_S`` after its last reply (a client socket with ZMQ_IMMEDIATE drops what it has not read
+yet when the connection closes), closes with a linger for the replies to leave, and the process
+exits 0. Train jobs are separate processes and finish on their own.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ _PAIR = struct.Struct("<2d")
 MAX_STATES = 10_000
 #: Longest a stopping server keeps answering the requests it had already received.
 DRAIN_S = 5.0
+#: How long a stopping server keeps its connections open after its last reply, so that the client reads it:
+#: a client socket with ZMQ_IMMEDIATE (ours) drops the input it has not read yet when the connection closes.
+CLOSE_GRACE_S = 0.5
 #: Longest the watchdog sleeps without looking at the armed call (arming a shorter deadline wakes it).
 WATCH_TICK_S = 0.05
 
@@ -131,6 +136,7 @@ class Server:
         self.feedback = FeedbackStore(opts.runs_dir)
         self.jobs = Jobs(Path(opts.jobs_dir), opts.registry_root, opts.runs_dir)
         self._stop = threading.Event()
+        self._last_reply = -math.inf  # time.monotonic() of the last reply sent (the close waits CLOSE_GRACE_S)
         # The watchdog (see the module docstring): _armed is the model call in progress, _free is clear
         # while an abandoned call still holds the model, _watch_until is when the watchdog next looks.
         self._guard = threading.Lock()
@@ -217,6 +223,9 @@ class Server:
                 drain_until = time.monotonic() + DRAIN_S
                 while time.monotonic() < drain_until and self._serve_one(sock, zmq.NOBLOCK):
                     pass
+                wait = self._last_reply + CLOSE_GRACE_S - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)  # a reply just sent is read before its connection closes (CLOSE_GRACE_S)
             except _Abandoned:
                 self._free.set()  # the overrunning call is over: the model is free for the next one
                 return
@@ -328,6 +337,7 @@ class Server:
             out.append(body)
         try:
             sock.send_multipart(out, flags)
+            self._last_reply = time.monotonic()
         except zmq.ZMQError as exc:
             log.warning("reply to %r dropped: %s", rid, exc)
 
