@@ -752,9 +752,20 @@ def equity_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
 def equity_column(conn: sqlite3.Connection) -> np.ndarray:
     """The equity column in bar order (float64), decoding no stamps."""
     tables = _tables(conn)
-    parts = [np.array([r[3] for r in _equity_table_rows(conn, tables)], dtype=float)]
-    parts += [unpack_f8(eq, n) for _f, n, _b, _t, _c, eq in _equity_blocks(conn, tables)]
-    return np.concatenate(parts).astype(float)
+    head = np.array([r[3] for r in _equity_table_rows(conn, tables)], dtype=float)
+    if "equity_blocks" not in tables:
+        return head
+    # One statement (one snapshot of a ledger still being written) gives the blocks and their total, so
+    # the column is filled in place: no list of pieces and no concatenated copy beside it.
+    out: np.ndarray | None = None
+    pos = len(head)
+    for n, eq, total in conn.execute("SELECT n, equity, SUM(n) OVER () FROM equity_blocks ORDER BY first_bar"):
+        if out is None:
+            out = np.empty(len(head) + int(total))
+            out[:pos] = head
+        out[pos:pos + n] = unpack_f8(eq, n)
+        pos += n
+    return head if out is None else out
 
 
 def equity_stamps(conn: sqlite3.Connection, last: int | None = None) -> list[str]:

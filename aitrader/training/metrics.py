@@ -64,10 +64,18 @@ def _or0(value: float | None) -> float:
 def simple_returns(equity: Any, initial: float | None = None) -> np.ndarray:
     """Per-bar simple returns ``e[t] / e[t-1] - 1``; with ``initial`` the first bar is against it."""
     e = np.asarray(equity, dtype=np.float64).ravel()
-    path = np.concatenate(([float(initial)], e)) if initial is not None else e
-    if path.size < 2:
+    if e.size + (initial is not None) < 2:
         return np.empty(0)
-    return path[1:] / path[:-1] - 1.0
+    # path[1:] / path[:-1] - 1 with path = [initial, *e], written into one array: the same float per bar
+    # without a copy of the path beside it (a long run's summary holds the curve and its returns only).
+    if initial is None:
+        out = np.divide(e[1:], e[:-1])
+    else:
+        out = np.empty(e.size)
+        out[0] = e[0] / float(initial)
+        np.divide(e[1:], e[:-1], out=out[1:])
+    out -= 1.0
+    return out
 
 
 def sharpe_ratio(returns: Any, periods_per_year: float) -> float:
@@ -86,7 +94,8 @@ def sortino_ratio(returns: Any, periods_per_year: float) -> float | None:
     r = np.asarray(returns, dtype=np.float64).ravel()
     if r.size == 0:
         return None
-    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    low = np.minimum(r, 0.0)
+    downside = math.sqrt(float(np.mean(np.square(low, out=low))))  # min(r, 0)**2, in place
     if not downside > 1e-15:
         return None
     return float(np.mean(r) / downside * math.sqrt(periods_per_year))
@@ -300,18 +309,83 @@ def _week_ids(days: pd.DatetimeIndex) -> np.ndarray:
     return np.asarray(ordinal - (ordinal + 3) % 7)
 
 
+#: Stamps looked at a piece at a time by :func:`market_calendar`: its temporaries (weekdays, dates) stay
+#: a few MB however long the index is; the figures are counts and order statistics, exactly the same.
+_CALENDAR_PIECE = 1 << 16
+
+
+def _pieces(n: int) -> range:
+    return range(0, n, _CALENDAR_PIECE)
+
+
+def _strictly_increasing(index: pd.DatetimeIndex) -> bool:
+    """No NaT, no duplicate, in order (NaT is the smallest integer: it could only be first)."""
+    a = index.asi8
+    if not len(a):
+        return True
+    if a[0] == np.iinfo(np.int64).min:
+        return False
+    return all(not (np.diff(a[lo:lo + _CALENDAR_PIECE + 1]) <= 0).any() for lo in _pieces(len(a)))
+
+
+def _median_step(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """The median interval of a strictly increasing index, as ``Series(index).diff().median()``: the
+    differences go into one integer array sorted in place around the middle, and the pandas median of
+    its one or two middle values is the pandas median of them all (the same values, the same formula)."""
+    import pandas as pd
+
+    a = index.asi8
+    d = np.empty(len(a) - 1, dtype=np.int64)
+    for lo in _pieces(len(d)):
+        hi = min(lo + _CALENDAR_PIECE, len(d))
+        np.subtract(a[lo + 1:hi + 1], a[lo:hi], out=d[lo:hi])
+    half = len(d) // 2
+    kth = [half] if len(d) % 2 else [half - 1, half]
+    d.partition(kth)
+    middle = d[kth].view(f"m8[{index.unit}]")
+    return pd.Timedelta(pd.Series(middle).median())
+
+
+def _weekday_counts(index: pd.DatetimeIndex) -> np.ndarray:
+    """Bars per day of the week (Monday = 0), in the index's own time zone."""
+    counts = np.zeros(7, dtype=np.int64)
+    for lo in _pieces(len(index)):
+        counts += np.bincount(np.asarray(index[lo:lo + _CALENDAR_PIECE].day_of_week), minlength=7)
+    return counts
+
+
+def _bars_per_date(index: pd.DatetimeIndex) -> pd.Series:
+    """Bars per calendar date of the index's own time zone (a sorted index of midnights -> count), as
+    ``Series(1, index).groupby(index.normalize()).size()`` for a strictly increasing index."""
+    import pandas as pd
+
+    dates: list[pd.DatetimeIndex] = []
+    counts: list[np.ndarray] = []
+    for lo in _pieces(len(index)):
+        norm = index[lo:lo + _CALENDAR_PIECE].normalize()
+        keys = norm.asi8
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        dates.append(norm[starts])
+        counts.append(np.diff(np.append(starts, len(keys))))
+    every = pd.DatetimeIndex(dates[0].append(dates[1:]) if len(dates) > 1 else dates[0])
+    n = np.concatenate(counts)
+    keys = every.asi8  # a date cut by two pieces is there twice, side by side: add its counts up
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return pd.Series(np.add.reduceat(n, starts), index=pd.DatetimeIndex(every[starts]))
+
+
 def _continuous(index: pd.DatetimeIndex, step: pd.Timedelta) -> bool:
     """Trades every day of the week (24x7)."""
     import pandas as pd
 
     day = pd.Timedelta(days=1)
-    weekday = np.asarray(index.day_of_week)
     if index[-1] - index[0] >= pd.Timedelta(days=7):
         # Every day of the week holds at least half the bars of the median day: a few weekend bars are
         # not enough (an exchange stamped in UTC spills its after-hours bars into Saturday).
-        counts = np.bincount(weekday, minlength=7)
+        counts = _weekday_counts(index)
         return bool(counts.min() >= 0.5 * np.median(counts))
     # Under a week: a tenth of the bars on a weekend, or a weekend date at least half covered.
+    weekday = np.asarray(index.day_of_week)
     if np.mean(weekday >= 5) >= 0.1:
         return True
     if step < day:
@@ -322,17 +396,15 @@ def _continuous(index: pd.DatetimeIndex, step: pd.Timedelta) -> bool:
     return False
 
 
-def _weekdays_without_holidays(index: pd.DatetimeIndex) -> bool:
+def _weekdays_without_holidays(days: pd.DatetimeIndex) -> bool:
     """Daily bars with (almost) no missing weekdays over half a year or more: a 24x5 (forex) calendar.
 
-    Counted by week, so a feed that stamps Monday's bar on Sunday evening still has 5 bars a week:
-    an exchange closes on 6 to 15 weekdays a year (US: 9 or 10), which leaves >= 10% of its weeks
-    short; forex leaves at most Christmas and New Year (<= 4%). Fewer than 26 whole weeks decide
-    nothing and stay an exchange (the common convention for daily bars).
+    ``days``: the dates that hold bars (sorted midnights). Counted by week, so a feed that stamps
+    Monday's bar on Sunday evening still has 5 bars a week: an exchange closes on 6 to 15 weekdays a
+    year (US: 9 or 10), which leaves >= 10% of its weeks short; forex leaves at most Christmas and New
+    Year (<= 4%). Fewer than 26 whole weeks decide nothing and stay an exchange (the common convention
+    for daily bars).
     """
-    import pandas as pd
-
-    days = pd.DatetimeIndex(index.normalize().unique())
     weeks = _week_ids(days)
     ids, counts = np.unique(weeks, return_counts=True)
     whole = counts[1:-1]  # the first and last week may be cut by the span
@@ -356,22 +428,25 @@ def market_calendar(index: pd.DatetimeIndex) -> tuple[str, float]:
       session. Bars two days apart or more (weekly, monthly) are ``365.25 days / interval``.
 
     Fewer than 3 bars: ``("exchange", 252.0)``. Works on any datetime resolution (s, ms, us, ns):
-    only Timedelta arithmetic, never raw epoch integers.
+    only Timedelta arithmetic, never raw epoch integers. NaT and duplicate stamps are dropped and the
+    stamps sorted first; an index already in order (a validated bar file) is read a piece at a time,
+    so a run of millions of bars needs one integer array of its intervals beside it, no more.
     """
     import pandas as pd
 
     day = pd.Timedelta(days=1)
     idx = pd.DatetimeIndex(index)
-    idx = pd.DatetimeIndex(idx[~np.asarray(idx.isna())].unique().sort_values())
+    if not _strictly_increasing(idx):
+        idx = pd.DatetimeIndex(idx[~np.asarray(idx.isna())].unique().sort_values())
     if len(idx) < 3:
         return "exchange", EXCHANGE_SESSIONS_PER_YEAR
-    step = pd.Timedelta(pd.Series(idx).diff().dropna().median())
+    step = _median_step(idx)
     if _continuous(idx, step):
         bars_per_day = day / step
         return "crypto", float(CRYPTO_DAYS_PER_YEAR * bars_per_day)
     if step >= 2 * day:  # weekly or monthly bars
         return "exchange", float(pd.Timedelta(days=CRYPTO_DAYS_PER_YEAR) / step)
-    per_date = pd.Series(1, index=idx).groupby(idx.normalize()).size()
+    per_date = _bars_per_date(idx)
     if step < day:
         day_of_week = np.asarray(pd.DatetimeIndex(per_date.index).day_of_week)
         weekdays = per_date.to_numpy()[day_of_week < 5]
@@ -379,7 +454,7 @@ def market_calendar(index: pd.DatetimeIndex) -> tuple[str, float]:
         if weekdays.size and float(np.median(weekdays)) >= 0.75 * full:
             return "forex", float(FOREX_DAYS_PER_YEAR * full)
         return "exchange", float(EXCHANGE_SESSIONS_PER_YEAR * float(per_date.median()))
-    if _weekdays_without_holidays(idx):
+    if _weekdays_without_holidays(pd.DatetimeIndex(per_date.index)):
         return "forex", FOREX_DAYS_PER_YEAR
     return "exchange", EXCHANGE_SESSIONS_PER_YEAR
 
