@@ -16,15 +16,21 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from aitrader.trading.ledger import LEDGER_NAME, read_table
+from aitrader.trading.trades import bar_span, excursions, round_trips, trades_frame
+
+if TYPE_CHECKING:
+    from aitrader.trading.sources import BarSeries
 
 QTY_DECIMALS = 8  # as the paper broker
+FILL_COLUMNS = ["id", "order_id", "ts", "symbol", "side", "quantity", "price", "commission", "slippage"]
 
 
 def run_backtest(*, models: list[str] | None, data: list[str] | None, config_path: str | None = None,
@@ -36,7 +42,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
 
     ``report``: also write the HTML tearsheet there (:func:`aitrader.monitoring.tearsheet.write_tearsheet`,
     the same report as ``monitor --report``), from the replay's ledger before a temporary one is removed."""
-    from aitrader.trading.service import paper_trade, run_trades
+    from aitrader.trading.service import paper_trade
 
     collect: dict[str, Any] = {}
     tmp = None if out_run else tempfile.mkdtemp(prefix="aitrader-backtest-")
@@ -48,14 +54,24 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
             collect=collect, books=books,
         )
         run_dir = Path(summary["state_dir"])
-        trades = run_trades(run_dir, collect.get("frames"))
-        perf = performance_report(run_dir, collect, summary, trades)
+        series: dict[str, BarSeries] = collect.get("series") or {}
+        curve = read_curve(run_dir, collect)
+        cols, rows = read_table(run_dir / LEDGER_NAME, "fills")
+        fills = pd.DataFrame.from_records(rows, columns=FILL_COLUMNS)
+        trips = round_trips([dict(zip(cols, r, strict=True)) for r in rows])
+        hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
+        passes = {sym: scan_bars(s, close_rows=hold_rows.get(sym, _NO_ROWS)[0],
+                                 open_row=hold_rows.get(sym, _NO_ROWS)[1],
+                                 spans=trade_spans(trips, sym, s), keep_closes=report is not None)
+                  for sym, s in sorted(series.items())}
+        trades = trades_frame(with_excursions(trips, series, passes))
+        perf = performance_report(curve, fills, collect, summary, trades, passes)
         if report is not None:
             from aitrader.monitoring.tearsheet import write_tearsheet
 
             specs = collect.get("specs") or []
             write_tearsheet(Path(report), run_dir=run_dir, manifest=specs[0].manifest if specs else None,
-                            bars=collect.get("frames"),
+                            bars=close_frames(series, passes),
                             title="backtest " + ", ".join(f"{s.model_id} ({s.symbol})" for s in specs))
     finally:
         if tmp is not None:
@@ -74,26 +90,39 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def performance_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any],
-                       trades: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """``{"strategy": {...}, "buy_and_hold": {...}}`` over the traded bars of a finished replay."""
+# ------------------------------------------------------------------------------ the ledger's side
+
+
+@dataclass
+class Curve:
+    """The replay's equity over the traded bars: stamps, epoch seconds and equity (O(steps) each)."""
+
+    stamps: list[str]
+    epochs: np.ndarray
+    equity: np.ndarray
+
+
+def read_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
+    """The ledger's equity rows from the first bar the models may trade (``collect["trade_from"]``)."""
     from aitrader.trading.session import to_epoch
 
-    initial = float(summary["initial_cash"])
-    costs = summary["costs"]
-    periods = float(collect["calendar"]["periods_per_year"])
     _, rows = read_table(run_dir / LEDGER_NAME, "equity")
     first = min((t for t in collect["trade_from"].values() if t is not None), default=None)
     stamps = [str(r[1]) for r in rows]
     epochs = np.array([to_epoch(t) or 0.0 for t in stamps])
     keep = epochs >= first if first is not None else np.ones(len(rows), dtype=bool)
     stamps = [t for t, k in zip(stamps, keep, strict=True) if k]
-    epochs = epochs[keep]
     equity = np.array([float(r[3]) for r in rows], dtype=np.float64)[keep]
+    return Curve(stamps, epochs[keep], equity)
 
-    _, fill_rows = read_table(run_dir / LEDGER_NAME, "fills")
-    fills = pd.DataFrame.from_records(fill_rows, columns=["id", "order_id", "ts", "symbol", "side", "quantity",
-                                                          "price", "commission", "slippage"])
+
+def performance_report(curve: Curve, fills: pd.DataFrame, collect: dict[str, Any], summary: dict[str, Any],
+                       trades: pd.DataFrame, passes: dict[str, BarPass]) -> dict[str, dict[str, Any]]:
+    """``{"strategy": {...}, "buy_and_hold": {...}}`` over the traded bars of a finished replay."""
+    initial = float(summary["initial_cash"])
+    costs = summary["costs"]
+    periods = float(collect["calendar"]["periods_per_year"])
+    stamps, epochs, equity = curve.stamps, curve.epochs, curve.equity
     positions = _positions(fills, epochs)
     traded = float((fills["quantity"] * fills["price"]).abs().sum()) if len(fills) else 0.0
     strategy = curve_stats(equity, stamps, initial, periods, positions, traded,
@@ -102,8 +131,7 @@ def performance_report(run_dir: Path, collect: dict[str, Any], summary: dict[str
     strategy["final_equity"] = float(equity[-1]) if equity.size else initial
 
     bench, bench_pos, bench_traded, bench_fees = buy_and_hold(
-        collect["frames"], collect["trade_from"], epochs, initial,
-        float(costs["commission_bps"]), float(costs["slippage_bps"]))
+        passes, len(epochs), initial, float(costs["commission_bps"]), float(costs["slippage_bps"]))
     hold = curve_stats(bench, stamps, initial, periods, bench_pos, bench_traded, bench_fees)
     hold.update({"trades": 0, "win_rate": None, "profit_factor": None, "avg_trade_return": None,
                  "avg_trade_duration": None, "avg_trade_bars": None,
@@ -129,37 +157,139 @@ def _positions(fills: pd.DataFrame, epochs: np.ndarray) -> np.ndarray:
     return gross
 
 
-def buy_and_hold(frames: dict[str, pd.DataFrame], trade_from: dict[str, float | None], epochs: np.ndarray,
-                 initial: float, commission_bps: float, slippage_bps: float
-                 ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Equity, position, traded notional and fees of buying each symbol once (see the module doc)."""
-    from aitrader.trading.session import to_epoch
+# ------------------------------------------------------------------------------ the bars' side
 
-    share = initial / max(1, len(frames))
-    total = np.zeros(len(epochs))
-    held = np.zeros(len(epochs))
-    traded = fees = 0.0
-    for sym, df in sorted(frames.items()):
-        bar_epochs = np.array([to_epoch(t) or 0.0 for t in df.index])
+_NO_ROWS: tuple[np.ndarray, int | None, int] = (np.empty(0, dtype=np.int64), None, 0)
+
+
+def hold_rows_of(series: dict[str, BarSeries], trade_from: dict[str, float | None], epochs: np.ndarray
+                 ) -> dict[str, tuple[np.ndarray, int | None, int]]:
+    """Per symbol: the bar row in effect at each equity step (-1 before the first bar), the row whose
+    open buy-and-hold buys at (None when there is no bar after the first traded one) and that first
+    traded row ``i0``."""
+    out = {}
+    for sym, s in series.items():
+        bar_epochs = s.ns() / 1e9  # what session.to_epoch gives each stamp (UTC for aware bars), 8 B/bar
         start = trade_from.get(sym)
         i0 = int(np.searchsorted(bar_epochs, start, side="left")) if start is not None else 0
-        values = np.full(len(df), share)
-        qty = 0.0
-        if i0 + 1 < len(df):
-            price = float(df["open"].iloc[i0 + 1]) * (1.0 + slippage_bps / 1e4)
+        rows = np.searchsorted(bar_epochs, epochs, side="right").astype(np.int64) - 1
+        out[sym] = (rows, i0 + 1 if i0 + 1 < len(s) else None, i0)
+    return out
+
+
+@dataclass
+class BarPass:
+    """What the report needs of one symbol's bars, gathered in one pass over its blocks.
+
+    ``closes``: the close at each requested row (``close_rows``; NaN for a row before the first bar);
+    ``open``: the open at ``open_row``; ``lows``/``highs``: the lowest low and highest high over each
+    trade's span; ``all_closes``: every close (8 B a bar), kept only for the tearsheet's charts."""
+
+    close_rows: np.ndarray
+    closes: np.ndarray
+    open_row: int | None
+    open: float | None
+    lows: np.ndarray
+    highs: np.ndarray
+    all_closes: np.ndarray | None
+    i0: int = 0
+
+
+def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None,
+              spans: tuple[np.ndarray, np.ndarray], keep_closes: bool) -> BarPass:
+    """One pass over ``series``' blocks from the first row anything needs: no frame, no whole-length
+    price array (except every close when ``keep_closes``)."""
+    n = len(series)
+    lo, hi = spans
+    closes = np.full(len(close_rows), np.nan)
+    lows = np.full(len(lo), np.nan)
+    highs = np.full(len(lo), np.nan)
+    valid = np.flatnonzero((close_rows >= 0) & (close_rows < n))
+    order = valid[np.argsort(close_rows[valid], kind="stable")]
+    wanted = close_rows[order]
+    all_closes = np.empty(n) if keep_closes else None
+    found_open: float | None = None
+    firsts = [int(wanted[0])] if wanted.size else []
+    firsts += [int(lo.min())] if lo.size else []
+    firsts += [open_row] if open_row is not None else []
+    first = 0 if keep_closes else min(firsts, default=n)
+    for k, _, values in series.own_blocks(first) if first < n else ():
+        m = values.shape[1]
+        a, b = np.searchsorted(wanted, [k, k + m], side="left")
+        if b > a:
+            closes[order[a:b]] = values[3, wanted[a:b] - k]
+        if open_row is not None and k <= open_row < k + m:
+            found_open = float(values[0, open_row - k])
+        for i in np.flatnonzero((lo < k + m) & (hi > k)).tolist():
+            x, y = max(int(lo[i]), k) - k, min(int(hi[i]), k + m) - k
+            lows[i] = np.fmin(lows[i], np.fmin.reduce(values[2, x:y]))
+            highs[i] = np.fmax(highs[i], np.fmax.reduce(values[1, x:y]))
+        if all_closes is not None:
+            all_closes[k:k + m] = values[3]
+    return BarPass(close_rows, closes, open_row, found_open, lows, highs, all_closes)
+
+
+def buy_and_hold(passes: dict[str, BarPass], steps: int, initial: float, commission_bps: float,
+                 slippage_bps: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Equity, position, traded notional and fees of buying each symbol once (see the module doc),
+    at each equity step, from the closes gathered at those steps (:func:`scan_bars`)."""
+    share = initial / max(1, len(passes))
+    total = np.zeros(steps)
+    held = np.zeros(steps)
+    traded = fees = 0.0
+    for _, p in sorted(passes.items()):
+        rows = p.close_rows
+        value = np.full(steps, share)
+        pos = np.zeros(steps)
+        if p.open_row is not None and p.open is not None:
+            price = p.open * (1.0 + slippage_bps / 1e4)
             qty = math.floor(share / (price * (1.0 + commission_bps / 1e4)) * 10**QTY_DECIMALS) / 10**QTY_DECIMALS
             commission = qty * price * commission_bps / 1e4
             cash = share - qty * price - commission
-            closes = df["close"].to_numpy(float)
-            values[i0 + 1:] = cash + qty * closes[i0 + 1:]
+            bought = rows >= p.open_row
+            value[bought] = cash + qty * p.closes[bought]
+            pos[bought] = qty
             traded += qty * price
             fees += commission
-        pos = np.zeros(len(df))
-        pos[i0 + 1:] = qty
-        idx = np.searchsorted(bar_epochs, epochs, side="right") - 1
-        total += np.where(idx >= 0, values[np.maximum(idx, 0)], share)
-        held += np.where(idx >= 0, pos[np.maximum(idx, 0)], 0.0)
+        total += value
+        held += pos
     return total, held, traded, fees
+
+
+def trade_spans(trips: list[dict[str, Any]], symbol: str, series: BarSeries) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``lo:hi`` of ``series`` each of ``symbol``'s round trips held (:func:`bar_span`)."""
+    index = series.index
+    spans = [bar_span(index, pd.Timestamp(t["entry_ts"]), pd.Timestamp(t["exit_ts"]))
+             for t in trips if t["symbol"] == symbol] if len(series) else []
+    lo = np.array([a for a, _ in spans], dtype=np.int64)
+    hi = np.array([b for _, b in spans], dtype=np.int64)
+    return lo, hi
+
+
+def with_excursions(trips: list[dict[str, Any]], series: dict[str, BarSeries], passes: dict[str, BarPass]
+                    ) -> list[dict[str, Any]]:
+    """The round trips with their bar counts, MAE and MFE (as :func:`round_trips` from whole frames)."""
+    seen: dict[str, int] = {}
+    for t in trips:
+        sym = t["symbol"]
+        if sym not in series or not len(series[sym]):
+            continue
+        i = seen[sym] = seen.get(sym, -1) + 1
+        lo, hi = bar_span(series[sym].index, pd.Timestamp(t["entry_ts"]), pd.Timestamp(t["exit_ts"]))
+        t["bars"] = hi - lo
+        if hi > lo:
+            p = passes[sym]
+            t["mae"], t["mfe"] = excursions(1 if t["side"] == "long" else -1, t["entry_price"],
+                                            float(p.lows[i]), float(p.highs[i]))
+        else:
+            t["mae"], t["mfe"] = 0.0, 0.0
+    return trips
+
+
+def close_frames(series: dict[str, BarSeries], passes: dict[str, BarPass]) -> dict[str, pd.DataFrame]:
+    """Each symbol's closes on its stamps, the one column of bars the tearsheet reads."""
+    return {sym: pd.DataFrame({"close": passes[sym].all_closes}, index=s.index)
+            for sym, s in series.items() if passes[sym].all_closes is not None}
 
 
 def curve_stats(equity: np.ndarray, stamps: list[str], initial: float, periods: float, positions: np.ndarray,
