@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from aitrader.trading.sources import BarSeries
 
 QTY_DECIMALS = 8  # as the paper broker
+SCAN_ROWS = 65_536  # bars per block of the report's pass over a symbol's bars (scan_bars)
 FILL_COLUMNS = ["id", "order_id", "ts", "symbol", "side", "quantity", "price", "commission", "slippage"]
 
 
@@ -213,7 +214,7 @@ def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None
     firsts += [int(lo.min())] if lo.size else []
     firsts += [open_row] if open_row is not None else []
     first = 0 if keep_closes else min(firsts, default=n)
-    for k, _, values in series.own_blocks(first) if first < n else ():
+    for k, _, values in series.own_blocks(first, size=SCAN_ROWS) if first < n else ():
         m = values.shape[1]
         a, b = np.searchsorted(wanted, [k, k + m], side="left")
         if b > a:

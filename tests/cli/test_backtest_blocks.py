@@ -1,0 +1,167 @@
+"""backtest's report from the replayed series' blocks == the report main built from whole frames.
+
+The oracle is the previous implementation, frozen here: it loaded every replayed symbol as a whole
+OHLCV frame (``BarSeries.frame()``), bought and held on it bar by bar and took the trades' MAE/MFE
+from the frame (``run_trades(run_dir, frames)``). The report of ``run_backtest`` (which reads the
+bars in blocks) must give EXACTLY the same JSON, on synthetic bars with tiny scan blocks (a trade
+and the gathered closes spread over many blocks) and on two real crypto symbols of ``../shared/data``;
+and the same tearsheet page as the one drawn from whole frames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import aitrader.trading.backtest as B
+import aitrader.trading.service as service
+from tests.model_world import deploy_small_model
+
+
+# ------------------------------------------------------------------ the frozen whole-frame oracle
+def frozen_buy_and_hold(frames: dict[str, pd.DataFrame], trade_from: dict[str, float | None], epochs: np.ndarray,
+                        initial: float, commission_bps: float, slippage_bps: float
+                        ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """main's ``backtest.buy_and_hold`` before the blocks (whole frames, a per-bar equity array)."""
+    from aitrader.trading.session import to_epoch
+
+    share = initial / max(1, len(frames))
+    total = np.zeros(len(epochs))
+    held = np.zeros(len(epochs))
+    traded = fees = 0.0
+    for sym, df in sorted(frames.items()):
+        bar_epochs = np.array([to_epoch(t) or 0.0 for t in df.index])
+        start = trade_from.get(sym)
+        i0 = int(np.searchsorted(bar_epochs, start, side="left")) if start is not None else 0
+        values = np.full(len(df), share)
+        qty = 0.0
+        if i0 + 1 < len(df):
+            price = float(df["open"].iloc[i0 + 1]) * (1.0 + slippage_bps / 1e4)
+            qty = math.floor(share / (price * (1.0 + commission_bps / 1e4)) * 10**8) / 10**8
+            commission = qty * price * commission_bps / 1e4
+            cash = share - qty * price - commission
+            closes = df["close"].to_numpy(float)
+            values[i0 + 1:] = cash + qty * closes[i0 + 1:]
+            traded += qty * price
+            fees += commission
+        pos = np.zeros(len(df))
+        pos[i0 + 1:] = qty
+        idx = np.searchsorted(bar_epochs, epochs, side="right") - 1
+        total += np.where(idx >= 0, values[np.maximum(idx, 0)], share)
+        held += np.where(idx >= 0, pos[np.maximum(idx, 0)], 0.0)
+    return total, held, traded, fees
+
+
+def frozen_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """main's performance report and trades, from whole frames of the replayed series."""
+    from aitrader.trading.ledger import LEDGER_NAME, read_table
+
+    frames = {sym: s.frame() for sym, s in collect["series"].items()}
+    trades = service.run_trades(run_dir, frames)
+    curve = B.read_curve(run_dir, collect)
+    _, rows = read_table(run_dir / LEDGER_NAME, "fills")
+    fills = pd.DataFrame.from_records(rows, columns=B.FILL_COLUMNS)
+    initial, costs = float(summary["initial_cash"]), summary["costs"]
+    periods = float(collect["calendar"]["periods_per_year"])
+    positions = B._positions(fills, curve.epochs)
+    traded = float((fills["quantity"] * fills["price"]).abs().sum()) if len(fills) else 0.0
+    strategy = B.curve_stats(curve.equity, curve.stamps, initial, periods, positions, traded,
+                             float(fills["commission"].sum()) if len(fills) else 0.0)
+    strategy.update(B.trade_stats(trades))
+    strategy["final_equity"] = float(curve.equity[-1]) if curve.equity.size else initial
+    bench, pos, b_traded, b_fees = frozen_buy_and_hold(frames, collect["trade_from"], curve.epochs, initial,
+                                                       float(costs["commission_bps"]), float(costs["slippage_bps"]))
+    hold = B.curve_stats(bench, curve.stamps, initial, periods, pos, b_traded, b_fees)
+    hold.update({"trades": 0, "win_rate": None, "profit_factor": None, "avg_trade_return": None,
+                 "avg_trade_duration": None, "avg_trade_bars": None,
+                 "final_equity": float(bench[-1]) if bench.size else initial})
+    window = {"first_bar": curve.stamps[0] if curve.stamps else None,
+              "last_bar": curve.stamps[-1] if curve.stamps else None, "bars": len(curve.stamps),
+              "periods_per_year": periods, "costs": costs}
+    return {"performance": {"strategy": strategy, "buy_and_hold": hold, "window": window},
+            "trades": B._records(trades), "frames": frames, "specs": collect["specs"]}
+
+
+def backtest_and_oracle(monkeypatch: pytest.MonkeyPatch, tmp: Path, report: Path | None,
+                        **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``run_backtest`` with its ledger kept (``--out-run``), and the frozen report of that ledger."""
+    seen: dict[str, Any] = {}
+    real = service.paper_trade
+
+    def spy(**kw: Any) -> dict[str, Any]:
+        seen["collect"] = kw["collect"]
+        return real(**kw)
+
+    monkeypatch.setattr(service, "paper_trade", spy)
+    got = B.run_backtest(out_run="b", runs_dir=str(tmp / "runs"), report=str(report) if report else None, **kwargs)
+    oracle = frozen_report(tmp / "runs" / "b", seen["collect"], got["run"])
+    return got, oracle
+
+
+def same_json(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------ tests
+@pytest.fixture(scope="module")
+def syn_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from aitrader.data.synthetic import generate_bars
+
+    base = tmp_path_factory.mktemp("backtest_blocks")
+    bars = generate_bars(1600, seed=5, signal=0.3)
+    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
+    data = base / "SYN.csv"
+    bars.iloc[700:].rename_axis("timestamp").to_csv(data)  # 300 in-sample bars before the traded ones
+    return {"registry": registry, "data": data}
+
+
+@pytest.mark.parametrize("scan_rows", [3, B.SCAN_ROWS])
+def test_synthetic_report_equals_the_whole_frame_report(syn_world: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, scan_rows: int) -> None:
+    monkeypatch.setattr(B, "SCAN_ROWS", scan_rows)
+    got, oracle = backtest_and_oracle(monkeypatch, tmp_path, None, models=["syn_lgbm"],
+                                      data=[f"SYN={syn_world['data']}"], registry_root=str(syn_world["registry"]))
+    assert 0 < got["performance"]["window"]["bars"] < len(oracle["frames"]["SYN"])  # warm-up bars before
+    assert len(got["trades"]) > 5 and any(t["bars"] > scan_rows for t in got["trades"]) == (scan_rows == 3)
+    assert same_json(got["performance"], oracle["performance"])
+    assert same_json(got["trades"], oracle["trades"])
+
+
+@pytest.mark.shared_data
+def test_two_real_crypto_symbols_report_and_tearsheet_equal_the_whole_frames(
+        shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aitrader.data import load_bars
+    from aitrader.monitoring.tearsheet import render_tearsheet
+
+    folder = shared_data / "crypto_5m"
+    if not (folder / "ADA_BTC.csv.gz").is_file() or not (folder / "ETH_BTC.csv.gz").is_file():
+        pytest.skip(f"{folder} lacks ADA_BTC/ETH_BTC")
+    ada = load_bars(folder / "ADA_BTC.csv.gz", symbol="ADA_BTC")
+    registry = deploy_small_model(tmp_path, ada, name="ada", n_estimators=20, train_rows=2000, symbol="ADA_BTC")
+    monkeypatch.setattr(B, "SCAN_ROWS", 1000)
+    page = tmp_path / "report.html"
+    got, oracle = backtest_and_oracle(
+        monkeypatch, tmp_path, page, models=["ada", "ada"], allow_symbol_mismatch=True,
+        data=[f"ADA_BTC={folder / 'ADA_BTC.csv.gz'}", f"ETH_BTC={folder / 'ETH_BTC.csv.gz'}"],
+        registry_root=str(registry))
+    assert {t["symbol"] for t in got["trades"]} == {"ADA_BTC", "ETH_BTC"}
+    assert same_json(got["performance"], oracle["performance"])
+    assert same_json(got["trades"], oracle["trades"])
+    # the tearsheet drawn from close-only frames == the one drawn from the whole frames (but its time)
+    specs = oracle["specs"]
+    whole, charts = render_tearsheet(run_dir=tmp_path / "runs" / "b", manifest=specs[0].manifest,
+                                     bars=oracle["frames"],
+                                     title="backtest " + ", ".join(f"{s.model_id} ({s.symbol})" for s in specs))
+    assert {"equity", "trades"} <= set(charts)
+
+    def timeless(text: str) -> str:
+        return re.sub(r'<p class="sub">Written [^<]*</p>', "", text)
+
+    assert timeless(page.read_text()) == timeless(whole)
