@@ -59,18 +59,46 @@ def frozen_buy_and_hold(frames: dict[str, pd.DataFrame], trade_from: dict[str, f
     return total, held, traded, fees
 
 
+def frozen_curve(run_dir: Path, collect: dict[str, Any]) -> B.Curve:
+    """main's equity rows of the traded bars (one ``to_epoch`` per stamp)."""
+    from aitrader.trading.ledger import LEDGER_NAME, read_table
+    from aitrader.trading.session import to_epoch
+
+    _, rows = read_table(run_dir / LEDGER_NAME, "equity")
+    first = min((t for t in collect["trade_from"].values() if t is not None), default=None)
+    stamps = [str(r[1]) for r in rows]
+    epochs = np.array([to_epoch(t) or 0.0 for t in stamps])
+    keep = epochs >= first if first is not None else np.ones(len(rows), dtype=bool)
+    return B.Curve([t for t, k in zip(stamps, keep, strict=True) if k], epochs[keep],
+                   np.array([float(r[3]) for r in rows], dtype=np.float64)[keep])
+
+
+def frozen_positions(fills: pd.DataFrame, epochs: np.ndarray) -> np.ndarray:
+    """main's gross position after each bar's fills (one ``to_epoch`` per fill)."""
+    from aitrader.trading.session import to_epoch
+
+    gross = np.zeros(len(epochs))
+    for _, grp in fills.groupby("symbol", sort=True):
+        signed = np.where(grp["side"].str.lower() == "buy", 1.0, -1.0) * grp["quantity"].to_numpy(float)
+        held = np.round(np.cumsum(signed), 8)
+        at = np.array([to_epoch(t) or 0.0 for t in grp["ts"]])
+        idx = np.searchsorted(at, epochs, side="right") - 1
+        gross += np.where(idx >= 0, np.abs(held[np.maximum(idx, 0)]), 0.0)
+    return gross
+
+
 def frozen_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """main's performance report and trades, from whole frames of the replayed series."""
     from aitrader.trading.ledger import LEDGER_NAME, read_table
 
     frames = {sym: s.frame() for sym, s in collect["series"].items()}
     trades = service.run_trades(run_dir, frames)
-    curve = B.read_curve(run_dir, collect)
+    curve = frozen_curve(run_dir, collect)
     _, rows = read_table(run_dir / LEDGER_NAME, "fills")
     fills = pd.DataFrame.from_records(rows, columns=B.FILL_COLUMNS)
     initial, costs = float(summary["initial_cash"]), summary["costs"]
     periods = float(collect["calendar"]["periods_per_year"])
-    positions = B._positions(fills, curve.epochs)
+    positions = frozen_positions(fills, curve.epochs)
     traded = float((fills["quantity"] * fills["price"]).abs().sum()) if len(fills) else 0.0
     strategy = B.curve_stats(curve.equity, curve.stamps, initial, periods, positions, traded,
                              float(fills["commission"].sum()) if len(fills) else 0.0)
@@ -165,3 +193,13 @@ def test_two_real_crypto_symbols_report_and_tearsheet_equal_the_whole_frames(
         return re.sub(r'<p class="sub">Written [^<]*</p>', "", text)
 
     assert timeless(page.read_text()) == timeless(whole)
+
+
+def test_vectorised_epochs_equal_to_epoch_stamp_by_stamp() -> None:
+    from aitrader.trading.session import to_epoch
+
+    stamps = ["2024-01-02T09:30:00", "2024-01-02T09:30:00+00:00", "2024-01-02T09:30:00-05:00",
+              "2024-03-10T02:00:00.123456", "2011-01-03T14:31:00+00:00", "1999-12-31 23:59:59.999999999",
+              "2024-06-30T23:00:00+09:30", "not a time", ""]
+    assert B.epochs_of(stamps).tolist() == [to_epoch(t) or 0.0 for t in stamps]
+    assert B.epochs_of([]).tolist() == []
