@@ -16,14 +16,15 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import pandas as pd
 
-from aitrader.trading.ledger import LEDGER_NAME, read_table
+from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, read_table, unpack_text
 from aitrader.trading.trades import bar_span, excursions, round_trips, trades_frame
 
 if TYPE_CHECKING:
@@ -94,25 +95,61 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------ the ledger's side
 
 
+class Stamps(Sequence[str]):
+    """The equity steps' ISO stamps without a Python string per step: the ledger's compressed text
+    blobs (one per checkpoint), a stamp decoded when asked for (the report asks for a handful)."""
+
+    def __init__(self, blobs: list[tuple[int, bytes]], rows: np.ndarray) -> None:
+        self._blobs = blobs
+        self._starts = np.cumsum([0] + [n for n, _ in blobs])
+        self._rows = rows  # step i of the curve is stamp rows[i] of the ledger (the traded steps)
+        self._cache: tuple[int, list[str | None]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        row = int(self._rows[i])
+        b = int(np.searchsorted(self._starts, row, side="right")) - 1
+        if self._cache is None or self._cache[0] != b:
+            n, blob = self._blobs[b]
+            self._cache = (b, unpack_text(blob, n))
+        return str(self._cache[1][row - int(self._starts[b])])
+
+
 @dataclass
 class Curve:
-    """The replay's equity over the traded bars: stamps, epoch seconds and equity (O(steps) each)."""
+    """The replay's equity over the traded bars: stamps, epoch seconds and equity (O(steps) floats)."""
 
-    stamps: list[str]
+    stamps: Sequence[str]
     epochs: np.ndarray
     equity: np.ndarray
 
 
 def read_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
-    """The ledger's equity rows from the first bar the models may trade (``collect["trade_from"]``)."""
-    _, rows = read_table(run_dir / LEDGER_NAME, "equity")
+    """The ledger's equity steps from the first bar the models may trade (``collect["trade_from"]``),
+    read a checkpoint block at a time: equity as float64, stamps parsed to epoch seconds per block
+    and kept compressed (:class:`Stamps`)."""
     first = min((t for t in collect["trade_from"].values() if t is not None), default=None)
-    stamps = [str(r[1]) for r in rows]
-    epochs = epochs_of(stamps)
-    keep = epochs >= first if first is not None else np.ones(len(rows), dtype=bool)
-    stamps = [t for t, k in zip(stamps, keep, strict=True) if k]
-    equity = np.array([float(r[3]) for r in rows], dtype=np.float64)[keep]
-    return Curve(stamps, epochs[keep], equity)
+    conn = connect(run_dir / LEDGER_NAME, readonly=True)  # a new run's: block format only (docs/trading.md)
+    try:
+        blobs = [(int(n), bytes(ts)) for n, ts in conn.execute("SELECT n, ts FROM equity_blocks ORDER BY first_bar")]
+        equity = equity_column(conn)
+    finally:
+        conn.close()
+    epochs = np.concatenate([epochs_of([str(t) for t in unpack_text(blob, n)]) for n, blob in blobs]) \
+        if blobs else np.empty(0)
+    keep = epochs >= first if first is not None else np.ones(len(epochs), dtype=bool)
+    rows_kept = np.flatnonzero(keep)
+    return Curve(Stamps(blobs, rows_kept), epochs[keep], equity[keep])
 
 
 def performance_report(curve: Curve, fills: pd.DataFrame, collect: dict[str, Any], summary: dict[str, Any],
@@ -297,7 +334,7 @@ def close_frames(series: dict[str, BarSeries], passes: dict[str, BarPass]) -> di
             for sym, s in series.items() if passes[sym].all_closes is not None}
 
 
-def curve_stats(equity: np.ndarray, stamps: list[str], initial: float, periods: float, positions: np.ndarray,
+def curve_stats(equity: np.ndarray, stamps: Sequence[str], initial: float, periods: float, positions: np.ndarray,
                 traded: float, fees: float) -> dict[str, Any]:
     """Return, CAGR, Sharpe, Sortino, drawdown (depth, bars, calendar time), exposure, turnover, fees."""
     from aitrader.training import metrics as M
