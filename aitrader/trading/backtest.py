@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, read_table, unpack_text
-from aitrader.trading.trades import bar_span, excursions, round_trips, trades_frame
+from aitrader.trading.trades import aligned, excursions, round_trips, trades_frame
 
 if TYPE_CHECKING:
     from aitrader.trading.sources import BarSeries
@@ -225,12 +225,14 @@ class BarPass:
 
     ``closes``: the close at each requested row (``close_rows``; NaN for a row before the first bar);
     ``open``: the open at ``open_row``; ``lows``/``highs``: the lowest low and highest high over each
-    trade's span; ``all_closes``: every close (8 B a bar), kept only for the tearsheet's charts."""
+    trade's rows ``spans`` (:func:`trade_spans`); ``all_closes``: every close (8 B a bar), kept only for
+    the tearsheet's charts."""
 
     close_rows: np.ndarray
     closes: np.ndarray
     open_row: int | None
     open: float | None
+    spans: tuple[np.ndarray, np.ndarray]
     lows: np.ndarray
     highs: np.ndarray
     all_closes: np.ndarray | None
@@ -268,7 +270,7 @@ def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None
             highs[i] = np.fmax(highs[i], np.fmax.reduce(values[1, x:y]))
         if all_closes is not None:
             all_closes[k:k + m] = values[3]
-    return BarPass(close_rows, closes, open_row, found_open, lows, highs, all_closes)
+    return BarPass(close_rows, closes, open_row, found_open, spans, lows, highs, all_closes)
 
 
 def buy_and_hold(passes: dict[str, BarPass], steps: int, initial: float, commission_bps: float,
@@ -299,13 +301,20 @@ def buy_and_hold(passes: dict[str, BarPass], steps: int, initial: float, commiss
 
 
 def trade_spans(trips: list[dict[str, Any]], symbol: str, series: BarSeries) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``lo:hi`` of ``series`` each of ``symbol``'s round trips held (:func:`bar_span`)."""
+    """Rows ``lo:hi`` of ``series`` each of ``symbol``'s round trips held: :func:`bar_span` on the
+    series' index, with the stamps aligned to it one by one and searched all at once (in ns)."""
+    mine = [t for t in trips if t["symbol"] == symbol] if len(series) else []
+    if not mine:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     index = series.index
-    spans = [bar_span(index, pd.Timestamp(t["entry_ts"]), pd.Timestamp(t["exit_ts"]))
-             for t in trips if t["symbol"] == symbol] if len(series) else []
-    lo = np.array([a for a, _ in spans], dtype=np.int64)
-    hi = np.array([b for _, b in spans], dtype=np.int64)
-    return lo, hi
+
+    def at(key: str) -> np.ndarray:
+        # what DatetimeIndex.searchsorted compares: UTC ns for aware stamps and index, wall ns for naive
+        return np.array([aligned(pd.Timestamp(t[key]), index).as_unit("ns").value for t in mine], dtype=np.int64)
+
+    ns = series.ns()
+    return (np.searchsorted(ns, at("entry_ts"), side="left").astype(np.int64),
+            np.searchsorted(ns, at("exit_ts"), side="left").astype(np.int64))
 
 
 def with_excursions(trips: list[dict[str, Any]], series: dict[str, BarSeries], passes: dict[str, BarPass]
@@ -317,10 +326,10 @@ def with_excursions(trips: list[dict[str, Any]], series: dict[str, BarSeries], p
         if sym not in series or not len(series[sym]):
             continue
         i = seen[sym] = seen.get(sym, -1) + 1
-        lo, hi = bar_span(series[sym].index, pd.Timestamp(t["entry_ts"]), pd.Timestamp(t["exit_ts"]))
+        p = passes[sym]
+        lo, hi = int(p.spans[0][i]), int(p.spans[1][i])
         t["bars"] = hi - lo
         if hi > lo:
-            p = passes[sym]
             t["mae"], t["mfe"] = excursions(1 if t["side"] == "long" else -1, t["entry_price"],
                                             float(p.lows[i]), float(p.highs[i]))
         else:

@@ -147,15 +147,19 @@ def syn_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
     data = base / "SYN.csv"
     bars.iloc[700:].rename_axis("timestamp").to_csv(data)  # 300 in-sample bars before the traded ones
-    return {"registry": registry, "data": data}
+    aware = base / "SYN_ny.csv"  # the same bars with New York offsets (the ledger's stamps are UTC)
+    bars.iloc[700:].tz_localize("UTC").tz_convert("America/New_York").rename_axis("timestamp").to_csv(aware)
+    return {"registry": registry, "data": data, "aware": aware}
 
 
-@pytest.mark.parametrize("scan_rows", [3, B.SCAN_ROWS])
+@pytest.mark.parametrize(("scan_rows", "bars"), [(3, "data"), (B.SCAN_ROWS, "data"), (3, "aware")])
 def test_synthetic_report_equals_the_whole_frame_report(syn_world: dict[str, Path], tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch, scan_rows: int) -> None:
+                                                         monkeypatch: pytest.MonkeyPatch, scan_rows: int,
+                                                         bars: str) -> None:
     monkeypatch.setattr(B, "SCAN_ROWS", scan_rows)
     got, oracle = backtest_and_oracle(monkeypatch, tmp_path, None, models=["syn_lgbm"],
-                                      data=[f"SYN={syn_world['data']}"], registry_root=str(syn_world["registry"]))
+                                      data=[f"SYN={syn_world[bars]}"], registry_root=str(syn_world["registry"]))
+    assert (getattr(oracle["frames"]["SYN"].index, "tz", None) is not None) == (bars == "aware")
     assert 0 < got["performance"]["window"]["bars"] < len(oracle["frames"]["SYN"])  # warm-up bars before
     assert len(got["trades"]) > 5 and any(t["bars"] > scan_rows for t in got["trades"]) == (scan_rows == 3)
     assert same_json(got["performance"], oracle["performance"])
