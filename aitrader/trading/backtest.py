@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,13 +61,15 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
         curve = read_curve(run_dir, collect)
         cols, rows = read_table(run_dir / LEDGER_NAME, "fills")
         fills = pd.DataFrame.from_records(rows, columns=FILL_COLUMNS)
-        trips = round_trips([dict(zip(cols, r, strict=True)) for r in rows])
+        trips = round_trips(dict(zip(cols, r, strict=True)) for r in rows)  # one fill dict at a time
+        del rows  # the fills live on in the frame's columns
         hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
         passes = {sym: scan_bars(s, close_rows=hold_rows.get(sym, _NO_ROWS)[0],
                                  open_row=hold_rows.get(sym, _NO_ROWS)[1],
                                  spans=trade_spans(trips, sym, s), keep_closes=report is not None)
                   for sym, s in sorted(series.items())}
         trades = trades_frame(with_excursions(trips, series, passes))
+        del trips  # a dict per round trip (~1.5 KB): the frame holds them now
         perf = performance_report(curve, fills, collect, summary, trades, passes)
         if report is not None:
             from aitrader.monitoring.tearsheet import write_tearsheet
@@ -307,14 +310,25 @@ def trade_spans(trips: list[dict[str, Any]], symbol: str, series: BarSeries) -> 
     if not mine:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     index = series.index
-
-    def at(key: str) -> np.ndarray:
-        # what DatetimeIndex.searchsorted compares: UTC ns for aware stamps and index, wall ns for naive
-        return np.array([aligned(pd.Timestamp(t[key]), index).as_unit("ns").value for t in mine], dtype=np.int64)
-
     ns = series.ns()
-    return (np.searchsorted(ns, at("entry_ts"), side="left").astype(np.int64),
-            np.searchsorted(ns, at("exit_ts"), side="left").astype(np.int64))
+    return (np.searchsorted(ns, stamp_ns([str(t["entry_ts"]) for t in mine], index), side="left").astype(np.int64),
+            np.searchsorted(ns, stamp_ns([str(t["exit_ts"]) for t in mine], index), side="left").astype(np.int64))
+
+
+def stamp_ns(stamps: list[str], index: pd.DatetimeIndex) -> np.ndarray:
+    """What ``index.searchsorted(trades.aligned(pd.Timestamp(s), index))`` compares for each stamp: UTC
+    ns for an aware stamp (whatever the index), wall ns for a naive stamp against a naive index.
+    Parsed in one call when the stamps are all naive against a naive index or all carry one offset
+    (the ledger's: the engine formats them from the index); else one by one through ``aligned``."""
+    try:
+        with warnings.catch_warnings():  # pandas 2.x warns on mixed offsets before failing below
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), format="ISO8601"))
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is not None and (parsed.tz is not None or index.tz is None):
+        return np.asarray(parsed.as_unit("ns").asi8, dtype=np.int64)
+    return np.array([aligned(pd.Timestamp(t), index).as_unit("ns").value for t in stamps], dtype=np.int64)
 
 
 def with_excursions(trips: list[dict[str, Any]], series: dict[str, BarSeries], passes: dict[str, BarPass]

@@ -207,3 +207,25 @@ def test_vectorised_epochs_equal_to_epoch_stamp_by_stamp() -> None:
               "2024-06-30T23:00:00+09:30", "not a time", ""]
     assert B.epochs_of(stamps).tolist() == [to_epoch(t) or 0.0 for t in stamps]
     assert B.epochs_of([]).tolist() == []
+
+
+@pytest.mark.parametrize("tz", [None, "UTC", "America/New_York"])
+def test_trade_spans_equal_bar_span_stamp_by_stamp(tz: str | None) -> None:
+    """Spans parsed in one call (or one by one for a mix) == trades.bar_span on the index, per stamp."""
+    from aitrader.trading.sources import BarSeries
+    from aitrader.trading.trades import bar_span
+
+    index = pd.date_range("2024-03-09 20:00", periods=600, freq="5min", tz=tz)  # across New York's DST change
+    df = pd.DataFrame({c: np.arange(600.0) + 1 for c in ("open", "high", "low", "close", "volume")}, index=index)
+    series = BarSeries.from_frame("X", df)
+    naive = [str(t.tz_localize(None)) if tz else str(t) for t in index[::37]]
+    offsets = [t.isoformat() for t in index[::41]]
+    utc = [t.tz_convert("UTC").isoformat() for t in index[5::43]] if tz else []
+    for stamps in (naive, offsets, utc, naive + offsets, offsets[:3] + utc[:3], ["2024-03-10T01:30:00"]):
+        if not stamps:
+            continue
+        exits = stamps[1:] + stamps[:1]
+        trips = [{"symbol": "X", "entry_ts": s, "exit_ts": e} for s, e in zip(stamps, exits, strict=True)]
+        lo, hi = B.trade_spans(trips, "X", series)
+        want = [bar_span(index, pd.Timestamp(t["entry_ts"]), pd.Timestamp(t["exit_ts"])) for t in trips]
+        assert list(zip(lo.tolist(), hi.tolist(), strict=True)) == want
