@@ -64,8 +64,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
         trips = round_trips(dict(zip(cols, r, strict=True)) for r in rows)  # one fill dict at a time
         del rows  # the fills live on in the frame's columns
         hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
-        passes = {sym: scan_bars(s, close_rows=hold_rows.get(sym, _NO_ROWS)[0],
-                                 open_row=hold_rows.get(sym, _NO_ROWS)[1],
+        passes = {sym: scan_bars(s, close_rows=hold_rows[sym][0], open_row=hold_rows[sym][1],
                                  spans=trade_spans(trips, sym, s), keep_closes=report is not None)
                   for sym, s in sorted(series.items())}
         trades = trades_frame(with_excursions(trips, series, passes))
@@ -204,21 +203,17 @@ def _positions(fills: pd.DataFrame, epochs: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ the bars' side
 
-_NO_ROWS: tuple[np.ndarray, int | None, int] = (np.empty(0, dtype=np.int64), None, 0)
-
-
 def hold_rows_of(series: dict[str, BarSeries], trade_from: dict[str, float | None], epochs: np.ndarray
-                 ) -> dict[str, tuple[np.ndarray, int | None, int]]:
-    """Per symbol: the bar row in effect at each equity step (-1 before the first bar), the row whose
-    open buy-and-hold buys at (None when there is no bar after the first traded one) and that first
-    traded row ``i0``."""
+                 ) -> dict[str, tuple[np.ndarray, int | None]]:
+    """Per symbol: the bar row in effect at each equity step (-1 before the first bar) and the row whose
+    open buy-and-hold buys at: the bar after the first traded one (None when there is none)."""
     out = {}
     for sym, s in series.items():
         bar_epochs = s.ns() / 1e9  # what session.to_epoch gives each stamp (UTC for aware bars), 8 B/bar
         start = trade_from.get(sym)
         i0 = int(np.searchsorted(bar_epochs, start, side="left")) if start is not None else 0
         rows = np.searchsorted(bar_epochs, epochs, side="right").astype(np.int64) - 1
-        out[sym] = (rows, i0 + 1 if i0 + 1 < len(s) else None, i0)
+        out[sym] = (rows, i0 + 1 if i0 + 1 < len(s) else None)
     return out
 
 
@@ -239,7 +234,6 @@ class BarPass:
     lows: np.ndarray
     highs: np.ndarray
     all_closes: np.ndarray | None
-    i0: int = 0
 
 
 def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None,

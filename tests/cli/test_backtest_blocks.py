@@ -229,3 +229,37 @@ def test_trade_spans_equal_bar_span_stamp_by_stamp(tz: str | None) -> None:
         lo, hi = B.trade_spans(trips, "X", series)
         want = [bar_span(index, pd.Timestamp(t["entry_ts"]), pd.Timestamp(t["exit_ts"])) for t in trips]
         assert list(zip(lo.tolist(), hi.tolist(), strict=True)) == want
+
+
+def test_buy_and_hold_from_gathered_closes_by_hand() -> None:
+    """Two symbols, 10,000 cash (5,000 each), 1 bps commission, 2 bps slippage. A buys at the open 10.0
+    of its row 1 (steps at rows -1, 0, 1, 2); B has no bar after its first traded one and keeps cash."""
+    a = B.BarPass(close_rows=np.array([-1, 0, 1, 2]), closes=np.array([np.nan, 10.0, 11.0, 9.0]), open_row=1,
+                  open=10.0, spans=(np.empty(0, np.int64), np.empty(0, np.int64)), lows=np.empty(0),
+                  highs=np.empty(0), all_closes=None)
+    b = B.BarPass(close_rows=np.array([0, 0, 0, 0]), closes=np.array([50.0] * 4), open_row=None, open=None,
+                  spans=(np.empty(0, np.int64), np.empty(0, np.int64)), lows=np.empty(0), highs=np.empty(0),
+                  all_closes=None)
+    equity, held, traded, fees = B.buy_and_hold({"A": a, "B": b}, 4, 10_000.0, 1.0, 2.0)
+    # by hand: price 10 * 1.0002 = 10.002; qty = floor(5000 / (10.002 * 1.0001) * 1e8) / 1e8 = 499.85003499
+    # (5000 / 10.0030002 = 499.85003499250..., exact decimal arithmetic); fee = qty * 10.002 * 1e-4;
+    # cash = 5000 - qty * 10.002 - fee
+    qty = 499.85003499
+    fee = qty * 10.002 * 1e-4
+    cash = 5000 - qty * 10.002 - fee
+    assert held.tolist() == [0.0, 0.0, qty, qty]
+    assert equity.tolist() == pytest.approx([10_000.0, 10_000.0, 5000 + cash + qty * 11.0, 5000 + cash + qty * 9.0],
+                                            rel=1e-15)
+    assert traded == pytest.approx(qty * 10.002, rel=1e-15) and fees == pytest.approx(fee, rel=1e-15)
+
+
+def test_stamps_decode_like_the_list_they_stand_for() -> None:
+    from aitrader.trading.ledger import pack_text
+
+    texts = [f"2024-01-01T00:{m:02d}:00" for m in range(50)]
+    blobs = [(20, pack_text(texts[:20])), (25, pack_text(texts[20:45])), (5, pack_text(texts[45:]))]
+    rows = np.array([3, 19, 20, 44, 45, 49])  # the kept steps
+    stamps = B.Stamps(blobs, rows)
+    want = [texts[i] for i in rows]
+    assert len(stamps) == 6 and [stamps[i] for i in range(6)] == want
+    assert stamps[-1] == want[-1] and stamps[-6] == want[0] and stamps[1:4] == want[1:4] and list(stamps) == want
