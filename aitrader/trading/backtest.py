@@ -16,15 +16,24 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import pandas as pd
 
-from aitrader.trading.ledger import LEDGER_NAME, read_table
+from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, read_table, unpack_text
+from aitrader.trading.trades import aligned, excursions, round_trips, trades_frame
+
+if TYPE_CHECKING:
+    from aitrader.trading.sources import BarSeries
 
 QTY_DECIMALS = 8  # as the paper broker
+SCAN_ROWS = 65_536  # bars per block of the report's pass over a symbol's bars (scan_bars)
+FILL_COLUMNS = ["id", "order_id", "ts", "symbol", "side", "quantity", "price", "commission", "slippage"]
 
 
 def run_backtest(*, models: list[str] | None, data: list[str] | None, config_path: str | None = None,
@@ -36,7 +45,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
 
     ``report``: also write the HTML tearsheet there (:func:`aitrader.monitoring.tearsheet.write_tearsheet`,
     the same report as ``monitor --report``), from the replay's ledger before a temporary one is removed."""
-    from aitrader.trading.service import paper_trade, run_trades
+    from aitrader.trading.service import paper_trade
 
     collect: dict[str, Any] = {}
     tmp = None if out_run else tempfile.mkdtemp(prefix="aitrader-backtest-")
@@ -48,14 +57,25 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
             collect=collect, books=books,
         )
         run_dir = Path(summary["state_dir"])
-        trades = run_trades(run_dir, collect.get("frames"))
-        perf = performance_report(run_dir, collect, summary, trades)
+        series: dict[str, BarSeries] = collect.get("series") or {}
+        curve = read_curve(run_dir, collect)
+        cols, rows = read_table(run_dir / LEDGER_NAME, "fills")
+        fills = pd.DataFrame.from_records(rows, columns=FILL_COLUMNS)
+        trips = round_trips(dict(zip(cols, r, strict=True)) for r in rows)  # one fill dict at a time
+        del rows  # the fills live on in the frame's columns
+        hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
+        passes = {sym: scan_bars(s, close_rows=hold_rows[sym][0], open_row=hold_rows[sym][1],
+                                 spans=trade_spans(trips, sym, s), keep_closes=report is not None)
+                  for sym, s in sorted(series.items())}
+        trades = trades_frame(with_excursions(trips, series, passes))
+        del trips  # a dict per round trip (~1.5 KB): the frame holds them now
+        perf = performance_report(curve, fills, collect, summary, trades, passes)
         if report is not None:
             from aitrader.monitoring.tearsheet import write_tearsheet
 
             specs = collect.get("specs") or []
             write_tearsheet(Path(report), run_dir=run_dir, manifest=specs[0].manifest if specs else None,
-                            bars=collect.get("frames"),
+                            bars=close_frames(series, passes),
                             title="backtest " + ", ".join(f"{s.model_id} ({s.symbol})" for s in specs))
     finally:
         if tmp is not None:
@@ -74,26 +94,73 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def performance_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any],
-                       trades: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """``{"strategy": {...}, "buy_and_hold": {...}}`` over the traded bars of a finished replay."""
-    from aitrader.trading.session import to_epoch
+# ------------------------------------------------------------------------------ the ledger's side
 
+
+class Stamps(Sequence[str]):
+    """The equity steps' ISO stamps without a Python string per step: the ledger's compressed text
+    blobs (one per checkpoint), a stamp decoded when asked for (the report asks for a handful)."""
+
+    def __init__(self, blobs: list[tuple[int, bytes]], rows: np.ndarray) -> None:
+        self._blobs = blobs
+        self._starts = np.cumsum([0] + [n for n, _ in blobs])
+        self._rows = rows  # step i of the curve is stamp rows[i] of the ledger (the traded steps)
+        self._cache: tuple[int, list[str | None]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        row = int(self._rows[i])
+        b = int(np.searchsorted(self._starts, row, side="right")) - 1
+        if self._cache is None or self._cache[0] != b:
+            n, blob = self._blobs[b]
+            self._cache = (b, unpack_text(blob, n))
+        return str(self._cache[1][row - int(self._starts[b])])
+
+
+@dataclass
+class Curve:
+    """The replay's equity over the traded bars: stamps, epoch seconds and equity (O(steps) floats)."""
+
+    stamps: Sequence[str]
+    epochs: np.ndarray
+    equity: np.ndarray
+
+
+def read_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
+    """The ledger's equity steps from the first bar the models may trade (``collect["trade_from"]``),
+    read a checkpoint block at a time: equity as float64, stamps parsed to epoch seconds per block
+    and kept compressed (:class:`Stamps`)."""
+    first = min((t for t in collect["trade_from"].values() if t is not None), default=None)
+    conn = connect(run_dir / LEDGER_NAME, readonly=True)  # a new run's: block format only (docs/trading.md)
+    try:
+        blobs = [(int(n), bytes(ts)) for n, ts in conn.execute("SELECT n, ts FROM equity_blocks ORDER BY first_bar")]
+        equity = equity_column(conn)
+    finally:
+        conn.close()
+    epochs = np.concatenate([epochs_of([str(t) for t in unpack_text(blob, n)]) for n, blob in blobs]) \
+        if blobs else np.empty(0)
+    keep = epochs >= first if first is not None else np.ones(len(epochs), dtype=bool)
+    rows_kept = np.flatnonzero(keep)
+    return Curve(Stamps(blobs, rows_kept), epochs[keep], equity[keep])
+
+
+def performance_report(curve: Curve, fills: pd.DataFrame, collect: dict[str, Any], summary: dict[str, Any],
+                       trades: pd.DataFrame, passes: dict[str, BarPass]) -> dict[str, dict[str, Any]]:
+    """``{"strategy": {...}, "buy_and_hold": {...}}`` over the traded bars of a finished replay."""
     initial = float(summary["initial_cash"])
     costs = summary["costs"]
     periods = float(collect["calendar"]["periods_per_year"])
-    _, rows = read_table(run_dir / LEDGER_NAME, "equity")
-    first = min((t for t in collect["trade_from"].values() if t is not None), default=None)
-    stamps = [str(r[1]) for r in rows]
-    epochs = np.array([to_epoch(t) or 0.0 for t in stamps])
-    keep = epochs >= first if first is not None else np.ones(len(rows), dtype=bool)
-    stamps = [t for t, k in zip(stamps, keep, strict=True) if k]
-    epochs = epochs[keep]
-    equity = np.array([float(r[3]) for r in rows], dtype=np.float64)[keep]
-
-    _, fill_rows = read_table(run_dir / LEDGER_NAME, "fills")
-    fills = pd.DataFrame.from_records(fill_rows, columns=["id", "order_id", "ts", "symbol", "side", "quantity",
-                                                          "price", "commission", "slippage"])
+    stamps, epochs, equity = curve.stamps, curve.epochs, curve.equity
     positions = _positions(fills, epochs)
     traded = float((fills["quantity"] * fills["price"]).abs().sum()) if len(fills) else 0.0
     strategy = curve_stats(equity, stamps, initial, periods, positions, traded,
@@ -102,8 +169,7 @@ def performance_report(run_dir: Path, collect: dict[str, Any], summary: dict[str
     strategy["final_equity"] = float(equity[-1]) if equity.size else initial
 
     bench, bench_pos, bench_traded, bench_fees = buy_and_hold(
-        collect["frames"], collect["trade_from"], epochs, initial,
-        float(costs["commission_bps"]), float(costs["slippage_bps"]))
+        passes, len(epochs), initial, float(costs["commission_bps"]), float(costs["slippage_bps"]))
     hold = curve_stats(bench, stamps, initial, periods, bench_pos, bench_traded, bench_fees)
     hold.update({"trades": 0, "win_rate": None, "profit_factor": None, "avg_trade_return": None,
                  "avg_trade_duration": None, "avg_trade_bars": None,
@@ -113,56 +179,179 @@ def performance_report(run_dir: Path, collect: dict[str, Any], summary: dict[str
                        "bars": len(stamps), "periods_per_year": periods, "costs": costs}}
 
 
+def epochs_of(stamps: list[str]) -> np.ndarray:
+    """:func:`aitrader.trading.session.to_epoch` of each ISO stamp (aware: UTC; naive: as if UTC; 0.0 for
+    one it cannot read), parsed in one vectorised call instead of one Timestamp per stamp."""
+    parsed = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601", errors="coerce")
+    index = pd.DatetimeIndex(parsed).as_unit("ns")
+    return np.where(index.isna(), 0.0, index.asi8 / 1e9)
+
+
 def _positions(fills: pd.DataFrame, epochs: np.ndarray) -> np.ndarray:
     """Gross position (sum of |quantity| over symbols) held after each bar's fills."""
-    from aitrader.trading.session import to_epoch
-
     gross = np.zeros(len(epochs))
     if not len(fills):
         return gross
     for _, grp in fills.groupby("symbol", sort=True):
         signed = np.where(grp["side"].str.lower() == "buy", 1.0, -1.0) * grp["quantity"].to_numpy(float)
         held = np.round(np.cumsum(signed), QTY_DECIMALS)
-        at = np.array([to_epoch(t) or 0.0 for t in grp["ts"]])
+        at = epochs_of([str(t) for t in grp["ts"]])
         idx = np.searchsorted(at, epochs, side="right") - 1
         gross += np.where(idx >= 0, np.abs(held[np.maximum(idx, 0)]), 0.0)
     return gross
 
 
-def buy_and_hold(frames: dict[str, pd.DataFrame], trade_from: dict[str, float | None], epochs: np.ndarray,
-                 initial: float, commission_bps: float, slippage_bps: float
-                 ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Equity, position, traded notional and fees of buying each symbol once (see the module doc)."""
-    from aitrader.trading.session import to_epoch
+# ------------------------------------------------------------------------------ the bars' side
 
-    share = initial / max(1, len(frames))
-    total = np.zeros(len(epochs))
-    held = np.zeros(len(epochs))
-    traded = fees = 0.0
-    for sym, df in sorted(frames.items()):
-        bar_epochs = np.array([to_epoch(t) or 0.0 for t in df.index])
+def hold_rows_of(series: dict[str, BarSeries], trade_from: dict[str, float | None], epochs: np.ndarray
+                 ) -> dict[str, tuple[np.ndarray, int | None]]:
+    """Per symbol: the bar row in effect at each equity step (-1 before the first bar) and the row whose
+    open buy-and-hold buys at: the bar after the first traded one (None when there is none)."""
+    out = {}
+    for sym, s in series.items():
+        bar_epochs = s.ns() / 1e9  # what session.to_epoch gives each stamp (UTC for aware bars), 8 B/bar
         start = trade_from.get(sym)
         i0 = int(np.searchsorted(bar_epochs, start, side="left")) if start is not None else 0
-        values = np.full(len(df), share)
-        qty = 0.0
-        if i0 + 1 < len(df):
-            price = float(df["open"].iloc[i0 + 1]) * (1.0 + slippage_bps / 1e4)
+        rows = np.searchsorted(bar_epochs, epochs, side="right").astype(np.int64) - 1
+        out[sym] = (rows, i0 + 1 if i0 + 1 < len(s) else None)
+    return out
+
+
+@dataclass
+class BarPass:
+    """What the report needs of one symbol's bars, gathered in one pass over its blocks.
+
+    ``closes``: the close at each requested row (``close_rows``; NaN for a row before the first bar);
+    ``open``: the open at ``open_row``; ``lows``/``highs``: the lowest low and highest high over each
+    trade's rows ``spans`` (:func:`trade_spans`); ``all_closes``: every close (8 B a bar), kept only for
+    the tearsheet's charts."""
+
+    close_rows: np.ndarray
+    closes: np.ndarray
+    open_row: int | None
+    open: float | None
+    spans: tuple[np.ndarray, np.ndarray]
+    lows: np.ndarray
+    highs: np.ndarray
+    all_closes: np.ndarray | None
+
+
+def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None,
+              spans: tuple[np.ndarray, np.ndarray], keep_closes: bool) -> BarPass:
+    """One pass over ``series``' blocks from the first row anything needs: no frame, no whole-length
+    price array (except every close when ``keep_closes``)."""
+    n = len(series)
+    lo, hi = spans
+    closes = np.full(len(close_rows), np.nan)
+    lows = np.full(len(lo), np.nan)
+    highs = np.full(len(lo), np.nan)
+    valid = np.flatnonzero((close_rows >= 0) & (close_rows < n))
+    order = valid[np.argsort(close_rows[valid], kind="stable")]
+    wanted = close_rows[order]
+    all_closes = np.empty(n) if keep_closes else None
+    found_open: float | None = None
+    firsts = [int(wanted[0])] if wanted.size else []
+    firsts += [int(lo.min())] if lo.size else []
+    firsts += [open_row] if open_row is not None else []
+    first = 0 if keep_closes else min(firsts, default=n)
+    for k, _, values in series.own_blocks(first, size=SCAN_ROWS) if first < n else ():
+        m = values.shape[1]
+        a, b = np.searchsorted(wanted, [k, k + m], side="left")
+        if b > a:
+            closes[order[a:b]] = values[3, wanted[a:b] - k]
+        if open_row is not None and k <= open_row < k + m:
+            found_open = float(values[0, open_row - k])
+        for i in np.flatnonzero((lo < k + m) & (hi > k)).tolist():
+            x, y = max(int(lo[i]), k) - k, min(int(hi[i]), k + m) - k
+            lows[i] = np.fmin(lows[i], np.fmin.reduce(values[2, x:y]))
+            highs[i] = np.fmax(highs[i], np.fmax.reduce(values[1, x:y]))
+        if all_closes is not None:
+            all_closes[k:k + m] = values[3]
+    return BarPass(close_rows, closes, open_row, found_open, spans, lows, highs, all_closes)
+
+
+def buy_and_hold(passes: dict[str, BarPass], steps: int, initial: float, commission_bps: float,
+                 slippage_bps: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Equity, position, traded notional and fees of buying each symbol once (see the module doc),
+    at each equity step, from the closes gathered at those steps (:func:`scan_bars`)."""
+    share = initial / max(1, len(passes))
+    total = np.zeros(steps)
+    held = np.zeros(steps)
+    traded = fees = 0.0
+    for _, p in sorted(passes.items()):
+        rows = p.close_rows
+        value = np.full(steps, share)
+        pos = np.zeros(steps)
+        if p.open_row is not None and p.open is not None:
+            price = p.open * (1.0 + slippage_bps / 1e4)
             qty = math.floor(share / (price * (1.0 + commission_bps / 1e4)) * 10**QTY_DECIMALS) / 10**QTY_DECIMALS
             commission = qty * price * commission_bps / 1e4
             cash = share - qty * price - commission
-            closes = df["close"].to_numpy(float)
-            values[i0 + 1:] = cash + qty * closes[i0 + 1:]
+            bought = rows >= p.open_row
+            value[bought] = cash + qty * p.closes[bought]
+            pos[bought] = qty
             traded += qty * price
             fees += commission
-        pos = np.zeros(len(df))
-        pos[i0 + 1:] = qty
-        idx = np.searchsorted(bar_epochs, epochs, side="right") - 1
-        total += np.where(idx >= 0, values[np.maximum(idx, 0)], share)
-        held += np.where(idx >= 0, pos[np.maximum(idx, 0)], 0.0)
+        total += value
+        held += pos
     return total, held, traded, fees
 
 
-def curve_stats(equity: np.ndarray, stamps: list[str], initial: float, periods: float, positions: np.ndarray,
+def trade_spans(trips: list[dict[str, Any]], symbol: str, series: BarSeries) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``lo:hi`` of ``series`` each of ``symbol``'s round trips held: :func:`bar_span` on the
+    series' index, with the stamps aligned to it one by one and searched all at once (in ns)."""
+    mine = [t for t in trips if t["symbol"] == symbol] if len(series) else []
+    if not mine:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    index = series.index
+    ns = series.ns()
+    return (np.searchsorted(ns, stamp_ns([str(t["entry_ts"]) for t in mine], index), side="left").astype(np.int64),
+            np.searchsorted(ns, stamp_ns([str(t["exit_ts"]) for t in mine], index), side="left").astype(np.int64))
+
+
+def stamp_ns(stamps: list[str], index: pd.DatetimeIndex) -> np.ndarray:
+    """What ``index.searchsorted(trades.aligned(pd.Timestamp(s), index))`` compares for each stamp: UTC
+    ns for an aware stamp (whatever the index), wall ns for a naive stamp against a naive index.
+    Parsed in one call when the stamps are all naive against a naive index or all carry one offset
+    (the ledger's: the engine formats them from the index); else one by one through ``aligned``."""
+    try:
+        with warnings.catch_warnings():  # pandas 2.x warns on mixed offsets before failing below
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), format="ISO8601"))
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is not None and (parsed.tz is not None or index.tz is None):
+        return np.asarray(parsed.as_unit("ns").asi8, dtype=np.int64)
+    return np.array([aligned(pd.Timestamp(t), index).as_unit("ns").value for t in stamps], dtype=np.int64)
+
+
+def with_excursions(trips: list[dict[str, Any]], series: dict[str, BarSeries], passes: dict[str, BarPass]
+                    ) -> list[dict[str, Any]]:
+    """The round trips with their bar counts, MAE and MFE (as :func:`round_trips` from whole frames)."""
+    seen: dict[str, int] = {}
+    for t in trips:
+        sym = t["symbol"]
+        if sym not in series or not len(series[sym]):
+            continue
+        i = seen[sym] = seen.get(sym, -1) + 1
+        p = passes[sym]
+        lo, hi = int(p.spans[0][i]), int(p.spans[1][i])
+        t["bars"] = hi - lo
+        if hi > lo:
+            t["mae"], t["mfe"] = excursions(1 if t["side"] == "long" else -1, t["entry_price"],
+                                            float(p.lows[i]), float(p.highs[i]))
+        else:
+            t["mae"], t["mfe"] = 0.0, 0.0
+    return trips
+
+
+def close_frames(series: dict[str, BarSeries], passes: dict[str, BarPass]) -> dict[str, pd.DataFrame]:
+    """Each symbol's closes on its stamps, the one column of bars the tearsheet reads."""
+    return {sym: pd.DataFrame({"close": passes[sym].all_closes}, index=s.index)
+            for sym, s in series.items() if passes[sym].all_closes is not None}
+
+
+def curve_stats(equity: np.ndarray, stamps: Sequence[str], initial: float, periods: float, positions: np.ndarray,
                 traded: float, fees: float) -> dict[str, Any]:
     """Return, CAGR, Sharpe, Sortino, drawdown (depth, bars, calendar time), exposure, turnover, fees."""
     from aitrader.training import metrics as M

@@ -555,7 +555,7 @@ def paper_trade(
     ``start``/``end`` (``--from``/``--to``) pick the bars to trade; by default a run trades from each
     model's first unseen bar, and bars the model was trained on need ``allow_in_sample``.
     ``models`` (``--model NAME[:vN|@alias]``) replace the config's model list (:func:`with_models`).
-    ``collect``, when given, receives the replayed frames, each symbol's first traded bar (epoch)
+    ``collect``, when given, receives the replayed series (``BarSeries``), each symbol's first traded bar (epoch)
     and the specs (what ``backtest`` reports on). ``model_endpoint`` (``--model-endpoint``, or
     ``endpoint:`` per model in the config): predictions come from that ``aitrader serve``
     (:mod:`aitrader.serve.hook`). ``backend``: the runner mode (``--backend``;
@@ -647,8 +647,8 @@ def paper_trade(
         opts.total_bars = sum(len(s) for s in series)  # the progress view's total
         steps = replay_steps(series)
         stop_event = None
-        if collect is not None:  # backtest reports on frames (built here, for it alone)
-            collect.update(frames={sym: s.frame() for sym, s in replayed.items()}, specs=specs,
+        if collect is not None:  # backtest reports on the replayed series' blocks (no frames)
+            collect.update(series=dict(replayed), specs=specs,
                            calendar=meta["calendar"], trade_from={s.symbol: s.trade_from for s in specs})
     from aitrader.serve.hook import remote_models
 

@@ -83,16 +83,11 @@ def _trade(symbol: str, lot: _Lot, qty: float, exit_ts: str, exit_price: float, 
     mae = mfe = None
     frame = bars.get(symbol) if bars is not None else None
     if frame is not None and len(frame):
-        index = frame.index
-        lo = int(index.searchsorted(aligned(entry, index), side="left"))
-        hi = int(index.searchsorted(aligned(leave, index), side="left"))
+        lo, hi = bar_span(frame.index, entry, leave)
         n_bars = hi - lo
         if hi > lo:
-            low = float(frame["low"].iloc[lo:hi].min())
-            high = float(frame["high"].iloc[lo:hi].max())
-            up, down = high / lot.price - 1.0, low / lot.price - 1.0
-            best, worst = (up, down) if lot.sign > 0 else (-down, -up)
-            mfe, mae = max(0.0, best), min(0.0, worst)
+            mae, mfe = excursions(lot.sign, lot.price, float(frame["low"].iloc[lo:hi].min()),
+                                  float(frame["high"].iloc[lo:hi].max()))
         else:
             mfe, mae = 0.0, 0.0
     return {
@@ -101,6 +96,20 @@ def _trade(symbol: str, lot: _Lot, qty: float, exit_ts: str, exit_price: float, 
         "pnl": pnl, "return": pnl / (lot.price * qty), "duration": str(leave - entry), "bars": n_bars,
         "mae": mae, "mfe": mfe,
     }
+
+
+def bar_span(index: Any, entry: Any, leave: Any) -> tuple[int, int]:
+    """Rows ``lo:hi`` of ``index`` a trade held: from the entry bar up to (not including) the exit bar."""
+    return (int(index.searchsorted(aligned(entry, index), side="left")),
+            int(index.searchsorted(aligned(leave, index), side="left")))
+
+
+def excursions(sign: int, price: float, low: float, high: float) -> tuple[float, float]:
+    """``(mae, mfe)`` of a trade entered at ``price`` on side ``sign`` (+1 long, -1 short) whose bars
+    reached ``low`` and ``high``: fractions of the entry price, ``mae <= 0 <= mfe``."""
+    up, down = high / price - 1.0, low / price - 1.0
+    best, worst = (up, down) if sign > 0 else (-down, -up)
+    return min(0.0, worst), max(0.0, best)
 
 
 def aligned(value: Any, index: Any) -> pd.Timestamp:

@@ -29,13 +29,20 @@ compare figures from the same run only):
 
 5. The bar-to-order latency (p50/p99) of the streaming path with the 200-tree model.
 
-6. With ``--against DIR`` (another checkout, e.g. ``git worktree add /tmp/main main``): the batch
+6. **Whole ``aitrader backtest``** (the replay + the performance report, trades and buy-and-hold,
+   no ledger kept) with the same model on the same bars, batch route, each backend, alternating run
+   by run with the batch route's ``paper-trade`` (no ledger thread) so that both see the same load:
+   bars/s of both (the two-size difference), their ratio (goal: backtest >= 1x paper-trade) and
+   whether the backtest's run summary has the same fills and final equity. ``--backtest-only``
+   runs this part alone (after the world is built).
+
+7. With ``--against DIR`` (another checkout, e.g. ``git worktree add /tmp/main main``): the batch
    route's whole command with that checkout's code and with this one, alternating run by run on the
    same world, printed beside each other and against backtrader: a change measured in the same
    minutes as the code it changes.
 
 Usage: .venv/bin/python scripts/bench/paper_trade.py [--bars 120000] [--small 40000] [--engine-bars 50000]
-       [--against DIR]
+       [--against DIR] [--backtest-only]
 """
 
 from __future__ import annotations
@@ -233,6 +240,62 @@ def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
     return elapsed, cpu, json.loads(proc.stdout), size
 
 
+def backtest_command(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[float, float, dict[str, Any]]:
+    """Wall and CPU seconds of ``aitrader backtest --json`` (batch route) on the first ``n`` trading bars
+    (the bars :func:`whole_command` writes), and its JSON. ``backtest`` has no ``--backend``: the
+    runner comes from ``$AITRADER_BACKEND``, set for the child."""
+    tmp: Path = w["tmp"]
+    data = tmp / f"n{n}" / "SYN.csv"
+    data.parent.mkdir(exist_ok=True)
+    if not data.exists():
+        w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
+    cmd = [sys.executable, "-m", "aitrader.cli.main", "backtest", "--config", str(tmp / "trading-batch.yaml"),
+           "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"), "--json"]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False,
+                          env={**os.environ, "AITRADER_BACKEND": backend})
+    elapsed = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"backtest failed: {proc.stderr[-2000:]}")
+    return elapsed, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime), json.loads(proc.stdout)
+
+
+def backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int) -> None:
+    """``aitrader backtest`` beside ``aitrader paper-trade`` (batch route, no ledger thread), same model
+    and bars, alternating run by run; bars/s of each from the two-size difference of medians."""
+    for backend in BACKENDS:
+        runs: dict[str, dict[int, list[tuple[float, float]]]] = {k: {small: [], big: []} for k in ("paper", "backtest")}
+        loads = []
+        finals: dict[str, tuple[int, float]] = {}
+        for i in range(max(1, repeat)):
+            for n in (small, big):
+                for who in (("paper", "backtest") if i % 2 == 0 else ("backtest", "paper")):
+                    if who == "paper":
+                        t, cpu, summary, _ = whole_command(w, n, f"bt-paper-{backend}-{n}-{i}", "batch", backend)
+                    else:
+                        t, cpu, doc = backtest_command(w, n, backend)
+                        summary = doc["run"]
+                    runs[who][n].append((t, cpu))
+                    finals[who] = (summary["fills"], round(summary["final_equity"], 2))
+                    loads.append(os.getloadavg()[0])
+        rate: dict[str, tuple[float, float, float]] = {}
+        for who in ("paper", "backtest"):
+            med = {n: [statistics.median(r[k] for r in runs[who][n]) for k in (0, 1)] for n in (small, big)}
+            wall, cpu = ((big - small) / (med[big][k] - med[small][k]) for k in (0, 1))
+            rate[who] = (wall, cpu, med[small][0] - small / wall)
+        for who, label in (("paper", "paper-trade"), ("backtest", "backtest")):
+            wall, cpu, startup = rate[who]
+            print(f"whole command, {label:11}, batch route, {backend:4} runner {wall:>10,.0f} bars/s "
+                  f"({1e6 / wall:6.2f} us/bar wall, {1e6 / cpu:6.2f} us/bar cpu), start-up {startup:.2f} s")
+        same = finals["paper"] == finals["backtest"]
+        print(f"  backtest / paper-trade ({backend}): {rate['backtest'][0] / rate['paper'][0]:.2f}x bars/s wall, "
+              f"{rate['backtest'][1] / rate['paper'][1]:.2f}x cpu (goal >= 1x); fills and final equity "
+              f"{'the same' if same else 'DIFFERENT'} (alternating run by run, medians of {max(1, repeat)} per size) "
+              f"[load {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores]")
+
+
 def against(w: dict[str, Any], other: Path, small: int, big: int, repeat: int) -> dict[str, tuple[float, float]]:
     """The batch route's whole command with another checkout's code (``--against DIR``: its folder goes
     first on PYTHONPATH) and with this one, alternating run by run on the same world and bars, so a
@@ -386,12 +449,17 @@ def main() -> None:
     parser.add_argument("--against", type=Path, default=None, metavar="DIR",
                         help="also run the batch route with the code of another checkout (e.g. a worktree of main), "
                              "alternating run by run with this one, and print both beside backtrader")
+    parser.add_argument("--backtest-only", action="store_true",
+                        help="only the backtest vs paper-trade rows (part 6), after building the world")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         w = world(tmp, args.train_bars, args.bars)
         print(f"200-tree LightGBM, synthetic 1-minute bars; whole command on {args.small:,} and {args.bars:,} bars")
         whole_command(w, 2_000, "warm")  # first-run disk caches and bytecode
+        if args.backtest_only:
+            backtest_vs_paper(w, args.small, args.bars, args.whole_repeat)
+            return
         diff = args.bars - args.small
         rates: dict[str, tuple[float, float]] = {}
         finals: dict[str, tuple[float, int]] = {}
@@ -440,6 +508,7 @@ def main() -> None:
         same = f_c == f_o and abs(eq_c - eq_o) < 0.005
         print(f"  compiled vs ONNX (batch): {f_c} vs {f_o} fills, final equity {eq_c:,.2f} vs {eq_o:,.2f} "
               f"({'same' if same else 'DIFFERENT: float32 rounding at a threshold'})")
+        backtest_vs_paper(w, args.small, args.bars, args.whole_repeat)
         ab = against(w, args.against, args.small, args.bars, args.whole_repeat) if args.against else {}
         bares: dict[str, tuple[float, float]] = {}
         for backend in BACKENDS:

@@ -6,6 +6,9 @@ includes the parent's size at the fork). Measured:
 
 * ``paper-trade`` (``aitrader.trading.service.paper_trade``, the library path behind the command,
   with a deployed 50-tree LightGBM through ONNX) on 10k, 100k and 1M one-minute synthetic bars;
+* ``backtest`` (``aitrader.trading.backtest.run_backtest``, the library path behind the command: the
+  replay into a temporary ledger, then the report from the bars' blocks; no tearsheet) with the
+  same model on the same 10k, 100k and 1M bars (``--only backtest``);
 * ``monitor`` (``aitrader.monitoring.check.run_monitor``: the streamed pass of
   ``aitrader.monitoring.stream``) on the 10k, 100k and 1M-bar runs, and on the 1M-bar run the
   previous whole-table read (``read_ledger(features=True)``: every feature row parsed) for comparison;
@@ -61,6 +64,8 @@ def child(kind: str, size: int, work: Path) -> dict[str, Any]:
                               run_id=f"p{size}", registry_root=str(work / "models"), runs_dir=str(work / "runs"))
         return {"seconds": time.perf_counter() - t0, "bars": summary["bars"],
                 "ledger_bytes": (work / "runs" / f"p{size}" / "ledger.db").stat().st_size}
+    if kind == "backtest":
+        return backtest_child(size, work)
     if kind in ("monitor", "monitor_whole"):
         from aitrader.config import load_trading_config
         from aitrader.monitoring.check import manifest_from_registry, run_monitor
@@ -98,6 +103,29 @@ def child(kind: str, size: int, work: Path) -> dict[str, Any]:
         n, _, thread = kind[5:].partition(":")
         return multi_child(int(n), size, work, thread == "1")
     raise SystemExit(f"unknown child kind {kind}")
+
+
+def backtest_child(size: int, work: Path) -> dict[str, Any]:
+    """``run_backtest`` on ``bars_{size}`` (the paper part's bars and model), no ledger kept."""
+    from aitrader.trading.backtest import run_backtest
+
+    t0 = time.perf_counter()
+    doc = run_backtest(models=None, data=[str(work / f"bars_{size}.parquet")], config_path=str(work / "trading.yaml"),
+                       registry_root=str(work / "models"), runs_dir=str(work / "runs"))
+    return {"seconds": time.perf_counter() - t0, "bars": doc["run"]["bars"],
+            "trades": doc["performance"]["strategy"]["trades"],
+            "final_equity": doc["performance"]["strategy"]["final_equity"]}
+
+
+def backtest_rows(paper: list[int], work: Path) -> list[dict[str, Any]]:
+    """The backtest part: one child per size (each after the paper part's child of that size, if any)."""
+    rows = []
+    for n in paper:
+        r = measure("backtest", n, work)
+        r["load"] = os.getloadavg()[0]
+        rows.append(r)
+        print(f"backtest {n}: {r['seconds']:.1f} s", file=sys.stderr)
+    return rows
 
 
 # ---------------------------------------------------------------------------- several symbols
@@ -310,8 +338,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="sizes 100x smaller (smoke run)")
     ap.add_argument("--work", default=None, help="folder for bars, models and runs (default: a temp folder)")
     ap.add_argument("--json", action="store_true", help="print the rows as one JSON document")
-    ap.add_argument("--only", default="paper,monitor,features,multi",
-                    help="comma-separated parts: paper, monitor (needs paper), features, multi (default: all)")
+    ap.add_argument("--only", default="paper,backtest,monitor,features,multi",
+                    help="comma-separated parts: paper, backtest, monitor (needs paper), features, multi "
+                         "(default: all)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per multi-symbol figure (the median is shown)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -321,7 +350,8 @@ def main() -> None:
         return
     parts = set(args.only.split(","))
     scale = 100 if args.quick else 1
-    paper = [10_000 // scale, 100_000 // scale, 1_000_000 // scale] if parts & {"paper", "monitor"} else []
+    paper = [10_000 // scale, 100_000 // scale, 1_000_000 // scale] if parts & {"paper", "monitor", "backtest"} \
+        else []
     feats = [1_000_000 // scale, 5_000_000 // scale] if "features" in parts else []
     load0 = os.getloadavg()
     multi: list[str] = []
@@ -330,13 +360,16 @@ def main() -> None:
         t0 = time.perf_counter()
         prepare(work, paper, feats)
         print(f"set-up (train, deploy, bar files): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        rows: dict[str, list[dict[str, Any]]] = {"paper-trade": [], "monitor": [], "monitor (whole read, before)": [],
+        rows: dict[str, list[dict[str, Any]]] = {"paper-trade": [], "backtest": [], "monitor": [],
+                                                 "monitor (whole read, before)": [],
                                                  "features build": [], "features (whole, before)": []}
-        for n in paper:
+        for n in paper if parts & {"paper", "monitor"} else []:
             r = measure("paper", n, work)
             r["load"] = os.getloadavg()[0]
             rows["paper-trade"].append(r)
             print(f"paper-trade {n}: {rows['paper-trade'][-1]['seconds']:.1f} s", file=sys.stderr)
+        if "backtest" in parts:
+            rows["backtest"] = backtest_rows(paper, work)
         if "monitor" in parts:
             for n in paper:
                 rows["monitor"].append(measure("monitor", n, work) | {"load": os.getloadavg()[0]})
@@ -364,6 +397,12 @@ def main() -> None:
             print(line)
     for r in rows.get("paper-trade", []):
         print(f"  ledger of {r['size']:,} bars: {r['ledger_bytes'] / r['size']:.0f} bytes/bar")
+    paper_at = {r["size"]: r for r in rows.get("paper-trade", [])}
+    for r in rows.get("backtest", []):
+        p = paper_at.get(r["size"])
+        if p is not None:
+            print(f"  backtest / paper-trade at {r['size']:,} bars: {p['seconds'] / r['seconds']:.2f}x bars/s, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} vs {p['peak_rss_mb']:.0f} MB")
     for line in multi:
         print(line)
 
