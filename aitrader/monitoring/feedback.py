@@ -38,8 +38,9 @@ from aitrader.errors import AitraderError, TradingError
 
 log = logging.getLogger("aitrader.retrain")  # the retrain logger: its warnings reach retrain.log
 
-#: Rows of feature vectors handed to the challenger at a time (25 features: ~13 MB of float64).
-PREDICT_CHUNK = 65_536
+#: Rows of feature vectors handed to the challenger at a time (25 features: ~3.3 MB of float64; the
+#: runner's own buffers and the copies scale with it, so a larger chunk only raises the peak).
+PREDICT_CHUNK = 16_384
 
 
 @dataclass

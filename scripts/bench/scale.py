@@ -12,7 +12,7 @@ includes the parent's size at the fork). Measured:
 * ``retrain``'s live feedback (``aitrader.monitoring.feedback.live_feedback``: each ledger streamed a
   block at a time, the challenger, here the deployed model through ONNX as ``retrain`` builds it,
   re-predicting the logged feature vectors) on the 10k, 100k and 1M-bar runs, each alone in a runs
-  folder, and on the 1M-bar run the previous whole-ledger path (:func:`whole_feedback`) for
+  folder, and the previous whole-ledger path (:func:`whole_feedback`) on the same runs for
   comparison, with whether both gave the same result;
 * ``features build`` (``aitrader.features.build.build_features``) on 1M and 5M bars, and the
   previous whole-array path (``FeaturePipeline.transform`` then one ``to_parquet``) for comparison.
@@ -433,8 +433,9 @@ def main() -> None:
             for n in paper:
                 feedback_runs(work, n)
                 rows["retrain feedback"].append(measure("feedback", n, work) | {"load": os.getloadavg()[0]})
-            rows["retrain feedback (whole read, before)"].append(measure("feedback_whole", paper[-1], work)
-                                                                 | {"load": os.getloadavg()[0]})
+            for n in paper:
+                rows["retrain feedback (whole read, before)"].append(measure("feedback_whole", n, work)
+                                                                     | {"load": os.getloadavg()[0]})
         for n in feats:
             rows["features build"].append(measure("features", n, work) | {"load": os.getloadavg()[0]})
         for n in feats:
@@ -457,8 +458,8 @@ def main() -> None:
             print(line)
     for r in rows.get("paper-trade", []):
         print(f"  ledger of {r['size']:,} bars: {r['ledger_bytes'] / r['size']:.0f} bytes/bar")
-    if rows.get("retrain feedback (whole read, before)"):
-        streamed, whole = rows["retrain feedback"][-1], rows["retrain feedback (whole read, before)"][0]
+    for streamed, whole in zip(rows.get("retrain feedback", []), rows.get("retrain feedback (whole read, before)", []),
+                               strict=True):
         print(f"  retrain feedback on {whole['size']:,} bars ({whole['outcomes']:,} outcomes): the same result "
               f"streamed and whole: {streamed['result'] == whole['result']}; peak RSS whole / streamed "
               f"{whole['peak_rss_mb'] / streamed['peak_rss_mb']:.1f}x, "
