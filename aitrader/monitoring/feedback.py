@@ -94,10 +94,14 @@ class _Outcomes:
         for key, pieces in parts.items():
             bars = np.concatenate([p[0] for p in pieces])
             values = np.concatenate([p[1] for p in pieces])
-            order = np.argsort(bars, kind="stable")  # equal bars keep their storage order
-            bars, values = bars[order], values[order]
-            last = np.append(bars[1:] != bars[:-1], True)  # the last stored of each bar
-            self.index[key] = (bars[last], values[last])
+            pieces.clear()
+            # Paper-trade stores a key's outcomes in bar order, each once: then nothing to sort.
+            if bars.size > 1 and not bool(np.all(bars[1:] > bars[:-1])):
+                order = np.argsort(bars, kind="stable")  # equal bars keep their storage order
+                bars, values = bars[order], values[order]
+                last = np.append(bars[1:] != bars[:-1], True)  # the last stored of each bar
+                bars, values = bars[last], values[last]
+            self.index[key] = (bars, values)
 
     def apply(self, symbols: list[Any], models: list[Any], bars: np.ndarray, outcome: np.ndarray,
               rows: np.ndarray) -> None:
@@ -198,6 +202,14 @@ def _run_feedback(run_dir: Path, name: str, champion_digest: str | None, challen
     return acc if acc.rows else None
 
 
+def _joined(runs: list[_RunFeedback], name: str) -> np.ndarray:
+    """One array of every run's pieces of ``name``, the pieces released as they are joined."""
+    out = np.concatenate([a for r in runs for a in getattr(r, name)])
+    for r in runs:
+        getattr(r, name).clear()
+    return out
+
+
 def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challenger: Any,
                   challenger_names: list[str], task: str) -> dict[str, Any]:
     """Scores on the outcomes that paper-trade runs of ``name`` under ``runs_dir`` recorded (extra
@@ -213,10 +225,7 @@ def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challe
             runs.append(got)
     if not runs:
         return {"runs": 0, "outcomes": 0, "champion": None, "challenger": None}
-    p_all = np.concatenate([a for r in runs for a in r.prediction])
-    y_all = np.concatenate([a for r in runs for a in r.outcome])
-    c_mask = np.concatenate([a for r in runs for a in r.champion])
-    ch_pred = np.concatenate([a for r in runs for a in r.challenger])
+    p_all, y_all, c_mask, ch_pred = (_joined(runs, k) for k in ("prediction", "outcome", "champion", "challenger"))
     return {
         "runs": len(runs),
         "outcomes": int(y_all.size),
