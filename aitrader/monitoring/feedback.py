@@ -81,15 +81,19 @@ class _Outcomes:
             for n, sym, mid, bar, val in conn.execute(
                     "SELECT n, symbol, model_id, bar_index, outcome FROM outcome_blocks ORDER BY id"):
                 models = unpack_text(mid, n)
-                mine = np.array([str(m) in ids for m in models], dtype=bool)
-                if not mine.any():
+                if not any(str(m) in ids for m in set(models)):
                     continue
                 symbols = unpack_text(sym, n)
                 bars, values = unpack_i8(bar, n), unpack_f8(val, n)
-                keys = [(symbols[i], models[i]) for i in np.flatnonzero(mine).tolist()]
-                for key in dict.fromkeys(keys):
-                    sel = mine & np.array([(s, m) == key for s, m in zip(symbols, models, strict=True)])
-                    parts.setdefault(key, []).append((bars[sel], values[sel]))
+                pairs = dict.fromkeys(zip(symbols, models, strict=True))
+                if len(pairs) == 1:  # the usual block: one symbol and model (one of ours: checked above)
+                    parts.setdefault(next(iter(pairs)), []).append((bars, values))
+                    continue
+                keys = list(zip(symbols, models, strict=True))
+                for key in pairs:
+                    if str(key[1]) in ids:
+                        sel = np.array([k == key for k in keys], dtype=bool)
+                        parts.setdefault(key, []).append((bars[sel], values[sel]))
         self.index: dict[tuple[Any, Any], tuple[np.ndarray, np.ndarray]] = {}
         for key, pieces in parts.items():
             bars = np.concatenate([p[0] for p in pieces])
@@ -143,9 +147,12 @@ def _model_chunks(run_dir: Path, name: str, champion_digest: str | None,
             chunks.append(_block_chunks(conn, n_features))
         for reader in chunks:
             for c in reader:
-                known = {m: str(m) in ids for m in set(c.model_id)}
-                mine = np.flatnonzero([known[m] and (s is None or s == "model")
-                                       for m, s in zip(c.model_id, c.source, strict=True)])
+                kinds = {k: str(k[0]) in ids and (k[1] is None or k[1] == "model")
+                         for k in set(zip(c.model_id, c.source, strict=True))}
+                if len(kinds) == 1:  # one model and source in the chunk (the usual block)
+                    mine = np.arange(len(c.model_id)) if next(iter(kinds.values())) else np.empty(0, np.int64)
+                else:
+                    mine = np.flatnonzero([kinds[k] for k in zip(c.model_id, c.source, strict=True)])
                 if mine.size == 0:
                     continue
                 outcome = c.outcome.copy()
@@ -153,14 +160,23 @@ def _model_chunks(run_dir: Path, name: str, champion_digest: str | None,
                 keep = mine[~np.isnan(outcome[mine])]
                 if keep.size == 0:
                     continue
-                champion = (np.array([c.digest[i] == champion_digest for i in keep.tolist()], dtype=bool)
-                            if champion_digest else np.zeros(keep.size, dtype=bool))
+                champion = _champion_rows(c.digest, keep, champion_digest)
                 feats = c.features[keep] if c.features is not None else np.full((keep.size, n_features), np.nan)
                 yield _Rows(prediction=c.prediction[keep], outcome=outcome[keep], champion=champion, features=feats)
     except (sqlite3.DatabaseError, zlib.error, ValueError) as exc:
         raise TradingError(f"cannot read ledger {path}: {exc}; the file is damaged or not SQLite") from exc
     finally:
         conn.close()
+
+
+def _champion_rows(digests: list[Any], keep: np.ndarray, champion_digest: str | None) -> np.ndarray:
+    """Whether each kept row's digest is the champion's (none when there is no champion)."""
+    if not champion_digest:
+        return np.zeros(keep.size, dtype=bool)
+    same = {d: d == champion_digest for d in set(digests)}
+    if len(same) == 1:
+        return np.full(keep.size, next(iter(same.values())), dtype=bool)
+    return np.array([same[digests[i]] for i in keep.tolist()], dtype=bool)
 
 
 def _predict(challenger: Any, acc: _RunFeedback) -> None:

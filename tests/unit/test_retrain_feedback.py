@@ -4,8 +4,9 @@ The oracle is :func:`whole_ledger_feedback`, the implementation ``retrain`` had 
 one (``read_ledger`` of every run, one feature matrix, one challenger call), kept here verbatim.
 Both run on the same runs folder: a block-format ledger written by paper-trade, the same run in the
 old one-row-per-prediction format, a run resumed across the two formats, the golden ledger written
-by the code before the blocks (``data/ledger_v1.db.gz``), a hand-written old-format run of another
-version with a damaged feature row and fallbacks, a run of another model only, and four ledgers
+by the code before the blocks (``data/ledger_v1.db.gz``) and the same session written today (two
+models in every block), a hand-written old-format run of another digest with a damaged feature row,
+fallbacks and another model's rows, a run of another model only, and four ledgers
 that cannot be read (garbage bytes, an empty file, an SQLite file that is no ledger, a block ledger
 whose last prediction block is corrupt: skipped with a warning, none of their rows counted).
 """
@@ -149,6 +150,10 @@ def _runs(tmp: Path) -> Path:
         conn.execute("UPDATE prediction_blocks SET prediction = x'00ff' WHERE first_id = "
                      "(SELECT MAX(first_id) FROM prediction_blocks)")
     conn.close()
+    # Today's block format with two models in every block (AAA m:v1, BBB n:v1), as the golden run.
+    from tests.unit.test_trading_ledger_format import _session
+
+    _session(runs / "k_two_models")
     return runs
 
 
@@ -193,13 +198,13 @@ def test_streamed_feedback_equals_the_whole_ledger_read(runs: Path, monkeypatch:
         if name == M:  # only the unreadable ledgers of the model's runs are read and skipped
             skipped = sorted(Path(r.args[0]).name for r in caplog.records)
             assert skipped == ["g_garbage", "h_empty", "i_not_ledger", "j_broken_block"]
-    # Independent counts: five runs of m:v1 (a_blocks, b_old, c_resumed, d_golden, e_written); e_written's
+    # Independent counts: six runs of m:v1 (a_blocks, b_old, c_resumed, d_golden, e_written, k_two_models); e_written's
     # kept rows counted by hand: 300 bars - 5 without outcome - the 12 fallbacks among them.
     m_all, m_v2 = wants[0], wants[2]
-    assert m_all["runs"] == 5 and m_all["challenger"]["n"] < m_all["outcomes"]  # the golden rows: 2 features
+    assert m_all["runs"] == 6 and m_all["challenger"]["n"] < m_all["outcomes"]  # golden/k rows: 2 features
     assert m_v2["champion"]["n"] == 300 - 5 - sum(1 for i in range(295) if i % 25 == 3)
     assert wants[4]["runs"] == 2 and wants[5] == {"runs": 0, "outcomes": 0, "champion": None, "challenger": None}
-    assert wants[3]["runs"] == 1 and wants[3]["challenger"]["n"] > 40  # the golden ledger's n:v1 (2 features)
+    assert wants[3]["runs"] == 2 and wants[3]["challenger"]["n"] > 80  # n:v1 (2 features): golden and k
 
 
 def test_a_run_damaged_after_its_first_blocks_counts_nothing(runs: Path, tmp_path: Path,
