@@ -1,4 +1,4 @@
-"""``retrain``'s live feedback read from the run ledgers in bounded memory (issue 11).
+"""``retrain``'s live feedback read from the run ledgers a block at a time (issue 11).
 
 :func:`live_feedback` scores champion and challenger on the outcomes that paper-trade runs of a
 model recorded. It reads each ledger's predictions one chunk at a time with the streamed monitor's
@@ -8,7 +8,7 @@ rows of the model (its model ids, an outcome known, ``source`` model or unset), 
 challenger on their feature vectors :data:`PREDICT_CHUNK` rows at a time and keeps only four arrays
 per kept row: the logged prediction, the outcome, the challenger's prediction and whether the row is
 the champion's (its digest): 25 bytes a row, where the whole-ledger read (``read_ledger`` then one
-feature matrix) held every prediction of every run with its feature row as Python floats (~3.6 KB a
+feature matrix) held every prediction of every run with its feature row as Python floats (~3.3 KB a
 bar). The outcomes of the block format (``outcome_blocks``) are joined through sorted per-(symbol,
 model) arrays of the model's outcomes (16 bytes an outcome), a later outcome of the same bar
 replacing an earlier one as the whole-ledger reader's dict did.
@@ -16,7 +16,8 @@ replacing an earlier one as the whole-ledger reader's dict did.
 The result is the one the whole-ledger read gave on the same ledgers (``tests/unit/test_retrain_feedback.py``
 keeps that implementation as the oracle): the same rows in the same order, the same floats, so the
 same metrics, provided the challenger predicts a row the same whether it comes alone or in a batch
-(tree models and ONNX runners do). A ledger that cannot be read (not SQLite, not a ledger, a damaged
+(the deployed LightGBM through ONNX does: ``scripts/bench/scale.py --only retrain`` compares both
+paths on its runs). A ledger that cannot be read (not SQLite, not a ledger, a damaged
 block) is skipped with a warning, with nothing of it counted; only the tables feedback reads (meta,
 predictions, prediction and outcome blocks) are read, so a ledger damaged only in its equity curve
 or events now gives its predictions.
