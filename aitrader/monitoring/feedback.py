@@ -116,7 +116,7 @@ class _Outcomes:
         keys = [(symbols[i], models[i]) for i in rows.tolist()]
         for key in dict.fromkeys(keys):
             got = self.index.get(key)
-            if got is None:
+            if got is None or got[0].size == 0:
                 continue
             sel = rows[np.array([k == key for k in keys], dtype=bool)]
             known, values = got
