@@ -202,52 +202,6 @@ def _champion_predictions(loaded: Any, bars: Any, X_hold: Any, cfg: Any) -> tupl
     return pred, ok
 
 
-def live_feedback(name: str, runs_dir: Path, champion_digest: str | None, challenger: Any,
-                  challenger_names: list[str], task: str) -> dict[str, Any]:
-    """Scores on the outcomes that paper-trade runs of ``name`` recorded (extra evaluation data)."""
-    from aitrader.monitoring.accuracy import accuracy_metrics
-    from aitrader.monitoring.ledger import feature_matrix, read_ledger
-    from aitrader.monitoring.monitor import model_ids, model_name
-
-    pred, outcome, feats, champ = [], [], [], []
-    runs = 0
-    for db in sorted(runs_dir.glob("*/ledger.db")) if runs_dir.is_dir() else []:
-        try:
-            ledger = read_ledger(db.parent)
-        except AitraderError as exc:
-            log.warning("feedback: skipping %s: %s", db.parent, exc)
-            continue
-        entries = [m for m in ledger.models if model_name(m) == name]
-        if not entries:
-            continue
-        p = ledger.predictions
-        ids = set().union(*(model_ids(m) for m in entries))
-        mine = p["model_id"].astype(str).isin(ids)
-        rows = p[mine & p["outcome"].notna() & (p["source"].fillna("model") == "model")]
-        if rows.empty:
-            continue
-        runs += 1
-        pred.append(rows["prediction"].to_numpy(float))
-        outcome.append(rows["outcome"].to_numpy(float))
-        champ.append((rows["digest"] == champion_digest).to_numpy(bool) if champion_digest else
-                     np.zeros(len(rows), bool))
-        feats.append(feature_matrix(rows["features"], len(challenger_names)))
-    if not runs:
-        return {"runs": 0, "outcomes": 0, "champion": None, "challenger": None}
-    p_all, y_all, c_mask, x_all = (np.concatenate(pred), np.concatenate(outcome), np.concatenate(champ),
-                                   np.vstack(feats))
-    ok = np.isfinite(x_all).all(axis=1)
-    ch_pred = np.full(len(x_all), np.nan)
-    if ok.any():
-        ch_pred[ok] = challenger.predict_batch(x_all[ok])
-    return {
-        "runs": runs,
-        "outcomes": int(y_all.size),
-        "champion": accuracy_metrics(p_all[c_mask], y_all[c_mask], task=task) if c_mask.any() else None,
-        "challenger": accuracy_metrics(ch_pred, y_all, task=task),
-    }
-
-
 def _insufficient_text(n_rows: int, n_fair: int, needed: int, holdout_rows: int, first_pos: int, index: Any,
                        champion: Any) -> str:
     """Why there is no fair comparison, naming the counts and the fix."""
@@ -498,6 +452,8 @@ def _compare_and_register(registry: Any, name: str, cfg: Any, bars: Any, trained
             "champion": champion_info.model_id if champion_info else "none", "decision": decision[:200],
             "scoring_rows": str(n_rows)} | dict(extra_tags or {})
     info = registry.register(trained.out_dir, name, tags=tags, trust_pickle=own_pickle)
+    from aitrader.monitoring.feedback import live_feedback  # streamed: one ledger block at a time
+
     feedback = live_feedback(name, runs_dir, champion_info.digest if champion_info else None, challenger,
                              list(manifest["features"]["names"]), task)
     promoted, status, deploy = False, "insufficient" if insufficient else "registered", None

@@ -12,6 +12,11 @@ includes the parent's size at the fork). Measured:
 * ``monitor`` (``aitrader.monitoring.check.run_monitor``: the streamed pass of
   ``aitrader.monitoring.stream``) on the 10k, 100k and 1M-bar runs, and on the 1M-bar run the
   previous whole-table read (``read_ledger(features=True)``: every feature row parsed) for comparison;
+* ``retrain``'s live feedback (``aitrader.monitoring.feedback.live_feedback``: each ledger streamed a
+  block at a time, the challenger, here the deployed model through ONNX as ``retrain`` builds it,
+  re-predicting the logged feature vectors) on the 10k, 100k and 1M-bar runs, each alone in a runs
+  folder, and the previous whole-ledger path (:func:`whole_feedback`) on the same runs for
+  comparison, with whether both gave the same result;
 * ``features build`` (``aitrader.features.build.build_features``) on 1M and 5M bars, and the
   previous whole-array path (``FeaturePipeline.transform`` then one ``to_parquet``) for comparison.
 
@@ -83,6 +88,8 @@ def child(kind: str, size: int, work: Path) -> dict[str, Any]:
             res = monitor_ledger(ledger, man, cfg.monitoring)
         return {"seconds": time.perf_counter() - t0, "health": res.summary["health"],
                 "n": res.summary["drift"]["n"]}
+    if kind in ("feedback", "feedback_whole"):
+        return feedback_child(kind, size, work)
     if kind == "features":
         from aitrader.features.build import build_features
 
@@ -126,6 +133,84 @@ def backtest_rows(paper: list[int], work: Path) -> list[dict[str, Any]]:
         rows.append(r)
         print(f"backtest {n}: {r['seconds']:.1f} s", file=sys.stderr)
     return rows
+
+
+# ---------------------------------------------------------------------------- retrain's feedback
+
+
+def feedback_runs(work: Path, size: int) -> Path:
+    """A runs folder holding only the ``size``-bar paper-trade run (feedback reads every run in it)."""
+    folder = work / f"feedback_{size}"
+    folder.mkdir(exist_ok=True)
+    link = folder / f"p{size}"
+    if not link.exists():
+        link.symlink_to(work / "runs" / f"p{size}", target_is_directory=True)
+    return folder
+
+
+def whole_feedback(name: str, runs_dir: Path, champion_digest: str | None, challenger: Any,
+                   challenger_names: list[str], task: str) -> dict[str, Any]:
+    """The previous ``retrain.live_feedback`` (before the streamed one): every run ledger read whole
+    (``read_ledger``: every feature row decoded into Python lists), one feature matrix, one call."""
+    import numpy as np
+
+    from aitrader.errors import AitraderError
+    from aitrader.monitoring.accuracy import accuracy_metrics
+    from aitrader.monitoring.ledger import feature_matrix, read_ledger
+    from aitrader.monitoring.monitor import model_ids, model_name
+
+    pred, outcome, feats, champ = [], [], [], []
+    runs = 0
+    for db in sorted(runs_dir.glob("*/ledger.db")) if runs_dir.is_dir() else []:
+        try:
+            ledger = read_ledger(db.parent)
+        except AitraderError:
+            continue
+        entries = [m for m in ledger.models if model_name(m) == name]
+        if not entries:
+            continue
+        p = ledger.predictions
+        ids = set().union(*(model_ids(m) for m in entries))
+        mine = p["model_id"].astype(str).isin(ids)
+        rows = p[mine & p["outcome"].notna() & (p["source"].fillna("model") == "model")]
+        if rows.empty:
+            continue
+        runs += 1
+        pred.append(rows["prediction"].to_numpy(float))
+        outcome.append(rows["outcome"].to_numpy(float))
+        champ.append((rows["digest"] == champion_digest).to_numpy(bool) if champion_digest else
+                     np.zeros(len(rows), bool))
+        feats.append(feature_matrix(rows["features"], len(challenger_names)))
+    if not runs:
+        return {"runs": 0, "outcomes": 0, "champion": None, "challenger": None}
+    p_all, y_all, c_mask, x_all = (np.concatenate(pred), np.concatenate(outcome), np.concatenate(champ),
+                                   np.vstack(feats))
+    ok = np.isfinite(x_all).all(axis=1)
+    ch_pred = np.full(len(x_all), np.nan)
+    if ok.any():
+        ch_pred[ok] = challenger.predict_batch(x_all[ok])
+    return {"runs": runs, "outcomes": int(y_all.size),
+            "champion": accuracy_metrics(p_all[c_mask], y_all[c_mask], task=task) if c_mask.any() else None,
+            "challenger": accuracy_metrics(ch_pred, y_all, task=task)}
+
+
+def feedback_child(kind: str, size: int, work: Path) -> dict[str, Any]:
+    """Feedback of ``syn_lgbm`` on the ``size``-bar run; the challenger is the deployed artifact's
+    runner built as ``retrain`` builds its challenger (``ModelRunner.from_artifact``), loaded before
+    the clock starts."""
+    from aitrader.models.runner import ModelRunner
+    from aitrader.monitoring.feedback import live_feedback
+    from aitrader.registry import Registry
+
+    loaded = Registry(work / "models").load("syn_lgbm@production")
+    challenger = ModelRunner.from_artifact(loaded.path, loaded.manifest)
+    names = list(loaded.manifest["features"]["names"])
+    task = str(loaded.manifest["target"]["task"])
+    run = live_feedback if kind == "feedback" else whole_feedback
+    t0 = time.perf_counter()
+    doc = run("syn_lgbm", feedback_runs(work, size), loaded.info.digest, challenger, names, task)
+    return {"seconds": time.perf_counter() - t0, "outcomes": doc["outcomes"],
+            "result": json.dumps(doc, sort_keys=True)}
 
 
 # ---------------------------------------------------------------------------- several symbols
@@ -338,9 +423,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="sizes 100x smaller (smoke run)")
     ap.add_argument("--work", default=None, help="folder for bars, models and runs (default: a temp folder)")
     ap.add_argument("--json", action="store_true", help="print the rows as one JSON document")
-    ap.add_argument("--only", default="paper,backtest,monitor,features,multi",
-                    help="comma-separated parts: paper, backtest, monitor (needs paper), features, multi "
-                         "(default: all)")
+    ap.add_argument("--only", default="paper,backtest,monitor,retrain,features,multi",
+                    help="comma-separated parts: paper, backtest, monitor and retrain (these three need paper), "
+                         "features, multi (default: all)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per multi-symbol figure (the median is shown)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -350,8 +435,8 @@ def main() -> None:
         return
     parts = set(args.only.split(","))
     scale = 100 if args.quick else 1
-    paper = [10_000 // scale, 100_000 // scale, 1_000_000 // scale] if parts & {"paper", "monitor", "backtest"} \
-        else []
+    paper = [10_000 // scale, 100_000 // scale, 1_000_000 // scale] \
+        if parts & {"paper", "monitor", "backtest", "retrain"} else []
     feats = [1_000_000 // scale, 5_000_000 // scale] if "features" in parts else []
     load0 = os.getloadavg()
     multi: list[str] = []
@@ -362,8 +447,9 @@ def main() -> None:
         print(f"set-up (train, deploy, bar files): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         rows: dict[str, list[dict[str, Any]]] = {"paper-trade": [], "backtest": [], "monitor": [],
                                                  "monitor (whole read, before)": [],
+                                                 "retrain feedback": [], "retrain feedback (whole read, before)": [],
                                                  "features build": [], "features (whole, before)": []}
-        for n in paper if parts & {"paper", "monitor"} else []:
+        for n in paper if parts & {"paper", "monitor", "retrain"} else []:
             r = measure("paper", n, work)
             r["load"] = os.getloadavg()[0]
             rows["paper-trade"].append(r)
@@ -375,6 +461,13 @@ def main() -> None:
                 rows["monitor"].append(measure("monitor", n, work) | {"load": os.getloadavg()[0]})
             rows["monitor (whole read, before)"].append(measure("monitor_whole", paper[-1], work)
                                                         | {"load": os.getloadavg()[0]})
+        if "retrain" in parts:
+            for n in paper:
+                feedback_runs(work, n)
+                rows["retrain feedback"].append(measure("feedback", n, work) | {"load": os.getloadavg()[0]})
+            for n in paper:
+                rows["retrain feedback (whole read, before)"].append(measure("feedback_whole", n, work)
+                                                                     | {"load": os.getloadavg()[0]})
         for n in feats:
             rows["features build"].append(measure("features", n, work) | {"load": os.getloadavg()[0]})
         for n in feats:
@@ -403,6 +496,12 @@ def main() -> None:
         if p is not None:
             print(f"  backtest / paper-trade at {r['size']:,} bars: {p['seconds'] / r['seconds']:.2f}x bars/s, "
                   f"peak RSS {r['peak_rss_mb']:.0f} vs {p['peak_rss_mb']:.0f} MB")
+    for streamed, whole in zip(rows.get("retrain feedback", []), rows.get("retrain feedback (whole read, before)", []),
+                               strict=True):
+        print(f"  retrain feedback on {whole['size']:,} bars ({whole['outcomes']:,} outcomes): the same result "
+              f"streamed and whole: {streamed['result'] == whole['result']}; peak RSS whole / streamed "
+              f"{whole['peak_rss_mb'] / streamed['peak_rss_mb']:.1f}x, "
+              f"seconds {whole['seconds'] / streamed['seconds']:.2f}x")
     for line in multi:
         print(line)
 
