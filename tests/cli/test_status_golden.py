@@ -45,10 +45,12 @@ def write_ledger(run_dir: Path) -> None:
 
 
 def _status(cwd: Path, run_id: str, form: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "100"}
-    env.pop("FORCE_COLOR", None)
+    # rich draws for a 100-column pipe in UTF-8 whatever the caller's terminal, locale or colour settings
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "LINES", "TERM")}
+    env.update(COLUMNS="100", PYTHONIOENCODING="utf-8")
     return subprocess.run([sys.executable, "-m", "aitrader", "status", run_id, "--runs-dir", "runs", *FORMS[form]],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+                          capture_output=True, text=True, encoding="utf-8", cwd=cwd, env=env, timeout=60)
 
 
 @pytest.fixture(scope="module")
