@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from aitrader import __version__
+from aitrader.cli._params import lazy_param_coercion
 from aitrader.errors import AitraderError
 
 log = logging.getLogger("aitrader")
@@ -84,6 +85,7 @@ def _flags_take_no_value() -> None:
 
 
 _flags_take_no_value()
+lazy_param_coercion()  # no pydantic for str options or absent ones: ~80 ms of short commands (cli/_params.py)
 
 
 #: OS errors a command cannot prevent, with the fix each needs: one ``error:`` line, never a traceback.

@@ -29,7 +29,7 @@ should not be: the runner is ONNX).
 
 ``mods``: how many modules the command imports (``-X importtime``, one run): the one figure here that
 no load changes. ``--imports`` adds where this tree's imports go (``-X importtime`` self times summed by library) for
-``status``, ``export``, ``list`` and the 500-bar ``paper-trade``.
+``status``, ``export``, ``list``, ``monitor`` and the 500-bar ``paper-trade``.
 
 Usage: .venv/bin/python scripts/bench/startup.py [--repeat 7] [--baseline REF|none] [--imports]
 """
@@ -227,7 +227,8 @@ def imported_modules(argv: list[str], env: dict[str, str], cwd: Path) -> int:
 
 def breakdown_lines(envs: dict[str, dict[str, str]], work: Path, cmds: dict[str, list[str]]) -> list[str]:
     env = envs["this"]
-    argv = {**{k: ["-m", "aitrader", *v] for k, v in cmds.items() if k in ("status s1", "export s1 fills", "list")},
+    argv = {**{k: ["-m", "aitrader", *v] for k, v in cmds.items()
+               if k in ("status s1", "export s1 fills", "list", "monitor --run s1")},
             "paper-trade 500 bars": ["-m", "aitrader", "paper-trade", "--config", str(work / "trading.yaml"),
                                      "--data", str(work / "bars_500.parquet"), "--registry", str(work / "models"),
                                      "--runs-dir", str(work / "runs-imports"), "--json"]}
@@ -244,7 +245,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7, help="runs of each command per tree (median printed)")
     ap.add_argument("--imports", action="store_true",
-                    help="also print where this tree's imports go, by library, for status, export, list, paper-trade")
+                    help="also print where this tree's imports go, by library, for status, export, list, monitor, "
+                         "paper-trade")
     ap.add_argument("--baseline", default=BASELINE,
                     help=f"git commit to compare with (default {BASELINE}, main before the start-up work); none: skip")
     args = ap.parse_args()

@@ -4,6 +4,9 @@ fresh interpreter on a real run (no clock: scripts/bench/startup.py times them).
 * ``status``, ``export`` of a plain ledger table and ``list`` read SQLite: no pandas, pyarrow or model
   library; ``export`` of fills/orders/events/positions and ``list`` no numpy either; the ``--json``
   forms and ``export`` no rich (nothing is drawn).
+* Beyond typer's own imports, ``status`` imports numpy and rich and nothing else from outside the standard
+  library (``status --json`` numpy, ``export`` of fills nothing, ``list`` rich): in particular not pydantic,
+  which typer would load to coerce every string option (aitrader/cli/_params.py).
 * ``paper-trade`` on an ONNX-run LightGBM imports neither the training stack (trainer, splits, ONNX
   export) nor scikit-learn, scipy or lightgbm, and parses ``features.yaml`` once.
 """
@@ -102,6 +105,44 @@ def test_status_and_list_tables_import_no_dataframe_or_model_library(world: Path
     assert results[0]["seen"] == ["numpy"] and results[1]["seen"] == ["numpy"]
     assert json.loads(results[0]["stdout"])["bars"] == 300
     assert "syn_lgbm" in results[3]["stdout"]
+
+
+#: Run ``python -m aitrader ARGS`` in a fresh interpreter, after ``import typer`` (typer's own imports are
+#: typer's): the exit code and the top-level packages outside the standard library it imported beyond them.
+BEYOND_TYPER = """
+import contextlib, io, json, runpy, sys
+import typer
+before = set(sys.modules)
+sys.argv = ["aitrader", *sys.argv[1:]]
+code = 0
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        runpy.run_module("aitrader", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code or 0
+new = {m.split(".")[0] for m in set(sys.modules) - before}
+print(json.dumps({"code": code, "third_party": sorted(new - set(sys.stdlib_module_names) - {"aitrader", "typer"}),
+                  "pydantic": "pydantic" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize(("args", "allowed"), [
+    (["status", "r1"], ["numpy", "rich"]),
+    (["status", "r1", "--json"], ["numpy"]),
+    (["export", "r1", "fills"], []),
+    (["list"], ["rich"]),
+])
+def test_short_commands_import_nothing_beyond_typer_but_what_they_draw_with(
+    world: Path, args: list[str], allowed: list[str]
+) -> None:
+    where = ["--registry", str(world / "models")] if args[0] == "list" else ["--runs-dir", str(world / "runs")]
+    done = subprocess.run([sys.executable, "-c", BEYOND_TYPER, *args, *where], capture_output=True, text=True,
+                          cwd=world, timeout=120)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["code"] == 0, done.stderr
+    assert doc["pydantic"] is False, f"{' '.join(args)} imported pydantic"
+    assert doc["third_party"] == allowed, f"{' '.join(args)} imported {doc['third_party']}"
 
 
 def test_paper_trade_imports_no_training_stack_and_parses_features_yaml_once(world: Path) -> None:
