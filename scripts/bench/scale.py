@@ -15,7 +15,7 @@ includes the parent's size at the fork). Measured:
 * ``retrain``'s live feedback (``aitrader.monitoring.feedback.live_feedback``: each ledger streamed a
   block at a time, the challenger, here the deployed model through ONNX as ``retrain`` builds it,
   re-predicting the logged feature vectors) on the 10k, 100k and 1M-bar runs, each alone in a runs
-  folder, and the previous whole-ledger path (:func:`whole_feedback`) on the same runs for
+  folder, and the previous whole-ledger path (``tests.unit.feedback_oracle.whole_ledger_feedback``) on the same runs for
   comparison, with whether both gave the same result;
 * ``features build`` (``aitrader.features.build.build_features``) on 1M and 5M bars, and the
   previous whole-array path (``FeaturePipeline.transform`` then one ``to_parquet``) for comparison.
@@ -148,52 +148,6 @@ def feedback_runs(work: Path, size: int) -> Path:
     return folder
 
 
-def whole_feedback(name: str, runs_dir: Path, champion_digest: str | None, challenger: Any,
-                   challenger_names: list[str], task: str) -> dict[str, Any]:
-    """The previous ``retrain.live_feedback`` (before the streamed one): every run ledger read whole
-    (``read_ledger``: every feature row decoded into Python lists), one feature matrix, one call."""
-    import numpy as np
-
-    from aitrader.errors import AitraderError
-    from aitrader.monitoring.accuracy import accuracy_metrics
-    from aitrader.monitoring.ledger import feature_matrix, read_ledger
-    from aitrader.monitoring.monitor import model_ids, model_name
-
-    pred, outcome, feats, champ = [], [], [], []
-    runs = 0
-    for db in sorted(runs_dir.glob("*/ledger.db")) if runs_dir.is_dir() else []:
-        try:
-            ledger = read_ledger(db.parent)
-        except AitraderError:
-            continue
-        entries = [m for m in ledger.models if model_name(m) == name]
-        if not entries:
-            continue
-        p = ledger.predictions
-        ids = set().union(*(model_ids(m) for m in entries))
-        mine = p["model_id"].astype(str).isin(ids)
-        rows = p[mine & p["outcome"].notna() & (p["source"].fillna("model") == "model")]
-        if rows.empty:
-            continue
-        runs += 1
-        pred.append(rows["prediction"].to_numpy(float))
-        outcome.append(rows["outcome"].to_numpy(float))
-        champ.append((rows["digest"] == champion_digest).to_numpy(bool) if champion_digest else
-                     np.zeros(len(rows), bool))
-        feats.append(feature_matrix(rows["features"], len(challenger_names)))
-    if not runs:
-        return {"runs": 0, "outcomes": 0, "champion": None, "challenger": None}
-    p_all, y_all, c_mask, x_all = (np.concatenate(pred), np.concatenate(outcome), np.concatenate(champ),
-                                   np.vstack(feats))
-    ok = np.isfinite(x_all).all(axis=1)
-    ch_pred = np.full(len(x_all), np.nan)
-    if ok.any():
-        ch_pred[ok] = challenger.predict_batch(x_all[ok])
-    return {"runs": runs, "outcomes": int(y_all.size),
-            "champion": accuracy_metrics(p_all[c_mask], y_all[c_mask], task=task) if c_mask.any() else None,
-            "challenger": accuracy_metrics(ch_pred, y_all, task=task)}
-
-
 def feedback_child(kind: str, size: int, work: Path) -> dict[str, Any]:
     """Feedback of ``syn_lgbm`` on the ``size``-bar run; the challenger is the deployed artifact's
     runner built as ``retrain`` builds its challenger (``ModelRunner.from_artifact``), loaded before
@@ -202,11 +156,14 @@ def feedback_child(kind: str, size: int, work: Path) -> dict[str, Any]:
     from aitrader.monitoring.feedback import live_feedback
     from aitrader.registry import Registry
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: the tests' oracle
+    from tests.unit.feedback_oracle import whole_ledger_feedback
+
     loaded = Registry(work / "models").load("syn_lgbm@production")
     challenger = ModelRunner.from_artifact(loaded.path, loaded.manifest)
     names = list(loaded.manifest["features"]["names"])
     task = str(loaded.manifest["target"]["task"])
-    run = live_feedback if kind == "feedback" else whole_feedback
+    run = live_feedback if kind == "feedback" else whole_ledger_feedback
     t0 = time.perf_counter()
     doc = run("syn_lgbm", feedback_runs(work, size), loaded.info.digest, challenger, names, task)
     return {"seconds": time.perf_counter() - t0, "outcomes": doc["outcomes"],
