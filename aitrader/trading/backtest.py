@@ -258,10 +258,12 @@ def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None
             closes[order[a:b]] = values[3, wanted[a:b] - k]
         if open_row is not None and k <= open_row < k + m:
             found_open = float(values[0, open_row - k])
-        for i in np.flatnonzero((lo < k + m) & (hi > k)).tolist():
-            x, y = max(int(lo[i]), k) - k, min(int(hi[i]), k + m) - k
-            lows[i] = np.fmin(lows[i], np.fmin.reduce(values[2, x:y]))
-            highs[i] = np.fmax(highs[i], np.fmax.reduce(values[1, x:y]))
+        live = np.flatnonzero((lo < k + m) & (hi > k))
+        if live.size:  # each live trade's rows x:y of this block, reduced at once (pairs x, y; odd slots unused)
+            x, y = np.maximum(lo[live], k) - k, np.minimum(hi[live], k + m) - k
+            at = np.column_stack((x, y)).reshape(-1)
+            lows[live] = np.fmin(lows[live], np.fmin.reduceat(np.append(values[2], np.nan), at)[0::2])
+            highs[live] = np.fmax(highs[live], np.fmax.reduceat(np.append(values[1], np.nan), at)[0::2])
         if all_closes is not None:
             all_closes[k:k + m] = values[3]
     return BarPass(close_rows, closes, open_row, found_open, spans, lows, highs, all_closes)
