@@ -113,3 +113,22 @@ def test_trades_json_declines_what_is_not_a_flat_trade_record() -> None:
     f64 = [{**row, "mae": np.float64(0.1)}]  # a float subclass: the same text as json_clean + dumps
     assert to_json({"trades": "HOLE"}).replace('"HOLE"', str(trades_json(f64))) == to_json({"trades": f64})
     assert trades_json([]) == "[]"
+
+
+def test_backtest_json_text_is_print_json_text(capsys: Any) -> None:
+    """The command's --json writer (trades by trades_json) == print_json of the same document."""
+    from aitrader.cli._output import print_json
+    from aitrader.cli.backtest import print_report_json
+
+    rows = [(1, 1, "2024-01-01T00:00:00+00:00", "A", "buy", 0.3, 10.0, 0.01, 0.0),
+            (2, 2, "2024-01-01T00:05:00+00:00", "A", "sell", 0.1, 10.5, None, 0.0),
+            (3, 3, "2024-01-01T00:10:00+00:00", "A", "sell", 0.4, 9.5, 0.02, 0.0)]
+    doc = {"models": ["m (A)"], "run": {"fills": 3, "state_dir": None, "ratio": float("nan")}, "kept": False,
+           "performance": {"strategy": {"sharpe": float("inf"), "trades": 2}, "window": {"bars": 3}},
+           "trades": as_trips(rows), "report": None}
+    assert len(doc["trades"]) == 2
+    for trades in (doc["trades"], []):
+        print_json({**doc, "trades": trades})
+        want = capsys.readouterr().out
+        print_report_json({**doc, "trades": trades})
+        assert capsys.readouterr().out == want
