@@ -222,11 +222,25 @@ def trades_json(trades: list[dict[str, Any]]) -> str | None:
         return None
     columns = []
     for k in TRADE_COLUMNS:
-        column = [_scalar(t[k]) for t in trades]
-        if any(v is None for v in column):
+        column = _column([t[k] for t in trades])
+        if column is None:
             return None
         columns.append(column)
     return "[\n" + ",\n".join(_ITEM % v for v in zip(*columns, strict=True)) + "\n  ]"
+
+
+def _column(values: list[Any]) -> list[str] | None:
+    """The JSON text of each value; a column of one plain type (the usual case) in one C-level map."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return list(map(encode_basestring_ascii, values))
+    if kinds == {float} and all(map(math.isfinite, values)):
+        return list(map(float.__repr__, values))
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    texts = [_scalar(v) for v in values]
+    column = [v for v in texts if v is not None]
+    return column if len(column) == len(texts) else None
 
 
 def _scalar(v: Any) -> str | None:
