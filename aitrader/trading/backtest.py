@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 import pandas as pd
 
-from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, read_table, unpack_text
+from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, unpack_text
 from aitrader.trading.trades import aligned
 from aitrader.trading.trips import FillColumns, TradeColumns, match_fills, records, trade_columns
 
@@ -60,9 +60,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
         run_dir = Path(summary["state_dir"])
         series: dict[str, BarSeries] = collect.get("series") or {}
         curve = read_curve(run_dir, collect)
-        cols, rows = read_table(run_dir / LEDGER_NAME, "fills")
-        fills = FillColumns.from_rows(cols, rows)
-        del rows
+        fills = FillColumns.read(run_dir / LEDGER_NAME)
         trades = trade_columns(match_fills(fills))  # columns: no dict, Timestamp or frame per trade
         hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
         passes = {sym: scan_bars(s, close_rows=hold_rows[sym][0], open_row=hold_rows[sym][1],

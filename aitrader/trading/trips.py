@@ -22,15 +22,18 @@ inside the backtest document, a format string per trade instead of the pure-Pyth
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from aitrader.errors import TradingError
 from aitrader.trading.trades import _EPS, TRADE_COLUMNS
 
 
@@ -69,6 +72,36 @@ class FillColumns:
                    quantity=np.array([float(r[iq]) for r in rows], dtype=np.float64),
                    price=np.array([float(r[ip]) for r in rows], dtype=np.float64),
                    commission=np.array([float(r[ic] or 0.0) for r in rows], dtype=np.float64))
+
+    @classmethod
+    def read(cls, ledger: Path) -> FillColumns:
+        """The ``fills`` table of the ledger at ``ledger``, row by row from the cursor (no list of row
+        tuples: ~450 bytes a fill at the peak), each symbol and side one shared string."""
+        from aitrader.trading.ledger import connect
+
+        ts: list[str] = []
+        symbols: list[str] = []
+        buy: list[bool] = []
+        qty: list[float] = []
+        price: list[float] = []
+        fee: list[float] = []
+        shared: dict[str, str] = {}
+        conn = connect(ledger, readonly=True)
+        try:
+            for t, sym, side, q, p, c in conn.execute(
+                    "SELECT ts, symbol, side, quantity, price, commission FROM fills ORDER BY id"):
+                ts.append(str(t))
+                symbols.append(shared.setdefault(str(sym), str(sym)))
+                buy.append(str(side).lower() == "buy")
+                qty.append(float(q))
+                price.append(float(p))
+                fee.append(float(c or 0.0))
+        except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
+            raise TradingError(f"cannot read fills from {ledger}: {exc}; is it an aitrader ledger?") from exc
+        finally:
+            conn.close()
+        return cls(ts=ts, symbol=symbols, buy=np.array(buy, dtype=bool), quantity=np.array(qty, dtype=np.float64),
+                   price=np.array(price, dtype=np.float64), commission=np.array(fee, dtype=np.float64))
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -132,3 +132,14 @@ def test_backtest_json_text_is_print_json_text(capsys: Any) -> None:
         want = capsys.readouterr().out
         print_report_json({**doc, "trades": trades})
         assert capsys.readouterr().out == want
+
+
+def test_reading_fills_from_what_is_not_a_ledger_is_a_trading_error(tmp_path: Any) -> None:
+    import pytest
+
+    from aitrader.errors import TradingError
+
+    bad = tmp_path / "ledger.db"
+    bad.write_bytes(b"not a database, just bytes" * 100)
+    with pytest.raises(TradingError, match="cannot read fills from .*ledger.db"):
+        FillColumns.read(bad)
