@@ -64,9 +64,28 @@ def backtest_cmd(
                           allow_symbol_mismatch=allow_symbol_mismatch, out_run=out_run, runs_dir=runs_dir, view=view,
                           report=report, books=parse_book_options(book))
     if json_out:
-        print_json(result)
+        print_report_json(result)
         return
     _render(result)
+
+
+_HOLE = "\x00trades\x00"  # a string no report holds: where the trades' text goes
+
+
+def print_report_json(result: dict[str, Any]) -> None:
+    """``print_json(result)``, the same text, with the trades (one record per round trip, thousands of
+    them) written by :func:`aitrader.trading.trips.trades_json` instead of the indenting encoder."""
+    from aitrader._json import to_json
+    from aitrader.trading.trips import trades_json
+
+    text = trades_json(result["trades"])
+    if text is None:
+        print_json(result)
+        return
+    hole = to_json(_HOLE)
+    doc = to_json({**result, "trades": _HOLE})
+    sys.stdout.write(doc.replace(hole, text, 1) + "\n")
+    sys.stdout.flush()
 
 
 def _fmt(value: Any, kind: str) -> str:

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 import pandas as pd
 
-from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, read_table, unpack_text
-from aitrader.trading.trades import aligned, excursions, round_trips, trades_frame
+from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, unpack_text
+from aitrader.trading.trades import aligned
+from aitrader.trading.trips import FillColumns, TradeColumns, match_fills, records, trade_columns
 
 if TYPE_CHECKING:
     from aitrader.trading.sources import BarSeries
@@ -59,17 +60,14 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
         run_dir = Path(summary["state_dir"])
         series: dict[str, BarSeries] = collect.get("series") or {}
         curve = read_curve(run_dir, collect)
-        cols, rows = read_table(run_dir / LEDGER_NAME, "fills")
-        fills = pd.DataFrame.from_records(rows, columns=FILL_COLUMNS)
-        trips = round_trips(dict(zip(cols, r, strict=True)) for r in rows)  # one fill dict at a time
-        del rows  # the fills live on in the frame's columns
+        fills = FillColumns.read(run_dir / LEDGER_NAME)
+        trades = trade_columns(match_fills(fills))  # columns: no dict, Timestamp or frame per trade
         hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
         passes = {sym: scan_bars(s, close_rows=hold_rows[sym][0], open_row=hold_rows[sym][1],
-                                 spans=trade_spans(trips, sym, s), keep_closes=report is not None)
+                                 spans=trip_spans(trades, sym, s), keep_closes=report is not None)
                   for sym, s in sorted(series.items())}
-        trades = trades_frame(with_excursions(trips, series, passes))
-        del trips  # a dict per round trip (~1.5 KB): the frame holds them now
-        perf = performance_report(curve, fills, collect, summary, trades, passes)
+        excursion = trade_excursions(trades, series, passes)
+        perf = performance_report(curve, fills, collect, summary, trades, excursion, passes)
         if report is not None:
             from aitrader.monitoring.tearsheet import write_tearsheet
 
@@ -84,14 +82,7 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
         summary = {**summary, "state_dir": None}
     models = [f"{s.model_id} ({s.symbol})" for s in collect.get("specs") or []]
     return {"models": models, "run": summary, "kept": out_run is not None, "performance": perf,
-            "trades": _records(trades), "report": report}
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for row in df.to_dict(orient="records"):
-        out.append({str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-    return out
+            "trades": records(trades, *excursion), "report": report}
 
 
 # ------------------------------------------------------------------------------ the ledger's side
@@ -154,18 +145,20 @@ def read_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
     return Curve(Stamps(blobs, rows_kept), epochs[keep], equity[keep])
 
 
-def performance_report(curve: Curve, fills: pd.DataFrame, collect: dict[str, Any], summary: dict[str, Any],
-                       trades: pd.DataFrame, passes: dict[str, BarPass]) -> dict[str, dict[str, Any]]:
+def performance_report(curve: Curve, fills: FillColumns, collect: dict[str, Any], summary: dict[str, Any],
+                       trades: TradeColumns, excursion: Excursions, passes: dict[str, BarPass]
+                       ) -> dict[str, dict[str, Any]]:
     """``{"strategy": {...}, "buy_and_hold": {...}}`` over the traded bars of a finished replay."""
     initial = float(summary["initial_cash"])
     costs = summary["costs"]
     periods = float(collect["calendar"]["periods_per_year"])
     stamps, epochs, equity = curve.stamps, curve.epochs, curve.equity
     positions = _positions(fills, epochs)
-    traded = float((fills["quantity"] * fills["price"]).abs().sum()) if len(fills) else 0.0
+    # as pandas summed the fills' columns (pairwise float sums over the same float64 arrays)
+    traded = float(pd.Series(np.abs(fills.quantity * fills.price)).sum()) if len(fills) else 0.0
     strategy = curve_stats(equity, stamps, initial, periods, positions, traded,
-                           float(fills["commission"].sum()) if len(fills) else 0.0)
-    strategy.update(trade_stats(trades))
+                           float(pd.Series(fills.commission).sum()) if len(fills) else 0.0)
+    strategy.update(trade_stats(trades, excursion))
     strategy["final_equity"] = float(equity[-1]) if equity.size else initial
 
     bench, bench_pos, bench_traded, bench_fees = buy_and_hold(
@@ -187,15 +180,17 @@ def epochs_of(stamps: list[str]) -> np.ndarray:
     return np.where(index.isna(), 0.0, index.asi8 / 1e9)
 
 
-def _positions(fills: pd.DataFrame, epochs: np.ndarray) -> np.ndarray:
+def _positions(fills: FillColumns, epochs: np.ndarray) -> np.ndarray:
     """Gross position (sum of |quantity| over symbols) held after each bar's fills."""
     gross = np.zeros(len(epochs))
     if not len(fills):
         return gross
-    for _, grp in fills.groupby("symbol", sort=True):
-        signed = np.where(grp["side"].str.lower() == "buy", 1.0, -1.0) * grp["quantity"].to_numpy(float)
+    symbols = np.array(fills.symbol, dtype=object)
+    for sym in sorted(set(fills.symbol)):
+        rows = np.flatnonzero(symbols == sym)
+        signed = np.where(fills.buy[rows], 1.0, -1.0) * fills.quantity[rows]
         held = np.round(np.cumsum(signed), QTY_DECIMALS)
-        at = epochs_of([str(t) for t in grp["ts"]])
+        at = epochs_of([fills.ts[i] for i in rows.tolist()])
         idx = np.searchsorted(at, epochs, side="right") - 1
         gross += np.where(idx >= 0, np.abs(held[np.maximum(idx, 0)]), 0.0)
     return gross
@@ -261,10 +256,12 @@ def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None
             closes[order[a:b]] = values[3, wanted[a:b] - k]
         if open_row is not None and k <= open_row < k + m:
             found_open = float(values[0, open_row - k])
-        for i in np.flatnonzero((lo < k + m) & (hi > k)).tolist():
-            x, y = max(int(lo[i]), k) - k, min(int(hi[i]), k + m) - k
-            lows[i] = np.fmin(lows[i], np.fmin.reduce(values[2, x:y]))
-            highs[i] = np.fmax(highs[i], np.fmax.reduce(values[1, x:y]))
+        live = np.flatnonzero((lo < k + m) & (hi > k))
+        if live.size:  # each live trade's rows x:y of this block, reduced at once (pairs x, y; odd slots unused)
+            x, y = np.maximum(lo[live], k) - k, np.minimum(hi[live], k + m) - k
+            at = np.column_stack((x, y)).reshape(-1)
+            lows[live] = np.fmin(lows[live], np.fmin.reduceat(np.append(values[2], np.nan), at)[0::2])
+            highs[live] = np.fmax(highs[live], np.fmax.reduceat(np.append(values[1], np.nan), at)[0::2])
         if all_closes is not None:
             all_closes[k:k + m] = values[3]
     return BarPass(close_rows, closes, open_row, found_open, spans, lows, highs, all_closes)
@@ -301,12 +298,35 @@ def trade_spans(trips: list[dict[str, Any]], symbol: str, series: BarSeries) -> 
     """Rows ``lo:hi`` of ``series`` each of ``symbol``'s round trips held: :func:`bar_span` on the
     series' index, with the stamps aligned to it one by one and searched all at once (in ns)."""
     mine = [t for t in trips if t["symbol"] == symbol] if len(series) else []
-    if not mine:
+    return stamp_spans([str(t["entry_ts"]) for t in mine], [str(t["exit_ts"]) for t in mine], series)
+
+
+def trip_spans(trades: TradeColumns, symbol: str, series: BarSeries) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`trade_spans` of the round trips in columns (``symbol``'s, in trade order)."""
+    rows = _rows_of(trades, symbol) if len(series) else np.empty(0, dtype=np.int64)
+    ts = trades.trips.fills.ts
+    return stamp_spans([ts[i] for i in trades.trips.entry[rows].tolist()],
+                       [ts[i] for i in trades.trips.exit[rows].tolist()], series)
+
+
+def _rows_of(trades: TradeColumns, symbol: str) -> np.ndarray:
+    """The trades (rows of the columns) of ``symbol``, in trade order."""
+    f = trades.trips.fills
+    code = {s: i for i, s in enumerate(sorted(set(f.symbol)))}
+    if symbol not in code:
+        return np.empty(0, dtype=np.int64)
+    of_fill = np.array([code[s] for s in f.symbol], dtype=np.int64)
+    return np.flatnonzero(of_fill[trades.trips.entry] == code[symbol])
+
+
+def stamp_spans(entries: list[str], exits: list[str], series: BarSeries) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``lo:hi`` of ``series`` from each entry stamp up to (not including) each exit stamp."""
+    if not entries:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     index = series.index
     ns = series.ns()
-    return (np.searchsorted(ns, stamp_ns([str(t["entry_ts"]) for t in mine], index), side="left").astype(np.int64),
-            np.searchsorted(ns, stamp_ns([str(t["exit_ts"]) for t in mine], index), side="left").astype(np.int64))
+    return (np.searchsorted(ns, stamp_ns(entries, index), side="left").astype(np.int64),
+            np.searchsorted(ns, stamp_ns(exits, index), side="left").astype(np.int64))
 
 
 def stamp_ns(stamps: list[str], index: pd.DatetimeIndex) -> np.ndarray:
@@ -325,24 +345,38 @@ def stamp_ns(stamps: list[str], index: pd.DatetimeIndex) -> np.ndarray:
     return np.array([aligned(pd.Timestamp(t), index).as_unit("ns").value for t in stamps], dtype=np.int64)
 
 
-def with_excursions(trips: list[dict[str, Any]], series: dict[str, BarSeries], passes: dict[str, BarPass]
-                    ) -> list[dict[str, Any]]:
-    """The round trips with their bar counts, MAE and MFE (as :func:`round_trips` from whole frames)."""
-    seen: dict[str, int] = {}
-    for t in trips:
-        sym = t["symbol"]
-        if sym not in series or not len(series[sym]):
+Excursions = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # bars, mae, mfe, has_bars (per trade)
+
+
+def trade_excursions(trades: TradeColumns, series: dict[str, BarSeries], passes: dict[str, BarPass]) -> Excursions:
+    """Each trade's bar count, MAE and MFE, as :func:`aitrader.trading.trades.round_trips` takes them from
+    whole frames (:func:`~aitrader.trading.trades.excursions`, vectorised); ``has_bars`` False for a
+    trade whose symbol has no bars (its three figures are then None in the records)."""
+    n = len(trades)
+    bars = np.zeros(n, dtype=np.int64)
+    mae = np.zeros(n)
+    mfe = np.zeros(n)
+    has = np.zeros(n, dtype=bool)
+    price = trades.trips.fills.price[trades.trips.entry]
+    for sym, s in series.items():
+        if not len(s):
             continue
-        i = seen[sym] = seen.get(sym, -1) + 1
+        rows = _rows_of(trades, sym)
+        if not rows.size:
+            continue
         p = passes[sym]
-        lo, hi = int(p.spans[0][i]), int(p.spans[1][i])
-        t["bars"] = hi - lo
-        if hi > lo:
-            t["mae"], t["mfe"] = excursions(1 if t["side"] == "long" else -1, t["entry_price"],
-                                            float(p.lows[i]), float(p.highs[i]))
-        else:
-            t["mae"], t["mfe"] = 0.0, 0.0
-    return trips
+        lo, hi = p.spans
+        held = hi > lo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up, down = p.highs / price[rows] - 1.0, p.lows / price[rows] - 1.0
+        long = trades.long[rows]
+        best, worst = np.where(long, up, -down), np.where(long, down, -up)
+        # min(0.0, worst) and max(0.0, best) as Python takes them: 0.0 unless strictly beyond (NaN -> 0.0)
+        mae[rows] = np.where(held & (worst < 0.0), worst, 0.0)
+        mfe[rows] = np.where(held & (best > 0.0), best, 0.0)
+        bars[rows] = hi - lo
+        has[rows] = True
+    return bars, mae, mfe, has
 
 
 def close_frames(series: dict[str, BarSeries], passes: dict[str, BarPass]) -> dict[str, pd.DataFrame]:
@@ -377,21 +411,21 @@ def curve_stats(equity: np.ndarray, stamps: Sequence[str], initial: float, perio
     }
 
 
-def trade_stats(trades: pd.DataFrame) -> dict[str, Any]:
-    """Number of round trips, win rate, profit factor, average return, duration and bars."""
+def trade_stats(trades: TradeColumns, excursion: Excursions) -> dict[str, Any]:
+    """Number of round trips, win rate, profit factor, average return, duration and bars (the means
+    taken by pandas over numeric columns, as they were over the trades' table)."""
     from aitrader.training import metrics as M
 
     n = len(trades)
-    pnl = trades["pnl"].to_numpy(float) if n else np.empty(0)
-    durations = pd.to_timedelta(trades["duration"]) if n else None
-    bars = pd.to_numeric(trades["bars"], errors="coerce") if n else None
+    bars, _, _, has = excursion
     return {
         "trades": n,
-        "win_rate": M.win_rate(pnl),
-        "profit_factor": M.profit_factor(pnl),
-        "avg_trade_return": float(trades["return"].mean()) if n else None,
-        "avg_trade_duration": short_duration(durations.mean()) if durations is not None else None,
-        "avg_trade_bars": float(bars.mean()) if bars is not None and bars.notna().any() else None,
+        "win_rate": M.win_rate(trades.pnl),
+        "profit_factor": M.profit_factor(trades.pnl),
+        "avg_trade_return": float(pd.Series(trades.ret).mean()) if n else None,
+        "avg_trade_duration": short_duration(pd.Series(trades.duration_ns.astype("m8[ns]")).mean()) if n else None,
+        "avg_trade_bars": (float(pd.Series(bars if has.all() else np.where(has, bars, np.nan)).mean())
+                           if n and has.any() else None),
     }
 
 

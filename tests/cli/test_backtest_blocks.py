@@ -87,6 +87,30 @@ def frozen_positions(fills: pd.DataFrame, epochs: np.ndarray) -> np.ndarray:
     return gross
 
 
+def frozen_trade_stats(trades: pd.DataFrame) -> dict[str, Any]:
+    """main's ``backtest.trade_stats`` over the trades' table (pandas columns of objects)."""
+    from aitrader.training import metrics as M
+
+    n = len(trades)
+    pnl = trades["pnl"].to_numpy(float) if n else np.empty(0)
+    durations = pd.to_timedelta(trades["duration"]) if n else None
+    bars = pd.to_numeric(trades["bars"], errors="coerce") if n else None
+    return {
+        "trades": n,
+        "win_rate": M.win_rate(pnl),
+        "profit_factor": M.profit_factor(pnl),
+        "avg_trade_return": float(trades["return"].mean()) if n else None,
+        "avg_trade_duration": B.short_duration(durations.mean()) if durations is not None else None,
+        "avg_trade_bars": float(bars.mean()) if bars is not None and bars.notna().any() else None,
+    }
+
+
+def frozen_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """main's ``backtest._records``: the table's rows as dicts, NaN as None."""
+    return [{str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in df.to_dict(orient="records")]
+
+
 def frozen_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """main's performance report and trades, from whole frames of the replayed series."""
     from aitrader.trading.ledger import LEDGER_NAME, read_table
@@ -102,7 +126,7 @@ def frozen_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any
     traded = float((fills["quantity"] * fills["price"]).abs().sum()) if len(fills) else 0.0
     strategy = B.curve_stats(curve.equity, curve.stamps, initial, periods, positions, traded,
                              float(fills["commission"].sum()) if len(fills) else 0.0)
-    strategy.update(B.trade_stats(trades))
+    strategy.update(frozen_trade_stats(trades))
     strategy["final_equity"] = float(curve.equity[-1]) if curve.equity.size else initial
     bench, pos, b_traded, b_fees = frozen_buy_and_hold(frames, collect["trade_from"], curve.epochs, initial,
                                                        float(costs["commission_bps"]), float(costs["slippage_bps"]))
@@ -114,7 +138,7 @@ def frozen_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any
               "last_bar": curve.stamps[-1] if curve.stamps else None, "bars": len(curve.stamps),
               "periods_per_year": periods, "costs": costs}
     return {"performance": {"strategy": strategy, "buy_and_hold": hold, "window": window},
-            "trades": B._records(trades), "frames": frames, "specs": collect["specs"]}
+            "trades": frozen_records(trades), "frames": frames, "specs": collect["specs"]}
 
 
 def backtest_and_oracle(monkeypatch: pytest.MonkeyPatch, tmp: Path, report: Path | None,

@@ -1,0 +1,291 @@
+"""Round trips of a whole run's fills as columns: :func:`aitrader.trading.trades.round_trips`'s trades,
+the same numbers to the bit, without a dict, a ``Timestamp`` or a ``Timedelta`` per trade.
+
+``backtest`` reports every round trip of a replay (about one per ten bars with the bench's model).
+Per trade, :func:`~aitrader.trading.trades.round_trips` parsed two stamps, formatted a ``Timedelta``
+and built a dict, then the report made a DataFrame with object columns of them and a record dict per
+row again (~150 us a trade in all). Here:
+
+* the FIFO matching is one loop over the fills on plain floats, recording only (entry fill, exit fill,
+  quantity) per closed piece. It stays sequential on purpose: a lot's remainder is a chain of float
+  subtractions (``lot -= take``), and any cumulative-sum formulation rounds differently (the matched
+  quantities, and so P&L, would differ in the last bits from the trades users have seen);
+* everything else is numpy over those three arrays and the fills' columns: prices, fees per unit,
+  P&L and return (the same IEEE operations in the same order as the scalar code), the stamps parsed
+  once per fill (vectorised) and a duration text formatted once per distinct duration;
+* the output records share their strings (symbol, side, stamps, durations) with the fills' columns.
+
+:func:`trades_json` writes the records as the exact text ``json.dumps(..., indent=2)`` gives them
+inside the backtest document, a format string per trade instead of the pure-Python indenting encoder.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aitrader.errors import TradingError
+from aitrader.trading.trades import _EPS, TRADE_COLUMNS
+
+
+@dataclass
+class Trips:
+    """The closed round trips, one entry per trade in :func:`round_trips` order (by exit, then entry):
+    the fill rows they entered (``entry``) and exited (``exit``) at, and their quantity."""
+
+    entry: np.ndarray  # int64 row of the fills columns
+    exit: np.ndarray
+    quantity: np.ndarray  # float64
+    fills: FillColumns
+
+    def __len__(self) -> int:
+        return len(self.quantity)
+
+
+@dataclass
+class FillColumns:
+    """A run's fills as columns (the ledger's ``fills`` table in id order)."""
+
+    ts: list[str]
+    symbol: list[str]
+    buy: np.ndarray  # bool: side is buy (else sell)
+    quantity: np.ndarray
+    price: np.ndarray
+    commission: np.ndarray  # None read as 0.0
+
+    @classmethod
+    def from_rows(cls, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> FillColumns:
+        """From :func:`aitrader.trading.ledger.read_table`'s column names and rows."""
+        at = {c: i for i, c in enumerate(cols)}
+        its, isym, iside, iq, ip, ic = (at[c] for c in ("ts", "symbol", "side", "quantity", "price", "commission"))
+        return cls(ts=[str(r[its]) for r in rows], symbol=[str(r[isym]) for r in rows],
+                   buy=np.array([str(r[iside]).lower() == "buy" for r in rows], dtype=bool),
+                   quantity=np.array([float(r[iq]) for r in rows], dtype=np.float64),
+                   price=np.array([float(r[ip]) for r in rows], dtype=np.float64),
+                   commission=np.array([float(r[ic] or 0.0) for r in rows], dtype=np.float64))
+
+    @classmethod
+    def read(cls, ledger: Path) -> FillColumns:
+        """The ``fills`` table of the ledger at ``ledger``, row by row from the cursor (no list of row
+        tuples: ~450 bytes a fill at the peak), each symbol and side one shared string."""
+        from aitrader.trading.ledger import connect
+
+        ts: list[str] = []
+        symbols: list[str] = []
+        buy: list[bool] = []
+        qty: list[float] = []
+        price: list[float] = []
+        fee: list[float] = []
+        shared: dict[str, str] = {}
+        conn = connect(ledger, readonly=True)
+        try:
+            for t, sym, side, q, p, c in conn.execute(
+                    "SELECT ts, symbol, side, quantity, price, commission FROM fills ORDER BY id"):
+                ts.append(str(t))
+                symbols.append(shared.setdefault(str(sym), str(sym)))
+                buy.append(str(side).lower() == "buy")
+                qty.append(float(q))
+                price.append(float(p))
+                fee.append(float(c or 0.0))
+        except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
+            raise TradingError(f"cannot read fills from {ledger}: {exc}; is it an aitrader ledger?") from exc
+        finally:
+            conn.close()
+        return cls(ts=ts, symbol=symbols, buy=np.array(buy, dtype=bool), quantity=np.array(qty, dtype=np.float64),
+                   price=np.array(price, dtype=np.float64), commission=np.array(fee, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def match_fills(fills: FillColumns) -> Trips:
+    """FIFO matching per symbol, exactly as :func:`aitrader.trading.trades.round_trips`: a fill against
+    the open side closes the oldest lots first; what is left opens a lot on its own side."""
+    books: dict[str, deque[list[Any]]] = {}
+    entries: list[int] = []
+    exits: list[int] = []
+    qtys: list[float] = []
+    for k, (symbol, buy, qty) in enumerate(zip(fills.symbol, fills.buy.tolist(), fills.quantity.tolist(),
+                                               strict=True)):
+        if not qty > 0:
+            continue
+        sign = 1 if buy else -1
+        book = books.get(symbol)
+        if book is None:
+            book = books[symbol] = deque()
+        left = qty
+        while left > _EPS and book and book[0][0] != sign:
+            lot = book[0]  # [sign, quantity left, fill row]
+            have = lot[1]
+            take = left if left < have else have  # min(have, left)
+            entries.append(lot[2])
+            exits.append(k)
+            qtys.append(take)
+            lot[1] = have - take
+            left -= take
+            if lot[1] <= _EPS:
+                book.popleft()
+        if left > _EPS:
+            book.append([sign, left, k])
+    return Trips(np.array(entries, dtype=np.int64), np.array(exits, dtype=np.int64),
+                 np.array(qtys, dtype=np.float64), fills)
+
+
+@dataclass
+class TradeColumns:
+    """Each round trip's figures (see :mod:`aitrader.trading.trades` for their definitions)."""
+
+    trips: Trips
+    long: np.ndarray  # bool
+    pnl: np.ndarray
+    ret: np.ndarray
+    duration_ns: np.ndarray  # int64, exit - entry
+    durations: list[str]  # str(pd.Timedelta) of each
+
+    def __len__(self) -> int:
+        return len(self.trips)
+
+
+def trade_columns(trips: Trips) -> TradeColumns:
+    """P&L, return and duration of every trip, vectorised with the scalar code's operations and order."""
+    f = trips.fills
+    e, x, q = trips.entry, trips.exit, trips.quantity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fee_per_unit = f.commission / f.quantity  # per fill, as the lot and the exit fill carry it
+        sign = np.where(f.buy[e], 1.0, -1.0)
+        entry_price = f.price[e]
+        gross = (f.price[x] - entry_price) * q * sign
+        pnl = gross - (fee_per_unit[e] + fee_per_unit[x]) * q
+        ret = pnl / (entry_price * q)
+    ns = fill_ns(f.ts, np.union1d(e, x))
+    dur = ns[x] - ns[e]
+    uniq, inverse = np.unique(dur, return_inverse=True)
+    texts = [str(pd.Timedelta(int(v), unit="ns")) for v in uniq.tolist()]
+    return TradeColumns(trips, sign > 0, pnl, ret, dur, [texts[i] for i in inverse.reshape(-1).tolist()])
+
+
+def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
+    """ns of ``stamps[rows]`` such that a difference is ``pd.Timestamp(b) - pd.Timestamp(a)``: UTC for
+    aware stamps (as a difference of aware Timestamps is), wall time for naive ones (the engine writes
+    one kind per run; a naive stamp against an aware one, which the scalar code refused, counts as UTC).
+    A full-length array (zeros at the rows not asked for)."""
+    out = np.zeros(len(stamps), dtype=np.int64)
+    if not len(rows):
+        return out
+    wanted = [stamps[i] for i in rows.tolist()]
+    try:
+        parsed = pd.to_datetime(pd.Series(wanted, dtype=object), format="ISO8601", utc=True)
+        if pd.isna(parsed).any():
+            raise ValueError("a stamp without a time")
+        ns = np.asarray(pd.DatetimeIndex(parsed).as_unit("ns").asi8, dtype=np.int64)
+    except (TypeError, ValueError):  # not one ISO kind: one by one, as the scalar code
+        ns = np.array([_one_ns(t) for t in wanted], dtype=np.int64)
+    out[rows] = ns
+    return out
+
+
+def _one_ns(text: str) -> int:
+    ts = pd.Timestamp(text)
+    if ts.tz is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return int(ts.as_unit("ns").value)
+
+
+def records(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
+            mfe: np.ndarray | None = None, has_bars: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """The trades as the report's records (:data:`TRADE_COLUMNS`, NaN as None), as the DataFrame route
+    gave them: ``bars`` an int, or a float when some trades have bars and others none (``has_bars``
+    False: their symbol had no bars), and then ``mae``/``mfe`` None for those."""
+    t, f = cols.trips, cols.trips.fills
+    n = len(t)
+    e, x = t.entry.tolist(), t.exit.tolist()
+    symbols = [f.symbol[i] for i in e]
+    sides = ["long" if v else "short" for v in cols.long.tolist()]
+    ts = f.ts
+    if has_bars is None or bars is None or mae is None or mfe is None or not n:
+        bar_col: list[Any] = [None] * n
+        mae_col: list[Any] = [None] * n
+        mfe_col: list[Any] = [None] * n
+    else:
+        some = bool(has_bars.any())
+        every = bool(has_bars.all())
+        if every:
+            bar_col = bars.tolist()
+        elif some:  # a float64 column with NaN in the frame: floats, None where missing
+            bar_col = [float(b) if h else None for b, h in zip(bars.tolist(), has_bars.tolist(), strict=True)]
+        else:
+            bar_col = [None] * n
+        mae_col = _nan_none(np.where(has_bars, mae, np.nan)) if some else [None] * n
+        mfe_col = _nan_none(np.where(has_bars, mfe, np.nan)) if some else [None] * n
+    keys = TRADE_COLUMNS
+    values = zip(symbols, sides, t.quantity.tolist(), [ts[i] for i in e], f.price[t.entry].tolist(),
+                 [ts[i] for i in x], f.price[t.exit].tolist(), _nan_none(cols.pnl), _nan_none(cols.ret),
+                 cols.durations, bar_col, mae_col, mfe_col, strict=True)
+    return [dict(zip(keys, v, strict=True)) for v in values]
+
+
+def _nan_none(a: np.ndarray) -> list[Any]:
+    out = a.tolist()
+    if np.isnan(a).any():
+        return [None if isinstance(v, float) and math.isnan(v) else v for v in out]
+    return out
+
+
+# ------------------------------------------------------------------------------ JSON text
+
+_ITEM = "    {\n" + ",\n".join(f"      {encode_basestring_ascii(k)}: %s" for k in TRADE_COLUMNS) + "\n    }"
+
+
+def trades_json(trades: list[dict[str, Any]]) -> str | None:
+    """The text ``json.dumps(json_clean(trades), indent=2, allow_nan=False)`` gives the trades as the value
+    of a top-level key (items indented 4, keys 6, the closing bracket 2), or None when a record is not
+    a flat :data:`TRADE_COLUMNS` record (the caller then uses the plain encoder)."""
+    if not trades:
+        return "[]"
+    if any(tuple(t) != TRADE_COLUMNS for t in trades):
+        return None
+    columns = []
+    for k in TRADE_COLUMNS:
+        column = _column([t[k] for t in trades])
+        if column is None:
+            return None
+        columns.append(column)
+    return "[\n" + ",\n".join(_ITEM % v for v in zip(*columns, strict=True)) + "\n  ]"
+
+
+def _column(values: list[Any]) -> list[str] | None:
+    """The JSON text of each value; a column of one plain type (the usual case) in one C-level map."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return list(map(encode_basestring_ascii, values))
+    if kinds == {float} and all(map(math.isfinite, values)):
+        return list(map(float.__repr__, values))
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    texts = [_scalar(v) for v in values]
+    column = [v for v in texts if v is not None]
+    return column if len(column) == len(texts) else None
+
+
+def _scalar(v: Any) -> str | None:
+    """One JSON scalar as ``json.dumps`` writes it after ``json_clean`` (None: not a plain scalar)."""
+    if isinstance(v, str):
+        return encode_basestring_ascii(v)
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        return float.__repr__(v) if math.isfinite(v) else "null"
+    return None

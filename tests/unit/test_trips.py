@@ -1,0 +1,145 @@
+"""Round trips as columns (trading.trips) == the trade-by-trade round_trips, to the bit; its JSON text ==
+json.dumps's.
+
+Oracles: ``trades.round_trips`` (the scalar FIFO code, a dict per trade, pandas stamps) on random fills
+over several symbols with partial closes, flips and sub-epsilon remainders; a hand-worked case; and
+``json.dumps(..., indent=2)`` of the same records for the text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aitrader._json import to_json
+from aitrader.trading.trades import TRADE_COLUMNS, round_trips
+from aitrader.trading.trips import FillColumns, match_fills, records, trade_columns, trades_json
+
+COLS = ["id", "order_id", "ts", "symbol", "side", "quantity", "price", "commission", "slippage"]
+
+
+def as_trips(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return records(trade_columns(match_fills(FillColumns.from_rows(COLS, rows))))
+
+
+def exact(trades: list[dict[str, Any]]) -> str:
+    """Every value's repr (so 0.1 + 0.2 != 0.3 and -0.0 != 0.0 count)."""
+    return repr([[(k, repr(v)) for k, v in t.items()] for t in trades])
+
+
+# quantities that round differently when summed (0.1 + 0.2 - 0.3 != 0), whole ones and a sub-epsilon one
+QTY = st.sampled_from([0.1, 0.2, 0.3, 0.7, 1.0, 2.0, 3.0, 0.12345678, 1e-13, 0.0, 5.5])
+FILL = st.tuples(st.sampled_from(["A", "B", "C"]), st.sampled_from(["buy", "sell", "BUY"]), QTY,
+                 st.floats(1.0, 500.0), st.one_of(st.none(), st.floats(0.0, 2.0)),
+                 st.integers(0, 3 * 86_400 * 10**9))  # ns since the previous fill
+
+
+def stamp(ns: int, zone: str) -> str:
+    t = pd.Timestamp("2024-03-30 22:00:00") + pd.Timedelta(ns, unit="ns")
+    if zone == "naive":
+        return t.isoformat()
+    return t.tz_localize("UTC").tz_convert(zone).isoformat()  # Europe/Paris: offsets change on 31 March
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(FILL, max_size=60), st.sampled_from(["naive", "UTC", "Europe/Paris"]))
+def test_columns_equal_round_trips_exactly(fills: list[tuple[Any, ...]], zone: str) -> None:
+    rows, at = [], 0
+    for i, (sym, side, qty, price, fee, step) in enumerate(fills):
+        at += step
+        rows.append((i + 1, i + 1, stamp(at, zone), sym, side, qty, price, fee, 0.0))
+    want = round_trips(dict(zip(COLS, r, strict=True)) for r in rows)
+    got = as_trips(rows)
+    assert exact(got) == exact(want)
+
+
+def test_several_symbols_partial_closes_and_a_flip_by_hand() -> None:
+    rows = [  # id, order, ts, symbol, side, qty, price, commission, slippage
+        (1, 1, "2024-01-01T00:00:00", "A", "buy", 4.0, 10.0, 0.4, 0.0),
+        (2, 2, "2024-01-01T01:00:00", "B", "sell", 2.0, 50.0, None, 0.0),
+        (3, 3, "2024-01-01T02:30:00", "A", "buy", 2.0, 11.0, 0.0, 0.0),
+        (4, 4, "2024-01-02T02:00:00", "A", "sell", 5.0, 12.0, 1.0, 0.0),  # closes 4 @10 and 1 of 2 @11
+        (5, 5, "2024-01-02T03:00:00", "B", "buy", 3.0, 40.0, 0.3, 0.0),  # closes the short, flips long 1
+        (6, 6, "2024-01-02T03:00:00", "A", "sell", 2.0, 13.0, 0.0, 0.0),  # closes 1 @11, opens a short 1
+    ]
+    t = as_trips(rows)
+    assert [(x["symbol"], x["side"], x["quantity"], x["entry_price"], x["exit_price"], x["duration"]) for x in t] == [
+        ("A", "long", 4.0, 10.0, 12.0, "1 days 02:00:00"),
+        ("A", "long", 1.0, 11.0, 12.0, "0 days 23:30:00"),
+        ("B", "short", 2.0, 50.0, 40.0, "1 days 02:00:00"),
+        ("A", "long", 1.0, 11.0, 13.0, "1 days 00:30:00"),
+    ]
+    # fees per unit: fill 1 0.1, fill 4 0.2, fill 5 0.1; pnl = move * qty - (entry + exit fee per unit) * qty
+    assert [x["pnl"] for x in t] == [8.0 - 1.2, 1.0 - 0.2, 20.0 - 0.2, 2.0]
+    assert t[0]["return"] == (8.0 - 1.2) / 40.0 and t[2]["return"] == 19.8 / 100.0
+    assert all(x["bars"] is None and x["mae"] is None and x["mfe"] is None for x in t)
+    assert tuple(t[0]) == TRADE_COLUMNS
+
+
+def test_no_fills_no_trips() -> None:
+    assert as_trips([]) == []
+    assert as_trips([(1, 1, "2024-01-01", "A", "buy", 1.0, 10.0, 0.0, 0.0)]) == []
+
+
+SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
+                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(*[SCALAR] * len(TRADE_COLUMNS)), max_size=8))
+def test_trades_json_is_json_dumps_text(values: list[tuple[Any, ...]]) -> None:
+    trades = [dict(zip(TRADE_COLUMNS, v, strict=True)) for v in values]
+    doc = {"performance": {"x": 1.5}, "trades": trades, "report": None}
+    whole = to_json(doc)
+    head = to_json({"performance": {"x": 1.5}, "trades": "HOLE", "report": None})
+    text = trades_json(trades)
+    assert text is not None
+    assert head.replace('"HOLE"', text) == whole
+    assert json.loads(whole)["trades"] == [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                            for k, v in t.items()} for t in trades]
+
+
+def test_trades_json_declines_what_is_not_a_flat_trade_record() -> None:
+    row = dict.fromkeys(TRADE_COLUMNS, 1.0)
+    assert trades_json([{**row, "mae": [1, 2]}]) is None  # not a scalar
+    assert trades_json([{k: row[k] for k in reversed(TRADE_COLUMNS)}]) is None  # another key order
+    assert trades_json([{**row, "mae": np.float32(0.5)}]) is None  # a numpy scalar: left to json_clean
+    f64 = [{**row, "mae": np.float64(0.1)}]  # a float subclass: the same text as json_clean + dumps
+    assert to_json({"trades": "HOLE"}).replace('"HOLE"', str(trades_json(f64))) == to_json({"trades": f64})
+    assert trades_json([]) == "[]"
+
+
+def test_backtest_json_text_is_print_json_text(capsys: Any) -> None:
+    """The command's --json writer (trades by trades_json) == print_json of the same document."""
+    from aitrader.cli._output import print_json
+    from aitrader.cli.backtest import print_report_json
+
+    rows = [(1, 1, "2024-01-01T00:00:00+00:00", "A", "buy", 0.3, 10.0, 0.01, 0.0),
+            (2, 2, "2024-01-01T00:05:00+00:00", "A", "sell", 0.1, 10.5, None, 0.0),
+            (3, 3, "2024-01-01T00:10:00+00:00", "A", "sell", 0.4, 9.5, 0.02, 0.0)]
+    doc = {"models": ["m (A)"], "run": {"fills": 3, "state_dir": None, "ratio": float("nan")}, "kept": False,
+           "performance": {"strategy": {"sharpe": float("inf"), "trades": 2}, "window": {"bars": 3}},
+           "trades": as_trips(rows), "report": None}
+    assert len(doc["trades"]) == 2
+    for trades in (doc["trades"], []):
+        print_json({**doc, "trades": trades})
+        want = capsys.readouterr().out
+        print_report_json({**doc, "trades": trades})
+        assert capsys.readouterr().out == want
+
+
+def test_reading_fills_from_what_is_not_a_ledger_is_a_trading_error(tmp_path: Any) -> None:
+    import pytest
+
+    from aitrader.errors import TradingError
+
+    bad = tmp_path / "ledger.db"
+    bad.write_bytes(b"not a database, just bytes" * 100)
+    with pytest.raises(TradingError, match="cannot read fills from .*ledger.db"):
+        FillColumns.read(bad)
