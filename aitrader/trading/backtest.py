@@ -56,6 +56,8 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
             registry_root=registry_root, runs_dir=runs_dir, view=view, start=start, end=end,
             allow_in_sample=allow_in_sample, models=models, allow_symbol_mismatch=allow_symbol_mismatch,
             collect=collect, books=books,
+            # a temporary ledger without a report: nothing reads its feature rows, so they are not packed
+            ledger_features=out_run is not None or report is not None,
         )
         run_dir = Path(summary["state_dir"])
         series: dict[str, BarSeries] = collect.get("series") or {}

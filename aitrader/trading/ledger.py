@@ -155,9 +155,12 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class Ledger:
     """Write side of one run's ledger; subscribes to the bus and commits at checkpoints."""
 
-    def __init__(self, path: Path, *, feature_bytes: int | None = None) -> None:
+    def __init__(self, path: Path, *, feature_bytes: int | None = None, features: bool = True) -> None:
         self.path = path
         self.feature_bytes = FEATURE_BYTES if feature_bytes is None else feature_bytes
+        #: False: predictions are written without their feature rows (n_features -1, as a fallback's), for a
+        #: ledger nothing reads features from (a backtest's temporary one); the packing is most of a checkpoint.
+        self.features = features
         self.conn = connect(path)
         self.conn.executescript(SCHEMA)
         add_missing_columns(self.conn)
@@ -275,7 +278,8 @@ class Ledger:
             orders=[x for row in self._orders.values() for x in row],
             order_updates=own(self._order_updates), fills=own(self._fills), events=own(self._events),
             equity=equity_columns(self.equity_values) if self.equity_values else None,
-            predictions=prediction_columns(self._predictions, self.feature_bytes) if self._predictions else None,
+            predictions=prediction_columns(self._predictions, self.feature_bytes, features=self.features)
+            if self._predictions else None,
             outcomes=outcome_columns(self._outcomes) if self._outcomes else None,
             first_id=self._next_id,
             cursors=[(s, i, ts) for s, (i, ts) in cursors.items()], positions=list(positions),
@@ -558,13 +562,15 @@ def encode_predictions(rows: list[tuple[Any, ...]], feature_bytes: int = 4) -> d
     return compress(prediction_columns(rows, feature_bytes))
 
 
-def prediction_columns(rows: list[tuple[Any, ...]], feature_bytes: int = 4) -> dict[str, Any]:
+def prediction_columns(rows: list[tuple[Any, ...]], feature_bytes: int = 4, *, features: bool = True
+                       ) -> dict[str, Any]:
     """:func:`encode_predictions` before compression (the Python part: it needs the GIL throughout).
 
     When every feature row has the same width the matrix is stored transposed (all first features,
-    then all second...): neighbouring values of one feature share their leading bytes."""
+    then all second...): neighbouring values of one feature share their leading bytes. ``features``
+    False: every row is written without its features (as a fallback prediction's: ``None``)."""
     cols = list(zip(*rows, strict=True))
-    feats = cols[10]
+    feats = cols[10] if features else (None,) * len(rows)
     lengths = np.array([-1 if f is None else len(f) for f in feats], dtype="<i8")
     values = [f for f in feats if f is not None]
     widths = {len(f) for f in values}

@@ -543,11 +543,14 @@ def paper_trade(
     backend: str | None = None,
     workers: int = 1,
     ledger_thread: bool = False,
+    ledger_features: bool = True,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
     ``workers`` (``--workers N``): threads of the batch replay route (docs/trading.md, *Workers*).
     ``ledger_thread`` (``--ledger-thread``): a replay at speed 0 commits its ledger on a writer thread.
+    ``ledger_features`` False: predictions are recorded without their feature rows (``backtest``'s
+    temporary ledger, which nothing reads features from; ``monitor``'s drift needs them).
 
     A ``follow`` run swaps in newly deployed versions at bar boundaries unless ``pin`` (recorded, so a
     resumed run keeps it); see :mod:`aitrader.trading.swap`.
@@ -610,7 +613,7 @@ def paper_trade(
         cfg = _resolved_models(cfg, specs)
     data = [str(Path(d).resolve()) if Path(d).exists() else d for d in data or []] or None
     opts = RunOptions(speed=speed, max_bars=max_bars, commit_every=1 if follow else REPLAY_COMMIT_EVERY, live=follow,
-                      workers=workers, ledger_thread=ledger_thread)
+                      workers=workers, ledger_thread=ledger_thread, ledger_features=ledger_features)
     from aitrader.trading.view import attach_view
 
     attach_view(opts, view)

@@ -54,6 +54,13 @@ def test_backtest_equals_paper_trade_to_the_cent(in_tmp: Path, world) -> None:
     assert temp.exit_code == 0, temp.stderr
     doc = json.loads(temp.stdout)
     assert doc["run"]["final_equity"] == p_doc["final_equity"] and doc["run"]["state_dir"] is None
+    # the temporary ledger skips the feature rows (nothing reads them): the same report to the digit
+    assert doc["performance"] == report["performance"] and doc["trades"] == report["trades"]
+    from aitrader.trading.ledger import PREDICTION_COLUMNS, ledger_content
+
+    at = PREDICTION_COLUMNS.index("features") - 1  # ledger_content drops the id column
+    kept_rows = ledger_content(in_tmp / "runs" / "b" / "ledger.db")["predictions"]
+    assert kept_rows and all(r[at] is not None for r in kept_rows if r[7] == "model")  # --out-run keeps them
     assert sorted(p.name for p in (in_tmp / "runs").iterdir()) == ["b", "p"]
     # export RUN trades: the same round trips as the report
     trades = runner.invoke(app, ["export", "b", "trades"])
