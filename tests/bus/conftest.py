@@ -141,10 +141,14 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
 
 TABLES = ("fills", "orders", "equity")
 BARS = 300
-CONFIG = """
+def bus_config(prefix: str, batch: int, *, model: str = "syn_lgbm", min_confidence: float = 0.6,
+               breaker: bool = True) -> str:
+    """The bus tests' trading config: one model on SYN, a short lease and claim, ``batch`` bars a read;
+    ``breaker``: the remote model's circuit breaker opens after 3 failures for 0.3 s."""
+    return f"""
 ml_trading:
   models:
-    - {{model_id: syn_lgbm, symbol: SYN, min_confidence: 0.6, position_size: 0.02}}
+    - {{model_id: {model}, symbol: SYN, min_confidence: {min_confidence}, position_size: 0.02}}
   errors: {{prediction_timeout_ms: 5000}}
 bus:
   prefix: {prefix}
@@ -152,8 +156,7 @@ bus:
   claim_idle_ms: 1000
   block_ms: 50
   batch_size: {batch}
-  breaker: {{failures: 3, reset_seconds: 0.3}}
-"""
+""" + ("  breaker: {failures: 3, reset_seconds: 0.3}\n" if breaker else "")
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +170,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = base / "SYN.csv"  # after the model's first unseen bar: both sides trade every bar once warm
     bars.iloc[900:900 + BARS].rename_axis("timestamp").to_csv(data)
     config = base / "inproc.yaml"
-    config.write_text(CONFIG.format(prefix="unused", batch=64))
+    config.write_text(bus_config("unused", 64))
     runs = base / "runs"
     result = runner.invoke(app, ["paper-trade", "--config", str(config), "--registry", str(registry), "--data",
                                  f"SYN={data}", "--run-id", "ref", "--runs-dir", str(runs), "--json"])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from aitrader.cli.main import app
-from tests.bus.conftest import RedisServer, cli, exports, runner
+from tests.bus.conftest import RedisServer, bus_config, cli, exports, runner
 
 FEATURES = "ret_1,ret_5,rsi_14,book_imbalance_1,book_imbalance_5,book_spread_bps,book_microprice_bps"
 TRAIN = """
@@ -20,18 +20,11 @@ data: {symbol: SYN}
 model: {kind: lightgbm, params: {n_estimators: 20, num_threads: 1}}
 split: {n_folds: 2, min_train: 200, holdout: 0.25}
 """
-CONFIG = """
-ml_trading:
-  models:
-    - {{model_id: synbook, symbol: SYN, min_confidence: 0.55, position_size: 0.02}}
-  errors: {{prediction_timeout_ms: 5000}}
-bus:
-  prefix: {prefix}
-  lease_ms: 2000
-  claim_idle_ms: 1000
-  block_ms: 50
-  batch_size: 16
-"""
+
+
+def book_config(prefix: str) -> str:
+    """The bus config trading the book model (no circuit breaker), 16 bars a read."""
+    return bus_config(prefix, 16, model="synbook", min_confidence=0.55, breaker=False)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +49,7 @@ def book_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         result = runner.invoke(app, args, env={"AITRADER_REGISTRY": str(reg)})
         assert result.exit_code == 0, result.stderr
     config = tmp / "inproc.yaml"
-    config.write_text(CONFIG.format(prefix="unused"))
+    config.write_text(book_config("unused"))
     result = runner.invoke(app, ["paper-trade", "--config", str(config), "--registry", str(reg), "--data",
                                  f"SYN={tmp / 'SYN_new.csv'}", "--book", f"SYN={tmp / 'SYN_book.jsonl'}", "--run-id",
                                  "ref", "--runs-dir", str(tmp / "runs"), "--json"])
@@ -75,7 +68,7 @@ def test_book_model_over_the_bus_equals_in_process(book_world: dict[str, Any], t
                                                    redis_server: RedisServer, prefix: str) -> None:
     tmp = book_world["tmp"]
     config = tmp_path / "trading.yaml"
-    config.write_text(CONFIG.format(prefix=prefix))
+    config.write_text(book_config(prefix))
     env = {"AITRADER_REGISTRY": str(book_world["registry"])}
     common = ("--config", str(config), "--bus", redis_server.url)
     procs: list[subprocess.Popen[bytes]] = []

@@ -13,7 +13,7 @@ import redis
 from typer.testing import CliRunner
 
 from aitrader.cli.main import app
-from tests.bus.conftest import CONFIG, RedisServer
+from tests.bus.conftest import RedisServer, bus_config
 
 runner = CliRunner()
 N = 80
@@ -31,7 +31,7 @@ def test_bad_events_are_dead_lettered_and_nothing_crashes(world: dict[str, Any],
 
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "trading.yaml"
-    config.write_text(CONFIG.format(prefix=prefix, batch=16))
+    config.write_text(bus_config(prefix, 16))
     cfg = load_trading_config(config)
     url = redis_server.url
     frame = read_data([f"SYN={world['data']}"])["SYN"].iloc[:N]

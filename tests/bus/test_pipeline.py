@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from aitrader.cli.main import app
-from tests.bus.conftest import BARS, CONFIG, RedisServer, cli, exports, runner
+from tests.bus.conftest import BARS, RedisServer, bus_config, cli, exports, runner
 
 DAY_SPEED = "8640000"  # --speed for daily bars: 100 bars a second
 class Pipeline:
@@ -34,7 +34,7 @@ class Pipeline:
     def __init__(self, world: dict[str, Any], folder: Path, url: str, prefix: str, *, batch: int = 16) -> None:
         self.world, self.folder, self.url, self.prefix = world, folder, url, prefix
         self.config = folder / "trading.yaml"
-        self.config.write_text(CONFIG.format(prefix=prefix, batch=batch))
+        self.config.write_text(bus_config(prefix, batch))
         self.env = {"AITRADER_REGISTRY": str(world["registry"])}
         self.procs: list[subprocess.Popen[bytes]] = []
 
