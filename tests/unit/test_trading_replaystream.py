@@ -26,12 +26,12 @@ from trading_helpers import bars, config  # noqa: E402
 
 from aitrader.data.stream import BarFile  # noqa: E402
 from aitrader.data.synthetic import generate_bars  # noqa: E402
-from aitrader.features import FeaturePipeline, FeatureRegistry, batch  # noqa: E402
-from aitrader.features.kinds import BOOK_KINDS, KINDS  # noqa: E402
+from aitrader.features import FeaturePipeline, batch  # noqa: E402
 from aitrader.features.pipeline import validate_bars  # noqa: E402
 from aitrader.trading.ledger import ledger_content  # noqa: E402
 from aitrader.trading.session import RunOptions, run_session  # noqa: E402
 from aitrader.trading.sources import BarSeries, ReplayFingerprint, _format_ns, replay_steps  # noqa: E402
+from tests.unit.test_features_chunked import ALL, REGISTRY, _bars  # noqa: E402 - the same features and bars
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 
@@ -53,17 +53,6 @@ def blocky(symbol: str, df: pd.DataFrame, size: int | list[int]) -> BarFile:
 
 
 # ---------------------------------------------------------------------------- compute_stream
-REGISTRY = FeatureRegistry.load()
-ALL = [n for n in REGISTRY.names()
-       if not KINDS[REGISTRY.spec(n).kind].fitted and REGISTRY.spec(n).kind not in BOOK_KINDS]
-
-
-def _minute_bars(n: int) -> pd.DataFrame:
-    df = generate_bars(n, seed=4, start_price=300.0, volatility=0.02, freq="1min")
-    df.iloc[700:900, df.columns.get_indexer(["open", "high", "low", "close"])] = 123.0  # a flat stretch
-    return df
-
-
 def _streamed(specs: list[Any], arrays: tuple[np.ndarray, ...], sizes: list[int], chunk: int) -> np.ndarray:
     values = np.vstack(arrays)
     blocks, start, k = [], 0, 0
@@ -80,7 +69,7 @@ def _streamed(specs: list[Any], arrays: tuple[np.ndarray, ...], sizes: list[int]
 @pytest.mark.parametrize("chunk", [1, 16_384])
 def test_compute_stream_equals_the_whole_array_evaluation(sizes: list[int], chunk: int) -> None:
     pipe = FeaturePipeline(ALL, REGISTRY)
-    arrays = validate_bars(_minute_bars(9000))
+    arrays = validate_bars(_bars(9000))
     whole = batch.compute(pipe.specs, *arrays)  # the oracle: one evaluation over the whole arrays
     got = _streamed(pipe.specs, arrays, sizes, chunk)
     assert got.shape == whole.shape
