@@ -20,11 +20,11 @@ Lots still open at the end are not round trips (they appear in the run's positio
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 TRADE_COLUMNS = ("symbol", "side", "quantity", "entry_ts", "entry_price", "exit_ts", "exit_price", "pnl",
@@ -48,29 +48,20 @@ def round_trips(fills: Iterable[Mapping[str, Any]],
     ``bars`` (symbol -> OHLCV frame indexed by time) gives the MAE/MFE and bar counts. Trades are
     ordered by exit, then entry.
     """
-    books: dict[str, deque[_Lot]] = {}
+    from aitrader.trading.trips import FillColumns, match_fills
+
+    rows = list(fills)
+    cols = FillColumns(ts=[str(f["ts"]) for f in rows], symbol=[str(f["symbol"]) for f in rows],
+                       buy=np.array([str(f["side"]).lower() == "buy" for f in rows], dtype=bool),
+                       quantity=np.array([float(f["quantity"]) for f in rows], dtype=np.float64),
+                       price=np.array([float(f["price"]) for f in rows], dtype=np.float64),
+                       commission=np.array([float(f.get("commission") or 0.0) for f in rows], dtype=np.float64))
+    trips = match_fills(cols)  # the one FIFO matching (backtest's columns use it too)
+    qty, price, fee = cols.quantity.tolist(), cols.price.tolist(), cols.commission.tolist()
     out: list[dict[str, Any]] = []
-    for fill in fills:
-        symbol = str(fill["symbol"])
-        qty = float(fill["quantity"])
-        if not qty > 0:
-            continue
-        sign = 1 if str(fill["side"]).lower() == "buy" else -1
-        price = float(fill["price"])
-        fee_per_unit = float(fill.get("commission") or 0.0) / qty
-        ts = str(fill["ts"])
-        book = books.setdefault(symbol, deque())
-        left = qty
-        while left > _EPS and book and book[0].sign != sign:
-            lot = book[0]
-            take = min(lot.quantity, left)
-            out.append(_trade(symbol, lot, take, ts, price, fee_per_unit, bars))
-            lot.quantity -= take
-            left -= take
-            if lot.quantity <= _EPS:
-                book.popleft()
-        if left > _EPS:
-            book.append(_Lot(sign, left, price, ts, fee_per_unit))
+    for e, x, take in zip(trips.entry.tolist(), trips.exit.tolist(), trips.quantity.tolist(), strict=True):
+        lot = _Lot(1 if cols.buy[e] else -1, take, price[e], cols.ts[e], fee[e] / qty[e])
+        out.append(_trade(cols.symbol[e], lot, take, cols.ts[x], price[x], fee[x] / qty[x], bars))
     return out
 
 

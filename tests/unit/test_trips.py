@@ -1,7 +1,8 @@
 """Round trips as columns (trading.trips) == the trade-by-trade round_trips, to the bit; its JSON text ==
 json.dumps's.
 
-Oracles: ``trades.round_trips`` (the scalar FIFO code, a dict per trade, pandas stamps) on random fills
+Oracles: the scalar FIFO code ``trades.round_trips`` had before it used ``match_fills`` (written out
+below, with ``trades._trade`` for each trade: a dict per trade, pandas stamps) on random fills
 over several symbols with partial closes, flips and sub-epsilon remainders; a hand-worked case; and
 ``json.dumps(..., indent=2)`` of the same records for the text.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -18,8 +20,37 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aitrader._json import to_json
-from aitrader.trading.trades import TRADE_COLUMNS, round_trips
+from aitrader.trading.trades import _EPS, TRADE_COLUMNS, _Lot, _trade, round_trips
 from aitrader.trading.trips import FillColumns, match_fills, records, trade_columns, trades_json
+
+
+def scalar_round_trips(fills: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The FIFO matching round_trips did lot by lot, before it used match_fills: the oracle."""
+    books: dict[str, deque[_Lot]] = {}
+    out: list[dict[str, Any]] = []
+    for fill in fills:
+        symbol = str(fill["symbol"])
+        qty = float(fill["quantity"])
+        if not qty > 0:
+            continue
+        sign = 1 if str(fill["side"]).lower() == "buy" else -1
+        price = float(fill["price"])
+        fee_per_unit = float(fill.get("commission") or 0.0) / qty
+        ts = str(fill["ts"])
+        book = books.setdefault(symbol, deque())
+        left = qty
+        while left > _EPS and book and book[0].sign != sign:
+            lot = book[0]
+            take = min(lot.quantity, left)
+            out.append(_trade(symbol, lot, take, ts, price, fee_per_unit, None))
+            lot.quantity -= take
+            left -= take
+            if lot.quantity <= _EPS:
+                book.popleft()
+        if left > _EPS:
+            book.append(_Lot(sign, left, price, ts, fee_per_unit))
+    return out
+
 
 COLS = ["id", "order_id", "ts", "symbol", "side", "quantity", "price", "commission", "slippage"]
 
@@ -54,9 +85,9 @@ def test_columns_equal_round_trips_exactly(fills: list[tuple[Any, ...]], zone: s
     for i, (sym, side, qty, price, fee, step) in enumerate(fills):
         at += step
         rows.append((i + 1, i + 1, stamp(at, zone), sym, side, qty, price, fee, 0.0))
-    want = round_trips(dict(zip(COLS, r, strict=True)) for r in rows)
-    got = as_trips(rows)
-    assert exact(got) == exact(want)
+    want = scalar_round_trips([dict(zip(COLS, r, strict=True)) for r in rows])
+    assert exact(as_trips(rows)) == exact(want)
+    assert exact(round_trips(dict(zip(COLS, r, strict=True)) for r in rows)) == exact(want)
 
 
 def test_several_symbols_partial_closes_and_a_flip_by_hand() -> None:
