@@ -18,13 +18,15 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from aitrader.errors import TradingError
 from aitrader.trading.ledger import PREDICTION_COLUMNS, equity_rows, ledger_state, prediction_rows, validate_run_id
+
+if TYPE_CHECKING:  # pandas is imported where frames are built: the streamed monitor reads the ledger without it
+    import pandas as pd
 
 LEDGER_NAME = "ledger.db"
 DEFAULT_RUNS_DIR = "runs"
@@ -110,6 +112,8 @@ def _read_table(conn: sqlite3.Connection, name: str, tables: set[str], columns: 
     """The table in rowid order, read :data:`FEATURE_CHUNK` rows at a time; ``convert`` types each
     chunk (so no column of the whole table is held as Python objects), and the strings of the
     ``shared`` columns (model ids, digests: a few distinct values) are one object per value."""
+    import pandas as pd
+
     if name not in tables:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     cols = [c for c in _table_columns(conn, name) if c not in skip]
@@ -137,6 +141,8 @@ def _read_table(conn: sqlite3.Connection, name: str, tables: set[str], columns: 
 
 
 def _numeric_predictions(df: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     for col in ("prediction", "confidence", "latency_us", "outcome"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
@@ -150,6 +156,8 @@ def _typed_predictions(df: pd.DataFrame, features: bool) -> pd.DataFrame:
 
 
 def _typed_equity(df: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     if len(df):
         df["equity"] = pd.to_numeric(df["equity"], errors="coerce").astype(float)
         df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
@@ -198,6 +206,8 @@ def read_ledger(run_dir: str | Path, *, features: bool = True) -> Ledger:
     file (``features_in_file``) to be read in chunks by :func:`feature_rows`, and the columns that
     monitoring does not read (:data:`NOT_MONITORED`) are left out: a few dozen bytes per row remain.
     """
+    import pandas as pd
+
     run = Path(run_dir)
     path, conn = open_run_ledger(run)
     in_file = False

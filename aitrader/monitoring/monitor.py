@@ -7,13 +7,14 @@ JSON-ready ``summary`` plus the ``series`` the HTML report draws.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from aitrader.config import Monitoring
 from aitrader.errors import ModelError, TradingError
@@ -30,6 +31,9 @@ from aitrader.monitoring.drift import (
 )
 from aitrader.monitoring.ledger import Ledger, feature_matrix, feature_rows
 from aitrader.monitoring.regime import regime_alerts, regime_rows
+
+if TYPE_CHECKING:  # the in-memory monitor's frames; the streamed one (aitrader.monitoring.stream) runs without pandas
+    import pandas as pd
 
 ERROR_EVENT = "ML_ERROR"
 RISK_EVENT = "RISK_REJECTED"
@@ -112,6 +116,39 @@ def _model_rows(df: pd.DataFrame, entry: Mapping[str, Any], *, keep_unassigned: 
     return df[mask]
 
 
+def _missing(value: Any) -> bool:
+    """A cell pandas counts as missing: SQL NULL (None) or a float NaN."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def event_rows(events: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of the in-memory reader's events frame, as :func:`event_metrics` takes them."""
+    return [{str(k): v for k, v in r.items()} for r in events.to_dict("records")]
+
+
+def model_events(rows: Sequence[Mapping[str, Any]], entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The events of this model and the portfolio-level ones (no model: they concern every model of the run),
+    as :func:`_model_rows` with ``keep_unassigned`` picks them from a frame: by digest when the rows have
+    one, else by model id."""
+    rows = list(rows)
+    if not rows:
+        return rows
+    digest = entry.get("digest")
+    if digest and any(not _missing(r.get("digest")) for r in rows if "digest" in r):
+        return [r for r in rows if r.get("digest") == digest]
+    if "model_id" not in rows[0]:
+        return rows
+    ids = model_ids(entry)
+    return [r for r in rows if _missing(r["model_id"]) or str(r["model_id"]) in ids or str(r["model_id"]) == ""]
+
+
+def _counts(values: list[Any]) -> dict[str, int]:
+    """``Series(values).fillna("unknown").value_counts()`` as a dict: the most frequent first, ties in the order
+    first seen (a stable sort, as pandas' value_counts orders them)."""
+    counts = Counter("unknown" if _missing(v) else v for v in values)
+    return {str(k): int(n) for k, n in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
 def _text(row: Mapping[str, Any]) -> str:
     return f"{row.get('reason') or ''} {row.get('payload') or ''}".lower()
 
@@ -133,8 +170,10 @@ def _daily_losses(equity: pd.DataFrame) -> tuple[float | None, str | None]:
 
 def operational_metrics(ledger: Ledger, entry: Mapping[str, Any], feats: np.ndarray | None) -> dict[str, Any]:
     """Counts, latency, errors, fallbacks, feature availability, risk rejections, disable/loss events."""
+    import pandas as pd
+
     preds = _model_rows(ledger.predictions, entry, keep_unassigned=False)
-    events = _model_rows(ledger.events, entry, keep_unassigned=True)
+    events = model_events(event_rows(ledger.events), entry)
     source = preds["source"].fillna("model") if "source" in preds.columns else pd.Series("model", index=preds.index)
     by_source = {str(k): int(v) for k, v in source.value_counts().items()}
     model_rows = preds[source == "model"]
@@ -152,23 +191,21 @@ def operational_metrics(ledger: Ledger, entry: Mapping[str, Any], feats: np.ndar
     }
 
 
-def event_metrics(events: pd.DataFrame, model_predictions: int,
+def event_metrics(events: Sequence[Mapping[str, Any]], model_predictions: int,
                   daily_loss: tuple[float | None, str | None]) -> dict[str, Any]:
-    """The operational figures that come from the events table (shared with the streamed monitor)."""
-    etype = events["type"].astype(str) if not events.empty else pd.Series(dtype=str)
-    errors = events[etype == ERROR_EVENT]
-    rejections = events[etype == RISK_EVENT]
-    errors_by_type = {str(k): int(v) for k, v in errors["reason"].fillna("unknown").value_counts().items()}
+    """The operational figures that come from the events table (shared with the streamed monitor):
+    ``events`` are the model's rows (:func:`model_events`), each a mapping of the table's columns."""
+    errors = [r for r in events if str(r.get("type")) == ERROR_EVENT]
+    rejections = [r for r in events if str(r.get("type")) == RISK_EVENT]
     attempts = model_predictions + len(errors)
-    rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in events.to_dict("records")]
-    disabled = [r for r in rows if r.get("type") == ALERT_EVENT and "disabl" in _text(r)]
-    loss_events = [r for r in rows if "daily" in _text(r) and "loss" in _text(r)]
+    disabled = [r for r in events if r.get("type") == ALERT_EVENT and "disabl" in _text(r)]
+    loss_events = [r for r in events if "daily" in _text(r) and "loss" in _text(r)]
     worst_loss, worst_day = daily_loss
     return {
         "errors_total": len(errors),
-        "errors_by_type": errors_by_type,
+        "errors_by_type": _counts([r.get("reason") for r in errors]),
         "error_rate": (len(errors) / attempts) if attempts else None,
-        "risk_rejections": {str(k): int(v) for k, v in rejections["reason"].fillna("unknown").value_counts().items()},
+        "risk_rejections": _counts([r.get("reason") for r in rejections]),
         "disabled": bool(disabled),
         "disabled_reason": disabled[-1].get("reason") if disabled else None,
         "daily_loss_limit_hits": len(loss_events),
@@ -237,6 +274,8 @@ def monitor_ledger(
 
     ``series=False`` leaves out the per-bar chart data (only the HTML report draws it; on a long
     run it is the largest part of the result)."""
+    import pandas as pd
+
     entry = select_model(ledger, model_id)
     names, baseline = _check_manifest(manifest)
     target = manifest.get("target") or {}

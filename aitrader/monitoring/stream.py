@@ -40,10 +40,9 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from aitrader.config import Monitoring
 from aitrader.errors import TradingError
@@ -62,7 +61,6 @@ from aitrader.monitoring.ledger import (
     LEDGER_NAME,
     _decode,
     _decode_rows,
-    _read_table,
     _table_columns,
     ledger_tables,
     open_ledger,
@@ -73,14 +71,17 @@ from aitrader.monitoring.monitor import (
     _check_manifest,
     _daily_losses,
     _holdout_reference,
-    _model_rows,
     assemble_summary,
     event_metrics,
+    model_events,
     model_ids,
     select_model,
     window_noise,
 )
 from aitrader.monitoring.regime import regime_features, regime_row
+
+if TYPE_CHECKING:  # only a ledger outside what paper-trade writes is read through pandas (imported there)
+    import pandas as pd
 
 #: Prediction rows decoded at a time from the old table (the blocks come one checkpoint at a time).
 CHUNK = 16_384
@@ -96,7 +97,7 @@ SCRATCH_CACHE_KB = 2048
 class _Meta:
     run_dir: Path
     meta: dict[str, Any]
-    events: pd.DataFrame
+    events: list[dict[str, Any]]  # the events table's rows (column -> value), payload decoded
 
     @property
     def run_id(self) -> str:
@@ -413,7 +414,18 @@ class _Chunk:
     features: np.ndarray | None  # rows x n_features, NaN rows for a missing/other-width vector
 
 
+#: Integers a float64 holds exactly: numpy and pandas convert them alike.
+_EXACT_INT = 2**53
+
+
 def _numeric(values: list[Any]) -> np.ndarray:
+    """``pd.to_numeric(values, errors="coerce")`` as float64. SQLite hands back floats, integers and NULLs,
+    which numpy converts to the same floats (NULL: NaN); anything else (text in a numeric column of a
+    hand-made ledger, huge integers) is converted by pandas, as before."""
+    if all(v is None or type(v) is float or (type(v) is int and -_EXACT_INT <= v <= _EXACT_INT) for v in values):
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
+    import pandas as pd
+
     return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
 
 
@@ -475,17 +487,67 @@ def _load_outcomes(conn: sqlite3.Connection, tables: set[str], scratch: _Scratch
         scratch.add_outcomes(unpack_text(sym, n), unpack_text(mid, n), unpack_i8(bar, n), unpack_f8(val, n))
 
 
+#: Microseconds in a day: UTC day numbers of microsecond stamps.
+_DAY_US = 86_400_000_000
+
+
+def _utc_micros(stamps: list[Any]) -> np.ndarray | None:
+    """Microseconds since the epoch of ISO 8601 stamps in the forms paper-trade writes
+    (``YYYY-MM-DDTHH:MM:SS``, with ``.ffffff``, naive or ``+00:00``: UTC), read by numpy; None when any
+    stamp of the piece has another form (pandas reads those).
+
+    A stamp qualifies only when numpy's reading of it, written back, is the stamp itself: the text is
+    then exactly one of those forms, which ``pd.to_datetime(utc=True, format="ISO8601")`` reads as the
+    same instant (a naive stamp as UTC)."""
+    import warnings
+
+    text = np.array(stamps)
+    if text.dtype.kind != "U" or text.size == 0:  # NULLs or non-text cells
+        return None
+    width = text.dtype.itemsize // 4
+    suffix = "+00:00" if width in (25, 32) else ""
+    if width - len(suffix) not in (19, 26):
+        return None
+    core = text.astype(f"U{width - len(suffix)}") if suffix else text  # the suffix cut off (checked below)
+    unit = "s" if width - len(suffix) == 19 else "us"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns on a zone it would drop
+            values = core.astype(f"datetime64[{unit}]")
+    except (ValueError, TypeError, OverflowError, Warning):
+        return None
+    back = np.datetime_as_string(values, unit=unit)  # type: ignore[call-overload]  # unit: "s" or "us"
+    if np.isnat(values).any() or not np.array_equal(back, core):
+        return None
+    if suffix and not np.array_equal(np.char.add(core, suffix), text):
+        return None
+    return values.astype("datetime64[us]").astype(np.int64)
+
+
+def _pandas_micros(stamps: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(readable, microseconds) of stamps in any form ``pd.to_datetime(utc=True, format="ISO8601")`` reads:
+    NULL is not readable; text it cannot read raises its ValueError (a damaged ledger)."""
+    import pandas as pd
+
+    ts = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601")
+    ok = ts.notna().to_numpy()
+    micros = np.zeros(len(stamps), dtype=np.int64)
+    micros[ok] = ts[ok].dt.tz_convert(None).to_numpy().astype("datetime64[us]").astype(np.int64)
+    return ok, micros
+
+
 class _DailyLoss:
     """:func:`aitrader.monitoring.monitor._daily_losses` fed in pieces of stamps in order: the worst
-    intraday drop below the previous day's close (the first day: below its first mark)."""
+    intraday drop below the previous day's close (the first day: below its first mark). Days are UTC
+    dates; stamps are compared to the microsecond (paper-trade writes none finer)."""
 
     def __init__(self) -> None:
         self.worst: float | None = None
-        self.worst_day: Any = None
+        self.worst_day: int | None = None  # UTC day number (days since 1970-01-01)
         self.prev_close: float | None = None
-        self.day: Any = None
+        self.day: int | None = None
         self.first = self.low = self.last = float("nan")
-        self.last_ts: pd.Timestamp | None = None
+        self.last_us: int | None = None
 
     def _close_day(self) -> None:
         if self.day is None:
@@ -498,18 +560,22 @@ class _DailyLoss:
 
     def add(self, stamps: list[Any], equity: np.ndarray) -> bool:
         """Feed one piece; False when its stamps go back in time (the caller reads the curve whole)."""
-        ts = pd.to_datetime(pd.Series(stamps, dtype=object), utc=True, format="ISO8601")
-        ok = np.isfinite(equity) & ts.notna().to_numpy()
+        micros = _utc_micros(stamps)
+        if micros is None:
+            readable, micros = _pandas_micros(stamps)
+        else:
+            readable = np.ones(micros.size, dtype=bool)
+        ok = np.isfinite(equity) & readable
         if not ok.any():
             return True
-        ts_ok, eq_ok = ts[ok].reset_index(drop=True), equity[ok]
-        if (self.last_ts is not None and ts_ok.iloc[0] < self.last_ts) or not ts_ok.is_monotonic_increasing:
+        us_ok, eq_ok = micros[ok], equity[ok]
+        if (self.last_us is not None and int(us_ok[0]) < self.last_us) or bool((np.diff(us_ok) < 0).any()):
             return False
-        self.last_ts = ts_ok.iloc[-1]
-        days = ts_ok.dt.date.to_numpy()
+        self.last_us = int(us_ok[-1])
+        days = np.floor_divide(us_ok, _DAY_US)
         cuts = np.flatnonzero(days[1:] != days[:-1]) + 1
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, days.size], strict=True):
-            d, seg = days[lo], eq_ok[lo:hi]
+            d, seg = int(days[lo]), eq_ok[lo:hi]
             if d != self.day:
                 self._close_day()
                 self.day, self.first, self.low = d, float(seg[0]), float(seg.min())
@@ -521,7 +587,9 @@ class _DailyLoss:
     def result(self) -> tuple[float | None, str | None]:
         self._close_day()
         self.day = None
-        return (self.worst, str(self.worst_day)) if self.worst is not None else (None, None)
+        if self.worst is None or self.worst_day is None:
+            return None, None
+        return self.worst, str(np.datetime64(self.worst_day, "D"))
 
 
 def _daily_loss_streamed(conn: sqlite3.Connection, tables: set[str]) -> tuple[float | None, str | None]:
@@ -544,6 +612,8 @@ def _daily_loss_streamed(conn: sqlite3.Connection, tables: set[str]) -> tuple[fl
 
 
 def _equity_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    import pandas as pd
+
     df = pd.DataFrame(rows, columns=["bar_index", "ts", "cash", "equity"], dtype=object)
     if len(df):
         df["equity"] = pd.to_numeric(df["equity"], errors="coerce").astype(float)
@@ -559,13 +629,19 @@ def read_meta(run_dir: str | Path) -> _Meta:
     try:
         tables = ledger_tables(conn, path)
         meta = {k: _decode(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        events = _read_table(conn, "events", tables, ["ts", "type", "symbol", "model_id", "reason", "payload"])
+        events: list[dict[str, Any]] = []
+        if "events" in tables:
+            cols = _table_columns(conn, "events")
+            select = ", ".join(f'"{c}"' for c in cols)
+            events = [dict(zip(cols, row, strict=True))
+                      for row in conn.execute(f"SELECT {select} FROM events ORDER BY rowid")]  # noqa: S608
     except sqlite3.DatabaseError as exc:
         raise TradingError(f"cannot read ledger {path}: {exc}; the file is damaged or not SQLite") from exc
     finally:
         conn.close()
-    if "payload" in events.columns:
-        events["payload"] = events["payload"].map(_decode)
+    for event in events:
+        if "payload" in event:
+            event["payload"] = _decode(event["payload"])
     return _Meta(run_dir=run, meta=meta, events=events)
 
 
@@ -715,7 +791,7 @@ def monitor_run(
         "latency_ms_p50": p50,
         "latency_ms_p99": p99,
         "feature_availability": (run.n_complete / run.n_live) if run.has_features and run.n_live else None,
-        **event_metrics(_model_rows(info.events, entry, keep_unassigned=True), run.n_model, daily),
+        **event_metrics(model_events(info.events, entry), run.n_model, daily),
     }
     summary = assemble_summary(info.run_id, info.run_dir, info.meta, entry, manifest, cfg, accuracy=accuracy,
                                features=features, pred_drift=pred_drift, n_live=run.n_live, weights_from=weights_from,

@@ -220,10 +220,17 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
-    import pandas as pd
-
-    # Average ranks for ties, as Spearman's definition needs (no scipy dependency).
-    return pd.Series(a).rank(method="average").to_numpy(dtype=np.float64)
+    """Average ranks for ties, as Spearman's definition needs (1-based, NaN kept): pandas'
+    ``Series.rank(method="average")`` in numpy (no pandas import for ``monitor``, no scipy)."""
+    a = np.asarray(a, dtype=np.float64)
+    out = np.full(a.size, np.nan)
+    keep = np.flatnonzero(~np.isnan(a))
+    order = keep[np.argsort(a[keep], kind="stable")]
+    s = a[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if s.size else np.empty(0, dtype=np.int64)
+    ends = np.r_[starts[1:], s.size]
+    out[order] = np.repeat((starts + 1 + ends) / 2.0, ends - starts)  # the mean of positions starts+1..ends
+    return out
 
 
 def ic(pred: Any, y: Any) -> float | None:

@@ -14,7 +14,8 @@ compile aitrader's modules again (~60 ms) and the figures would measure the comp
 Commands (``python -m aitrader ...`` in the temp folder):
 
 * ``--help``; ``status s1`` (table) and ``status s1 --json``; ``export s1 fills`` (CSV on stdout);
-  ``list`` (the registry table); ``monitor --run s1``;
+  ``list`` (the registry table); ``monitor --run s1`` (table) and ``monitor --run s1 --json`` (the
+  streamed pass: no pandas since the start-up work on it);
 * ``paper-trade`` on a 500-bar parquet file (``--json``, backend auto): the whole command's wall time
   and its start-up before the first bar: from the process's launch to the entry of
   ``Engine.run`` (the replay loop), reported by a small driver that wraps ``Engine.run`` when
@@ -139,6 +140,8 @@ def commands(work: Path) -> dict[str, list[str]]:
         "list": ["list", "--registry", str(work / "models")],
         "monitor --run s1": ["monitor", "--run", "s1", *runs, "--registry", str(work / "models"),
                              "--config", str(work / "trading.yaml")],
+        "monitor --run s1 --json": ["monitor", "--run", "s1", "--json", *runs, "--registry", str(work / "models"),
+                                    "--config", str(work / "trading.yaml")],
     }
 
 

@@ -9,6 +9,8 @@ fresh interpreter on a real run (no clock: scripts/bench/startup.py times them).
   which typer would load to coerce every string option (aitrader/cli/_params.py).
 * ``paper-trade`` on an ONNX-run LightGBM imports neither the training stack (trainer, splits, ONNX
   export) nor scikit-learn, scipy or lightgbm, and parses ``features.yaml`` once.
+* ``monitor`` (the streamed pass, no ``--report``) imports no pandas or pyarrow and no model library: beyond
+  typer, numpy, the config's pydantic and yaml, and rich for the table (not for ``--json``).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ with contextlib.redirect_stdout(io.StringIO()):
         code = exc.code or 0
 new = {m.split(".")[0] for m in set(sys.modules) - before}
 print(json.dumps({"code": code, "third_party": sorted(new - set(sys.stdlib_module_names) - {"aitrader", "typer"}),
-                  "pydantic": "pydantic" in sys.modules}))
+                  "pydantic": "pydantic" in sys.modules, "modules": sorted(set(sys.modules) - before)}))
 """
 
 
@@ -177,3 +179,28 @@ def test_paper_trade_imports_no_training_stack_and_parses_features_yaml_once(wor
     assert summary["status"] == "finished" and summary["bars"] == 300 and summary["runners"] == {"syn_lgbm:v1": "onnx"}
     assert doc["heavy"] == [], f"paper-trade imported {doc['heavy']}"
     assert doc["parsed"] == 1, f"features.yaml parsed {doc['parsed']} times in one paper-trade"
+
+
+#: What ``monitor`` may import beyond typer: numpy, the trading config's pydantic (with its own dependencies)
+#: and yaml; rich only to draw the table.
+MONITOR_ALLOWED = {"numpy", "yaml", "pydantic", "pydantic_core", "annotated_types", "typing_extensions",
+                   "typing_inspection"}
+
+
+@pytest.mark.parametrize("form", [["--json"], []])
+def test_monitor_imports_no_dataframe_or_model_library(world: Path, form: list[str]) -> None:
+    args = ["monitor", "--run", "r1", "--runs-dir", str(world / "runs"), "--registry", str(world / "models"),
+            "--config", str(world / "trading.yaml"), *form]
+    done = subprocess.run([sys.executable, "-c", BEYOND_TYPER, *args], capture_output=True, text=True, cwd=world,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["code"] in (0, 3), done.stderr  # 3: the monitor raised an alert (a short run)
+    not_monitor = (*HEAVY[:-1], "aitrader.monitoring.tearsheet")  # the streamed pass is what monitor runs
+    heavy = [m for m in not_monitor if m in doc["modules"]]
+    assert heavy == [], f"monitor imported {heavy}"
+    # numpy's compiled helpers (_cython_*, cython_runtime, _sysconfigdata_*) are not packages
+    packages = {m for m in doc["third_party"] if not m.startswith("_") and m != "cython_runtime"}
+    allowed = MONITOR_ALLOWED | ({"rich"} if not form else set())
+    assert packages <= allowed, f"monitor {' '.join(form)} imported {sorted(packages - allowed)}"
+    assert "numpy" in packages and ("rich" in packages) == (not form)
