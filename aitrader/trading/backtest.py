@@ -46,6 +46,39 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
 
     ``report``: also write the HTML tearsheet there (:func:`aitrader.monitoring.tearsheet.write_tearsheet`,
     the same report as ``monitor --report``), from the replay's ledger before a temporary one is removed."""
+    return backtest(models=models, data=data, config_path=config_path, registry_root=registry_root, start=start,
+                    end=end, allow_in_sample=allow_in_sample, allow_symbol_mismatch=allow_symbol_mismatch,
+                    out_run=out_run, runs_dir=runs_dir, view=view, report=report, books=books).as_dict()
+
+
+@dataclass
+class Backtest:
+    """:func:`backtest`'s result: :meth:`as_dict` is :func:`run_backtest`'s document; the trades kept as
+    columns (``--json`` writes their text from them: :func:`aitrader.trading.trips.trades_text`)."""
+
+    models: list[str]
+    run: dict[str, Any]
+    kept: bool
+    performance: dict[str, Any]
+    trades: TradeColumns
+    excursion: Excursions
+    report: str | None
+
+    def trade_records(self) -> list[dict[str, Any]]:
+        """One dict per round trip (:data:`aitrader.trading.trades.TRADE_COLUMNS`)."""
+        return records(self.trades, *self.excursion)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"models": self.models, "run": self.run, "kept": self.kept, "performance": self.performance,
+                "trades": self.trade_records(), "report": self.report}
+
+
+def backtest(*, models: list[str] | None, data: list[str] | None, config_path: str | None = None,
+             registry_root: str | None = None, start: str | None = None, end: str | None = None,
+             allow_in_sample: bool = False, allow_symbol_mismatch: bool = False,
+             out_run: str | None = None, runs_dir: str = "runs", view: str = "none",
+             report: str | None = None, books: str | dict[str, str] | None = None) -> Backtest:
+    """:func:`run_backtest`, its trades left as columns."""
     from aitrader.trading.service import paper_trade
 
     collect: dict[str, Any] = {}
@@ -82,9 +115,9 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
             shutil.rmtree(tmp, ignore_errors=True)
     if tmp is not None:
         summary = {**summary, "state_dir": None}
-    models = [f"{s.model_id} ({s.symbol})" for s in collect.get("specs") or []]
-    return {"models": models, "run": summary, "kept": out_run is not None, "performance": perf,
-            "trades": records(trades, *excursion), "report": report}
+    names = [f"{s.model_id} ({s.symbol})" for s in collect.get("specs") or []]
+    return Backtest(models=names, run=summary, kept=out_run is not None, performance=perf, trades=trades,
+                    excursion=excursion, report=report)
 
 
 # ------------------------------------------------------------------------------ the ledger's side

@@ -262,6 +262,52 @@ def trades_json(trades: list[dict[str, Any]]) -> str | None:
     return "[\n" + ",\n".join(_ITEM % v for v in zip(*columns, strict=True)) + "\n  ]"
 
 
+def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
+                mfe: np.ndarray | None = None, has_bars: np.ndarray | None = None) -> str:
+    """``trades_json(records(cols, bars, mae, mfe, has_bars))`` straight from the columns: no record dict
+    per trade, and each fill's stamp and price written once however many trades share the fill (a
+    fill that closes one lot and opens the next). Floats as ``json.dumps`` writes them (``float.__repr__``;
+    NaN and infinities ``null``, as ``json_clean`` makes them), strings by its ASCII encoder."""
+    t, f = cols.trips, cols.trips.fills
+    n = len(t)
+    if not n:
+        return "[]"
+    e, x = t.entry.tolist(), t.exit.tolist()
+    used = np.union1d(t.entry, t.exit)
+    stamps: list[str] = [""] * len(f)
+    prices: list[str] = [""] * len(f)
+    for i, s, p in zip(used.tolist(), (f.ts[i] for i in used.tolist()), _floats(f.price[used]), strict=True):
+        stamps[i] = encode_basestring_ascii(s)
+        prices[i] = p
+    symbol = {s: encode_basestring_ascii(s) for s in set(f.symbol)}
+    duration = {d: encode_basestring_ascii(d) for d in set(cols.durations)}
+    if has_bars is None or bars is None or mae is None or mfe is None or not has_bars.any():
+        bar_col = mae_col = mfe_col = ["null"] * n
+    else:
+        if has_bars.all():
+            bar_col = list(map(int.__repr__, bars.tolist()))
+        else:  # a float64 column with NaN in the frame (see records)
+            bar_col = [float.__repr__(float(b)) if h else "null"
+                       for b, h in zip(bars.tolist(), has_bars.tolist(), strict=True)]
+        mae_col = _floats(np.where(has_bars, mae, np.nan))
+        mfe_col = _floats(np.where(has_bars, mfe, np.nan))
+    columns = (
+        [symbol[f.symbol[i]] for i in e], ['"long"' if v else '"short"' for v in cols.long.tolist()],
+        _floats(t.quantity), list(map(stamps.__getitem__, e)), list(map(prices.__getitem__, e)),
+        list(map(stamps.__getitem__, x)), list(map(prices.__getitem__, x)), _floats(cols.pnl), _floats(cols.ret),
+        list(map(duration.__getitem__, cols.durations)), bar_col, mae_col, mfe_col,
+    )
+    return "[\n" + ",\n".join(map(_ITEM.__mod__, zip(*columns, strict=True))) + "\n  ]"
+
+
+def _floats(a: np.ndarray) -> list[str]:
+    """Each float64 as ``json.dumps`` writes it after ``json_clean`` (non-finite: ``null``)."""
+    values = a.tolist()
+    if bool(np.isfinite(a).all()):
+        return list(map(float.__repr__, values))
+    return [float.__repr__(v) if math.isfinite(v) else "null" for v in values]
+
+
 def _column(values: list[Any]) -> list[str] | None:
     """The JSON text of each value; a column of one plain type (the usual case) in one C-level map."""
     kinds = set(map(type, values))
