@@ -17,7 +17,7 @@ import math
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -81,7 +81,8 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
     """:func:`run_backtest`, its trades left as columns."""
     from aitrader.trading.service import paper_trade
 
-    collect: dict[str, Any] = {}
+    tap = BarTap()
+    collect: dict[str, Any] = {"bar_tap": tap}  # the replay's blocks' prices, for scan_bars
     tmp = None if out_run else tempfile.mkdtemp(prefix="aitrader-backtest-")
     try:
         summary = paper_trade(
@@ -99,7 +100,7 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
         trades = trade_columns(match_fills(fills))  # columns: no dict, Timestamp or frame per trade
         hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
         passes = {sym: scan_bars(s, close_rows=hold_rows[sym][0], open_row=hold_rows[sym][1],
-                                 spans=trip_spans(trades, sym, s), keep_closes=report is not None)
+                                 spans=trip_spans(trades, sym, s), keep_closes=report is not None, tap=tap)
                   for sym, s in sorted(series.items())}
         excursion = trade_excursions(trades, series, passes)
         perf = performance_report(curve, fills, collect, summary, trades, excursion, passes)
@@ -266,10 +267,43 @@ class BarPass:
     all_closes: np.ndarray | None
 
 
+class BarTap:
+    """The open, high, low and close of each block the replay reads (32 bytes a bar), kept per series as
+    the replay's shared pass reads it (a ``BarSeries.taps`` callable, installed by ``paper_trade`` from
+    ``collect["bar_tap"]``), so that :func:`scan_bars` need not read and validate the files again."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[BarSeries, list[tuple[int, np.ndarray]]] = {}
+
+    def __call__(self, series: BarSeries, block: tuple[int, np.ndarray, np.ndarray]) -> None:
+        k, _, values = block
+        self._blocks.setdefault(series, []).append((k, np.array(values[:4], dtype=np.float64)))
+
+    def blocks(self, series: BarSeries, first: int, size: int) -> Iterator[tuple[int, None, np.ndarray]] | None:
+        """``series``' rows from ``first`` on as ``(first row, None, (4, m) prices)`` pieces of at most
+        ``size`` rows; None unless the tap saw every bar of ``series`` once, in order (a stopped replay
+        may not have read them all)."""
+        got = self._blocks.get(series, [])
+        at = 0
+        for k, values in got:
+            if k != at:
+                return None
+            at += values.shape[1]
+        return self._pieces(got, first, size) if at == len(series) else None
+
+    @staticmethod
+    def _pieces(got: list[tuple[int, np.ndarray]], first: int, size: int) -> Iterator[tuple[int, None, np.ndarray]]:
+        for k, values in got:
+            m = values.shape[1]
+            for j in range(max(first - k, 0), m, size):
+                yield k + j, None, values[:, j:j + size]
+
+
 def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None,
-              spans: tuple[np.ndarray, np.ndarray], keep_closes: bool) -> BarPass:
+              spans: tuple[np.ndarray, np.ndarray], keep_closes: bool, tap: BarTap | None = None) -> BarPass:
     """One pass over ``series``' blocks from the first row anything needs: no frame, no whole-length
-    price array (except every close when ``keep_closes``)."""
+    price array (except every close when ``keep_closes``). With a ``tap`` that saw the whole replay, its
+    copies of the blocks' prices; else the blocks are read from the file again."""
     n = len(series)
     lo, hi = spans
     closes = np.full(len(close_rows), np.nan)
@@ -284,7 +318,9 @@ def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None
     firsts += [int(lo.min())] if lo.size else []
     firsts += [open_row] if open_row is not None else []
     first = 0 if keep_closes else min(firsts, default=n)
-    for k, _, values in series.own_blocks(first, size=SCAN_ROWS) if first < n else ():
+    kept = tap.blocks(series, first, SCAN_ROWS) if tap is not None and first < n else None
+    source = kept if kept is not None else series.own_blocks(first, size=SCAN_ROWS) if first < n else ()
+    for k, _, values in source:
         m = values.shape[1]
         a, b = np.searchsorted(wanted, [k, k + m], side="left")
         if b > a:

@@ -653,6 +653,7 @@ def paper_trade(
         if collect is not None:  # backtest reports on the replayed series' blocks (no frames)
             collect.update(series=dict(replayed), specs=specs,
                            calendar=meta["calendar"], trade_from={s.symbol: s.trade_from for s in specs})
+            _add_tap(series, collect.get("bar_tap"))  # backtest keeps the prices as the replay reads them
     from aitrader.serve.hook import remote_models
 
     cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`
@@ -666,6 +667,12 @@ def paper_trade(
                           stop_event=stop_event)
     runners = {s.model_id: str(getattr(s.predictor, "backend", "?")) for s in specs}
     return {**summary, "costs": costs, "runners": runners, **({"warnings": notes} if notes else {})}
+
+
+def _add_tap(series: list[Any], tap: Any) -> None:
+    """Give each replayed ``BarSeries`` the tap ``collect["bar_tap"]`` (none: nothing)."""
+    for one in series if tap is not None else ():
+        one.taps.append(tap)
 
 
 def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:
