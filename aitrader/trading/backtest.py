@@ -165,8 +165,8 @@ class Curve:
 
 def read_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
     """The ledger's equity steps from the first bar the models may trade (``collect["trade_from"]``),
-    read a checkpoint block at a time: equity as float64, stamps parsed to epoch seconds per block
-    and kept compressed (:class:`Stamps`)."""
+    read a checkpoint block at a time: equity as float64, stamps kept compressed (:class:`Stamps`) and
+    their epoch seconds those of the replayed series' bars (:func:`step_epochs`), else parsed per block."""
     first = min((t for t in collect["trade_from"].values() if t is not None), default=None)
     conn = connect(run_dir / LEDGER_NAME, readonly=True)  # a new run's: block format only (docs/trading.md)
     try:
@@ -174,11 +174,32 @@ def read_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
         equity = equity_column(conn)
     finally:
         conn.close()
-    epochs = np.concatenate([epochs_of([str(t) for t in unpack_text(blob, n)]) for n, blob in blobs]) \
-        if blobs else np.empty(0)
+    epochs = step_epochs(list((collect.get("series") or {}).values()), blobs)
+    if epochs is None:
+        epochs = np.concatenate([epochs_of([str(t) for t in unpack_text(blob, n)]) for n, blob in blobs]) \
+            if blobs else np.empty(0)
     keep = epochs >= first if first is not None else np.ones(len(epochs), dtype=bool)
     rows_kept = np.flatnonzero(keep)
     return Curve(Stamps(blobs, rows_kept), epochs[keep], equity[keep])
+
+
+def step_epochs(series: list[BarSeries], blobs: list[tuple[int, bytes]]) -> np.ndarray | None:
+    """:func:`epochs_of` the equity steps' stamps (``blobs``: the ledger's, one per checkpoint) without
+    parsing them: a replay's step ``i`` is the ``i``-th distinct stamp of its series' bars, in time order,
+    written from those nanoseconds (whole seconds: no digit lost). None (parse them) unless the series'
+    stamps are whole seconds, the steps are a prefix of them (a stopped replay writes fewer) and the first
+    and the last stamps parse to the expected epochs."""
+    blobs = [(n, blob) for n, blob in blobs if n]
+    total = sum(n for n, _ in blobs)
+    ns = [s.ns() for s in series if len(s)]
+    if not total or not ns or not all(s.whole_seconds for s in series if len(s)):
+        return None
+    union = ns[0] if len(ns) == 1 and bool((np.diff(ns[0]) > 0).all()) else np.unique(np.concatenate(ns))
+    if total > len(union):
+        return None
+    epochs = union[:total] / 1e9
+    ends = epochs_of([str(unpack_text(blobs[0][1], blobs[0][0])[0]), str(unpack_text(blobs[-1][1], blobs[-1][0])[-1])])
+    return epochs if ends[0] == epochs[0] and ends[1] == epochs[-1] else None
 
 
 def performance_report(curve: Curve, fills: FillColumns, collect: dict[str, Any], summary: dict[str, Any],
