@@ -27,7 +27,7 @@ import pandas as pd
 
 from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, unpack_text
 from aitrader.trading.trades import aligned
-from aitrader.trading.trips import FillColumns, TradeColumns, match_fills, records, trade_columns
+from aitrader.trading.trips import FillColumns, FillRecorder, TradeColumns, match_fills, records, trade_columns
 
 if TYPE_CHECKING:
     from aitrader.trading.sources import BarSeries
@@ -82,7 +82,9 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
     from aitrader.trading.service import paper_trade
 
     tap = BarTap()
-    collect: dict[str, Any] = {"bar_tap": tap}  # the replay's blocks' prices, for scan_bars
+    recorder = FillRecorder()
+    # the replay's blocks' prices (for scan_bars) and its fills, kept as the replay makes them
+    collect: dict[str, Any] = {"bar_tap": tap, "subscribers": [recorder.attach]}
     tmp = None if out_run else tempfile.mkdtemp(prefix="aitrader-backtest-")
     try:
         summary = paper_trade(
@@ -96,7 +98,8 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
         run_dir = Path(summary["state_dir"])
         series: dict[str, BarSeries] = collect.get("series") or {}
         curve = read_curve(run_dir, collect)
-        fills = FillColumns.read(run_dir / LEDGER_NAME)
+        # what the ledger's fills table holds (read it when the count says otherwise)
+        fills = recorder.columns() if len(recorder) == summary["fills"] else FillColumns.read(run_dir / LEDGER_NAME)
         trades = trade_columns(match_fills(fills))  # columns: no dict, Timestamp or frame per trade
         hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
         passes = {sym: scan_bars(s, close_rows=hold_rows[sym][0], open_row=hold_rows[sym][1],

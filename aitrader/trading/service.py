@@ -653,7 +653,7 @@ def paper_trade(
         if collect is not None:  # backtest reports on the replayed series' blocks (no frames)
             collect.update(series=dict(replayed), specs=specs,
                            calendar=meta["calendar"], trade_from={s.symbol: s.trade_from for s in specs})
-            _add_tap(series, collect.get("bar_tap"))  # backtest keeps the prices as the replay reads them
+            _backtest_hooks(collect, series, opts)  # backtest keeps the prices and fills as the replay makes them
     from aitrader.serve.hook import remote_models
 
     cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`
@@ -669,10 +669,12 @@ def paper_trade(
     return {**summary, "costs": costs, "runners": runners, **({"warnings": notes} if notes else {})}
 
 
-def _add_tap(series: list[Any], tap: Any) -> None:
-    """Give each replayed ``BarSeries`` the tap ``collect["bar_tap"]`` (none: nothing)."""
+def _backtest_hooks(collect: dict[str, Any], series: list[Any], opts: Any) -> None:
+    """``collect["bar_tap"]`` on each replayed ``BarSeries``' taps, ``collect["subscribers"]`` on the bus."""
+    tap = collect.get("bar_tap")
     for one in series if tap is not None else ():
         one.taps.append(tap)
+    opts.subscribers.extend(collect.get("subscribers") or ())
 
 
 def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:

@@ -107,6 +107,44 @@ class FillColumns:
         return len(self.ts)
 
 
+class FillRecorder:
+    """A run's fills as the broker publishes them (a bus subscriber: ``RunOptions.subscribers``): the
+    columns :meth:`FillColumns.read` gives of the ledger's ``fills`` table after the run (the same
+    order: ids are given in publishing order; the same floats: SQLite stores them as they are),
+    without reading them back."""
+
+    def __init__(self) -> None:
+        self.ts: list[str] = []
+        self.symbol: list[str] = []
+        self.buy: list[bool] = []
+        self.quantity: list[float] = []
+        self.price: list[float] = []
+        self.commission: list[float] = []
+        self._shared: dict[str, str] = {}
+
+    def attach(self, bus: Any) -> None:
+        from aitrader.trading.events import EventType
+
+        bus.subscribe(EventType.FILL, self._on_fill)
+
+    def _on_fill(self, e: Any) -> None:
+        self.ts.append(str(e.ts))
+        self.symbol.append(self._shared.setdefault(str(e.symbol), str(e.symbol)))
+        self.buy.append(str(e.side).lower() == "buy")
+        self.quantity.append(float(e.quantity))
+        self.price.append(float(e.price))
+        self.commission.append(float(e.commission or 0.0))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def columns(self) -> FillColumns:
+        return FillColumns(ts=self.ts, symbol=self.symbol, buy=np.array(self.buy, dtype=bool),
+                           quantity=np.array(self.quantity, dtype=np.float64),
+                           price=np.array(self.price, dtype=np.float64),
+                           commission=np.array(self.commission, dtype=np.float64))
+
+
 def match_fills(fills: FillColumns) -> Trips:
     """FIFO matching per symbol, exactly as :func:`aitrader.trading.trades.round_trips`: a fill against
     the open side closes the oldest lots first; what is left opens a lot on its own side."""

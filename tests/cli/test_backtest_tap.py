@@ -107,3 +107,34 @@ def test_tap_pieces_by_hand() -> None:
     for block in ((0, None, values[:, :4]), (0, None, values[:, :4]), (4, None, values[:, 4:])):
         twice(series, block)  # type: ignore[arg-type]
     assert twice.blocks(series, 0, 3) is None
+
+
+def test_fills_recorded_from_the_bus_equal_the_ledgers_fills_table(world: dict[str, Path], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fills the report matches are the ledger's table (read back after the run: the oracle), and the
+    report does not read that table."""
+    from aitrader.trading.ledger import LEDGER_NAME
+    from aitrader.trading.trips import FillColumns, FillRecorder
+
+    recorders: list[FillRecorder] = []
+    reads: list[Path] = []
+    real_columns, real_read = FillRecorder.columns, FillColumns.read
+
+    def columns(self: FillRecorder) -> FillColumns:
+        recorders.append(self)
+        return real_columns(self)
+
+    def read(ledger: Path) -> FillColumns:
+        reads.append(ledger)
+        return real_read(ledger)
+
+    monkeypatch.setattr(FillRecorder, "columns", columns)
+    monkeypatch.setattr(FillColumns, "read", staticmethod(read))
+    got = B.run_backtest(models=["syn_lgbm"], data=[f"SYN={world['data']}"], registry_root=str(world["registry"]),
+                         out_run="kept", runs_dir=str(tmp_path / "runs"))
+    assert reads == [] and len(recorders) == 1
+    mine, table = real_columns(recorders[0]), real_read(tmp_path / "runs" / "kept" / LEDGER_NAME)
+    assert len(table) == got["run"]["fills"] > 10
+    assert mine.ts == table.ts and mine.symbol == table.symbol and mine.buy.tolist() == table.buy.tolist()
+    for name in ("quantity", "price", "commission"):
+        assert repr(getattr(mine, name).tolist()) == repr(getattr(table, name).tolist())
