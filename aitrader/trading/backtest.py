@@ -84,7 +84,8 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
     tap = BarTap()
     recorder = FillRecorder()
     # the replay's blocks' prices (for scan_bars) and its fills, kept as the replay makes them
-    collect: dict[str, Any] = {"bar_tap": tap, "subscribers": [recorder.attach]}
+    lean = out_run is None and report is None  # a temporary ledger that only the summary and this report read
+    collect: dict[str, Any] = {"bar_tap": tap, "subscribers": [recorder.attach], "scratch_ledger": lean}
     tmp = None if out_run else tempfile.mkdtemp(prefix="aitrader-backtest-")
     try:
         summary = paper_trade(
@@ -92,8 +93,9 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
             registry_root=registry_root, runs_dir=runs_dir, view=view, start=start, end=end,
             allow_in_sample=allow_in_sample, models=models, allow_symbol_mismatch=allow_symbol_mismatch,
             collect=collect, books=books,
-            # a temporary ledger without a report: nothing reads its feature rows, so they are not packed
-            ledger_features=out_run is not None or report is not None,
+            # a temporary ledger without a report: nothing reads its feature rows, so they are not packed (and
+            # it is a scratch one: no outcome rows, no journal, no sync)
+            ledger_features=not lean,
         )
         run_dir = Path(summary["state_dir"])
         series: dict[str, BarSeries] = collect.get("series") or {}

@@ -155,13 +155,21 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class Ledger:
     """Write side of one run's ledger; subscribes to the bus and commits at checkpoints."""
 
-    def __init__(self, path: Path, *, feature_bytes: int | None = None, features: bool = True) -> None:
+    def __init__(self, path: Path, *, feature_bytes: int | None = None, features: bool = True,
+                 scratch: bool = False) -> None:
         self.path = path
         self.feature_bytes = FEATURE_BYTES if feature_bytes is None else feature_bytes
         #: False: predictions are written without their feature rows (n_features -1, as a fallback's), for a
         #: ledger nothing reads features from (a backtest's temporary one); the packing is most of a checkpoint.
         self.features = features
+        #: True: a scratch ledger (backtest's temporary one, read for the summary and the report, then
+        #: deleted): no outcome rows (nothing reads them there), no journal and no sync on this connection
+        #: (a run that dies loses it anyway). Never for a run that may be resumed or read later.
+        self.scratch = scratch
         self.conn = connect(path)
+        if scratch:
+            self.conn.execute("PRAGMA journal_mode=OFF")
+            self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.executescript(SCHEMA)
         add_missing_columns(self.conn)
         self._orders: dict[int, list[Any]] = {}
@@ -280,7 +288,7 @@ class Ledger:
             equity=equity_columns(self.equity_values) if self.equity_values else None,
             predictions=prediction_columns(self._predictions, self.feature_bytes, features=self.features)
             if self._predictions else None,
-            outcomes=outcome_columns(self._outcomes) if self._outcomes else None,
+            outcomes=outcome_columns(self._outcomes) if self._outcomes and not self.scratch else None,
             first_id=self._next_id,
             cursors=[(s, i, ts) for s, (i, ts) in cursors.items()], positions=list(positions),
             meta=meta_rows({**(meta or {}), "state": state, "updated_at": now_iso()}),

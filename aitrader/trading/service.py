@@ -670,11 +670,13 @@ def paper_trade(
 
 
 def _backtest_hooks(collect: dict[str, Any], series: list[Any], opts: Any) -> None:
-    """``collect["bar_tap"]`` on each replayed ``BarSeries``' taps, ``collect["subscribers"]`` on the bus."""
+    """``collect["bar_tap"]`` on each replayed ``BarSeries``' taps, ``collect["subscribers"]`` on the bus,
+    ``collect["scratch_ledger"]``: ``RunOptions.ledger_scratch`` (backtest's temporary ledger)."""
     tap = collect.get("bar_tap")
     for one in series if tap is not None else ():
         one.taps.append(tap)
     opts.subscribers.extend(collect.get("subscribers") or ())
+    opts.ledger_scratch = bool(collect.get("scratch_ledger"))
 
 
 def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:

@@ -138,3 +138,30 @@ def test_fills_recorded_from_the_bus_equal_the_ledgers_fills_table(world: dict[s
     assert mine.ts == table.ts and mine.symbol == table.symbol and mine.buy.tolist() == table.buy.tolist()
     for name in ("quantity", "price", "commission"):
         assert repr(getattr(mine, name).tolist()) == repr(getattr(table, name).tolist())
+
+
+def test_temporary_scratch_ledger_gives_the_kept_ledgers_report(world: dict[str, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --out-run/--report the ledger is a scratch one (no feature rows, no outcome rows, no journal,
+    no sync): the run summary, the performance and the trades are those of the kept, durable ledger."""
+    from aitrader.trading.ledger import Ledger
+
+    made: list[tuple[bool, bool]] = []
+    real_init = Ledger.__init__
+
+    def init(self: Ledger, path: Path, **kw: Any) -> None:
+        real_init(self, path, **kw)
+        if not path.name.endswith(".tmp"):  # not the one that creates the file
+            made.append((self.features, self.scratch))
+
+    monkeypatch.setattr(Ledger, "__init__", init)
+    args = {"models": ["syn_lgbm"], "data": [f"SYN={world['data']}"], "registry_root": str(world["registry"]),
+            "runs_dir": str(tmp_path / "runs")}
+    kept = B.run_backtest(out_run="kept", **args)
+    temp = B.run_backtest(**args)
+    assert made == [(True, False), (False, True)]
+    assert temp["run"]["state_dir"] is None and not temp["kept"]
+    assert {k: v for k, v in temp["run"].items() if k not in ("run_id", "state_dir")} == \
+        {k: v for k, v in kept["run"].items() if k not in ("run_id", "state_dir")}
+    assert same_json(temp["performance"], kept["performance"]) and same_json(temp["trades"], kept["trades"])
+    assert len(temp["trades"]) > 5
