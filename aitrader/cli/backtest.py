@@ -6,12 +6,15 @@ Logic in :mod:`aitrader.trading.backtest`.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from aitrader.cli._output import console, print_json
 from aitrader.cli.trade import JSON_HELP, MISMATCH_HELP, MODEL_HELP, RUNS_HELP
+
+if TYPE_CHECKING:
+    from aitrader.trading.backtest import Backtest
 
 ROWS = (
     ("total_return", "Total return", "pct"), ("cagr", "CAGR", "pct"), ("sharpe", "Sharpe", "num"),
@@ -56,17 +59,17 @@ def backtest_cmd(
 ) -> None:
     """Backtest models on their unseen bars with the paper-trade engine: performance vs buy-and-hold, trades."""
     from aitrader.features.book import parse_book_options
-    from aitrader.trading.backtest import run_backtest
+    from aitrader.trading.backtest import backtest
 
     view = "live" if sys.stdout.isatty() and not json_out else "none"
-    result = run_backtest(models=model or None, data=data or None, config_path=config, registry_root=registry,
-                          start=start, end=end, allow_in_sample=allow_in_sample,
-                          allow_symbol_mismatch=allow_symbol_mismatch, out_run=out_run, runs_dir=runs_dir, view=view,
-                          report=report, books=parse_book_options(book))
+    result = backtest(models=model or None, data=data or None, config_path=config, registry_root=registry,
+                      start=start, end=end, allow_in_sample=allow_in_sample,
+                      allow_symbol_mismatch=allow_symbol_mismatch, out_run=out_run, runs_dir=runs_dir, view=view,
+                      report=report, books=parse_book_options(book))
     if json_out:
-        print_report_json(result)
+        print_backtest_json(result)
         return
-    _render(result)
+    _render(result.as_dict())
 
 
 _HOLE = "\x00trades\x00"  # a string no report holds: where the trades' text goes
@@ -85,6 +88,19 @@ def print_report_json(result: dict[str, Any]) -> None:
     hole = to_json(_HOLE)
     doc = to_json({**result, "trades": _HOLE})
     sys.stdout.write(doc.replace(hole, text, 1) + "\n")
+    sys.stdout.flush()
+
+
+def print_backtest_json(result: Backtest) -> None:
+    """``print_json(result.as_dict())``, the same text, with the trades' text written from their columns
+    (:func:`aitrader.trading.trips.trades_text`: no record dict per trade)."""
+    from aitrader._json import to_json
+    from aitrader.trading.trips import trades_text
+
+    hole = to_json(_HOLE)
+    doc = to_json({"models": result.models, "run": result.run, "kept": result.kept,
+                   "performance": result.performance, "trades": _HOLE, "report": result.report})
+    sys.stdout.write(doc.replace(hole, trades_text(result.trades, *result.excursion), 1) + "\n")
     sys.stdout.flush()
 
 

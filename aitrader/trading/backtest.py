@@ -17,7 +17,7 @@ import math
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -27,7 +27,7 @@ import pandas as pd
 
 from aitrader.trading.ledger import LEDGER_NAME, connect, equity_column, unpack_text
 from aitrader.trading.trades import aligned
-from aitrader.trading.trips import FillColumns, TradeColumns, match_fills, records, trade_columns
+from aitrader.trading.trips import FillColumns, FillRecorder, TradeColumns, match_fills, records, trade_columns
 
 if TYPE_CHECKING:
     from aitrader.trading.sources import BarSeries
@@ -46,9 +46,46 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
 
     ``report``: also write the HTML tearsheet there (:func:`aitrader.monitoring.tearsheet.write_tearsheet`,
     the same report as ``monitor --report``), from the replay's ledger before a temporary one is removed."""
+    return backtest(models=models, data=data, config_path=config_path, registry_root=registry_root, start=start,
+                    end=end, allow_in_sample=allow_in_sample, allow_symbol_mismatch=allow_symbol_mismatch,
+                    out_run=out_run, runs_dir=runs_dir, view=view, report=report, books=books).as_dict()
+
+
+@dataclass
+class Backtest:
+    """:func:`backtest`'s result: :meth:`as_dict` is :func:`run_backtest`'s document; the trades kept as
+    columns (``--json`` writes their text from them: :func:`aitrader.trading.trips.trades_text`)."""
+
+    models: list[str]
+    run: dict[str, Any]
+    kept: bool
+    performance: dict[str, Any]
+    trades: TradeColumns
+    excursion: Excursions
+    report: str | None
+
+    def trade_records(self) -> list[dict[str, Any]]:
+        """One dict per round trip (:data:`aitrader.trading.trades.TRADE_COLUMNS`)."""
+        return records(self.trades, *self.excursion)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"models": self.models, "run": self.run, "kept": self.kept, "performance": self.performance,
+                "trades": self.trade_records(), "report": self.report}
+
+
+def backtest(*, models: list[str] | None, data: list[str] | None, config_path: str | None = None,
+             registry_root: str | None = None, start: str | None = None, end: str | None = None,
+             allow_in_sample: bool = False, allow_symbol_mismatch: bool = False,
+             out_run: str | None = None, runs_dir: str = "runs", view: str = "none",
+             report: str | None = None, books: str | dict[str, str] | None = None) -> Backtest:
+    """:func:`run_backtest`, its trades left as columns."""
     from aitrader.trading.service import paper_trade
 
-    collect: dict[str, Any] = {}
+    tap = BarTap()
+    recorder = FillRecorder()
+    # the replay's blocks' prices (for scan_bars) and its fills, kept as the replay makes them
+    lean = out_run is None and report is None  # a temporary ledger that only the summary and this report read
+    collect: dict[str, Any] = {"bar_tap": tap, "subscribers": [recorder.attach], "scratch_ledger": lean}
     tmp = None if out_run else tempfile.mkdtemp(prefix="aitrader-backtest-")
     try:
         summary = paper_trade(
@@ -56,17 +93,19 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
             registry_root=registry_root, runs_dir=runs_dir, view=view, start=start, end=end,
             allow_in_sample=allow_in_sample, models=models, allow_symbol_mismatch=allow_symbol_mismatch,
             collect=collect, books=books,
-            # a temporary ledger without a report: nothing reads its feature rows, so they are not packed
-            ledger_features=out_run is not None or report is not None,
+            # a temporary ledger without a report: nothing reads its feature rows, so they are not packed (and
+            # it is a scratch one: no outcome rows, no journal, no sync)
+            ledger_features=not lean,
         )
         run_dir = Path(summary["state_dir"])
         series: dict[str, BarSeries] = collect.get("series") or {}
         curve = read_curve(run_dir, collect)
-        fills = FillColumns.read(run_dir / LEDGER_NAME)
+        # what the ledger's fills table holds (read it when the count says otherwise)
+        fills = recorder.columns() if len(recorder) == summary["fills"] else FillColumns.read(run_dir / LEDGER_NAME)
         trades = trade_columns(match_fills(fills))  # columns: no dict, Timestamp or frame per trade
         hold_rows = hold_rows_of(series, collect["trade_from"], curve.epochs)
         passes = {sym: scan_bars(s, close_rows=hold_rows[sym][0], open_row=hold_rows[sym][1],
-                                 spans=trip_spans(trades, sym, s), keep_closes=report is not None)
+                                 spans=trip_spans(trades, sym, s), keep_closes=report is not None, tap=tap)
                   for sym, s in sorted(series.items())}
         excursion = trade_excursions(trades, series, passes)
         perf = performance_report(curve, fills, collect, summary, trades, excursion, passes)
@@ -82,9 +121,9 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
             shutil.rmtree(tmp, ignore_errors=True)
     if tmp is not None:
         summary = {**summary, "state_dir": None}
-    models = [f"{s.model_id} ({s.symbol})" for s in collect.get("specs") or []]
-    return {"models": models, "run": summary, "kept": out_run is not None, "performance": perf,
-            "trades": records(trades, *excursion), "report": report}
+    names = [f"{s.model_id} ({s.symbol})" for s in collect.get("specs") or []]
+    return Backtest(models=names, run=summary, kept=out_run is not None, performance=perf, trades=trades,
+                    excursion=excursion, report=report)
 
 
 # ------------------------------------------------------------------------------ the ledger's side
@@ -131,8 +170,8 @@ class Curve:
 
 def read_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
     """The ledger's equity steps from the first bar the models may trade (``collect["trade_from"]``),
-    read a checkpoint block at a time: equity as float64, stamps parsed to epoch seconds per block
-    and kept compressed (:class:`Stamps`)."""
+    read a checkpoint block at a time: equity as float64, stamps kept compressed (:class:`Stamps`) and
+    their epoch seconds those of the replayed series' bars (:func:`step_epochs`), else parsed per block."""
     first = min((t for t in collect["trade_from"].values() if t is not None), default=None)
     conn = connect(run_dir / LEDGER_NAME, readonly=True)  # a new run's: block format only (docs/trading.md)
     try:
@@ -140,11 +179,32 @@ def read_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
         equity = equity_column(conn)
     finally:
         conn.close()
-    epochs = np.concatenate([epochs_of([str(t) for t in unpack_text(blob, n)]) for n, blob in blobs]) \
-        if blobs else np.empty(0)
+    epochs = step_epochs(list((collect.get("series") or {}).values()), blobs)
+    if epochs is None:
+        epochs = np.concatenate([epochs_of([str(t) for t in unpack_text(blob, n)]) for n, blob in blobs]) \
+            if blobs else np.empty(0)
     keep = epochs >= first if first is not None else np.ones(len(epochs), dtype=bool)
     rows_kept = np.flatnonzero(keep)
     return Curve(Stamps(blobs, rows_kept), epochs[keep], equity[keep])
+
+
+def step_epochs(series: list[BarSeries], blobs: list[tuple[int, bytes]]) -> np.ndarray | None:
+    """:func:`epochs_of` the equity steps' stamps (``blobs``: the ledger's, one per checkpoint) without
+    parsing them: a replay's step ``i`` is the ``i``-th distinct stamp of its series' bars, in time order,
+    written from those nanoseconds (whole seconds: no digit lost). None (parse them) unless the series'
+    stamps are whole seconds, the steps are a prefix of them (a stopped replay writes fewer) and the first
+    and the last stamps parse to the expected epochs."""
+    blobs = [(n, blob) for n, blob in blobs if n]
+    total = sum(n for n, _ in blobs)
+    ns = [s.ns() for s in series if len(s)]
+    if not total or not ns or not all(s.whole_seconds for s in series if len(s)):
+        return None
+    union = ns[0] if len(ns) == 1 and bool((np.diff(ns[0]) > 0).all()) else np.unique(np.concatenate(ns))
+    if total > len(union):
+        return None
+    epochs = union[:total] / 1e9
+    ends = epochs_of([str(unpack_text(blobs[0][1], blobs[0][0])[0]), str(unpack_text(blobs[-1][1], blobs[-1][0])[-1])])
+    return epochs if ends[0] == epochs[0] and ends[1] == epochs[-1] else None
 
 
 def performance_report(curve: Curve, fills: FillColumns, collect: dict[str, Any], summary: dict[str, Any],
@@ -233,10 +293,43 @@ class BarPass:
     all_closes: np.ndarray | None
 
 
+class BarTap:
+    """The open, high, low and close of each block the replay reads (32 bytes a bar), kept per series as
+    the replay's shared pass reads it (a ``BarSeries.taps`` callable, installed by ``paper_trade`` from
+    ``collect["bar_tap"]``), so that :func:`scan_bars` need not read and validate the files again."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[BarSeries, list[tuple[int, np.ndarray]]] = {}
+
+    def __call__(self, series: BarSeries, block: tuple[int, np.ndarray, np.ndarray]) -> None:
+        k, _, values = block
+        self._blocks.setdefault(series, []).append((k, np.array(values[:4], dtype=np.float64)))
+
+    def blocks(self, series: BarSeries, first: int, size: int) -> Iterator[tuple[int, None, np.ndarray]] | None:
+        """``series``' rows from ``first`` on as ``(first row, None, (4, m) prices)`` pieces of at most
+        ``size`` rows; None unless the tap saw every bar of ``series`` once, in order (a stopped replay
+        may not have read them all)."""
+        got = self._blocks.get(series, [])
+        at = 0
+        for k, values in got:
+            if k != at:
+                return None
+            at += values.shape[1]
+        return self._pieces(got, first, size) if at == len(series) else None
+
+    @staticmethod
+    def _pieces(got: list[tuple[int, np.ndarray]], first: int, size: int) -> Iterator[tuple[int, None, np.ndarray]]:
+        for k, values in got:
+            m = values.shape[1]
+            for j in range(max(first - k, 0), m, size):
+                yield k + j, None, values[:, j:j + size]
+
+
 def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None,
-              spans: tuple[np.ndarray, np.ndarray], keep_closes: bool) -> BarPass:
+              spans: tuple[np.ndarray, np.ndarray], keep_closes: bool, tap: BarTap | None = None) -> BarPass:
     """One pass over ``series``' blocks from the first row anything needs: no frame, no whole-length
-    price array (except every close when ``keep_closes``)."""
+    price array (except every close when ``keep_closes``). With a ``tap`` that saw the whole replay, its
+    copies of the blocks' prices; else the blocks are read from the file again."""
     n = len(series)
     lo, hi = spans
     closes = np.full(len(close_rows), np.nan)
@@ -251,7 +344,9 @@ def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None
     firsts += [int(lo.min())] if lo.size else []
     firsts += [open_row] if open_row is not None else []
     first = 0 if keep_closes else min(firsts, default=n)
-    for k, _, values in series.own_blocks(first, size=SCAN_ROWS) if first < n else ():
+    kept = tap.blocks(series, first, SCAN_ROWS) if tap is not None and first < n else None
+    source = kept if kept is not None else series.own_blocks(first, size=SCAN_ROWS) if first < n else ()
+    for k, _, values in source:
         m = values.shape[1]
         a, b = np.searchsorted(wanted, [k, k + m], side="left")
         if b > a:

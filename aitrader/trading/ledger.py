@@ -155,13 +155,22 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class Ledger:
     """Write side of one run's ledger; subscribes to the bus and commits at checkpoints."""
 
-    def __init__(self, path: Path, *, feature_bytes: int | None = None, features: bool = True) -> None:
+    def __init__(self, path: Path, *, feature_bytes: int | None = None, features: bool = True,
+                 scratch: bool = False) -> None:
         self.path = path
         self.feature_bytes = FEATURE_BYTES if feature_bytes is None else feature_bytes
         #: False: predictions are written without their feature rows (n_features -1, as a fallback's), for a
         #: ledger nothing reads features from (a backtest's temporary one); the packing is most of a checkpoint.
         self.features = features
+        #: True: a scratch ledger (backtest's temporary one, read for the summary and the report, then
+        #: deleted): predictions counted, not recorded (:func:`prediction_counts`: what the summary reads),
+        #: no outcome rows, no journal and no sync on this connection (a run that dies loses it anyway).
+        #: Never for a run that may be resumed, exported or monitored.
+        self.scratch = scratch
         self.conn = connect(path)
+        if scratch:
+            self.conn.execute("PRAGMA journal_mode=OFF")
+            self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.executescript(SCHEMA)
         add_missing_columns(self.conn)
         self._orders: dict[int, list[Any]] = {}
@@ -278,9 +287,10 @@ class Ledger:
             orders=[x for row in self._orders.values() for x in row],
             order_updates=own(self._order_updates), fills=own(self._fills), events=own(self._events),
             equity=equity_columns(self.equity_values) if self.equity_values else None,
-            predictions=prediction_columns(self._predictions, self.feature_bytes, features=self.features)
+            predictions=(prediction_counts(self._predictions, self.feature_bytes) if self.scratch else
+                         prediction_columns(self._predictions, self.feature_bytes, features=self.features))
             if self._predictions else None,
-            outcomes=outcome_columns(self._outcomes) if self._outcomes else None,
+            outcomes=outcome_columns(self._outcomes) if self._outcomes and not self.scratch else None,
             first_id=self._next_id,
             cursors=[(s, i, ts) for s, (i, ts) in cursors.items()], positions=list(positions),
             meta=meta_rows({**(meta or {}), "state": state, "updated_at": now_iso()}),
@@ -586,6 +596,15 @@ def prediction_columns(rows: list[tuple[Any, ...]], feature_bytes: int = 4, *, f
         "source": text_bytes(list(cols[7])), "latency_us": f8_bytes(cols[8], 4), "in_sample": i8_bytes(in_sample),
         "n_features": i8_bytes(lengths), "features": f8_bytes(flat, feature_bytes), "feature_bytes": feature_bytes,
     }
+
+
+def prediction_counts(rows: list[tuple[Any, ...]], feature_bytes: int = 4) -> dict[str, Any]:
+    """A scratch ledger's prediction block (:attr:`Ledger.scratch`): the count and the in-sample flags, what
+    :func:`prediction_count` (the run's summary) reads; every other column empty (not decodable: rows
+    counted, not recorded)."""
+    flags = np.array([-1 if v is None else int(v) for v in (r[9] for r in rows)], dtype="<i8")
+    return {**dict.fromkeys(PRED_BLOB_COLUMNS, b""), "n": len(rows), "in_sample": i8_bytes(flags),
+            "feature_bytes": feature_bytes}
 
 
 def decode_predictions(first_id: int, n: int, blobs: dict[str, bytes]) -> list[list[Any]]:

@@ -653,6 +653,7 @@ def paper_trade(
         if collect is not None:  # backtest reports on the replayed series' blocks (no frames)
             collect.update(series=dict(replayed), specs=specs,
                            calendar=meta["calendar"], trade_from={s.symbol: s.trade_from for s in specs})
+            _backtest_hooks(collect, series, opts)  # backtest keeps the prices and fills as the replay makes them
     from aitrader.serve.hook import remote_models
 
     cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`
@@ -666,6 +667,16 @@ def paper_trade(
                           stop_event=stop_event)
     runners = {s.model_id: str(getattr(s.predictor, "backend", "?")) for s in specs}
     return {**summary, "costs": costs, "runners": runners, **({"warnings": notes} if notes else {})}
+
+
+def _backtest_hooks(collect: dict[str, Any], series: list[Any], opts: Any) -> None:
+    """``collect["bar_tap"]`` on each replayed ``BarSeries``' taps, ``collect["subscribers"]`` on the bus,
+    ``collect["scratch_ledger"]``: ``RunOptions.ledger_scratch`` (backtest's temporary ledger)."""
+    tap = collect.get("bar_tap")
+    for one in series if tap is not None else ():
+        one.taps.append(tap)
+    opts.subscribers.extend(collect.get("subscribers") or ())
+    opts.ledger_scratch = bool(collect.get("scratch_ledger"))
 
 
 def _follow_index(path: Path, symbol: str) -> list[pd.DatetimeIndex]:

@@ -84,6 +84,8 @@ class RunOptions:
     ledger_thread: bool = False
     # False: predictions written without their feature rows (a backtest's temporary ledger: nothing reads them)
     ledger_features: bool = True
+    # True: a scratch ledger (backtest's temporary one): no outcome rows, no journal, no sync (Ledger.scratch)
+    ledger_scratch: bool = False
 
 
 def wall_clock_timeouts(opts: RunOptions) -> bool:
@@ -242,9 +244,10 @@ def _check_state(run_dir: Path, state: str, resume: bool) -> None:
         raise TradingError(f"cannot resume: {path} is damaged (not SQLite, or tables missing); start a new run")
 
 
-def open_run(run_dir: Path, *, resume: bool, meta: dict[str, Any] | None = None, features: bool = True) -> Ledger:
+def open_run(run_dir: Path, *, resume: bool, meta: dict[str, Any] | None = None, features: bool = True,
+             scratch: bool = False) -> Ledger:
     """The run's ledger: an existing started one (``resume``), or a new one created with ``meta``
-    (``features`` False: predictions recorded without their feature rows, :class:`Ledger`)."""
+    (``features`` False: predictions recorded without their feature rows; ``scratch``: :class:`Ledger`)."""
     path = run_dir / LEDGER_NAME
     state = ledger_state(path)
     _check_state(run_dir, state, resume)
@@ -254,7 +257,7 @@ def open_run(run_dir: Path, *, resume: bool, meta: dict[str, Any] | None = None,
             if state == "empty":  # killed before its first commit: nothing to keep
                 remove_ledger(path)
             _create_ledger(run_dir, meta or {})
-        ledger = Ledger(path, features=features)
+        ledger = Ledger(path, features=features, scratch=scratch)
     except OSError as exc:
         raise TradingError(f"cannot create the run folder {run_dir}: {exc.strerror}; pass a writable --state") from exc
     except sqlite3.Error as exc:
@@ -378,7 +381,7 @@ def run_session(
                    "version": _version(s.model_id)} for s in specs]
         first = {"run_id": run_id, "config": cfg.model_dump(mode="json"), "models": models,
                  "started_at": now_iso(), "status": "running", "updated_at": now_iso(), **(meta or {})}
-    ledger = open_run(run_dir, resume=resume, meta=first, features=opts.ledger_features)
+    ledger = open_run(run_dir, resume=resume, meta=first, features=opts.ledger_features, scratch=opts.ledger_scratch)
     try:
         bus = EventBus()
         ledger.attach(bus)

@@ -107,6 +107,44 @@ class FillColumns:
         return len(self.ts)
 
 
+class FillRecorder:
+    """A run's fills as the broker publishes them (a bus subscriber: ``RunOptions.subscribers``): the
+    columns :meth:`FillColumns.read` gives of the ledger's ``fills`` table after the run (the same
+    order: ids are given in publishing order; the same floats: SQLite stores them as they are),
+    without reading them back."""
+
+    def __init__(self) -> None:
+        self.ts: list[str] = []
+        self.symbol: list[str] = []
+        self.buy: list[bool] = []
+        self.quantity: list[float] = []
+        self.price: list[float] = []
+        self.commission: list[float] = []
+        self._shared: dict[str, str] = {}
+
+    def attach(self, bus: Any) -> None:
+        from aitrader.trading.events import EventType
+
+        bus.subscribe(EventType.FILL, self._on_fill)
+
+    def _on_fill(self, e: Any) -> None:
+        self.ts.append(str(e.ts))
+        self.symbol.append(self._shared.setdefault(str(e.symbol), str(e.symbol)))
+        self.buy.append(str(e.side).lower() == "buy")
+        self.quantity.append(float(e.quantity))
+        self.price.append(float(e.price))
+        self.commission.append(float(e.commission or 0.0))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def columns(self) -> FillColumns:
+        return FillColumns(ts=self.ts, symbol=self.symbol, buy=np.array(self.buy, dtype=bool),
+                           quantity=np.array(self.quantity, dtype=np.float64),
+                           price=np.array(self.price, dtype=np.float64),
+                           commission=np.array(self.commission, dtype=np.float64))
+
+
 def match_fills(fills: FillColumns) -> Trips:
     """FIFO matching per symbol, exactly as :func:`aitrader.trading.trades.round_trips`: a fill against
     the open side closes the oldest lots first; what is left opens a lot on its own side."""
@@ -260,6 +298,52 @@ def trades_json(trades: list[dict[str, Any]]) -> str | None:
             return None
         columns.append(column)
     return "[\n" + ",\n".join(_ITEM % v for v in zip(*columns, strict=True)) + "\n  ]"
+
+
+def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
+                mfe: np.ndarray | None = None, has_bars: np.ndarray | None = None) -> str:
+    """``trades_json(records(cols, bars, mae, mfe, has_bars))`` straight from the columns: no record dict
+    per trade, and each fill's stamp and price written once however many trades share the fill (a
+    fill that closes one lot and opens the next). Floats as ``json.dumps`` writes them (``float.__repr__``;
+    NaN and infinities ``null``, as ``json_clean`` makes them), strings by its ASCII encoder."""
+    t, f = cols.trips, cols.trips.fills
+    n = len(t)
+    if not n:
+        return "[]"
+    e, x = t.entry.tolist(), t.exit.tolist()
+    used = np.union1d(t.entry, t.exit)
+    stamps: list[str] = [""] * len(f)
+    prices: list[str] = [""] * len(f)
+    for i, s, p in zip(used.tolist(), (f.ts[i] for i in used.tolist()), _floats(f.price[used]), strict=True):
+        stamps[i] = encode_basestring_ascii(s)
+        prices[i] = p
+    symbol = {s: encode_basestring_ascii(s) for s in set(f.symbol)}
+    duration = {d: encode_basestring_ascii(d) for d in set(cols.durations)}
+    if has_bars is None or bars is None or mae is None or mfe is None or not has_bars.any():
+        bar_col = mae_col = mfe_col = ["null"] * n
+    else:
+        if has_bars.all():
+            bar_col = list(map(int.__repr__, bars.tolist()))
+        else:  # a float64 column with NaN in the frame (see records)
+            bar_col = [float.__repr__(float(b)) if h else "null"
+                       for b, h in zip(bars.tolist(), has_bars.tolist(), strict=True)]
+        mae_col = _floats(np.where(has_bars, mae, np.nan))
+        mfe_col = _floats(np.where(has_bars, mfe, np.nan))
+    columns = (
+        [symbol[f.symbol[i]] for i in e], ['"long"' if v else '"short"' for v in cols.long.tolist()],
+        _floats(t.quantity), list(map(stamps.__getitem__, e)), list(map(prices.__getitem__, e)),
+        list(map(stamps.__getitem__, x)), list(map(prices.__getitem__, x)), _floats(cols.pnl), _floats(cols.ret),
+        list(map(duration.__getitem__, cols.durations)), bar_col, mae_col, mfe_col,
+    )
+    return "[\n" + ",\n".join(map(_ITEM.__mod__, zip(*columns, strict=True))) + "\n  ]"
+
+
+def _floats(a: np.ndarray) -> list[str]:
+    """Each float64 as ``json.dumps`` writes it after ``json_clean`` (non-finite: ``null``)."""
+    values = a.tolist()
+    if bool(np.isfinite(a).all()):
+        return list(map(float.__repr__, values))
+    return [float.__repr__(v) if math.isfinite(v) else "null" for v in values]
 
 
 def _column(values: list[Any]) -> list[str] | None:

@@ -32,8 +32,9 @@ compare figures from the same run only):
 6. **Whole ``aitrader backtest``** (the replay + the performance report, trades and buy-and-hold,
    no ledger kept) with the same model on the same bars, batch route, each backend, alternating run
    by run with the batch route's ``paper-trade`` (no ledger thread) so that both see the same load:
-   bars/s of both (the two-size difference), their ratio (goal: backtest >= 1x paper-trade) and
-   whether the backtest's run summary has the same fills and final equity. ``--backtest-only``
+   bars/s of both (the two-size difference), their ratio (goal: backtest >= 1x paper-trade), the whole
+   command's seconds on the big size (median, min-max: start-up included, steadier than the slope of two
+   noisy medians) and whether the backtest's run summary has the same fills and final equity. ``--backtest-only``
    runs this part alone (after the world is built).
 
 7. With ``--against DIR`` (another checkout, e.g. ``git worktree add /tmp/main main``): the batch
@@ -290,6 +291,12 @@ def backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int) -> N
             print(f"whole command, {label:11}, batch route, {backend:4} runner {wall:>10,.0f} bars/s "
                   f"({1e6 / wall:6.2f} us/bar wall, {1e6 / cpu:6.2f} us/bar cpu), start-up {startup:.2f} s")
         same = finals["paper"] == finals["backtest"]
+        walls = {who: (statistics.median(r[0] for r in runs[who][big]), min(r[0] for r in runs[who][big]),
+                       max(r[0] for r in runs[who][big])) for who in ("paper", "backtest")}
+        print(f"  whole command on {big:,} bars (start-up included; less noisy than the two-size slope): backtest "
+              f"{walls['backtest'][0]:.2f} s ({walls['backtest'][1]:.2f}-{walls['backtest'][2]:.2f}), paper-trade "
+              f"{walls['paper'][0]:.2f} s ({walls['paper'][1]:.2f}-{walls['paper'][2]:.2f}): "
+              f"{walls['paper'][0] / walls['backtest'][0]:.2f}x")
         print(f"  backtest / paper-trade ({backend}): {rate['backtest'][0] / rate['paper'][0]:.2f}x bars/s wall, "
               f"{rate['backtest'][1] / rate['paper'][1]:.2f}x cpu (goal >= 1x); fills and final equity "
               f"{'the same' if same else 'DIFFERENT'} (alternating run by run, medians of {max(1, repeat)} per size) "
