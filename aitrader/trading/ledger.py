@@ -774,10 +774,12 @@ def equity_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     return rows
 
 
-def equity_column(conn: sqlite3.Connection) -> np.ndarray:
-    """The equity column in bar order (float64), decoding no stamps."""
+def equity_column(conn: sqlite3.Connection, lead: float | None = None) -> np.ndarray:
+    """The equity column in bar order (float64), decoding no stamps; with ``lead``, one more slot in front
+    holding it (the summary's ``[initial, *equity]`` path: the equity before each bar is a view of it)."""
     tables = _tables(conn)
-    head = np.array([r[3] for r in _equity_table_rows(conn, tables)], dtype=float)
+    first = [] if lead is None else [lead]
+    head = np.array(first + [r[3] for r in _equity_table_rows(conn, tables)], dtype=float)
     if "equity_blocks" not in tables:
         return head
     # One statement (one snapshot of a ledger still being written) gives the blocks and their total, so

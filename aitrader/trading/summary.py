@@ -78,24 +78,34 @@ def _inferred_calendar(conn: sqlite3.Connection) -> dict[str, Any]:
     return calendar_of(index)
 
 
-def performance(equity: np.ndarray, initial: float, periods_per_year: float) -> dict[str, float | None]:
-    """Total return, annualised Sharpe and Sortino, max drawdown (negative) of an equity curve."""
+def performance(path: np.ndarray, periods_per_year: float, traded: float = 0.0) -> dict[str, Any]:
+    """Final equity, total return, turnover (``traded``: the total absolute notional), annualised Sharpe and
+    Sortino and max drawdown (negative) of the equity curve ``path`` = ``[initial, *equity]``
+    (:func:`equity_curve`).
+
+    ``path`` is consumed: once the figures that need the curve are read, its returns are written over it
+    (:func:`aitrader.training.metrics.returns_over`), so that a long run's summary holds one array of the
+    run's length and one temporary: the same floats as separate curve, path and returns arrays."""
+    initial = float(path[0])
+    equity, before = path[1:], path[:-1]  # the equity before each bar is a view of the path
     if len(equity) == 0:
-        return {"total_return": 0.0, "sharpe": 0.0, "sortino": None, "max_drawdown": 0.0}
-    rets = M.simple_returns(equity, initial=initial)
-    return {
-        "total_return": float(equity[-1] / initial - 1.0),
-        "sharpe": M.sharpe_ratio(rets, periods_per_year),
-        "sortino": M.sortino_ratio(rets, periods_per_year),
-        "max_drawdown": M.max_drawdown(equity, initial=initial),
+        return {"final": initial, "total_return": 0.0, "turnover": 0.0, "sharpe": 0.0, "sortino": None,
+                "max_drawdown": 0.0}
+    out: dict[str, Any] = {
+        "final": float(equity[-1]), "total_return": float(equity[-1] / initial - 1.0),
+        "turnover": M.turnover([traded], before), "max_drawdown": M.max_drawdown(equity, initial=initial),
     }
+    rets = M.returns_over(path)
+    out["sharpe"] = M.sharpe_ratio(rets, periods_per_year)
+    out["sortino"] = M.sortino_ratio(rets, periods_per_year)
+    return out
 
 
-def equity_curve(conn: sqlite3.Connection) -> np.ndarray:
+def equity_curve(conn: sqlite3.Connection, initial: float | None = None) -> np.ndarray:
     """The equity column in bar order: one blob per checkpoint (``equity_blocks``), so the summary of a
     long run (and ``status``) decodes a few blobs instead of a Python row per bar; an older ledger's
-    ``equity`` rows come first."""
-    return equity_column(conn)
+    ``equity`` rows come first. With ``initial``: ``[initial, *equity]``."""
+    return equity_column(conn, lead=initial)
 
 
 def _first_last_stamps(conn: sqlite3.Connection) -> list[str]:
@@ -121,7 +131,7 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         state = meta.get("state") or {}
         initial = float(meta["config"]["ml_trading"]["execution"]["initial_cash"])
-        values = equity_curve(conn)
+        path = equity_curve(conn, initial)
         calendar = _recorded_calendar(meta) or _inferred_calendar(conn)
         first_last = _first_last_stamps(conn)
         n_pred = prediction_count(conn)
@@ -144,9 +154,8 @@ def summarise(run_dir: Path) -> dict[str, Any]:
     finally:
         conn.close()
     stamps = first_last
-    perf = performance(values, initial, calendar["periods_per_year"])
-    before = np.concatenate(([initial], values[:-1])) if len(values) else values
-    final = float(values[-1]) if len(values) else initial
+    perf = performance(path, calendar["periods_per_year"], float(fills[2]))
+    del path  # its returns now
     slots = state.get("slots", {})
     status = meta.get("status")
     if status == "running" and not pid_alive(meta.get("pid")):
@@ -165,12 +174,12 @@ def summarise(run_dir: Path) -> dict[str, Any]:
         "errors": errors,
         "alerts": alerts,
         "initial_cash": initial,
-        "final_equity": final,
+        "final_equity": perf["final"],
         "total_return": perf["total_return"],
         "sharpe": perf["sharpe"],
         "sortino": perf["sortino"],
         "max_drawdown": perf["max_drawdown"],
-        "turnover": M.turnover([float(fills[2])], before),
+        "turnover": perf["turnover"],
         "calendar": calendar["kind"],
         "periods_per_year": calendar["periods_per_year"],
         "fees": float(fills[1]),

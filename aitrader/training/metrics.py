@@ -78,6 +78,22 @@ def simple_returns(equity: Any, initial: float | None = None) -> np.ndarray:
     return out
 
 
+def returns_over(path: np.ndarray) -> np.ndarray:
+    """:func:`simple_returns` of ``path`` (``[initial, *equity]``, float64, contiguous) written over it:
+    ``path[t] = path[t + 1] / path[t] - 1``, in pieces of :data:`_DRAWDOWN_PIECE` (each piece's divisor
+    is read before it is overwritten). Returns the view ``path[:-1]``, the same floats as
+    ``simple_returns(path[1:], initial=path[0])`` without a second array of the run's length."""
+    if path.dtype != np.float64 or not path.flags.c_contiguous or path.ndim != 1:
+        raise ValueError("returns_over needs a contiguous 1-D float64 path")
+    n = path.size - 1
+    for lo in range(0, max(n, 0), _DRAWDOWN_PIECE):
+        hi = min(lo + _DRAWDOWN_PIECE, n)
+        out = path[lo:hi]
+        np.divide(path[lo + 1:hi + 1], out, out=out)  # numpy buffers the shifted operand (one piece)
+        out -= 1.0
+    return path[:max(n, 0)]
+
+
 def sharpe_ratio(returns: Any, periods_per_year: float) -> float:
     """``mean / std(ddof=1) * sqrt(periods_per_year)``; 0.0 with < 2 returns or no variance."""
     r = np.asarray(returns, dtype=np.float64).ravel()
