@@ -26,3 +26,17 @@ def deploy_small_model(base: Path, bars: pd.DataFrame, *, name: str = "syn_lgbm"
     reg.deploy(name, reason="test")
     reg.close()
     return base / "models"
+
+
+def synthetic_world(base: Path, *, n: int, seed: int, traded_from: int, n_estimators: int = 20,
+                    name: str = "syn_lgbm") -> tuple[Path, Path, pd.DataFrame]:
+    """``n`` synthetic bars (``generate_bars(n, seed, signal=0.3)``), a model deployed by
+    :func:`deploy_small_model` on them, and ``base/SYN.csv`` holding ``bars[traded_from:]`` to trade:
+    (registry root, the CSV, the bars)."""
+    from aitrader.data.synthetic import generate_bars
+
+    bars = generate_bars(n, seed=seed, signal=0.3)
+    registry = deploy_small_model(base, bars, name=name, n_estimators=n_estimators)
+    data = base / "SYN.csv"
+    bars.iloc[traded_from:].rename_axis("timestamp").to_csv(data)
+    return registry, data, bars

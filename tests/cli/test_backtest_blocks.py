@@ -22,7 +22,7 @@ import pytest
 
 import aitrader.trading.backtest as B
 import aitrader.trading.service as service
-from tests.model_world import deploy_small_model
+from tests.model_world import deploy_small_model, synthetic_world
 
 
 # ------------------------------------------------------------------ the frozen whole-frame oracle
@@ -164,13 +164,9 @@ def same_json(a: Any, b: Any) -> bool:
 # ------------------------------------------------------------------------------------------ tests
 @pytest.fixture(scope="module")
 def syn_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from aitrader.data.synthetic import generate_bars
-
     base = tmp_path_factory.mktemp("backtest_blocks")
-    bars = generate_bars(1600, seed=5, signal=0.3)
-    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
-    data = base / "SYN.csv"
-    bars.iloc[700:].rename_axis("timestamp").to_csv(data)  # 300 in-sample bars before the traded ones
+    # 300 in-sample bars before the traded ones
+    registry, data, bars = synthetic_world(base, n=1600, seed=5, traded_from=700)
     aware = base / "SYN_ny.csv"  # the same bars with New York offsets (the ledger's stamps are UTC)
     bars.iloc[700:].tz_localize("UTC").tz_convert("America/New_York").rename_axis("timestamp").to_csv(aware)
     return {"registry": registry, "data": data, "aware": aware}

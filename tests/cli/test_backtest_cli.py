@@ -13,20 +13,15 @@ from typer.testing import CliRunner
 
 from aitrader.cli.main import app
 from aitrader.trading.trades import TRADE_COLUMNS
-from tests.model_world import deploy_small_model
+from tests.model_world import synthetic_world
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from aitrader.data.synthetic import generate_bars
-
     base = tmp_path_factory.mktemp("backtest_cli")
-    bars = generate_bars(1400, seed=3, signal=0.3)
-    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
-    data = base / "SYN.csv"
-    bars.iloc[900:].rename_axis("timestamp").to_csv(data)
+    registry, data, bars = synthetic_world(base, n=1400, seed=3, traded_from=900)
     return {"registry": registry, "data": data}
 
 

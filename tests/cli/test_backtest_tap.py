@@ -19,18 +19,13 @@ import aitrader.trading.backtest as B
 import aitrader.trading.service as service
 import aitrader.trading.sources as sources
 from tests.cli.test_backtest_blocks import backtest_and_oracle, same_json
-from tests.model_world import deploy_small_model
+from tests.model_world import synthetic_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from aitrader.data.synthetic import generate_bars
-
     base = tmp_path_factory.mktemp("backtest_tap")
-    bars = generate_bars(1500, seed=11, signal=0.3)
-    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
-    data = base / "SYN.csv"
-    bars.iloc[700:].rename_axis("timestamp").to_csv(data)
+    registry, data, bars = synthetic_world(base, n=1500, seed=11, traded_from=700)
     return {"registry": registry, "data": data}
 
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from aitrader.cli.main import app
 from aitrader.errors import TradingError
 from aitrader.trading.ledger import decoded_copy, ledger_content
-from tests.model_world import deploy_small_model
+from tests.model_world import synthetic_world
 
 runner = CliRunner()
 CONFIG = """
@@ -31,13 +31,8 @@ ml_trading:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from aitrader.data.synthetic import generate_bars
-
     base = tmp_path_factory.mktemp("trade_cli")
-    bars = generate_bars(1400, seed=3, signal=0.3)
-    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
-    data = base / "SYN.csv"
-    bars.iloc[900:].rename_axis("timestamp").to_csv(data)
+    registry, data, bars = synthetic_world(base, n=1400, seed=3, traded_from=900)
     config = base / "trading.yaml"
     config.write_text(CONFIG)
     training = base / "train.csv"  # exactly the bars the model was trained on

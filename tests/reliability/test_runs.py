@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from aitrader.cli.main import app
 from aitrader.trading.ledger import equity_rows, ledger_content
-from tests.model_world import deploy_small_model
+from tests.model_world import synthetic_world
 
 runner = CliRunner()
 CONFIG = """
@@ -36,13 +36,8 @@ HEADER = "timestamp,open,high,low,close,volume\n"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 20-tree LightGBM trained on 1000 synthetic bars, deployed; the 500 later bars to trade."""
-    from aitrader.data.synthetic import generate_bars
-
     base = tmp_path_factory.mktemp("runs_rel")
-    bars = generate_bars(1400, seed=3, signal=0.3)
-    registry = deploy_small_model(base, bars, name="syn_lgbm", n_estimators=20)
-    data = base / "SYN.csv"
-    bars.iloc[900:].rename_axis("timestamp").to_csv(data)
+    registry, data, bars = synthetic_world(base, n=1400, seed=3, traded_from=900)
     config = base / "trading.yaml"
     config.write_text(CONFIG)
     return {"registry": registry, "data": data, "config": config, "art": base / "art"}
