@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from aitrader.cli._output import console, print_json
+from aitrader.cli._output import console
 from aitrader.cli.trade import JSON_HELP, MISMATCH_HELP, MODEL_HELP, RUNS_HELP
 
 if TYPE_CHECKING:
@@ -73,22 +73,6 @@ def backtest_cmd(
 
 
 _HOLE = "\x00trades\x00"  # a string no report holds: where the trades' text goes
-
-
-def print_report_json(result: dict[str, Any]) -> None:
-    """``print_json(result)``, the same text, with the trades (one record per round trip, thousands of
-    them) written by :func:`aitrader.trading.trips.trades_json` instead of the indenting encoder."""
-    from aitrader._json import to_json
-    from aitrader.trading.trips import trades_json
-
-    text = trades_json(result["trades"])
-    if text is None:
-        print_json(result)
-        return
-    hole = to_json(_HOLE)
-    doc = to_json({**result, "trades": _HOLE})
-    sys.stdout.write(doc.replace(hole, text, 1) + "\n")
-    sys.stdout.flush()
 
 
 def print_backtest_json(result: Backtest) -> None:

@@ -15,8 +15,8 @@ row again (~150 us a trade in all). Here:
   once per fill (vectorised) and a duration text formatted once per distinct duration;
 * the output records share their strings (symbol, side, stamps, durations) with the fills' columns.
 
-:func:`trades_json` writes the records as the exact text ``json.dumps(..., indent=2)`` gives them
-inside the backtest document, a format string per trade instead of the pure-Python indenting encoder.
+:func:`trades_text` writes the trades as the exact text ``json.dumps(..., indent=2)`` gives their
+records inside the backtest document, a format string per trade instead of the pure-Python indenting encoder.
 """
 
 from __future__ import annotations
@@ -283,26 +283,11 @@ def _nan_none(a: np.ndarray) -> list[Any]:
 _ITEM = "    {\n" + ",\n".join(f"      {encode_basestring_ascii(k)}: %s" for k in TRADE_COLUMNS) + "\n    }"
 
 
-def trades_json(trades: list[dict[str, Any]]) -> str | None:
-    """The text ``json.dumps(json_clean(trades), indent=2, allow_nan=False)`` gives the trades as the value
-    of a top-level key (items indented 4, keys 6, the closing bracket 2), or None when a record is not
-    a flat :data:`TRADE_COLUMNS` record (the caller then uses the plain encoder)."""
-    if not trades:
-        return "[]"
-    if any(tuple(t) != TRADE_COLUMNS for t in trades):
-        return None
-    columns = []
-    for k in TRADE_COLUMNS:
-        column = _column([t[k] for t in trades])
-        if column is None:
-            return None
-        columns.append(column)
-    return "[\n" + ",\n".join(_ITEM % v for v in zip(*columns, strict=True)) + "\n  ]"
-
-
 def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
                 mfe: np.ndarray | None = None, has_bars: np.ndarray | None = None) -> str:
-    """``trades_json(records(cols, bars, mae, mfe, has_bars))`` straight from the columns: no record dict
+    """The text ``json.dumps(json_clean(records(cols, bars, mae, mfe, has_bars)), indent=2)`` gives the
+    trades as the value of a top-level key (items indented 4, keys 6, the closing bracket 2),
+    straight from the columns: no record dict
     per trade, and each fill's stamp and price written once however many trades share the fill (a
     fill that closes one lot and opens the next). Floats as ``json.dumps`` writes them (``float.__repr__``;
     NaN and infinities ``null``, as ``json_clean`` makes them), strings by its ASCII encoder."""
@@ -344,32 +329,3 @@ def _floats(a: np.ndarray) -> list[str]:
     if bool(np.isfinite(a).all()):
         return list(map(float.__repr__, values))
     return [float.__repr__(v) if math.isfinite(v) else "null" for v in values]
-
-
-def _column(values: list[Any]) -> list[str] | None:
-    """The JSON text of each value; a column of one plain type (the usual case) in one C-level map."""
-    kinds = set(map(type, values))
-    if kinds == {str}:
-        return list(map(encode_basestring_ascii, values))
-    if kinds == {float} and all(map(math.isfinite, values)):
-        return list(map(float.__repr__, values))
-    if kinds == {int}:
-        return list(map(int.__repr__, values))
-    texts = [_scalar(v) for v in values]
-    column = [v for v in texts if v is not None]
-    return column if len(column) == len(texts) else None
-
-
-def _scalar(v: Any) -> str | None:
-    """One JSON scalar as ``json.dumps`` writes it after ``json_clean`` (None: not a plain scalar)."""
-    if isinstance(v, str):
-        return encode_basestring_ascii(v)
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return int.__repr__(v)
-    if isinstance(v, float):
-        return float.__repr__(v) if math.isfinite(v) else "null"
-    return None

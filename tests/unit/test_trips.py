@@ -9,8 +9,6 @@ over several symbols with partial closes, flips and sub-epsilon remainders; a ha
 
 from __future__ import annotations
 
-import json
-import math
 from collections import deque
 from typing import Any
 
@@ -19,9 +17,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aitrader._json import to_json
 from aitrader.trading.trades import _EPS, TRADE_COLUMNS, _Lot, _trade, round_trips
-from aitrader.trading.trips import FillColumns, match_fills, records, trade_columns, trades_json
+from aitrader.trading.trips import FillColumns, match_fills, records, trade_columns
 
 
 def scalar_round_trips(fills: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,50 +115,28 @@ def test_no_fills_no_trips() -> None:
     assert as_trips([(1, 1, "2024-01-01", "A", "buy", 1.0, 10.0, 0.0, 0.0)]) == []
 
 
-SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
-                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(*[SCALAR] * len(TRADE_COLUMNS)), max_size=8))
-def test_trades_json_is_json_dumps_text(values: list[tuple[Any, ...]]) -> None:
-    trades = [dict(zip(TRADE_COLUMNS, v, strict=True)) for v in values]
-    doc = {"performance": {"x": 1.5}, "trades": trades, "report": None}
-    whole = to_json(doc)
-    head = to_json({"performance": {"x": 1.5}, "trades": "HOLE", "report": None})
-    text = trades_json(trades)
-    assert text is not None
-    assert head.replace('"HOLE"', text) == whole
-    assert json.loads(whole)["trades"] == [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                            for k, v in t.items()} for t in trades]
-
-
-def test_trades_json_declines_what_is_not_a_flat_trade_record() -> None:
-    row = dict.fromkeys(TRADE_COLUMNS, 1.0)
-    assert trades_json([{**row, "mae": [1, 2]}]) is None  # not a scalar
-    assert trades_json([{k: row[k] for k in reversed(TRADE_COLUMNS)}]) is None  # another key order
-    assert trades_json([{**row, "mae": np.float32(0.5)}]) is None  # a numpy scalar: left to json_clean
-    f64 = [{**row, "mae": np.float64(0.1)}]  # a float subclass: the same text as json_clean + dumps
-    assert to_json({"trades": "HOLE"}).replace('"HOLE"', str(trades_json(f64))) == to_json({"trades": f64})
-    assert trades_json([]) == "[]"
-
 
 def test_backtest_json_text_is_print_json_text(capsys: Any) -> None:
-    """The command's --json writer (trades by trades_json) == print_json of the same document."""
+    """The command's --json writer (trades written from their columns) == print_json of the same document."""
+
     from aitrader.cli._output import print_json
-    from aitrader.cli.backtest import print_report_json
+    from aitrader.cli.backtest import print_backtest_json
+    from aitrader.trading.backtest import Backtest
 
     rows = [(1, 1, "2024-01-01T00:00:00+00:00", "A", "buy", 0.3, 10.0, 0.01, 0.0),
             (2, 2, "2024-01-01T00:05:00+00:00", "A", "sell", 0.1, 10.5, None, 0.0),
             (3, 3, "2024-01-01T00:10:00+00:00", "A", "sell", 0.4, 9.5, 0.02, 0.0)]
-    doc = {"models": ["m (A)"], "run": {"fills": 3, "state_dir": None, "ratio": float("nan")}, "kept": False,
-           "performance": {"strategy": {"sharpe": float("inf"), "trades": 2}, "window": {"bars": 3}},
-           "trades": as_trips(rows), "report": None}
-    assert len(doc["trades"]) == 2
-    for trades in (doc["trades"], []):
-        print_json({**doc, "trades": trades})
+    for fills in (rows, []):
+        cols = trade_columns(match_fills(FillColumns.from_rows(COLS, fills)))
+        n = len(cols.trips)
+        excursion = (np.arange(n) + 2, np.full(n, -0.5), np.full(n, float("nan")), np.arange(n) > 0)
+        result = Backtest(models=["m (A)"], run={"fills": 3, "state_dir": None, "ratio": float("nan")}, kept=False,
+                          performance={"strategy": {"sharpe": float("inf"), "trades": 2}, "window": {"bars": 3}},
+                          trades=cols, excursion=excursion, report=None)
+        assert len(result.as_dict()["trades"]) == (2 if fills else 0)
+        print_json(result.as_dict())
         want = capsys.readouterr().out
-        print_report_json({**doc, "trades": trades})
+        print_backtest_json(result)
         assert capsys.readouterr().out == want
 
 
