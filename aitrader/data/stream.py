@@ -4,19 +4,26 @@
 reading and validating, ~0.3 KB a bar at its peak). A replay or a feature build needs the bars in
 order, a block at a time, so :class:`BarFile` keeps only the timestamps (8 bytes a bar: the window,
 the calendar and the asset class are decided from them) and yields ``open, high, low, close,
-volume`` in blocks, reading the file again for them: memory is bounded by the block, not the file.
+volume`` in blocks. The one read of the file validates it a block at a time and writes each
+block's prices (40 bytes a bar, raw float64) to a spill file: an unlinked temporary file in the
+temporary directory (``TMPDIR``), gone when the bars are or the process ends. The blocks are read
+back from it (``os.preadv``: no shared file position, any thread), so memory is bounded by the
+block, not by the file, and neither the parser's buffers (a parquet file's column pages: ~14 MB for
+a 1M-row row group) nor a second parse are paid during the replay.
 
 The bars a :class:`BarFile` yields are exactly those :func:`aitrader.data.load_bars` returns for
-the same file and symbol (same floats, same index); a file that changed between the two reads is
-a :class:`DataError`, never a silent mix.
+the same file and symbol (same floats, same index), and exactly those that were validated: a file
+that changes after the scan changes nothing in the bars already scanned.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
+import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -38,7 +45,7 @@ from aitrader.data._read import (
 )
 from aitrader.data.loader import _pick, bar_files, load_bars, load_universe
 from aitrader.data.suspect import QUANTISED_MIN_RETURNS, QUANTISED_SHARE, find_warnings, split_candidates
-from aitrader.data.validate import bars_of, validate
+from aitrader.data.validate import validate
 from aitrader.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -140,6 +147,7 @@ def _raw_blocks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
     limit = max_read_bytes()
     offset = 0
     if name.endswith(PARQUET_SUFFIXES):
+        import pyarrow
         import pyarrow.parquet as pq
 
         if info.st_size > limit:
@@ -148,13 +156,19 @@ def _raw_blocks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
         meta = pf.metadata
         if sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) > limit:
             raise _Whole("too big")
-        for batch in pf.iter_batches(batch_size=rows, use_threads=False):
-            df = batch.to_pandas()
-            if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None:
-                df = df.reset_index()
-            df.index = pd.RangeIndex(offset, offset + len(df))
-            offset += len(df)
-            yield df
+        try:
+            for batch in pf.iter_batches(batch_size=rows, use_threads=False):
+                df = batch.to_pandas()
+                if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None:
+                    df = df.reset_index()
+                df.index = pd.RangeIndex(offset, offset + len(df))
+                offset += len(df)
+                yield df
+        finally:
+            pf.close()
+            # The reader's column pages (~14 MB for a 1M-row row group) go back to the system now: pyarrow's
+            # default pool (mimalloc) would keep them resident through the replay that follows.
+            pyarrow.default_memory_pool().release_unused()
         return
     if not is_compressed(path) and info.st_size > limit:
         raise _Whole("too big")
@@ -216,14 +230,64 @@ class _Block(NamedTuple):
     tz: Any
 
 
-class _Track:
-    """What the first pass keeps of one symbol: its stamps, and how they were read."""
+class _Spill:
+    """The validated prices of one scan, block after block, in an unlinked temporary file.
 
-    __slots__ = ("parts", "digests", "last", "rule", "tz", "rows", "adjusted", "close", "zeros", "returns", "split")
+    :meth:`write` appends a ``(5, n)`` float64 block and returns its byte offset; :meth:`read` reads
+    one back with ``os.preadv`` (positional: readers on several threads never share a file position).
+    The file is closed (and its space freed) when the spill is garbage, or when the process ends."""
+
+    __slots__ = ("_file", "_fd", "size", "__weakref__")
 
     def __init__(self) -> None:
+        self._file: Any = None
+        self._fd = -1
+        self.size = 0
+
+    def write(self, values: np.ndarray) -> int:
+        if not hasattr(os, "pwrite"):  # no positional file I/O (Windows): the whole-file loader instead
+            raise OSError("positional file reads and writes (os.pwrite) are not available on this system")
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="aitrader-bars-")  # noqa: SIM115 - closed by the finalizer
+            self._fd = self._file.fileno()
+            weakref.finalize(self, self._file.close)
+        at = self.size
+        data = np.ascontiguousarray(values, dtype=np.float64).data.cast("B")
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], at + done)
+        self.size += len(data)
+        return at
+
+    def read(self, at: int, n: int) -> np.ndarray:
+        out = np.empty((5, n))
+        view = out.data.cast("B")
+        done = 0
+        while done < len(view):
+            if hasattr(os, "preadv"):  # straight into the array
+                got = os.preadv(self._fd, [view[done:]], at + done)
+            else:
+                chunk = os.pread(self._fd, len(view) - done, at + done)
+                view[done:done + len(chunk)] = chunk
+                got = len(chunk)
+            if got <= 0:
+                raise DataError(f"the spill file of the scanned bars ended early ({at + done} of {self.size} bytes); "
+                                "check the free space of the temporary directory (TMPDIR) and run again")
+            done += got
+        return out
+
+
+class _Track:
+    """What the first pass keeps of one symbol: its stamps, where its prices were spilled, and how the
+    stamps were read."""
+
+    __slots__ = ("parts", "spill", "spilled", "last", "rule", "tz", "rows", "adjusted", "close", "zeros", "returns",
+                 "split")
+
+    def __init__(self, spill: _Spill) -> None:
         self.parts: list[np.ndarray] = []
-        self.digests: list[bytes] = []  # of each block's stamps and values: the second read must match
+        self.spill = spill
+        self.spilled: list[tuple[int, int]] = []  # (byte offset in the spill, rows) of each block, in order
         self.last: int | None = None
         self.rule: str | None = None
         self.tz: Any = None
@@ -239,7 +303,12 @@ class _Track:
             raise _Whole("unsorted or duplicate across blocks")
         self.last = int(ns[-1])
         self.parts.append(ns)
-        self.digests.append(_digest(ns, values))
+        try:
+            self.spilled.append((self.spill.write(values), len(ns)))
+        except OSError as exc:  # no space or no temporary directory: the whole-file loader holds the bars instead
+            log.warning("cannot spill the scanned bars to the temporary directory (%s); reading the file whole "
+                        "into memory instead (set TMPDIR to a folder with room for 40 bytes a bar)", exc)
+            raise _Whole("cannot spill") from exc
         self.rows += len(ns)
         close = values[3] if self.close is None else np.concatenate(([self.close], values[3]))
         if len(close) > 1:
@@ -255,14 +324,10 @@ class _Track:
         return quantised or (self.split and not self.adjusted)
 
 
-def _validated_blocks(path: Path, source: str, symbol: str | None, rows: int, *,
-                      check: bool = True) -> Iterator[_Block]:
-    """:class:`_Block` s per block of the file and symbol: the bars
-    :func:`aitrader.data.validate.validate` keeps; ``symbol`` picks one symbol of a long file
-    (None: all). Raises :class:`_Whole` on anything the whole-file loader must decide.
-
-    ``check=False`` (the second read) skips the rules: the digests of the first read, whose bars
-    broke none, vouch for the bars (a bar that changed is an error there)."""
+def _validated_blocks(path: Path, source: str, rows: int) -> Iterator[_Block]:
+    """:class:`_Block` s per block of the file and symbol (every symbol of a long file): the bars
+    :func:`aitrader.data.validate.validate` keeps. Raises :class:`_Whole` on anything the whole-file
+    loader must decide."""
     cols: dict[str, str] | None = None
     for df in _raw_blocks(path, rows):
         if cols is None:
@@ -279,22 +344,15 @@ def _validated_blocks(path: Path, source: str, symbol: str | None, rows: int, *,
             sym = raw.frame["symbol"]
             if (sym.isna() | (sym == "")).any():
                 raise _Whole("empty symbol cell")
-            if symbol is not None:
-                keep = sym == symbol
-                groups = [(symbol, raw.frame.index[keep.to_numpy()])] if keep.any() else []
-            else:
-                groups = [(str(k), v) for k, v in sorted(raw.frame.groupby("symbol", sort=True).groups.items())]
+            groups = [(str(k), v) for k, v in sorted(raw.frame.groupby("symbol", sort=True).groups.items())]
         else:
             groups = [(None, raw.frame.index)]
         for sym_name, labels in groups:
-            if check:
-                where = source if sym_name is None else f"{source} [{sym_name}]"
-                checked = validate(raw, labels, where=where)
-                if checked.problems:
-                    raise _Whole(checked.problems[0].message)
-                bars, adjusted = checked.bars, checked.adjusted
-            else:
-                bars, adjusted = bars_of(raw.frame.loc[labels], raw.ts.loc[labels]), "adj_close" in raw.frame.columns
+            where = source if sym_name is None else f"{source} [{sym_name}]"
+            checked = validate(raw, labels, where=where)
+            if checked.problems:
+                raise _Whole(checked.problems[0].message)
+            bars, adjusted = checked.bars, checked.adjusted
             stamps = pd.DatetimeIndex(bars.index)
             ns = np.asarray(stamps.asi8, dtype=np.int64)
             values = np.ascontiguousarray(np.vstack([bars[c].to_numpy(dtype="float64") for c in _COLUMNS]))
@@ -307,18 +365,15 @@ def _record(col: pd.Series, rules: list[str]) -> pd.Series:
     return parsed
 
 
-def _digest(ns: np.ndarray, values: np.ndarray) -> bytes:
-    h = hashlib.blake2b(ns.tobytes(), digest_size=16)
-    h.update(values.tobytes())
-    return h.digest()
-
-
 def _first_pass(path: Path, source: str) -> tuple[dict[str | None, _Track], bool]:
     """Every symbol's stamps; a problem anywhere (or across blocks) raises :class:`_Whole`. Also says
     whether the file has a symbol column."""
     tracks: dict[str | None, _Track] = {}
-    for b in _validated_blocks(path, source, None, READ_ROWS):
-        t = tracks.setdefault(b.symbol, _Track())
+    spill = _Spill()  # one file for every symbol of the file
+    for b in _validated_blocks(path, source, READ_ROWS):
+        t = tracks.get(b.symbol)
+        if t is None:
+            t = tracks[b.symbol] = _Track(spill)
         if t.rule is None:
             t.rule, t.tz = b.rule, b.tz
         elif t.rule != b.rule:
@@ -346,49 +401,34 @@ def _index(track: _Track) -> pd.DatetimeIndex:
     return utc.tz_convert(track.tz)
 
 
-def _reader(path: Path, source: str, symbol: str | None, track: _Track
-            ) -> Callable[[int, int, int], Iterator[Block]]:
-    """Blocks of the validated bars of ``symbol`` (None: the file's only symbol), read again from
-    the file and checked against the digests of the first read: a changed file is an error, never a
-    replay of other bars than the ones validated (or than another reader of the same run saw)."""
-    digests, total, rows = track.digests, track.rows, READ_ROWS
+def _reader(track: _Track) -> Callable[[int, int, int], Iterator[Block]]:
+    """Blocks of the track's validated bars, read back from the spill (a block at a time)."""
+    spill, spilled = track.spill, track.spilled
 
     def read(lo: int, hi: int, size: int) -> Iterator[Block]:
         pos = 0
-        for k, block in enumerate(_blocks_or_error(path, source, symbol, rows)):
-            ns, values = block.ns, block.values
-            n = len(ns)
-            if k >= len(digests) or _digest(ns, values) != digests[k]:
-                raise DataError(f"{source}: the file changed while it was read (the bars from row {pos + 1} differ "
-                                "from the first read); leave it unchanged during the run and start it again")
+        for at, n in spilled:
+            if pos + n <= lo:
+                pos += n
+                continue
+            if pos >= hi:
+                return
+            values = spill.read(at, n)
             a, b = max(lo, pos), min(hi, pos + n)
             for start in range(a, b, size):
                 stop = min(start + size, b)
                 yield start, np.ascontiguousarray(values[:, start - pos:stop - pos])
             pos += n
-            if pos >= hi:
-                return
-        if pos < hi:
-            raise DataError(f"{source}: the file changed while it was read (it ends after {pos} of {total} "
-                            "bars); leave it unchanged during the run and start it again")
 
     return read
 
 
-def _blocks_or_error(path: Path, source: str, symbol: str | None, rows: int) -> Iterator[_Block]:
-    try:
-        yield from _validated_blocks(path, source, symbol, rows, check=False)
-    except _WHOLE as exc:
-        raise DataError(f"{source}: the file changed while it was read ({exc}); leave it unchanged during the run "
-                        "and start it again") from exc
-
-
-def _bar_file(path: Path, symbol: str, file_symbol_: str | None, track: _Track, where: str) -> BarFile:
+def _bar_file(path: Path, symbol: str, track: _Track, where: str) -> BarFile:
     index = _index(track)  # takes the stamps out of the track
-    reader = _reader(path, where, file_symbol_, track)
+    reader = _reader(track)
     bf = BarFile(symbol, str(path), index, reader, {"repaired_rows": 0})
     if track.suspect():
-        # a file that shows a data warning is read whole once more, to word it as load_bars does
+        # a file that shows a data warning is read back whole once, to word it as load_bars does
         for warning in find_warnings(bf.frame(), where=where, adjusted=track.adjusted):
             log.warning("%s (see `aitrader data check`)", warning.message)
     return bf
@@ -421,15 +461,15 @@ def scan_bars(path: str | Path, *, symbol: str | None = None) -> BarFile:
             if picked is None and len(names) > 1:
                 raise _Whole("several symbols")
             picked = names[0] if picked is None else _pick(names, picked, source)
-            track, where, file_sym = tracks[picked], f"{source} [{picked}]", picked
+            track, where = tracks[picked], f"{source} [{picked}]"
         else:
             picked = picked or file_symbol(target)
-            track, where, file_sym = tracks[None], source, None
+            track, where = tracks[None], source
     except _WHOLE:
         return BarFile.from_frame_of(load_bars(path, symbol=symbol))
-    bf = _bar_file(target, picked, file_sym, track, where)
-    log.info("%s: scanned %d bars, %s .. %s, in %.2f s (held: their stamps)", where, len(bf), bf.index[0],
-             bf.index[-1], time.perf_counter() - started)
+    bf = _bar_file(target, picked, track, where)
+    log.info("%s: scanned %d bars, %s .. %s, in %.2f s (held: their stamps; prices spilled)", where, len(bf),
+             bf.index[0], bf.index[-1], time.perf_counter() - started)
     return bf
 
 
@@ -445,13 +485,13 @@ def scan_universe(path: str | Path) -> dict[str, BarFile]:
                     raise _Whole("several symbols in one file of a directory")
                 key = next(iter(tracks))
                 sym = file_symbol(f)
-                out[sym] = _bar_file(f, sym, key, tracks[key], f.name)
+                out[sym] = _bar_file(f, sym, tracks[key], f.name)
         elif path.is_file():
             tracks, long = _first_pass(path, path.name)
             for key, track in tracks.items():
                 sym = file_symbol(path) if key is None else key
                 where = path.name if key is None else f"{path.name} [{key}]"
-                out[sym] = _bar_file(path, sym, key, track, where)
+                out[sym] = _bar_file(path, sym, track, where)
         else:
             raise _Whole("not a file or directory")
     except _WHOLE:

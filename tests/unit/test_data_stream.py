@@ -199,23 +199,58 @@ def test_empty_and_header_only_files(tmp_path: Path) -> None:
     same(tmp_path / "missing.csv")
 
 
-def test_a_file_changed_between_reads_is_an_error_naming_it(tmp_path: Path) -> None:
+def test_the_bars_scanned_are_the_bars_read_whatever_happens_to_the_file(tmp_path: Path) -> None:
     df = generate_bars(30, seed=9)
     path = bars_csv(tmp_path, "D.csv", df)
+    want = load_bars(path)[COLS]  # the oracle: the whole-file loader on the file as scanned
     bf = scan_bars(path)
     assert streamed(bf)
     changed = df.copy()
     changed.iloc[22, changed.columns.get_loc("close")] *= 1.0001  # still a valid bar
     changed["high"] = changed[["high", "close"]].max(axis=1)
     bars_csv(tmp_path, "D.csv", changed)
-    blocks = bf.blocks(0, 30, size=4)
-    first = [next(blocks) for _ in range(3)]  # rows 0..11: the first blocks of 7 are unchanged
-    assert first[0][0] == 0
-    with pytest.raises(DataError, match=r"D\.csv: the file changed while it was read \(the bars from row 22 differ"):
-        list(blocks)
-    bars_csv(tmp_path, "D.csv", df.iloc[:21])  # three whole blocks of 7, then the end
-    with pytest.raises(DataError, match=r"it ends after 21 of 30 bars"):
-        list(bf.blocks())
+    pd.testing.assert_frame_equal(bf.frame(), want)  # the validated bars, not the file's new ones
+    path.unlink()
+    got = [(first, values) for first, values in bf.blocks(0, 30, size=4)]
+    sizes = [v.shape[1] for _, v in got]
+    assert [first for first, _ in got] == np.cumsum([0, *sizes[:-1]]).tolist() and max(sizes) <= 4
+    np.testing.assert_array_equal(np.concatenate([v for _, v in got], axis=1), want.to_numpy().T)
+
+
+def test_the_spill_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+    import tempfile
+
+    spill_dir = tmp_path / "tmp"
+    spill_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
+    path = bars_csv(tmp_path, "D.csv", generate_bars(40, seed=3))
+    bf = scan_bars(path)
+    assert streamed(bf) and len(bf.frame()) == 40
+    assert list(spill_dir.iterdir()) == []  # unlinked from the start
+    spill = bf._reader.__closure__  # type: ignore[attr-defined]
+    files = [c.cell_contents for c in spill if isinstance(c.cell_contents, st._Spill)]
+    assert len(files) == 1 and files[0].size == 40 * 5 * 8  # 40 bytes a bar, raw float64
+    fd = files[0]._fd
+    del bf, spill, files
+    gc.collect()
+    with pytest.raises(OSError):
+        import os
+
+        os.fstat(fd)  # closed with the bars
+
+
+def test_a_spill_that_cannot_be_written_falls_back_to_the_whole_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def full(self: Any, values: np.ndarray) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(st._Spill, "write", full)
+    path = bars_csv(tmp_path, "D.csv", generate_bars(20, seed=5))
+    with caplog.at_level(logging.WARNING):
+        bf = same(path)
+    assert bf is not None and not streamed(bf)
+    assert any("cannot spill" in r.getMessage() and "TMPDIR" in r.getMessage() for r in caplog.records)
 
 
 def test_data_warnings_are_logged_as_the_loader_logs_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -251,7 +286,7 @@ def test_a_long_gz_file_is_read_in_bounded_blocks(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(st, "_raw_blocks", spy)
     bf = same(path)
     assert bf is not None and streamed(bf)
-    assert max(seen) == 1000 and sum(seen) == 2 * 5000  # the first read, then the frame's
+    assert max(seen) == 1000 and sum(seen) == 5000  # one read: the frame comes from the spill
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -284,3 +319,11 @@ def test_any_block_size_and_damage_give_the_loaders_outcome(tmp_path: Path, monk
     path = tmp_path / f"F{rows}_{n}.csv"
     out.to_csv(path, index=False)
     same(path)
+
+
+def test_the_spill_reads_back_without_preadv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    df = generate_bars(50, seed=8)
+    path = bars_csv(tmp_path, "P.csv", df)
+    monkeypatch.delattr(st.os, "preadv")  # a system with pread only (macOS before 11)
+    bf = same(path)
+    assert bf is not None and streamed(bf)
