@@ -19,6 +19,7 @@ import sqlite3
 import sys
 import zlib
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -774,25 +775,35 @@ def equity_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     return rows
 
 
-def equity_column(conn: sqlite3.Connection, lead: float | None = None) -> np.ndarray:
+def equity_column(conn: sqlite3.Connection, lead: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """The equity column in bar order (float64), decoding no stamps; with ``lead``, one more slot in front
-    holding it (the summary's ``[initial, *equity]`` path: the equity before each bar is a view of it)."""
+    holding it (the summary's ``[initial, *equity]`` path: the equity before each bar is a view of it);
+    with ``out`` (a float64 array of exactly that length: the column read before, in the same read
+    transaction), written into it."""
     tables = _tables(conn)
     first = [] if lead is None else [lead]
     head = np.array(first + [r[3] for r in _equity_table_rows(conn, tables)], dtype=float)
-    if "equity_blocks" not in tables:
-        return head
     # One statement (one snapshot of a ledger still being written) gives the blocks and their total, so
     # the column is filled in place: no list of pieces and no concatenated copy beside it.
-    out: np.ndarray | None = None
+    rows: Iterable[tuple[int, bytes, int]] = conn.execute(
+        "SELECT n, equity, SUM(n) OVER () FROM equity_blocks ORDER BY first_bar") if "equity_blocks" in tables else ()
     pos = len(head)
-    for n, eq, total in conn.execute("SELECT n, equity, SUM(n) OVER () FROM equity_blocks ORDER BY first_bar"):
+    for n, eq, total in rows:
         if out is None:
             out = np.empty(len(head) + int(total))
+        elif len(out) != len(head) + int(total):
+            raise ValueError(f"the equity column has {len(head) + int(total)} values, not {len(out)}")
+        if pos == len(head):
             out[:pos] = head
         out[pos:pos + n] = unpack_f8(eq, n)
         pos += n
-    return head if out is None else out
+    if pos == len(head):  # no blocks
+        if out is None:
+            return head
+        if len(out) != len(head):
+            raise ValueError(f"the equity column has {len(head)} values, not {len(out)}")
+        out[:] = head
+    return out  # type: ignore[return-value]
 
 
 def equity_stamps(conn: sqlite3.Connection, last: int | None = None) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +79,18 @@ def _inferred_calendar(conn: sqlite3.Connection) -> dict[str, Any]:
     return calendar_of(index)
 
 
-def performance(path: np.ndarray, periods_per_year: float, traded: float = 0.0) -> dict[str, Any]:
+def performance(path: np.ndarray, periods_per_year: float, traded: float = 0.0,
+                refill: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
     """Final equity, total return, turnover (``traded``: the total absolute notional), annualised Sharpe and
     Sortino and max drawdown (negative) of the equity curve ``path`` = ``[initial, *equity]``
     (:func:`equity_curve`).
 
-    ``path`` is consumed: once the figures that need the curve are read, its returns are written over it
-    (:func:`aitrader.training.metrics.returns_over`), so that a long run's summary holds one array of the
-    run's length and one temporary: the same floats as separate curve, path and returns arrays."""
+    ``path`` is consumed, so that a long run's summary holds one array of the run's length: once the
+    figures that need the curve are read, its returns are written over it
+    (:func:`aitrader.training.metrics.returns_over`) and the Sortino ratio is computed in them; then
+    ``refill(path)`` writes the curve into it again (the summary reads the ledger's equity column a
+    second time; None: a copy of the curve is kept for it) and the Sharpe ratio is computed in its
+    returns. The same floats as separate curve, path and returns arrays."""
     initial = float(path[0])
     equity, before = path[1:], path[:-1]  # the equity before each bar is a view of the path
     if len(equity) == 0:
@@ -95,17 +100,26 @@ def performance(path: np.ndarray, periods_per_year: float, traded: float = 0.0) 
         "final": float(equity[-1]), "total_return": float(equity[-1] / initial - 1.0),
         "turnover": M.turnover([traded], before), "max_drawdown": M.max_drawdown(equity, initial=initial),
     }
-    rets = M.returns_over(path)
-    out["sharpe"] = M.sharpe_ratio(rets, periods_per_year)
-    out["sortino"] = M.sortino_ratio(rets, periods_per_year)
+    if refill is None:
+        kept = path.copy()
+
+        def refill(into: np.ndarray) -> np.ndarray:
+            into[:] = kept
+            return into
+
+    out["sortino"] = M.sortino_over(M.returns_over(path), periods_per_year)
+    again = refill(path)
+    if again is not path or float(again[0]) != initial:
+        raise ValueError("refill must write the curve into the array it is given")
+    out["sharpe"] = M.sharpe_over(M.returns_over(again), periods_per_year)
     return out
 
 
-def equity_curve(conn: sqlite3.Connection, initial: float | None = None) -> np.ndarray:
+def equity_curve(conn: sqlite3.Connection, initial: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """The equity column in bar order: one blob per checkpoint (``equity_blocks``), so the summary of a
     long run (and ``status``) decodes a few blobs instead of a Python row per bar; an older ledger's
-    ``equity`` rows come first. With ``initial``: ``[initial, *equity]``."""
-    return equity_column(conn, lead=initial)
+    ``equity`` rows come first. With ``initial``: ``[initial, *equity]``; with ``out``, written into it."""
+    return equity_column(conn, lead=initial, out=out)
 
 
 def _first_last_stamps(conn: sqlite3.Connection) -> list[str]:
@@ -128,6 +142,7 @@ def summarise(run_dir: Path) -> dict[str, Any]:
     """The final summary of a run (also what ``status`` builds on)."""
     conn = connect(run_dir / "ledger.db", readonly=True)
     try:
+        conn.execute("BEGIN")  # one snapshot of a ledger still being written: every read below agrees
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         state = meta.get("state") or {}
         initial = float(meta["config"]["ml_trading"]["execution"]["initial_cash"])
@@ -151,11 +166,12 @@ def summarise(run_dir: Path) -> dict[str, Any]:
             for s, q, a, r in conn.execute("SELECT symbol, quantity, avg_price, realised_pnl FROM positions ORDER BY 1")
         ]
         cursors = {s: {"bar_index": i, "ts": t} for s, i, t in conn.execute("SELECT * FROM cursors ORDER BY 1")}
+        perf = performance(path, calendar["periods_per_year"], float(fills[2]),
+                           refill=lambda into: equity_curve(conn, initial, out=into))
+        del path  # its returns now
     finally:
         conn.close()
     stamps = first_last
-    perf = performance(path, calendar["periods_per_year"], float(fills[2]))
-    del path  # its returns now
     slots = state.get("slots", {})
     status = meta.get("status")
     if status == "running" and not pid_alive(meta.get("pid")):

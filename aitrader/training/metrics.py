@@ -96,25 +96,46 @@ def returns_over(path: np.ndarray) -> np.ndarray:
 
 def sharpe_ratio(returns: Any, periods_per_year: float) -> float:
     """``mean / std(ddof=1) * sqrt(periods_per_year)``; 0.0 with < 2 returns or no variance."""
-    r = np.asarray(returns, dtype=np.float64).ravel()
+    return sharpe_over(np.array(returns, dtype=np.float64).ravel(), periods_per_year)
+
+
+def sharpe_over(r: np.ndarray, periods_per_year: float) -> float:
+    """:func:`sharpe_ratio` of the 1-D float64 array ``r``, computed in it (``r`` is overwritten): the
+    same float as ``np.mean(r) / np.std(r, ddof=1)``, without np.std's temporary of ``r``'s length."""
     if r.size < 2:
         return 0.0
-    sd = float(np.std(r, ddof=1))
+    mean = np.mean(r)
+    sd = _std_over(r, ddof=1)
     if not sd > 1e-15:  # also catches NaN
         return 0.0
-    return float(np.mean(r) / sd * math.sqrt(periods_per_year))
+    return float(mean / sd * math.sqrt(periods_per_year))
+
+
+def _std_over(r: np.ndarray, ddof: int) -> float:
+    """``np.std(r, ddof=ddof)`` by np.std's own steps (numpy's ``_methods._var``: the sum and mean kept as
+    1-element arrays, the deviations squared, summed pairwise, divided, square root) done in ``r``."""
+    mean = np.add.reduce(r, keepdims=True)
+    np.true_divide(mean, r.size, out=mean)
+    np.subtract(r, mean, out=r)
+    np.square(r, out=r)
+    return float(np.sqrt(np.add.reduce(r) / max(r.size - ddof, 0)))
 
 
 def sortino_ratio(returns: Any, periods_per_year: float) -> float | None:
     """``mean / sqrt(mean(min(r, 0)**2)) * sqrt(periods_per_year)``; None when no bar lost."""
-    r = np.asarray(returns, dtype=np.float64).ravel()
+    return sortino_over(np.array(returns, dtype=np.float64).ravel(), periods_per_year)
+
+
+def sortino_over(r: np.ndarray, periods_per_year: float) -> float | None:
+    """:func:`sortino_ratio` of the 1-D float64 array ``r``, computed in it (``r`` is overwritten)."""
     if r.size == 0:
         return None
-    low = np.minimum(r, 0.0)
-    downside = math.sqrt(float(np.mean(np.square(low, out=low))))  # min(r, 0)**2, in place
+    mean = np.mean(r)
+    np.minimum(r, 0.0, out=r)
+    downside = math.sqrt(float(np.mean(np.square(r, out=r))))  # min(r, 0)**2, in place
     if not downside > 1e-15:
         return None
-    return float(np.mean(r) / downside * math.sqrt(periods_per_year))
+    return float(mean / downside * math.sqrt(periods_per_year))
 
 
 def max_drawdown(equity: Any, initial: float | None = None) -> float:
