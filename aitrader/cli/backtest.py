@@ -58,9 +58,11 @@ def backtest_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Backtest models on their unseen bars with the paper-trade engine: performance vs buy-and-hold, trades."""
+    from aitrader._memory import settle_for_long_run
     from aitrader.features.book import parse_book_options
     from aitrader.trading.backtest import backtest
 
+    settle_for_long_run()
     view = "live" if sys.stdout.isatty() and not json_out else "none"
     result = backtest(models=model or None, data=data or None, config_path=config, registry_root=registry,
                       start=start, end=end, allow_in_sample=allow_in_sample,

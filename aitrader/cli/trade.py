@@ -60,7 +60,10 @@ def paper_trade_cmd(
         "A replay at --speed 0 commits its ledger on a writer thread (the same ledger; docs/trading.md).")),
 ) -> None:
     """Paper-trade the production models on replayed or live bars into a resumable SQLite ledger."""
+    from aitrader._memory import settle_for_long_run
     from aitrader.trading.service import paper_trade
+
+    settle_for_long_run()
 
     if bus is not None:  # the trading side of the Redis Streams pipeline (aitrader/cli/bus.py)
         from aitrader.cli.bus import run_trader
