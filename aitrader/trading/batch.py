@@ -35,8 +35,10 @@ import numpy as np
 #: ``--max-bars`` run does not predict the whole replay.
 PREDICT_CHUNK = 8192
 #: Bars of features evaluated at a time (``aitrader.features.batch.compute_stream``: the same floats
-#: as over the whole frame), so a replay's memory does not grow with its length.
-FEATURE_CHUNK = 16_384
+#: as over the whole frame), so a replay's memory does not grow with its length. 8192 (one prediction
+#: batch): a 1M-bar replay's peak RSS 10 MB lower than with 16k at the same speed; 4096 cost ~20% more
+#: time per bar in the evaluator's per-chunk work (scripts/bench/scale.py, docs/trading.md).
+FEATURE_CHUNK = 8192
 
 Chunks = Iterator[tuple[int, np.ndarray]]
 
