@@ -76,11 +76,9 @@ def build_command(
     as_json: bool = typer.Option(False, "--json", help="Print a summary as one JSON document."),
 ) -> None:
     """Compute features over a bar file and write them to parquet (index timestamp, NaN during warm-up)."""
-    from aitrader._memory import settle_for_long_run
     from aitrader.features.book import parse_book_options
     from aitrader.features.build import build_features
 
-    settle_for_long_run()
     names = [n.strip() for n in features.split(",") if n.strip()] if features else None
     summary = build_features(data, out, names=names, mode=mode.value, symbol=symbol, registry_path=config,
                              repair=repair, book=parse_book_options(book))

@@ -61,10 +61,10 @@ TRAIN_BARS = 3000
 
 def child(kind: str, size: int, work: Path) -> dict[str, Any]:
     """The work measured in a child process; returns its own seconds (imports excluded)."""
-    if kind in ("paper", "backtest", "features"):
+    if kind in ("paper", "backtest"):
         from aitrader._memory import settle_for_long_run
 
-        settle_for_long_run()  # as the `paper-trade`, `backtest` and `features build` commands do
+        settle_for_long_run()  # as the `paper-trade` and `backtest` commands do
     if kind == "paper":
         from aitrader.trading.service import paper_trade
 
