@@ -279,6 +279,27 @@ def _untar(blob: bytes, target: Path) -> Path:
     return target
 
 
+#: A worker's training folder: ``aitrader-universe-<pid>-<random>`` in the temporary directory.
+WORK_PREFIX = "aitrader-universe-"
+
+
+def sweep_dead_workers_dirs(root: str | Path | None = None) -> list[Path]:
+    """Remove the training folders of workers that no longer run (a worker killed mid-fit, e.g. when the
+    parent stops the cluster, never reaches its ``TemporaryDirectory`` clean-up); returns them. Only
+    folders named with a pid that no process has on this host are removed."""
+    import shutil
+
+    from aitrader._util import pid_alive
+
+    removed: list[Path] = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
+        pid = path.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and path.is_dir() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def fit_task(task: Task) -> dict[str, Any]:
     """Worker side: load the bars, skip a registered key, else train and return the artifact as tar bytes."""
     started, cpu0 = time.perf_counter(), time.process_time()
@@ -293,7 +314,8 @@ def fit_task(task: Task) -> dict[str, Any]:
     if key in task.known_keys:
         return {**base, "status": "skipped", "wall_s": time.perf_counter() - started,
                 "cpu_s": time.process_time() - cpu0}
-    with tempfile.TemporaryDirectory(prefix="aitrader-universe-") as tmp:
+    sweep_dead_workers_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") as tmp:
         result = train(cfg, bars=bars, out_dir=Path(tmp) / "artifact",
                        trading=build_model(TradingConfig, task.trading, "trading config"))
         blob = _tar(result.out_dir)

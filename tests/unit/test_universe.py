@@ -179,3 +179,24 @@ def test_process_pool_reports_a_task_that_keeps_crashing_and_a_task_error(tmp_pa
     assert isinstance(out[0], WorkerCrashed) and "2 times" in str(out[0])
     out = {i: err for i, _, err in ProcessExecutor(jobs=1).run(_fail, [str(tmp_path / "y")])}
     assert isinstance(out[0], ValueError) and str(out[0]) == "bad y"
+
+
+def test_training_folders_of_dead_workers_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from aitrader.monitoring.universe import WORK_PREFIX, sweep_dead_workers_dirs
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a pid that has just ended
+    dead = tmp_path / f"{WORK_PREFIX}{gone}-abc"
+    (dead / "artifact").mkdir(parents=True)
+    (dead / "artifact" / "model.txt").write_text("half-written")
+    alive = tmp_path / f"{WORK_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    untagged = tmp_path / f"{WORK_PREFIX}xyz123"  # the old name: whose it is cannot be told
+    untagged.mkdir()
+    other = tmp_path / "something-else-1-2"
+    other.mkdir()
+    assert sweep_dead_workers_dirs(tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, untagged.name, other.name])
