@@ -147,6 +147,16 @@ def test_only_commands_that_opt_in_freeze_at_exit(world: Path, args: list[str], 
     done, frozen = _probe(world, args, args[0])
     assert done.returncode == code, done.stderr
     assert frozen is not None and (frozen > 0) is freezes, frozen
+    # what they print still reaches stdout whole (the interpreter flushes it whatever the collector does)
+    if args[0] == "status" and code == 0:
+        assert json.loads(done.stdout)["bars"] == 300  # the 300 unseen bars of SYN.parquet
+    if args[0] == "export":
+        import sqlite3
+
+        lines = done.stdout.splitlines()
+        with sqlite3.connect(world / "runs" / "r1" / "ledger.db") as conn:  # oracle: the table itself
+            assert len(lines) - 1 == conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0] > 0
+        assert lines[0] == "id,order_id,ts,symbol,side,quantity,price,commission,slippage"
 
 
 def test_an_in_process_invocation_leaves_its_host_exit_alone(world: Path) -> None:
