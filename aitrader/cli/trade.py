@@ -99,8 +99,8 @@ def paper_trade_cmd(
     _render(summary, json_out, "paper-trade")
     for warning in summary.get("warnings") or []:  # a compiled backend that fell back to ONNX
         typer.echo(f"warning: {warning}", err=True)
-    if not follow:  # a replay closed its ledger, registry and bar files: no exit collections (cli/_exit.py)
-        skip_final_collections()
+    if not follow and resume is None:  # a new replay closed its ledger, registry and bar files (cli/_exit.py);
+        skip_final_collections()  # a resumed run may be a --follow one (recorded in its ledger): full exit
 
 
 def status_cmd(

@@ -7,7 +7,8 @@
   ``paper_trade`` called in this process with the full exit, and leaves no frames in its ``-wal``: the
   writer's close checkpoints them into the file, so the ledger was closed, not abandoned.
 * Only the process's own command freezes: an in-process ``CliRunner`` invocation does not, a command
-  that does not opt in (``list``) does not, and a failed command keeps the full exit.
+  that does not opt in (``list``) does not, nor a resumed ``paper-trade`` (it may be a ``--follow``
+  run), and a failed command keeps the full exit.
 """
 
 from __future__ import annotations
@@ -141,10 +142,12 @@ def test_paper_trade_process_freezes_at_exit_and_writes_the_same_closed_ledger(w
     (["status", "r1", "--runs-dir", "runs", "--json"], 0, True),
     (["export", "r1", "fills", "--runs-dir", "runs"], 0, True),
     (["list", "--registry", "models"], 0, False),  # not opted in: the full exit
+    # a resumed run may be a --follow one (its ledger says so, not the options): the full exit
+    (["paper-trade", "--resume", "r1", "--runs-dir", "runs", "--registry", "models", "--json"], 0, False),
     (["status", "nope", "--runs-dir", "runs"], 1, False),  # a failed command: the full exit
 ])
 def test_only_commands_that_opt_in_freeze_at_exit(world: Path, args: list[str], code: int, freezes: bool) -> None:
-    done, frozen = _probe(world, args, args[0])
+    done, frozen = _probe(world, args, "-".join(args[:2]))
     assert done.returncode == code, done.stderr
     assert frozen is not None and (frozen > 0) is freezes, frozen
     # what they print still reaches stdout whole (the interpreter flushes it whatever the collector does)
