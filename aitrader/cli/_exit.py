@@ -23,9 +23,6 @@ its host's exit untouched.
 
 from __future__ import annotations
 
-import atexit
-import gc
-
 _state = {"entry": False, "registered": False}
 
 
@@ -40,6 +37,9 @@ def skip_final_collections() -> bool:
     if not _state["entry"]:
         return False
     if not _state["registered"]:
+        import atexit
+        import gc
+
         atexit.register(gc.freeze)  # registered last, so it runs first: the handlers after it run as before
         _state["registered"] = True
     return True

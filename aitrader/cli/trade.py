@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from aitrader.cli._exit import skip_final_collections
+from aitrader.cli._exit import skip_final_collections  # a few lines, no imports: --help loads it too
 from aitrader.cli._output import print_json
 
 JSON_HELP = "Print exactly one JSON document on stdout."
