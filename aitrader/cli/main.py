@@ -218,6 +218,9 @@ _register_commands()
 
 def main() -> None:
     """Console-script entry point."""
+    from aitrader.cli._exit import mark_process_entry
+
+    mark_process_entry()  # a command that closed its resources may skip the exit's collections (cli/_exit.py)
     app()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from aitrader.cli._exit import skip_final_collections  # a few lines, no imports: --help loads it too
 from aitrader.cli._output import print_json
 
 JSON_HELP = "Print exactly one JSON document on stdout."
@@ -87,17 +88,22 @@ def paper_trade_cmd(
 
         refuse_plain_resume(runs_dir=runs_dir, resume=resume, state=state)
     view = "live" if sys.stdout.isatty() and not json_out else "log"
-    from aitrader.features.book import parse_book_options
+    books: str | dict[str, str] | None = None  # the book modules load only for --book (none: None, as parsed)
+    if book:
+        from aitrader.features.book import parse_book_options
 
+        books = parse_book_options(book)
     summary = paper_trade(config_path=config, data=data or None, state_dir=state, run_id=run_id, resume=resume,
                           speed=speed, follow=follow, registry_root=registry, max_bars=max_bars, runs_dir=runs_dir,
                           view=view, start=start, end=end, allow_in_sample=allow_in_sample, models=model or None,
                           allow_symbol_mismatch=allow_symbol_mismatch, pin=pin, model_endpoint=model_endpoint,
-                          books=parse_book_options(book), backend=backend,
+                          books=books, backend=backend,
                           workers=workers, ledger_thread=ledger_thread)
     _render(summary, json_out, "paper-trade")
     for warning in summary.get("warnings") or []:  # a compiled backend that fell back to ONNX
         typer.echo(f"warning: {warning}", err=True)
+    if not follow and resume is None:  # a new replay closed its ledger, registry and bar files (cli/_exit.py);
+        skip_final_collections()  # a resumed run may be a --follow one (recorded in its ledger): full exit
 
 
 def status_cmd(
@@ -109,6 +115,7 @@ def status_cmd(
     from aitrader.trading.service import run_status
 
     _render(run_status(run_id, runs_dir), json_out, "status")
+    skip_final_collections()  # the ledger is closed (cli/_exit.py)
 
 
 def export_cmd(
@@ -127,6 +134,7 @@ def export_cmd(
         sys.stdout.write(text)
     else:
         typer.echo(f"wrote {out}", err=True)
+    skip_final_collections()  # the ledger and the written file are closed (cli/_exit.py)
 
 
 def _render(summary: dict[str, Any], json_out: bool, title: str) -> None:

@@ -174,6 +174,7 @@ def load_models(
             min_confidence=entry.min_confidence, position_size=entry.position_size, weight=entry.weight,
             strategy=entry.strategy, pipeline=pipeline,
         ))
+    reg.close()  # the index connection sits in a reference cycle: closed now, not by the collector (cli/_exit.py)
     return specs
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitrader._util import pid_alive
 from aitrader.config import TradingConfig
@@ -34,8 +34,10 @@ from aitrader.trading.model_runner import FeatureStream, ModelSlot, Predictor
 from aitrader.trading.signals import UnifiedSignalHandler
 from aitrader.trading.sources import Step
 from aitrader.trading.strategy import make_strategy
-from aitrader.trading.swap import SwapSettings, SwapWatcher
 from aitrader.training.backtest import Costs, resolve_costs
+
+if TYPE_CHECKING:  # the model swaps of --follow: imported by the runs that swap (a replay never does)
+    from aitrader.trading.swap import SwapSettings
 
 REPLAY_COMMIT_EVERY = 2000
 
@@ -400,6 +402,8 @@ def run_session(
         if stop_event is not None:  # shared with a follow source, so one request stops both
             engine.stop_event = stop_event
         if opts.swap is not None:
+            from aitrader.trading.swap import SwapWatcher
+
             watcher = SwapWatcher.create(engine, specs, opts.swap, ledger.read_meta().get("models") or [],
                                          buffer_size=cfg.ml_trading.feature_pipeline.buffer_size)
             steps = watcher.wrap(steps)

@@ -8,7 +8,9 @@ fresh interpreter on a real run (no clock: scripts/bench/startup.py times them).
   library (``status --json`` numpy, ``export`` of fills nothing, ``list`` rich): in particular not pydantic,
   which typer would load to coerce every string option (aitrader/cli/_params.py).
 * ``paper-trade`` on an ONNX-run LightGBM imports neither the training stack (trainer, splits, ONNX
-  export) nor scikit-learn, scipy or lightgbm, and parses ``features.yaml`` once.
+  export) nor scikit-learn, scipy or lightgbm, and parses ``features.yaml`` once; replaying a file
+  without ``--book`` or ``--follow`` it imports no order-book module, no model swap, no data report,
+  sample or synthetic bars.
 * ``monitor`` (the streamed pass, no ``--report``) imports no pandas or pyarrow and no model library: beyond
   typer, numpy, the config's pydantic and yaml, and rich for the table (not for ``--json``).
 """
@@ -32,9 +34,13 @@ ml_trading:
 #: What no light command may import (dataframes, model libraries, the training stack, the monitor).
 HEAVY = ("pandas", "pyarrow", "sklearn", "scipy", "lightgbm", "xgboost", "onnxruntime", "onnx", "matplotlib",
          "aitrader.training.trainer", "aitrader.monitoring.stream")
-#: What paper-trade on an ONNX-run LightGBM may not import: the native libraries, ONNX export, training.
+#: What paper-trade on an ONNX-run LightGBM may not import: the native libraries, ONNX export, training;
+#: and for a replay of a data file without book features: the order-book modules (no --book), the model
+#: swaps (--follow only), the data report (``data check``), the built-in sample and the synthetic bars.
 NOT_TRADING = ("sklearn", "scipy", "lightgbm", "xgboost", "onnx", "skl2onnx", "onnxmltools", "hmmlearn",
-               "matplotlib", "aitrader.training.trainer", "aitrader.training.splits", "aitrader.monitoring")
+               "matplotlib", "aitrader.training.trainer", "aitrader.training.splits", "aitrader.monitoring",
+               "aitrader.features.book", "aitrader.data.book", "aitrader.trading.swap", "aitrader.data.report",
+               "aitrader.data.sample", "aitrader.data.synthetic")
 
 
 @pytest.fixture(scope="module")
