@@ -25,7 +25,8 @@ import math
 import sqlite3
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,18 @@ class FillColumns:
     quantity: np.ndarray
     price: np.ndarray
     commission: np.ndarray  # None read as 0.0
+    #: :meth:`stamp_ns`'s parse, made on first use (the report reads the stamps three times)
+    _parsed: list[tuple[np.ndarray, bool] | None] = field(default_factory=list, repr=False, compare=False)
+
+    def stamp_ns(self) -> tuple[np.ndarray, bool] | None:
+        """Every fill's stamp parsed once, in one vectorised call, as ``(ns, aware)``: UTC ns when the stamps
+        carry one offset (``aware``), wall ns when they are all naive; the ns each of :func:`fill_ns`,
+        :func:`aitrader.trading.backtest.stamp_ns` and :func:`~aitrader.trading.backtest.epochs_of` gives
+        them then. None when one call cannot read them all (mixed offsets, a stamp without a time): those
+        functions parse them their own way."""
+        if not self._parsed:
+            self._parsed.append(_parse_stamps(self.ts))
+        return self._parsed[0]
 
     @classmethod
     def from_rows(cls, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> FillColumns:
@@ -211,7 +224,8 @@ def trade_columns(trips: Trips) -> TradeColumns:
         gross = (f.price[x] - entry_price) * q * sign
         pnl = gross - (fee_per_unit[e] + fee_per_unit[x]) * q
         ret = pnl / (entry_price * q)
-    ns = fill_ns(f.ts, np.union1d(e, x))
+    parsed = f.stamp_ns()
+    ns = parsed[0] if parsed is not None else fill_ns(f.ts, np.union1d(e, x))
     dur = ns[x] - ns[e]
     uniq, inverse = np.unique(dur, return_inverse=True)
     texts = [str(pd.Timedelta(int(v), unit="ns")) for v in uniq.tolist()]
@@ -236,6 +250,21 @@ def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
         ns = np.array([_one_ns(t) for t in wanted], dtype=np.int64)
     out[rows] = ns
     return out
+
+
+def _parse_stamps(stamps: list[str]) -> tuple[np.ndarray, bool] | None:
+    """See :meth:`FillColumns.stamp_ns`."""
+    if not stamps:
+        return None
+    try:
+        with warnings.catch_warnings():  # pandas 2.x warns on mixed offsets before failing below
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), format="ISO8601"))
+    except (TypeError, ValueError):
+        return None
+    if bool(parsed.isna().any()):
+        return None
+    return np.asarray(parsed.as_unit("ns").asi8, dtype=np.int64), parsed.tz is not None
 
 
 def _one_ns(text: str) -> int:
