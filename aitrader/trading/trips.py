@@ -316,9 +316,9 @@ def _nan_none(a: np.ndarray) -> list[Any]:
 
 # ------------------------------------------------------------------------------ JSON text
 
-_ITEM = "    {\n" + ",\n".join(f"      {encode_basestring_ascii(k)}: %s" for k in TRADE_COLUMNS) + "\n    }"
-# _ITEM cut at its values: _PIECES[j] goes before the value of key j; between two trades _END's "}" and the
-# next "{" (_NEXT); after the last trade _END and the closing bracket
+# A trade's text is "    {\n" + ",\n".join(f'      "{key}": {value}') + "\n    }", the trades joined by ",\n"
+# in "[\n" ... "\n  ]" (json.dumps's indent=2 at depth 1). Cut at the values: _PIECES[j] goes before the
+# value of key j; between two trades the "}" of one and the "{" of the next (_NEXT); after the last _END
 _PIECES = ["    {\n" + f"      {encode_basestring_ascii(TRADE_COLUMNS[0])}: "] + [
     f",\n      {encode_basestring_ascii(k)}: " for k in TRADE_COLUMNS[1:]]
 _NEXT = "\n    },\n" + _PIECES[0]
@@ -366,9 +366,8 @@ def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndar
 
 
 def _interleave(columns: tuple[list[str], ...], n: int) -> str:
-    """``"[\\n" + ",\\n".join(_ITEM % row for row in zip(*columns)) + "\\n  ]"``, the same text, as one join
-    over the values with :data:`_ITEM`'s pieces between them, laid out by slice assignments (no format
-    string parsed per trade)."""
+    """The trades' text from their columns of value texts: one join over the values with the fixed
+    pieces between them (:data:`_PIECES`), laid out by slice assignments (no format string per trade)."""
     width = 2 * len(TRADE_COLUMNS)  # per trade: (the text before the value, the value) for each key
     out: list[str] = [""] * (width * n)
     for j, column in enumerate(columns):
