@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import warnings
 from collections import deque
 from collections.abc import Sequence
-import warnings
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
