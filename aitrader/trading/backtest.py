@@ -252,7 +252,8 @@ def _positions(fills: FillColumns, epochs: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero(symbols == sym)
         signed = np.where(fills.buy[rows], 1.0, -1.0) * fills.quantity[rows]
         held = np.round(np.cumsum(signed), QTY_DECIMALS)
-        at = epochs_of([fills.ts[i] for i in rows.tolist()])
+        parsed = fills.stamp_ns()
+        at = parsed[0][rows] / 1e9 if parsed is not None else epochs_of([fills.ts[i] for i in rows.tolist()])
         idx = np.searchsorted(at, epochs, side="right") - 1
         gross += np.where(idx >= 0, np.abs(held[np.maximum(idx, 0)]), 0.0)
     return gross
@@ -401,7 +402,13 @@ def trade_spans(trips: list[dict[str, Any]], symbol: str, series: BarSeries) -> 
 def trip_spans(trades: TradeColumns, symbol: str, series: BarSeries) -> tuple[np.ndarray, np.ndarray]:
     """:func:`trade_spans` of the round trips in columns (``symbol``'s, in trade order)."""
     rows = _rows_of(trades, symbol) if len(series) else np.empty(0, dtype=np.int64)
-    ts = trades.trips.fills.ts
+    fills = trades.trips.fills
+    parsed = fills.stamp_ns() if rows.size else None
+    if parsed is not None and (parsed[1] or series.index.tz is None):  # what stamp_ns gives them
+        ns = series.ns()
+        return (np.searchsorted(ns, parsed[0][trades.trips.entry[rows]], side="left").astype(np.int64),
+                np.searchsorted(ns, parsed[0][trades.trips.exit[rows]], side="left").astype(np.int64))
+    ts = fills.ts
     return stamp_spans([ts[i] for i in trades.trips.entry[rows].tolist()],
                        [ts[i] for i in trades.trips.exit[rows].tolist()], series)
 

@@ -84,6 +84,9 @@ class Engine:
         self._want_bar = False
         self._want_equity = False
         self._outcome_rows: Callable[[tuple[Any, ...]], None] | None = None
+        #: False when no one would see an outcome: the only listener is a scratch ledger, which drops them
+        #: (backtest's temporary ledger, :attr:`Ledger.scratch`); predictions then queue none (_direct_rows)
+        self._track_outcomes = True
         # The equity curve goes straight into the ledger's buffer (flat bar_index, ts, cash, equity
         # values): one row per step, the largest table of a replay; an event per row cost more.
         self._equity_rows: Callable[[tuple[int, str, float, float]], None] | None = (
@@ -196,7 +199,7 @@ class Engine:
         for slot in slots:
             before = slot.n_predictions
             slot.step(ts, i, o, h, lo, c, v, closes, epoch)
-            if slot.n_predictions != before:
+            if slot.n_predictions != before and self._track_outcomes:
                 self.pending_outcomes.setdefault(sym, deque()).append((i + slot.horizon, slot.model_id, i, c))
         closes.append(c)
         frac, conf = combine_votes([(s.vote, s.weight, s.confidence) for s in slots])
@@ -219,7 +222,7 @@ class Engine:
             slot.step_batch(feed, ts, i, c, closes, epoch)
         else:
             slot.step(ts, i, bar[2], bar[3], bar[4], c, bar[6], closes, epoch)
-        if slot.n_predictions != before:
+        if slot.n_predictions != before and self._track_outcomes:
             pend = self.pending_outcomes.get(sym)
             if pend is None:
                 pend = self.pending_outcomes[sym] = deque()
@@ -390,6 +393,7 @@ class Engine:
         if ledger is None:
             return
         self._outcome_rows = ledger.outcome_rows.append if bus.only(EventType.OUTCOME, ledger._on_outcome) else None
+        self._track_outcomes = not (getattr(ledger, "scratch", False) and self._outcome_rows is not None)
         direct = bus.only(EventType.MODEL_PREDICTION, ledger._on_prediction)
         for slot in self.slots:
             slot.prediction_rows = ledger.prediction_rows.append if direct else None

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import warnings
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,18 @@ class FillColumns:
     quantity: np.ndarray
     price: np.ndarray
     commission: np.ndarray  # None read as 0.0
+    #: :meth:`stamp_ns`'s parse, made on first use (the report reads the stamps three times)
+    _parsed: list[tuple[np.ndarray, bool] | None] = field(default_factory=list, repr=False, compare=False)
+
+    def stamp_ns(self) -> tuple[np.ndarray, bool] | None:
+        """Every fill's stamp parsed once, in one vectorised call, as ``(ns, aware)``: UTC ns when the stamps
+        carry one offset (``aware``), wall ns when they are all naive; the ns each of :func:`fill_ns`,
+        :func:`aitrader.trading.backtest.stamp_ns` and :func:`~aitrader.trading.backtest.epochs_of` gives
+        them then. None when one call cannot read them all (mixed offsets, a stamp without a time): those
+        functions parse them their own way."""
+        if not self._parsed:
+            self._parsed.append(_parse_stamps(self.ts))
+        return self._parsed[0]
 
     @classmethod
     def from_rows(cls, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> FillColumns:
@@ -111,16 +124,13 @@ class FillRecorder:
     """A run's fills as the broker publishes them (a bus subscriber: ``RunOptions.subscribers``): the
     columns :meth:`FillColumns.read` gives of the ledger's ``fills`` table after the run (the same
     order: ids are given in publishing order; the same floats: SQLite stores them as they are),
-    without reading them back."""
+    without reading them back. A fill costs one ``extend`` of a flat list (its six values) during the
+    replay; the columns are made from it once, at the end (:meth:`columns`)."""
+
+    WIDTH = 6  # ts, symbol, side, quantity, price, commission
 
     def __init__(self) -> None:
-        self.ts: list[str] = []
-        self.symbol: list[str] = []
-        self.buy: list[bool] = []
-        self.quantity: list[float] = []
-        self.price: list[float] = []
-        self.commission: list[float] = []
-        self._shared: dict[str, str] = {}
+        self._flat: list[Any] = []
 
     def attach(self, bus: Any) -> None:
         from aitrader.trading.events import EventType
@@ -128,21 +138,31 @@ class FillRecorder:
         bus.subscribe(EventType.FILL, self._on_fill)
 
     def _on_fill(self, e: Any) -> None:
-        self.ts.append(str(e.ts))
-        self.symbol.append(self._shared.setdefault(str(e.symbol), str(e.symbol)))
-        self.buy.append(str(e.side).lower() == "buy")
-        self.quantity.append(float(e.quantity))
-        self.price.append(float(e.price))
-        self.commission.append(float(e.commission or 0.0))
+        self._flat.extend((e.ts, e.symbol, e.side, e.quantity, e.price, e.commission))
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return len(self._flat) // self.WIDTH
 
     def columns(self) -> FillColumns:
-        return FillColumns(ts=self.ts, symbol=self.symbol, buy=np.array(self.buy, dtype=bool),
-                           quantity=np.array(self.quantity, dtype=np.float64),
-                           price=np.array(self.price, dtype=np.float64),
-                           commission=np.array(self.commission, dtype=np.float64))
+        """The columns, converted as :meth:`FillColumns.read` converts the table's values (``str``,
+        ``float``, a side ``buy`` in any case, a commission None as 0.0), each symbol one shared string."""
+        flat, w = self._flat, self.WIDTH
+        ts = [v if type(v) is str else str(v) for v in flat[0::w]]
+        shared: dict[Any, str] = {}
+        symbols = [shared[v] if v in shared else shared.setdefault(v, str(v)) for v in flat[1::w]]
+        sides = flat[2::w]
+        buy_of = {v: str(v).lower() == "buy" for v in set(sides)}
+        return FillColumns(ts=ts, symbol=symbols, buy=np.array([buy_of[v] for v in sides], dtype=bool),
+                           quantity=_column(flat[3::w]), price=_column(flat[4::w]),
+                           commission=_column([0.0 if v is None else v for v in flat[5::w]]))
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    """``np.array([float(v) for v in values])``: numpy converts floats and ints as ``float`` does."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([float(v) for v in values], dtype=np.float64)
 
 
 def match_fills(fills: FillColumns) -> Trips:
@@ -204,7 +224,8 @@ def trade_columns(trips: Trips) -> TradeColumns:
         gross = (f.price[x] - entry_price) * q * sign
         pnl = gross - (fee_per_unit[e] + fee_per_unit[x]) * q
         ret = pnl / (entry_price * q)
-    ns = fill_ns(f.ts, np.union1d(e, x))
+    parsed = f.stamp_ns()
+    ns = parsed[0] if parsed is not None else fill_ns(f.ts, np.union1d(e, x))
     dur = ns[x] - ns[e]
     uniq, inverse = np.unique(dur, return_inverse=True)
     texts = [str(pd.Timedelta(int(v), unit="ns")) for v in uniq.tolist()]
@@ -229,6 +250,21 @@ def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
         ns = np.array([_one_ns(t) for t in wanted], dtype=np.int64)
     out[rows] = ns
     return out
+
+
+def _parse_stamps(stamps: list[str]) -> tuple[np.ndarray, bool] | None:
+    """See :meth:`FillColumns.stamp_ns`."""
+    if not stamps:
+        return None
+    try:
+        with warnings.catch_warnings():  # pandas 2.x warns on mixed offsets before failing below
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), format="ISO8601"))
+    except (TypeError, ValueError):
+        return None
+    if bool(parsed.isna().any()):
+        return None
+    return np.asarray(parsed.as_unit("ns").asi8, dtype=np.int64), parsed.tz is not None
 
 
 def _one_ns(text: str) -> int:
@@ -280,7 +316,13 @@ def _nan_none(a: np.ndarray) -> list[Any]:
 
 # ------------------------------------------------------------------------------ JSON text
 
-_ITEM = "    {\n" + ",\n".join(f"      {encode_basestring_ascii(k)}: %s" for k in TRADE_COLUMNS) + "\n    }"
+# A trade's text is "    {\n" + ",\n".join(f'      "{key}": {value}') + "\n    }", the trades joined by ",\n"
+# in "[\n" ... "\n  ]" (json.dumps's indent=2 at depth 1). Cut at the values: _PIECES[j] goes before the
+# value of key j; between two trades the "}" of one and the "{" of the next (_NEXT); after the last _END
+_PIECES = ["    {\n" + f"      {encode_basestring_ascii(TRADE_COLUMNS[0])}: "] + [
+    f",\n      {encode_basestring_ascii(k)}: " for k in TRADE_COLUMNS[1:]]
+_NEXT = "\n    },\n" + _PIECES[0]
+_END = "\n    }\n  ]"
 
 
 def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
@@ -320,7 +362,22 @@ def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndar
         list(map(stamps.__getitem__, x)), list(map(prices.__getitem__, x)), _floats(cols.pnl), _floats(cols.ret),
         list(map(duration.__getitem__, cols.durations)), bar_col, mae_col, mfe_col,
     )
-    return "[\n" + ",\n".join(map(_ITEM.__mod__, zip(*columns, strict=True))) + "\n  ]"
+    return _interleave(columns, n)
+
+
+def _interleave(columns: tuple[list[str], ...], n: int) -> str:
+    """The trades' text from their columns of value texts: one join over the values with the fixed
+    pieces between them (:data:`_PIECES`), laid out by slice assignments (no format string per trade)."""
+    width = 2 * len(TRADE_COLUMNS)  # per trade: (the text before the value, the value) for each key
+    out: list[str] = [""] * (width * n)
+    for j, column in enumerate(columns):
+        if j:
+            out[2 * j::width] = [_PIECES[j]] * n
+        out[2 * j + 1::width] = column
+    out[0::width] = [_NEXT] * n
+    out[0] = "[\n" + _PIECES[0]
+    out.append(_END)
+    return "".join(out)
 
 
 def _floats(a: np.ndarray) -> list[str]:

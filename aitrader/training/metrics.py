@@ -203,18 +203,14 @@ def drawdown_duration(equity: Any, initial: float | None = None) -> tuple[int, i
     if path.size == 0:
         return 0, -1, -1
     under = path < np.maximum.accumulate(path)
-    best, best_first, run, first = 0, -1, 0, -1
-    for i, flag in enumerate(under):
-        if flag:
-            if run == 0:
-                first = i
-            run += 1
-            if run > best:
-                best, best_first = run, first
-        else:
-            run = 0
-    if best == 0:
+    # the stretches as (start, end) pairs from the steps of the flags (vectorised: a backtest's curve has a
+    # step per bar); the first of the longest, as a scan keeping only a strictly longer stretch finds it
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], under, [False])).astype(np.int8)))
+    if not edges.size:
         return 0, -1, -1
+    starts, lengths = edges[0::2], edges[1::2] - edges[0::2]
+    k = int(np.argmax(lengths))
+    best, best_first = int(lengths[k]), int(starts[k])
     return best, best_first - offset, best_first + best - 1 - offset
 
 

@@ -41,3 +41,33 @@ def test_win_rate_and_profit_factor() -> None:
     assert M.win_rate([]) is None
     assert M.profit_factor([1.0, 2.0]) is None  # no losing trade: undefined
     assert M.profit_factor([-1.0]) == 0.0
+
+
+def _longest_underwater(path: list[float]) -> tuple[int, int]:
+    """The oracle: a plain scan of the flags (bars, first index) over ``path``, the first of the longest."""
+    peak, best, best_first, run, first = -float("inf"), 0, -1, 0, -1
+    for i, v in enumerate(path):
+        peak = max(peak, v)
+        if v < peak:
+            first = i if run == 0 else first
+            run += 1
+            if run > best:
+                best, best_first = run, first
+        else:
+            run = 0
+    return best, best_first
+
+
+def test_drawdown_duration_matches_a_scan_on_random_walks() -> None:
+    """The vectorised stretches against a plain scan, on walks with ties between stretches and runs at the end."""
+    import random
+
+    rng = random.Random(11)
+    for n in (1, 2, 3, 17, 400):
+        for _ in range(25):
+            equity = [float(rng.choice((99, 100, 101, 100.5))) for _ in range(n)]
+            best, first = _longest_underwater([100.0, *equity])
+            want = (0, -1, -1) if best == 0 else (best, first - 1, first + best - 2)
+            assert M.drawdown_duration(equity, initial=100) == want
+            best, first = _longest_underwater(equity)
+            assert M.drawdown_duration(equity) == ((0, -1, -1) if best == 0 else (best, first, first + best - 1))

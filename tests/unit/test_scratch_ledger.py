@@ -99,3 +99,34 @@ def test_prediction_counts_keep_the_in_sample_flags_by_hand(tmp_path: Path) -> N
         assert (prediction_count(ledger.conn), prediction_count(ledger.conn, where_in_sample=True)) == (6, 3)
     finally:
         ledger.close()
+
+
+def test_scratch_ledger_alone_queues_no_outcomes_and_another_listener_still_gets_them(tmp_path: Path) -> None:
+    """The engine queues no outcome for a scratch ledger that is their only listener (it would drop them):
+    its saved state has none pending where the durable run's has some; with one more OUTCOME subscriber
+    the scratch run delivers them all, as many as the durable ledger recorded (the oracle)."""
+    import json
+
+    from aitrader.trading.events import EventType
+
+    df = bars(400)
+    seen: list[Any] = []
+
+    def listen(bus: Any) -> None:
+        bus.subscribe(EventType.OUTCOME, seen.append)
+
+    pending = {}
+    for kind, subscribers in (("durable", []), ("scratch", []), ("scratch_listened", [listen])):
+        opts = RunOptions(commit_every=50, handle_signals=False, ledger_features=False,
+                          ledger_scratch=kind != "durable", subscribers=subscribers)
+        replay(tmp_path, kind, df, "batch", FirstFeature(len(NAMES)), opts=opts)
+        conn = connect(tmp_path / kind / "ledger.db", readonly=True)
+        try:
+            state = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()[0])
+            if kind == "durable":
+                outcomes = sum(r[OUTCOME] is not None for r in prediction_rows(conn, features="none"))
+        finally:
+            conn.close()
+        pending[kind] = sum(len(v) for v in state["outcomes"].values())
+    assert pending["durable"] > 0 and pending["scratch"] == 0 and pending["scratch_listened"] == pending["durable"]
+    assert len(seen) == outcomes > 300
