@@ -71,7 +71,7 @@ def backtest_cmd(
     if json_out:
         print_backtest_json(result)
         return
-    _render(result.as_dict())
+    _render(result)
 
 
 _HOLE = "\x00trades\x00"  # a string no report holds: where the trades' text goes
@@ -79,15 +79,18 @@ _HOLE = "\x00trades\x00"  # a string no report holds: where the trades' text goe
 
 def print_backtest_json(result: Backtest) -> None:
     """``print_json(result.as_dict())``, the same text, with the trades' text written from their columns
-    (:func:`aitrader.trading.trips.trades_text`: no record dict per trade)."""
+    (:func:`aitrader.trading.trips.trades_text_parts`: no record dict per trade, a piece of trades at a time)."""
     from aitrader._json import to_json
-    from aitrader.trading.trips import trades_text
+    from aitrader.trading.trips import trades_text_parts
 
     hole = to_json(_HOLE)
     doc = to_json({"models": result.models, "run": result.run, "kept": result.kept,
                    "performance": result.performance, "trades": _HOLE, "report": result.report})
     head, tail = doc.split(hole, 1)  # written around the trades' text: no copy of a document of ~450 bytes a trade
-    for part in (head, trades_text(result.trades, *result.excursion), tail, "\n"):
+    sys.stdout.write(head)
+    for part in trades_text_parts(result.trades, *result.excursion):  # a piece of trades at a time
+        sys.stdout.write(part)
+    for part in (tail, "\n"):
         sys.stdout.write(part)
     sys.stdout.flush()
 
@@ -108,14 +111,15 @@ def _fmt(value: Any, kind: str) -> str:
     return str(value)
 
 
-def _render(report: dict[str, Any]) -> None:
+def _render(result: Backtest) -> None:
+    """The tables: the figures, then the last :data:`MAX_TRADE_ROWS` trades (only their records are built)."""
     from rich import box
     from rich.table import Table
 
-    perf, run = report["performance"], report["run"]
+    perf, run = result.performance, result.run
     window = perf["window"]
     out = console()
-    title = (f"backtest {', '.join(report.get('models') or [])}: "
+    title = (f"backtest {', '.join(result.models or [])}: "
              f"{window['first_bar']} .. {window['last_bar']} ({window['bars']:,} bars)")
     t = Table(title=title, box=box.SIMPLE_HEAD)
     t.add_column("metric")
@@ -124,21 +128,21 @@ def _render(report: dict[str, Any]) -> None:
     for key, label, kind in ROWS:
         t.add_row(label, _fmt(perf["strategy"].get(key), kind), _fmt(perf["buy_and_hold"].get(key), kind))
     out.print(t)
-    trades = report["trades"]
-    if trades:
-        shown = f", last {MAX_TRADE_ROWS}" if len(trades) > MAX_TRADE_ROWS else ""
-        tt = Table(box=box.SIMPLE_HEAD, title=f"trades ({len(trades)}{shown})")
+    total = len(result.trades)
+    if total:
+        shown = f", last {MAX_TRADE_ROWS}" if total > MAX_TRADE_ROWS else ""
+        tt = Table(box=box.SIMPLE_HEAD, title=f"trades ({total}{shown})")
         for _, label in TRADE_COLS:
             tt.add_column(label, justify="left" if label in ("entry", "exit", "side") else "right", no_wrap=True)
-        for tr in trades[-MAX_TRADE_ROWS:]:
+        for tr in result.trade_records(last=MAX_TRADE_ROWS):
             tt.add_row(*(_trade_cell(key, tr.get(key)) for key, _ in TRADE_COLS))
         out.print(tt)
     costs = window["costs"]
-    kept = f"; ledger kept in {run['state_dir']}" if report.get("kept") else ""
+    kept = f"; ledger kept in {run['state_dir']}" if result.kept else ""
     out.print(f"costs: {costs['commission_bps']:g} bps commission + {costs['slippage_bps']:g} bps slippage per side "
               f"({costs['asset_class']}){kept}")
-    if report.get("report"):
-        out.print(f"report: {report['report']}")
+    if result.report:
+        out.print(f"report: {result.report}")
 
 
 def _trade_cell(key: str, value: Any) -> str:

@@ -64,9 +64,9 @@ class Backtest:
     excursion: Excursions
     report: str | None
 
-    def trade_records(self) -> list[dict[str, Any]]:
-        """One dict per round trip (:data:`aitrader.trading.trades.TRADE_COLUMNS`)."""
-        return records(self.trades, *self.excursion)
+    def trade_records(self, last: int | None = None) -> list[dict[str, Any]]:
+        """One dict per round trip (:data:`aitrader.trading.trades.TRADE_COLUMNS`); the last ``last`` only."""
+        return records(self.trades, *self.excursion, last=last)
 
     def as_dict(self) -> dict[str, Any]:
         return {"models": self.models, "run": self.run, "kept": self.kept, "performance": self.performance,

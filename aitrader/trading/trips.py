@@ -25,7 +25,7 @@ import math
 import sqlite3
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -275,35 +275,41 @@ def _one_ns(text: str) -> int:
 
 
 def records(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
-            mfe: np.ndarray | None = None, has_bars: np.ndarray | None = None) -> list[dict[str, Any]]:
+            mfe: np.ndarray | None = None, has_bars: np.ndarray | None = None, *,
+            last: int | None = None) -> list[dict[str, Any]]:
     """The trades as the report's records (:data:`TRADE_COLUMNS`, NaN as None), as the DataFrame route
     gave them: ``bars`` an int, or a float when some trades have bars and others none (``has_bars``
-    False: their symbol had no bars), and then ``mae``/``mfe`` None for those."""
+    False: their symbol had no bars), and then ``mae``/``mfe`` None for those. ``last``: only the last
+    ``last`` trades' records (the table view's), typed as among all of them."""
     t, f = cols.trips, cols.trips.fills
     n = len(t)
-    e, x = t.entry.tolist(), t.exit.tolist()
+    lo = 0 if last is None else max(0, n - max(0, int(last)))
+    m = n - lo
+    entry, exit_ = t.entry[lo:], t.exit[lo:]
+    e, x = entry.tolist(), exit_.tolist()
     symbols = [f.symbol[i] for i in e]
-    sides = ["long" if v else "short" for v in cols.long.tolist()]
+    sides = ["long" if v else "short" for v in cols.long[lo:].tolist()]
     ts = f.ts
     if has_bars is None or bars is None or mae is None or mfe is None or not n:
-        bar_col: list[Any] = [None] * n
-        mae_col: list[Any] = [None] * n
-        mfe_col: list[Any] = [None] * n
+        bar_col: list[Any] = [None] * m
+        mae_col: list[Any] = [None] * m
+        mfe_col: list[Any] = [None] * m
     else:
-        some = bool(has_bars.any())
+        some = bool(has_bars.any())  # decided over every trade, whatever is shown
         every = bool(has_bars.all())
+        have, bars = has_bars[lo:], bars[lo:]
         if every:
             bar_col = bars.tolist()
         elif some:  # a float64 column with NaN in the frame: floats, None where missing
-            bar_col = [float(b) if h else None for b, h in zip(bars.tolist(), has_bars.tolist(), strict=True)]
+            bar_col = [float(b) if h else None for b, h in zip(bars.tolist(), have.tolist(), strict=True)]
         else:
-            bar_col = [None] * n
-        mae_col = _nan_none(np.where(has_bars, mae, np.nan)) if some else [None] * n
-        mfe_col = _nan_none(np.where(has_bars, mfe, np.nan)) if some else [None] * n
+            bar_col = [None] * m
+        mae_col = _nan_none(np.where(have, mae[lo:], np.nan)) if some else [None] * m
+        mfe_col = _nan_none(np.where(have, mfe[lo:], np.nan)) if some else [None] * m
     keys = TRADE_COLUMNS
-    values = zip(symbols, sides, t.quantity.tolist(), [ts[i] for i in e], f.price[t.entry].tolist(),
-                 [ts[i] for i in x], f.price[t.exit].tolist(), _nan_none(cols.pnl), _nan_none(cols.ret),
-                 cols.durations, bar_col, mae_col, mfe_col, strict=True)
+    values = zip(symbols, sides, t.quantity[lo:].tolist(), [ts[i] for i in e], f.price[entry].tolist(),
+                 [ts[i] for i in x], f.price[exit_].tolist(), _nan_none(cols.pnl[lo:]), _nan_none(cols.ret[lo:]),
+                 cols.durations[lo:], bar_col, mae_col, mfe_col, strict=True)
     return [dict(zip(keys, v, strict=True)) for v in values]
 
 
@@ -329,45 +335,69 @@ def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndar
                 mfe: np.ndarray | None = None, has_bars: np.ndarray | None = None) -> str:
     """The text ``json.dumps(json_clean(records(cols, bars, mae, mfe, has_bars)), indent=2)`` gives the
     trades as the value of a top-level key (items indented 4, keys 6, the closing bracket 2),
-    straight from the columns: no record dict
-    per trade, and each fill's stamp and price written once however many trades share the fill (a
-    fill that closes one lot and opens the next). Floats as ``json.dumps`` writes them (``float.__repr__``;
-    NaN and infinities ``null``, as ``json_clean`` makes them), strings by its ASCII encoder."""
+    straight from the columns: no record dict per trade. Floats as ``json.dumps`` writes them
+    (``float.__repr__``; NaN and infinities ``null``, as ``json_clean`` makes them), strings by its ASCII
+    encoder. :func:`trades_text_parts` gives the same text in pieces."""
+    return "".join(trades_text_parts(cols, bars, mae, mfe, has_bars))
+
+
+#: Trades written per piece of :func:`trades_text_parts` (~450 bytes of text each, and ~30 value
+#: strings while a piece is laid out: a piece's memory, not the run's).
+TEXT_CHUNK = 8192
+
+
+def trades_text_parts(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
+                      mfe: np.ndarray | None = None, has_bars: np.ndarray | None = None, *,
+                      chunk: int = TEXT_CHUNK) -> Iterator[str]:
+    """:func:`trades_text` in pieces of ``chunk`` trades, so that a writer holds one piece's value texts
+    and text at a time (120k trades built whole held ~250 MB: a value string per figure, then the text).
+    Each piece writes the stamps and prices of the fills its trades use once, however many of its trades
+    share a fill; the bars column's type (int, or float with nulls) is decided over every trade."""
     t, f = cols.trips, cols.trips.fills
     n = len(t)
     if not n:
-        return "[]"
-    e, x = t.entry.tolist(), t.exit.tolist()
-    used = np.union1d(t.entry, t.exit)
-    stamps: list[str] = [""] * len(f)
-    prices: list[str] = [""] * len(f)
-    for i, s, p in zip(used.tolist(), (f.ts[i] for i in used.tolist()), _floats(f.price[used]), strict=True):
-        stamps[i] = encode_basestring_ascii(s)
-        prices[i] = p
+        yield "[]"
+        return
     symbol = {s: encode_basestring_ascii(s) for s in set(f.symbol)}
     duration = {d: encode_basestring_ascii(d) for d in set(cols.durations)}
-    if has_bars is None or bars is None or mae is None or mfe is None or not has_bars.any():
-        bar_col = mae_col = mfe_col = ["null"] * n
-    else:
-        if has_bars.all():
-            bar_col = list(map(int.__repr__, bars.tolist()))
-        else:  # a float64 column with NaN in the frame (see records)
-            bar_col = [float.__repr__(float(b)) if h else "null"
-                       for b, h in zip(bars.tolist(), has_bars.tolist(), strict=True)]
-        mae_col = _floats(np.where(has_bars, mae, np.nan))
-        mfe_col = _floats(np.where(has_bars, mfe, np.nan))
-    columns = (
-        [symbol[f.symbol[i]] for i in e], ['"long"' if v else '"short"' for v in cols.long.tolist()],
-        _floats(t.quantity), list(map(stamps.__getitem__, e)), list(map(prices.__getitem__, e)),
-        list(map(stamps.__getitem__, x)), list(map(prices.__getitem__, x)), _floats(cols.pnl), _floats(cols.ret),
-        list(map(duration.__getitem__, cols.durations)), bar_col, mae_col, mfe_col,
-    )
-    return _interleave(columns, n)
+    excursion = not (has_bars is None or bars is None or mae is None or mfe is None or not has_bars.any())
+    every = excursion and bool(has_bars.all())  # type: ignore[union-attr]
+    step = max(1, int(chunk))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        m = hi - lo
+        entry, exit_ = t.entry[lo:hi], t.exit[lo:hi]
+        e, x = entry.tolist(), exit_.tolist()
+        used = np.union1d(entry, exit_).tolist()
+        stamps = {i: encode_basestring_ascii(f.ts[i]) for i in used}
+        prices = dict(zip(used, _floats(f.price[used]), strict=True))
+        if not excursion:
+            bar_col = mae_col = mfe_col = ["null"] * m
+        else:
+            assert bars is not None and mae is not None and mfe is not None and has_bars is not None
+            have = has_bars[lo:hi]
+            if every:
+                bar_col = list(map(int.__repr__, bars[lo:hi].tolist()))
+            else:  # a float64 column with NaN in the frame (see records)
+                bar_col = [float.__repr__(float(b)) if h else "null"
+                           for b, h in zip(bars[lo:hi].tolist(), have.tolist(), strict=True)]
+            mae_col = _floats(np.where(have, mae[lo:hi], np.nan))
+            mfe_col = _floats(np.where(have, mfe[lo:hi], np.nan))
+        columns = (
+            [symbol[f.symbol[i]] for i in e], ['"long"' if v else '"short"' for v in cols.long[lo:hi].tolist()],
+            _floats(t.quantity[lo:hi]), list(map(stamps.__getitem__, e)), list(map(prices.__getitem__, e)),
+            list(map(stamps.__getitem__, x)), list(map(prices.__getitem__, x)), _floats(cols.pnl[lo:hi]),
+            _floats(cols.ret[lo:hi]), list(map(duration.__getitem__, cols.durations[lo:hi])), bar_col, mae_col,
+            mfe_col,
+        )
+        yield _interleave(columns, m, first=lo == 0, last=hi == n)
 
 
-def _interleave(columns: tuple[list[str], ...], n: int) -> str:
-    """The trades' text from their columns of value texts: one join over the values with the fixed
-    pieces between them (:data:`_PIECES`), laid out by slice assignments (no format string per trade)."""
+def _interleave(columns: tuple[list[str], ...], n: int, *, first: bool = True, last: bool = True) -> str:
+    """The text of ``n`` trades from their columns of value texts: one join over the values with the fixed
+    pieces between them (:data:`_PIECES`), laid out by slice assignments (no format string per trade);
+    ``first``: the array's opening bracket before them (else the separator from the trade before),
+    ``last``: its closing bracket after them."""
     width = 2 * len(TRADE_COLUMNS)  # per trade: (the text before the value, the value) for each key
     out: list[str] = [""] * (width * n)
     for j, column in enumerate(columns):
@@ -375,8 +405,10 @@ def _interleave(columns: tuple[list[str], ...], n: int) -> str:
             out[2 * j::width] = [_PIECES[j]] * n
         out[2 * j + 1::width] = column
     out[0::width] = [_NEXT] * n
-    out[0] = "[\n" + _PIECES[0]
-    out.append(_END)
+    if first:
+        out[0] = "[\n" + _PIECES[0]
+    if last:
+        out.append(_END)
     return "".join(out)
 
 

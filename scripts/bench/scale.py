@@ -6,9 +6,10 @@ includes the parent's size at the fork). Measured:
 
 * ``paper-trade`` (``aitrader.trading.service.paper_trade``, the library path behind the command,
   with a deployed 50-tree LightGBM through ONNX) on 10k, 100k and 1M one-minute synthetic bars;
-* ``backtest`` (``aitrader.trading.backtest.run_backtest``, the library path behind the command: the
-  replay into a temporary ledger, then the report from the bars' blocks; no tearsheet) with the
-  same model on the same 10k, 100k and 1M bars (``--only backtest``);
+* ``backtest --json`` (``aitrader.trading.backtest.backtest`` and ``print_backtest_json`` to /dev/null, what
+  the command runs: the replay into a scratch ledger, the report from the bars' blocks, the trades' text
+  from their columns; no tearsheet) with the same model on the same 10k, 100k and 1M bars
+  (``--only backtest``);
 * ``monitor`` (``aitrader.monitoring.check.run_monitor``: the streamed pass of
   ``aitrader.monitoring.stream``) on the 10k, 100k and 1M-bar runs, and on the 1M-bar run the
   previous whole-table read (``read_ledger(features=True)``: every feature row parsed) for comparison;
@@ -117,15 +118,21 @@ def child(kind: str, size: int, work: Path) -> dict[str, Any]:
 
 
 def backtest_child(size: int, work: Path) -> dict[str, Any]:
-    """``run_backtest`` on ``bars_{size}`` (the paper part's bars and model), no ledger kept."""
-    from aitrader.trading.backtest import run_backtest
+    """``aitrader backtest --json`` on ``bars_{size}`` (the paper part's bars and model), no ledger kept:
+    ``backtest()`` and its ``--json`` text (written to /dev/null), as the command does."""
+    import contextlib
+
+    from aitrader.cli.backtest import print_backtest_json
+    from aitrader.trading.backtest import backtest
 
     t0 = time.perf_counter()
-    doc = run_backtest(models=None, data=[str(work / f"bars_{size}.parquet")], config_path=str(work / "trading.yaml"),
-                       registry_root=str(work / "models"), runs_dir=str(work / "runs"))
-    return {"seconds": time.perf_counter() - t0, "bars": doc["run"]["bars"],
-            "trades": doc["performance"]["strategy"]["trades"],
-            "final_equity": doc["performance"]["strategy"]["final_equity"]}
+    result = backtest(models=None, data=[str(work / f"bars_{size}.parquet")], config_path=str(work / "trading.yaml"),
+                      registry_root=str(work / "models"), runs_dir=str(work / "runs"))
+    with Path(os.devnull).open("w") as sink, contextlib.redirect_stdout(sink):
+        print_backtest_json(result)
+    return {"seconds": time.perf_counter() - t0, "bars": result.run["bars"],
+            "trades": result.performance["strategy"]["trades"],
+            "final_equity": result.performance["strategy"]["final_equity"]}
 
 
 def backtest_rows(paper: list[int], work: Path) -> list[dict[str, Any]]:

@@ -103,6 +103,11 @@ def test_readable_table_at_100_columns(in_tmp: Path, world) -> None:
                   "Profit factor", "trades (", "MAE", "costs:"):
         assert label in out
     assert max(len(line) for line in out.splitlines()) <= 100
+    from aitrader.cli.backtest import MAX_TRADE_ROWS
+
+    doc = json.loads(cli(world, "backtest", "--model", "syn_lgbm", "--data", f"SYN={world['data']}").stdout)
+    n = len(doc["trades"])  # the table's count and tail come from the columns, not from the JSON's records
+    assert n > MAX_TRADE_ROWS and f"trades ({n}, last {MAX_TRADE_ROWS})" in out
 
 
 def test_paper_trade_model_without_yaml_takes_the_trained_symbol(in_tmp: Path, world) -> None:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aitrader._json import to_json
-from aitrader.trading.trips import FillColumns, match_fills, records, trade_columns, trades_text
+from aitrader.trading.trips import FillColumns, match_fills, records, trade_columns, trades_text, trades_text_parts
 from tests.unit.test_trips import COLS, FILL, stamp
 
 ODD = st.sampled_from([0.0, -0.0, 1e-300, 1e16, 123456789.125, float("nan"), float("inf"), -float("inf")])
@@ -50,8 +50,13 @@ def test_text_from_columns_is_json_dumps_of_the_records(fills: list[tuple[Any, .
         cols.pnl[k] = v
     has = np.array([bars_kind == "all" or (bars_kind == "some" and rnd.random() < 0.5) for _ in range(n)])
     excursion = () if bars_kind == "absent" else (bars, mae, mfe, has)
-    want = as_json(records(cols, *excursion))
+    every = records(cols, *excursion)
+    want = as_json(every)
     assert trades_text(cols, *excursion) == want
+    for chunk in (1, 2, 3, 7):  # in pieces (a fill shared across two pieces is written in both)
+        assert "".join(trades_text_parts(cols, *excursion, chunk=chunk)) == want
+    for last in (0, 1, 3, n, n + 5):  # the table view's tail: the same records as the whole list's
+        assert records(cols, *excursion, last=last) == (every[-last:] if last else [])
     if n and bars_kind == "some" and has.any() and not has.all():
         assert "null" in want and '"bars": ' in want  # the float/None bars column was exercised
 
