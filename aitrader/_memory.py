@@ -1,12 +1,14 @@
 """The process's memory settings for long replays (``paper-trade``, ``backtest``), so that the peak RSS
 follows what is live rather than what was once allocated.
 
-- glibc's malloc serves a block of >= 128 KiB (a numpy array of 16k floats) by ``mmap`` and gives it back
-  on ``free``, until a freed mmapped block raises that threshold (dynamically, up to 32 MiB): from then on
-  such blocks come from the heap, whose freed holes stay resident. A replay allocates and frees arrays of
-  that size every chunk, so ``M_MMAP_THRESHOLD`` is fixed at 128 KiB (``mallopt``, which also stops the
-  dynamic raise). Measured on a 1M-bar paper-trade: ~10 MB less peak RSS for ~0.5M more minor page
-  faults, the CPU time within the noise (docs/trading.md, *Memory of a replay*).
+- glibc's malloc serves a block of >= 128 KiB by ``mmap`` and gives it back on ``free``, until a freed
+  mmapped block raises that threshold (dynamically, up to 32 MiB): from then on such blocks come from
+  the heap, whose freed holes stay resident. A replay allocates and frees a chunk's feature matrix
+  (8,192 rows: ~1.6 MB with 25 features) and its copies every chunk, so ``M_MMAP_THRESHOLD`` is fixed
+  at 1 MiB (``mallopt``, which also stops the dynamic raise). Measured on a 1M-bar paper-trade: peak RSS
+  175 MB against 185 with the dynamic threshold, for 240k minor page faults against 36k (CPU time within
+  the noise); at 128 KiB the checkpoints' ~400 KB blobs were mmapped afresh too (520k faults, the same
+  RSS). docs/trading.md, *Memory of a replay*.
 - pyarrow's default pool (mimalloc or jemalloc) keeps freed pages for reuse; a run reads its parquet files
   once, at the start, so the system pool (malloc) is used: nothing of that read stays resident.
 
@@ -30,8 +32,8 @@ log = logging.getLogger(__name__)
 
 #: ``mallopt`` parameter number of M_MMAP_THRESHOLD (glibc's malloc.h).
 M_MMAP_THRESHOLD = -3
-#: Bytes from which a block is mmapped (glibc's default, fixed instead of dynamic).
-MMAP_THRESHOLD = 128 * 1024
+#: Bytes from which a block is mmapped (fixed instead of glibc's dynamic threshold).
+MMAP_THRESHOLD = 1024 * 1024
 
 
 def _glibc() -> ctypes.CDLL | None:
