@@ -29,14 +29,28 @@ def deploy_small_model(base: Path, bars: pd.DataFrame, *, name: str = "syn_lgbm"
 
 
 def synthetic_world(base: Path, *, n: int, seed: int, traded_from: int, n_estimators: int = 20,
-                    name: str = "syn_lgbm") -> tuple[Path, Path, pd.DataFrame]:
+                    name: str = "syn_lgbm", suffix: str = ".csv") -> tuple[Path, Path, pd.DataFrame]:
     """``n`` synthetic bars (``generate_bars(n, seed, signal=0.3)``), a model deployed by
-    :func:`deploy_small_model` on them, and ``base/SYN.csv`` holding ``bars[traded_from:]`` to trade:
-    (registry root, the CSV, the bars)."""
+    :func:`deploy_small_model` on them, and ``base/SYN.csv`` (or ``.parquet``) holding ``bars[traded_from:]``
+    to trade: (registry root, the bar file, the bars)."""
     from aitrader.data.synthetic import generate_bars
 
     bars = generate_bars(n, seed=seed, signal=0.3)
     registry = deploy_small_model(base, bars, name=name, n_estimators=n_estimators)
-    data = base / "SYN.csv"
-    bars.iloc[traded_from:].rename_axis("timestamp").to_csv(data)
+    data = base / f"SYN{suffix}"
+    traded = bars.iloc[traded_from:].rename_axis("timestamp")
+    traded.to_parquet(data) if suffix == ".parquet" else traded.to_csv(data)
     return registry, data, bars
+
+
+def traded_world(base: Path, config: str, *, seed: int, suffix: str = ".csv") -> Path:
+    """:func:`synthetic_world` (a 10-tree model on 1,200 bars, the last 300 to trade in ``SYN{suffix}``),
+    ``config`` as ``trading.yaml`` and run ``r1`` paper-traded on them, finished with fills: ``base``."""
+    from aitrader.trading.service import paper_trade
+
+    _, data, _ = synthetic_world(base, n=1200, seed=seed, traded_from=900, n_estimators=10, suffix=suffix)
+    (base / "trading.yaml").write_text(config)
+    summary = paper_trade(config_path=str(base / "trading.yaml"), data=[str(data)], run_id="r1",
+                          runs_dir=str(base / "runs"), registry_root=str(base / "models"))
+    assert summary["status"] == "finished" and summary["fills"] > 0
+    return base

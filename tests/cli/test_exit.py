@@ -48,19 +48,9 @@ runpy.run_module("aitrader", run_name="__main__", alter_sys=True)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 10-tree LightGBM deployed as syn_lgbm, 300 unseen bars (SYN.parquet) and run r1 traded on them."""
-    from aitrader.data.synthetic import generate_bars
-    from aitrader.trading.service import paper_trade
-    from tests.model_world import deploy_small_model
+    from tests.model_world import traded_world
 
-    base = tmp_path_factory.mktemp("exit")
-    bars = generate_bars(1200, seed=9, signal=0.3)
-    deploy_small_model(base, bars, name="syn_lgbm", n_estimators=10)
-    bars.iloc[900:].rename_axis("timestamp").to_parquet(base / "SYN.parquet")
-    (base / "trading.yaml").write_text(CONFIG)
-    summary = paper_trade(config_path=str(base / "trading.yaml"), data=[str(base / "SYN.parquet")], run_id="r1",
-                          runs_dir=str(base / "runs"), registry_root=str(base / "models"))
-    assert summary["status"] == "finished" and summary["fills"] > 0
-    return base
+    return traded_world(tmp_path_factory.mktemp("exit"), CONFIG, seed=9, suffix=".parquet")
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the open descriptors from /proc")

@@ -46,19 +46,9 @@ NOT_TRADING = ("sklearn", "scipy", "lightgbm", "xgboost", "onnx", "skl2onnx", "o
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 10-tree LightGBM trained, registered and deployed, then paper-traded over 300 unseen bars (run r1)."""
-    from aitrader.data.synthetic import generate_bars
-    from aitrader.trading.service import paper_trade
-    from tests.model_world import deploy_small_model
+    from tests.model_world import traded_world
 
-    base = tmp_path_factory.mktemp("startup")
-    bars = generate_bars(1200, seed=5, signal=0.3)
-    deploy_small_model(base, bars, name="syn_lgbm", n_estimators=10)
-    bars.iloc[900:].rename_axis("timestamp").to_csv(base / "SYN.csv")
-    (base / "trading.yaml").write_text(CONFIG)
-    summary = paper_trade(config_path=str(base / "trading.yaml"), data=[str(base / "SYN.csv")], run_id="r1",
-                          runs_dir=str(base / "runs"), registry_root=str(base / "models"))
-    assert summary["status"] == "finished" and summary["fills"] > 0
-    return base
+    return traded_world(tmp_path_factory.mktemp("startup"), CONFIG, seed=5, suffix=".csv")
 
 
 def _modules_after(commands: list[list[str]], cwd: Path) -> list[dict]:
