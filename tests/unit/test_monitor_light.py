@@ -156,6 +156,12 @@ def _events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
+#: The frame formula's order of tied counts is the oracle only on pandas 3, whose value_counts keeps ties in
+#: the order first seen; on pandas 2.2 the formula ordered some ties otherwise (CI's pandas 2.2 pass), so there
+#: the counts are checked and not their order (monitor's own order is first seen on any pandas: it uses none).
+_STABLE_TIES = int(pd.__version__.split(".")[0]) >= 3
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_event_metrics_on_rows_equal_the_frame_formula(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -174,8 +180,9 @@ def test_event_metrics_on_rows_equal_the_frame_formula(seed: int) -> None:
     for got_rows in (model_events(decoded, entry), model_events(event_rows(frame), entry)):
         got = event_metrics(got_rows, 100, (None, None))
         assert {k: got[k] for k in want} == want
-        assert list(got["errors_by_type"]) == list(want["errors_by_type"])  # the same order (ties: first seen)
-        assert list(got["risk_rejections"]) == list(want["risk_rejections"])
+        if _STABLE_TIES:  # the frame formula's order is the oracle's only where pandas orders ties by first sight
+            assert list(got["errors_by_type"]) == list(want["errors_by_type"])  # the same order (ties: first seen)
+            assert list(got["risk_rejections"]) == list(want["risk_rejections"])
 
 
 def test_event_rows_by_digest_when_the_table_has_one() -> None:
