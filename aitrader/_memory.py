@@ -23,7 +23,6 @@ fragmented the heap (5M bars: 556 MB peak against 512 MB with no setting).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import sys
@@ -40,7 +39,7 @@ def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them (find_library runs ldconfig)
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it (musl has mallopt as a no-op)
     except (OSError, AttributeError):
         return None
