@@ -787,23 +787,27 @@ def equity_column(conn: sqlite3.Connection, lead: float | None = None, out: np.n
     # the column is filled in place: no list of pieces and no concatenated copy beside it.
     rows: Iterable[tuple[int, bytes, int]] = conn.execute(
         "SELECT n, equity, SUM(n) OVER () FROM equity_blocks ORDER BY first_bar") if "equity_blocks" in tables else ()
+    def sized(size: int) -> np.ndarray:
+        if out is None:
+            return np.empty(size)
+        if len(out) != size:
+            raise ValueError(f"the equity column has {size} values, not {len(out)}")
+        return out
+
+    col: np.ndarray | None = None
     pos = len(head)
     for n, eq, total in rows:
-        if out is None:
-            out = np.empty(len(head) + int(total))
-        elif len(out) != len(head) + int(total):
-            raise ValueError(f"the equity column has {len(head) + int(total)} values, not {len(out)}")
-        if pos == len(head):
-            out[:pos] = head
-        out[pos:pos + n] = unpack_f8(eq, n)
+        if col is None:  # the first block: the column's length is known
+            col = sized(len(head) + int(total))
+            col[:pos] = head
+        col[pos:pos + n] = unpack_f8(eq, n)
         pos += n
-    if pos == len(head):  # no blocks
+    if col is None:  # no blocks
         if out is None:
             return head
-        if len(out) != len(head):
-            raise ValueError(f"the equity column has {len(head)} values, not {len(out)}")
-        out[:] = head
-    return out  # type: ignore[return-value]
+        col = sized(len(head))
+        col[:] = head
+    return col
 
 
 def equity_stamps(conn: sqlite3.Connection, last: int | None = None) -> list[str]:
