@@ -3,9 +3,9 @@
 At a checkpoint the loop builds the blocks' columns (the Python part of the encoding, which holds
 the GIL anyway), copies the other buffered rows and JSON-encodes the cursors, positions and engine
 state (:meth:`Ledger._take`), hands that to the writer and goes on with the next bars; the writer
-compresses the columns (zlib) and writes everything in ONE transaction on its own SQLite connection
+compresses the columns (zstd) and writes everything in ONE transaction on its own SQLite connection
 (:func:`aitrader.trading.ledger.write_checkpoint`, the code the loop's thread runs without a writer),
-in the order the checkpoints were taken. zlib and SQLite release the GIL while they work, so that
+in the order the checkpoints were taken. zstd and SQLite release the GIL while they work, so that
 part can run on a second core (docs/trading.md, "Ledger writer").
 
 The durability contract is the one of the synchronous ledger: each checkpoint is one transaction

@@ -39,16 +39,18 @@ def test_a_missing_module_fails_on_first_use_not_before() -> None:
 
 def test_the_ledger_imports_numpy_only_when_a_block_is_decoded() -> None:
     """Importing the ledger module (what `export fills` does) leaves numpy out; packing a block brings it
-    in and gives the bytes numpy itself writes (oracle: zlib of the byte-shuffled little-endian array)."""
+    in and gives the bytes numpy itself writes (oracle: zstandard's own decompression of the blob, then the
+    byte-shuffled little-endian array numpy writes)."""
     code = textwrap.dedent(
         """
-        import sys, zlib
+        import sys, zstandard
         import aitrader.trading.ledger as ledger
         before = "numpy" in sys.modules
         blob = ledger.pack_f8([1.5, -2.0, 3.25])
         import numpy as np
         raw = np.array([1.5, -2.0, 3.25], dtype="<f8").view(np.uint8).reshape(3, 8).T.tobytes()
-        print(before, ledger.np is np, zlib.decompress(blob) == raw, ledger.unpack_f8(blob, 3).tolist())
+        same = zstandard.ZstdDecompressor().decompress(blob) == raw
+        print(before, ledger.np is np, same, ledger.unpack_f8(blob, 3).tolist())
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

@@ -182,3 +182,65 @@ def test_prediction_blocks_round_trip_any_feature_widths(widths: tuple[int | Non
         assert got[0] == 7 + k and got[1:6] == list(want[:1]) + [want[1], "AAA", "m:v1", "d"]
         assert (got[6], got[7], got[8], got[9], got[13]) == (want[5], want[6], want[7], want[8], want[9])
         assert got[10] == (None if want[10] is None else want[10].tolist())
+
+
+# ---------------------------------------------------------------- the blobs' codec: zlib before, zstd now
+# data/ledger_v2_zlib.db.gz: :func:`_session` written by main 2455acb (blocks, each blob a zlib stream, level 1);
+# data/ledger_v2_zlib_stopped.db.gz: the same run stopped after 50 steps (``max_bars=50``) by that code.
+
+
+def _fixture_run(tmp: Path, name: str) -> Path:
+    run = tmp / name.split(".")[0]
+    run.mkdir()
+    (run / "ledger.db").write_bytes(gzip.decompress((DATA / name).read_bytes()))
+    return run
+
+
+def _blob_heads(path: Path) -> set[bytes]:
+    """The first 4 bytes of every non-empty blob of the block tables."""
+    heads = set()
+    with closing(sqlite3.connect(path)) as conn:
+        for table in ("prediction_blocks", "outcome_blocks", "equity_blocks"):
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                heads |= {bytes(v[:4]) for v in row if isinstance(v, bytes) and v}
+    return heads
+
+
+def _same_readers(a: dict[str, Any], b: dict[str, Any]) -> None:
+    for t in EXPORT_TABLES:
+        if t == "predictions":
+            assert _without_latency(a["tables"][t]) == _without_latency(b["tables"][t])
+        else:
+            assert a["tables"][t] == b["tables"][t], t
+    assert a["summary"] == b["summary"]
+    assert a["monitor"] == b["monitor"]
+
+
+def test_a_zlib_block_ledger_of_the_previous_code_reads_as_todays_ledger_of_the_same_run(tmp_path: Path) -> None:
+    old = _fixture_run(tmp_path, "ledger_v2_zlib.db.gz")
+    _session(tmp_path / "new")
+    # the fixture is what it claims (zlib headers 0x78..), today's writer writes zstd frames
+    assert {h[:1] for h in _blob_heads(old / "ledger.db")} == {b"\x78"}
+    assert _blob_heads(tmp_path / "new" / "ledger.db") == {b"\x28\xb5\x2f\xfd"}
+    _same_readers(_readers(old), _readers(tmp_path / "new"))
+
+
+def test_a_zlib_ledger_stopped_by_the_previous_code_resumes_to_todays_uninterrupted_ledger(tmp_path: Path) -> None:
+    from aitrader.trading.ledger import ledger_content
+
+    run = _fixture_run(tmp_path, "ledger_v2_zlib_stopped.db.gz")
+    frames = {"AAA": bars(70, seed=3), "BBB": bars(60, seed=4, start="2021-01-06")}
+    run_session(config(), [spec("AAA"), spec("BBB", model_id="n:v1")], replay_steps(series(frames)), run,
+                run_id="v1", resume=True, opts=RunOptions(commit_every=20, handle_signals=False))
+    heads = _blob_heads(run / "ledger.db")
+    assert b"\x28\xb5\x2f\xfd" in heads and any(h[:1] == b"\x78" for h in heads)  # both codecs in one ledger
+    _session(tmp_path / "new")
+    assert ledger_content(run / "ledger.db") == ledger_content(tmp_path / "new" / "ledger.db")
+    _same_readers(_readers(run), _readers(tmp_path / "new"))
+
+
+def test_a_corrupt_zstd_blob_is_a_value_error_the_readers_catch() -> None:
+    blob = pack_f8([1.0, 2.0, 3.0])
+    assert blob[:4] == b"\x28\xb5\x2f\xfd"
+    with pytest.raises(ValueError, match="corrupt compressed block"):
+        unpack_f8(blob[:4] + b"\x00" * (len(blob) - 4), 3)
