@@ -125,8 +125,9 @@ print(json.dumps({"code": code, "third_party": sorted(new - set(sys.stdlib_modul
 
 
 @pytest.mark.parametrize(("args", "allowed"), [
-    (["status", "r1"], ["numpy", "rich"]),
-    (["status", "r1", "--json"], ["numpy"]),
+    # status decodes the ledger's equity blocks: numpy for the floats, zstandard for the blobs
+    (["status", "r1"], ["numpy", "rich", "zstandard"]),
+    (["status", "r1", "--json"], ["numpy", "zstandard"]),
     (["export", "r1", "fills"], []),
     (["list"], ["rich"]),
 ])
@@ -177,9 +178,9 @@ def test_paper_trade_imports_no_training_stack_and_parses_features_yaml_once(wor
     assert doc["parsed"] == 1, f"features.yaml parsed {doc['parsed']} times in one paper-trade"
 
 
-#: What ``monitor`` may import beyond typer: numpy, the trading config's pydantic (with its own dependencies)
-#: and yaml; rich only to draw the table.
-MONITOR_ALLOWED = {"numpy", "yaml", "pydantic", "pydantic_core", "annotated_types", "typing_extensions",
+#: What ``monitor`` may import beyond typer: numpy, zstandard (the ledger's blobs), the trading config's
+#: pydantic (with its own dependencies) and yaml; rich only to draw the table.
+MONITOR_ALLOWED = {"numpy", "zstandard", "yaml", "pydantic", "pydantic_core", "annotated_types", "typing_extensions",
                    "typing_inspection"}
 
 
