@@ -55,8 +55,9 @@ def paper_trade_cmd(
         "unix:///PATH; docs/bus.md) instead of replaying --data."),
     backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
-    workers: int = typer.Option(1, "--workers", min=1, help=(
-        "Threads for a replay's batch features and predictions (1: none; 2 uses a second core).")),
+    workers: str = typer.Option("auto", "--workers", help=(
+        "Threads for a replay's batch predictions: N >= 1 (1: none; 2 uses a second core) or auto "
+        "(2 when a core is free, else 1).")),
     ledger_thread: bool = typer.Option(False, "--ledger-thread", help=(
         "A replay at --speed 0 commits its ledger on a writer thread (the same ledger; docs/trading.md).")),
 ) -> None:
@@ -74,7 +75,7 @@ def paper_trade_cmd(
             ("--data", bool(data)), ("--speed", speed != 0.0), ("--follow", follow), ("--max-bars", max_bars),
             ("--from", start), ("--to", end), ("--pin", pin), ("--allow-symbol-mismatch", allow_symbol_mismatch),
             ("--model-endpoint", model_endpoint), ("--book", bool(book)), ("--backend", backend),
-            ("--workers", workers != 1), ("--ledger-thread", ledger_thread)) if given]
+            ("--workers", workers != "auto"), ("--ledger-thread", ledger_thread)) if given]
         if ignored:  # silently dropping them would trade something else than the user asked for
             raise ConfigError(f"paper-trade --bus takes its bars and predictions from the bus, so {', '.join(ignored)} "
                               "would be ignored; drop them (bars go to `aitrader feed`, model options to "

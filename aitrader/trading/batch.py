@@ -24,9 +24,11 @@ known feature contract; any other slot (a test's fake predictor, train's naive b
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,7 +69,7 @@ class BatchFeed:
         self._next: Future[BatchFeed | None] | None = None
         self._load(0, np.empty((0, 0)))
         if pool is not None:
-            self._next = pool.submit(self._ahead)
+            self._next = self._submit_next()
 
     @classmethod
     def from_matrix(cls, rows: np.ndarray, predictor: Any, **kw: Any) -> BatchFeed:
@@ -84,16 +86,25 @@ class BatchFeed:
         self.latency = np.zeros(n)  # amortised wall microseconds per row of its batch
         self.done = np.zeros(n, dtype=bool)
 
-    def _ahead(self) -> BatchFeed | None:
-        """(On a worker thread) the next chunk with every prediction made, as a detached feed; None at the end."""
+    def _submit_next(self) -> Future[BatchFeed | None]:
+        """The next chunk's features, computed here (the evaluator's many small numpy calls would fight
+        the loop for the GIL on a worker), and its predictions submitted to the pool (one batch call
+        per ``chunk`` rows: the model's native code runs without the GIL); a done future of None at the end."""
+        assert self._pool is not None
         nxt = next(self._chunks, None)
         if nxt is None:
-            return None
+            done: Future[BatchFeed | None] = Future()
+            done.set_result(None)
+            return done
         part = BatchFeed((), self.predictor, clock=self.clock, chunk=self.chunk)
         part._load(*nxt)
-        for k in range(0, len(part.rows), part.chunk):
-            part._predict_from(k)
-        return part
+        return self._pool.submit(part._predict_all)
+
+    def _predict_all(self) -> BatchFeed:
+        """(On a worker thread) every prediction of this detached chunk."""
+        for k in range(0, len(self.rows), self.chunk):
+            self._predict_from(k)
+        return self
 
     def _advance(self) -> bool:
         if self._next is None:
@@ -107,8 +118,7 @@ class BatchFeed:
             return False
         for name in ("first", "rows", "ready", "preds", "errors", "latency", "done"):
             setattr(self, name, getattr(part, name))
-        assert self._pool is not None
-        self._next = self._pool.submit(self._ahead)
+        self._next = self._submit_next()
         return True
 
     def _at(self, i: int) -> int:
@@ -224,15 +234,108 @@ def attach(engine: Any, specs: Sequence[Any], series: Iterable[Any], *,
     return n
 
 
-def worker_pool(workers: int) -> Executor | None:
-    """The threads that compute the batch route's chunks ahead (``paper-trade --workers N``: N - 1
-    of them beside the loop's own thread); None for 1 (everything on the loop's thread)."""
+class IdleProbe:
+    """How many cores stood idle between :meth:`start` and :meth:`free_cores` (Linux ``/proc/stat``: the
+    machine's idle and iowait time over its total, times the online CPUs). ``paper_trade`` starts it
+    before loading the models and reading the bars, and ``--workers auto`` asks it just before the
+    replay: the load of that moment, with this process's own start-up counted as the one core the loop
+    will keep busy. None where there is no ``/proc/stat`` or the interval is too short to say."""
+
+    MIN_SECONDS = 0.05
+
+    def __init__(self) -> None:
+        self._mark: tuple[float, int, int] | None = None
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with Path("/proc/stat").open("rb") as f:
+                first = f.readline().split()
+        except OSError:
+            return None
+        if not first or first[0] != b"cpu" or len(first) < 5:
+            return None
+        ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
+        return ticks[3] + ticks[4], sum(ticks)
+
+    def start(self) -> None:
+        now = self._read()
+        self._mark = None if now is None else (time.monotonic(), *now)
+
+    def free_cores(self) -> float | None:
+        now = self._read()
+        if self._mark is None or now is None or time.monotonic() - self._mark[0] < self.MIN_SECONDS:
+            return None
+        idle, total = now[0] - self._mark[1], now[1] - self._mark[2]
+        if total <= 0:
+            return None
+        return idle / total * (os.cpu_count() or 1)
+
+
+#: Started by :func:`aitrader.trading.service.paper_trade` (see :class:`IdleProbe`).
+IDLE = IdleProbe()
+
+
+def auto_workers(probe: IdleProbe | None = None) -> int:
+    """``--workers auto``: 2 when this process may run on two or more CPUs and one of them is free for the
+    worker thread, else 1. Free: at least 0.6 of a core stood idle while this process started (``probe``,
+    default :data:`IDLE`; the start-up kept one core busy, as the loop will), else, where that cannot be
+    measured, a 1-minute load average below the CPU count minus 1.5. The worker thread only helps with a
+    free core: on the 2-core development machine it gave 1.37x with one (200-tree LightGBM, ONNX) and
+    lost to the single thread when another process kept a core busy (docs/trading.md, *Workers*). The
+    ledger is the same either way."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return 1
+    free = (probe or IDLE).free_cores()
+    if free is not None:
+        return 2 if free >= 0.6 else 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this platform: do not guess
+        return 1
+    return 2 if load < cpus - 1.5 else 1
+
+
+def parse_workers(workers: int | str) -> int | str:
+    """``--workers``' value: ``auto`` or a whole number >= 1 (ConfigError naming the fix otherwise)."""
     from aitrader.errors import ConfigError
 
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"--workers must be a whole number >= 1 (1: no worker threads), got {workers!r}")
-    if workers == 1:
+    if isinstance(workers, str):
+        text = workers.strip().lower()
+        if text == "auto":
+            return "auto"
+        workers = int(text) if text.isdigit() else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be auto or a whole number >= 1 (1: no worker threads), got {workers!r}")
+    return workers
+
+
+def requested_workers(workers: int | str) -> int | str:
+    """:func:`parse_workers`; for ``auto``, :data:`IDLE` starts measuring how busy the machine is while
+    the run loads its models and reads its bars."""
+    n = parse_workers(workers)
+    if n == "auto":
+        IDLE.start()
+    return n
+
+
+def resolve_workers(workers: int | str) -> int:
+    """The threads a run uses: ``workers``, or for ``auto`` :func:`auto_workers`' choice."""
+    n = parse_workers(workers)
+    return auto_workers() if n == "auto" else int(n)
+
+
+def worker_pool(workers: int | str) -> Executor | None:
+    """The threads that compute the batch route's predictions ahead (``paper-trade --workers N``: N - 1
+    of them beside the loop's own thread; ``auto``: :func:`auto_workers`); None for 1 (everything on
+    the loop's thread)."""
+    n = resolve_workers(workers)
+    if n == 1:
         return None
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="aitrader-batch")
+    return ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="aitrader-batch")

@@ -542,13 +542,14 @@ def paper_trade(
     model_endpoint: str | None = None,
     books: str | dict[str, str] | None = None,
     backend: str | None = None,
-    workers: int = 1,
+    workers: int | str = "auto",
     ledger_thread: bool = False,
     ledger_features: bool = True,
 ) -> dict[str, Any]:
     """Start (or ``resume``) a paper-trading run; returns the final summary.
 
-    ``workers`` (``--workers N``): threads of the batch replay route (docs/trading.md, *Workers*).
+    ``workers`` (``--workers N|auto``): threads of the batch replay route (docs/trading.md, *Workers*; auto:
+    a worker thread when a core is free).
     ``ledger_thread`` (``--ledger-thread``): a replay at speed 0 commits its ledger on a writer thread.
     ``ledger_features`` False: predictions are recorded without their feature rows (``backtest``'s
     temporary ledger, which nothing reads features from; ``monitor``'s drift needs them).
@@ -568,11 +569,13 @@ def paper_trade(
     """
     from aitrader.config import load_trading_config
     from aitrader.registry.backends import default_mode, validate_mode
+    from aitrader.trading.batch import requested_workers
     from aitrader.trading.session import REPLAY_COMMIT_EVERY, RunOptions, new_run_id
     from aitrader.trading.sources import FollowSource, ReplayFingerprint, describe, replay_steps
 
     if not math.isfinite(speed) or speed < 0:
         raise TradingError(f"--speed must be a finite number >= 0 (0: as fast as possible), got {speed}")
+    workers = requested_workers(workers)  # checked before anything is written
     window = Window(start, end, allow_in_sample)
     mode = validate_mode(backend) if backend is not None else default_mode()
     notes: list[str] = []

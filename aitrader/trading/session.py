@@ -24,7 +24,7 @@ from aitrader._util import pid_alive
 from aitrader.config import TradingConfig
 from aitrader.errors import TradingError
 from aitrader.trading.batch import attach as attach_batch
-from aitrader.trading.batch import use_batch, worker_pool
+from aitrader.trading.batch import resolve_workers, use_batch, worker_pool
 from aitrader.trading.broker import PaperBroker
 from aitrader.trading.engine import Engine, TargetSchedule
 from aitrader.trading.events import EventBus
@@ -81,7 +81,7 @@ class RunOptions:
     swap: SwapSettings | None = None
     # the engine once built (the Redis Streams trader checkpoints when its input is drained: aitrader.bus.trader)
     on_engine: Callable[[Engine], None] | None = None
-    workers: int = 1  # --workers: threads of the batch route (aitrader.trading.batch.worker_pool)
+    workers: int | str = 1  # --workers N|auto: threads of the batch route (aitrader.trading.batch.worker_pool)
     # --ledger-thread: a replay at speed 0 commits its checkpoints on a writer thread (aitrader.trading.ledger_writer)
     ledger_thread: bool = False
     # False: predictions written without their feature rows (a backtest's temporary ledger: nothing reads them)
@@ -342,15 +342,21 @@ def _choose_route(cfg: TradingConfig, engine: Engine, specs: list[ModelSpec], st
 
 
 def _start_route(cfg: TradingConfig, engine: Engine, specs: list[ModelSpec], steps: Iterable[Step],
-                 opts: RunOptions) -> tuple[str, Any]:
-    """The route and, with ``opts.workers > 1``, the batch route's worker threads (shut down by the caller)."""
-    pool = worker_pool(opts.workers)
+                 opts: RunOptions) -> tuple[str, Any, int]:
+    """The route, the batch route's worker threads (``opts.workers``; shut down by the caller) and how many
+    threads compute its predictions (1: the loop's own; a streaming route uses no worker)."""
+    workers = resolve_workers(opts.workers)
+    pool = worker_pool(workers)
     try:
-        return _choose_route(cfg, engine, specs, steps, opts, pool), pool
+        route = _choose_route(cfg, engine, specs, steps, opts, pool)
     except BaseException:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         raise
+    if route != "batch" and pool is not None:
+        pool.shutdown()
+        pool, workers = None, 1
+    return route, pool, workers
 
 
 def _finish(pool: Any, opts: RunOptions) -> None:
@@ -394,7 +400,7 @@ def run_session(
             engine.fingerprint = opts.fingerprint
         if resume:
             _restore(engine, ledger)
-        route, pool = _start_route(cfg, engine, specs, steps, opts)
+        route, pool, workers = _start_route(cfg, engine, specs, steps, opts)
         try:
             ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso(), "route": route})
         except sqlite3.Error as exc:
@@ -407,7 +413,8 @@ def run_session(
             watcher = SwapWatcher.create(engine, specs, opts.swap, ledger.read_meta().get("models") or [],
                                          buffer_size=cfg.ml_trading.feature_pipeline.buffer_size)
             steps = watcher.wrap(steps)
-        if wanted_writer(opts.ledger_thread, steps=steps, speed=opts.speed, live=opts.live, swap=opts.swap):
+        writer = wanted_writer(opts.ledger_thread, steps=steps, speed=opts.speed, live=opts.live, swap=opts.swap)
+        if writer:
             ledger.start_writer()
         try:
             with _stop_on_signals(engine, opts.handle_signals):
@@ -427,7 +434,8 @@ def run_session(
             raise _ledger_failure(exc, ledger.path) from exc
     finally:
         ledger.close()
-    return summarise(run_dir)
+    # how this process ran it (not in the ledger, which is the same either way): --workers auto's choice
+    return {**summarise(run_dir), "threads": {"workers": workers, "ledger_thread": writer}}
 
 
 def _version(model_id: str) -> int | None:

@@ -101,6 +101,10 @@ def test_clear_errors(in_tmp: Path, world) -> None:
     assert table.exit_code == 1 and "expected one of fills" in table.stderr and "trades" in table.stderr
     ext = runner.invoke(app, ["export", "x", "fills", "--out", "f.xlsx"])
     assert ext.exit_code == 1 and ".parquet" in ext.stderr and not (in_tmp / "f.xlsx").exists()
+    workers = trade(world, "--data", str(world["data"]), "--run-id", "w", "--workers", "two")
+    assert workers.exit_code == 1 and workers.stderr.count("\n") == 1
+    assert "--workers must be auto or a whole number >= 1" in workers.stderr
+    assert (in_tmp / "runs" / "x").is_dir() and not (in_tmp / "runs" / "w").exists()  # refused before the run
 
 
 def _follow(in_tmp: Path, world, live: Path, new_lines: list[str], last_index: int, signum: int,

@@ -3,7 +3,9 @@ give the ledger of the single-threaded run, on synthetic multi-symbol replays an
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +83,79 @@ def test_resumed_run_with_workers_equals_the_uninterrupted_one(tmp_path: Path, s
 
 
 def test_bad_worker_count_is_a_config_error() -> None:
-    for bad in (0, -1):
-        with pytest.raises(ConfigError, match="--workers must be a whole number >= 1"):
+    for bad in (0, -1, "0", "two", "", "1.5", True):
+        with pytest.raises(ConfigError, match="--workers must be auto or a whole number >= 1"):
             batch_mod.worker_pool(bad)
-    assert batch_mod.worker_pool(1) is None
+    assert batch_mod.worker_pool(1) is None and batch_mod.worker_pool("1") is None
+    assert batch_mod.parse_workers(" AUTO ") == "auto" and batch_mod.parse_workers("3") == 3
+
+
+@pytest.mark.parametrize(("cpus", "load", "want"), [
+    (2, 0.0, 2), (2, 0.49, 2), (2, 0.5, 1), (2, 3.0, 1),  # the loop takes one core; the rest must be free
+    (1, 0.0, 1),  # one CPU: never a second thread
+    (8, 6.4, 2), (8, 6.5, 1),
+])
+def test_auto_without_a_start_up_probe_goes_by_the_load_average(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, load: float, want: int
+) -> None:
+    monkeypatch.setattr(batch_mod.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(batch_mod.os, "getloadavg", lambda: (load, load, load))
+    probe = batch_mod.IdleProbe()  # never started: no measurement
+    assert probe.free_cores() is None
+    assert batch_mod.auto_workers(probe) == want
+
+
+def _fake_stat(monkeypatch: pytest.MonkeyPatch, samples: list[tuple[int, int]], clock: list[float]) -> None:
+    reads = iter(samples)
+    times = iter(clock)
+    monkeypatch.setattr(batch_mod.IdleProbe, "_read", staticmethod(lambda: next(reads)))
+    monkeypatch.setattr(batch_mod.time, "monotonic", lambda: next(times))
+
+
+@pytest.mark.parametrize(("idle_ticks", "want_free", "want"), [
+    (100, 1.0, 2),  # half of 2 CPUs' 200 ticks idle: one core free
+    (60, 0.6, 2), (59, 0.59, 1),
+    (0, 0.0, 1),  # both cores busy while this process started
+])
+def test_auto_goes_by_the_cores_idle_during_start_up(monkeypatch: pytest.MonkeyPatch, idle_ticks: int,
+                                                     want_free: float, want: int) -> None:
+    monkeypatch.setattr(batch_mod.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(batch_mod.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(batch_mod.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # not consulted: the probe measured
+    probe = batch_mod.IdleProbe()
+    # (idle + iowait, total) at the start and twice later, 0.5 s apart: 200 ticks passed each time
+    _fake_stat(monkeypatch, [(1000, 5000), (1000 + idle_ticks, 5200), (1000 + idle_ticks, 5200)], [10.0, 10.5, 10.5])
+    probe.start()
+    assert probe.free_cores() == pytest.approx(want_free)
+    assert batch_mod.auto_workers(probe) == want
+
+
+def test_the_probe_needs_a_measurable_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = batch_mod.IdleProbe()
+    _fake_stat(monkeypatch, [(1000, 5000), (1100, 5200)], [10.0, 10.01])
+    probe.start()
+    assert probe.free_cores() is None  # 10 ms: too short to say
+
+
+def test_the_real_probe_reads_this_machine() -> None:
+    if not Path("/proc/stat").is_file():
+        pytest.skip("no /proc/stat")
+    probe = batch_mod.IdleProbe()
+    probe.start()
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:  # a busy start-up: this core is not idle
+        sum(range(1000))
+    free = probe.free_cores()
+    assert free is not None and 0.0 <= free <= (os.cpu_count() or 1) - 0.5
+
+
+def test_auto_without_a_load_average_stays_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_load() -> tuple[float, float, float]:
+        raise OSError("no load average")
+
+    monkeypatch.setattr(batch_mod.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(batch_mod.os, "getloadavg", no_load)
+    assert batch_mod.auto_workers(batch_mod.IdleProbe()) == 1
 
 
 def test_real_crypto_bars_with_a_real_model(tmp_path: Path, shared_data: Path) -> None:
