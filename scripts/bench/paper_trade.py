@@ -9,9 +9,10 @@ compare figures from the same run only):
    and batch ONNX; ``streaming``: per bar, as live runs), which must agree on the fills and the
    final equity to the cent. bars/s = (big - small) / (t_big - t_small) cancels the start-up (Python, imports,
    loading and verifying the model, reading the CSV), which is printed separately. Also the ledger's
-   bytes per bar (the big run's ledger.db / bars). The batch route also runs with ``--ledger-thread``
-   (the ledger compressed and committed by a writer thread, opt-in), alternating with the default
-   within each round, and the ratio of the two is printed.
+   bytes per bar (the big run's ledger.db / bars). The batch route runs as by default (``--workers
+   auto``: a worker thread for the predictions when a core is free; the threads used are printed),
+   with ``--workers 1`` (one thread) and with ``--ledger-thread`` (the ledger compressed and committed
+   by a writer thread, opt-in), alternating within each round, and the ratios are printed.
    **The same with compiled trees** (``--backend auto``: the lleaves library the deploy compiled),
    both routes, same sizes, same run; the start-up, the ledger and the agreement with the ONNX runs
    (fills and final equity; the predictions differ by ONNX's float32 rounding) are printed too.
@@ -217,10 +218,16 @@ def world(tmp: Path, n_train: int, n_trade: int) -> dict[str, Any]:
     return {"bars": bars.iloc[n_train:], "res": res, "tmp": tmp}
 
 
+#: The batch route's variants (key suffix -> options): the default (``--workers auto``: a worker thread for
+#: the predictions when a core is free), one thread, and the ledger writer thread beside the default.
+VARIANTS: dict[str, tuple[str, ...]] = {"": (), "/workers-1": ("--workers", "1"),
+                                        "/ledger-thread": ("--ledger-thread",)}
+
+
 def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
-                  backend: str = "onnx", thread: bool = False) -> tuple[float, float, dict[str, Any], int]:
+                  backend: str = "onnx", extra: tuple[str, ...] = ()) -> tuple[float, float, dict[str, Any], int]:
     """Wall and CPU seconds of ``aitrader paper-trade`` on the first ``n`` trading bars; its summary; ledger bytes.
-    ``thread``: with ``--ledger-thread`` (the ledger committed by a writer thread)."""
+    ``extra``: more options (``--workers 1``, ``--ledger-thread``)."""
     tmp: Path = w["tmp"]
     data = tmp / f"n{n}" / "SYN.csv"
     data.parent.mkdir(exist_ok=True)
@@ -228,7 +235,7 @@ def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
         w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
     cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(tmp / f"trading-{route}.yaml"),
            "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"),
-           "--run-id", run_id, "--backend", backend, "--json", *(["--ledger-thread"] if thread else [])]
+           "--run-id", run_id, "--backend", backend, "--json", *extra]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False)
@@ -472,19 +479,20 @@ def main() -> None:
         finals: dict[str, tuple[float, int]] = {}
         for backend in BACKENDS:
             for route in ROUTES:  # ml_trading.replay (docs/trading.md, "Replay routes")
-                # the batch route with and without the ledger writer thread, alternating within each round
-                threads = (False, True) if route == "batch" else (False,)
-                runs: dict[bool, tuple[list[Any], list[Any]]] = {t: ([], []) for t in threads}
+                # the batch route as it runs by default (--workers auto), on one thread (--workers 1) and with
+                # the ledger writer thread, alternating within each round
+                variants = VARIANTS if route == "batch" else {"": ()}
+                runs: dict[str, tuple[list[Any], list[Any]]] = {v: ([], []) for v in variants}
                 for i in range(max(1, args.whole_repeat)):  # alternate sizes so drifting load hits both
-                    for thread in threads:
-                        tag = f"{route}-{backend}-{'t' if thread else 'n'}-{i}"
-                        runs[thread][0].append(whole_command(w, args.small, f"small-{tag}", route, backend, thread))
+                    for v, extra in variants.items():
+                        tag = f"{route}-{backend}-{v.replace('/', '')}-{i}"
+                        runs[v][0].append(whole_command(w, args.small, f"small-{tag}", route, backend, extra))
                         ld_small = load()
-                        runs[thread][1].append(whole_command(w, args.bars, f"big-{tag}", route, backend, thread))
+                        runs[v][1].append(whole_command(w, args.bars, f"big-{tag}", route, backend, extra))
                         ld_big = load()
-                for thread in threads:
-                    smalls, bigs = runs[thread]
-                    key = f"{route}/{backend}" + ("/ledger-thread" if thread else "")
+                for v, extra in variants.items():
+                    smalls, bigs = runs[v]
+                    key = f"{route}/{backend}{v}"
                     t_small, c_small = (statistics.median(r[k] for r in smalls) for k in (0, 1))
                     t_big, c_big = (statistics.median(r[k] for r in bigs) for k in (0, 1))
                     summary, size = bigs[-1][2], bigs[-1][3]
@@ -492,21 +500,28 @@ def main() -> None:
                     rates[key] = (rate, cpu_rate)
                     finals[key] = (summary["final_equity"], summary["fills"])
                     runner = summary["runners"]["syn_lgbm:v1"]
-                    ledger = "ledger thread" if thread else "no ledger thread"
-                    print(f"whole command, {route:9} route, {runner:8} runner, {ledger:16} {rate:>10,.0f} bars/s  "
+                    used = sorted({json.dumps(r[2].get("threads"), sort_keys=True) for r in smalls + bigs})
+                    label = " ".join(extra) or "default"
+                    print(f"whole command, {route:9} route, {runner:8} runner, {label:16} {rate:>10,.0f} bars/s  "
                           f"({1e6 / rate:6.2f} us/bar wall; medians of {len(bigs)}: {t_small:.2f} s and "
                           f"{t_big:.2f} s)  cpu {1e6 / cpu_rate:6.2f} us/bar  "
                           f"{ld_small} {ld_big}")
+                    print(f"  threads used   {', '.join(used)}")
                     print(f"  start-up       {t_small - args.small / rate:>10.2f} s wall, "
                           f"{c_small - args.small / cpu_rate:.2f} s cpu "
                           "(before the first bar: imports, model load and verify, reading the CSV)")
                     print(f"  ledger         {size / args.bars:>10.1f} bytes/bar ({size / 1e6:.1f} MB for "
                           f"{args.bars:,} bars, {summary['predictions']:,} predictions, {summary['fills']:,} fills)")
         for backend in BACKENDS:
-            (r_t, c_t), (r_n, c_n) = rates[f"batch/{backend}/ledger-thread"], rates[f"batch/{backend}"]
-            same = finals[f"batch/{backend}"] == finals[f"batch/{backend}/ledger-thread"]
-            print(f"  ledger writer thread ({backend}, batch): {r_t / r_n:.2f}x bars/s wall, CPU of all threads per "
-                  f"bar {c_n / c_t:.2f}x; fills and final equity {'the same' if same else 'DIFFERENT'}")
+            r_n, c_n = rates[f"batch/{backend}"]
+            for v in VARIANTS:
+                if not v:
+                    continue
+                r_v, c_v = rates[f"batch/{backend}{v}"]
+                same = finals[f"batch/{backend}"] == finals[f"batch/{backend}{v}"]
+                print(f"  default / {' '.join(VARIANTS[v])} ({backend}, batch): {r_n / r_v:.2f}x bars/s wall, "
+                      f"CPU of all threads per bar {c_v / c_n:.2f}x; fills and final equity "
+                      f"{'the same' if same else 'DIFFERENT'}")
         for backend in BACKENDS:
             (eq_b, f_b), (eq_s, f_s) = finals[f"batch/{backend}"], finals[f"streaming/{backend}"]
             print(f"  routes agree ({backend}): {f_b} vs {f_s} fills, final equity {eq_b:,.2f} vs {eq_s:,.2f} "
