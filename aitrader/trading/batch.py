@@ -63,13 +63,12 @@ class BatchFeed:
         self.clock = clock
         self.chunk = max(1, int(chunk))
         self.first = 0
-        # pool: the next chunk's features and every prediction of it are computed ahead on a worker
-        # thread (the evaluator's numpy and the model's batch call release the GIL), one chunk ahead.
+        # pool: once the loop asks for a bar of a chunk, the next chunk's predictions are made ahead on a
+        # worker thread (the model's batch call releases the GIL), one chunk ahead. The chunks a resumed
+        # run passes on the way to its cursor are loaded, never predicted.
         self._pool = pool
         self._next: Future[BatchFeed | None] | None = None
         self._load(0, np.empty((0, 0)))
-        if pool is not None:
-            self._next = self._submit_next()
 
     @classmethod
     def from_matrix(cls, rows: np.ndarray, predictor: Any, **kw: Any) -> BatchFeed:
@@ -106,26 +105,29 @@ class BatchFeed:
             self._predict_from(k)
         return self
 
-    def _advance(self) -> bool:
-        if self._next is None:
+    def _advance(self, wanted: int) -> bool:
+        """Move to the next chunk (False at the end). With a pool, when that chunk holds bar ``wanted``
+        (the one the loop asks for), the chunk after it goes to the worker."""
+        if self._next is not None:
+            part, self._next = self._next.result(), None
+            if part is None:
+                return False
+            for name in ("first", "rows", "ready", "preds", "errors", "latency", "done"):
+                setattr(self, name, getattr(part, name))
+        else:
             nxt = next(self._chunks, None)
             if nxt is None:
                 return False
             self._load(*nxt)
-            return True
-        part = self._next.result()
-        if part is None:
-            return False
-        for name in ("first", "rows", "ready", "preds", "errors", "latency", "done"):
-            setattr(self, name, getattr(part, name))
-        self._next = self._submit_next()
+        if self._pool is not None and wanted < self.first + len(self.rows):
+            self._next = self._submit_next()
         return True
 
     def _at(self, i: int) -> int:
         """Row of bar ``i`` in the current chunk (advancing to the chunk that holds it)."""
         k = i - self.first
         while k >= len(self.rows):
-            if not self._advance():
+            if not self._advance(i):
                 raise IndexError(f"bar {i} is past the replayed bars")
             k = i - self.first
         if k < 0:

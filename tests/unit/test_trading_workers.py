@@ -180,3 +180,37 @@ def test_real_crypto_bars_with_a_real_model(tmp_path: Path, shared_data: Path) -
         runs[workers] = _content(tmp_path / "runs" / f"w{workers}")
     assert len(runs[1]["predictions"]) > 3000 and len({p[3] for p in runs[1]["predictions"]}) == 3
     assert runs[2] == runs[1]
+
+
+class Counting:
+    """predict_batch = each row's first value (oracle: the rows themselves), counting the rows it was given."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        self.rows += len(X)
+        return X[:, 0].copy()
+
+    def predict_one(self, x: np.ndarray) -> float:
+        self.rows += 1
+        return float(x[0])
+
+
+def test_a_resumed_feed_predicts_no_chunk_before_its_cursor() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = np.arange(400 * 3, dtype=float).reshape(400, 3)
+    chunks = [(a, rows[a : a + 100]) for a in range(0, 400, 100)]
+    model = Counting()
+    with ThreadPoolExecutor(1) as pool:
+        feed = batch_mod.BatchFeed(chunks, model, chunk=50, pool=pool)
+        first, _, _, preds, _, _ = feed.batch(250)  # a run resumed at bar 250
+        assert first == 250 and preds == rows[250:300, 0].tolist()
+        assert feed._next is not None
+        feed._next.result()  # the chunk after the cursor's, predicted ahead by the worker
+        assert model.rows == 50 + 100  # the cursor's batch (on this thread) + the next chunk; none before
+        assert feed.batch(399)[3] == rows[350:400, 0].tolist()
+        assert model.rows == 50 + 100 + 0  # already predicted ahead
+    with pytest.raises(IndexError, match="past the replayed bars"):
+        feed.batch(400)
