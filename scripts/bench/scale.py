@@ -250,9 +250,11 @@ def multi_child(n_symbols: int, workers: int, work: Path, ledger_thread: bool) -
             "ledger": str(work / "runs" / rid / "ledger.db")}
 
 
-#: (label, --workers, --ledger-thread): everything on the loop's thread; the ledger written by the
-#: writer thread (aitrader.trading.ledger_writer); that plus a batch-route worker thread.
-MULTI_VARIANTS = (("one thread", 1, False), ("ledger thread", 1, True), ("ledger+worker", 2, True))
+#: (label, --workers, --ledger-thread): everything on the loop's thread; a batch-route worker thread for the
+#: predictions (what --workers auto takes when a core is free); the ledger written by the writer thread
+#: (aitrader.trading.ledger_writer); both.
+MULTI_VARIANTS = (("one thread", 1, False), ("worker", 2, False), ("ledger thread", 1, True),
+                  ("ledger+worker", 2, True))
 
 
 def multi_symbol(work: Path, repeat: int) -> list[str]:
