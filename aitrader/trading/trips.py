@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 import sqlite3
 import warnings
+from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ class Trips:
 class FillColumns:
     """A run's fills as columns (the ledger's ``fills`` table in id order)."""
 
-    ts: list[str]
+    ts: Sequence[str]  # a list, or a StampColumn (FillRecorder's)
     symbol: list[str]
     buy: np.ndarray  # bool: side is buy (else sell)
     quantity: np.ndarray
@@ -64,6 +65,18 @@ class FillColumns:
     commission: np.ndarray  # None read as 0.0
     #: :meth:`stamp_ns`'s parse, made on first use (the report reads the stamps three times)
     _parsed: list[tuple[np.ndarray, bool] | None] = field(default_factory=list, repr=False, compare=False)
+    #: :meth:`symbol_codes`, made on first use
+    _codes: list[tuple[np.ndarray, list[str]]] = field(default_factory=list, repr=False, compare=False)
+
+    def symbol_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Each fill's symbol as an index (int32) into the sorted distinct symbols, and those symbols;
+        made once (no list of a number per fill)."""
+        if not self._codes:
+            names = sorted(set(self.symbol))
+            at = {s: i for i, s in enumerate(names)}
+            self._codes.append((np.fromiter((at[s] for s in self.symbol), dtype=np.int32, count=len(self.symbol)),
+                                names))
+        return self._codes[0]
 
     def stamp_ns(self) -> tuple[np.ndarray, bool] | None:
         """Every fill's stamp parsed once, in one vectorised call, as ``(ns, aware)``: UTC ns when the stamps
@@ -120,17 +133,141 @@ class FillColumns:
         return len(self.ts)
 
 
+class StampColumn(Sequence[str]):
+    """The fills' stamps (their ISO text as published) without a Python string per fill: each piece of
+    :data:`STAMP_PIECE` stamps is held as int64 nanoseconds when formatting those back
+    (:func:`aitrader.trading.sources._format_ns`, the engine's own formatter) gives exactly the same
+    text, else as the strings themselves. A stamp's text is made again where it is read (the report's
+    ``--json`` writes each traded fill's stamps once)."""
+
+    def __init__(self) -> None:
+        # one per piece: (ns, suffix, whole_seconds) for a piece held as numbers, or its list of strings
+        self._pieces: list[tuple[np.ndarray, str, bool] | list[str]] = []
+        self._starts: list[int] = [0]
+
+    def add(self, texts: list[str]) -> None:
+        """Append a piece (the caller's list is not kept when the piece is held as numbers)."""
+        if not texts:
+            return
+        self._pieces.append(_as_numbers(texts) or texts)
+        self._starts.append(self._starts[-1] + len(texts))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return self.take(range(*i.indices(len(self))))
+        n = len(self)
+        k = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= k < n:
+            raise IndexError("stamp index out of range")
+        return self.take([k])[0]
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            yield from (_format_piece(piece, None) if isinstance(piece, tuple) else piece)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str) or len(other) != len(self):
+            return False
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """The texts of stamps ``rows`` (in that order), formatted piece by piece, vectorised."""
+        at = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not at.size:
+            return []
+        if at.min() < 0 or at.max() >= len(self):
+            raise IndexError("stamp index out of range")
+        out: list[str] = [""] * at.size
+        piece_of = np.searchsorted(np.asarray(self._starts[1:]), at, side="right")
+        for p in np.unique(piece_of).tolist():
+            where = np.flatnonzero(piece_of == p)
+            local = at[where] - self._starts[p]
+            piece = self._pieces[p]
+            texts = _format_piece(piece, local) if isinstance(piece, tuple) else [piece[j] for j in local.tolist()]
+            for w, t in zip(where.tolist(), texts, strict=True):
+                out[w] = t
+        return out
+
+    def ns(self) -> tuple[np.ndarray, bool] | None:
+        """What :func:`_parse_stamps` gives of all the texts, when every piece is held as numbers of one
+        kind (all naive or all UTC): their nanoseconds, without parsing; else None."""
+        if not self._pieces or not all(isinstance(p, tuple) for p in self._pieces):
+            return None
+        suffixes = {p[1] for p in self._pieces if isinstance(p, tuple)}
+        if len(suffixes) != 1:
+            return None
+        ns = np.concatenate([p[0] for p in self._pieces if isinstance(p, tuple)])
+        return ns, suffixes.pop() != ""
+
+
+def _as_numbers(texts: list[str]) -> tuple[np.ndarray, str, bool] | None:
+    """``(ns, suffix, whole_seconds)`` that :func:`aitrader.trading.sources._format_ns` turns back into
+    exactly ``texts`` (naive stamps, or UTC ones written ``+00:00``), or None."""
+    from aitrader.trading.sources import _format_ns
+
+    parsed = _parse_stamps(texts)
+    if parsed is None:
+        return None
+    ns, aware = parsed
+    suffix = "+00:00" if aware else ""
+    for whole in (True, False):
+        if whole and bool((ns % 1_000_000_000).any()):
+            continue
+        if _format_ns(ns, suffix, whole) == texts:
+            return ns, suffix, whole
+    return None
+
+
+def _format_piece(piece: tuple[np.ndarray, str, bool], rows: np.ndarray | None) -> list[str]:
+    from aitrader.trading.sources import _format_ns
+
+    ns, suffix, whole = piece
+    return _format_ns(ns if rows is None else ns[rows], suffix, whole)
+
+
+def stamp_texts(ts: Sequence[str], rows: Sequence[int] | np.ndarray) -> list[str]:
+    """``[ts[i] for i in rows]``, vectorised for a :class:`StampColumn`."""
+    if isinstance(ts, StampColumn):
+        return ts.take(rows)
+    return [ts[i] for i in (rows.tolist() if isinstance(rows, np.ndarray) else rows)]
+
+
+#: Fills whose stamps are held as one piece of a :class:`StampColumn` (their strings are kept until then).
+STAMP_PIECE = 8192
+
+
 class FillRecorder:
     """A run's fills as the broker publishes them (a bus subscriber: ``RunOptions.subscribers``): the
     columns :meth:`FillColumns.read` gives of the ledger's ``fills`` table after the run (the same
     order: ids are given in publishing order; the same floats: SQLite stores them as they are),
-    without reading them back. A fill costs one ``extend`` of a flat list (its six values) during the
-    replay; the columns are made from it once, at the end (:meth:`columns`)."""
+    without reading them back.
 
-    WIDTH = 6  # ts, symbol, side, quantity, price, commission
+    Held as typed columns while the replay runs (~35 bytes a fill instead of six Python objects, ~260):
+    quantity, price and commission as float64, the side as one byte, the symbol as a small code, and the
+    stamps as a :class:`StampColumn` (int64 ns per fill, the text made again where it is read; the
+    strings of the last :data:`STAMP_PIECE` fills until their piece is converted)."""
 
     def __init__(self) -> None:
-        self._flat: list[Any] = []
+        self._stamps = StampColumn()
+        self._pending: list[Any] = []  # the stamps of the piece being filled, as published
+        self._codes = array("i")
+        self._names: dict[Any, int] = {}
+        self._buy = bytearray()
+        self._buy_of: dict[Any, int] = {}
+        self._qty = array("d")
+        self._price = array("d")
+        self._fee = array("d")
 
     def attach(self, bus: Any) -> None:
         from aitrader.trading.events import EventType
@@ -138,42 +275,82 @@ class FillRecorder:
         bus.subscribe(EventType.FILL, self._on_fill)
 
     def _on_fill(self, e: Any) -> None:
-        self._flat.extend((e.ts, e.symbol, e.side, e.quantity, e.price, e.commission))
+        pending = self._pending
+        pending.append(e.ts)
+        code = self._names.get(e.symbol)
+        if code is None:
+            code = self._names[e.symbol] = len(self._names)
+        self._codes.append(code)
+        side = e.side
+        buy = self._buy_of.get(side)
+        if buy is None:
+            buy = self._buy_of[side] = int(str(side).lower() == "buy")
+        self._buy.append(buy)
+        _append(self._qty, e.quantity)
+        _append(self._price, e.price)
+        fee = e.commission
+        _append(self._fee, 0.0 if fee is None else fee)
+        if len(pending) >= STAMP_PIECE:
+            self._flush()
+
+    def _flush(self) -> None:
+        texts = [v if type(v) is str else str(v) for v in self._pending]
+        self._pending = []
+        self._stamps.add(texts)
 
     def __len__(self) -> int:
-        return len(self._flat) // self.WIDTH
+        return len(self._qty)
 
     def columns(self) -> FillColumns:
         """The columns, converted as :meth:`FillColumns.read` converts the table's values (``str``,
-        ``float``, a side ``buy`` in any case, a commission None as 0.0), each symbol one shared string."""
-        flat, w = self._flat, self.WIDTH
-        ts = [v if type(v) is str else str(v) for v in flat[0::w]]
-        shared: dict[Any, str] = {}
-        symbols = [shared[v] if v in shared else shared.setdefault(v, str(v)) for v in flat[1::w]]
-        sides = flat[2::w]
-        buy_of = {v: str(v).lower() == "buy" for v in set(sides)}
-        return FillColumns(ts=ts, symbol=symbols, buy=np.array([buy_of[v] for v in sides], dtype=bool),
-                           quantity=_column(flat[3::w]), price=_column(flat[4::w]),
-                           commission=_column([0.0 if v is None else v for v in flat[5::w]]))
+        ``float``, a side ``buy`` in any case, a commission None as 0.0), each symbol one shared string;
+        the stamps a :class:`StampColumn` (its nanoseconds are :meth:`FillColumns.stamp_ns`'s parse)."""
+        self._flush()
+        names: list[str] = [""] * len(self._names)
+        shared: dict[str, str] = {}
+        for v, code in self._names.items():
+            text = str(v)
+            names[code] = shared.setdefault(text, text)
+        symbols = [names[c] for c in self._codes]
+        distinct = sorted(shared)
+        remap = np.array([distinct.index(name) for name in names], dtype=np.int32)
+        codes = remap[np.frombuffer(self._codes, dtype=np.int32)] if self._codes else np.empty(0, dtype=np.int32)
+        parsed = self._stamps.ns()
+        return FillColumns(ts=self._stamps, symbol=symbols, buy=np.frombuffer(self._buy, dtype=np.uint8).astype(bool),
+                           quantity=_floats_of(self._qty), price=_floats_of(self._price),
+                           commission=_floats_of(self._fee),
+                           _parsed=[parsed] if parsed is not None else [], _codes=[(codes, distinct)])
 
 
-def _column(values: list[Any]) -> np.ndarray:
-    """``np.array([float(v) for v in values])``: numpy converts floats and ints as ``float`` does."""
+def _floats_of(column: array[float]) -> np.ndarray:
+    """A float64 copy of ``column`` (a copy: the recorder's buffers stay free to grow)."""
+    return np.frombuffer(column, dtype=np.float64).copy() if column else np.empty(0, dtype=np.float64)
+
+
+def _append(column: array[float], value: Any) -> None:
+    """``column.append(float(value))``: ints and floats as they are, anything else through ``float``."""
     try:
-        return np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.array([float(v) for v in values], dtype=np.float64)
+        column.append(value)
+    except TypeError:
+        column.append(float(value))
+
+
+def _fill_rows(fills: FillColumns, piece: int = 65_536) -> Iterator[tuple[int, str, bool, float]]:
+    """``(row, symbol, buy, quantity)`` of each fill, as Python values made a piece of fills at a time."""
+    for lo in range(0, len(fills), piece):
+        hi = min(len(fills), lo + piece)
+        yield from zip(range(lo, hi), fills.symbol[lo:hi], fills.buy[lo:hi].tolist(), fills.quantity[lo:hi].tolist(),
+                       strict=True)
 
 
 def match_fills(fills: FillColumns) -> Trips:
     """FIFO matching per symbol, exactly as :func:`aitrader.trading.trades.round_trips`: a fill against
     the open side closes the oldest lots first; what is left opens a lot on its own side."""
     books: dict[str, deque[list[Any]]] = {}
-    entries: list[int] = []
-    exits: list[int] = []
-    qtys: list[float] = []
-    for k, (symbol, buy, qty) in enumerate(zip(fills.symbol, fills.buy.tolist(), fills.quantity.tolist(),
-                                               strict=True)):
+    entries = array("q")  # typed, not lists of Python numbers: 8 bytes a trade each
+    exits = array("q")
+    qtys = array("d")
+    for k, symbol, buy, qty in _fill_rows(fills):
         if not qty > 0:
             continue
         sign = 1 if buy else -1
@@ -194,8 +371,9 @@ def match_fills(fills: FillColumns) -> Trips:
                 book.popleft()
         if left > _EPS:
             book.append([sign, left, k])
-    return Trips(np.array(entries, dtype=np.int64), np.array(exits, dtype=np.int64),
-                 np.array(qtys, dtype=np.float64), fills)
+    return Trips(np.frombuffer(entries, dtype=np.int64) if entries else np.empty(0, dtype=np.int64),
+                 np.frombuffer(exits, dtype=np.int64) if exits else np.empty(0, dtype=np.int64),
+                 np.frombuffer(qtys, dtype=np.float64) if qtys else np.empty(0, dtype=np.float64), fills)
 
 
 @dataclass
@@ -232,7 +410,7 @@ def trade_columns(trips: Trips) -> TradeColumns:
     return TradeColumns(trips, sign > 0, pnl, ret, dur, [texts[i] for i in inverse.reshape(-1).tolist()])
 
 
-def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
+def fill_ns(stamps: Sequence[str], rows: np.ndarray) -> np.ndarray:
     """ns of ``stamps[rows]`` such that a difference is ``pd.Timestamp(b) - pd.Timestamp(a)``: UTC for
     aware stamps (as a difference of aware Timestamps is), wall time for naive ones (the engine writes
     one kind per run; a naive stamp against an aware one, which the scalar code refused, counts as UTC).
@@ -240,7 +418,7 @@ def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
     out = np.zeros(len(stamps), dtype=np.int64)
     if not len(rows):
         return out
-    wanted = [stamps[i] for i in rows.tolist()]
+    wanted = stamp_texts(stamps, rows)
     try:
         parsed = pd.to_datetime(pd.Series(wanted, dtype=object), format="ISO8601", utc=True)
         if pd.isna(parsed).any():
@@ -252,14 +430,14 @@ def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _parse_stamps(stamps: list[str]) -> tuple[np.ndarray, bool] | None:
+def _parse_stamps(stamps: Sequence[str]) -> tuple[np.ndarray, bool] | None:
     """See :meth:`FillColumns.stamp_ns`."""
     if not stamps:
         return None
     try:
         with warnings.catch_warnings():  # pandas 2.x warns on mixed offsets before failing below
             warnings.simplefilter("ignore", FutureWarning)
-            parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), format="ISO8601"))
+            parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(list(stamps), dtype=object), format="ISO8601"))
     except (TypeError, ValueError):
         return None
     if bool(parsed.isna().any()):
@@ -307,8 +485,8 @@ def records(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray 
         mae_col = _nan_none(np.where(have, mae[lo:], np.nan)) if some else [None] * m
         mfe_col = _nan_none(np.where(have, mfe[lo:], np.nan)) if some else [None] * m
     keys = TRADE_COLUMNS
-    values = zip(symbols, sides, t.quantity[lo:].tolist(), [ts[i] for i in e], f.price[entry].tolist(),
-                 [ts[i] for i in x], f.price[exit_].tolist(), _nan_none(cols.pnl[lo:]), _nan_none(cols.ret[lo:]),
+    values = zip(symbols, sides, t.quantity[lo:].tolist(), stamp_texts(ts, e), f.price[entry].tolist(),
+                 stamp_texts(ts, x), f.price[exit_].tolist(), _nan_none(cols.pnl[lo:]), _nan_none(cols.ret[lo:]),
                  cols.durations[lo:], bar_col, mae_col, mfe_col, strict=True)
     return [dict(zip(keys, v, strict=True)) for v in values]
 
@@ -342,8 +520,8 @@ def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndar
 
 
 #: Trades written per piece of :func:`trades_text_parts` (~450 bytes of text each, and ~30 value
-#: strings while a piece is laid out: a piece's memory, not the run's).
-TEXT_CHUNK = 8192
+#: strings while a piece is laid out: ~4 MB a piece of 2,048, the piece's memory, not the run's).
+TEXT_CHUNK = 2048
 
 
 def trades_text_parts(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
@@ -369,7 +547,7 @@ def trades_text_parts(cols: TradeColumns, bars: np.ndarray | None = None, mae: n
         entry, exit_ = t.entry[lo:hi], t.exit[lo:hi]
         e, x = entry.tolist(), exit_.tolist()
         used = np.union1d(entry, exit_).tolist()
-        stamps = {i: encode_basestring_ascii(f.ts[i]) for i in used}
+        stamps = dict(zip(used, map(encode_basestring_ascii, stamp_texts(f.ts, used)), strict=True))
         prices = dict(zip(used, _floats(f.price[used]), strict=True))
         if not excursion:
             bar_col = mae_col = mfe_col = ["null"] * m
