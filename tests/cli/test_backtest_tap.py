@@ -25,7 +25,9 @@ from tests.model_world import synthetic_world
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("backtest_tap")
     registry, data, bars = synthetic_world(base, n=1500, seed=11, traded_from=700)
-    return {"registry": registry, "data": data}
+    aware = base / "SYN_ny.csv"  # the same bars with New York offsets (the ledger's stamps are UTC)
+    bars.iloc[700:].tz_localize("UTC").tz_convert("America/New_York").rename_axis("timestamp").to_csv(aware)
+    return {"registry": registry, "data": data, "aware": aware}
 
 
 def reads_after_the_replay(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
@@ -73,12 +75,18 @@ def test_report_from_the_spilled_bars_equals_the_whole_frame_report(world: dict[
     assert counts["parses"] == 0 and counts["spill_reads"] > 0  # the report (and the oracle) read the spill only
 
 
+@pytest.mark.parametrize(("bars", "piece"), [("data", None), ("data", 7), ("aware", 7)])
 def test_fills_recorded_from_the_bus_equal_the_ledgers_fills_table(world: dict[str, Path], tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                    monkeypatch: pytest.MonkeyPatch, bars: str,
+                                                                    piece: int | None) -> None:
     """The fills the report matches are the ledger's table (read back after the run: the oracle), and the
-    report does not read that table."""
+    report does not read that table. ``piece``: the recorder's stamps held as numbers 7 fills at a time."""
+    import aitrader.trading.trips as trips
     from aitrader.trading.ledger import LEDGER_NAME
     from aitrader.trading.trips import FillColumns, FillRecorder
+
+    if piece is not None:
+        monkeypatch.setattr(trips, "STAMP_PIECE", piece)
 
     recorders: list[FillRecorder] = []
     reads: list[Path] = []
@@ -94,14 +102,22 @@ def test_fills_recorded_from_the_bus_equal_the_ledgers_fills_table(world: dict[s
 
     monkeypatch.setattr(FillRecorder, "columns", columns)
     monkeypatch.setattr(FillColumns, "read", staticmethod(read))
-    got = B.run_backtest(models=["syn_lgbm"], data=[f"SYN={world['data']}"], registry_root=str(world["registry"]),
+    got = B.run_backtest(models=["syn_lgbm"], data=[f"SYN={world[bars]}"], registry_root=str(world["registry"]),
                          out_run="kept", runs_dir=str(tmp_path / "runs"))
     assert reads == [] and len(recorders) == 1
     mine, table = real_columns(recorders[0]), real_read(tmp_path / "runs" / "kept" / LEDGER_NAME)
     assert len(table) == got["run"]["fills"] > 10
-    assert mine.ts == table.ts and mine.symbol == table.symbol and mine.buy.tolist() == table.buy.tolist()
+    assert mine.ts == table.ts and list(mine.ts) == table.ts and mine.symbol == table.symbol
+    assert mine.buy.tolist() == table.buy.tolist()
     for name in ("quantity", "price", "commission"):
         assert repr(getattr(mine, name).tolist()) == repr(getattr(table, name).tolist())
+    assert isinstance(mine.ts, trips.StampColumn) and mine.ts.ns() is not None  # held as numbers, not strings
+    assert all(t.endswith("+00:00") for t in table.ts) == (bars == "aware")
+    ours, theirs = mine.stamp_ns(), table.stamp_ns()  # the recorder's numbers, the table's parse
+    assert ours is not None and theirs is not None and ours[1] == theirs[1] == (bars == "aware")
+    assert ours[0].tolist() == theirs[0].tolist()
+    assert [c.tolist() if hasattr(c, "tolist") else c for c in mine.symbol_codes()] == \
+        [c.tolist() if hasattr(c, "tolist") else c for c in table.symbol_codes()]
 
 
 def test_temporary_scratch_ledger_gives_the_kept_ledgers_report(world: dict[str, Path], tmp_path: Path,
