@@ -666,25 +666,26 @@ def trade_excursions(trades: TradeColumns, series: dict[str, BarSeries], passes:
     mae = np.zeros(n)
     mfe = np.zeros(n)
     has = np.zeros(n, dtype=bool)
-    price = trades.trips.fills.price[trades.trips.entry]
+    fills = trades.trips.fills
     for sym, s in series.items():
         if not len(s):
             continue
-        rows = _rows_of(trades, sym)
-        if not rows.size:
-            continue
+        all_rows = _rows_of(trades, sym)
         p = passes[sym]
-        lo, hi = p.spans
-        held = hi > lo
-        with np.errstate(divide="ignore", invalid="ignore"):
-            up, down = p.highs / price[rows] - 1.0, p.lows / price[rows] - 1.0
-        long = trades.long[rows]
-        best, worst = np.where(long, up, -down), np.where(long, down, -up)
-        # min(0.0, worst) and max(0.0, best) as Python takes them: 0.0 unless strictly beyond (NaN -> 0.0)
-        mae[rows] = np.where(held & (worst < 0.0), worst, 0.0)
-        mfe[rows] = np.where(held & (best > 0.0), best, 0.0)
-        bars[rows] = hi - lo
-        has[rows] = True
+        for a in range(0, all_rows.size, STEP_PIECE):  # a piece of trades at a time (element-wise)
+            rows = all_rows[a:a + STEP_PIECE]
+            lo, hi = p.spans[0][a:a + STEP_PIECE], p.spans[1][a:a + STEP_PIECE]
+            held = hi > lo
+            price = fills.price[trades.trips.entry[rows]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                up, down = p.highs[a:a + STEP_PIECE] / price - 1.0, p.lows[a:a + STEP_PIECE] / price - 1.0
+            long = trades.long[rows]
+            best, worst = np.where(long, up, -down), np.where(long, down, -up)
+            # min(0.0, worst) and max(0.0, best) as Python takes them: 0.0 unless strictly beyond (NaN -> 0.0)
+            mae[rows] = np.where(held & (worst < 0.0), worst, 0.0)
+            mfe[rows] = np.where(held & (best > 0.0), best, 0.0)
+            bars[rows] = hi - lo
+            has[rows] = True
     return bars, mae, mfe, has
 
 

@@ -335,45 +335,51 @@ def _append(column: array[float], value: Any) -> None:
         column.append(float(value))
 
 
-def _fill_rows(fills: FillColumns, piece: int = 65_536) -> Iterator[tuple[int, str, bool, float]]:
-    """``(row, symbol, buy, quantity)`` of each fill, as Python values made a piece of fills at a time."""
-    for lo in range(0, len(fills), piece):
-        hi = min(len(fills), lo + piece)
-        yield from zip(range(lo, hi), fills.symbol[lo:hi], fills.buy[lo:hi].tolist(), fills.quantity[lo:hi].tolist(),
-                       strict=True)
+#: Fills matched per piece of :func:`match_fills` (the Python values of one piece at a time).
+MATCH_PIECE = 65_536
 
 
 def match_fills(fills: FillColumns) -> Trips:
     """FIFO matching per symbol, exactly as :func:`aitrader.trading.trades.round_trips`: a fill against
-    the open side closes the oldest lots first; what is left opens a lot on its own side."""
+    the open side closes the oldest lots first; what is left opens a lot on its own side.
+
+    The fills are taken as Python values a piece of :data:`MATCH_PIECE` at a time, and each trip is
+    written straight into the result's columns, made once ``2 * fills`` long (a fill closes at most one
+    lot partly, and each lot is closed whole once; pages never written are never resident): no list of
+    Python numbers per trip, and no typed array grown by reallocation (its moves left ~8 MB of holes in
+    the heap at 120k trips)."""
     books: dict[str, deque[list[Any]]] = {}
-    entries = array("q")  # typed, not lists of Python numbers: 8 bytes a trade each
-    exits = array("q")
-    qtys = array("d")
-    for k, symbol, buy, qty in _fill_rows(fills):
-        if not qty > 0:
-            continue
-        sign = 1 if buy else -1
-        book = books.get(symbol)
-        if book is None:
-            book = books[symbol] = deque()
-        left = qty
-        while left > _EPS and book and book[0][0] != sign:
-            lot = book[0]  # [sign, quantity left, fill row]
-            have = lot[1]
-            take = left if left < have else have  # min(have, left)
-            entries.append(lot[2])
-            exits.append(k)
-            qtys.append(take)
-            lot[1] = have - take
-            left -= take
-            if lot[1] <= _EPS:
-                book.popleft()
-        if left > _EPS:
-            book.append([sign, left, k])
-    return Trips(np.frombuffer(entries, dtype=np.int64) if entries else np.empty(0, dtype=np.int64),
-                 np.frombuffer(exits, dtype=np.int64) if exits else np.empty(0, dtype=np.int64),
-                 np.frombuffer(qtys, dtype=np.float64) if qtys else np.empty(0, dtype=np.float64), fills)
+    n = len(fills)
+    out_entry = np.empty(2 * n, dtype=np.int64)
+    out_exit = np.empty(2 * n, dtype=np.int64)
+    out_qty = np.empty(2 * n, dtype=np.float64)
+    count = 0
+    for lo in range(0, n, MATCH_PIECE):
+        hi = min(n, lo + MATCH_PIECE)
+        for k, symbol, buy, qty in zip(range(lo, hi), fills.symbol[lo:hi], fills.buy[lo:hi].tolist(),
+                                       fills.quantity[lo:hi].tolist(), strict=True):
+            if not qty > 0:
+                continue
+            sign = 1 if buy else -1
+            book = books.get(symbol)
+            if book is None:
+                book = books[symbol] = deque()
+            left = qty
+            while left > _EPS and book and book[0][0] != sign:
+                lot = book[0]  # [sign, quantity left, fill row]
+                have = lot[1]
+                take = left if left < have else have  # min(have, left)
+                out_entry[count] = lot[2]
+                out_exit[count] = k
+                out_qty[count] = take
+                count += 1
+                lot[1] = have - take
+                left -= take
+                if lot[1] <= _EPS:
+                    book.popleft()
+            if left > _EPS:
+                book.append([sign, left, k])
+    return Trips(out_entry[:count], out_exit[:count], out_qty[:count], fills)
 
 
 @dataclass
@@ -391,23 +397,35 @@ class TradeColumns:
         return len(self.trips)
 
 
+#: Trips whose figures are computed at a time by :func:`trade_columns` (element-wise: the same floats).
+TRADE_PIECE = 16_384
+
+
 def trade_columns(trips: Trips) -> TradeColumns:
-    """P&L, return and duration of every trip, vectorised with the scalar code's operations and order."""
+    """P&L, return and duration of every trip, vectorised with the scalar code's operations and order,
+    a piece of :data:`TRADE_PIECE` trips at a time (the temporaries of a piece, not of the run)."""
     f = trips.fills
-    e, x, q = trips.entry, trips.exit, trips.quantity
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fee_per_unit = f.commission / f.quantity  # per fill, as the lot and the exit fill carry it
-        sign = np.where(f.buy[e], 1.0, -1.0)
-        entry_price = f.price[e]
-        gross = (f.price[x] - entry_price) * q * sign
-        pnl = gross - (fee_per_unit[e] + fee_per_unit[x]) * q
-        ret = pnl / (entry_price * q)
+    n = len(trips)
+    long = np.empty(n, dtype=bool)
+    pnl = np.empty(n)
+    ret = np.empty(n)
     parsed = f.stamp_ns()
-    ns = parsed[0] if parsed is not None else fill_ns(f.ts, np.union1d(e, x))
-    dur = ns[x] - ns[e]
+    ns = parsed[0] if parsed is not None else fill_ns(f.ts, np.union1d(trips.entry, trips.exit))
+    for a in range(0, n, TRADE_PIECE):
+        e, x, q = trips.entry[a:a + TRADE_PIECE], trips.exit[a:a + TRADE_PIECE], trips.quantity[a:a + TRADE_PIECE]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # per fill, as the lot and the exit fill carry it
+            fee_e, fee_x = f.commission[e] / f.quantity[e], f.commission[x] / f.quantity[x]
+            sign = np.where(f.buy[e], 1.0, -1.0)
+            entry_price = f.price[e]
+            gross = (f.price[x] - entry_price) * q * sign
+            pnl[a:a + TRADE_PIECE] = gross - (fee_e + fee_x) * q
+            ret[a:a + TRADE_PIECE] = pnl[a:a + TRADE_PIECE] / (entry_price * q)
+        long[a:a + TRADE_PIECE] = sign > 0
+    dur = ns[trips.exit] - ns[trips.entry]
     uniq, inverse = np.unique(dur, return_inverse=True)
     texts = [str(pd.Timedelta(int(v), unit="ns")) for v in uniq.tolist()]
-    return TradeColumns(trips, sign > 0, pnl, ret, dur, [texts[i] for i in inverse.reshape(-1).tolist()])
+    return TradeColumns(trips, long, pnl, ret, dur, [texts[i] for i in inverse.reshape(-1).tolist()])
 
 
 def fill_ns(stamps: Sequence[str], rows: np.ndarray) -> np.ndarray:
