@@ -109,11 +109,12 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
         )
         run_dir = Path(summary["state_dir"])
         series: dict[str, BarSeries] = collect.get("series") or {}
+        release_free_memory()  # the replay's freed heap goes back to the system before the report's arrays
         # what the ledger's fills table holds (read it when the count says otherwise)
         fills = recorder.columns() if len(recorder) == summary["fills"] else FillColumns.read(run_dir / LEDGER_NAME)
         del recorder
         collect.pop("subscribers", None)
-        release_free_memory()  # the replay's freed heap goes back to the system before the report's arrays
+        release_free_memory()  # the recorder's pieces, merged into the columns
         # the curves' figures first (their one array of the run's length is freed before the trades are made)
         perf = performance_report(read_steps(run_dir, collect), fills, collect, summary)
         release_free_memory()

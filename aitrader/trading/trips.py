@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import sqlite3
 import warnings
-from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -253,21 +252,20 @@ class FillRecorder:
     order: ids are given in publishing order; the same floats: SQLite stores them as they are),
     without reading them back.
 
-    Held as typed columns while the replay runs (~35 bytes a fill instead of six Python objects, ~260):
-    quantity, price and commission as float64, the side as one byte, the symbol as a small code, and the
-    stamps as a :class:`StampColumn` (int64 ns per fill, the text made again where it is read; the
-    strings of the last :data:`STAMP_PIECE` fills until their piece is converted)."""
+    A fill costs one ``extend`` of a flat list (its six values); every :data:`STAMP_PIECE` fills that
+    piece becomes typed columns (~36 bytes a fill instead of six Python objects, ~260): quantity, price
+    and commission as float64, the side as a bool, the symbol as a code, and the stamps as a
+    :class:`StampColumn` (int64 ns per fill, the text made again where it is read). Fixed-size pieces,
+    not arrays grown by reallocation: the heap keeps no holes of their old sizes."""
+
+    WIDTH = 6  # ts, symbol, side, quantity, price, commission
 
     def __init__(self) -> None:
+        self._flat: list[Any] = []  # the piece being filled, six values a fill
         self._stamps = StampColumn()
-        self._pending: list[Any] = []  # the stamps of the piece being filled, as published
-        self._codes = array("i")
-        self._names: dict[Any, int] = {}
-        self._buy = bytearray()
-        self._buy_of: dict[Any, int] = {}
-        self._qty = array("d")
-        self._price = array("d")
-        self._fee = array("d")
+        self._pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._done = 0  # fills in the pieces
+        self._names: dict[Any, int] = {}  # symbol as published -> code (first seen first)
 
     def attach(self, bus: Any) -> None:
         from aitrader.trading.events import EventType
@@ -275,64 +273,65 @@ class FillRecorder:
         bus.subscribe(EventType.FILL, self._on_fill)
 
     def _on_fill(self, e: Any) -> None:
-        pending = self._pending
-        pending.append(e.ts)
-        code = self._names.get(e.symbol)
-        if code is None:
-            code = self._names[e.symbol] = len(self._names)
-        self._codes.append(code)
-        side = e.side
-        buy = self._buy_of.get(side)
-        if buy is None:
-            buy = self._buy_of[side] = int(str(side).lower() == "buy")
-        self._buy.append(buy)
-        _append(self._qty, e.quantity)
-        _append(self._price, e.price)
-        fee = e.commission
-        _append(self._fee, 0.0 if fee is None else fee)
-        if len(pending) >= STAMP_PIECE:
+        flat = self._flat
+        flat.extend((e.ts, e.symbol, e.side, e.quantity, e.price, e.commission))
+        if len(flat) >= STAMP_PIECE * self.WIDTH:
             self._flush()
 
     def _flush(self) -> None:
-        texts = [v if type(v) is str else str(v) for v in self._pending]
-        self._pending = []
-        self._stamps.add(texts)
+        """The piece being filled as typed columns, converted as :meth:`FillColumns.read` converts the
+        table's values (``str``, ``float``, a side ``buy`` in any case, a commission None as 0.0)."""
+        flat, w = self._flat, self.WIDTH
+        if not flat:
+            return
+        self._flat = []
+        self._stamps.add([v if type(v) is str else str(v) for v in flat[0::w]])
+        names = self._names
+        codes = np.fromiter((names[v] if v in names else names.setdefault(v, len(names)) for v in flat[1::w]),
+                            dtype=np.int32, count=len(flat) // w)
+        sides = flat[2::w]
+        buy_of = {v: str(v).lower() == "buy" for v in set(sides)}
+        self._pieces.append((codes, np.array([buy_of[v] for v in sides], dtype=bool), _column(flat[3::w]),
+                             _column(flat[4::w]), _column([0.0 if v is None else v for v in flat[5::w]])))
+        self._done += len(codes)
 
     def __len__(self) -> int:
-        return len(self._qty)
+        return self._done + len(self._flat) // self.WIDTH
 
     def columns(self) -> FillColumns:
-        """The columns, converted as :meth:`FillColumns.read` converts the table's values (``str``,
-        ``float``, a side ``buy`` in any case, a commission None as 0.0), each symbol one shared string;
+        """The columns (the recorder's own arrays: record nothing after), each symbol one shared string;
         the stamps a :class:`StampColumn` (its nanoseconds are :meth:`FillColumns.stamp_ns`'s parse)."""
         self._flush()
+        if len(self._pieces) != 1:  # one piece, a column at a time (the pieces of a column freed once copied)
+            columns: list[list[np.ndarray]] = [list(c) for c in zip(*self._pieces, strict=True)] or [[]] * 5
+            self._pieces = []
+            kinds = (np.int32, bool, np.float64, np.float64, np.float64)
+            merged = []
+            for j, kind in enumerate(kinds):
+                merged.append(np.concatenate(columns[j]) if columns[j] else np.empty(0, dtype=kind))
+                columns[j] = []
+            self._pieces = [(merged[0], merged[1], merged[2], merged[3], merged[4])]
+        first_seen, buy, qty, price, fee = self._pieces[0]
         names: list[str] = [""] * len(self._names)
         shared: dict[str, str] = {}
         for v, code in self._names.items():
             text = str(v)
             names[code] = shared.setdefault(text, text)
-        symbols = [names[c] for c in self._codes]
+        symbols = [names[c] for c in first_seen.tolist()]
         distinct = sorted(shared)
         remap = np.array([distinct.index(name) for name in names], dtype=np.int32)
-        codes = remap[np.frombuffer(self._codes, dtype=np.int32)] if self._codes else np.empty(0, dtype=np.int32)
+        codes = remap[first_seen] if len(first_seen) else np.empty(0, dtype=np.int32)
         parsed = self._stamps.ns()
-        return FillColumns(ts=self._stamps, symbol=symbols, buy=np.frombuffer(self._buy, dtype=np.uint8).astype(bool),
-                           quantity=_floats_of(self._qty), price=_floats_of(self._price),
-                           commission=_floats_of(self._fee),
+        return FillColumns(ts=self._stamps, symbol=symbols, buy=buy, quantity=qty, price=price, commission=fee,
                            _parsed=[parsed] if parsed is not None else [], _codes=[(codes, distinct)])
 
 
-def _floats_of(column: array[float]) -> np.ndarray:
-    """A float64 copy of ``column`` (a copy: the recorder's buffers stay free to grow)."""
-    return np.frombuffer(column, dtype=np.float64).copy() if column else np.empty(0, dtype=np.float64)
-
-
-def _append(column: array[float], value: Any) -> None:
-    """``column.append(float(value))``: ints and floats as they are, anything else through ``float``."""
+def _column(values: list[Any]) -> np.ndarray:
+    """``np.array([float(v) for v in values])``: numpy converts floats and ints as ``float`` does."""
     try:
-        column.append(value)
-    except TypeError:
-        column.append(float(value))
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([float(v) for v in values], dtype=np.float64)
 
 
 #: Fills matched per piece of :func:`match_fills` (the Python values of one piece at a time).
