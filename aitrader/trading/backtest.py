@@ -120,8 +120,7 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
         release_free_memory()
         trades = trade_columns(match_fills(fills))  # columns: no dict, Timestamp or frame per trade
         release_free_memory()  # the matching's Python numbers
-        passes = {sym: scan_bars(s, close_rows=np.empty(0, dtype=np.int64), open_row=None,
-                                 spans=trip_spans(trades, sym, s), keep_closes=report is not None)
+        passes = {sym: scan_bars(s, spans=trip_spans(trades, sym, s), keep_closes=report is not None)
                   for sym, s in sorted(series.items())}
         excursion = trade_excursions(trades, series, passes)
         closes = close_frames(series, passes) if report is not None else {}
@@ -189,7 +188,8 @@ def _bytes(blob: Blob) -> bytes:
 
 @dataclass
 class Curve:
-    """The replay's equity over the traded bars: stamps, epoch seconds and equity (O(steps) floats)."""
+    """The replay's equity over the traded bars as whole arrays: stamps, epoch seconds and equity, what
+    :func:`curve_stats` takes (the report itself keeps :class:`Steps` and one array: :func:`curve_stats_over`)."""
 
     stamps: Sequence[str]
     epochs: np.ndarray
@@ -426,12 +426,13 @@ def _gross(tables: list[tuple[np.ndarray, np.ndarray]], epochs: np.ndarray) -> n
 
 @dataclass
 class BarPass:
-    """What the report needs of one symbol's bars, gathered in one pass over its blocks.
+    """What the report needs of one symbol's bars.
 
-    ``closes``: the close at each requested row (``close_rows``; NaN for a row before the first bar);
-    ``open``: the open at ``open_row``; ``lows``/``highs``: the lowest low and highest high over each
-    trade's rows ``spans`` (:func:`trade_spans`); ``all_closes``: every close (8 B a bar), kept only for
-    the tearsheet's charts."""
+    ``closes``: the close at each requested row (``close_rows``; NaN for a row outside the bars) and
+    ``open``: the open at ``open_row``, buy-and-hold's (:func:`hold_curve` gives them a piece of steps at
+    a time); ``lows``/``highs``: the lowest low and highest high over each trade's rows ``spans``
+    (:func:`trade_spans`) and ``all_closes``: every close (8 B a bar, kept only for the tearsheet's
+    charts), gathered in one pass over its blocks (:func:`scan_bars`)."""
 
     close_rows: np.ndarray
     closes: np.ndarray
@@ -443,33 +444,20 @@ class BarPass:
     all_closes: np.ndarray | None
 
 
-def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None,
-              spans: tuple[np.ndarray, np.ndarray], keep_closes: bool) -> BarPass:
-    """One pass over ``series``' blocks from the first row anything needs: no frame, no whole-length
-    price array (except every close when ``keep_closes``). A scanned file's blocks are read back from
-    the scan's spill file (:mod:`aitrader.data.stream`: no second parse), a frame's from memory."""
+def scan_bars(series: BarSeries, *, spans: tuple[np.ndarray, np.ndarray], keep_closes: bool) -> BarPass:
+    """One pass over ``series``' blocks from the first row a trade holds: each trade's lowest low and
+    highest high (no frame, no whole-length price array, except every close when ``keep_closes``). A
+    scanned file's blocks are read back from the scan's spill file (:mod:`aitrader.data.stream`: no
+    second parse), a frame's from memory."""
     n = len(series)
     lo, hi = spans
-    closes = np.full(len(close_rows), np.nan)
     lows = np.full(len(lo), np.nan)
     highs = np.full(len(lo), np.nan)
-    valid = np.flatnonzero((close_rows >= 0) & (close_rows < n))
-    order = valid[np.argsort(close_rows[valid], kind="stable")]
-    wanted = close_rows[order]
     all_closes = np.empty(n) if keep_closes else None
-    found_open: float | None = None
-    firsts = [int(wanted[0])] if wanted.size else []
-    firsts += [int(lo.min())] if lo.size else []
-    firsts += [open_row] if open_row is not None else []
-    first = 0 if keep_closes else min(firsts, default=n)
+    first = 0 if keep_closes else int(lo.min()) if lo.size else n
     source = series.own_blocks(first, size=SCAN_ROWS) if first < n else ()
     for k, _, values in source:
         m = values.shape[1]
-        a, b = np.searchsorted(wanted, [k, k + m], side="left")
-        if b > a:
-            closes[order[a:b]] = values[3, wanted[a:b] - k]
-        if open_row is not None and k <= open_row < k + m:
-            found_open = float(values[0, open_row - k])
         live = np.flatnonzero((lo < k + m) & (hi > k))
         if live.size:  # each live trade's rows x:y of this block, reduced at once (pairs x, y; odd slots unused)
             x, y = np.maximum(lo[live], k) - k, np.minimum(hi[live], k + m) - k
@@ -478,7 +466,8 @@ def scan_bars(series: BarSeries, *, close_rows: np.ndarray, open_row: int | None
             highs[live] = np.fmax(highs[live], np.fmax.reduceat(np.append(values[1], np.nan), at)[0::2])
         if all_closes is not None:
             all_closes[k:k + m] = values[3]
-    return BarPass(close_rows, closes, open_row, found_open, spans, lows, highs, all_closes)
+    empty = np.empty(0, dtype=np.int64)
+    return BarPass(empty, np.empty(0), None, None, spans, lows, highs, all_closes)
 
 
 def buy_and_hold(passes: dict[str, BarPass], steps: int, initial: float, commission_bps: float,
@@ -698,7 +687,8 @@ def close_frames(series: dict[str, BarSeries], passes: dict[str, BarPass]) -> di
 
 def curve_stats(equity: np.ndarray, stamps: Sequence[str], initial: float, periods: float, positions: np.ndarray,
                 traded: float, fees: float) -> dict[str, Any]:
-    """Return, CAGR, Sharpe, Sortino, drawdown (depth, bars, calendar time), exposure, turnover, fees."""
+    """Return, CAGR, Sharpe, Sortino, drawdown (depth, bars, calendar time), exposure, turnover, fees, over
+    whole arrays: the definition :func:`curve_stats_over` computes in one array (and the tests' reference)."""
     from aitrader.training import metrics as M
 
     rets = M.simple_returns(equity, initial=initial)

@@ -116,6 +116,24 @@ def test_recorder_columns_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
                          price=cols.price, commission=cols.commission).symbol_codes()[0].tolist() == [1, 0, 1, 0]
 
 
+def test_recorder_without_fills_and_columns_asked_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = T.FillRecorder().columns()
+    assert len(empty) == 0 and list(empty.ts) == [] and empty.symbol == [] and empty.buy.dtype == bool
+    assert empty.quantity.dtype == np.float64 and empty.quantity.size == empty.commission.size == 0
+    assert empty.symbol_codes()[0].size == 0 and empty.stamp_ns() is None
+    monkeypatch.setattr(T, "STAMP_PIECE", 2)
+    rec = T.FillRecorder()
+    for i in range(5):  # pieces of 2, 2 and 1
+        rec._on_fill(Fill(i, i, f"2024-01-01T00:0{i}:00", "AB"[i % 2], "buy" if i % 3 else "sell", 1.0 + i,
+                          100.0 - i, 0.5 * i, 0.0))
+    first, again = rec.columns(), rec.columns()
+    for cols in (first, again):
+        assert len(cols) == 5 and list(cols.ts) == [f"2024-01-01T00:0{i}:00" for i in range(5)]
+        assert cols.symbol == ["A", "B", "A", "B", "A"] and cols.buy.tolist() == [False, True, True, False, True]
+        assert cols.quantity.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0] and cols.commission.tolist() == [0.0, 0.5, 1.0,
+                                                                                                    1.5, 2.0]
+
+
 # ------------------------------------------------------------------------------ rows_at, CloseReader
 def series_of(index: pd.DatetimeIndex) -> BarSeries:
     n = len(index)
