@@ -34,8 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------------ StampColumn
 def texts_of(index: pd.DatetimeIndex, whole: bool) -> list[str]:
-    ns = index.tz_convert("UTC").tz_localize(None).asi8 if index.tz is not None else index.asi8
-    return _format_ns(ns, "+00:00" if index.tz is not None else "", whole)
+    utc = index.tz_convert("UTC").tz_localize(None) if index.tz is not None else index
+    texts = _format_ns(utc.as_unit("ns").asi8, "+00:00" if index.tz is not None else "", whole)
+    assert texts[0].startswith(str(utc[0].date()))  # real dates (pandas 3 makes ranges in us)
+    return texts
 
 
 CASES = {
