@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import aitrader.trading.backtest as B
@@ -27,7 +28,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     registry, data, bars = synthetic_world(base, n=1500, seed=11, traded_from=700)
     aware = base / "SYN_ny.csv"  # the same bars with New York offsets (the ledger's stamps are UTC)
     bars.iloc[700:].tz_localize("UTC").tz_convert("America/New_York").rename_axis("timestamp").to_csv(aware)
-    return {"registry": registry, "data": data, "aware": aware}
+    fine = base / "SYN_fine.csv"  # the same bars half a second later: stamps that are not whole seconds
+    shifted = bars.iloc[700:].copy()
+    shifted.index = shifted.index + pd.Timedelta("500ms")
+    shifted.rename_axis("timestamp").to_csv(fine)
+    return {"registry": registry, "data": data, "aware": aware, "fine": fine}
 
 
 def reads_after_the_replay(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
@@ -75,7 +80,29 @@ def test_report_from_the_spilled_bars_equals_the_whole_frame_report(world: dict[
     assert counts["parses"] == 0 and counts["spill_reads"] > 0  # the report (and the oracle) read the spill only
 
 
-@pytest.mark.parametrize(("bars", "piece"), [("data", None), ("data", 7), ("aware", 7)])
+def test_steps_parsed_from_the_ledger_when_not_whole_seconds(world: dict[str, Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stamps that are not whole seconds: the steps' epochs are parsed from the ledger's stamps (step_ns
+    gives None), the curves still computed a piece of 5 steps at a time: the whole-frame report's figures."""
+    monkeypatch.setattr(B, "STEP_PIECE", 5)
+    seen: list[bool] = []
+    real = B.step_ns
+
+    def step_ns(series: Any, blobs: Any) -> Any:
+        out = real(series, blobs)
+        seen.append(out is None)
+        return out
+
+    monkeypatch.setattr(B, "step_ns", step_ns)
+    got, oracle = backtest_and_oracle(monkeypatch, tmp_path, None, models=["syn_lgbm"],
+                                      data=[f"SYN={world['fine']}"], registry_root=str(world["registry"]))
+    assert seen == [True] and got["performance"]["window"]["first_bar"].endswith(".500000")
+    assert len(got["trades"]) > 5
+    assert same_json(got["performance"], oracle["performance"])
+    assert same_json(got["trades"], oracle["trades"])
+
+
+@pytest.mark.parametrize(("bars", "piece"), [("data", None), ("data", 7), ("aware", 7), ("fine", 7)])
 def test_fills_recorded_from_the_bus_equal_the_ledgers_fills_table(world: dict[str, Path], tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch, bars: str,
                                                                     piece: int | None) -> None:
@@ -113,6 +140,7 @@ def test_fills_recorded_from_the_bus_equal_the_ledgers_fills_table(world: dict[s
         assert repr(getattr(mine, name).tolist()) == repr(getattr(table, name).tolist())
     assert isinstance(mine.ts, trips.StampColumn) and mine.ts.ns() is not None  # held as numbers, not strings
     assert all(t.endswith("+00:00") for t in table.ts) == (bars == "aware")
+    assert all(t.endswith(".500000") for t in table.ts) == (bars == "fine")
     ours, theirs = mine.stamp_ns(), table.stamp_ns()  # the recorder's numbers, the table's parse
     assert ours is not None and theirs is not None and ours[1] == theirs[1] == (bars == "aware")
     assert ours[0].tolist() == theirs[0].tolist()
