@@ -111,9 +111,13 @@ class BarSeries:
         return self.file.index[self.lo:self.hi]
 
     def ns(self, a: int = 0, b: int | None = None) -> np.ndarray:
-        """int64 nanoseconds of bars ``a:b`` (UTC for tz-aware bars, as given for naive ones)."""
+        """int64 nanoseconds of bars ``a:b`` (UTC for tz-aware bars, as given for naive ones): a view of the
+        file's index when it is in ns (not to be written to), else a copy."""
         b = len(self) if b is None else min(b, len(self))
-        return np.asarray(self.file.index[self.lo + a:self.lo + b].as_unit("ns").asi8, dtype=np.int64)
+        index = self.file.index[self.lo + a:self.lo + b]
+        if index.unit != "ns":  # as_unit copies even an index already in ns (a view of it is returned then)
+            index = index.as_unit("ns")
+        return np.asarray(index.asi8, dtype=np.int64)
 
     def ts_strings(self, a: int = 0, b: int | None = None) -> list[str]:
         """The ISO-8601 stamps of bars ``a:b``."""

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,7 @@ class Trips:
 class FillColumns:
     """A run's fills as columns (the ledger's ``fills`` table in id order)."""
 
-    ts: list[str]
+    ts: Sequence[str]  # a list, or a StampColumn (FillRecorder's)
     symbol: list[str]
     buy: np.ndarray  # bool: side is buy (else sell)
     quantity: np.ndarray
@@ -64,6 +64,18 @@ class FillColumns:
     commission: np.ndarray  # None read as 0.0
     #: :meth:`stamp_ns`'s parse, made on first use (the report reads the stamps three times)
     _parsed: list[tuple[np.ndarray, bool] | None] = field(default_factory=list, repr=False, compare=False)
+    #: :meth:`symbol_codes`, made on first use
+    _codes: list[tuple[np.ndarray, list[str]]] = field(default_factory=list, repr=False, compare=False)
+
+    def symbol_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Each fill's symbol as an index (int32) into the sorted distinct symbols, and those symbols;
+        made once (no list of a number per fill)."""
+        if not self._codes:
+            names = sorted(set(self.symbol))
+            at = {s: i for i, s in enumerate(names)}
+            self._codes.append((np.fromiter((at[s] for s in self.symbol), dtype=np.int32, count=len(self.symbol)),
+                                names))
+        return self._codes[0]
 
     def stamp_ns(self) -> tuple[np.ndarray, bool] | None:
         """Every fill's stamp parsed once, in one vectorised call, as ``(ns, aware)``: UTC ns when the stamps
@@ -120,17 +132,147 @@ class FillColumns:
         return len(self.ts)
 
 
+class StampColumn(Sequence[str]):
+    """The fills' stamps (their ISO text as published) without a Python string per fill: each piece of
+    :data:`STAMP_PIECE` stamps is held as int64 nanoseconds when formatting those back
+    (:func:`aitrader.trading.sources._format_ns`, the engine's own formatter) gives exactly the same
+    text, else as the strings themselves. A stamp's text is made again where it is read (the report's
+    ``--json`` writes each traded fill's stamps once)."""
+
+    def __init__(self) -> None:
+        # one per piece: (ns, suffix, whole_seconds) for a piece held as numbers, or its list of strings
+        self._pieces: list[tuple[np.ndarray, str, bool] | list[str]] = []
+        self._starts: list[int] = [0]
+
+    def add(self, texts: list[str]) -> None:
+        """Append a piece (the caller's list is not kept when the piece is held as numbers)."""
+        if not texts:
+            return
+        self._pieces.append(_as_numbers(texts) or texts)
+        self._starts.append(self._starts[-1] + len(texts))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return self.take(range(*i.indices(len(self))))
+        n = len(self)
+        k = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= k < n:
+            raise IndexError("stamp index out of range")
+        return self.take([k])[0]
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            yield from (_format_piece(piece, None) if isinstance(piece, tuple) else piece)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str) or len(other) != len(self):
+            return False
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """The texts of stamps ``rows`` (in that order), formatted piece by piece, vectorised."""
+        at = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not at.size:
+            return []
+        if at.min() < 0 or at.max() >= len(self):
+            raise IndexError("stamp index out of range")
+        out: list[str] = [""] * at.size
+        piece_of = np.searchsorted(np.asarray(self._starts[1:]), at, side="right")
+        for p in np.unique(piece_of).tolist():
+            where = np.flatnonzero(piece_of == p)
+            local = at[where] - self._starts[p]
+            piece = self._pieces[p]
+            texts = _format_piece(piece, local) if isinstance(piece, tuple) else [piece[j] for j in local.tolist()]
+            for w, t in zip(where.tolist(), texts, strict=True):
+                out[w] = t
+        return out
+
+    def ns(self) -> tuple[np.ndarray, bool] | None:
+        """What :func:`_parse_stamps` gives of all the texts, when every piece is held as numbers of one
+        kind (all naive or all UTC): their nanoseconds, without parsing; else None."""
+        if not self._pieces or not all(isinstance(p, tuple) for p in self._pieces):
+            return None
+        suffixes = {p[1] for p in self._pieces if isinstance(p, tuple)}
+        if len(suffixes) != 1:
+            return None
+        ns = np.concatenate([p[0] for p in self._pieces if isinstance(p, tuple)])
+        return ns, suffixes.pop() != ""
+
+
+def _as_numbers(texts: list[str]) -> tuple[np.ndarray, str, bool] | None:
+    """``(ns, suffix, whole_seconds)`` that :func:`aitrader.trading.sources._format_ns` turns back into
+    exactly ``texts`` (naive stamps, or UTC ones written ``+00:00``), or None. The stamps are read by
+    numpy's ISO parser (the offset cut off; ~12x pandas'), else by pandas; either way only a reading
+    that formats back to the very texts is kept, so the numbers are the ones the texts stand for."""
+    from aitrader.trading.sources import _format_ns
+
+    suffix = "+00:00" if texts[0].endswith("+00:00") else ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's deprecated zone parsing, a truncation: not this route
+            ns = np.array([t[:-6] for t in texts] if suffix else texts, dtype="datetime64[ns]").view(np.int64)
+    except (ValueError, TypeError, OverflowError, Warning):
+        parsed = _parse_stamps(texts)
+        if parsed is None:
+            return None
+        ns, suffix = parsed[0], "+00:00" if parsed[1] else ""
+    for whole in (True, False):
+        if whole and bool((ns % 1_000_000_000).any()):
+            continue
+        if _format_ns(ns, suffix, whole) == texts:
+            return ns, suffix, whole
+    return None
+
+
+def _format_piece(piece: tuple[np.ndarray, str, bool], rows: np.ndarray | None) -> list[str]:
+    from aitrader.trading.sources import _format_ns
+
+    ns, suffix, whole = piece
+    return _format_ns(ns if rows is None else ns[rows], suffix, whole)
+
+
+def stamp_texts(ts: Sequence[str], rows: Sequence[int] | np.ndarray) -> list[str]:
+    """``[ts[i] for i in rows]``, vectorised for a :class:`StampColumn`."""
+    if isinstance(ts, StampColumn):
+        return ts.take(rows)
+    return [ts[i] for i in (rows.tolist() if isinstance(rows, np.ndarray) else rows)]
+
+
+#: Fills whose stamps are held as one piece of a :class:`StampColumn` (their strings are kept until then).
+STAMP_PIECE = 8192
+
+
 class FillRecorder:
     """A run's fills as the broker publishes them (a bus subscriber: ``RunOptions.subscribers``): the
     columns :meth:`FillColumns.read` gives of the ledger's ``fills`` table after the run (the same
     order: ids are given in publishing order; the same floats: SQLite stores them as they are),
-    without reading them back. A fill costs one ``extend`` of a flat list (its six values) during the
-    replay; the columns are made from it once, at the end (:meth:`columns`)."""
+    without reading them back.
+
+    A fill costs one ``extend`` of a flat list (its six values); every :data:`STAMP_PIECE` fills that
+    piece becomes typed columns (~36 bytes a fill instead of six Python objects, ~260): quantity, price
+    and commission as float64, the side as a bool, the symbol as a code, and the stamps as a
+    :class:`StampColumn` (int64 ns per fill, the text made again where it is read). Fixed-size pieces,
+    not arrays grown by reallocation: the heap keeps no holes of their old sizes."""
 
     WIDTH = 6  # ts, symbol, side, quantity, price, commission
 
     def __init__(self) -> None:
-        self._flat: list[Any] = []
+        self._flat: list[Any] = []  # the piece being filled, six values a fill
+        self._stamps = StampColumn()
+        self._pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._done = 0  # fills in the pieces
+        self._names: dict[Any, int] = {}  # symbol as published -> code (first seen first)
 
     def attach(self, bus: Any) -> None:
         from aitrader.trading.events import EventType
@@ -138,23 +280,57 @@ class FillRecorder:
         bus.subscribe(EventType.FILL, self._on_fill)
 
     def _on_fill(self, e: Any) -> None:
-        self._flat.extend((e.ts, e.symbol, e.side, e.quantity, e.price, e.commission))
+        flat = self._flat
+        flat.extend((e.ts, e.symbol, e.side, e.quantity, e.price, e.commission))
+        if len(flat) >= STAMP_PIECE * self.WIDTH:
+            self._flush()
 
-    def __len__(self) -> int:
-        return len(self._flat) // self.WIDTH
-
-    def columns(self) -> FillColumns:
-        """The columns, converted as :meth:`FillColumns.read` converts the table's values (``str``,
-        ``float``, a side ``buy`` in any case, a commission None as 0.0), each symbol one shared string."""
+    def _flush(self) -> None:
+        """The piece being filled as typed columns, converted as :meth:`FillColumns.read` converts the
+        table's values (``str``, ``float``, a side ``buy`` in any case, a commission None as 0.0)."""
         flat, w = self._flat, self.WIDTH
-        ts = [v if type(v) is str else str(v) for v in flat[0::w]]
-        shared: dict[Any, str] = {}
-        symbols = [shared[v] if v in shared else shared.setdefault(v, str(v)) for v in flat[1::w]]
+        if not flat:
+            return
+        self._flat = []
+        self._stamps.add([v if type(v) is str else str(v) for v in flat[0::w]])
+        names = self._names
+        codes = np.fromiter((names[v] if v in names else names.setdefault(v, len(names)) for v in flat[1::w]),
+                            dtype=np.int32, count=len(flat) // w)
         sides = flat[2::w]
         buy_of = {v: str(v).lower() == "buy" for v in set(sides)}
-        return FillColumns(ts=ts, symbol=symbols, buy=np.array([buy_of[v] for v in sides], dtype=bool),
-                           quantity=_column(flat[3::w]), price=_column(flat[4::w]),
-                           commission=_column([0.0 if v is None else v for v in flat[5::w]]))
+        self._pieces.append((codes, np.array([buy_of[v] for v in sides], dtype=bool), _column(flat[3::w]),
+                             _column(flat[4::w]), _column([0.0 if v is None else v for v in flat[5::w]])))
+        self._done += len(codes)
+
+    def __len__(self) -> int:
+        return self._done + len(self._flat) // self.WIDTH
+
+    def columns(self) -> FillColumns:
+        """The columns (the recorder's own arrays: record nothing after), each symbol one shared string;
+        the stamps a :class:`StampColumn` (its nanoseconds are :meth:`FillColumns.stamp_ns`'s parse)."""
+        self._flush()
+        if len(self._pieces) != 1:  # one piece, a column at a time (the pieces of a column freed once copied)
+            columns: list[list[np.ndarray]] = [list(c) for c in zip(*self._pieces, strict=True)] or [[]] * 5
+            self._pieces = []
+            kinds = (np.int32, bool, np.float64, np.float64, np.float64)
+            merged = []
+            for j, kind in enumerate(kinds):
+                merged.append(np.concatenate(columns[j]) if columns[j] else np.empty(0, dtype=kind))
+                columns[j] = []
+            self._pieces = [(merged[0], merged[1], merged[2], merged[3], merged[4])]
+        first_seen, buy, qty, price, fee = self._pieces[0]
+        names: list[str] = [""] * len(self._names)
+        shared: dict[str, str] = {}
+        for v, code in self._names.items():
+            text = str(v)
+            names[code] = shared.setdefault(text, text)
+        symbols = [names[c] for c in first_seen.tolist()]
+        distinct = sorted(shared)
+        remap = np.array([distinct.index(name) for name in names], dtype=np.int32)
+        codes = remap[first_seen] if len(first_seen) else np.empty(0, dtype=np.int32)
+        parsed = self._stamps.ns()
+        return FillColumns(ts=self._stamps, symbol=symbols, buy=buy, quantity=qty, price=price, commission=fee,
+                           _parsed=[parsed] if parsed is not None else [], _codes=[(codes, distinct)])
 
 
 def _column(values: list[Any]) -> np.ndarray:
@@ -165,37 +341,51 @@ def _column(values: list[Any]) -> np.ndarray:
         return np.array([float(v) for v in values], dtype=np.float64)
 
 
+#: Fills matched per piece of :func:`match_fills` (the Python values of one piece at a time).
+MATCH_PIECE = 65_536
+
+
 def match_fills(fills: FillColumns) -> Trips:
     """FIFO matching per symbol, exactly as :func:`aitrader.trading.trades.round_trips`: a fill against
-    the open side closes the oldest lots first; what is left opens a lot on its own side."""
+    the open side closes the oldest lots first; what is left opens a lot on its own side.
+
+    The fills are taken as Python values a piece of :data:`MATCH_PIECE` at a time, and each trip is
+    written straight into the result's columns, made once ``2 * fills`` long (a fill closes at most one
+    lot partly, and each lot is closed whole once; pages never written are never resident): no list of
+    Python numbers per trip, and no typed array grown by reallocation (its moves left ~8 MB of holes in
+    the heap at 120k trips)."""
     books: dict[str, deque[list[Any]]] = {}
-    entries: list[int] = []
-    exits: list[int] = []
-    qtys: list[float] = []
-    for k, (symbol, buy, qty) in enumerate(zip(fills.symbol, fills.buy.tolist(), fills.quantity.tolist(),
-                                               strict=True)):
-        if not qty > 0:
-            continue
-        sign = 1 if buy else -1
-        book = books.get(symbol)
-        if book is None:
-            book = books[symbol] = deque()
-        left = qty
-        while left > _EPS and book and book[0][0] != sign:
-            lot = book[0]  # [sign, quantity left, fill row]
-            have = lot[1]
-            take = left if left < have else have  # min(have, left)
-            entries.append(lot[2])
-            exits.append(k)
-            qtys.append(take)
-            lot[1] = have - take
-            left -= take
-            if lot[1] <= _EPS:
-                book.popleft()
-        if left > _EPS:
-            book.append([sign, left, k])
-    return Trips(np.array(entries, dtype=np.int64), np.array(exits, dtype=np.int64),
-                 np.array(qtys, dtype=np.float64), fills)
+    n = len(fills)
+    out_entry = np.empty(2 * n, dtype=np.int64)
+    out_exit = np.empty(2 * n, dtype=np.int64)
+    out_qty = np.empty(2 * n, dtype=np.float64)
+    count = 0
+    for lo in range(0, n, MATCH_PIECE):
+        hi = min(n, lo + MATCH_PIECE)
+        for k, symbol, buy, qty in zip(range(lo, hi), fills.symbol[lo:hi], fills.buy[lo:hi].tolist(),
+                                       fills.quantity[lo:hi].tolist(), strict=True):
+            if not qty > 0:
+                continue
+            sign = 1 if buy else -1
+            book = books.get(symbol)
+            if book is None:
+                book = books[symbol] = deque()
+            left = qty
+            while left > _EPS and book and book[0][0] != sign:
+                lot = book[0]  # [sign, quantity left, fill row]
+                have = lot[1]
+                take = left if left < have else have  # min(have, left)
+                out_entry[count] = lot[2]
+                out_exit[count] = k
+                out_qty[count] = take
+                count += 1
+                lot[1] = have - take
+                left -= take
+                if lot[1] <= _EPS:
+                    book.popleft()
+            if left > _EPS:
+                book.append([sign, left, k])
+    return Trips(out_entry[:count], out_exit[:count], out_qty[:count], fills)
 
 
 @dataclass
@@ -213,26 +403,38 @@ class TradeColumns:
         return len(self.trips)
 
 
+#: Trips whose figures are computed at a time by :func:`trade_columns` (element-wise: the same floats).
+TRADE_PIECE = 16_384
+
+
 def trade_columns(trips: Trips) -> TradeColumns:
-    """P&L, return and duration of every trip, vectorised with the scalar code's operations and order."""
+    """P&L, return and duration of every trip, vectorised with the scalar code's operations and order,
+    a piece of :data:`TRADE_PIECE` trips at a time (the temporaries of a piece, not of the run)."""
     f = trips.fills
-    e, x, q = trips.entry, trips.exit, trips.quantity
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fee_per_unit = f.commission / f.quantity  # per fill, as the lot and the exit fill carry it
-        sign = np.where(f.buy[e], 1.0, -1.0)
-        entry_price = f.price[e]
-        gross = (f.price[x] - entry_price) * q * sign
-        pnl = gross - (fee_per_unit[e] + fee_per_unit[x]) * q
-        ret = pnl / (entry_price * q)
+    n = len(trips)
+    long = np.empty(n, dtype=bool)
+    pnl = np.empty(n)
+    ret = np.empty(n)
     parsed = f.stamp_ns()
-    ns = parsed[0] if parsed is not None else fill_ns(f.ts, np.union1d(e, x))
-    dur = ns[x] - ns[e]
+    ns = parsed[0] if parsed is not None else fill_ns(f.ts, np.union1d(trips.entry, trips.exit))
+    for a in range(0, n, TRADE_PIECE):
+        e, x, q = trips.entry[a:a + TRADE_PIECE], trips.exit[a:a + TRADE_PIECE], trips.quantity[a:a + TRADE_PIECE]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # per fill, as the lot and the exit fill carry it
+            fee_e, fee_x = f.commission[e] / f.quantity[e], f.commission[x] / f.quantity[x]
+            sign = np.where(f.buy[e], 1.0, -1.0)
+            entry_price = f.price[e]
+            gross = (f.price[x] - entry_price) * q * sign
+            pnl[a:a + TRADE_PIECE] = gross - (fee_e + fee_x) * q
+            ret[a:a + TRADE_PIECE] = pnl[a:a + TRADE_PIECE] / (entry_price * q)
+        long[a:a + TRADE_PIECE] = sign > 0
+    dur = ns[trips.exit] - ns[trips.entry]
     uniq, inverse = np.unique(dur, return_inverse=True)
     texts = [str(pd.Timedelta(int(v), unit="ns")) for v in uniq.tolist()]
-    return TradeColumns(trips, sign > 0, pnl, ret, dur, [texts[i] for i in inverse.reshape(-1).tolist()])
+    return TradeColumns(trips, long, pnl, ret, dur, [texts[i] for i in inverse.reshape(-1).tolist()])
 
 
-def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
+def fill_ns(stamps: Sequence[str], rows: np.ndarray) -> np.ndarray:
     """ns of ``stamps[rows]`` such that a difference is ``pd.Timestamp(b) - pd.Timestamp(a)``: UTC for
     aware stamps (as a difference of aware Timestamps is), wall time for naive ones (the engine writes
     one kind per run; a naive stamp against an aware one, which the scalar code refused, counts as UTC).
@@ -240,7 +442,7 @@ def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
     out = np.zeros(len(stamps), dtype=np.int64)
     if not len(rows):
         return out
-    wanted = [stamps[i] for i in rows.tolist()]
+    wanted = stamp_texts(stamps, rows)
     try:
         parsed = pd.to_datetime(pd.Series(wanted, dtype=object), format="ISO8601", utc=True)
         if pd.isna(parsed).any():
@@ -252,14 +454,14 @@ def fill_ns(stamps: list[str], rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _parse_stamps(stamps: list[str]) -> tuple[np.ndarray, bool] | None:
+def _parse_stamps(stamps: Sequence[str]) -> tuple[np.ndarray, bool] | None:
     """See :meth:`FillColumns.stamp_ns`."""
     if not stamps:
         return None
     try:
         with warnings.catch_warnings():  # pandas 2.x warns on mixed offsets before failing below
             warnings.simplefilter("ignore", FutureWarning)
-            parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(stamps, dtype=object), format="ISO8601"))
+            parsed = pd.DatetimeIndex(pd.to_datetime(pd.Series(list(stamps), dtype=object), format="ISO8601"))
     except (TypeError, ValueError):
         return None
     if bool(parsed.isna().any()):
@@ -307,8 +509,8 @@ def records(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray 
         mae_col = _nan_none(np.where(have, mae[lo:], np.nan)) if some else [None] * m
         mfe_col = _nan_none(np.where(have, mfe[lo:], np.nan)) if some else [None] * m
     keys = TRADE_COLUMNS
-    values = zip(symbols, sides, t.quantity[lo:].tolist(), [ts[i] for i in e], f.price[entry].tolist(),
-                 [ts[i] for i in x], f.price[exit_].tolist(), _nan_none(cols.pnl[lo:]), _nan_none(cols.ret[lo:]),
+    values = zip(symbols, sides, t.quantity[lo:].tolist(), stamp_texts(ts, e), f.price[entry].tolist(),
+                 stamp_texts(ts, x), f.price[exit_].tolist(), _nan_none(cols.pnl[lo:]), _nan_none(cols.ret[lo:]),
                  cols.durations[lo:], bar_col, mae_col, mfe_col, strict=True)
     return [dict(zip(keys, v, strict=True)) for v in values]
 
@@ -342,8 +544,8 @@ def trades_text(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndar
 
 
 #: Trades written per piece of :func:`trades_text_parts` (~450 bytes of text each, and ~30 value
-#: strings while a piece is laid out: a piece's memory, not the run's).
-TEXT_CHUNK = 8192
+#: strings while a piece is laid out: ~4 MB a piece of 2,048, the piece's memory, not the run's).
+TEXT_CHUNK = 2048
 
 
 def trades_text_parts(cols: TradeColumns, bars: np.ndarray | None = None, mae: np.ndarray | None = None,
@@ -369,7 +571,7 @@ def trades_text_parts(cols: TradeColumns, bars: np.ndarray | None = None, mae: n
         entry, exit_ = t.entry[lo:hi], t.exit[lo:hi]
         e, x = entry.tolist(), exit_.tolist()
         used = np.union1d(entry, exit_).tolist()
-        stamps = {i: encode_basestring_ascii(f.ts[i]) for i in used}
+        stamps = dict(zip(used, map(encode_basestring_ascii, stamp_texts(f.ts, used)), strict=True))
         prices = dict(zip(used, _floats(f.price[used]), strict=True))
         if not excursion:
             bar_col = mae_col = mfe_col = ["null"] * m

@@ -198,19 +198,43 @@ def drawdown_duration(equity: Any, initial: float | None = None) -> tuple[int, i
     fell. A stretch still underwater at the end counts up to the last bar.
     """
     e = np.asarray(equity, dtype=np.float64).ravel()
-    path = np.concatenate(([float(initial)], e)) if initial is not None else e
     offset = 1 if initial is not None else 0
-    if path.size == 0:
+    if e.size + offset == 0:
         return 0, -1, -1
-    under = path < np.maximum.accumulate(path)
-    # the stretches as (start, end) pairs from the steps of the flags (vectorised: a backtest's curve has a
-    # step per bar); the first of the longest, as a scan keeping only a strictly longer stretch finds it
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], under, [False])).astype(np.int8)))
-    if not edges.size:
+    # In pieces of _DRAWDOWN_PIECE with the running peak and the open stretch carried (a bar is underwater
+    # when below the highest value so far, itself included): the stretches' edges found per piece,
+    # vectorised; the first of the longest kept, as a scan keeping only a strictly longer stretch finds it.
+    # Indices count the path [initial, *equity]; no array of the curve's length beside it.
+    peak = float(initial) if initial is not None else None
+    best, best_first = 0, -1
+    open_at = -1  # the path index where the stretch still underwater began (-1: none)
+    n = e.size + offset
+    for lo in range(0, n, _DRAWDOWN_PIECE):
+        hi = min(n, lo + _DRAWDOWN_PIECE)
+        piece = e[lo - offset if lo else 0:hi - offset]
+        if not lo and offset:
+            piece = np.concatenate(([float(initial)], piece))  # type: ignore[arg-type]
+        peaks = np.maximum.accumulate(piece)
+        if peak is not None and lo:
+            np.maximum(peaks, peak, out=peaks)
+        peak = float(peaks[-1])
+        under = piece < peaks
+        edges = np.flatnonzero(np.diff(np.concatenate(([open_at >= 0], under)).astype(np.int8))) + lo
+        starts = edges[under[edges - lo]]  # a rise: the first bar of a stretch
+        ends = edges[~under[edges - lo]]  # a fall: the bar after a stretch
+        if open_at >= 0:
+            starts = np.concatenate(([open_at], starts))
+        closed = len(ends)
+        if closed:
+            lengths = ends - starts[:closed]
+            k = int(np.argmax(lengths))
+            if int(lengths[k]) > best:
+                best, best_first = int(lengths[k]), int(starts[k])
+        open_at = int(starts[closed]) if len(starts) > closed else -1
+    if open_at >= 0 and n - open_at > best:
+        best, best_first = n - open_at, open_at
+    if not best:
         return 0, -1, -1
-    starts, lengths = edges[0::2], edges[1::2] - edges[0::2]
-    k = int(np.argmax(lengths))
-    best, best_first = int(lengths[k]), int(starts[k])
     return best, best_first - offset, best_first + best - 1 - offset
 
 
