@@ -657,7 +657,7 @@ def paper_trade(
         if collect is not None:  # backtest reports on the replayed series' blocks (no frames)
             collect.update(series=dict(replayed), specs=specs,
                            calendar=meta["calendar"], trade_from={s.symbol: s.trade_from for s in specs})
-            _backtest_hooks(collect, series, opts)  # backtest keeps the prices and fills as the replay makes them
+            _backtest_hooks(collect, opts)  # backtest records the fills as the replay makes them
     from aitrader.serve.hook import remote_models
 
     cfg = remote_models(cfg, specs, opts, rid, model_endpoint)  # models served by `aitrader serve`
@@ -673,12 +673,9 @@ def paper_trade(
     return {**summary, "costs": costs, "runners": runners, **({"warnings": notes} if notes else {})}
 
 
-def _backtest_hooks(collect: dict[str, Any], series: list[Any], opts: Any) -> None:
-    """``collect["bar_tap"]`` on each replayed ``BarSeries``' taps, ``collect["subscribers"]`` on the bus,
-    ``collect["scratch_ledger"]``: ``RunOptions.ledger_scratch`` (backtest's temporary ledger)."""
-    tap = collect.get("bar_tap")
-    for one in series if tap is not None else ():
-        one.taps.append(tap)
+def _backtest_hooks(collect: dict[str, Any], opts: Any) -> None:
+    """``collect["subscribers"]`` on the bus, ``collect["scratch_ledger"]``: ``RunOptions.ledger_scratch``
+    (backtest's temporary ledger)."""
     opts.subscribers.extend(collect.get("subscribers") or ())
     opts.ledger_scratch = bool(collect.get("scratch_ledger"))
 

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain, count, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,7 +82,7 @@ class BarSeries:
     replay's memory is bounded by the block, not by the run (the file's index, 8 bytes a bar, is
     what stays per bar)."""
 
-    __slots__ = ("symbol", "file", "lo", "hi", "suffix", "whole_seconds", "_shared", "taps")
+    __slots__ = ("symbol", "file", "lo", "hi", "suffix", "whole_seconds", "_shared")
 
     def __init__(self, file: BarFile, lo: int = 0, hi: int | None = None, *, symbol: str | None = None) -> None:
         self.file = file
@@ -95,9 +95,6 @@ class BarSeries:
         self.whole_seconds = n > 0 and not any((self.ns(a, a + _SCAN) % 1_000_000_000).any()
                                                for a in range(0, n, _SCAN))
         self._shared: SharedPass | None = None
-        #: Called with (this series, block) for each block the shared pass reads, once each, in order
-        #: (``backtest`` keeps the prices its report needs instead of reading the file again).
-        self.taps: list[Callable[[BarSeries, tuple[int, np.ndarray, np.ndarray]], None]] = []
 
     def __len__(self) -> int:
         return self.hi - self.lo
@@ -180,7 +177,7 @@ class SharedPass:
     next bar: the same bars, read again, so memory stays bounded whatever the readers do.
 
     On a scanned file, a pass reads the prices back from the scan's spill file (``scan_bars``): one
-    shared pass instead of one per reader reads them once, and the taps see every block once."""
+    shared pass instead of one per reader reads them once."""
 
     def __init__(self, series: BarSeries, size: int) -> None:
         self.series = series
@@ -248,8 +245,6 @@ class SharedPass:
                 return None
             self._held.append(block)
             self._held_bars += len(block[1])
-            for tap in self.series.taps:
-                tap(self.series, block)
         block = self._held[k]
         self._next[rid] = seq + 1
         self._trim()
