@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from aitrader.cli._exit import skip_final_collections
 from aitrader.cli._output import console
 from aitrader.cli.trade import JSON_HELP, MISMATCH_HELP, MODEL_HELP, RUNS_HELP
 
@@ -70,8 +71,9 @@ def backtest_cmd(
                       report=report, books=parse_book_options(book))
     if json_out:
         print_backtest_json(result)
-        return
-    _render(result)
+    else:
+        _render(result)
+    skip_final_collections()  # its ledger, registry, bar files and report are closed (cli/_exit.py)
 
 
 _HOLE = "\x00trades\x00"  # a string no report holds: where the trades' text goes

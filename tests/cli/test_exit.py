@@ -1,5 +1,5 @@
-"""The exit of ``paper-trade``, ``status`` and ``export`` skips the interpreter's final garbage collections
-(aitrader/cli/_exit.py), which is safe only because those commands close what they open explicitly.
+"""The exit of ``paper-trade``, ``backtest``, ``status`` and ``export`` skips the interpreter's final garbage
+collections (aitrader/cli/_exit.py), which is safe only because those commands close what they open explicitly.
 
 * With the collector switched off (so nothing is closed by it), no file of the run, the registry or the
   data is still open after each command: the open file descriptors, read from ``/proc/self/fd``.
@@ -80,6 +80,10 @@ def test_commands_that_skip_the_exit_collections_close_every_file_without_the_co
             ["status", "p1", "--json", *runs], ["status", "p1", *runs],
             ["export", "p1", "fills", *runs], ["export", "p1", "predictions", "--out", "pred.parquet", *runs],
             ["export", "p1", "equity", "--out", "eq.csv.gz", *runs], ["export", "p1", "trades", *runs],
+            ["backtest", "--config", "trading.yaml", "--data", "SYN.parquet", "--registry", "models", "--json",
+             *runs],
+            ["backtest", "--config", "trading.yaml", "--data", "SYN.parquet", "--registry", "models",
+             "--out-run", "b1", "--report", "bt.html", *runs],
         ]
         out = []
         for args in commands:
@@ -91,11 +95,12 @@ def test_commands_that_skip_the_exit_collections_close_every_file_without_the_co
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=world, timeout=180)
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(results) == 8
+    assert len(results) == 10
     for res in results:
         assert res["code"] == 0, res
         assert res["open"] == [], f"{' '.join(res['args'])} left open: {res['open']}"
     assert (world / "pred.parquet").stat().st_size > 0 and (world / "eq.csv.gz").stat().st_size > 0
+    assert (world / "bt.html").stat().st_size > 0 and (world / "runs" / "b1" / "ledger.db").is_file()
 
 
 def _probe(world: Path, args: list[str], tag: str) -> tuple[subprocess.CompletedProcess[str], int | None]:
@@ -135,6 +140,8 @@ def test_paper_trade_process_freezes_at_exit_and_writes_the_same_closed_ledger(w
     # a resumed run may be a --follow one (its ledger says so, not the options): the full exit
     (["paper-trade", "--resume", "r1", "--runs-dir", "runs", "--registry", "models", "--json"], 0, False),
     (["status", "nope", "--runs-dir", "runs"], 1, False),  # a failed command: the full exit
+    (["backtest", "--config", "trading.yaml", "--data", "SYN.parquet", "--registry", "models", "--runs-dir", "runs",
+      "--json"], 0, True),
 ])
 def test_only_commands_that_opt_in_freeze_at_exit(world: Path, args: list[str], code: int, freezes: bool) -> None:
     done, frozen = _probe(world, args, "-".join(args[:2]))
@@ -143,6 +150,13 @@ def test_only_commands_that_opt_in_freeze_at_exit(world: Path, args: list[str], 
     # what they print still reaches stdout whole (the interpreter flushes it whatever the collector does)
     if args[0] == "status" and code == 0:
         assert json.loads(done.stdout)["bars"] == 300  # the 300 unseen bars of SYN.parquet
+    if args[0] == "backtest":  # the same document as the library call in this process (full exit)
+        from aitrader.trading.backtest import run_backtest
+
+        oracle = run_backtest(models=None, data=[str(world / "SYN.parquet")], config_path=str(world / "trading.yaml"),
+                              registry_root=str(world / "models"), runs_dir=str(world / "runs"))
+        got = json.loads(done.stdout)
+        assert got["trades"] == oracle["trades"] and got["run"]["fills"] == oracle["run"]["fills"] > 0
     if args[0] == "export":
         import sqlite3
 
