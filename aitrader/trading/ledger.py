@@ -87,7 +87,8 @@ EXPORT_TABLES = {
 }
 
 #: Columns holding wall-clock data: excluded when two ledgers are compared for determinism.
-WALL_CLOCK = {"predictions": ("latency_us",), "meta": ("started_at", "updated_at", "pid", "status", "run_id")}
+WALL_CLOCK = {"predictions": ("latency_us",),
+              "meta": ("started_at", "updated_at", "pid", "status", "run_id", "threads")}
 
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

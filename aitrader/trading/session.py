@@ -401,8 +401,13 @@ def run_session(
         if resume:
             _restore(engine, ledger)
         route, pool, workers = _start_route(cfg, engine, specs, steps, opts)
+        # (a swap wraps the steps below, but a swap never takes the writer: the same answer as after it)
+        writer = wanted_writer(opts.ledger_thread, steps=steps, speed=opts.speed, live=opts.live, swap=opts.swap)
         try:
-            ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso(), "route": route})
+            # threads: how this process runs it (--workers auto's choice), not a result: the ledger is the
+            # same either way, so ledger_content leaves it out with the other wall-clock keys
+            ledger.write_meta({"status": "running", "pid": os.getpid(), "updated_at": now_iso(), "route": route,
+                               "threads": {"workers": workers, "ledger_thread": writer}})
         except sqlite3.Error as exc:
             raise _ledger_failure(exc, ledger.path) from exc
         if stop_event is not None:  # shared with a follow source, so one request stops both
@@ -413,7 +418,6 @@ def run_session(
             watcher = SwapWatcher.create(engine, specs, opts.swap, ledger.read_meta().get("models") or [],
                                          buffer_size=cfg.ml_trading.feature_pipeline.buffer_size)
             steps = watcher.wrap(steps)
-        writer = wanted_writer(opts.ledger_thread, steps=steps, speed=opts.speed, live=opts.live, swap=opts.swap)
         if writer:
             ledger.start_writer()
         try:
@@ -434,8 +438,7 @@ def run_session(
             raise _ledger_failure(exc, ledger.path) from exc
     finally:
         ledger.close()
-    # how this process ran it (not in the ledger, which is the same either way): --workers auto's choice
-    return {**summarise(run_dir), "threads": {"workers": workers, "ledger_thread": writer}}
+    return summarise(run_dir)
 
 
 def _version(model_id: str) -> int | None:

@@ -245,7 +245,14 @@ def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
     if proc.returncode != 0:
         sys.exit(f"paper-trade failed: {proc.stderr[-2000:]}")
     size = sum(p.stat().st_size for p in (tmp / "runs" / run_id).glob("ledger.db*"))
-    return elapsed, cpu, json.loads(proc.stdout), size
+    summary = json.loads(proc.stdout)
+    conn = connect(tmp / "runs" / run_id / "ledger.db", readonly=True)
+    try:  # how the run was threaded (--workers auto's choice): a meta key of the ledger, not in the summary
+        row = conn.execute("SELECT value FROM meta WHERE key = 'threads'").fetchone()
+    finally:
+        conn.close()
+    summary["threads"] = json.loads(row[0]) if row else None
+    return elapsed, cpu, summary, size
 
 
 def backtest_command(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[float, float, dict[str, Any]]:

@@ -214,3 +214,22 @@ def test_a_resumed_feed_predicts_no_chunk_before_its_cursor() -> None:
         assert model.rows == 50 + 100 + 0  # already predicted ahead
     with pytest.raises(IndexError, match="past the replayed bars"):
         feed.batch(400)
+
+
+def test_the_threads_used_are_in_the_ledger_meta_not_in_the_summary(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    from aitrader.trading.summary import summarise
+
+    frames = _frames()
+    runs = {w: _run(tmp_path, f"t{w}", frames, w) for w in (1, 2)}
+    for w, run in runs.items():
+        with sqlite3.connect(run / "ledger.db") as conn:
+            (value,) = conn.execute("SELECT value FROM meta WHERE key = 'threads'").fetchone()
+        assert json.loads(value) == {"workers": w, "ledger_thread": False}
+    one, two = (summarise(runs[w]) for w in (1, 2))
+    for s in (one, two):
+        assert "threads" not in s
+        s.pop("state_dir"), s.pop("run_id")
+    assert one == two and one["fills"] > 5
