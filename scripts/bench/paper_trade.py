@@ -43,8 +43,11 @@ compare figures from the same run only):
    same world, printed beside each other and against backtrader: a change measured in the same
    minutes as the code it changes.
 
+Before each timed command the script waits (``--quiet-wait``, default 30 s at most) until the other
+processes use < 0.1 core, and prints beside the load the most they used during the runs of a line.
+
 Usage: .venv/bin/python scripts/bench/paper_trade.py [--bars 120000] [--small 40000] [--engine-bars 50000]
-       [--against DIR] [--backtest-only]
+       [--against DIR] [--backtest-only] [--quiet-wait SECONDS]
 """
 
 from __future__ import annotations
@@ -176,9 +179,58 @@ def compare(a: list[tuple], b: list[tuple], value_a: float, value_b: float) -> N
         sys.exit(f"MISMATCH: final value aitrader {value_a:.2f} vs backtrader {value_b:.2f}")
 
 
+#: Before each timed command the script waits (at most ``--quiet-wait`` seconds) until the other processes
+#: on the machine use less than 0.1 core over half a second, and records how many cores they used while the
+#: command ran (``OTHERS``, shown and cleared by :func:`load`): on a shared machine the load average alone
+#: does not say whether a figure was measured beside another job.
+QUIET_WAIT = [30.0]
+OTHERS: list[float] = []
+HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(idle + iowait, total) ticks of all CPUs from /proc/stat; None where there is none."""
+    try:
+        with Path("/proc/stat").open() as f:
+            first = f.readline().split()
+    except OSError:
+        return None
+    ticks = [int(x) for x in first[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def wait_quiet() -> tuple[int, int] | None:
+    """Wait until the machine is quiet (or ``QUIET_WAIT`` seconds pass); the ticks the run starts from."""
+    deadline = time.monotonic() + QUIET_WAIT[0]
+    while time.monotonic() < deadline:
+        a = cpu_ticks()
+        if a is None:
+            return None
+        time.sleep(0.5)
+        b = cpu_ticks()
+        if b is not None and ((b[1] - a[1]) - (b[0] - a[0])) / HZ < 0.05:  # < 0.1 core over 0.5 s
+            break
+    return cpu_ticks()
+
+
+def note_others(start: tuple[int, int] | None, cpu: float, wall: float) -> None:
+    """Record the cores the other processes used during a run: the machine's busy time minus the run's CPU."""
+    end = cpu_ticks()
+    if start is not None and end is not None and wall > 0:
+        busy = ((end[1] - start[1]) - (end[0] - start[0])) / HZ
+        OTHERS.append(max(0.0, busy - cpu) / wall)
+
+
+def others() -> str:
+    """The most cores the other processes used during the runs since the last call (then forgotten)."""
+    text = f", other processes <= {max(OTHERS):.2f} core during the runs" if OTHERS else ""
+    OTHERS.clear()
+    return text
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
-    return f"[load {one:.1f}/{five:.1f} on {os.cpu_count()} cores]"
+    return f"[load {one:.1f}/{five:.1f} on {os.cpu_count()} cores{others()}]"
 
 
 TRADE_CONFIG = """
@@ -236,12 +288,14 @@ def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
     cmd = [sys.executable, "-m", "aitrader.cli.main", "paper-trade", "--config", str(tmp / f"trading-{route}.yaml"),
            "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"),
            "--run-id", run_id, "--backend", backend, "--json", *extra]
+    mark = wait_quiet()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False)
     elapsed = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    note_others(mark, cpu, elapsed)
     if proc.returncode != 0:
         sys.exit(f"paper-trade failed: {proc.stderr[-2000:]}")
     size = sum(p.stat().st_size for p in (tmp / "runs" / run_id).glob("ledger.db*"))
@@ -266,15 +320,18 @@ def backtest_command(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[
         w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
     cmd = [sys.executable, "-m", "aitrader.cli.main", "backtest", "--config", str(tmp / "trading-batch.yaml"),
            "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"), "--json"]
+    mark = wait_quiet()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False,
                           env={**os.environ, "AITRADER_BACKEND": backend})
     elapsed = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    note_others(mark, cpu, elapsed)
     if proc.returncode != 0:
         sys.exit(f"backtest failed: {proc.stderr[-2000:]}")
-    return elapsed, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime), json.loads(proc.stdout)
+    return elapsed, cpu, json.loads(proc.stdout)
 
 
 def backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int) -> None:
@@ -314,7 +371,7 @@ def backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int) -> N
         print(f"  backtest / paper-trade ({backend}): {rate['backtest'][0] / rate['paper'][0]:.2f}x bars/s wall, "
               f"{rate['backtest'][1] / rate['paper'][1]:.2f}x cpu (goal >= 1x); fills and final equity "
               f"{'the same' if same else 'DIFFERENT'} (alternating run by run, medians of {max(1, repeat)} per size) "
-              f"[load {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores]")
+              f"[load {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores{others()}]")
 
 
 def against(w: dict[str, Any], other: Path, small: int, big: int, repeat: int) -> dict[str, tuple[float, float]]:
@@ -349,7 +406,7 @@ def against(w: dict[str, Any], other: Path, small: int, big: int, repeat: int) -
                       f"({1e6 / per[0]:>9,.0f} bars/s), {per[1]:6.2f} us/bar cpu; {fills[who][0]:,} fills, "
                       f"final equity {fills[who][1]:,.2f}")
             print(f"  (alternating run by run, medians of {max(1, repeat)} per size) [load {min(loads):.1f}-"
-                  f"{max(loads):.1f} on {os.cpu_count()} cores]")
+                  f"{max(loads):.1f} on {os.cpu_count()} cores{others()}]")
     finally:
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
@@ -470,9 +527,13 @@ def main() -> None:
     parser.add_argument("--against", type=Path, default=None, metavar="DIR",
                         help="also run the batch route with the code of another checkout (e.g. a worktree of main), "
                              "alternating run by run with this one, and print both beside backtrader")
+    parser.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
+                        help="before each timed command, wait up to this long for the other processes to use "
+                             "< 0.1 core (0: do not wait); what they used during the runs is printed")
     parser.add_argument("--backtest-only", action="store_true",
                         help="only the backtest vs paper-trade rows (part 6), after building the world")
     args = parser.parse_args()
+    QUIET_WAIT[0] = max(0.0, args.quiet_wait)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         w = world(tmp, args.train_bars, args.bars)
