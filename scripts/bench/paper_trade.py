@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _quiet  # scripts/bench/_quiet.py (this script's folder is on sys.path when it runs)
 import numpy as np
 import pandas as pd
 
@@ -181,44 +182,19 @@ def compare(a: list[tuple], b: list[tuple], value_a: float, value_b: float) -> N
 
 #: Before each timed command the script waits (at most ``--quiet-wait`` seconds) until the other processes
 #: on the machine use less than 0.1 core over half a second, and records how many cores they used while the
-#: command ran (``OTHERS``, shown and cleared by :func:`load`): on a shared machine the load average alone
-#: does not say whether a figure was measured beside another job.
+#: command ran (``OTHERS``, shown and cleared by :func:`load`; ``_quiet.py``).
 QUIET_WAIT = [30.0]
 OTHERS: list[float] = []
-HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_ticks() -> tuple[int, int] | None:
-    """(idle + iowait, total) ticks of all CPUs from /proc/stat; None where there is none."""
-    try:
-        with Path("/proc/stat").open() as f:
-            first = f.readline().split()
-    except OSError:
-        return None
-    ticks = [int(x) for x in first[1:9]]
-    return ticks[3] + ticks[4], sum(ticks)
 
 
 def wait_quiet() -> tuple[int, int] | None:
-    """Wait until the machine is quiet (or ``QUIET_WAIT`` seconds pass); the ticks the run starts from."""
-    deadline = time.monotonic() + QUIET_WAIT[0]
-    while time.monotonic() < deadline:
-        a = cpu_ticks()
-        if a is None:
-            return None
-        time.sleep(0.5)
-        b = cpu_ticks()
-        if b is not None and ((b[1] - a[1]) - (b[0] - a[0])) / HZ < 0.05:  # < 0.1 core over 0.5 s
-            break
-    return cpu_ticks()
+    return _quiet.wait_quiet(QUIET_WAIT[0])
 
 
 def note_others(start: tuple[int, int] | None, cpu: float, wall: float) -> None:
-    """Record the cores the other processes used during a run: the machine's busy time minus the run's CPU."""
-    end = cpu_ticks()
-    if start is not None and end is not None and wall > 0:
-        busy = ((end[1] - start[1]) - (end[0] - start[0])) / HZ
-        OTHERS.append(max(0.0, busy - cpu) / wall)
+    used = _quiet.others_during(start, cpu, wall)
+    if used is not None:
+        OTHERS.append(used)
 
 
 def others() -> str:

@@ -48,6 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _quiet  # scripts/bench/_quiet.py (this script's folder is on sys.path when it runs)
+
 CONFIG = """
 ml_trading:
   models:
@@ -312,9 +314,16 @@ def multi_symbol(work: Path, repeat: int) -> list[str]:
     return lines
 
 
+#: Seconds a child may wait for a quiet machine before it starts (``--quiet-wait``; _quiet.py), and the
+#: most cores the other processes used while a child ran (printed on the ``machine:`` line).
+QUIET = {"wait": 30.0, "others": 0.0}
+
+
 def measure(kind: str, size: int, work: Path) -> dict[str, Any]:
-    """Run one child; its result plus its peak RSS (MB) and whole wall time."""
+    """Run one child (once the machine is quiet); its result plus its peak RSS (MB), whole wall time and the
+    cores the other processes used meanwhile."""
     cmd = [sys.executable, __file__, "--child", kind, str(size), "--work", str(work)]
+    mark = _quiet.wait_quiet(QUIET["wait"])
     t0 = time.perf_counter()
     errors = work / f"{kind}_{size}.stderr"
     with errors.open("w") as err:
@@ -327,9 +336,11 @@ def measure(kind: str, size: int, work: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         tail = errors.read_text()[-2000:]
         raise SystemExit(f"{kind} {size} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    others = _quiet.others_during(mark, usage.ru_utime + usage.ru_stime, wall)
+    QUIET["others"] = max(QUIET["others"], others or 0.0)
     doc = json.loads(out.strip().splitlines()[-1])
     peak = doc.pop("vm_hwm_mb") or usage.ru_maxrss / 1024  # ru_maxrss: an upper bound (see _vm_hwm_mb)
-    return {"kind": kind, "size": size, **doc, "wall": wall, "peak_rss_mb": peak}
+    return {"kind": kind, "size": size, **doc, "wall": wall, "peak_rss_mb": peak, "others": others}
 
 
 def _vm_hwm_mb() -> float | None:
@@ -397,8 +408,12 @@ def main() -> None:
                     help="comma-separated parts: paper, backtest, monitor and retrain (these three need paper), "
                          "features, multi (default: all)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per multi-symbol figure (the median is shown)")
+    ap.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
+                    help="before each child, wait up to this long for the other processes to use < 0.1 core "
+                         "(0: do not wait); the most they used while a child ran is printed")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    QUIET["wait"] = max(0.0, args.quiet_wait)
     if args.child:
         doc = child(args.child[0], int(args.child[1]), Path(args.work))
         print(json.dumps({**doc, "vm_hwm_mb": _vm_hwm_mb()}))
@@ -454,7 +469,8 @@ def main() -> None:
                           "multi": multi}, indent=1))
         return
     print(f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) before {load0[0]:.2f}/{load0[1]:.2f}/"
-          f"{load0[2]:.2f}, after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}")
+          f"{load0[2]:.2f}, after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}; other processes used at most "
+          f"{QUIET['others']:.2f} core while a child ran (each waited up to {QUIET['wait']:.0f} s for < 0.1)")
     for title, data in rows.items():
         for line in curve(title, data, "bar"):
             print(line)
