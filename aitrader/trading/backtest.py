@@ -186,16 +186,6 @@ def _bytes(blob: Blob) -> bytes:
     return blob() if callable(blob) else blob
 
 
-@dataclass
-class Curve:
-    """The replay's equity over the traded bars as whole arrays: stamps, epoch seconds and equity, what
-    :func:`curve_stats` takes (the report itself keeps :class:`Steps` and one array: :func:`curve_stats_over`)."""
-
-    stamps: Sequence[str]
-    epochs: np.ndarray
-    equity: np.ndarray
-
-
 #: Equity steps (and bars) handled at a time by the report's passes over the steps (a piece's arrays, not the run's).
 STEP_PIECE = 16_384
 
@@ -219,7 +209,7 @@ class Steps:
         return len(self._rows)
 
     def epochs(self, a: int, b: int) -> np.ndarray:
-        """The epoch seconds of traded steps ``a:b`` (``ns / 1e9``, the floats :func:`step_epochs` gives)."""
+        """The epoch seconds of traded steps ``a:b`` (``ns / 1e9``)."""
         rows = self._rows[a:b]
         if isinstance(rows, range):
             if self._ns is not None:
@@ -313,13 +303,6 @@ def _kept_rows(total: int, first: float | None, ns: np.ndarray | None, parsed: n
     return np.flatnonzero(epochs >= first)
 
 
-def step_epochs(series: list[BarSeries], blobs: list[tuple[int, Blob]]) -> np.ndarray | None:
-    """:func:`epochs_of` the equity steps' stamps (``blobs``: the ledger's, one per checkpoint) without
-    parsing them: :func:`step_ns` over 1e9 (whole seconds: no digit lost)."""
-    ns = step_ns(series, blobs)
-    return ns / 1e9 if ns is not None else None
-
-
 def _increasing(a: np.ndarray) -> bool:
     """``(np.diff(a) > 0).all()``, a piece at a time."""
     last = len(a) - 1
@@ -351,10 +334,11 @@ def step_ns(series: list[BarSeries], blobs: list[tuple[int, Blob]]) -> np.ndarra
 def performance_report(steps: Steps, fills: FillColumns, collect: dict[str, Any], summary: dict[str, Any]
                        ) -> dict[str, dict[str, Any]]:
     """``{"strategy": {...}, "buy_and_hold": {...}, "window": {...}}`` over the traded bars of a finished
-    replay, but the strategy's trade figures (:func:`trade_stats`, added by :func:`backtest`): the figures
-    of :func:`curve_stats` (the same floats) and the final equity, computed in one array of the run's
-    length (:func:`curve_stats_over`): the strategy's equity read from the ledger, then buy-and-hold's,
-    built a piece of steps at a time from the bars' closes (:func:`hold_curve`)."""
+    replay, but the strategy's trade figures (:func:`trade_stats`, added by :func:`backtest`): the curve's
+    figures (the same floats as the whole-array definition in the tests' ``tests/backtest_oracle.py``) and
+    the final equity, computed in one array of the run's length (:func:`curve_stats_over`): the strategy's
+    equity read from the ledger, then buy-and-hold's, built a piece of steps at a time from the bars'
+    closes (:func:`hold_curve`)."""
     initial = float(summary["initial_cash"])
     costs = summary["costs"]
     periods = float(collect["calendar"]["periods_per_year"])
@@ -392,11 +376,6 @@ def epochs_of(stamps: list[str]) -> np.ndarray:
     return np.where(index.isna(), 0.0, index.asi8 / 1e9)
 
 
-def _positions(fills: FillColumns, epochs: np.ndarray) -> np.ndarray:
-    """Gross position (sum of |quantity| over symbols) held after each bar's fills."""
-    return _gross(_position_tables(fills), epochs)
-
-
 def _position_tables(fills: FillColumns) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per symbol (sorted): each fill's epoch and the position held after it (rounded as the broker)."""
     if not len(fills):
@@ -414,7 +393,8 @@ def _position_tables(fills: FillColumns) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _gross(tables: list[tuple[np.ndarray, np.ndarray]], epochs: np.ndarray) -> np.ndarray:
-    """:func:`_positions` at ``epochs`` from :func:`_position_tables` (any piece of the steps: element-wise)."""
+    """The gross position (sum of |quantity| over symbols) held after each of ``epochs``' fills, from
+    :func:`_position_tables` (any piece of the steps: element-wise)."""
     gross = np.zeros(len(epochs))
     for at, held in tables:
         idx = np.searchsorted(at, epochs, side="right") - 1
@@ -685,36 +665,10 @@ def close_frames(series: dict[str, BarSeries], passes: dict[str, BarPass]) -> di
             for sym, s in series.items() if passes[sym].all_closes is not None}
 
 
-def curve_stats(equity: np.ndarray, stamps: Sequence[str], initial: float, periods: float, positions: np.ndarray,
-                traded: float, fees: float) -> dict[str, Any]:
-    """Return, CAGR, Sharpe, Sortino, drawdown (depth, bars, calendar time), exposure, turnover, fees, over
-    whole arrays: the definition :func:`curve_stats_over` computes in one array (and the tests' reference)."""
-    from aitrader.training import metrics as M
-
-    rets = M.simple_returns(equity, initial=initial)
-    bars, first, last = M.drawdown_duration(equity, initial=initial)
-    dd_time = None
-    if bars:
-        peak = stamps[first - 1] if first > 0 else stamps[0]
-        dd_time = short_duration(pd.Timestamp(stamps[last]) - pd.Timestamp(peak))
-    before = np.concatenate(([initial], equity[:-1])) if equity.size else equity
-    return {
-        "total_return": float(equity[-1] / initial - 1.0) if equity.size else 0.0,
-        "cagr": M.cagr(equity, initial, periods),
-        "sharpe": M.sharpe_ratio(rets, periods),
-        "sortino": M.sortino_ratio(rets, periods),
-        "max_drawdown": M.max_drawdown(equity, initial=initial),
-        "max_drawdown_bars": bars,
-        "max_drawdown_duration": dd_time,
-        "exposure": M.exposure(positions),
-        "turnover": M.turnover([traded], before),
-        "fees": fees,
-    }
-
-
 def curve_stats_over(path: np.ndarray, refill: Callable[[], np.ndarray], stamps: Sequence[str], periods: float,
                      exposure: float, traded: float, fees: float) -> tuple[dict[str, Any], float]:
-    """:func:`curve_stats` of the curve ``path`` = ``[initial, *equity]`` and its final equity (``initial``
+    """Return, CAGR, Sharpe, Sortino, drawdown (depth, bars, calendar time), exposure, turnover and fees of
+    the curve ``path`` = ``[initial, *equity]``, and its final equity (``initial``
     without steps), the same floats, computed in ``path`` (consumed) with no other array of its length:
     the figures that read the curve first, then the Sortino ratio in its returns written over it
     (:func:`aitrader.training.metrics.returns_over`), then ``refill()`` writes the curve again (into the

@@ -22,6 +22,7 @@ import pytest
 
 import aitrader.trading.backtest as B
 import aitrader.trading.service as service
+from tests.backtest_oracle import Curve, curve_stats
 from tests.model_world import deploy_small_model, synthetic_world
 
 
@@ -59,7 +60,7 @@ def frozen_buy_and_hold(frames: dict[str, pd.DataFrame], trade_from: dict[str, f
     return total, held, traded, fees
 
 
-def frozen_curve(run_dir: Path, collect: dict[str, Any]) -> B.Curve:
+def frozen_curve(run_dir: Path, collect: dict[str, Any]) -> Curve:
     """main's equity rows of the traded bars (one ``to_epoch`` per stamp)."""
     from aitrader.trading.ledger import LEDGER_NAME, read_table
     from aitrader.trading.session import to_epoch
@@ -69,7 +70,7 @@ def frozen_curve(run_dir: Path, collect: dict[str, Any]) -> B.Curve:
     stamps = [str(r[1]) for r in rows]
     epochs = np.array([to_epoch(t) or 0.0 for t in stamps])
     keep = epochs >= first if first is not None else np.ones(len(rows), dtype=bool)
-    return B.Curve([t for t, k in zip(stamps, keep, strict=True) if k], epochs[keep],
+    return Curve([t for t, k in zip(stamps, keep, strict=True) if k], epochs[keep],
                    np.array([float(r[3]) for r in rows], dtype=np.float64)[keep])
 
 
@@ -124,13 +125,13 @@ def frozen_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any
     periods = float(collect["calendar"]["periods_per_year"])
     positions = frozen_positions(fills, curve.epochs)
     traded = float((fills["quantity"] * fills["price"]).abs().sum()) if len(fills) else 0.0
-    strategy = B.curve_stats(curve.equity, curve.stamps, initial, periods, positions, traded,
+    strategy = curve_stats(curve.equity, curve.stamps, initial, periods, positions, traded,
                              float(fills["commission"].sum()) if len(fills) else 0.0)
     strategy.update(frozen_trade_stats(trades))
     strategy["final_equity"] = float(curve.equity[-1]) if curve.equity.size else initial
     bench, pos, b_traded, b_fees = frozen_buy_and_hold(frames, collect["trade_from"], curve.epochs, initial,
                                                        float(costs["commission_bps"]), float(costs["slippage_bps"]))
-    hold = B.curve_stats(bench, curve.stamps, initial, periods, pos, b_traded, b_fees)
+    hold = curve_stats(bench, curve.stamps, initial, periods, pos, b_traded, b_fees)
     hold.update({"trades": 0, "win_rate": None, "profit_factor": None, "avg_trade_return": None,
                  "avg_trade_duration": None, "avg_trade_bars": None,
                  "final_equity": float(bench[-1]) if bench.size else initial})

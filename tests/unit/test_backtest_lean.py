@@ -4,7 +4,7 @@ whole-array formulas they replace.
 Oracles: the texts themselves and ``pd.Timestamp`` for the fills' stamps held as numbers
 (``StampColumn``); hand-written columns for the recorder fed by hand; ``np.searchsorted`` over the
 whole bar epochs (``rows_at``); the close column indexed whole (``CloseReader``); the whole-path
-``drawdown_duration`` main had (frozen below); ``backtest.curve_stats`` over whole arrays
+``drawdown_duration`` main had (frozen below); ``tests/backtest_oracle.curve_stats`` over whole arrays
 (``curve_stats_over``); the RSS of a process before and after (``release_free_memory``).
 """
 
@@ -28,6 +28,7 @@ import aitrader.trading.trips as T
 from aitrader.trading.events import Fill
 from aitrader.trading.sources import BarSeries, _format_ns
 from aitrader.training import metrics as M
+from tests.backtest_oracle import curve_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,7 +213,7 @@ def test_curve_stats_in_one_array_equal_the_whole_arrays(n: int) -> None:
     equity = initial * np.cumprod(1.0 + rng.normal(0.0, 0.01, n))
     stamps = [str(t) for t in pd.date_range("2024-01-01", periods=n, freq="5min")]
     positions = np.where(rng.random(n) < 0.4, 0.0, rng.random(n))
-    want = B.curve_stats(equity, stamps, initial, 105_120.0, positions, 1234.5, 6.75)
+    want = curve_stats(equity, stamps, initial, 105_120.0, positions, 1234.5, 6.75)
     path = np.concatenate(([initial], equity))
     refills: list[int] = []
 

@@ -75,7 +75,7 @@ def test_one_parse_gives_the_per_function_spans_and_positions(bars_zone: str | N
             got, want = B.trip_spans(trades, sym, s), old_trip_spans(trades, sym, s)
             assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
         epochs = s.ns() / 1e9
-        assert B._positions(fills, epochs).tolist() == old_positions(fills, epochs).tolist()
+        assert B._gross(B._position_tables(fills), epochs).tolist() == old_positions(fills, epochs).tolist()
 
 
 def test_spans_by_hand_on_naive_stamps() -> None:
@@ -88,5 +88,6 @@ def test_spans_by_hand_on_naive_stamps() -> None:
     lo, hi = B.trip_spans(trades, "A", series("A", index))
     assert lo.tolist() == [2, 6] and hi.tolist() == [5, 9]
     assert trades.duration_ns.tolist() == [3 * 3600 * 10**9] * 2
-    assert B._positions(fills, np.array([1.0, 2.0, 5.0, 6.0, 9.0]) * 3600 + index[0].timestamp()).tolist() == \
+    at = np.array([1.0, 2.0, 5.0, 6.0, 9.0]) * 3600 + index[0].timestamp()
+    assert B._gross(B._position_tables(fills), at).tolist() == \
         [0.0, 1.0, 0.0, 1.0, 0.0]

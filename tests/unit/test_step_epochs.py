@@ -1,4 +1,4 @@
-"""backtest.step_epochs (the equity steps' epochs from the replayed series' bars) == session.to_epoch of each
+"""backtest.step_ns over 1e9 (the equity steps' epochs from the replayed series' bars) == session.to_epoch of each
 stamp the engine wrote, stamp by stamp (main's frozen_curve did exactly that), or None where it must not guess.
 
 The stamps are written as a replay writes them (``replay_steps`` over the same series), packed as the ledger
@@ -10,10 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from aitrader.trading.backtest import step_epochs
+from aitrader.trading.backtest import step_ns
 from aitrader.trading.ledger import pack_text
 from aitrader.trading.session import to_epoch
 from aitrader.trading.sources import BarSeries, replay_steps
+
+
+def step_epochs(series: list[BarSeries], blobs: list[tuple[int, bytes]]) -> np.ndarray | None:
+    """The steps' epoch seconds as the report makes them: ``step_ns`` over 1e9 (None: parse the stamps)."""
+    ns = step_ns(series, blobs)  # type: ignore[arg-type]
+    return ns / 1e9 if ns is not None else None
 
 
 def series(symbol: str, index: pd.DatetimeIndex) -> BarSeries:
