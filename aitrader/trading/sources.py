@@ -68,6 +68,29 @@ def _format_ns(ns: np.ndarray, suffix: str, whole_seconds: bool) -> list[str]:
     return [s + suffix for s in text.tolist()] if suffix else text.tolist()
 
 
+def json_ns(ns: np.ndarray, suffix: str, whole_seconds: bool) -> list[str]:
+    """:func:`_format_ns`'s texts as JSON strings (``json.encoder.encode_basestring_ascii`` of each).
+
+    Whole seconds (the usual bars) are written by orjson from ``datetime64[s]`` (RFC 3339 without a
+    fraction: the same ``YYYY-MM-DDTHH:MM:SS`` text, ~20x faster than formatting and quoting each one);
+    anything else by :func:`_format_ns` and the json module's encoder."""
+    if whole_seconds and len(ns):
+        import orjson
+
+        try:
+            text = orjson.dumps(ns.view("datetime64[ns]").astype("datetime64[s]"),
+                                option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1]
+        except TypeError:  # orjson.JSONEncodeError for NaT (no bar has it): written as the slow path writes it
+            text = None
+        if text is not None:
+            if suffix:  # '"...",' -> '"...+00:00",' at every stamp's end
+                text = text.replace('",', suffix + '",')[:-1] + suffix + '"'
+            return text.split(",")
+    from json.encoder import encode_basestring_ascii
+
+    return list(map(encode_basestring_ascii, _format_ns(ns, suffix, whole_seconds)))
+
+
 def iso_strings(index: pd.DatetimeIndex) -> tuple[list[str], np.ndarray]:
     """ISO-8601 strings and epoch seconds of a DatetimeIndex, vectorised."""
     ns, suffix = _utc_ns(index)
