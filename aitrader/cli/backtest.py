@@ -12,7 +12,7 @@ import typer
 
 from aitrader.cli._exit import skip_final_collections
 from aitrader.cli._output import console
-from aitrader.cli.trade import JSON_HELP, MISMATCH_HELP, MODEL_HELP, RUNS_HELP
+from aitrader.cli.trade import JSON_HELP, MISMATCH_HELP, MODEL_HELP, RUNS_HELP, WORKERS_HELP
 
 if TYPE_CHECKING:
     from aitrader.trading.backtest import Backtest
@@ -57,6 +57,7 @@ def backtest_cmd(
     book: list[str] = typer.Option(None, "--book", help="Order-book snapshots for models with book features: "
                                    "SYMBOL=PATH (repeatable) or one PATH (docs/orderbook.md)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    workers: str = typer.Option("auto", "--workers", help=WORKERS_HELP),
 ) -> None:
     """Backtest models on their unseen bars with the paper-trade engine: performance vs buy-and-hold, trades."""
     from aitrader._memory import settle_for_long_run
@@ -68,7 +69,7 @@ def backtest_cmd(
     result = backtest(models=model or None, data=data or None, config_path=config, registry_root=registry,
                       start=start, end=end, allow_in_sample=allow_in_sample,
                       allow_symbol_mismatch=allow_symbol_mismatch, out_run=out_run, runs_dir=runs_dir, view=view,
-                      report=report, books=parse_book_options(book))
+                      report=report, books=parse_book_options(book), workers=workers)
     if json_out:
         print_backtest_json(result)
     else:

@@ -15,6 +15,8 @@ RUNS_HELP = "Folder holding the runs (runs/RUN_ID/ledger.db)."
 MODEL_HELP = ("Trade this registered model (NAME: its production version, NAME:vN, NAME@alias) instead of the "
               "config's models; repeatable. Its symbol: --data SYMBOL=PATH, else the one it was trained on.")
 MISMATCH_HELP = "Let a model trade another symbol than the one it was trained on."
+WORKERS_HELP = ("Threads for a replay's batch predictions: N >= 1 (1: none; 2 uses a second core) or auto "
+                "(2 when a core is free, else 1).")
 BACKEND_HELP = ("Runner backend: auto (the compiled trees its deploy made, else ONNX), compiled, onnx or native. "
                 "Default: $AITRADER_BACKEND, else auto.")
 
@@ -55,9 +57,7 @@ def paper_trade_cmd(
         "unix:///PATH; docs/bus.md) instead of replaying --data."),
     backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
-    workers: str = typer.Option("auto", "--workers", help=(
-        "Threads for a replay's batch predictions: N >= 1 (1: none; 2 uses a second core) or auto "
-        "(2 when a core is free, else 1).")),
+    workers: str = typer.Option("auto", "--workers", help=WORKERS_HELP),
     ledger_thread: bool = typer.Option(False, "--ledger-thread", help=(
         "A replay at --speed 0 commits its ledger on a writer thread (the same ledger; docs/trading.md).")),
 ) -> None:

@@ -52,14 +52,16 @@ def run_backtest(*, models: list[str] | None, data: list[str] | None, config_pat
                  registry_root: str | None = None, start: str | None = None, end: str | None = None,
                  allow_in_sample: bool = False, allow_symbol_mismatch: bool = False,
                  out_run: str | None = None, runs_dir: str = "runs", view: str = "none",
-                 report: str | None = None, books: str | dict[str, str] | None = None) -> dict[str, Any]:
+                 report: str | None = None, books: str | dict[str, str] | None = None,
+                 workers: int | str = "auto") -> dict[str, Any]:
     """Replay, then report: ``{"run": paper-trade summary, "performance": {...}, "trades": [...]}``.
 
     ``report``: also write the HTML tearsheet there (:func:`aitrader.monitoring.tearsheet.write_tearsheet`,
     the same report as ``monitor --report``), from the replay's ledger before a temporary one is removed."""
     return backtest(models=models, data=data, config_path=config_path, registry_root=registry_root, start=start,
                     end=end, allow_in_sample=allow_in_sample, allow_symbol_mismatch=allow_symbol_mismatch,
-                    out_run=out_run, runs_dir=runs_dir, view=view, report=report, books=books).as_dict()
+                    out_run=out_run, runs_dir=runs_dir, view=view, report=report, books=books,
+                    workers=workers).as_dict()
 
 
 @dataclass
@@ -88,8 +90,9 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
              registry_root: str | None = None, start: str | None = None, end: str | None = None,
              allow_in_sample: bool = False, allow_symbol_mismatch: bool = False,
              out_run: str | None = None, runs_dir: str = "runs", view: str = "none",
-             report: str | None = None, books: str | dict[str, str] | None = None) -> Backtest:
-    """:func:`run_backtest`, its trades left as columns."""
+             report: str | None = None, books: str | dict[str, str] | None = None,
+             workers: int | str = "auto") -> Backtest:
+    """:func:`run_backtest`, its trades left as columns; ``workers``: paper-trade's ``--workers``."""
     from aitrader._memory import release_free_memory
     from aitrader.trading.service import paper_trade
 
@@ -102,7 +105,7 @@ def backtest(*, models: list[str] | None, data: list[str] | None, config_path: s
             config_path=config_path, data=data, run_id=out_run or "backtest", state_dir=tmp,
             registry_root=registry_root, runs_dir=runs_dir, view=view, start=start, end=end,
             allow_in_sample=allow_in_sample, models=models, allow_symbol_mismatch=allow_symbol_mismatch,
-            collect=collect, books=books,
+            collect=collect, books=books, workers=workers,
             # a temporary ledger without a report: nothing reads its feature rows, so they are not packed (and
             # it is a scratch one: no outcome rows, no journal, no sync)
             ledger_features=not lean,

@@ -35,8 +35,10 @@ compare figures from the same run only):
    by run with the batch route's ``paper-trade`` (no ledger thread) so that both see the same load:
    bars/s of both (the two-size difference), their ratio (goal: backtest >= 1x paper-trade), the whole
    command's seconds on the big size (median, min-max: start-up included, steadier than the slope of two
-   noisy medians) and whether the backtest's run summary has the same fills and final equity. ``--backtest-only``
-   runs this part alone (after the world is built).
+   noisy medians) and whether the backtest's run summary has the same fills and final equity; both as
+   they run by default (``--workers auto``: each run picks its threads, so two runs may differ) and both
+   with ``--workers 1`` (the work alone, no second thread). ``--backtest-only`` runs this part alone
+   (after the world is built).
 
 7. With ``--against DIR`` (another checkout, e.g. ``git worktree add /tmp/main main``): the batch
    route's whole command with that checkout's code and with this one, alternating run by run on the
@@ -285,7 +287,8 @@ def whole_command(w: dict[str, Any], n: int, run_id: str, route: str = "batch",
     return elapsed, cpu, summary, size
 
 
-def backtest_command(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[float, float, dict[str, Any]]:
+def backtest_command(w: dict[str, Any], n: int, backend: str = "onnx",
+                     extra: tuple[str, ...] = ()) -> tuple[float, float, dict[str, Any]]:
     """Wall and CPU seconds of ``aitrader backtest --json`` (batch route) on the first ``n`` trading bars
     (the bars :func:`whole_command` writes), and its JSON. ``backtest`` has no ``--backend``: the
     runner comes from ``$AITRADER_BACKEND``, set for the child."""
@@ -295,7 +298,7 @@ def backtest_command(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[
     if not data.exists():
         w["bars"].iloc[:n].rename_axis("timestamp").to_csv(data)
     cmd = [sys.executable, "-m", "aitrader.cli.main", "backtest", "--config", str(tmp / "trading-batch.yaml"),
-           "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"), "--json"]
+           "--registry", str(tmp / "models"), "--data", str(data), "--runs-dir", str(tmp / "runs"), "--json", *extra]
     mark = wait_quiet()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -312,42 +315,55 @@ def backtest_command(w: dict[str, Any], n: int, backend: str = "onnx") -> tuple[
 
 def backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int) -> None:
     """``aitrader backtest`` beside ``aitrader paper-trade`` (batch route, no ledger thread), same model
-    and bars, alternating run by run; bars/s of each from the two-size difference of medians."""
+    and bars, alternating run by run; bars/s of each from the two-size difference of medians. Twice: as
+    both run by default (``--workers auto``: each run picks its threads from how idle the machine was at
+    its start, so two runs may differ), and both with ``--workers 1`` (no second thread: the work alone)."""
     for backend in BACKENDS:
-        runs: dict[str, dict[int, list[tuple[float, float]]]] = {k: {small: [], big: []} for k in ("paper", "backtest")}
-        loads = []
-        finals: dict[str, tuple[int, float]] = {}
-        for i in range(max(1, repeat)):
-            for n in (small, big):
-                for who in (("paper", "backtest") if i % 2 == 0 else ("backtest", "paper")):
-                    if who == "paper":
-                        t, cpu, summary, _ = whole_command(w, n, f"bt-paper-{backend}-{n}-{i}", "batch", backend)
-                    else:
-                        t, cpu, doc = backtest_command(w, n, backend)
-                        summary = doc["run"]
-                    runs[who][n].append((t, cpu))
-                    finals[who] = (summary["fills"], round(summary["final_equity"], 2))
-                    loads.append(os.getloadavg()[0])
-        rate: dict[str, tuple[float, float, float]] = {}
-        for who in ("paper", "backtest"):
-            med = {n: [statistics.median(r[k] for r in runs[who][n]) for k in (0, 1)] for n in (small, big)}
-            wall, cpu = ((big - small) / (med[big][k] - med[small][k]) for k in (0, 1))
-            rate[who] = (wall, cpu, med[small][0] - small / wall)
-        for who, label in (("paper", "paper-trade"), ("backtest", "backtest")):
-            wall, cpu, startup = rate[who]
-            print(f"whole command, {label:11}, batch route, {backend:4} runner {wall:>10,.0f} bars/s "
-                  f"({1e6 / wall:6.2f} us/bar wall, {1e6 / cpu:6.2f} us/bar cpu), start-up {startup:.2f} s")
-        same = finals["paper"] == finals["backtest"]
-        walls = {who: (statistics.median(r[0] for r in runs[who][big]), min(r[0] for r in runs[who][big]),
-                       max(r[0] for r in runs[who][big])) for who in ("paper", "backtest")}
-        print(f"  whole command on {big:,} bars (start-up included; less noisy than the two-size slope): backtest "
-              f"{walls['backtest'][0]:.2f} s ({walls['backtest'][1]:.2f}-{walls['backtest'][2]:.2f}), paper-trade "
-              f"{walls['paper'][0]:.2f} s ({walls['paper'][1]:.2f}-{walls['paper'][2]:.2f}): "
-              f"{walls['paper'][0] / walls['backtest'][0]:.2f}x")
-        print(f"  backtest / paper-trade ({backend}): {rate['backtest'][0] / rate['paper'][0]:.2f}x bars/s wall, "
-              f"{rate['backtest'][1] / rate['paper'][1]:.2f}x cpu (goal >= 1x); fills and final equity "
-              f"{'the same' if same else 'DIFFERENT'} (alternating run by run, medians of {max(1, repeat)} per size) "
-              f"[load {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores{others()}]")
+        for variant, extra in BACKTEST_VARIANTS.items():
+            _backtest_vs_paper(w, small, big, repeat, backend, variant, extra)
+
+
+#: backtest_vs_paper's runs: the options given to both commands
+BACKTEST_VARIANTS: dict[str, tuple[str, ...]] = {"default": (), "--workers 1": ("--workers", "1")}
+
+
+def _backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int, backend: str, variant: str,
+                       extra: tuple[str, ...]) -> None:
+    runs: dict[str, dict[int, list[tuple[float, float]]]] = {k: {small: [], big: []} for k in ("paper", "backtest")}
+    loads = []
+    finals: dict[str, tuple[int, float]] = {}
+    for i in range(max(1, repeat)):
+        for n in (small, big):
+            for who in (("paper", "backtest") if i % 2 == 0 else ("backtest", "paper")):
+                if who == "paper":
+                    t, cpu, summary, _ = whole_command(w, n, f"bt-paper-{backend}-{n}-{i}", "batch", backend, extra)
+                else:
+                    t, cpu, doc = backtest_command(w, n, backend, extra)
+                    summary = doc["run"]
+                runs[who][n].append((t, cpu))
+                finals[who] = (summary["fills"], round(summary["final_equity"], 2))
+                loads.append(os.getloadavg()[0])
+    rate: dict[str, tuple[float, float, float]] = {}
+    for who in ("paper", "backtest"):
+        med = {n: [statistics.median(r[k] for r in runs[who][n]) for k in (0, 1)] for n in (small, big)}
+        wall, cpu = ((big - small) / (med[big][k] - med[small][k]) for k in (0, 1))
+        rate[who] = (wall, cpu, med[small][0] - small / wall)
+    for who, label in (("paper", "paper-trade"), ("backtest", "backtest")):
+        wall, cpu, startup = rate[who]
+        print(f"whole command, {label:11}, batch route, {backend:4} runner, {variant:11} {wall:>10,.0f} bars/s "
+              f"({1e6 / wall:6.2f} us/bar wall, {1e6 / cpu:6.2f} us/bar cpu), start-up {startup:.2f} s")
+    same = finals["paper"] == finals["backtest"]
+    walls = {who: (statistics.median(r[0] for r in runs[who][big]), min(r[0] for r in runs[who][big]),
+                   max(r[0] for r in runs[who][big])) for who in ("paper", "backtest")}
+    print(f"  whole command on {big:,} bars (start-up included; less noisy than the two-size slope): backtest "
+          f"{walls['backtest'][0]:.2f} s ({walls['backtest'][1]:.2f}-{walls['backtest'][2]:.2f}), paper-trade "
+          f"{walls['paper'][0]:.2f} s ({walls['paper'][1]:.2f}-{walls['paper'][2]:.2f}): "
+          f"{walls['paper'][0] / walls['backtest'][0]:.2f}x")
+    print(f"  backtest / paper-trade ({backend}, {variant}): "
+          f"{rate['backtest'][0] / rate['paper'][0]:.2f}x bars/s wall, "
+          f"{rate['backtest'][1] / rate['paper'][1]:.2f}x cpu (goal >= 1x); fills and final equity "
+          f"{'the same' if same else 'DIFFERENT'} (alternating run by run, medians of {max(1, repeat)} per size) "
+          f"[load {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores{others()}]")
 
 
 def against(w: dict[str, Any], other: Path, small: int, big: int, repeat: int) -> dict[str, tuple[float, float]]:

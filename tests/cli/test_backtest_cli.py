@@ -158,3 +158,19 @@ def test_backtest_report_writes_the_tearsheet_with_every_chart(in_tmp: Path, wor
     for name, data in pngs.items():
         check_png(name, data)
     assert not (in_tmp / "runs").exists()  # the temporary ledger is gone, the report stays
+
+
+def test_backtest_workers_give_the_same_document_and_a_bad_value_is_one_error_line(in_tmp: Path, world) -> None:
+    data = f"SYN={world['data']}"
+    docs = []
+    for workers in ("1", "2", "auto"):
+        res = cli(world, "backtest", "--model", "syn_lgbm", "--data", data, "--workers", workers)
+        assert res.exit_code == 0, res.stderr
+        docs.append(json.loads(res.stdout))
+    assert docs[0] == docs[1] == docs[2]
+    assert docs[0]["run"]["fills"] > 0
+    bad = cli(world, "backtest", "--model", "syn_lgbm", "--data", data, "--workers", "0")
+    assert bad.exit_code == 1
+    assert bad.stderr.strip().splitlines() == [
+        "error: --workers must be auto or a whole number >= 1 (1: no worker threads), got 0"]
+    assert bad.stdout == ""
