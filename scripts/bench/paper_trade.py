@@ -37,8 +37,10 @@ compare figures from the same run only):
    command's seconds on the big size (median, min-max: start-up included, steadier than the slope of two
    noisy medians) and whether the backtest's run summary has the same fills and final equity; both as
    they run by default (``--workers auto``: each run picks its threads, so two runs may differ) and both
-   with ``--workers 1`` (the work alone, no second thread). ``--backtest-only`` runs this part alone
-   (after the world is built).
+   with ``--workers 1`` (the work alone, no second thread); and paired by round (``--backtest-repeat``
+   rounds, default 5, each running both commands on both sizes within seconds): the median of the
+   rounds' ratios and how many were >= 1x, which a drift of the host's speed between rounds does not
+   move. ``--backtest-only`` runs this part alone (after the world is built).
 
 7. With ``--against DIR`` (another checkout, e.g. ``git worktree add /tmp/main main``): the batch
    route's whole command with that checkout's code and with this one, alternating run by run on the
@@ -336,7 +338,8 @@ def _backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int, bac
         for n in (small, big):
             for who in (("paper", "backtest") if i % 2 == 0 else ("backtest", "paper")):
                 if who == "paper":
-                    t, cpu, summary, _ = whole_command(w, n, f"bt-paper-{backend}-{n}-{i}", "batch", backend, extra)
+                    run_id = f"bt-paper-{backend}-{'-'.join(extra).strip('-') or 'default'}-{n}-{i}"
+                    t, cpu, summary, _ = whole_command(w, n, run_id, "batch", backend, extra)
                 else:
                     t, cpu, doc = backtest_command(w, n, backend, extra)
                     summary = doc["run"]
@@ -359,6 +362,16 @@ def _backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int, bac
           f"{walls['backtest'][0]:.2f} s ({walls['backtest'][1]:.2f}-{walls['backtest'][2]:.2f}), paper-trade "
           f"{walls['paper'][0]:.2f} s ({walls['paper'][1]:.2f}-{walls['paper'][2]:.2f}): "
           f"{walls['paper'][0] / walls['backtest'][0]:.2f}x")
+    # paired: each round ran both commands on both sizes within seconds of each other, so a drift of the
+    # host's speed (this 2-core VM's runs of one command swing up to 1.6x within minutes) hits both alike
+    rounds = range(len(runs["paper"][big]))
+    slope = [(runs["paper"][big][i][0] - runs["paper"][small][i][0])
+             / (runs["backtest"][big][i][0] - runs["backtest"][small][i][0]) for i in rounds]
+    whole = [runs["paper"][big][i][0] / runs["backtest"][big][i][0] for i in rounds]
+    print(f"  paired by round: backtest / paper-trade bars/s {statistics.median(slope):.2f}x (median; "
+          f"{sum(r >= 1.0 for r in slope)} of {len(slope)} rounds >= 1x: {' '.join(f'{r:.2f}' for r in slope)}), "
+          f"whole command on {big:,} bars {statistics.median(whole):.2f}x ({sum(r >= 1.0 for r in whole)} of "
+          f"{len(whole)} >= 1x)")
     print(f"  backtest / paper-trade ({backend}, {variant}): "
           f"{rate['backtest'][0] / rate['paper'][0]:.2f}x bars/s wall, "
           f"{rate['backtest'][1] / rate['paper'][1]:.2f}x cpu (goal >= 1x); fills and final equity "
@@ -516,6 +529,8 @@ def main() -> None:
     parser.add_argument("--latency-bars", type=int, default=3000, help="bar-to-order latency sample (0: skip)")
     parser.add_argument("--whole-repeat", type=int, default=3,
                         help="whole-command runs per size (medians: one pair of runs swung 30k-79k bars/s)")
+    parser.add_argument("--backtest-repeat", type=int, default=5,
+                        help="rounds of the backtest vs paper-trade part (both commands, both sizes, each round)")
     parser.add_argument("--against", type=Path, default=None, metavar="DIR",
                         help="also run the batch route with the code of another checkout (e.g. a worktree of main), "
                              "alternating run by run with this one, and print both beside backtrader")
@@ -532,7 +547,7 @@ def main() -> None:
         print(f"200-tree LightGBM, synthetic 1-minute bars; whole command on {args.small:,} and {args.bars:,} bars")
         whole_command(w, 2_000, "warm")  # first-run disk caches and bytecode
         if args.backtest_only:
-            backtest_vs_paper(w, args.small, args.bars, args.whole_repeat)
+            backtest_vs_paper(w, args.small, args.bars, args.backtest_repeat)
             return
         diff = args.bars - args.small
         rates: dict[str, tuple[float, float]] = {}
@@ -590,7 +605,7 @@ def main() -> None:
         same = f_c == f_o and abs(eq_c - eq_o) < 0.005
         print(f"  compiled vs ONNX (batch): {f_c} vs {f_o} fills, final equity {eq_c:,.2f} vs {eq_o:,.2f} "
               f"({'same' if same else 'DIFFERENT: float32 rounding at a threshold'})")
-        backtest_vs_paper(w, args.small, args.bars, args.whole_repeat)
+        backtest_vs_paper(w, args.small, args.bars, args.backtest_repeat)
         ab = against(w, args.against, args.small, args.bars, args.whole_repeat) if args.against else {}
         bares: dict[str, tuple[float, float]] = {}
         for backend in BACKENDS:
