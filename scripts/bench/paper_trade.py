@@ -40,7 +40,8 @@ compare figures from the same run only):
    with ``--workers 1`` (the work alone, no second thread); and paired by round (``--backtest-repeat``
    rounds, default 5, each running both commands on both sizes within seconds): the median of the
    rounds' ratios and how many were >= 1x, which a drift of the host's speed between rounds does not
-   move. ``--backtest-only`` runs this part alone (after the world is built).
+   move; and the best of the rounds per size (timeit's estimator: the host's slowdowns only add time).
+   ``--backtest-only`` runs this part alone (after the world is built).
 
 7. With ``--against DIR`` (another checkout, e.g. ``git worktree add /tmp/main main``): the batch
    route's whole command with that checkout's code and with this one, alternating run by run on the
@@ -372,6 +373,13 @@ def _backtest_vs_paper(w: dict[str, Any], small: int, big: int, repeat: int, bac
           f"{sum(r >= 1.0 for r in slope)} of {len(slope)} rounds >= 1x: {' '.join(f'{r:.2f}' for r in slope)}), "
           f"whole command on {big:,} bars {statistics.median(whole):.2f}x ({sum(r >= 1.0 for r in whole)} of "
           f"{len(whole)} >= 1x)")
+    # best of the rounds (timeit's estimator: a slowdown of the host only ever adds time to a run)
+    best = {who: {n: min(r[0] for r in runs[who][n]) for n in (small, big)} for who in ("paper", "backtest")}
+    best_rate = {who: (big - small) / (best[who][big] - best[who][small]) for who in best}
+    print(f"  best of {len(whole)} per size: backtest {best_rate['backtest']:,.0f} vs paper-trade "
+          f"{best_rate['paper']:,.0f} bars/s, {best_rate['backtest'] / best_rate['paper']:.2f}x; whole command on "
+          f"{big:,} bars {best['backtest'][big]:.2f} vs {best['paper'][big]:.2f} s, "
+          f"{best['paper'][big] / best['backtest'][big]:.2f}x")
     print(f"  backtest / paper-trade ({backend}, {variant}): "
           f"{rate['backtest'][0] / rate['paper'][0]:.2f}x bars/s wall, "
           f"{rate['backtest'][1] / rate['paper'][1]:.2f}x cpu (goal >= 1x); fills and final equity "
