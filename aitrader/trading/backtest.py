@@ -662,6 +662,49 @@ def trade_excursions(trades: TradeColumns, series: dict[str, BarSeries], passes:
     return bars, mae, mfe, has
 
 
+def frame_excursions(trades: TradeColumns, frames: dict[str, pd.DataFrame] | None) -> Excursions:
+    """:func:`trade_excursions` from whole OHLCV frames (``export RUN trades``: the run's bars read back),
+    as :func:`aitrader.trading.trades.round_trips` takes them trade by trade: each trade's rows by
+    ``searchsorted`` of its aligned stamps on the frame's index (:func:`stamp_ns`), the lows' minimum and
+    the highs' maximum over them (pandas' ``min``/``max`` skip NaN), then the same float operations as
+    :func:`aitrader.trading.trades.excursions`."""
+    n = len(trades)
+    bars = np.zeros(n, dtype=np.int64)
+    mae = np.zeros(n)
+    mfe = np.zeros(n)
+    has = np.zeros(n, dtype=bool)
+    fills = trades.trips.fills
+    for sym, frame in sorted((frames or {}).items()):
+        rows = _rows_of(trades, sym) if frame is not None and len(frame) else np.empty(0, dtype=np.int64)
+        if not rows.size:
+            continue
+        index = pd.DatetimeIndex(frame.index)
+        ns = np.asarray(index.as_unit("ns").asi8, dtype=np.int64)
+        entry, exit_ = trades.trips.entry[rows], trades.trips.exit[rows]
+        lo = np.searchsorted(ns, stamp_ns(stamp_texts(fills.ts, entry), index), side="left")
+        hi = np.searchsorted(ns, stamp_ns(stamp_texts(fills.ts, exit_), index), side="left")
+        low, high = frame["low"].to_numpy(dtype=np.float64), frame["high"].to_numpy(dtype=np.float64)
+        lows, highs = np.full(rows.size, np.nan), np.full(rows.size, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a span of NaN only: NaN, as pandas gives it
+            for k, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+                if b > a:
+                    lo_v, hi_v = low[a:b].min(), high[a:b].max()
+                    lows[k] = lo_v if lo_v == lo_v else np.nanmin(low[a:b])
+                    highs[k] = hi_v if hi_v == hi_v else np.nanmax(high[a:b])
+        held = hi > lo
+        price = fills.price[entry]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up, down = highs / price - 1.0, lows / price - 1.0
+        long = trades.long[rows]
+        best, worst = np.where(long, up, -down), np.where(long, down, -up)
+        mae[rows] = np.where(held & (worst < 0.0), worst, 0.0)  # min(0.0, worst) as Python takes it
+        mfe[rows] = np.where(held & (best > 0.0), best, 0.0)
+        bars[rows] = hi - lo
+        has[rows] = True
+    return bars, mae, mfe, has
+
+
 def close_frames(series: dict[str, BarSeries], passes: dict[str, BarPass]) -> dict[str, pd.DataFrame]:
     """Each symbol's closes on its stamps, the one column of bars the tearsheet reads."""
     return {sym: pd.DataFrame({"close": passes[sym].all_closes}, index=s.index)

@@ -721,14 +721,21 @@ def run_status(run_id: str | None = None, runs_dir: str = DEFAULT_RUNS_DIR, stat
 
 def run_trades(run_dir: Path, frames: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """The round trips of a run (:mod:`aitrader.trading.trades`), MAE/MFE from ``frames`` or the run's
-    recorded ``--data`` (left empty when those bars cannot be read any more)."""
-    from aitrader.trading.trades import round_trips, trades_frame
+    recorded ``--data`` (left empty when those bars cannot be read any more).
 
-    cols, rows = read_table(run_dir / LEDGER_NAME, "fills")
-    fills = [dict(zip(cols, r, strict=True)) for r in rows]
+    The frame :func:`aitrader.trading.trades.round_trips` gives, from columns (:mod:`aitrader.trading.trips`,
+    as ``backtest`` builds its trades; :func:`aitrader.trading.backtest.frame_excursions`): ~150 us a trade
+    less than a Timestamp pair, a Timedelta text and pandas slices per trade."""
+    from aitrader.trading.backtest import frame_excursions
+    from aitrader.trading.trades import trades_frame
+    from aitrader.trading.trips import FillColumns, match_fills, records, trade_columns
+
+    fills = FillColumns.read(run_dir / LEDGER_NAME)
     if frames is None:
-        frames = _recorded_bars(run_dir, sorted({str(f["symbol"]) for f in fills}))
-    return trades_frame(round_trips(fills, frames))
+        frames = _recorded_bars(run_dir, sorted(set(fills.symbol)))
+    trades = trade_columns(match_fills(fills))
+    return trades_frame(records(trades, *frame_excursions(trades, frames)) if frames is not None else
+                        records(trades))
 
 
 def _recorded_bars(run_dir: Path, symbols: list[str]) -> dict[str, pd.DataFrame] | None:

@@ -112,12 +112,22 @@ def frozen_records(df: pd.DataFrame) -> list[dict[str, Any]]:
             for row in df.to_dict(orient="records")]
 
 
+def frozen_run_trades(run_dir: Path, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """main's ``service.run_trades``: the fills' dicts through ``round_trips`` (a Timestamp pair and pandas
+    slices of the frame per trade)."""
+    from aitrader.trading.ledger import LEDGER_NAME, read_table
+    from aitrader.trading.trades import round_trips, trades_frame
+
+    cols, rows = read_table(run_dir / LEDGER_NAME, "fills")
+    return trades_frame(round_trips([dict(zip(cols, r, strict=True)) for r in rows], frames))
+
+
 def frozen_report(run_dir: Path, collect: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """main's performance report and trades, from whole frames of the replayed series."""
     from aitrader.trading.ledger import LEDGER_NAME, read_table
 
     frames = {sym: s.frame() for sym, s in collect["series"].items()}
-    trades = service.run_trades(run_dir, frames)
+    trades = frozen_run_trades(run_dir, frames)
     curve = frozen_curve(run_dir, collect)
     _, rows = read_table(run_dir / LEDGER_NAME, "fills")
     fills = pd.DataFrame.from_records(rows, columns=B.FILL_COLUMNS)
