@@ -634,32 +634,40 @@ def trade_excursions(trades: TradeColumns, series: dict[str, BarSeries], passes:
     """Each trade's bar count, MAE and MFE, as :func:`aitrader.trading.trades.round_trips` takes them from
     whole frames (:func:`~aitrader.trading.trades.excursions`, vectorised); ``has_bars`` False for a
     trade whose symbol has no bars (its three figures are then None in the records)."""
-    n = len(trades)
-    bars = np.zeros(n, dtype=np.int64)
-    mae = np.zeros(n)
-    mfe = np.zeros(n)
-    has = np.zeros(n, dtype=bool)
-    fills = trades.trips.fills
+    out = _no_excursions(len(trades))
     for sym, s in series.items():
         if not len(s):
             continue
         all_rows = _rows_of(trades, sym)
         p = passes[sym]
         for a in range(0, all_rows.size, STEP_PIECE):  # a piece of trades at a time (element-wise)
-            rows = all_rows[a:a + STEP_PIECE]
-            lo, hi = p.spans[0][a:a + STEP_PIECE], p.spans[1][a:a + STEP_PIECE]
-            held = hi > lo
-            price = fills.price[trades.trips.entry[rows]]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                up, down = p.highs[a:a + STEP_PIECE] / price - 1.0, p.lows[a:a + STEP_PIECE] / price - 1.0
-            long = trades.long[rows]
-            best, worst = np.where(long, up, -down), np.where(long, down, -up)
-            # min(0.0, worst) and max(0.0, best) as Python takes them: 0.0 unless strictly beyond (NaN -> 0.0)
-            mae[rows] = np.where(held & (worst < 0.0), worst, 0.0)
-            mfe[rows] = np.where(held & (best > 0.0), best, 0.0)
-            bars[rows] = hi - lo
-            has[rows] = True
-    return bars, mae, mfe, has
+            piece = slice(a, a + STEP_PIECE)
+            _put_excursions(out, trades, all_rows[piece], p.spans[0][piece], p.spans[1][piece], p.lows[piece],
+                            p.highs[piece])
+    return out
+
+
+def _no_excursions(n: int) -> Excursions:
+    """Bars, MAE, MFE and has_bars of ``n`` trades before any is known (no bars)."""
+    return np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+
+
+def _put_excursions(out: Excursions, trades: TradeColumns, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                    lows: np.ndarray, highs: np.ndarray) -> None:
+    """:func:`~aitrader.trading.trades.excursions` of trades ``rows`` into ``out``, vectorised: each held
+    bars ``lo:hi``, whose lows' minimum and highs' maximum are ``lows`` and ``highs``."""
+    bars, mae, mfe, has = out
+    held = hi > lo
+    price = trades.trips.fills.price[trades.trips.entry[rows]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up, down = highs / price - 1.0, lows / price - 1.0
+    long = trades.long[rows]
+    best, worst = np.where(long, up, -down), np.where(long, down, -up)
+    # min(0.0, worst) and max(0.0, best) as Python takes them: 0.0 unless strictly beyond (NaN -> 0.0)
+    mae[rows] = np.where(held & (worst < 0.0), worst, 0.0)
+    mfe[rows] = np.where(held & (best > 0.0), best, 0.0)
+    bars[rows] = hi - lo
+    has[rows] = True
 
 
 def frame_excursions(trades: TradeColumns, frames: dict[str, pd.DataFrame] | None) -> Excursions:
@@ -668,11 +676,7 @@ def frame_excursions(trades: TradeColumns, frames: dict[str, pd.DataFrame] | Non
     ``searchsorted`` of its aligned stamps on the frame's index (:func:`stamp_ns`), the lows' minimum and
     the highs' maximum over them (pandas' ``min``/``max`` skip NaN), then the same float operations as
     :func:`aitrader.trading.trades.excursions`."""
-    n = len(trades)
-    bars = np.zeros(n, dtype=np.int64)
-    mae = np.zeros(n)
-    mfe = np.zeros(n)
-    has = np.zeros(n, dtype=bool)
+    out = _no_excursions(len(trades))
     fills = trades.trips.fills
     for sym, frame in sorted((frames or {}).items()):
         rows = _rows_of(trades, sym) if frame is not None and len(frame) else np.empty(0, dtype=np.int64)
@@ -680,9 +684,8 @@ def frame_excursions(trades: TradeColumns, frames: dict[str, pd.DataFrame] | Non
             continue
         index = pd.DatetimeIndex(frame.index)
         ns = np.asarray(index.as_unit("ns").asi8, dtype=np.int64)
-        entry, exit_ = trades.trips.entry[rows], trades.trips.exit[rows]
-        lo = np.searchsorted(ns, stamp_ns(stamp_texts(fills.ts, entry), index), side="left")
-        hi = np.searchsorted(ns, stamp_ns(stamp_texts(fills.ts, exit_), index), side="left")
+        lo = np.searchsorted(ns, stamp_ns(stamp_texts(fills.ts, trades.trips.entry[rows]), index), side="left")
+        hi = np.searchsorted(ns, stamp_ns(stamp_texts(fills.ts, trades.trips.exit[rows]), index), side="left")
         low, high = frame["low"].to_numpy(dtype=np.float64), frame["high"].to_numpy(dtype=np.float64)
         lows, highs = np.full(rows.size, np.nan), np.full(rows.size, np.nan)
         with warnings.catch_warnings():
@@ -692,17 +695,8 @@ def frame_excursions(trades: TradeColumns, frames: dict[str, pd.DataFrame] | Non
                     lo_v, hi_v = low[a:b].min(), high[a:b].max()
                     lows[k] = lo_v if lo_v == lo_v else np.nanmin(low[a:b])
                     highs[k] = hi_v if hi_v == hi_v else np.nanmax(high[a:b])
-        held = hi > lo
-        price = fills.price[entry]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            up, down = highs / price - 1.0, lows / price - 1.0
-        long = trades.long[rows]
-        best, worst = np.where(long, up, -down), np.where(long, down, -up)
-        mae[rows] = np.where(held & (worst < 0.0), worst, 0.0)  # min(0.0, worst) as Python takes it
-        mfe[rows] = np.where(held & (best > 0.0), best, 0.0)
-        bars[rows] = hi - lo
-        has[rows] = True
-    return bars, mae, mfe, has
+        _put_excursions(out, trades, rows, lo, hi, lows, highs)
+    return out
 
 
 def close_frames(series: dict[str, BarSeries], passes: dict[str, BarPass]) -> dict[str, pd.DataFrame]:
