@@ -99,19 +99,22 @@ def _without_latency(table: dict[str, Any]) -> list[list[Any]]:
     return [r[:k] + r[k + 1 :] for r in table["rows"]]
 
 
+def _same_readers(a: dict[str, Any], b: dict[str, Any]) -> None:
+    for t in EXPORT_TABLES:
+        if t == "predictions":
+            assert _without_latency(a["tables"][t]) == _without_latency(b["tables"][t])
+        else:
+            assert a["tables"][t] == b["tables"][t], t
+    assert a["summary"] == b["summary"]
+    assert a["monitor"] == b["monitor"]
+
+
 def test_the_same_run_today_reads_the_same_with_float64_features(
     tmp_path: Path, expected: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ledger_mod, "FEATURE_BYTES", 8)
     _session(tmp_path / "new")
-    got = _readers(tmp_path / "new")
-    for t in EXPORT_TABLES:
-        if t == "predictions":
-            assert _without_latency(got["tables"][t]) == _without_latency(expected["tables"][t])
-        else:
-            assert got["tables"][t] == expected["tables"][t], t
-    assert got["summary"] == expected["summary"]
-    assert got["monitor"] == expected["monitor"]
+    _same_readers(_readers(tmp_path / "new"), expected)
 
 
 def test_the_same_run_today_reads_the_same_with_default_float32_features(
@@ -204,16 +207,6 @@ def _blob_heads(path: Path) -> set[bytes]:
             for row in conn.execute(f"SELECT * FROM {table}"):
                 heads |= {bytes(v[:4]) for v in row if isinstance(v, bytes) and v}
     return heads
-
-
-def _same_readers(a: dict[str, Any], b: dict[str, Any]) -> None:
-    for t in EXPORT_TABLES:
-        if t == "predictions":
-            assert _without_latency(a["tables"][t]) == _without_latency(b["tables"][t])
-        else:
-            assert a["tables"][t] == b["tables"][t], t
-    assert a["summary"] == b["summary"]
-    assert a["monitor"] == b["monitor"]
 
 
 def test_a_zlib_block_ledger_of_the_previous_code_reads_as_todays_ledger_of_the_same_run(tmp_path: Path) -> None:
